@@ -1,0 +1,854 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tlm bench transport: move page records over N data lanes and measure
+ * goodput (page data bytes per second), with every page verified by the
+ * receiver.
+ *
+ * Roles and timeline:
+ *
+ *   loopback (default)                 --listen / --connect (two hosts)
+ *   parent: tlm_listen(127.0.0.1:0)    receiver: tlm_listen, tlm_accept
+ *   fork -> child: tlm_accept,          sender:   tlm_connect
+ *            receive, report
+ *   parent: tlm_connect, send
+ *
+ *   sender: t0; one thread per data lane sends its share of the pages in
+ *     bursts, then a TLM_PF_LAST record; then reads the receiver's report
+ *     on the control lane (byte mode); t1 = report in. seconds = t1 - t0.
+ *   receiver: one thread per data lane takes records until LAST, checks
+ *     each one; then writes the report (verified, counts, per-lane
+ *     figures, its peak RSS) on the control lane and sends FIN.
+ *
+ * Page content: page k of lane l (k = 0, 1, ... in send order, global page
+ * index (k * lanes + l - 1)) is a 16-byte stamp {lane, magic, index}
+ * followed by the rest of template k % SLOTS of lane l, where the 16
+ * templates of a lane are pseudo-random bytes derived from (lane, slot)
+ * (few enough to stay in cache at the receiver). The
+ * receiver checks the stamp, every byte of the rest against its own copy
+ * of the template, and the order of indices; the transport checks the crc.
+ * The sender computes each page's crc32c without reading the page: the
+ * crc of the fixed rest is precomputed per slot and combined with the
+ * stamp's crc by crc linearity (checked against tlm_crc32c at start), so
+ * the benchmark measures the transport, not a checksum loop.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#define STAMP_LEN   16
+#define STAMP_MAGIC 0x544c4d42u          /* "TLMB" */
+#define SLOTS       16                   /* templates per lane */
+#define BURST_BYTES (1u << 20)           /* page data per send_pages() call */
+#define REPORT_MAX  (16 * 1024)
+#define EPOCH       1
+
+struct opts {
+	const char *transport;
+	const char *transport_args;
+	unsigned lanes;
+	uint64_t bytes;
+	uint32_t page_size;
+	bool page_size_set;
+	bool json;
+	const char *listen;
+	const char *connect;
+	const char *psk_path;
+	int timeout_ms;
+};
+
+/* Templates and crc tables shared by both roles for one (lanes, page size). */
+struct pattern {
+	uint32_t page_size;
+	unsigned slots;            /* templates per lane (SLOTS) */
+	unsigned burst;            /* pages per send_pages() call, a multiple of slots */
+	unsigned lanes;
+	uint8_t *tmpl;             /* [lanes][slots][page_size] */
+	uint32_t *rest_crc;        /* [lanes][slots]: crc32c of bytes after the stamp */
+	uint32_t shift[4][256];    /* crc of stamp -> its effect after page_size-16 bytes */
+};
+
+struct lane_result {
+	uint64_t pages;
+	uint64_t bytes;
+	uint64_t bad;              /* pages that failed the content check */
+	uint64_t ns;               /* first record to LAST (receiver) / send time */
+	int err;
+};
+
+struct lane_job {
+	struct tlm_lane *lane;
+	const struct pattern *pat;
+	unsigned id;               /* 1..lanes */
+	unsigned lanes;
+	uint64_t pages;            /* sender: pages to send */
+	int timeout_ms;            /* receiver: longest quiet spell */
+	uint64_t next;             /* receiver: next expected k */
+	uint64_t t_first;
+	bool last;
+	struct lane_result res;
+};
+
+static uint64_t mix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint8_t *tmpl_of(const struct pattern *p, unsigned lane, unsigned slot)
+{
+	return p->tmpl + ((size_t)(lane - 1) * p->slots + slot) * p->page_size;
+}
+
+static void stamp(uint8_t *s, unsigned lane, uint64_t index)
+{
+	uint32_t v[2] = { lane, STAMP_MAGIC };
+
+	memcpy(s, v, 8);
+	memcpy(s + 8, &index, 8);
+}
+
+/*
+ * crc32c(stamp || rest) = crc32c(0, rest) ^ M(crc32c(0, stamp)), with M the
+ * linear map "run n = page_size - 16 zero bytes through the register":
+ * chaining gives crc(c, rest) and the pre/post inversion cancels in
+ * crc(c, zeros) ^ crc(0, zeros). M is tabulated per byte of its input.
+ */
+static uint32_t page_crc(const struct pattern *p, uint32_t rest_crc, const uint8_t *st)
+{
+	uint32_t c = tlm_crc32c(0, st, STAMP_LEN);
+
+	return rest_crc ^ p->shift[0][c & 0xff] ^ p->shift[1][(c >> 8) & 0xff] ^
+	       p->shift[2][(c >> 16) & 0xff] ^ p->shift[3][c >> 24];
+}
+
+static int pattern_init(struct pattern *p, unsigned lanes, uint32_t page_size)
+{
+	size_t n = page_size - STAMP_LEN;
+	uint8_t *zeros;
+	uint32_t basis[32], z0;
+
+	memset(p, 0, sizeof(*p));
+	p->page_size = page_size;
+	p->lanes = lanes;
+	p->slots = SLOTS;
+	p->burst = BURST_BYTES / page_size;   /* >= 16: page_size <= 64 KiB */
+	p->tmpl = malloc((size_t)lanes * p->slots * page_size);
+	p->rest_crc = malloc((size_t)lanes * p->slots * sizeof(uint32_t));
+	zeros = calloc(1, n);
+	if (!p->tmpl || !p->rest_crc || !zeros) {
+		free(zeros);
+		return -ENOMEM;
+	}
+	z0 = tlm_crc32c(0, zeros, n);
+	for (int b = 0; b < 32; b++)
+		basis[b] = tlm_crc32c(1u << b, zeros, n) ^ z0;
+	for (int byte = 0; byte < 4; byte++)
+		for (unsigned v = 0; v < 256; v++) {
+			uint32_t r = 0;
+
+			for (int b = 0; b < 8; b++)
+				if (v & (1u << b))
+					r ^= basis[byte * 8 + b];
+			p->shift[byte][v] = r;
+		}
+	free(zeros);
+	for (unsigned l = 1; l <= lanes; l++)
+		for (unsigned s = 0; s < p->slots; s++) {
+			uint8_t *t = tmpl_of(p, l, s);
+			uint64_t seed = mix64((uint64_t)l << 32 | s);
+
+			for (size_t i = 0; i < page_size; i += 8) {
+				uint64_t w = mix64(seed + i);
+
+				memcpy(t + i, &w, 8);
+			}
+			p->rest_crc[(size_t)(l - 1) * p->slots + s] =
+				tlm_crc32c(0, t + STAMP_LEN, n);
+		}
+	/* The shortcut must agree with the real thing. */
+	{
+		uint8_t *t = tmpl_of(p, lanes, p->slots - 1);
+
+		stamp(t, lanes, 0x0123456789abcdefull);
+		if (page_crc(p, p->rest_crc[(size_t)lanes * p->slots - 1], t) !=
+		    tlm_crc32c(0, t, page_size))
+			return -EPROTO;
+	}
+	return 0;
+}
+
+static void pattern_free(struct pattern *p)
+{
+	free(p->tmpl);
+	free(p->rest_crc);
+}
+
+/* Pages of the whole run: bytes rounded up to whole pages. */
+static uint64_t pages_total(const struct opts *o)
+{
+	return (o->bytes + o->page_size - 1) / o->page_size;
+}
+
+/* Lane id gets pages k = 0.. with global index k * lanes + id - 1. */
+static uint64_t pages_of_lane(uint64_t total, unsigned lanes, unsigned id)
+{
+	return total / lanes + ((total % lanes) >= id ? 1 : 0);
+}
+
+/* ---- sender ---- */
+
+static void *send_thread(void *arg)
+{
+	struct lane_job *j = arg;
+	const struct pattern *p = j->pat;
+	struct tlm_page_rec *recs = calloc(p->burst, sizeof(*recs));
+	uint8_t *pool = malloc((size_t)p->burst * p->page_size);
+	uint64_t t0 = now_ns(), k = 0;
+	int rc = 0;
+
+	if (!recs || !pool) {
+		j->res.err = -ENOMEM;
+		goto out;
+	}
+	/* Page n of the pool holds template n % slots; only stamps change per
+	 * burst. send_pages() returns once the kernel has the bytes, so the
+	 * pool is ours again for the next burst. Bursts start at multiples of
+	 * burst, so page k sits in pool slot k % burst, template k % slots. */
+	for (unsigned n = 0; n < p->burst; n += p->slots)
+		memcpy(pool + (size_t)n * p->page_size, tmpl_of(p, j->id, 0),
+		       (size_t)p->slots * p->page_size);
+	while (k < j->pages) {
+		unsigned n = 0;
+
+		for (; n < p->burst && k < j->pages; n++, k++) {
+			uint8_t *pg = pool + (size_t)n * p->page_size;
+			uint64_t index = k * j->lanes + j->id - 1;
+
+			stamp(pg, j->id, index);
+			recs[n] = (struct tlm_page_rec){
+				.index = index, .epoch = EPOCH, .region = 0,
+				.len = p->page_size, .data = pg,
+				.crc = page_crc(p, p->rest_crc[(size_t)(j->id - 1) * p->slots +
+							       n % p->slots], pg),
+			};
+		}
+		rc = tlm_lane_send_pages(j->lane, recs, n);
+		if (rc < 0)
+			break;
+		j->res.pages += n;
+		j->res.bytes += (uint64_t)n * p->page_size;
+	}
+	if (rc >= 0) {
+		recs[0] = (struct tlm_page_rec){ .index = UINT64_MAX, .epoch = EPOCH,
+						 .flags = TLM_PF_LAST };
+		rc = tlm_lane_send_pages(j->lane, recs, 1);
+	}
+	if (rc >= 0)
+		rc = tlm_lane_flush(j->lane);
+	j->res.err = rc < 0 ? rc : 0;
+out:
+	j->res.ns = now_ns() - t0;
+	free(recs);
+	free(pool);
+	return NULL;
+}
+
+/* ---- receiver ---- */
+
+static int check_page(void *arg, const struct tlm_page_rec *r)
+{
+	struct lane_job *j = arg;
+	const struct pattern *p = j->pat;
+	uint64_t want = j->next * j->lanes + j->id - 1;
+	uint8_t st[STAMP_LEN];
+	const uint8_t *t;
+
+	if (!j->t_first)
+		j->t_first = now_ns();
+	if (r->flags & TLM_PF_LAST) {
+		j->last = true;
+		return 0;
+	}
+	if (j->last) {
+		j->res.bad++;       /* nothing may follow LAST */
+		return 0;
+	}
+	t = tmpl_of(p, j->id, (unsigned)(j->next % p->slots));
+	stamp(st, j->id, want);
+	if (r->index != want || r->region != 0 || r->epoch != EPOCH || r->flags ||
+	    r->len != p->page_size || memcmp(r->data, st, STAMP_LEN) ||
+	    memcmp((const uint8_t *)r->data + STAMP_LEN, t + STAMP_LEN,
+		   p->page_size - STAMP_LEN))
+		j->res.bad++;
+	j->next++;
+	j->res.pages++;
+	j->res.bytes += r->len;
+	return 0;
+}
+
+static void *recv_thread(void *arg)
+{
+	struct lane_job *j = arg;
+	struct tlm_page_sink sink = { check_page, j };
+	int rc = 0;
+
+	while (!j->last) {
+		rc = tlm_lane_recv_pages(j->lane, &sink, j->timeout_ms);
+		if (rc == 0)
+			rc = -ETIMEDOUT;   /* nothing for a whole timeout */
+		if (rc < 0)
+			break;
+	}
+	j->res.err = rc < 0 ? rc : 0;
+	j->res.ns = j->t_first ? now_ns() - j->t_first : 0;
+	return NULL;
+}
+
+/* Lanes threads; on a failed pthread_create the lanes already started are
+ * still joined. Returns 0 or -errno. */
+static int run_lanes(struct lane_job *jobs, unsigned n, void *(*fn)(void *))
+{
+	pthread_t th[TLM_MAX_LANES];
+	unsigned started = 0;
+	int err = 0;
+
+	for (; started < n; started++) {
+		int rc = pthread_create(&th[started], NULL, fn, &jobs[started]);
+
+		if (rc) {
+			err = -rc;
+			break;
+		}
+	}
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	return err;
+}
+
+/* Reads the control lane until the peer's FIN; returns bytes or error. */
+static ssize_t read_report(struct tlm_lane *l, char *buf, size_t cap, int timeout_ms)
+{
+	size_t got = 0;
+
+	while (got + 1 < cap) {
+		ssize_t r = tlm_lane_read(l, buf + got, cap - 1 - got, timeout_ms);
+
+		if (r < 0)
+			return r;
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	buf[got] = '\0';
+	return (ssize_t)got;
+}
+
+/*
+ * Receiver: accept one session, receive and verify, report on the control
+ * lane; print its own summary if asked (--listen). Returns 0 if every page
+ * verified, else a negative error or 1.
+ */
+static int receiver(struct tlm_listener *li, const struct opts *o, bool print)
+{
+	struct tlm_session *s = NULL;
+	const struct tlm_session_cfg *cfg;
+	struct lane_job *jobs = NULL;
+	struct pattern pat = { 0 };
+	char *rep = NULL;
+	size_t off = 0;
+	unsigned n;
+	uint64_t pages = 0, bytes = 0, bad = 0, t0;
+	bool ok = true;
+	int rc;
+
+	rc = tlm_accept(li, o->timeout_ms, &s);
+	if (rc) {
+		tlm_cli_err("receiver: no session: %s", tlm_strerror(rc));
+		return rc;
+	}
+	cfg = tlm_session_cfg_get(s);
+	n = tlm_session_lanes(s);
+	for (unsigned i = 1; i <= n; i++)
+		if (cfg->lane_modes[i] != TLM_MODE_PAGES) {
+			tlm_cli_err("receiver: data lane %u is not in page mode", i);
+			rc = -TLM_EPARAM;
+			goto out;
+		}
+	rc = pattern_init(&pat, n, cfg->page_size);
+	if (rc)
+		goto out;
+	jobs = calloc(n, sizeof(*jobs));
+	rep = malloc(REPORT_MAX);
+	if (!jobs || !rep) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (unsigned i = 0; i < n; i++)
+		jobs[i] = (struct lane_job){ .lane = tlm_session_lane(s, i + 1), .pat = &pat,
+					     .id = i + 1, .lanes = n,
+					     .timeout_ms = o->timeout_ms };
+	t0 = now_ns();
+	rc = run_lanes(jobs, n, recv_thread);
+	if (rc)
+		goto out;
+	for (unsigned i = 0; i < n; i++) {
+		pages += jobs[i].res.pages;
+		bytes += jobs[i].res.bytes;
+		bad += jobs[i].res.bad;
+		if (jobs[i].res.err || jobs[i].res.bad || !jobs[i].last)
+			ok = false;
+		if (jobs[i].res.err)
+			tlm_cli_err("receiver: lane %u: %s", i + 1, tlm_strerror(jobs[i].res.err));
+	}
+	off += (size_t)snprintf(rep + off, REPORT_MAX - off,
+				"R ok=%d pages=%" PRIu64 " bytes=%" PRIu64 " bad=%" PRIu64
+				" rss=%" PRIu64 " ns=%" PRIu64 "\n", ok, pages, bytes, bad,
+				tlm_cli_peak_rss(), now_ns() - t0);
+	for (unsigned i = 0; i < n && off < REPORT_MAX - 128; i++)
+		off += (size_t)snprintf(rep + off, REPORT_MAX - off,
+					"L %u %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %d\n",
+					i + 1, jobs[i].res.pages, jobs[i].res.bytes,
+					jobs[i].res.bad, jobs[i].res.ns, jobs[i].res.err);
+	rc = (int)tlm_lane_write(tlm_session_lane(s, 0), rep, off);
+	if (rc >= 0)
+		rc = tlm_lane_shutdown(tlm_session_lane(s, 0));
+	if (rc < 0) {
+		tlm_cli_err("receiver: cannot send the report: %s", tlm_strerror(rc));
+		goto out;
+	}
+	/* Wait for the sender's end so it has the report before we close. */
+	{
+		char tmp[64];
+
+		while (tlm_lane_read(tlm_session_lane(s, 0), tmp, sizeof(tmp),
+				     o->timeout_ms) > 0)
+			;
+	}
+	if (print) {
+		double secs = (double)(now_ns() - t0) / 1e9;
+
+		if (o->json) {
+			struct tlm_json j;
+
+			tlm_json_begin(&j, stdout);
+			tlm_json_str(&j, "role", "receiver");
+			tlm_json_str(&j, "transport", o->transport);
+			tlm_json_u64(&j, "lanes", n);
+			tlm_json_u64(&j, "page_size", cfg->page_size);
+			tlm_json_u64(&j, "bytes", bytes);
+			tlm_json_u64(&j, "pages", pages);
+			tlm_json_dbl(&j, "seconds", secs);
+			tlm_json_u64(&j, "goodput_Bps", secs > 0 ? (uint64_t)((double)bytes / secs) : 0);
+			tlm_json_bool(&j, "verified", ok);
+			tlm_json_u64(&j, "bad_pages", bad);
+			tlm_json_u64(&j, "peak_rss_bytes", tlm_cli_peak_rss());
+			tlm_json_finish(&j);
+		} else {
+			printf("receiver: %u lanes, %" PRIu64 " pages, %" PRIu64 " bytes in %.3f s"
+			       " (%.1f MB/s), %s\n", n, pages, bytes, secs,
+			       secs > 0 ? (double)bytes / secs / 1e6 : 0.0,
+			       ok ? "all verified" : "VERIFICATION FAILED");
+		}
+	}
+	rc = ok ? 0 : 1;
+out:
+	free(rep);
+	free(jobs);
+	pattern_free(&pat);
+	tlm_session_close(s);
+	return rc;
+}
+
+/* The receiver's report, parsed. */
+struct report {
+	int ok;
+	uint64_t pages, bytes, bad, rss, ns;
+	struct lane_result lane[TLM_MAX_LANES];
+};
+
+static int parse_report(char *text, unsigned lanes, struct report *r)
+{
+	char *save = NULL, *line;
+	unsigned seen = 0;
+
+	memset(r, 0, sizeof(*r));
+	line = strtok_r(text, "\n", &save);
+	if (!line || sscanf(line, "R ok=%d pages=%" SCNu64 " bytes=%" SCNu64 " bad=%" SCNu64
+			    " rss=%" SCNu64 " ns=%" SCNu64, &r->ok, &r->pages, &r->bytes,
+			    &r->bad, &r->rss, &r->ns) != 6)
+		return -EPROTO;
+	while ((line = strtok_r(NULL, "\n", &save))) {
+		struct lane_result lr;
+		unsigned id;
+
+		if (sscanf(line, "L %u %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %d", &id,
+			   &lr.pages, &lr.bytes, &lr.bad, &lr.ns, &lr.err) != 6 ||
+		    id < 1 || id > lanes)
+			return -EPROTO;
+		r->lane[id - 1] = lr;
+		seen++;
+	}
+	return seen == lanes ? 0 : -EPROTO;
+}
+
+static void print_result(const struct opts *o, const struct lane_job *jobs,
+			 const struct report *rep, double secs, bool verified)
+{
+	uint64_t bytes = 0;
+
+	for (unsigned i = 0; i < o->lanes; i++)
+		bytes += jobs[i].res.bytes;
+	if (o->json) {
+		struct tlm_json j;
+
+		tlm_json_begin(&j, stdout);
+		tlm_json_str(&j, "transport", o->transport);
+		tlm_json_u64(&j, "lanes", o->lanes);
+		tlm_json_u64(&j, "page_size", o->page_size);
+		tlm_json_u64(&j, "bytes", bytes);
+		tlm_json_u64(&j, "pages", rep->pages);
+		tlm_json_dbl(&j, "seconds", secs);
+		tlm_json_u64(&j, "goodput_Bps", secs > 0 ? (uint64_t)((double)bytes / secs) : 0);
+		tlm_json_bool(&j, "verified", verified);
+		tlm_json_u64(&j, "bad_pages", rep->bad);
+		tlm_json_obj(&j, "peak_rss_bytes");
+		tlm_json_u64(&j, "sender", tlm_cli_peak_rss());
+		tlm_json_u64(&j, "receiver", rep->rss);
+		tlm_json_end_obj(&j);
+		tlm_json_arr(&j, "per_lane");
+		for (unsigned i = 0; i < o->lanes; i++) {
+			const struct lane_result *r = &rep->lane[i];
+			double ls = (double)r->ns / 1e9;
+
+			tlm_json_obj(&j, NULL);
+			tlm_json_u64(&j, "lane", i + 1);
+			tlm_json_u64(&j, "bytes", r->bytes);
+			tlm_json_u64(&j, "pages", r->pages);
+			tlm_json_dbl(&j, "seconds", ls);
+			tlm_json_u64(&j, "goodput_Bps", ls > 0 ? (uint64_t)((double)r->bytes / ls) : 0);
+			tlm_json_end_obj(&j);
+		}
+		tlm_json_end_arr(&j);
+		tlm_json_finish(&j);
+		return;
+	}
+	printf("tlm bench transport: %s, %u data lane%s, %u-byte pages\n", o->transport,
+	       o->lanes, o->lanes == 1 ? "" : "s", o->page_size);
+	for (unsigned i = 0; i < o->lanes; i++) {
+		const struct lane_result *r = &rep->lane[i];
+		double ls = (double)r->ns / 1e9;
+
+		printf("  lane %2u: %10.1f MiB in %7.3f s  %9.1f MB/s\n", i + 1,
+		       (double)r->bytes / 1048576.0, ls,
+		       ls > 0 ? (double)r->bytes / ls / 1e6 : 0.0);
+	}
+	printf("  total:   %10.1f MiB in %7.3f s  %9.1f MB/s (%.2f Gbit/s)\n",
+	       (double)bytes / 1048576.0, secs, secs > 0 ? (double)bytes / secs / 1e6 : 0.0,
+	       secs > 0 ? (double)bytes * 8 / secs / 1e9 : 0.0);
+	printf("  %s: %" PRIu64 " pages checked by the receiver, %" PRIu64 " bad\n",
+	       verified ? "verified" : "NOT VERIFIED", rep->pages, rep->bad);
+	printf("  peak RSS: sender %.1f MiB, receiver %.1f MiB\n",
+	       (double)tlm_cli_peak_rss() / 1048576.0, (double)rep->rss / 1048576.0);
+}
+
+/* Sender: connect, send, collect the report. Returns the exit status. */
+static int sender(const struct opts *o, struct tlm_session_cfg *cfg, const char *host,
+		  const char *port)
+{
+	struct tlm_session *s = NULL;
+	struct lane_job *jobs = NULL;
+	struct pattern pat = { 0 };
+	struct report *rep = NULL;
+	char *text = NULL;
+	uint64_t total = pages_total(o), t0;
+	double secs;
+	bool verified;
+	int rc, status = 1;
+	ssize_t got;
+
+	rc = pattern_init(&pat, o->lanes, o->page_size);
+	if (rc) {
+		tlm_cli_err("cannot set up the page pattern: %s", tlm_strerror(rc));
+		goto out;
+	}
+	jobs = calloc(o->lanes, sizeof(*jobs));
+	rep = malloc(sizeof(*rep));
+	text = malloc(REPORT_MAX);
+	if (!jobs || !rep || !text) {
+		tlm_cli_err("out of memory");
+		goto out;
+	}
+	rc = tlm_connect(cfg, host, port, &s);
+	if (rc) {
+		tlm_cli_err("cannot connect to %s port %s: %s", host, port, tlm_strerror(rc));
+		goto out;
+	}
+	for (unsigned i = 0; i < o->lanes; i++)
+		jobs[i] = (struct lane_job){ .lane = tlm_session_lane(s, i + 1), .pat = &pat,
+					     .id = i + 1, .lanes = o->lanes,
+					     .pages = pages_of_lane(total, o->lanes, i + 1) };
+	t0 = now_ns();
+	rc = run_lanes(jobs, o->lanes, send_thread);
+	if (rc) {
+		tlm_cli_err("cannot start sender threads: %s", strerror(-rc));
+		goto out;
+	}
+	for (unsigned i = 0; i < o->lanes; i++)
+		if (jobs[i].res.err) {
+			tlm_cli_err("lane %u: %s", i + 1, tlm_strerror(jobs[i].res.err));
+			goto out;
+		}
+	/* The receiver answers once it has checked every page. */
+	got = read_report(tlm_session_lane(s, 0), text, REPORT_MAX,
+			  o->timeout_ms > 60000 ? o->timeout_ms : 60000);
+	secs = (double)(now_ns() - t0) / 1e9;
+	if (got < 0) {
+		tlm_cli_err("no report from the receiver: %s", tlm_strerror((int)got));
+		goto out;
+	}
+	tlm_lane_shutdown(tlm_session_lane(s, 0));
+	if (parse_report(text, o->lanes, rep) < 0) {
+		tlm_cli_err("malformed report from the receiver");
+		goto out;
+	}
+	verified = rep->ok && rep->bad == 0 && rep->pages == total;
+	for (unsigned i = 0; i < o->lanes; i++)
+		if (rep->lane[i].pages != jobs[i].res.pages || rep->lane[i].err)
+			verified = false;
+	print_result(o, jobs, rep, secs, verified);
+	if (!verified)
+		tlm_cli_err("the receiver did not verify every page");
+	status = verified ? 0 : 1;
+out:
+	tlm_session_close(s);
+	free(text);
+	free(rep);
+	free(jobs);
+	pattern_free(&pat);
+	return status;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: tlm bench transport [--transport NAME] [--lanes N] [--bytes SIZE]\n"
+"                           [--page-size N] [--json] [--psk FILE]\n"
+"                           [--listen ADDR:PORT | --connect ADDR:PORT]\n"
+"                           [--transport-args ARGS] [--timeout MS]\n"
+"\n"
+"Moves SIZE bytes of page records over N data lanes and reports goodput\n"
+"(page data per second) per lane and in total; the receiver checks every\n"
+"byte of every page. By default both ends run on this machine (loopback,\n"
+"random key). --listen runs the receiving end only, --connect the sending\n"
+"end only (both need --psk FILE, the same key on both hosts).\n"
+"\n"
+"  --transport NAME   tcp (default), or another built-in transport\n"
+"  --lanes N          data lanes, 1..%d (default 4)\n"
+"  --bytes SIZE       total page data, K/M/G suffixes (default 1G)\n"
+"  --page-size N      512..65536, a power of two (default 4096)\n"
+"  --json             one JSON object instead of the summary\n"
+"  --transport-args   transport options (tcp: sndbuf=SIZE,rcvbuf=SIZE,nodelay=0|1)\n"
+"  --timeout MS       per blocking step (default 10000)\n",
+		TLM_MAX_LANES - 1);
+}
+
+static bool takes_value(const char *a)
+{
+	static const char *const with_value[] = {
+		"--transport", "--transport-args", "--lanes", "--bytes", "--page-size",
+		"--listen", "--connect", "--psk", "--timeout",
+	};
+
+	for (size_t i = 0; i < sizeof(with_value) / sizeof(with_value[0]); i++)
+		if (!strcmp(a, with_value[i]))
+			return true;
+	return false;
+}
+
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+	*o = (struct opts){ .transport = "tcp", .lanes = 4, .bytes = 1ull << 30,
+			    .page_size = 4096, .timeout_ms = 10000 };
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		uint64_t n;
+
+		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			usage(stdout);
+			return 1;
+		}
+		if (!strcmp(a, "--json")) {
+			o->json = true;
+			continue;
+		}
+		if (!takes_value(a)) {
+			tlm_cli_err("unknown argument '%s' (see --help)", a);
+			return -1;
+		}
+		if (!v) {
+			tlm_cli_err("%s needs a value", a);
+			return -1;
+		}
+		i++;
+		if (!strcmp(a, "--transport")) {
+			o->transport = v;
+		} else if (!strcmp(a, "--transport-args")) {
+			o->transport_args = v;
+		} else if (!strcmp(a, "--lanes")) {
+			if (tlm_cli_parse_size(v, &n) || n < 1 || n >= TLM_MAX_LANES) {
+				tlm_cli_err("--lanes %s: want 1..%d", v, TLM_MAX_LANES - 1);
+				return -1;
+			}
+			o->lanes = (unsigned)n;
+		} else if (!strcmp(a, "--bytes")) {
+			if (tlm_cli_parse_size(v, &n) || n == 0) {
+				tlm_cli_err("--bytes %s: want a size such as 4G, 512M, 1048576", v);
+				return -1;
+			}
+			o->bytes = n;
+		} else if (!strcmp(a, "--page-size")) {
+			if (tlm_cli_parse_size(v, &n) || n < 512 || n > 65536 || (n & (n - 1))) {
+				tlm_cli_err("--page-size %s: want a power of two, 512..65536", v);
+				return -1;
+			}
+			o->page_size = (uint32_t)n;
+			o->page_size_set = true;
+		} else if (!strcmp(a, "--listen")) {
+			o->listen = v;
+		} else if (!strcmp(a, "--connect")) {
+			o->connect = v;
+		} else if (!strcmp(a, "--psk")) {
+			o->psk_path = v;
+		} else if (!strcmp(a, "--timeout")) {
+			if (tlm_cli_parse_size(v, &n) || n == 0 || n > 3600000) {
+				tlm_cli_err("--timeout %s: want milliseconds, 1..3600000", v);
+				return -1;
+			}
+			o->timeout_ms = (int)n;
+		} else {
+			tlm_cli_err("unknown argument '%s' (see --help)", a);
+			return -1;
+		}
+	}
+	if (o->listen && o->connect) {
+		tlm_cli_err("--listen and --connect exclude each other (one side each)");
+		return -1;
+	}
+	if (!tlm_transport_available(o->transport)) {
+		char list[256] = "";
+
+		for (unsigned i = 0; tlm_transport_name(i); i++)
+			snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s",
+				 i ? ", " : "", tlm_transport_name(i));
+		tlm_cli_err("transport '%s' is not built in (available: %s)", o->transport, list);
+		return -1;
+	}
+	return 0;
+}
+
+int tlm_cli_bench_transport(int argc, char **argv)
+{
+	struct tlm_session_cfg cfg;
+	struct tlm_listener *li = NULL;
+	struct tlm_psk psk;
+	struct opts o;
+	char host[256], port[32];
+	pid_t child;
+	int rc, st;
+
+	rc = parse_args(argc, argv, &o);
+	if (rc)
+		return rc > 0 ? 0 : 2;
+	if (tlm_cli_get_psk(o.psk_path, !o.listen && !o.connect, &psk))
+		return 2;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.transport = o.transport;
+	cfg.transport_args = o.transport_args;
+	cfg.psk = &psk;
+	cfg.timeout_ms = o.timeout_ms;
+	cfg.page_size = o.page_size;
+
+	if (o.listen) {
+		if (tlm_cli_parse_hostport(o.listen, host, sizeof(host), port, sizeof(port))) {
+			tlm_cli_err("--listen %s: want ADDR:PORT or [V6ADDR]:PORT", o.listen);
+			return 2;
+		}
+		/* Page size is the sender's choice unless given here too. */
+		cfg.page_size = o.page_size_set ? o.page_size : 0;
+		rc = tlm_listen(&cfg, host, port, &li);
+		if (rc) {
+			tlm_cli_err("cannot listen on %s: %s", o.listen, tlm_strerror(rc));
+			return 1;
+		}
+		if (!o.json)
+			fprintf(stderr, "tlm: receiver listening on %s port %d\n", host,
+				tlm_listener_port(li));
+		rc = receiver(li, &o, true);
+		tlm_listener_close(li);
+		return rc == 0 ? 0 : 1;
+	}
+
+	cfg.n_lanes = o.lanes;
+	for (unsigned i = 1; i <= o.lanes; i++)
+		cfg.lane_modes[i] = TLM_MODE_PAGES;
+	cfg.n_regions = 1;
+	cfg.region_len[0] = pages_total(&o) * o.page_size;
+
+	if (o.connect) {
+		if (tlm_cli_parse_hostport(o.connect, host, sizeof(host), port, sizeof(port))) {
+			tlm_cli_err("--connect %s: want ADDR:PORT or [V6ADDR]:PORT", o.connect);
+			return 2;
+		}
+		return sender(&o, &cfg, host, port);
+	}
+
+	/* Loopback: listen first so the child can never miss the connect. */
+	rc = tlm_listen(&cfg, "127.0.0.1", "0", &li);
+	if (rc) {
+		tlm_cli_err("cannot listen on 127.0.0.1: %s", tlm_strerror(rc));
+		return 1;
+	}
+	snprintf(port, sizeof(port), "%d", tlm_listener_port(li));
+	fflush(NULL);
+	child = fork();
+	if (child < 0) {
+		tlm_cli_err("fork: %s", strerror(errno));
+		tlm_listener_close(li);
+		return 1;
+	}
+	if (child == 0) {
+		rc = receiver(li, &o, false);
+		tlm_listener_close(li);
+		_exit(rc == 0 ? 0 : 1);
+	}
+	tlm_listener_close(li);   /* the child holds its own copy */
+	rc = sender(&o, &cfg, "127.0.0.1", port);
+	if (rc != 0)
+		kill(child, SIGTERM);
+	while (waitpid(child, &st, 0) < 0 && errno == EINTR)
+		;
+	if (rc == 0 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+		tlm_cli_err("the receiver failed");
+		rc = 1;
+	}
+	return rc;
+}

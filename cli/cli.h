@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: MIT */
+/* The `tlm` command: one file per subcommand, shared helpers in util.c. */
+#ifndef TLM_CLI_H
+#define TLM_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "tlm/tlm.h"
+
+/* Subcommands: each gets argv starting at its own name (argv[0] = "transport"
+ * for `tlm bench transport`), returns the process exit status. */
+int tlm_cli_bench_transport(int argc, char **argv);
+int tlm_cli_bench_migrate(int argc, char **argv);
+int tlm_cli_migrate(int argc, char **argv);
+int tlm_cli_receive(int argc, char **argv);
+int tlm_cli_demo(int argc, char **argv);
+
+/* util.c APIs: */
+extern const char *tlm_cli_prog;   /* path of the running tlm binary */
+extern int tlm_cli_verbose;
+/* "64M", "1G", "4096", "1.5G" -> bytes. 0 or -EINVAL. */
+int tlm_cli_parse_size(const char *s, uint64_t *out);
+/* "host:port", "[v6]:port" -> host, port. 0 or -EINVAL. */
+int tlm_cli_parse_hostport(const char *s, char *host, size_t hlen, char *port, size_t plen);
+/* Prints "tlm: <msg>" to stderr; the library's log callback goes here too. */
+void tlm_cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void tlm_cli_install_log(void);
+/* Peak resident set size of this process (VmHWM), bytes. */
+uint64_t tlm_cli_peak_rss(void);
+/* Load --psk FILE, or make a random key when none was given and both ends
+ * run here (loopback). Prints the reason on failure. */
+int tlm_cli_get_psk(const char *path, bool loopback_only, struct tlm_psk *out);
+/* Minimal JSON writer for --json reports (one object per run). */
+struct tlm_json { FILE *f; int depth; bool first[16]; };
+void tlm_json_begin(struct tlm_json *j, FILE *f);
+void tlm_json_obj(struct tlm_json *j, const char *key);      /* key may be NULL in arrays */
+void tlm_json_arr(struct tlm_json *j, const char *key);
+void tlm_json_end_obj(struct tlm_json *j);
+void tlm_json_end_arr(struct tlm_json *j);
+void tlm_json_str(struct tlm_json *j, const char *key, const char *v);
+void tlm_json_u64(struct tlm_json *j, const char *key, uint64_t v);
+void tlm_json_i64(struct tlm_json *j, const char *key, int64_t v);
+void tlm_json_dbl(struct tlm_json *j, const char *key, double v);
+void tlm_json_bool(struct tlm_json *j, const char *key, bool v);
+void tlm_json_finish(struct tlm_json *j);  /* closes the top object, newline */
+
+#endif

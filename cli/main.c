@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: MIT */
+/* The `tlm` command: dispatch to one file per subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* Subcommands that arrive with later pieces are weak: absent ones say so. */
+#pragma weak tlm_cli_bench_transport
+#pragma weak tlm_cli_bench_migrate
+#pragma weak tlm_cli_migrate
+#pragma weak tlm_cli_receive
+#pragma weak tlm_cli_demo
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: tlm [--version] [-v] <command> [options]\n"
+"\n"
+"Live migration of QEMU/KVM virtual machines over RDMA, DPDK and parallel TCP\n"
+"lanes, using Thread-based Live Migration (TLM).\n"
+"\n"
+"commands:\n"
+"  demo               migrate a running test VM between two local QEMUs\n"
+"  migrate            source side: carry a QEMU's migration over tlm lanes\n"
+"  receive            destination side: hand the lanes to the waiting QEMU\n"
+"  bench transport    move page records over lanes and measure goodput\n"
+"  bench migrate      migrate in-process memory under a workload (TLM engine)\n"
+"\n"
+"transports built in:");
+	for (unsigned i = 0; tlm_transport_name(i); i++)
+		fprintf(f, " %s", tlm_transport_name(i));
+	fprintf(f, "\n\n'tlm <command> --help' describes each command.\n");
+}
+
+static int run(int (*fn)(int, char **), const char *name, int argc, char **argv)
+{
+	if (!fn) {
+		tlm_cli_err("'%s' is not available in this build", name);
+		return 2;
+	}
+	return fn(argc, argv);
+}
+
+int main(int argc, char **argv)
+{
+	int i = 1;
+
+	tlm_cli_prog = argv[0];
+	tlm_cli_install_log();
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (!strcmp(argv[i], "--version")) {
+			printf("tlm %s\n", TLM_VERSION_STRING);
+			return 0;
+		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			usage(stdout);
+			return 0;
+		} else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) {
+			tlm_cli_verbose++;
+		} else {
+			tlm_cli_err("unknown option %s", argv[i]);
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (i >= argc) {
+		usage(stderr);
+		return 2;
+	}
+	argc -= i;
+	argv += i;
+	if (!strcmp(argv[0], "bench")) {
+		if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+			fprintf(argc < 2 ? stderr : stdout,
+				"usage: tlm bench transport|migrate [options]\n");
+			return argc < 2 ? 2 : 0;
+		}
+		if (!strcmp(argv[1], "transport"))
+			return run(tlm_cli_bench_transport, "bench transport", argc - 1, argv + 1);
+		if (!strcmp(argv[1], "migrate"))
+			return run(tlm_cli_bench_migrate, "bench migrate", argc - 1, argv + 1);
+		tlm_cli_err("unknown benchmark '%s' (transport, migrate)", argv[1]);
+		return 2;
+	}
+	if (!strcmp(argv[0], "migrate"))
+		return run(tlm_cli_migrate, "migrate", argc, argv);
+	if (!strcmp(argv[0], "receive"))
+		return run(tlm_cli_receive, "receive", argc, argv);
+	if (!strcmp(argv[0], "demo"))
+		return run(tlm_cli_demo, "demo", argc, argv);
+	tlm_cli_err("unknown command '%s'", argv[0]);
+	usage(stderr);
+	return 2;
+}

@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+const char *tlm_cli_prog = "tlm";
+int tlm_cli_verbose;
+
+int tlm_cli_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	double v;
+	uint64_t mul = 1;
+
+	if (!s || !*s)
+		return -EINVAL;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || v < 0)
+		return -EINVAL;
+	switch (*end) {
+	case 'k': case 'K': mul = 1ull << 10; end++; break;
+	case 'm': case 'M': mul = 1ull << 20; end++; break;
+	case 'g': case 'G': mul = 1ull << 30; end++; break;
+	case 't': case 'T': mul = 1ull << 40; end++; break;
+	default: break;
+	}
+	if (*end == 'i' && mul > 1)
+		end++;
+	if (*end == 'B' || *end == 'b')
+		end++;
+	if (*end)
+		return -EINVAL;
+	if (v * (double)mul > 1.8e19)
+		return -ERANGE;
+	*out = (uint64_t)(v * (double)mul);
+	return 0;
+}
+
+int tlm_cli_parse_hostport(const char *s, char *host, size_t hlen, char *port, size_t plen)
+{
+	const char *colon;
+	size_t n;
+
+	if (!s)
+		return -EINVAL;
+	if (s[0] == '[') {
+		const char *rb = strchr(s, ']');
+		if (!rb || rb[1] != ':')
+			return -EINVAL;
+		n = (size_t)(rb - s - 1);
+		colon = rb + 1;
+		s++;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon)
+			return -EINVAL;
+		n = (size_t)(colon - s);
+	}
+	if (n == 0 || n >= hlen || strlen(colon + 1) == 0 || strlen(colon + 1) >= plen)
+		return -EINVAL;
+	memcpy(host, s, n);
+	host[n] = 0;
+	strcpy(port, colon + 1);
+	for (const char *p = port; *p; p++)
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+	return 0;
+}
+
+void tlm_cli_err(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("tlm: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static void log_cb(int level, const char *msg, void *arg)
+{
+	static const char *const names[] = { "error", "warning", "info", "debug" };
+
+	(void)arg;
+	if (level > TLM_LOG_WARN + tlm_cli_verbose)
+		return;
+	fprintf(stderr, "tlm: %s: %s\n", names[level & 3], msg);
+}
+
+void tlm_cli_install_log(void)
+{
+	tlm_set_log_fn(log_cb, NULL);
+}
+
+uint64_t tlm_cli_peak_rss(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	uint64_t kb = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmHWM: %lu kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb * 1024;
+}
+
+int tlm_cli_get_psk(const char *path, bool loopback_only, struct tlm_psk *out)
+{
+	int err;
+
+	if (path) {
+		err = tlm_psk_load(path, out);
+		if (err)
+			tlm_cli_err("cannot use --psk %s: %s", path, tlm_strerror(err));
+		return err;
+	}
+	if (!loopback_only) {
+		tlm_cli_err("--psk FILE is required when the peer is on another host "
+			    "(make one with: umask 077; openssl rand -hex 32 > tlm.psk)");
+		return -TLM_EPSK;
+	}
+	err = tlm_psk_random(out);
+	if (err)
+		tlm_cli_err("cannot make a random key: %s", tlm_strerror(err));
+	return err;
+}
+
+/* ---- JSON writer ---- */
+
+static void sep(struct tlm_json *j, const char *key)
+{
+	if (!j->first[j->depth])
+		fputc(',', j->f);
+	j->first[j->depth] = false;
+	if (key) {
+		fputc('"', j->f);
+		for (const char *p = key; *p; p++)
+			fputc(*p, j->f);
+		fputs("\":", j->f);
+	}
+}
+
+static void push(struct tlm_json *j, char c)
+{
+	fputc(c, j->f);
+	if (j->depth < 15)
+		j->depth++;
+	j->first[j->depth] = true;
+}
+
+void tlm_json_begin(struct tlm_json *j, FILE *f)
+{
+	j->f = f;
+	j->depth = 0;
+	j->first[0] = true;
+	push(j, '{');
+}
+
+void tlm_json_obj(struct tlm_json *j, const char *key) { sep(j, key); push(j, '{'); }
+void tlm_json_arr(struct tlm_json *j, const char *key) { sep(j, key); push(j, '['); }
+void tlm_json_end_obj(struct tlm_json *j) { fputc('}', j->f); j->depth--; }
+void tlm_json_end_arr(struct tlm_json *j) { fputc(']', j->f); j->depth--; }
+
+void tlm_json_str(struct tlm_json *j, const char *key, const char *v)
+{
+	sep(j, key);
+	if (!v) {
+		fputs("null", j->f);
+		return;
+	}
+	fputc('"', j->f);
+	for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(j->f, "\\%c", *p);
+		else if (*p < 0x20)
+			fprintf(j->f, "\\u%04x", *p);
+		else
+			fputc(*p, j->f);
+	}
+	fputc('"', j->f);
+}
+
+void tlm_json_u64(struct tlm_json *j, const char *key, uint64_t v)
+{
+	sep(j, key);
+	fprintf(j->f, "%llu", (unsigned long long)v);
+}
+
+void tlm_json_i64(struct tlm_json *j, const char *key, int64_t v)
+{
+	sep(j, key);
+	fprintf(j->f, "%lld", (long long)v);
+}
+
+void tlm_json_dbl(struct tlm_json *j, const char *key, double v)
+{
+	sep(j, key);
+	if (v != v || v > 1e300 || v < -1e300)
+		fputs("null", j->f);
+	else
+		fprintf(j->f, "%.6g", v);
+}
+
+void tlm_json_bool(struct tlm_json *j, const char *key, bool v)
+{
+	sep(j, key);
+	fputs(v ? "true" : "false", j->f);
+}
+
+void tlm_json_finish(struct tlm_json *j)
+{
+	while (j->depth > 0)
+		tlm_json_end_obj(j);
+	fputc('\n', j->f);
+	fflush(j->f);
+}

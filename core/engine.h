@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Engine internals shared by engine-src.c, chk.c, pagesaver.c, apply.c,
+ * policy.c and xbzrle.c.
+ *
+ * Why the destination ends with the source's memory at the pause:
+ *
+ * Every record carries a key = 2 * epoch + (1 if sent by the page saver);
+ * the destination applies a record only if its key is >= the page's key.
+ * A page's page-saver records all go on one lane (chosen by the page's
+ * bitmap word), so among them arrival order is read order, and their
+ * epochs never decrease. CHK reads the epoch BEFORE it claims a chunk by
+ * advancing the cursor `chk_next`, and the page saver sends page p only
+ * once it has seen the cursor pass p, reading the epoch after that: so a
+ * CHK record never outranks a page-saver record of the same page, and the
+ * destination's copy of a page, once the page saver has sent it, changes
+ * only by later page-saver records on that one lane (which is what lets
+ * XBZRLE encode against the last copy sent on the lane).
+ *
+ * Why the highest-key record holds the content at the pause: take the last
+ * write W to page p before the pause. If CHK's claim of p came after W,
+ * CHK's copy has W. The tick after W (at the latest, stage 3's) puts p in
+ * a dirty set; when the page saver looks at that set:
+ *  - p >= chk_next: CHK has not claimed p, so it reads p after W, and the
+ *    page saver never sent p before (the cursor only grows): CHK's record
+ *    is the only one, and final;
+ *  - p < chk_next: the page saver reads p now, after W, and its record
+ *    outranks CHK's and every earlier page-saver record of p.
+ * Stage 3's tick and round come after the pause, so nothing escapes.
+ */
+#ifndef TLM_CORE_ENGINE_H
+#define TLM_CORE_ENGINE_H
+
+#include <pthread.h>
+
+#include "tlm-internal.h"
+#include "tlm/engine.h"
+
+#define TLM_BURST 128            /* pages per send_pages call */
+#define TLM_CHUNK 256            /* pages CHK claims at a time */
+
+/* Control messages (payload of CTRL frames on the control lane). */
+enum {
+	TLM_CM_START = 1,    /* src->dst: u16 chk, u16 ps, u8 policy, u32 epoch_ms */
+	TLM_CM_STAGE3 = 2,   /* src->dst: u16 n, u64 records[n], u64 devstate_len */
+	TLM_CM_COMMIT = 3,   /* dst->src: every lane drained, all applied */
+	TLM_CM_DEVSTATE = 4, /* src->dst: a chunk of the device-state blob */
+	TLM_CM_FAIL = 5,     /* either way: i32 code, text */
+	TLM_CM_ABORT = 6,    /* src->dst: give up, discard */
+};
+
+struct tlm_xbz_cache;
+
+/* One region as the source engine sees it. */
+struct src_region {
+	uint8_t *base;
+	uint64_t pages;
+	uint64_t words;           /* bitmap words */
+	uint64_t *pending;        /* dirty, not yet sent by PS (atomics) */
+	uint64_t *fresh;          /* scratch for get_dirty (tick thread only) */
+};
+
+struct src {
+	struct tlm_session *s;
+	struct tlm_memsrc *m;
+	struct tlm_migrate_opts o;
+	struct tlm_migrate_stats *st;
+	uint32_t page_size;
+	unsigned n_regions;
+	struct src_region r[TLM_MAX_REGIONS];
+	uint64_t total_pages;
+
+	/* CHK: chunks are claimed in order; chk_next is (region << 48 | page)
+	 * of the first page no CHK thread has started reading. */
+	uint64_t chk_next;
+	uint64_t chk_sent;        /* pages CHK has handed to lanes */
+
+	/* epochs */
+	uint32_t epoch;           /* current epoch (atomic) */
+	pthread_mutex_t lock;     /* epochs[], round counters */
+	pthread_cond_t cond;
+	uint64_t round;           /* PS rounds started (a round per tick) */
+	bool tick_stop;           /* the epoch tick thread leaves */
+	struct ps_arg *ps;        /* the PS threads */
+	bool stop;                /* threads: finish up */
+	int err;                  /* first error of any thread */
+	unsigned ps_busy;         /* PS threads inside a round */
+	unsigned n_epochs, cap_epochs;
+
+	uint64_t lane_records[TLM_MAX_LANES]; /* records sent per data lane */
+	uint64_t lane_bytes[TLM_MAX_LANES];
+	struct tlm_xbz_cache *xbz[TLM_MAX_LANES];
+	bool paused;
+	bool tracking;             /* dirty tracking on (not for stop-copy) */
+};
+
+static inline uint64_t src_pos(unsigned region, uint64_t page)
+{
+	return (uint64_t)region << 48 | page;
+}
+
+/* engine-src.c APIs: */
+void tlm__src_fail(struct src *e, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+bool tlm__src_stopping(struct src *e);
+/* Snapshot, encode and send pages of one region on one lane. */
+struct send_batch {
+	struct tlm_page_rec recs[TLM_BURST];
+	uint8_t *buf;             /* TLM_BURST pages of staging */
+	uint8_t *enc;             /* TLM_BURST pages for XBZRLE output */
+	unsigned n;
+	unsigned lane;
+	uint16_t flags;
+};
+int tlm__batch_init(struct send_batch *b, struct src *e, unsigned lane, uint16_t flags);
+void tlm__batch_free(struct send_batch *b);
+int tlm__batch_add(struct src *e, struct send_batch *b, unsigned region, uint64_t page,
+		   uint32_t epoch);
+int tlm__batch_flush(struct src *e, struct send_batch *b);
+
+/* chk.c APIs: */
+void *tlm__chk_thread(void *arg);      /* arg: struct chk_arg */
+struct chk_arg { struct src *e; unsigned lane; pthread_t t; bool paused_pass; };
+
+/* pagesaver.c APIs: */
+struct ps_arg { struct src *e; unsigned lane; unsigned k; pthread_t t; uint64_t done_round; bool running; };
+void *tlm__ps_thread(void *arg);
+/* The epoch tick: get-and-clear every region's dirty set into pending.
+ * Returns pages found dirty, or a negative error. */
+int64_t tlm__epoch_tick(struct src *e);
+void *tlm__tick_thread(void *arg);
+/* Run one page-saver round on every PS thread and wait for it. */
+int tlm__ps_round(struct src *e);
+void tlm__epoch_account(struct src *e, uint32_t epoch, uint64_t dirtied, uint64_t sent);
+
+/* xbzrle.c APIs: delta encoding of re-sent pages against the last copy
+ * sent on the same lane. The encoded form starts with the crc32c of the
+ * base page so the destination refuses a delta against the wrong base. */
+struct tlm_xbz_cache *tlm__xbz_create(uint64_t bytes, uint32_t page_size);
+void tlm__xbz_destroy(struct tlm_xbz_cache *c);
+size_t tlm__xbz_bytes(const struct tlm_xbz_cache *c);
+/* Encodes cur against the cached copy of key into out (page_size bytes
+ * room). Returns encoded length, or 0 when a plain page is better (no
+ * cached copy, or the delta is too large). Always caches cur for key. */
+uint32_t tlm__xbz_encode(struct tlm_xbz_cache *c, uint64_t key, const uint8_t *cur,
+			 uint8_t *out);
+/* Applies an encoded delta to page (page_size bytes) in place. */
+int tlm__xbz_decode(const uint8_t *enc, uint32_t len, uint8_t *page, uint32_t page_size);
+
+/* policy.c APIs: decide after a precopy-style iteration whether to enter
+ * stage 3. dirty: pages dirty now; prev: dirty set size of the previous
+ * iteration; overlap: pages dirty in both; bw: bytes/s measured. */
+struct iter_info {
+	uint64_t iteration, dirty, prev_dirty, overlap, sent_bytes;
+	double bw_Bps, dirty_rate_pps;
+	uint32_t page_size;
+};
+enum { POL_CONTINUE, POL_STOP_CONVERGED, POL_STOP_HEURISTIC, POL_GIVE_UP };
+int tlm__policy_decide(const struct tlm_migrate_opts *o, const struct iter_info *it);
+
+#endif /* TLM_CORE_ENGINE_H */

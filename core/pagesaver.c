@@ -1,0 +1,205 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The epoch tick and the page-saver (PS) threads.
+ *
+ * The tick (every epoch_ms in the tlm policy; once per iteration in the
+ * precopy-style ones; once more in stage 3) get-and-clears each region's
+ * dirty pages into `fresh` and ORs them into `pending`, then advances the
+ * epoch. The memory source's get_dirty() has no window where a write is
+ * lost (memsrc.h), and pending is only ever ORed into (tick) or exchanged
+ * with zero (PS), word by word, atomically, so no dirty bit is lost here
+ * either.
+ *
+ * PS thread k owns the bitmap words w with w % ps_lanes == k: all of a
+ * page's PS records go out on one lane, in the order they were read. Per
+ * round it takes its words' bits and sends the pages CHK has started on;
+ * the others it drops, since CHK will read them later (core/engine.h).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+
+void tlm__epoch_account(struct src *e, uint32_t epoch, uint64_t dirtied, uint64_t sent)
+{
+	struct tlm_migrate_stats *st = e->st;
+
+	if (epoch == 0)
+		return;
+	pthread_mutex_lock(&e->lock);
+	if (epoch > e->cap_epochs) {
+		unsigned cap = e->cap_epochs ? e->cap_epochs * 2 : 64;
+		struct tlm_epoch_stat *ne;
+		while (cap < epoch)
+			cap *= 2;
+		ne = realloc(st->epochs, cap * sizeof(*ne));
+		if (!ne) {
+			pthread_mutex_unlock(&e->lock);
+			return;
+		}
+		memset(ne + e->cap_epochs, 0, (cap - e->cap_epochs) * sizeof(*ne));
+		st->epochs = ne;
+		e->cap_epochs = cap;
+	}
+	st->epochs[epoch - 1].epoch = epoch;
+	st->epochs[epoch - 1].dirtied += dirtied;
+	st->epochs[epoch - 1].sent_ps += sent;
+	if (epoch > st->n_epochs)
+		st->n_epochs = epoch;
+	pthread_mutex_unlock(&e->lock);
+}
+
+int64_t tlm__epoch_tick(struct src *e)
+{
+	uint64_t total = 0;
+	uint32_t ep;
+
+	for (unsigned i = 0; i < e->n_regions; i++) {
+		struct src_region *r = &e->r[i];
+		int n;
+
+		memset(r->fresh, 0, r->words * 8);
+		n = e->m->ops->get_dirty(e->m->ctx, i, r->fresh);
+		if (n < 0) {
+			tlm__src_fail(e, n, "dirty tracking failed: %s", tlm_strerror(n));
+			return n;
+		}
+		for (uint64_t w = 0; w < r->words; w++)
+			if (r->fresh[w])
+				__atomic_fetch_or(&r->pending[w], r->fresh[w], __ATOMIC_RELEASE);
+		total += (uint64_t)n;
+	}
+	/* The set just taken belongs to epoch ep; whatever PS reads from now
+	 * on is stamped ep + 1 or later. */
+	ep = __atomic_fetch_add(&e->epoch, 1, __ATOMIC_ACQ_REL);
+	tlm__epoch_account(e, ep, total, 0);
+	return (int64_t)total;
+}
+
+void *tlm__tick_thread(void *arg)
+{
+	struct src *e = arg;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	for (;;) {
+		bool leave;
+
+		ts.tv_nsec += (long)e->o.epoch_ms * 1000000L;
+		while (ts.tv_nsec >= 1000000000L) {
+			ts.tv_nsec -= 1000000000L;
+			ts.tv_sec++;
+		}
+		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+			;
+		pthread_mutex_lock(&e->lock);
+		leave = e->tick_stop || e->stop;
+		pthread_mutex_unlock(&e->lock);
+		if (leave || tlm__src_stopping(e))
+			break;
+		if (tlm__epoch_tick(e) < 0)
+			break;
+		pthread_mutex_lock(&e->lock);
+		e->round++;
+		pthread_cond_broadcast(&e->cond);
+		pthread_mutex_unlock(&e->lock);
+	}
+	return NULL;
+}
+
+int tlm__ps_round(struct src *e)
+{
+	uint64_t r;
+	bool waiting = true;
+
+	pthread_mutex_lock(&e->lock);
+	r = ++e->round;
+	pthread_cond_broadcast(&e->cond);
+	while (waiting && !e->stop) {
+		waiting = false;
+		for (unsigned i = 0; i < e->o.ps_lanes; i++)
+			if (e->ps[i].done_round < r)
+				waiting = true;
+		if (waiting)
+			pthread_cond_wait(&e->cond, &e->lock);
+	}
+	pthread_mutex_unlock(&e->lock);
+	return e->err;
+}
+
+static int ps_pass(struct src *e, struct ps_arg *a, struct send_batch *b, uint64_t *sent)
+{
+	uint64_t cursor = __atomic_load_n(&e->chk_next, __ATOMIC_ACQUIRE);
+
+	for (unsigned ri = 0; ri < e->n_regions; ri++) {
+		struct src_region *r = &e->r[ri];
+
+		for (uint64_t w = a->k; w < r->words; w += e->o.ps_lanes) {
+			uint64_t bits;
+
+			if (!__atomic_load_n(&r->pending[w], __ATOMIC_RELAXED))
+				continue;
+			bits = __atomic_exchange_n(&r->pending[w], 0, __ATOMIC_ACQ_REL);
+			while (bits) {
+				uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
+				uint32_t epoch;
+
+				bits &= bits - 1;
+				if (p >= r->pages)
+					continue;
+				/* CHK has not started on p: it will read it later. */
+				if (src_pos(ri, p) >= cursor &&
+				    src_pos(ri, p) >= (cursor = __atomic_load_n(&e->chk_next, __ATOMIC_ACQUIRE)))
+					continue;
+				epoch = __atomic_load_n(&e->epoch, __ATOMIC_ACQUIRE);
+				if (tlm__batch_add(e, b, ri, p, epoch))
+					return e->err;
+				(*sent)++;
+			}
+			if (tlm__src_stopping(e))
+				return e->err;
+		}
+	}
+	return tlm__batch_flush(e, b);
+}
+
+void *tlm__ps_thread(void *arg)
+{
+	struct ps_arg *a = arg;
+	struct src *e = a->e;
+	struct send_batch b;
+
+	if (tlm__batch_init(&b, e, a->lane, TLM_PF_PS)) {
+		tlm__src_fail(e, -ENOMEM, "PS: out of memory");
+		return NULL;
+	}
+	for (;;) {
+		uint64_t r, sent = 0;
+		uint32_t ep;
+
+		pthread_mutex_lock(&e->lock);
+		while (!e->stop && e->round == a->done_round)
+			pthread_cond_wait(&e->cond, &e->lock);
+		if (e->stop) {
+			/* Let a waiting ps_round() go on. */
+			a->done_round = UINT64_MAX;
+			pthread_cond_broadcast(&e->cond);
+			pthread_mutex_unlock(&e->lock);
+			break;
+		}
+		r = e->round;
+		pthread_mutex_unlock(&e->lock);
+
+		ep = __atomic_load_n(&e->epoch, __ATOMIC_ACQUIRE) - 1;
+		if (ps_pass(e, a, &b, &sent) && !e->err)
+			tlm__src_fail(e, -EIO, "PS lane %u failed", a->lane);
+		tlm__epoch_account(e, ep, 0, sent);
+
+		pthread_mutex_lock(&e->lock);
+		a->done_round = r;
+		pthread_cond_broadcast(&e->cond);
+		pthread_mutex_unlock(&e->lock);
+	}
+	tlm__batch_free(&b);
+	return NULL;
+}

@@ -1,0 +1,586 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Sessions: one control lane plus n data lanes, each authenticated.
+ *
+ * Connection setup, per lane (C = connecting side, S = accepting side):
+ *
+ *   C -> S  HELLO      magic, version, lane, session id, nonce_c
+ *   S -> C  CHALLENGE  magic, version, nonce_s, HMAC(psk, "tlm-server" ...)
+ *                      (or ERROR naming S's version if the versions differ)
+ *   C -> S  AUTH       HMAC(psk, "tlm-client", sid, lane, nonce_s, nonce_c)
+ *   S -> C  WELCOME    (or ERROR: authentication, unknown session, bad lane)
+ *
+ * and on the control lane only, after WELCOME:
+ *
+ *   C -> S  PARAMS     page size, lane count, page-mode lanes, regions, caps
+ *   S -> C  PARAMS_ACK caps both sides have (or ERROR saying what it refused)
+ *
+ * then C connects data lanes 1..n. S reads nothing but HELLO and AUTH from
+ * a lane until it has proved the key, so an unauthenticated peer cannot
+ * place a single page. S's own proof in CHALLENGE lets C refuse an
+ * impostor before it sends anything of value.
+ *
+ * The accept loop is serial: an unauthenticated lane gets at most
+ * HANDSHAKE_MS of our time per step before it is dropped, so garbage on
+ * the port delays a real session but cannot stop it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tlm-internal.h"
+
+#define HANDSHAKE_MS 5000
+
+struct tlm_listener {
+	const struct tlm_lane_ops *ops;
+	struct tlm_xlistener *xl;
+	struct tlm_session_cfg cfg;
+	struct tlm_psk psk;
+};
+
+struct tlm_session {
+	struct tlm_session_cfg cfg;
+	struct tlm_psk psk;
+	uint8_t sid[TLM_SID_LEN];
+	unsigned n;
+	struct tlm_lane *lanes[TLM_MAX_LANES];
+};
+
+static int step_ms(const struct tlm_session_cfg *cfg)
+{
+	return cfg->timeout_ms > 0 ? cfg->timeout_ms : TLM_DEFAULT_TIMEOUT_MS;
+}
+
+static int check_cfg(const struct tlm_session_cfg *cfg, bool connecting)
+{
+	if (!cfg || !cfg->psk || cfg->psk->len < TLM_PSK_MIN || cfg->psk->len > TLM_PSK_MAX) {
+		tlm__err("a session needs a pre-shared key of at least %d bytes", TLM_PSK_MIN);
+		return -TLM_EPSK;
+	}
+	if (connecting && (cfg->n_lanes < 1 || cfg->n_lanes >= TLM_MAX_LANES)) {
+		tlm__err("data lanes: %u, must be 1..%d", cfg->n_lanes, TLM_MAX_LANES - 1);
+		return -EINVAL;
+	}
+	if (cfg->n_lanes >= TLM_MAX_LANES || cfg->n_regions > TLM_MAX_REGIONS)
+		return -EINVAL;
+	return 0;
+}
+
+static void send_error(struct tlm_lane *l, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void send_error(struct tlm_lane *l, int code, const char *fmt, ...)
+{
+	struct tlm_errmsg e = { .code = code, .version = TLM_WIRE_VERSION };
+	uint8_t buf[TLM_MAX_MSG];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	vsnprintf(e.text, sizeof(e.text), fmt, ap);
+	va_end(ap);
+	n = tlm__errmsg_encode(buf, sizeof(buf), &e);
+	if (n > 0 && tlm__msg_send(l, TLM_FT_ERROR, buf, (uint32_t)n) == 0)
+		tlm_lane_flush(l);
+}
+
+/* An ERROR frame from the peer: log its text, return its code. */
+static int peer_error(struct tlm_lane *l, const uint8_t *buf, uint32_t len)
+{
+	struct tlm_errmsg e;
+
+	if (tlm__errmsg_decode(buf, len, &e))
+		return -TLM_EFRAME;
+	if (e.code == -TLM_EVERSION)
+		tlm__err("%s: peer speaks wire version %u, this side speaks version %u",
+			 l->peer, e.version, TLM_WIRE_VERSION);
+	else
+		tlm__err("%s: peer refused: %s", l->peer, e.text);
+	return e.code;
+}
+
+/* Accepting side of one lane's authentication. Fills *h on success. */
+static int server_auth(struct tlm_lane *l, const struct tlm_psk *psk, int ms,
+		       struct tlm_hello *h)
+{
+	uint8_t buf[TLM_MAX_MSG], mac[TLM_MAC_LEN];
+	struct tlm_challenge c = { .magic = TLM_WIRE_MAGIC, .version = TLM_WIRE_VERSION };
+	uint32_t len;
+	uint8_t type;
+	int err, n;
+
+	err = tlm__msg_recv(l, &type, buf, sizeof(buf), &len, ms);
+	if (err) {
+		tlm__warn("%s: refused a connection that sent no valid hello (%s)",
+			  l->peer, tlm_strerror(err));
+		return err == -ETIMEDOUT ? err : -TLM_EFRAME;
+	}
+	if (type != TLM_FT_HELLO) {
+		tlm__warn("%s: refused a connection that did not start with a hello", l->peer);
+		return -TLM_EFRAME;
+	}
+	err = tlm__hello_decode(buf, len, h);
+	if (err == -TLM_EVERSION) {
+		tlm__err("%s: peer speaks wire version %u, this side speaks version %u",
+			 l->peer, h->version, TLM_WIRE_VERSION);
+		send_error(l, -TLM_EVERSION, "this side speaks wire version %u, not %u",
+			   TLM_WIRE_VERSION, h->version);
+		return err;
+	}
+	if (err) {
+		tlm__warn("%s: refused a malformed hello", l->peer);
+		return err;
+	}
+	err = tlm__random(c.nonce, sizeof(c.nonce));
+	if (!err)
+		err = tlm__hmac(psk, "tlm-server", h->sid, h->lane, h->nonce, c.nonce, c.mac);
+	if (err)
+		return err;
+	n = tlm__challenge_encode(buf, sizeof(buf), &c);
+	err = tlm__msg_send(l, TLM_FT_CHALLENGE, buf, (uint32_t)n);
+	if (!err)
+		err = tlm_lane_flush(l);
+	if (err)
+		return err;
+	err = tlm__msg_recv(l, &type, buf, sizeof(buf), &len, ms);
+	if (err)
+		return err;
+	if (type != TLM_FT_AUTH || len != TLM_MAC_LEN) {
+		if (type == TLM_FT_ERROR)
+			return peer_error(l, buf, len);
+		return -TLM_EFRAME;
+	}
+	err = tlm__hmac(psk, "tlm-client", h->sid, h->lane, c.nonce, h->nonce, mac);
+	if (err)
+		return err;
+	if (!tlm__ct_equal(mac, buf, TLM_MAC_LEN)) {
+		tlm__err("%s: lane %u failed authentication (wrong pre-shared key); refused",
+			 l->peer, h->lane);
+		send_error(l, -TLM_EAUTH, "authentication failed");
+		return -TLM_EAUTH;
+	}
+	return 0;
+}
+
+/* Connecting side of one lane's authentication, through WELCOME. */
+static int client_auth(struct tlm_lane *l, const struct tlm_psk *psk,
+		       const uint8_t *sid, uint16_t lane, int ms)
+{
+	struct tlm_hello h = { .magic = TLM_WIRE_MAGIC, .version = TLM_WIRE_VERSION, .lane = lane };
+	uint8_t buf[TLM_MAX_MSG], mac[TLM_MAC_LEN];
+	struct tlm_challenge c;
+	uint32_t len;
+	uint8_t type;
+	int err, n;
+
+	memcpy(h.sid, sid, TLM_SID_LEN);
+	err = tlm__random(h.nonce, sizeof(h.nonce));
+	if (err)
+		return err;
+	n = tlm__hello_encode(buf, sizeof(buf), &h);
+	err = tlm__msg_send(l, TLM_FT_HELLO, buf, (uint32_t)n);
+	if (!err)
+		err = tlm_lane_flush(l);
+	if (err)
+		return err;
+	err = tlm__msg_recv(l, &type, buf, sizeof(buf), &len, ms);
+	if (err) {
+		tlm__err("%s: no answer to our hello (%s)", l->peer, tlm_strerror(err));
+		return err;
+	}
+	if (type == TLM_FT_ERROR)
+		return peer_error(l, buf, len);
+	if (type != TLM_FT_CHALLENGE)
+		return -TLM_EFRAME;
+	err = tlm__challenge_decode(buf, len, &c);
+	if (err == -TLM_EVERSION) {
+		tlm__err("%s: peer speaks wire version %u, this side speaks version %u",
+			 l->peer, c.version, TLM_WIRE_VERSION);
+		return err;
+	}
+	if (err)
+		return err;
+	err = tlm__hmac(psk, "tlm-server", sid, lane, h.nonce, c.nonce, mac);
+	if (err)
+		return err;
+	if (!tlm__ct_equal(mac, c.mac, TLM_MAC_LEN)) {
+		tlm__err("%s: peer could not prove the pre-shared key; refused", l->peer);
+		return -TLM_EAUTH;
+	}
+	err = tlm__hmac(psk, "tlm-client", sid, lane, c.nonce, h.nonce, mac);
+	if (!err)
+		err = tlm__msg_send(l, TLM_FT_AUTH, mac, TLM_MAC_LEN);
+	if (!err)
+		err = tlm_lane_flush(l);
+	if (err)
+		return err;
+	err = tlm__msg_recv(l, &type, buf, sizeof(buf), &len, ms);
+	if (err)
+		return err;
+	if (type == TLM_FT_ERROR)
+		return peer_error(l, buf, len);
+	return type == TLM_FT_WELCOME && len == 0 ? 0 : -TLM_EFRAME;
+}
+
+static bool pow2(uint32_t v) { return v && !(v & (v - 1)); }
+
+/* Accepting side: decide on the connecting side's parameters. */
+static int check_params(struct tlm_lane *l, const struct tlm_session_cfg *mine,
+			const struct tlm_params *p)
+{
+	if (!pow2(p->page_size) || p->page_size < TLM_MIN_PAGE_SIZE ||
+	    p->page_size > TLM_MAX_PAGE_SIZE) {
+		send_error(l, -TLM_EPARAM, "page size %u not supported", p->page_size);
+		return -TLM_EPARAM;
+	}
+	if (mine->page_size && mine->page_size != p->page_size) {
+		tlm__err("%s: peer uses %u-byte pages, this side %u", l->peer,
+			 p->page_size, mine->page_size);
+		send_error(l, -TLM_EPARAM, "this side uses %u-byte pages, not %u",
+			   mine->page_size, p->page_size);
+		return -TLM_EPARAM;
+	}
+	if (p->n_lanes < 1 || p->n_lanes >= TLM_MAX_LANES ||
+	    (mine->n_lanes && mine->n_lanes != p->n_lanes)) {
+		tlm__err("%s: peer offers %u data lanes, this side expects %u", l->peer,
+			 p->n_lanes, mine->n_lanes);
+		send_error(l, -TLM_EPARAM, "this side expects %u data lanes, not %u",
+			   mine->n_lanes, p->n_lanes);
+		return -TLM_EPARAM;
+	}
+	if (mine->n_regions) {
+		bool same = mine->n_regions == p->n_regions;
+		for (unsigned i = 0; same && i < p->n_regions; i++)
+			same = mine->region_len[i] == p->region_len[i];
+		if (!same) {
+			tlm__err("%s: peer's memory regions differ from this side's", l->peer);
+			send_error(l, -TLM_EPARAM, "memory regions differ (count or sizes)");
+			return -TLM_EPARAM;
+		}
+	}
+	return 0;
+}
+
+static void session_free(struct tlm_session *s)
+{
+	for (unsigned i = 0; i < TLM_MAX_LANES; i++)
+		if (s->lanes[i])
+			s->lanes[i]->ops->close(s->lanes[i]);
+	memset(&s->psk, 0, sizeof(s->psk));
+	free(s);
+}
+
+/* Data lanes switch to page mode once every lane has joined. */
+static int apply_modes(struct tlm_session *s)
+{
+	uint32_t ps = s->cfg.page_size;
+
+	for (unsigned i = 0; i <= s->n; i++) {
+		struct tlm_lane *l = s->lanes[i];
+		int err;
+
+		l->page_size = ps;
+		if (i == 0 || s->cfg.lane_modes[i] != TLM_MODE_PAGES)
+			continue;
+		err = tlm_lane_set_mode(l, TLM_MODE_PAGES);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+int tlm_listen(const struct tlm_session_cfg *cfg, const char *addr,
+	       const char *port, struct tlm_listener **out)
+{
+	const struct tlm_lane_ops *ops;
+	struct tlm_listener *l;
+	int err;
+
+	err = check_cfg(cfg, false);
+	if (err)
+		return err;
+	ops = tlm__transport_find(cfg->transport ? cfg->transport : "tcp");
+	if (!ops) {
+		tlm__err("transport %s is not built into this libtlm", cfg->transport);
+		return -TLM_ENOTRANSPORT;
+	}
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->ops = ops;
+	l->cfg = *cfg;
+	l->psk = *cfg->psk;
+	l->cfg.psk = &l->psk;
+	err = ops->listen(addr, port, cfg->transport_args, &l->xl);
+	if (err) {
+		free(l);
+		return err;
+	}
+	*out = l;
+	return 0;
+}
+
+int tlm_listener_port(const struct tlm_listener *l)
+{
+	return l->ops->listener_port(l->xl);
+}
+
+void tlm_listener_close(struct tlm_listener *l)
+{
+	if (!l)
+		return;
+	l->ops->listener_close(l->xl);
+	memset(&l->psk, 0, sizeof(l->psk));
+	free(l);
+}
+
+/* Accept one raw lane and authenticate it; -EAGAIN means "that one was
+ * refused, keep accepting". */
+static int accept_one(struct tlm_listener *li, uint64_t deadline,
+		      struct tlm_lane **lane, struct tlm_hello *h)
+{
+	int left = tlm__left_ms(deadline), err;
+	struct tlm_lane *l;
+
+	if (left == 0)
+		return -ETIMEDOUT;
+	err = li->ops->accept(li->xl, left, &l);
+	if (err)
+		return err;
+	left = tlm__left_ms(deadline);
+	err = server_auth(l, &li->psk, left < HANDSHAKE_MS ? left : HANDSHAKE_MS, h);
+	if (err) {
+		l->ops->close(l);
+		return err == -TLM_EVERSION ? err : -EAGAIN;
+	}
+	*lane = l;
+	return 0;
+}
+
+int tlm_accept(struct tlm_listener *li, int timeout_ms, struct tlm_session **out)
+{
+	uint64_t deadline = tlm__now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : step_ms(&li->cfg));
+	uint8_t buf[TLM_MAX_MSG];
+	struct tlm_session *s;
+	struct tlm_params p;
+	struct tlm_hello h;
+	struct tlm_lane *l;
+	unsigned joined = 0;
+	uint32_t len;
+	uint8_t type;
+	int err;
+
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->psk = li->psk;
+
+	/* The control lane: a new session id, lane 0, then its parameters. */
+	for (;;) {
+		err = accept_one(li, deadline, &l, &h);
+		if (err == -EAGAIN || err == -TLM_EVERSION)
+			continue;
+		if (err)
+			goto fail;
+		if (h.lane != 0) {
+			tlm__warn("%s: data lane %u of an unknown session; refused", l->peer, h.lane);
+			send_error(l, -TLM_ESESSION, "no such session");
+			l->ops->close(l);
+			continue;
+		}
+		err = tlm__msg_send(l, TLM_FT_WELCOME, NULL, 0);
+		if (!err)
+			err = tlm_lane_flush(l);
+		if (!err)
+			err = tlm__msg_recv(l, &type, buf, sizeof(buf), &len,
+					    tlm__left_ms(deadline) + 1);
+		if (!err && type != TLM_FT_PARAMS)
+			err = -TLM_EFRAME;
+		if (!err)
+			err = tlm__params_decode(buf, len, &p);
+		if (!err)
+			err = check_params(l, &li->cfg, &p);
+		if (err) {
+			l->ops->close(l);
+			if (err == -TLM_EPARAM)
+				goto fail;
+			continue;
+		}
+		break;
+	}
+	s->lanes[0] = l;
+	memcpy(s->sid, h.sid, TLM_SID_LEN);
+	s->cfg = li->cfg;
+	s->cfg.psk = &s->psk;
+	s->cfg.page_size = p.page_size;
+	s->cfg.n_lanes = p.n_lanes;
+	s->cfg.n_regions = p.n_regions;
+	memcpy(s->cfg.region_len, p.region_len, sizeof(p.region_len));
+	s->cfg.caps = p.caps & li->cfg.caps;
+	for (unsigned i = 1; i <= p.n_lanes; i++)
+		s->cfg.lane_modes[i] = (p.page_lanes >> (i - 1)) & 1 ? TLM_MODE_PAGES : TLM_MODE_BYTES;
+	s->n = p.n_lanes;
+	tlm__put32(buf, s->cfg.caps);
+	err = tlm__msg_send(l, TLM_FT_PARAMS_ACK, buf, 4);
+	if (!err)
+		err = tlm_lane_flush(l);
+	if (err)
+		goto fail;
+
+	/* Data lanes: only this session's, each index once. */
+	while (joined < s->n) {
+		err = accept_one(li, deadline, &l, &h);
+		if (err == -EAGAIN || err == -TLM_EVERSION)
+			continue;
+		if (err)
+			goto fail;
+		if (memcmp(h.sid, s->sid, TLM_SID_LEN) != 0 || h.lane == 0 ||
+		    h.lane > s->n || s->lanes[h.lane]) {
+			tlm__warn("%s: lane %u does not belong to this session; refused",
+				  l->peer, h.lane);
+			send_error(l, -TLM_ESESSION, "lane %u is not expected", h.lane);
+			l->ops->close(l);
+			continue;
+		}
+		l->index = h.lane;
+		err = tlm__msg_send(l, TLM_FT_WELCOME, NULL, 0);
+		if (!err)
+			err = tlm_lane_flush(l);
+		if (err) {
+			l->ops->close(l);
+			continue;
+		}
+		s->lanes[h.lane] = l;
+		joined++;
+	}
+	err = apply_modes(s);
+	if (err)
+		goto fail;
+	*out = s;
+	return 0;
+fail:
+	if (err == -ETIMEDOUT)
+		tlm__err("no complete session within the timeout (%u of %u data lanes joined)",
+			 joined, s->n);
+	session_free(s);
+	return err;
+}
+
+int tlm_connect(const struct tlm_session_cfg *cfg, const char *addr,
+		const char *port, struct tlm_session **out)
+{
+	const struct tlm_lane_ops *ops;
+	uint8_t buf[TLM_MAX_MSG];
+	struct tlm_params p = { 0 };
+	struct tlm_session *s;
+	uint32_t len;
+	uint8_t type;
+	int err, n, ms;
+
+	err = check_cfg(cfg, true);
+	if (err)
+		return err;
+	ops = tlm__transport_find(cfg->transport ? cfg->transport : "tcp");
+	if (!ops) {
+		tlm__err("transport %s is not built into this libtlm", cfg->transport);
+		return -TLM_ENOTRANSPORT;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->cfg = *cfg;
+	s->psk = *cfg->psk;
+	s->cfg.psk = &s->psk;
+	if (!s->cfg.page_size)
+		s->cfg.page_size = TLM_DEFAULT_PAGE_SIZE;
+	s->n = cfg->n_lanes;
+	ms = step_ms(cfg);
+	err = tlm__random(s->sid, sizeof(s->sid));
+	if (err)
+		goto fail;
+
+	err = ops->connect(addr, port, cfg->transport_args, 0, ms, &s->lanes[0]);
+	if (err) {
+		tlm__err("cannot reach %s port %s: %s", addr, port, tlm_strerror(err));
+		goto fail;
+	}
+	err = client_auth(s->lanes[0], &s->psk, s->sid, 0, ms);
+	if (err)
+		goto fail;
+	p.page_size = s->cfg.page_size;
+	p.n_lanes = (uint16_t)s->n;
+	p.n_regions = (uint16_t)cfg->n_regions;
+	p.caps = cfg->caps;
+	for (unsigned i = 1; i <= s->n; i++)
+		if (cfg->lane_modes[i] == TLM_MODE_PAGES)
+			p.page_lanes |= 1ull << (i - 1);
+	memcpy(p.region_len, cfg->region_len, sizeof(p.region_len));
+	n = tlm__params_encode(buf, sizeof(buf), &p);
+	if (n < 0) {
+		err = n;
+		goto fail;
+	}
+	err = tlm__msg_send(s->lanes[0], TLM_FT_PARAMS, buf, (uint32_t)n);
+	if (!err)
+		err = tlm_lane_flush(s->lanes[0]);
+	if (!err)
+		err = tlm__msg_recv(s->lanes[0], &type, buf, sizeof(buf), &len, ms);
+	if (err)
+		goto fail;
+	if (type == TLM_FT_ERROR) {
+		err = peer_error(s->lanes[0], buf, len);
+		goto fail;
+	}
+	if (type != TLM_FT_PARAMS_ACK || len != 4) {
+		err = -TLM_EFRAME;
+		goto fail;
+	}
+	s->cfg.caps = tlm__get32(buf) & cfg->caps;
+
+	for (unsigned i = 1; i <= s->n; i++) {
+		err = ops->connect(addr, port, cfg->transport_args, i, ms, &s->lanes[i]);
+		if (err) {
+			tlm__err("data lane %u: cannot reach %s port %s: %s", i, addr, port,
+				 tlm_strerror(err));
+			goto fail;
+		}
+		s->lanes[i]->index = i;
+		err = client_auth(s->lanes[i], &s->psk, s->sid, (uint16_t)i, ms);
+		if (err)
+			goto fail;
+	}
+	err = apply_modes(s);
+	if (err)
+		goto fail;
+	*out = s;
+	return 0;
+fail:
+	session_free(s);
+	return err;
+}
+
+const struct tlm_session_cfg *tlm_session_cfg_get(const struct tlm_session *s)
+{
+	return &s->cfg;
+}
+
+unsigned tlm_session_lanes(const struct tlm_session *s)
+{
+	return s->n;
+}
+
+struct tlm_lane *tlm_session_lane(struct tlm_session *s, unsigned i)
+{
+	return i <= s->n ? s->lanes[i] : NULL;
+}
+
+const uint8_t *tlm_session_id(const struct tlm_session *s)
+{
+	return s->sid;
+}
+
+void tlm_session_close(struct tlm_session *s)
+{
+	if (s)
+		session_free(s);
+}

@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Internals shared across core/ and the transports. Names: tlm_ public,
+ * tlm__ internal across files, file statics unprefixed.
+ */
+#ifndef TLM_CORE_INTERNAL_H
+#define TLM_CORE_INTERNAL_H
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "tlm/tlm.h"
+#include "wire.h"
+
+#define TLM_DEFAULT_TIMEOUT_MS 10000
+#define TLM_DEFAULT_PAGE_SIZE  4096
+
+struct tlm_lane_ops;
+
+/* The part of every lane that core/ reads. Each transport embeds it first
+ * in its own lane struct and casts back in its ops. */
+struct tlm_lane {
+	const struct tlm_lane_ops *ops;
+	enum tlm_lane_mode mode;
+	uint32_t page_size;       /* largest record data the receiver accepts */
+	unsigned index;           /* 0 = control lane */
+	uint64_t tx_bytes;        /* payload bytes sent (page data or stream bytes) */
+	uint64_t rx_bytes;
+	char peer[80];            /* "addr:port" for messages */
+};
+
+struct tlm_xlistener {
+	const struct tlm_lane_ops *ops;
+};
+
+/*
+ * A transport. Control ops are called rarely; the datapath ops are in their
+ * own table so the hot path costs one indirect call per burst.
+ *
+ * Every op returns 0 / a count or a negative error. A transport whose peer
+ * vanishes returns -TLM_EPEERCLOSED from every later call; one that sees a
+ * malformed frame returns -TLM_EFRAME and the lane is dead from then on.
+ */
+struct tlm_lane_dp {
+	/* Page mode. send: hand all n records over, blocking under back-pressure
+	 * (memory stays bounded), return n. recv: see tlm_lane_recv_pages. */
+	int (*send_pages)(struct tlm_lane *l, const struct tlm_page_rec *recs, unsigned n);
+	int (*recv_pages)(struct tlm_lane *l, const struct tlm_page_sink *sink, int timeout_ms);
+	/* Byte-stream mode. */
+	ssize_t (*write)(struct tlm_lane *l, const void *buf, size_t n);
+	ssize_t (*read)(struct tlm_lane *l, void *buf, size_t n, int timeout_ms);
+	int (*shutdown)(struct tlm_lane *l);
+	int (*flush)(struct tlm_lane *l);
+};
+
+struct tlm_lane_ops {
+	const char *name;
+	/* addr NULL = any; port "0" = pick one. args: transport_args. */
+	int (*listen)(const char *addr, const char *port, const char *args,
+		      struct tlm_xlistener **out);
+	int (*listener_port)(const struct tlm_xlistener *xl);
+	/* One raw (unauthenticated) lane; -ETIMEDOUT after timeout_ms. */
+	int (*accept)(struct tlm_xlistener *xl, int timeout_ms, struct tlm_lane **out);
+	void (*listener_close)(struct tlm_xlistener *xl);
+	/* index: 0 for the control lane (transports may tune it, e.g. NODELAY). */
+	int (*connect)(const char *addr, const char *port, const char *args,
+		       unsigned index, int timeout_ms, struct tlm_lane **out);
+	void (*close)(struct tlm_lane *l);
+	/* Optional (NULL = nothing to do). */
+	int (*set_mode)(struct tlm_lane *l, enum tlm_lane_mode mode);
+	int (*pollfd)(const struct tlm_lane *l);
+	/* Test hook: put raw bytes on the wire, bypassing framing, so the
+	 * conformance suite can feed malformed and truncated frames. */
+	int (*inject_raw)(struct tlm_lane *l, const void *buf, size_t n);
+	const struct tlm_lane_dp *dp;
+};
+
+/* lane.c APIs: */
+const struct tlm_lane_ops *tlm__transport_find(const char *name);
+int tlm__lane_inject_raw(struct tlm_lane *l, const void *buf, size_t n);
+/* Each transport defines `const struct tlm_lane_ops tlm__<name>_ops`. */
+
+/* log.c APIs: */
+void tlm__log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define tlm__err(...)  tlm__log(TLM_LOG_ERR, __VA_ARGS__)
+#define tlm__warn(...) tlm__log(TLM_LOG_WARN, __VA_ARGS__)
+#define tlm__info(...) tlm__log(TLM_LOG_INFO, __VA_ARGS__)
+#define tlm__dbg(...)  tlm__log(TLM_LOG_DEBUG, __VA_ARGS__)
+
+/* time helpers */
+static inline uint64_t tlm__now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+static inline uint64_t tlm__now_ms(void) { return tlm__now_ns() / 1000000ull; }
+
+/* Milliseconds left until deadline_ms (>= 0). */
+static inline int tlm__left_ms(uint64_t deadline_ms)
+{
+	uint64_t now = tlm__now_ms();
+	return now >= deadline_ms ? 0 : (int)(deadline_ms - now);
+}
+
+/* msg.c APIs: framed messages over a lane's byte stream (handshake, engine
+ * control). recv: -TLM_EFRAME if the frame is malformed or over max. */
+int tlm__msg_send(struct tlm_lane *l, uint8_t type, const void *payload, uint32_t len);
+int tlm__msg_recv(struct tlm_lane *l, uint8_t *type, void *buf, uint32_t max,
+		  uint32_t *len, int timeout_ms);
+
+/* auth.c APIs: */
+int tlm__hmac(const struct tlm_psk *psk, const char *label, const uint8_t *sid,
+	      uint16_t lane, const uint8_t *n1, const uint8_t *n2,
+	      uint8_t mac[TLM_MAC_LEN]);
+int tlm__random(void *buf, size_t n);
+int tlm__ct_equal(const void *a, const void *b, size_t n);
+
+#endif /* TLM_CORE_INTERNAL_H */

@@ -1,0 +1,244 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Encoders and decoders of wire version 1 (core/wire.h, docs/wire.md).
+ * Decoders see untrusted bytes: they check every length against what they
+ * were given before reading, and refuse anything unknown rather than guess.
+ */
+#include <string.h>
+
+#include "tlm-internal.h"
+#include "wire.h"
+
+#define PF_KNOWN (TLM_PF_ZERO | TLM_PF_XBZRLE | TLM_PF_PS | TLM_PF_LAST)
+
+static uint16_t hdr_check(uint32_t len, uint8_t type)
+{
+	return (uint16_t)~((len & 0xffff) ^ (len >> 16) ^ type);
+}
+
+void tlm__frame_hdr_encode(uint8_t out[TLM_FRAME_HDR], uint32_t len, uint8_t type)
+{
+	tlm__put32(out, len);
+	out[4] = type;
+	out[5] = 0;
+	tlm__put16(out + 6, hdr_check(len, type));
+}
+
+int tlm__frame_hdr_decode(const uint8_t in[TLM_FRAME_HDR], uint32_t page_size,
+			  struct tlm_frame_hdr *out)
+{
+	uint32_t len = tlm__get32(in);
+	uint8_t type = in[4];
+	uint32_t max;
+
+	if (in[5] != 0 || tlm__get16(in + 6) != hdr_check(len, type))
+		return -TLM_EFRAME;
+	if (page_size == 0 || page_size > TLM_MAX_PAGE_SIZE)
+		page_size = TLM_MAX_PAGE_SIZE;
+	switch (type) {
+	case TLM_FT_DATA:
+		if (len == 0)
+			return -TLM_EFRAME;
+		max = TLM_MAX_DATA_FRAME;
+		break;
+	case TLM_FT_FIN:
+		max = 0;
+		break;
+	case TLM_FT_PAGE:
+		if (len < TLM_PAGE_HDR)
+			return -TLM_EFRAME;
+		max = TLM_PAGE_HDR + page_size;
+		break;
+	case TLM_FT_HELLO: case TLM_FT_CHALLENGE: case TLM_FT_AUTH:
+	case TLM_FT_WELCOME: case TLM_FT_PARAMS: case TLM_FT_PARAMS_ACK:
+	case TLM_FT_ERROR:
+		max = TLM_MAX_MSG;
+		break;
+	case TLM_FT_CTRL:
+		max = TLM_MAX_DATA_FRAME;
+		break;
+	default:
+		return -TLM_EFRAME;
+	}
+	if (len > max)
+		return -TLM_EFRAME;
+	out->len = len;
+	out->type = type;
+	return 0;
+}
+
+void tlm__page_hdr_encode(uint8_t out[TLM_PAGE_HDR], const struct tlm_page_rec *r)
+{
+	tlm__put64(out, r->index);
+	tlm__put32(out + 8, r->epoch);
+	tlm__put16(out + 12, r->flags);
+	tlm__put16(out + 14, r->region);
+	tlm__put32(out + 16, r->len);
+	tlm__put32(out + 20, r->crc);
+}
+
+int tlm__page_hdr_decode(const uint8_t in[TLM_PAGE_HDR], uint32_t frame_len,
+			 uint32_t page_size, struct tlm_page_rec *out)
+{
+	struct tlm_page_rec r;
+
+	r.index = tlm__get64(in);
+	r.epoch = tlm__get32(in + 8);
+	r.flags = tlm__get16(in + 12);
+	r.region = tlm__get16(in + 14);
+	r.len = tlm__get32(in + 16);
+	r.crc = tlm__get32(in + 20);
+	r.data = NULL;
+	if (r.flags & ~PF_KNOWN)
+		return -TLM_EFRAME;
+	if (frame_len < TLM_PAGE_HDR || (uint64_t)r.len + TLM_PAGE_HDR != frame_len)
+		return -TLM_EFRAME;
+	if (r.len > page_size || r.region >= TLM_MAX_REGIONS)
+		return -TLM_EFRAME;
+	if ((r.flags & (TLM_PF_ZERO | TLM_PF_LAST)) && r.len != 0)
+		return -TLM_EFRAME;
+	if ((r.flags & TLM_PF_XBZRLE) && (r.len == 0 || (r.flags & TLM_PF_ZERO)))
+		return -TLM_EFRAME;
+	*out = r;
+	return 0;
+}
+
+int tlm__page_verify(const struct tlm_page_rec *r)
+{
+	uint32_t crc = r->len ? tlm_crc32c(0, r->data, r->len) : 0;
+
+	return crc == r->crc ? 0 : -TLM_ECRC;
+}
+
+int tlm__hello_encode(uint8_t *out, size_t cap, const struct tlm_hello *h)
+{
+	if (cap < TLM_HELLO_LEN)
+		return -ENOSPC;
+	tlm__put32(out, h->magic);
+	tlm__put16(out + 4, h->version);
+	tlm__put16(out + 6, h->lane);
+	memcpy(out + 8, h->sid, TLM_SID_LEN);
+	memcpy(out + 8 + TLM_SID_LEN, h->nonce, TLM_NONCE_LEN);
+	return TLM_HELLO_LEN;
+}
+
+/* A HELLO from another version may be longer or shorter; magic and version
+ * are always its first 6 bytes so we can name the version we were sent. */
+int tlm__hello_decode(const uint8_t *in, size_t len, struct tlm_hello *h)
+{
+	if (len < 6)
+		return -TLM_EFRAME;
+	h->magic = tlm__get32(in);
+	h->version = tlm__get16(in + 4);
+	if (h->magic != TLM_WIRE_MAGIC)
+		return -TLM_EFRAME;
+	if (h->version != TLM_WIRE_VERSION)
+		return -TLM_EVERSION;
+	if (len != TLM_HELLO_LEN)
+		return -TLM_EFRAME;
+	h->lane = tlm__get16(in + 6);
+	memcpy(h->sid, in + 8, TLM_SID_LEN);
+	memcpy(h->nonce, in + 8 + TLM_SID_LEN, TLM_NONCE_LEN);
+	return 0;
+}
+
+int tlm__challenge_encode(uint8_t *out, size_t cap, const struct tlm_challenge *c)
+{
+	if (cap < TLM_CHALLENGE_LEN)
+		return -ENOSPC;
+	tlm__put32(out, c->magic);
+	tlm__put16(out + 4, c->version);
+	tlm__put16(out + 6, 0);
+	memcpy(out + 8, c->nonce, TLM_NONCE_LEN);
+	memcpy(out + 8 + TLM_NONCE_LEN, c->mac, TLM_MAC_LEN);
+	return TLM_CHALLENGE_LEN;
+}
+
+int tlm__challenge_decode(const uint8_t *in, size_t len, struct tlm_challenge *c)
+{
+	if (len < 6)
+		return -TLM_EFRAME;
+	c->magic = tlm__get32(in);
+	c->version = tlm__get16(in + 4);
+	if (c->magic != TLM_WIRE_MAGIC)
+		return -TLM_EFRAME;
+	if (c->version != TLM_WIRE_VERSION)
+		return -TLM_EVERSION;
+	if (len != TLM_CHALLENGE_LEN || tlm__get16(in + 6) != 0)
+		return -TLM_EFRAME;
+	memcpy(c->nonce, in + 8, TLM_NONCE_LEN);
+	memcpy(c->mac, in + 8 + TLM_NONCE_LEN, TLM_MAC_LEN);
+	return 0;
+}
+
+int tlm__params_encode(uint8_t *out, size_t cap, const struct tlm_params *p)
+{
+	size_t need = TLM_PARAMS_FIXED + 8 * (size_t)p->n_regions;
+
+	if (p->n_regions > TLM_MAX_REGIONS)
+		return -EINVAL;
+	if (cap < need)
+		return -ENOSPC;
+	tlm__put32(out, p->page_size);
+	tlm__put16(out + 4, p->n_lanes);
+	tlm__put16(out + 6, p->n_regions);
+	tlm__put32(out + 8, p->caps);
+	tlm__put64(out + 12, p->page_lanes);
+	for (unsigned i = 0; i < p->n_regions; i++)
+		tlm__put64(out + TLM_PARAMS_FIXED + 8 * i, p->region_len[i]);
+	return (int)need;
+}
+
+int tlm__params_decode(const uint8_t *in, size_t len, struct tlm_params *p)
+{
+	if (len < TLM_PARAMS_FIXED)
+		return -TLM_EFRAME;
+	memset(p, 0, sizeof(*p));
+	p->page_size = tlm__get32(in);
+	p->n_lanes = tlm__get16(in + 4);
+	p->n_regions = tlm__get16(in + 6);
+	p->caps = tlm__get32(in + 8);
+	p->page_lanes = tlm__get64(in + 12);
+	if (p->n_regions > TLM_MAX_REGIONS ||
+	    len != TLM_PARAMS_FIXED + 8 * (size_t)p->n_regions)
+		return -TLM_EFRAME;
+	for (unsigned i = 0; i < p->n_regions; i++)
+		p->region_len[i] = tlm__get64(in + TLM_PARAMS_FIXED + 8 * i);
+	return 0;
+}
+
+int tlm__errmsg_encode(uint8_t *out, size_t cap, const struct tlm_errmsg *e)
+{
+	size_t tl = strnlen(e->text, sizeof(e->text) - 1);
+
+	if (cap < 8 + tl)
+		return -ENOSPC;
+	tlm__put32(out, (uint32_t)e->code);
+	tlm__put16(out + 4, e->version);
+	tlm__put16(out + 6, (uint16_t)tl);
+	memcpy(out + 8, e->text, tl);
+	return (int)(8 + tl);
+}
+
+int tlm__errmsg_decode(const uint8_t *in, size_t len, struct tlm_errmsg *e)
+{
+	size_t tl;
+
+	if (len < 8)
+		return -TLM_EFRAME;
+	e->code = (int32_t)tlm__get32(in);
+	e->version = tlm__get16(in + 4);
+	tl = tlm__get16(in + 6);
+	if (tl != len - 8 || tl >= sizeof(e->text))
+		return -TLM_EFRAME;
+	memcpy(e->text, in + 8, tl);
+	e->text[tl] = 0;
+	/* The text ends up in our log: keep it printable. */
+	for (size_t i = 0; i < tl; i++)
+		if ((unsigned char)e->text[i] < 0x20 || (unsigned char)e->text[i] > 0x7e)
+			e->text[i] = '?';
+	/* Only error codes, never success or garbage, may come from a peer. */
+	if (e->code >= 0 || e->code < -TLM_ELAST)
+		e->code = -TLM_EPARAM;
+	return 0;
+}

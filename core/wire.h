@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Wire format, version 1 (docs/wire.md is the prose version of this file).
+ *
+ * Everything on a lane is a frame: an 8-byte header, then len bytes.
+ *
+ *   u32 len    payload bytes after the header (big-endian)
+ *   u8  type   TLM_FT_*
+ *   u8  flags  0 (reserved, must be 0)
+ *   u16 check  ~(len ^ len>>16 ^ type) & 0xffff: catches desync cheaply
+ *
+ * Integers are big-endian. Decoders take untrusted bytes and never read
+ * past what they were given; every function returns 0 or a negative error.
+ */
+#ifndef TLM_CORE_WIRE_H
+#define TLM_CORE_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tlm/tlm.h"
+
+#define TLM_WIRE_MAGIC   0x544c4d57u /* "TLMW" */
+#define TLM_WIRE_VERSION 1
+
+#define TLM_FRAME_HDR     8
+#define TLM_PAGE_HDR      24          /* page record header inside a PAGE frame */
+#define TLM_MAX_PAGE_SIZE 65536
+#define TLM_MIN_PAGE_SIZE 512
+#define TLM_MAX_DATA_FRAME (256 * 1024) /* largest DATA payload */
+#define TLM_MAX_MSG       1024        /* largest handshake message payload */
+#define TLM_MAX_FRAME     (TLM_MAX_DATA_FRAME > TLM_PAGE_HDR + TLM_MAX_PAGE_SIZE ? \
+			   TLM_MAX_DATA_FRAME : TLM_PAGE_HDR + TLM_MAX_PAGE_SIZE)
+
+enum tlm_frame_type {
+	TLM_FT_DATA = 1,       /* byte-stream chunk */
+	TLM_FT_FIN = 2,        /* orderly end of a byte stream, len 0 */
+	TLM_FT_PAGE = 3,       /* page record header + data */
+	TLM_FT_HELLO = 16,     /* handshake, docs/wire.md */
+	TLM_FT_CHALLENGE = 17,
+	TLM_FT_AUTH = 18,
+	TLM_FT_WELCOME = 19,
+	TLM_FT_PARAMS = 20,
+	TLM_FT_PARAMS_ACK = 21,
+	TLM_FT_ERROR = 22,
+	TLM_FT_CTRL = 32,      /* engine control messages (core/engine), opaque here */
+};
+
+struct tlm_frame_hdr {
+	uint32_t len;
+	uint8_t type;
+};
+
+/* Big-endian helpers. */
+static inline void tlm__put16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = v; }
+static inline void tlm__put32(uint8_t *p, uint32_t v)
+{ p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v; }
+static inline void tlm__put64(uint8_t *p, uint64_t v)
+{ tlm__put32(p, v >> 32); tlm__put32(p + 4, (uint32_t)v); }
+static inline uint16_t tlm__get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t tlm__get32(const uint8_t *p)
+{ return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+static inline uint64_t tlm__get64(const uint8_t *p)
+{ return (uint64_t)tlm__get32(p) << 32 | tlm__get32(p + 4); }
+
+/* wire.c APIs: */
+void tlm__frame_hdr_encode(uint8_t out[TLM_FRAME_HDR], uint32_t len, uint8_t type);
+/* -TLM_EFRAME if the header is inconsistent, the type unknown, or len above
+ * max_len for that type (max_len is the receiver's limit, e.g. page size). */
+int tlm__frame_hdr_decode(const uint8_t in[TLM_FRAME_HDR], uint32_t page_size,
+			  struct tlm_frame_hdr *out);
+
+/* Page record header (24 bytes):
+ *   u64 index, u32 epoch, u16 flags, u16 region, u32 len, u32 crc32c(data) */
+void tlm__page_hdr_encode(uint8_t out[TLM_PAGE_HDR], const struct tlm_page_rec *r);
+/* Decodes and checks the header against the frame length and page size
+ * (len + 24 == frame len, len <= page_size, ZERO/LAST records carry no
+ * data, unknown flags refused). Does not check the crc (needs the data). */
+int tlm__page_hdr_decode(const uint8_t in[TLM_PAGE_HDR], uint32_t frame_len,
+			 uint32_t page_size, struct tlm_page_rec *out);
+/* Whole-record check once data is at hand: -TLM_ECRC on mismatch. */
+int tlm__page_verify(const struct tlm_page_rec *r);
+
+/* Handshake messages (payload of the HELLO.. frames). */
+#define TLM_NONCE_LEN 32
+#define TLM_MAC_LEN   32
+#define TLM_SID_LEN   16
+
+struct tlm_hello {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t lane;         /* 0 = control lane */
+	uint8_t sid[TLM_SID_LEN];
+	uint8_t nonce[TLM_NONCE_LEN];
+};
+#define TLM_HELLO_LEN (4 + 2 + 2 + TLM_SID_LEN + TLM_NONCE_LEN)
+
+struct tlm_challenge {
+	uint32_t magic;
+	uint16_t version;
+	uint8_t nonce[TLM_NONCE_LEN];
+	uint8_t mac[TLM_MAC_LEN];   /* server's proof */
+};
+#define TLM_CHALLENGE_LEN (4 + 2 + 2 + TLM_NONCE_LEN + TLM_MAC_LEN)
+
+struct tlm_params {
+	uint32_t page_size;
+	uint16_t n_lanes;
+	uint16_t n_regions;
+	uint32_t caps;
+	uint64_t page_lanes;   /* bit i set: data lane i+1 runs in page mode */
+	uint64_t region_len[TLM_MAX_REGIONS];
+};
+#define TLM_PARAMS_FIXED (4 + 2 + 2 + 4 + 8)
+
+struct tlm_errmsg {
+	int32_t code;          /* negative tlm error */
+	uint16_t version;      /* sender's wire version */
+	char text[200];
+};
+
+int tlm__hello_encode(uint8_t *out, size_t cap, const struct tlm_hello *h);
+int tlm__hello_decode(const uint8_t *in, size_t len, struct tlm_hello *h);
+int tlm__challenge_encode(uint8_t *out, size_t cap, const struct tlm_challenge *c);
+int tlm__challenge_decode(const uint8_t *in, size_t len, struct tlm_challenge *c);
+int tlm__params_encode(uint8_t *out, size_t cap, const struct tlm_params *p);
+int tlm__params_decode(const uint8_t *in, size_t len, struct tlm_params *p);
+int tlm__errmsg_encode(uint8_t *out, size_t cap, const struct tlm_errmsg *e);
+int tlm__errmsg_decode(const uint8_t *in, size_t len, struct tlm_errmsg *e);
+
+#endif /* TLM_CORE_WIRE_H */

@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tlm — Thread-based Live Migration over RDMA, DPDK and parallel TCP lanes.
+ *
+ * This header is the whole public contract of libtlm. Handles are opaque;
+ * no libibverbs, rte_ or QEMU type appears here.
+ *
+ * Conventions:
+ *  - every function returns 0, a count, or a negative errno (or one of the
+ *    negative TLM_E* codes below); tlm_strerror() turns either into text;
+ *  - the library never prints: it reports details (which version the peer
+ *    speaks, which lane failed and why) through the log callback set with
+ *    tlm_set_log_fn(); cli/ prints them;
+ *  - every blocking call takes a timeout or uses the session's.
+ */
+#ifndef TLM_TLM_H
+#define TLM_TLM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TLM_VERSION_STRING "0.1.0"
+
+/* Errors of our own, beyond errno. Returned negated, like errno values. */
+enum {
+	TLM_EBASE = 4096,
+	TLM_EAUTH,      /* peer failed authentication (wrong or missing PSK) */
+	TLM_EVERSION,   /* peer speaks another wire version */
+	TLM_ECRC,       /* a page record failed its crc32c */
+	TLM_EFRAME,     /* malformed or truncated frame */
+	TLM_ESESSION,   /* lane joined with an unknown session id / bad index */
+	TLM_EPARAM,     /* session parameters the peer refused */
+	TLM_EPEERCLOSED,/* peer closed the lane mid-stream (no FIN) */
+	TLM_ENOTRANSPORT, /* transport not built into this libtlm */
+	TLM_EPSK,       /* unusable pre-shared key (short, readable by others) */
+	TLM_EABORTED,   /* migration aborted (by request or by the peer) */
+	TLM_ENOTCONV,   /* policy did not converge within its cap */
+	TLM_ELAST
+};
+
+const char *tlm_strerror(int err);
+
+/* Logging. level: 0 error, 1 warning, 2 info, 3 debug. The default sink
+ * drops everything; the library never writes to stdout/stderr itself. */
+enum { TLM_LOG_ERR, TLM_LOG_WARN, TLM_LOG_INFO, TLM_LOG_DEBUG };
+typedef void (*tlm_log_fn)(int level, const char *msg, void *arg);
+void tlm_set_log_fn(tlm_log_fn fn, void *arg);
+
+/* ---- transports ---- */
+
+/* Name of transport i (0..), or NULL past the last one built in. */
+const char *tlm_transport_name(unsigned i);
+/* 1 if the named transport is built into this libtlm, else 0. */
+int tlm_transport_available(const char *name);
+
+/* ---- pre-shared keys ---- */
+
+#define TLM_PSK_MIN 16
+#define TLM_PSK_MAX 256
+
+struct tlm_psk {
+	size_t len;
+	uint8_t key[TLM_PSK_MAX];
+};
+
+/* Read a key file: the file's bytes are the key, trailing whitespace
+ * ignored. Refuses (-TLM_EPSK) keys shorter than TLM_PSK_MIN and files
+ * readable or writable by group/others. */
+int tlm_psk_load(const char *path, struct tlm_psk *out);
+/* A fresh random 32-byte key (for loopback runs where we start both ends). */
+int tlm_psk_random(struct tlm_psk *out);
+/* Hex encode/decode (for handing a random key to a local child). */
+int tlm_psk_to_hex(const struct tlm_psk *psk, char *buf, size_t buflen);
+int tlm_psk_from_hex(const char *hex, struct tlm_psk *out);
+
+/* ---- sessions and lanes ----
+ *
+ * A session is one control lane plus n data lanes between a connecting
+ * side (usually the migration source) and an accepting side. Lane 0 is the
+ * control lane; data lanes are 1..n. Every lane joins with the session id
+ * and proves knowledge of the PSK by HMAC challenge-response before the
+ * accepting side reads anything else from it (docs/wire.md).
+ *
+ * A lane starts in byte-stream mode; data lanes switch to page mode when
+ * the session says so (lane_modes). */
+
+enum tlm_lane_mode { TLM_MODE_BYTES = 0, TLM_MODE_PAGES = 1 };
+
+#define TLM_MAX_LANES 64
+#define TLM_MAX_REGIONS 16
+
+/* Capability bits negotiated in the handshake. */
+enum {
+	TLM_CAP_ZERO_PAGE = 1u << 0,  /* zero-page records (no data) */
+	TLM_CAP_XBZRLE    = 1u << 1,  /* delta-encoded page records */
+	TLM_CAP_DEVSTATE  = 1u << 2,  /* device-state blob in stage 3 */
+};
+
+struct tlm_session_cfg {
+	const char *transport;     /* "tcp", "rdma", "dpdk" */
+	const char *transport_args;/* transport-specific, may be NULL */
+	unsigned n_lanes;          /* data lanes, 1..TLM_MAX_LANES-1 */
+	uint8_t lane_modes[TLM_MAX_LANES]; /* per data lane (index 1..n) */
+	uint32_t page_size;        /* 4096 by default (0 = default) */
+	unsigned n_regions;        /* regions described for page mode */
+	uint64_t region_len[TLM_MAX_REGIONS];
+	uint32_t caps;             /* TLM_CAP_* offered / accepted */
+	const struct tlm_psk *psk; /* required */
+	int timeout_ms;            /* per blocking step; 0 = 10000 */
+};
+
+struct tlm_listener;
+struct tlm_session;
+struct tlm_lane;
+
+/* Accepting side. addr may be NULL (any), "::" or an IPv4/IPv6 literal or
+ * name; port "0" picks a free one (see tlm_listener_port). */
+int tlm_listen(const struct tlm_session_cfg *cfg, const char *addr,
+	       const char *port, struct tlm_listener **out);
+int tlm_listener_port(const struct tlm_listener *l);
+/* Waits for one whole session (control lane + every data lane, each
+ * authenticated). Lanes that fail authentication or name another session
+ * are refused and logged; the accept goes on until timeout_ms. On success
+ * the peer's parameters are in tlm_session_cfg_get(). */
+int tlm_accept(struct tlm_listener *l, int timeout_ms, struct tlm_session **out);
+void tlm_listener_close(struct tlm_listener *l);
+
+/* Connecting side: control lane first, then every data lane. */
+int tlm_connect(const struct tlm_session_cfg *cfg, const char *addr,
+		const char *port, struct tlm_session **out);
+
+const struct tlm_session_cfg *tlm_session_cfg_get(const struct tlm_session *s);
+unsigned tlm_session_lanes(const struct tlm_session *s);       /* data lanes */
+struct tlm_lane *tlm_session_lane(struct tlm_session *s, unsigned i); /* 0 = control */
+const uint8_t *tlm_session_id(const struct tlm_session *s);    /* 16 bytes */
+void tlm_session_close(struct tlm_session *s);
+
+/* ---- page mode ----
+ *
+ * A page record: which page (region, index), the epoch in which its content
+ * was read, flags, and len bytes of data (0..page_size) with a crc32c over
+ * the data. The receiver places records into its regions through a sink. */
+
+enum {
+	TLM_PF_ZERO   = 1u << 0,  /* page is all zeroes; len == 0 */
+	TLM_PF_XBZRLE = 1u << 1,  /* data is an XBZRLE delta against the last copy */
+	TLM_PF_PS     = 1u << 2,  /* sent by the page saver (informational) */
+	TLM_PF_LAST   = 1u << 15, /* marks the end of a stream (no page) */
+};
+
+struct tlm_page_rec {
+	uint64_t index;     /* page index within the region */
+	uint32_t epoch;     /* epoch in which the content was read */
+	uint16_t flags;     /* TLM_PF_* */
+	uint16_t region;    /* region number */
+	uint32_t len;       /* bytes of data, 0..page_size */
+	uint32_t crc;       /* crc32c of data (sender fills with tlm_crc32c) */
+	const void *data;
+};
+
+/* The receiving side's destination for page records. apply() gets each
+ * record after the transport verified its crc; data points into transport
+ * buffers valid only during the call. A negative return fails the lane. */
+struct tlm_page_sink {
+	int (*apply)(void *arg, const struct tlm_page_rec *rec);
+	void *arg;
+};
+
+/* Send a burst of records (one or thousands). Blocks under back-pressure
+ * until all are handed to the transport; returns n or a negative error. */
+int tlm_lane_send_pages(struct tlm_lane *l, const struct tlm_page_rec *recs, unsigned n);
+/* Receive what is available (waiting up to timeout_ms for the first record)
+ * and hand each record to sink. Returns records delivered, 0 on timeout,
+ * -TLM_ECRC / -TLM_EFRAME on bad input (nothing of the bad record applied),
+ * -TLM_EPEERCLOSED if the peer vanished. A TLM_PF_LAST record is delivered
+ * to the sink like any other. */
+int tlm_lane_recv_pages(struct tlm_lane *l, const struct tlm_page_sink *sink, int timeout_ms);
+
+/* ---- byte-stream mode ---- */
+
+/* Write all n bytes (blocking); returns n or a negative error. */
+ssize_t tlm_lane_write(struct tlm_lane *l, const void *buf, size_t n);
+/* Read up to n bytes: >0 bytes, 0 at the peer's orderly end of stream
+ * (tlm_lane_shutdown), -ETIMEDOUT, -TLM_EPEERCLOSED if it vanished. */
+ssize_t tlm_lane_read(struct tlm_lane *l, void *buf, size_t n, int timeout_ms);
+/* Orderly end of our direction of the stream. */
+int tlm_lane_shutdown(struct tlm_lane *l);
+/* Push out anything batched. */
+int tlm_lane_flush(struct tlm_lane *l);
+
+/* Switch a lane's mode (both ends must agree; the session does it for data
+ * lanes from lane_modes). */
+int tlm_lane_set_mode(struct tlm_lane *l, enum tlm_lane_mode mode);
+/* Bytes carried (payload) in each direction. */
+void tlm_lane_stats(const struct tlm_lane *l, uint64_t *tx_bytes, uint64_t *rx_bytes);
+/* A file descriptor that becomes readable when the lane may have input, or
+ * -1 if the transport has none (poll with timeouts then). */
+int tlm_lane_pollfd(const struct tlm_lane *l);
+
+/* ---- helpers ---- */
+
+uint32_t tlm_crc32c(uint32_t crc, const void *buf, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TLM_TLM_H */

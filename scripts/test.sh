@@ -1,0 +1,90 @@
+#!/bin/bash
+# Builds tlm and runs every test suite; ends with "N passed, N failed, N skipped".
+#   scripts/test.sh                 the normal build (build/)
+#   scripts/test.sh --sanitize      also an ASan+UBSan build (build-asan/)
+#   scripts/test.sh --fuzz SECONDS  also a bounded libFuzzer run (build-fuzz/)
+#   scripts/test.sh --suite NAME    only that meson suite
+set -uo pipefail
+cd "$(dirname "$0")/.."
+sanitize=0 fuzz=0 suites=()
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--sanitize) sanitize=1 ;;
+	--fuzz) fuzz=$2; shift ;;
+	--suite) suites+=(--suite "$2"); shift ;;
+	-h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+	*) echo "scripts/test.sh: unknown option $1" >&2; exit 2 ;;
+	esac
+	shift
+done
+pass=0 fail=0 skip=0
+
+count() { # testlog.json -> adds to the totals
+	read -r p f s < <(python3 - "$1" <<'PY'
+import json, sys
+p = f = s = 0
+for line in open(sys.argv[1]):
+    r = json.loads(line).get("result")
+    if r in ("OK", "EXPECTEDFAIL"): p += 1
+    elif r == "SKIP": s += 1
+    else: f += 1
+print(p, f, s)
+PY
+)
+	pass=$((pass + p)) fail=$((fail + f)) skip=$((skip + s))
+}
+
+run_suites() { # builddir label
+	local dir=$1 label=$2
+	rm -f "$dir/meson-logs/testlog.json"
+	meson test -C "$dir" --print-errorlogs --num-processes 2 "${suites[@]}" "${@:3}"
+	if [ -f "$dir/meson-logs/testlog.json" ]; then
+		count "$dir/meson-logs/testlog.json"
+	else
+		echo "$label: no test results" >&2
+		fail=$((fail + 1))
+	fi
+}
+
+if ! bash scripts/build.sh build; then
+	echo "build failed" >&2
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+run_suites build normal
+
+if [ "$sanitize" = 1 ]; then
+	if bash scripts/build.sh build-asan -Db_sanitize=address,undefined -Db_lundef=false \
+		-Dbuildtype=debug -Dguest=disabled; then
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:handle_segv=0 \
+		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		run_suites build-asan asan --no-suite qemu --no-suite vm --no-suite guest --no-suite dpdk-netns
+	else
+		echo "sanitizer build failed" >&2
+		fail=$((fail + 1))
+	fi
+fi
+
+if [ "$fuzz" != 0 ]; then
+	if CC=clang bash scripts/build.sh build-fuzz -Dfuzz=true -Db_lundef=false -Dguest=disabled \
+		-Dqemu_glue=disabled >/dev/null; then
+		work=$(mktemp -d)
+		cp tests/fuzz/corpus/* "$work/"
+		if build-fuzz/tests/fuzz/fuzz_wire -max_total_time="$fuzz" -max_len=70000 \
+			-timeout=10 "$work" 2>build-fuzz/fuzz.log; then
+			echo "fuzz: $(grep -c . "$work" 2>/dev/null || ls "$work" | wc -l) corpus entries after ${fuzz}s, no crash"
+			pass=$((pass + 1))
+		else
+			tail -40 build-fuzz/fuzz.log >&2
+			echo "fuzz: crash found" >&2
+			fail=$((fail + 1))
+		fi
+		rm -rf "$work"
+	else
+		echo "fuzz build failed" >&2
+		fail=$((fail + 1))
+	fi
+fi
+
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" = 0 ]

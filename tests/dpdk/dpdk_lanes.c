@@ -1,0 +1,458 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * DPDK lane tests, two processes (each with its own EAL):
+ *
+ *   dpdk_lanes --case NAME [--args ARGS]
+ *
+ *   bytes    byte streams both ways, content checked, orderly end (FIN)
+ *   pages    page records (full, short, zero, LAST), content and order checked
+ *   faults   bytes + pages with drop/reorder/dup 0.01 on both senders:
+ *            every byte exactly once, in order
+ *   dead     the connecting process is killed with SIGKILL mid-stream: the
+ *            accepting side gets -TLM_EPEERCLOSED, not a hang
+ *   afpacket bytes + pages + faults over net_af_packet on a veth pair
+ *            between two network namespaces the test creates (198.18.x.x)
+ *
+ * The parent forks the accepting and the connecting child and only passes
+ * the port along; children exit 0 on success, print why otherwise.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tlm-internal.h"
+
+extern const struct tlm_lane_ops tlm__dpdk_ops;
+
+#define FAIL(...) do { fprintf(stderr, "  FAIL [%d] %s:%d: ", (int)getpid(), __func__, __LINE__); \
+	fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
+#define CHECK(c) do { if (!(c)) FAIL("%s", #c); } while (0)
+#define CHECK_OK(e) do { long e_ = (long)(e); if (e_ < 0) FAIL("%s: %s", #e, tlm_strerror((int)e_)); } while (0)
+
+static const struct tlm_lane_ops *ops = &tlm__dpdk_ops;
+static char srv_args[512], cli_args[512];
+static const char *srv_addr, *cli_addr = "198.18.0.1";
+static char netns_a[64], netns_b[64];
+
+#define STREAM_BYTES (6u << 20)
+#define N_PAGES 3000
+
+static void log_cb(int level, const char *msg, void *arg)
+{
+	(void)arg;
+	if (level <= TLM_LOG_WARN || getenv("TLM_TEST_DEBUG"))
+		fprintf(stderr, "    [%d] %s\n", (int)getpid(), msg);
+}
+
+static uint8_t pat(unsigned dir, uint64_t i)
+{
+	uint64_t x = i * 0x9e3779b97f4a7c15ull + dir * 7919;
+	return (uint8_t)(x >> 29 ^ x >> 7 ^ i);
+}
+
+/* ---- byte streams ---- */
+
+static void write_stream(struct tlm_lane *l, unsigned dir, uint64_t total)
+{
+	static uint8_t buf[70000];
+	uint64_t off = 0, seed = dir + 1;
+
+	while (off < total) {
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		size_t n = 1 + (size_t)(seed >> 33) % sizeof(buf);
+		if (n > total - off)
+			n = (size_t)(total - off);
+		for (size_t i = 0; i < n; i++)
+			buf[i] = pat(dir, off + i);
+		ssize_t w = ops->dp->write(l, buf, n);
+		if (w != (ssize_t)n)
+			FAIL("write: %s", tlm_strerror((int)w));
+		off += n;
+	}
+	CHECK_OK(ops->dp->shutdown(l));
+}
+
+static void read_stream(struct tlm_lane *l, unsigned dir, uint64_t total)
+{
+	static uint8_t buf[50000];
+	uint64_t off = 0;
+
+	for (;;) {
+		ssize_t r = ops->dp->read(l, buf, sizeof(buf), 20000);
+		if (r == 0)
+			break;
+		if (r < 0)
+			FAIL("read at %llu: %s", (unsigned long long)off, tlm_strerror((int)r));
+		for (ssize_t i = 0; i < r; i++)
+			if (buf[i] != pat(dir, off + (uint64_t)i))
+				FAIL("byte %llu differs", (unsigned long long)(off + (uint64_t)i));
+		off += (uint64_t)r;
+		if (off > total)
+			FAIL("too many bytes: %llu", (unsigned long long)off);
+	}
+	if (off != total)
+		FAIL("stream ended at %llu of %llu", (unsigned long long)off,
+		     (unsigned long long)total);
+}
+
+/* ---- page records ---- */
+
+static uint32_t page_len(uint64_t i)
+{
+	return i % 97 == 5 ? 0 : i % 13 == 3 ? (uint32_t)(1 + i % 4095) : 4096;
+}
+
+static void fill_page(uint8_t *p, uint32_t len, uint64_t i)
+{
+	for (uint32_t k = 0; k < len; k++)
+		p[k] = pat(3, i * 4099 + k);
+}
+
+static void send_pages(struct tlm_lane *l)
+{
+	static uint8_t data[16][4096];
+	struct tlm_page_rec recs[16];
+
+	for (uint64_t i = 0; i < N_PAGES; ) {
+		unsigned n = 0;
+		for (; n < 16 && i < N_PAGES; n++, i++) {
+			uint32_t len = page_len(i);
+			fill_page(data[n], len, i);
+			recs[n] = (struct tlm_page_rec){ .index = i, .epoch = (uint32_t)(i / 100),
+				.flags = len ? 0 : TLM_PF_ZERO, .region = (uint16_t)(i % 3),
+				.len = len, .crc = tlm_crc32c(0, data[n], len), .data = data[n] };
+		}
+		int r = ops->dp->send_pages(l, recs, n);
+		if (r != (int)n)
+			FAIL("send_pages: %s", tlm_strerror(r));
+	}
+	struct tlm_page_rec last = { .index = 0, .flags = TLM_PF_LAST };
+	CHECK(ops->dp->send_pages(l, &last, 1) == 1);
+	CHECK_OK(ops->dp->flush(l));
+}
+
+struct pstate {
+	uint64_t next;
+	bool last;
+};
+
+static int apply(void *arg, const struct tlm_page_rec *r)
+{
+	struct pstate *s = arg;
+	uint8_t want[4096];
+
+	if (r->flags & TLM_PF_LAST) {
+		if (s->next != N_PAGES)
+			FAIL("LAST after %llu records", (unsigned long long)s->next);
+		s->last = true;
+		return 0;
+	}
+	if (r->index != s->next)
+		FAIL("record %llu arrived, expected %llu", (unsigned long long)r->index,
+		     (unsigned long long)s->next);
+	uint32_t len = page_len(r->index);
+	if (r->len != len || r->epoch != r->index / 100 || r->region != r->index % 3 ||
+	    (!len) != !!(r->flags & TLM_PF_ZERO))
+		FAIL("record %llu: bad header", (unsigned long long)r->index);
+	fill_page(want, len, r->index);
+	if (len && memcmp(want, r->data, len))
+		FAIL("record %llu: content differs", (unsigned long long)r->index);
+	s->next++;
+	return 0;
+}
+
+static void recv_pages(struct tlm_lane *l)
+{
+	struct pstate s = { 0 };
+	struct tlm_page_sink sink = { apply, &s };
+
+	while (!s.last) {
+		int n = ops->dp->recv_pages(l, &sink, 20000);
+		if (n == 0)
+			FAIL("recv_pages: timeout after %llu", (unsigned long long)s.next);
+		if (n < 0)
+			FAIL("recv_pages: %s", tlm_strerror(n));
+	}
+}
+
+/* ---- sides ---- */
+
+static void enter_netns(const char *ns)
+{
+	char path[128];
+	int fd;
+
+	if (!ns[0])
+		return;
+	snprintf(path, sizeof(path), "/var/run/netns/%s", ns);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || setns(fd, CLONE_NEWNET))
+		FAIL("setns %s: %s", ns, strerror(errno));
+	close(fd);
+}
+
+static struct tlm_lane *set_pages(struct tlm_lane *l)
+{
+	if (ops->set_mode)
+		CHECK_OK(ops->set_mode(l, TLM_MODE_PAGES));
+	else
+		l->mode = TLM_MODE_PAGES;
+	return l;
+}
+
+/* Accepting side: lane 1 byte stream both ways, lane 2 pages in. */
+static void acceptor(const char *cas, int pfd)
+{
+	struct tlm_xlistener *xl;
+	struct tlm_lane *b, *pg;
+
+	enter_netns(netns_a);
+	CHECK_OK(ops->listen(srv_addr, "0", srv_args, &xl));
+	dprintf(pfd, "%d\n", ops->listener_port(xl));
+	close(pfd);
+	CHECK_OK(ops->accept(xl, 20000, &b));
+	if (!strcmp(cas, "dead")) {
+		char c;
+		CHECK(ops->dp->read(b, &c, 1, 20000) == 1);
+		/* the parent kills the connector now; we must learn it */
+		uint64_t t0 = tlm__now_ms();
+		for (;;) {
+			uint8_t buf[4096];
+			ssize_t r = ops->dp->read(b, buf, sizeof(buf), 30000);
+			if (r > 0)
+				continue;
+			if (r != -TLM_EPEERCLOSED)
+				FAIL("dead peer: read gave %s", r ? tlm_strerror((int)r) : "EOF");
+			break;
+		}
+		ssize_t w = 0;
+		for (int i = 0; i < 10 && w >= 0; i++)
+			w = ops->dp->write(b, "x", 1);
+		CHECK(w == -TLM_EPEERCLOSED);
+		printf("  dead peer detected after %llu ms\n",
+		       (unsigned long long)(tlm__now_ms() - t0));
+		ops->close(b);
+		ops->listener_close(xl);
+		return;
+	}
+	CHECK_OK(ops->accept(xl, 20000, &pg));
+	set_pages(pg);
+	if (strcmp(cas, "pages")) {
+		read_stream(b, 0, STREAM_BYTES);
+		write_stream(b, 1, STREAM_BYTES / 2);
+	}
+	if (strcmp(cas, "bytes"))
+		recv_pages(pg);
+	/* orderly end: wait for the peer's close so our data was all taken */
+	char c;
+	ssize_t r = ops->dp->read(b, &c, 1, 20000);
+	if (r != 0 && r != -TLM_EPEERCLOSED)
+		FAIL("final read: %s", tlm_strerror((int)r));
+	uint64_t tx, rx;
+	tx = b->tx_bytes + pg->tx_bytes;
+	rx = b->rx_bytes + pg->rx_bytes;
+	printf("  acceptor ok: rx %llu tx %llu payload bytes\n",
+	       (unsigned long long)rx, (unsigned long long)tx);
+	ops->close(pg);
+	ops->close(b);
+	ops->listener_close(xl);
+}
+
+static void connector(const char *cas, const char *port, int rfd)
+{
+	struct tlm_lane *b, *pg;
+
+	enter_netns(netns_b);
+	CHECK_OK(ops->connect(cli_addr, port, cli_args, 1, 20000, &b));
+	if (!strcmp(cas, "dead")) {
+		CHECK(ops->dp->write(b, "go", 2) == 2);
+		/* keep the lane busy until the parent kills us */
+		static uint8_t buf[65536];
+		for (;;)
+			if (ops->dp->write(b, buf, sizeof(buf)) < 0)
+				FAIL("connector write failed before being killed");
+	}
+	CHECK_OK(ops->connect(cli_addr, port, cli_args, 2, 20000, &pg));
+	set_pages(pg);
+	(void)rfd;
+	if (strcmp(cas, "pages")) {
+		write_stream(b, 0, STREAM_BYTES);
+		read_stream(b, 1, STREAM_BYTES / 2);
+	}
+	if (strcmp(cas, "bytes"))
+		send_pages(pg);
+	ops->close(pg);
+	ops->close(b);
+	printf("  connector ok\n");
+}
+
+/* ---- network namespaces for af_packet ---- */
+
+static int sh(const char *cmd)
+{
+	int r = system(cmd);
+	return r == 0 ? 0 : -1;
+}
+
+static void netns_down(void)
+{
+	char cmd[256];
+
+	if (netns_a[0]) {
+		snprintf(cmd, sizeof(cmd), "ip netns del %s 2>/dev/null; ip netns del %s 2>/dev/null",
+			 netns_a, netns_b);
+		if (sh(cmd)) {
+			/* already gone */
+		}
+	}
+}
+
+static int netns_up(void)
+{
+	char cmd[1024];
+	int id = (int)getpid() % 10000;
+
+	snprintf(netns_a, sizeof(netns_a), "tlmdpdkA%d", id);
+	snprintf(netns_b, sizeof(netns_b), "tlmdpdkB%d", id);
+	/* the kernel side of each veth carries no address: only the DPDK
+	 * processes answer ARP for 198.18.7.1/2 */
+	snprintf(cmd, sizeof(cmd),
+		 "set -e; ip netns add %s; ip netns add %s; "
+		 "ip link add tdv%da netns %s type veth peer name tdv%db netns %s; "
+		 "ip -n %s link set tdv%da up; ip -n %s link set tdv%db up; "
+		 "ip netns exec %s sysctl -qw net.ipv6.conf.all.disable_ipv6=1; "
+		 "ip netns exec %s sysctl -qw net.ipv6.conf.all.disable_ipv6=1",
+		 netns_a, netns_b, id, netns_a, id, netns_b,
+		 netns_a, id, netns_b, id, netns_a, netns_b);
+	if (sh(cmd)) {
+		netns_down();
+		return -1;
+	}
+	snprintf(srv_args, sizeof(srv_args),
+		 "vdev=net_af_packet0,iface=tdv%da,ip=198.18.7.1,fault=drop=0.01,reorder=0.01,dup=0.01",
+		 id);
+	snprintf(cli_args, sizeof(cli_args),
+		 "vdev=net_af_packet0,iface=tdv%db,ip=198.18.7.2,fault=drop=0.01,reorder=0.01,dup=0.01",
+		 id);
+	cli_addr = "198.18.7.1";
+	srv_addr = "198.18.7.1";
+	return 0;
+}
+
+static int wait_child(pid_t p, int secs, const char *who)
+{
+	int st;
+
+	for (int i = 0; i < secs * 10; i++) {
+		pid_t r = waitpid(p, &st, WNOHANG);
+		if (r == p) {
+			if (WIFEXITED(st))
+				return WEXITSTATUS(st);
+			fprintf(stderr, "  %s died by signal %d\n", who, WTERMSIG(st));
+			return 1;
+		}
+		usleep(100000);
+	}
+	fprintf(stderr, "  %s hung: killed\n", who);
+	kill(p, SIGKILL);
+	waitpid(p, &st, 0);
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "case", required_argument, NULL, 'c' },
+		{ "args", required_argument, NULL, 'a' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *cas = "bytes", *extra = NULL;
+	int opt, pfd[2], rc;
+	char port[16];
+
+	while ((opt = getopt_long(argc, argv, "c:a:", lo, NULL)) != -1) {
+		if (opt == 'c')
+			cas = optarg;
+		else if (opt == 'a')
+			extra = optarg;
+		else
+			return 2;
+	}
+	setvbuf(stdout, NULL, _IONBF, 0);
+	tlm_set_log_fn(log_cb, NULL);
+	if (!strcmp(cas, "afpacket")) {
+		if (geteuid() != 0) {
+			printf("SKIP: needs root for network namespaces\n");
+			return 77;
+		}
+		if (netns_up()) {
+			printf("SKIP: cannot create network namespaces / veth\n");
+			return 77;
+		}
+	} else if (!strcmp(cas, "faults")) {
+		snprintf(srv_args, sizeof(srv_args), "fault=drop=0.01,reorder=0.01,dup=0.01");
+		snprintf(cli_args, sizeof(cli_args), "fault=drop=0.01,reorder=0.01,dup=0.01");
+	} else if (!strcmp(cas, "dead")) {
+		snprintf(srv_args, sizeof(srv_args), "dead_ms=1500");
+		snprintf(cli_args, sizeof(cli_args), "dead_ms=1500");
+	} else if (strcmp(cas, "bytes") && strcmp(cas, "pages")) {
+		fprintf(stderr, "unknown case %s\n", cas);
+		return 2;
+	}
+	if (extra) {
+		size_t n = strlen(srv_args);
+		snprintf(srv_args + n, sizeof(srv_args) - n, "%s%s", n ? "," : "", extra);
+		n = strlen(cli_args);
+		snprintf(cli_args + n, sizeof(cli_args) - n, "%s%s", n ? "," : "", extra);
+	}
+	const char *sub = !strcmp(cas, "afpacket") || !strcmp(cas, "faults") ? "all" : cas;
+
+	CHECK(pipe(pfd) == 0);
+	pid_t a = fork();
+	if (a == 0) {
+		close(pfd[0]);
+		alarm(100);
+		acceptor(sub, pfd[1]);
+		exit(0);
+	}
+	close(pfd[1]);
+	ssize_t r = read(pfd[0], port, sizeof(port) - 1);
+	close(pfd[0]);
+	if (r <= 0) {
+		rc = wait_child(a, 5, "acceptor");
+		fprintf(stderr, "  acceptor died before listening\n");
+		netns_down();
+		return 1;
+	}
+	port[r] = 0;
+	port[strcspn(port, "\n")] = 0;
+	pid_t c = fork();
+	if (c == 0) {
+		alarm(100);
+		connector(sub, port, -1);
+		exit(0);
+	}
+	if (!strcmp(cas, "dead")) {
+		/* let the stream run, then kill -9 the connecting side */
+		usleep(1500000);
+		kill(c, SIGKILL);
+		waitpid(c, NULL, 0);
+		rc = wait_child(a, 40, "acceptor");
+	} else {
+		int rc_c = wait_child(c, 90, "connector");
+		rc = wait_child(a, 30, "acceptor");
+		if (rc_c)
+			rc = rc_c;
+	}
+	netns_down();
+	printf("%s: %s\n", cas, rc ? "FAIL" : "ok");
+	return rc ? 1 : 0;
+}

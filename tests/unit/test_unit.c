@@ -1,0 +1,215 @@
+/* SPDX-License-Identifier: MIT */
+/* Self-tests of the pure pieces: crc32c, wire encoders/decoders, keys, HMAC. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tlm-internal.h"
+
+uint32_t tlm__crc32c_sw(uint32_t crc, const void *buf, size_t len);
+
+static int failures;
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c); failures++; } } while (0)
+
+static void test_crc(void)
+{
+	static uint8_t buf[10000];
+	uint32_t a, b;
+
+	CHECK(tlm_crc32c(0, "123456789", 9) == 0xe3069283u);
+	CHECK(tlm__crc32c_sw(0, "123456789", 9) == 0xe3069283u);
+	CHECK(tlm_crc32c(0, "", 0) == 0);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)(i * 7 + (i >> 5));
+	for (size_t off = 0; off < 9; off++)
+		for (size_t len = 0; len < 300; len += 13)
+			CHECK(tlm_crc32c(0, buf + off, len) == tlm__crc32c_sw(0, buf + off, len));
+	/* chaining */
+	a = tlm_crc32c(0, buf, 10000);
+	b = tlm_crc32c(tlm_crc32c(0, buf, 4321), buf + 4321, 10000 - 4321);
+	CHECK(a == b);
+}
+
+static void test_frame(void)
+{
+	uint8_t h[TLM_FRAME_HDR];
+	struct tlm_frame_hdr fh;
+
+	tlm__frame_hdr_encode(h, 4096 + TLM_PAGE_HDR, TLM_FT_PAGE);
+	CHECK(tlm__frame_hdr_decode(h, 4096, &fh) == 0 && fh.len == 4096 + TLM_PAGE_HDR && fh.type == TLM_FT_PAGE);
+	/* over the receiver's page size */
+	CHECK(tlm__frame_hdr_decode(h, 2048, &fh) == -TLM_EFRAME);
+	/* any single-bit flip in the header is caught */
+	for (int bit = 0; bit < 64; bit++) {
+		uint8_t c[TLM_FRAME_HDR];
+		memcpy(c, h, sizeof(c));
+		c[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+		CHECK(tlm__frame_hdr_decode(c, 4096, &fh) != 0);
+	}
+	tlm__frame_hdr_encode(h, 0, TLM_FT_DATA);
+	CHECK(tlm__frame_hdr_decode(h, 4096, &fh) == -TLM_EFRAME);
+	tlm__frame_hdr_encode(h, 1, TLM_FT_FIN);
+	CHECK(tlm__frame_hdr_decode(h, 4096, &fh) == -TLM_EFRAME);
+	tlm__frame_hdr_encode(h, TLM_MAX_DATA_FRAME + 1, TLM_FT_DATA);
+	CHECK(tlm__frame_hdr_decode(h, 4096, &fh) == -TLM_EFRAME);
+	tlm__frame_hdr_encode(h, 10, 77);
+	CHECK(tlm__frame_hdr_decode(h, 4096, &fh) == -TLM_EFRAME);
+	tlm__frame_hdr_encode(h, TLM_MAX_MSG + 1, TLM_FT_HELLO);
+	CHECK(tlm__frame_hdr_decode(h, 4096, &fh) == -TLM_EFRAME);
+}
+
+static void test_page_hdr(void)
+{
+	uint8_t h[TLM_PAGE_HDR], data[4096];
+	struct tlm_page_rec r = { .index = 0x123456789aull, .epoch = 7, .flags = TLM_PF_PS,
+				  .region = 3, .len = 4096, .data = data }, o;
+
+	memset(data, 0xab, sizeof(data));
+	r.crc = tlm_crc32c(0, data, 4096);
+	tlm__page_hdr_encode(h, &r);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR + 4096, 4096, &o) == 0);
+	CHECK(o.index == r.index && o.epoch == 7 && o.flags == TLM_PF_PS && o.region == 3 &&
+	      o.len == 4096 && o.crc == r.crc);
+	o.data = data;
+	CHECK(tlm__page_verify(&o) == 0);
+	data[17] ^= 1;
+	CHECK(tlm__page_verify(&o) == -TLM_ECRC);
+	/* length must match the frame and the page size */
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR + 4095, 4096, &o) == -TLM_EFRAME);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR + 4096, 2048, &o) == -TLM_EFRAME);
+	/* zero pages carry no data; unknown flags and regions refused */
+	r.flags = TLM_PF_ZERO;
+	tlm__page_hdr_encode(h, &r);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR + 4096, 4096, &o) == -TLM_EFRAME);
+	r.len = 0;
+	r.crc = 0;
+	tlm__page_hdr_encode(h, &r);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR, 4096, &o) == 0);
+	r.flags = 0x100;
+	tlm__page_hdr_encode(h, &r);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR, 4096, &o) == -TLM_EFRAME);
+	r.flags = 0;
+	r.region = TLM_MAX_REGIONS;
+	tlm__page_hdr_encode(h, &r);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR, 4096, &o) == -TLM_EFRAME);
+}
+
+static void test_handshake_msgs(void)
+{
+	uint8_t b[TLM_MAX_MSG];
+	struct tlm_hello h = { .magic = TLM_WIRE_MAGIC, .version = TLM_WIRE_VERSION, .lane = 5 }, h2;
+	struct tlm_challenge c = { .magic = TLM_WIRE_MAGIC, .version = TLM_WIRE_VERSION }, c2;
+	struct tlm_params p = { .page_size = 4096, .n_lanes = 4, .n_regions = 2, .caps = 3,
+				.page_lanes = 0xf, .region_len = { 1 << 20, 5 << 12 } }, p2;
+	struct tlm_errmsg e = { .code = -TLM_EAUTH, .version = 1 }, e2;
+	int n;
+
+	memset(h.sid, 1, sizeof(h.sid));
+	memset(h.nonce, 2, sizeof(h.nonce));
+	n = tlm__hello_encode(b, sizeof(b), &h);
+	CHECK(n == TLM_HELLO_LEN);
+	CHECK(tlm__hello_decode(b, (size_t)n, &h2) == 0 && h2.lane == 5 && !memcmp(h2.sid, h.sid, 16));
+	CHECK(tlm__hello_decode(b, (size_t)n - 1, &h2) == -TLM_EFRAME);
+	tlm__put16(b + 4, 2);
+	CHECK(tlm__hello_decode(b, (size_t)n, &h2) == -TLM_EVERSION && h2.version == 2);
+	b[0] = 'X';
+	CHECK(tlm__hello_decode(b, (size_t)n, &h2) == -TLM_EFRAME);
+
+	n = tlm__challenge_encode(b, sizeof(b), &c);
+	CHECK(n == TLM_CHALLENGE_LEN && tlm__challenge_decode(b, (size_t)n, &c2) == 0);
+	CHECK(tlm__challenge_decode(b, 5, &c2) == -TLM_EFRAME);
+
+	n = tlm__params_encode(b, sizeof(b), &p);
+	CHECK(n == TLM_PARAMS_FIXED + 16);
+	CHECK(tlm__params_decode(b, (size_t)n, &p2) == 0 && p2.n_lanes == 4 &&
+	      p2.region_len[1] == 5 << 12 && p2.page_lanes == 0xf);
+	CHECK(tlm__params_decode(b, (size_t)n + 8, &p2) == -TLM_EFRAME);
+	tlm__put16(b + 6, 200);
+	CHECK(tlm__params_decode(b, (size_t)n, &p2) == -TLM_EFRAME);
+
+	strcpy(e.text, "bad\nthing\x01");
+	n = tlm__errmsg_encode(b, sizeof(b), &e);
+	CHECK(tlm__errmsg_decode(b, (size_t)n, &e2) == 0 && e2.code == -TLM_EAUTH);
+	CHECK(!strcmp(e2.text, "bad?thing?"));
+	/* a peer cannot send "success" or an out-of-range code */
+	tlm__put32(b, 5);
+	CHECK(tlm__errmsg_decode(b, (size_t)n, &e2) == 0 && e2.code == -TLM_EPARAM);
+}
+
+static void test_psk(void)
+{
+	char path[] = "/tmp/tlm-psk-XXXXXX";
+	struct tlm_psk k, k2;
+	char hex[TLM_PSK_MAX * 2 + 1];
+	int fd = mkstemp(path);
+
+	CHECK(fd >= 0);
+	CHECK(write(fd, "0123456789abcdef0123456789abcdef\n \n", 35) == 35);
+	close(fd);
+	chmod(path, 0600);
+	CHECK(tlm_psk_load(path, &k) == 0 && k.len == 32 && !memcmp(k.key, "0123456789abcdef", 16));
+	chmod(path, 0644);
+	CHECK(tlm_psk_load(path, &k) == -TLM_EPSK);
+	chmod(path, 0640);
+	CHECK(tlm_psk_load(path, &k) == -TLM_EPSK);
+	fd = open(path, O_WRONLY | O_TRUNC);
+	CHECK(write(fd, "short key\n", 10) == 10);
+	close(fd);
+	chmod(path, 0600);
+	CHECK(tlm_psk_load(path, &k) == -TLM_EPSK);
+	unlink(path);
+	CHECK(tlm_psk_load(path, &k) == -ENOENT);
+	CHECK(tlm_psk_load("/tmp", &k) == -TLM_EPSK || tlm_psk_load("/tmp", &k) < 0);
+
+	CHECK(tlm_psk_random(&k) == 0 && k.len == 32);
+	CHECK(tlm_psk_to_hex(&k, hex, sizeof(hex)) == 64);
+	CHECK(tlm_psk_from_hex(hex, &k2) == 0 && k2.len == 32 && !memcmp(k.key, k2.key, 32));
+	CHECK(tlm_psk_from_hex("abc", &k2) < 0);
+	CHECK(tlm_psk_from_hex("zz00112233445566778899aabbccddeeff", &k2) < 0);
+}
+
+static void test_hmac(void)
+{
+	struct tlm_psk k;
+	uint8_t sid[16] = { 1 }, n1[32] = { 2 }, n2[32] = { 3 }, m1[32], m2[32], m3[32];
+
+	tlm_psk_random(&k);
+	CHECK(tlm__hmac(&k, "tlm-client", sid, 1, n1, n2, m1) == 0);
+	CHECK(tlm__hmac(&k, "tlm-client", sid, 1, n1, n2, m2) == 0 && tlm__ct_equal(m1, m2, 32));
+	CHECK(tlm__hmac(&k, "tlm-server", sid, 1, n1, n2, m3) == 0 && !tlm__ct_equal(m1, m3, 32));
+	CHECK(tlm__hmac(&k, "tlm-client", sid, 2, n1, n2, m3) == 0 && !tlm__ct_equal(m1, m3, 32));
+	CHECK(tlm__hmac(&k, "tlm-client", sid, 1, n2, n1, m3) == 0 && !tlm__ct_equal(m1, m3, 32));
+	k.key[0] ^= 1;
+	CHECK(tlm__hmac(&k, "tlm-client", sid, 1, n1, n2, m3) == 0 && !tlm__ct_equal(m1, m3, 32));
+	k.len = 8;
+	CHECK(tlm__hmac(&k, "tlm-client", sid, 1, n1, n2, m3) == -EINVAL);
+}
+
+static void test_strerror(void)
+{
+	CHECK(strstr(tlm_strerror(-TLM_EAUTH), "authentication"));
+	CHECK(strstr(tlm_strerror(-TLM_EVERSION), "version"));
+	CHECK(!strcmp(tlm_strerror(-ENOENT), strerror(ENOENT)));
+	CHECK(tlm_strerror(-99999) != NULL);
+	CHECK(tlm_transport_available("tcp") && !tlm_transport_available("carrier-pigeon"));
+}
+
+int main(void)
+{
+	test_crc();
+	test_frame();
+	test_page_hdr();
+	test_handshake_msgs();
+	test_psk();
+	test_hmac();
+	test_strerror();
+	if (failures) {
+		fprintf(stderr, "%d check(s) failed\n", failures);
+		return 1;
+	}
+	printf("all unit checks passed\n");
+	return 0;
+}

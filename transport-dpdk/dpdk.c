@@ -1,0 +1,1921 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * DPDK lanes: UDP/IPv4 frames on a DPDK port, with our own reliability.
+ *
+ * Layout. The EAL is per process: it starts once, on the first listen or
+ * connect, from transport_args "dpdk-args=..." (default: --no-huge --no-pci
+ * -m 512 --file-prefix tlm-<pid>). A "dport" is one DPDK port plus ONE poll
+ * thread that owns its rx/tx queue pair; every lane and listener on that
+ * port is demultiplexed in software by connection id (memif, af_packet and
+ * ring give one queue, so this is the path every software PMD takes;
+ * per-lane queues steered by rte_flow are not implemented). Cores: the
+ * poll thread needs one core while traffic flows and backs off to sleeping
+ * (1 ms ticks) when idle; application threads calling write/send_pages only
+ * copy into the lane's send ring, so a lane costs at most one core per port
+ * plus its caller.
+ *
+ * Lane setup (state machine, client side):
+ *   SYN_SENT --SYNACK or any packet from the peer--> EST
+ *   SYN_SENT --RST--> failed (-ECONNREFUSED);  --timeout--> -ETIMEDOUT
+ *   EST --CLOSE from peer / keepalive silence--> dead (-TLM_EPEERCLOSED)
+ * Server side: a SYN to a listener's UDP port makes a lane in EST at once
+ * and queues it for accept(); a repeated SYN (our SYNACK was lost) gets the
+ * SYNACK again.
+ *
+ * Reliability (per lane): the lane carries one byte stream each way, made
+ * of core/wire.h frames (DATA/FIN in byte mode, PAGE in page mode).
+ * Packets carry 64-bit byte sequence numbers, a cumulative ACK and a credit
+ * window (free bytes of the receiver's ring) on every packet. The receiver
+ * takes only the next in-order segment (go-back-N); the sender rewinds to
+ * the oldest unacked byte on a retransmission timeout or on 3 duplicate
+ * ACKs. Packets are copies (mbufs filled from the send ring), so a rewind
+ * never touches a buffer the PMD still owns; a zero-copy path would have to
+ * drain the TX queue first. The poll thread sends up to BURST packets per
+ * lane per round; a partial segment is held while send_pages is still
+ * adding records, at most FLUSH_NS, so a small tail is never stuck.
+ * Keepalive: a PING after KA_NS of silence (the peer answers with an ACK);
+ * nothing heard for dead_ms (default 3000) fails the lane.
+ *
+ * Locking: port->lock guards the lane/listener lists and is held by the
+ * poll thread for a whole round; lane->mu guards one lane's rings and
+ * state (order: port->lock, then lane->mu). Application threads take
+ * port->lock only to add/remove lanes.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <rte_arp.h>
+#include <rte_dev.h>
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_ethdev.h>
+#include <rte_ether.h>
+#include <rte_ip.h>
+#include <rte_lcore.h>
+#include <rte_log.h>
+#include <rte_mbuf.h>
+#include <rte_udp.h>
+
+#include "tlm-internal.h"
+
+#define BURST        32
+#define NB_DESC      1024
+#define POOL_MBUFS   8191
+#define RING_BYTES   (2u << 20)       /* per lane and direction */
+#define HDR_LEN      32               /* our header inside UDP */
+#define MAGIC        0x544c           /* "TL" */
+#define PROTO_VER    1
+#define KA_NS        (200ull * 1000000)
+#define SYN_NS       (100ull * 1000000)
+#define FLUSH_NS     (200ull * 1000)
+#define RTO_INIT_NS  (20ull * 1000000)
+#define RTO_MAX_NS   (400ull * 1000000)
+#define LINGER_MS    2000
+#define DEFAULT_DEAD_MS 3000
+
+extern const struct tlm_lane_ops tlm__dpdk_ops;
+
+enum { PT_SYN = 1, PT_SYNACK, PT_DATA, PT_PING, PT_CLOSE, PT_RST };
+enum { LS_SYN_SENT = 1, LS_EST, LS_DEAD };
+
+struct fault {
+	double drop, reorder, dup;
+};
+
+struct cfg {
+	char dev[128];          /* port name or PCI address to use as is */
+	char vdev[512];         /* devargs to create: "name,k=v,..." */
+	char eal[512];
+	uint32_t ip;            /* our IPv4 (host order); 0 = point-to-point */
+	uint32_t mtu;
+	int dead_ms;
+	struct fault fault;
+};
+
+struct dport;
+
+struct dlane {
+	struct tlm_lane base;   /* first: core casts */
+	struct dport *port;
+	struct dlane *next;
+	struct dlistener *owner; /* set while queued for accept */
+	struct dlane *qnext;
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;      /* state, data, space, acks */
+	pthread_mutex_t wmu;    /* one writer at a time keeps frames whole */
+	pthread_mutex_t rmu;    /* one reader at a time */
+	int state;
+	int err;                /* sticky error once dead */
+	int bad;                /* -TLM_EFRAME/-TLM_ECRC: the stream is unusable */
+	bool peer_closed;       /* CLOSE received: error after buffered data */
+	bool closing, gone;     /* close(): poll thread sends CLOSE, unlinks */
+	int close_sent;
+	bool local;             /* peer lane is on this port in this process */
+	bool batching;          /* send_pages adding records: hold partials */
+	uint32_t lid, rid;
+	uint32_t peer_ip;
+	uint16_t lport, rport;
+	struct rte_ether_addr peer_mac;
+	bool mac_known;
+	int dead_ms;
+	struct fault fault;
+	uint64_t rng;
+	struct rte_mbuf *held;  /* reorder fault: sent after the next one */
+
+	/* send ring: bytes [snd_una, snd_end) are kept, snd_nxt is next new */
+	uint8_t *sbuf;
+	uint64_t snd_una, snd_nxt, snd_end, peer_edge;
+	uint64_t rto_at, rto_ns, partial_since;
+	unsigned dupacks;
+	bool wr_shut;
+	/* receive ring: bytes [rcv_rd, rcv_nxt) wait for the reader */
+	uint8_t *rbuf;
+	uint64_t rcv_rd, rcv_nxt, adv_edge;
+	bool need_ack, need_synack;
+	uint64_t last_rx, last_tx, last_ping, last_syn;
+	uint32_t data_left;     /* bytes left in the current DATA frame */
+	bool eof;
+	int efd;
+	uint8_t *scratch;       /* one whole frame for recv_pages */
+	char why[96];
+	uint64_t retrans;       /* segments re-sent (stats) */
+};
+
+struct dlistener {
+	struct tlm_xlistener base;
+	struct dport *port;
+	struct dlistener *next;
+	uint16_t udp_port;
+	struct dlane *qhead, *qtail;
+	pthread_cond_t cv;      /* on port->lock */
+	struct cfg cfg;
+};
+
+struct dport {
+	struct dport *next;
+	char name[128];
+	int refs;               /* listeners + lanes; under g_lock */
+	uint16_t port_id;
+	bool made_vdev;
+	bool p2p;               /* no ARP, no IP filter, broadcast dst MAC */
+	bool memif_server;
+	uint16_t memif_udp;     /* default memif: the UDP port it was made for */
+	struct rte_mempool *pool;
+	struct rte_ether_addr mac;
+	uint32_t ip;
+	uint32_t mss;
+	uint16_t next_eph;
+
+	pthread_t thr;
+	atomic_bool stop;
+	atomic_int want_lock;
+	pthread_mutex_t lock;
+	pthread_mutex_t kmu;
+	pthread_cond_t kcv;
+	bool kicked;
+
+	struct dlane *lanes;
+	struct dlistener *listeners;
+	uint32_t next_lid;
+	struct { uint32_t ip; struct rte_ether_addr mac; } arp[16];
+	unsigned narp;
+	uint64_t last_arp_req;
+
+	struct rte_mbuf *txq[BURST * 4];
+	unsigned ntx;
+	struct rte_mbuf *loopq[BURST * 4];
+	unsigned nloop;
+};
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool g_eal_up;
+static int g_eal_err;
+static struct dport *g_ports;
+static unsigned g_pool_seq;
+
+/* ---- small helpers ---- */
+
+static void lock_port(struct dport *p)
+{
+	atomic_fetch_add(&p->want_lock, 1);
+	pthread_mutex_lock(&p->lock);
+	atomic_fetch_sub(&p->want_lock, 1);
+}
+
+static void kick(struct dport *p)
+{
+	pthread_mutex_lock(&p->kmu);
+	p->kicked = true;
+	pthread_cond_signal(&p->kcv);
+	pthread_mutex_unlock(&p->kmu);
+}
+
+static void cv_init_mono(pthread_cond_t *cv)
+{
+	pthread_condattr_t a;
+
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_init(cv, &a);
+	pthread_condattr_destroy(&a);
+}
+
+/* Wait on cv until deadline_ns (CLOCK_MONOTONIC); 0 or ETIMEDOUT. */
+static int cv_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t deadline_ns)
+{
+	struct timespec ts = { .tv_sec = (time_t)(deadline_ns / 1000000000ull),
+			       .tv_nsec = (long)(deadline_ns % 1000000000ull) };
+
+	return pthread_cond_timedwait(cv, mu, &ts);
+}
+
+static uint64_t deadline_ns(int timeout_ms)
+{
+	if (timeout_ms < 0)
+		return UINT64_MAX / 2;
+	return tlm__now_ns() + (uint64_t)timeout_ms * 1000000ull;
+}
+
+static double rnd01(uint64_t *s)
+{
+	/* xorshift64*: fault injection only needs cheap, seeded noise */
+	uint64_t x = *s;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*s = x;
+	return (double)((x * 2685821657736338717ull) >> 11) / 9007199254740992.0;
+}
+
+/* ---- transport_args ---- */
+
+/* Splits "k=v,k=v" where a value may be quoted ("..." or '...'). Keys the
+ * transport does not know are passed on as devargs of the vdev. */
+static int parse_fault_kv(struct fault *f, const char *k, const char *v)
+{
+	double d = strtod(v, NULL);
+
+	if (d < 0 || d > 1)
+		return -EINVAL;
+	if (!strcmp(k, "drop"))
+		f->drop = d;
+	else if (!strcmp(k, "reorder"))
+		f->reorder = d;
+	else if (!strcmp(k, "dup"))
+		f->dup = d;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+static int append(char *dst, size_t cap, const char *sep, const char *s)
+{
+	size_t n = strlen(dst);
+	int r = snprintf(dst + n, cap - n, "%s%s", n ? sep : "", s);
+
+	return r < 0 || (size_t)r >= cap - n ? -EINVAL : 0;
+}
+
+static int parse_args(const char *args, struct cfg *c)
+{
+	char tok[512];
+	const char *p = args;
+	char extra[512] = "";
+
+	memset(c, 0, sizeof(*c));
+	c->dead_ms = DEFAULT_DEAD_MS;
+	c->mtu = 1500;
+	while (p && *p) {
+		size_t n = 0;
+		char q = 0;
+
+		while (*p == ',' || *p == ' ')
+			p++;
+		if (!*p)
+			break;
+		while (*p && (q || *p != ',')) {
+			if (!q && (*p == '"' || *p == '\'')) {
+				q = *p++;
+				continue;
+			}
+			if (q && *p == q) {
+				q = 0;
+				p++;
+				continue;
+			}
+			if (n + 1 >= sizeof(tok))
+				return -EINVAL;
+			tok[n++] = *p++;
+		}
+		tok[n] = 0;
+		char *k = tok, *v = strchr(tok, '=');
+		if (!strncmp(k, "--", 2))
+			k += 2;
+		if (!v) {
+			/* "--dpdk-args ..." written with a space */
+			if (!strncmp(k, "dpdk-args ", 10)) {
+				if (append(c->eal, sizeof(c->eal), " ", k + 10))
+					return -EINVAL;
+				continue;
+			}
+			tlm__err("dpdk: transport_args: '%s' is not key=value", tok);
+			return -EINVAL;
+		}
+		*v++ = 0;
+		if (!strcmp(k, "dpdk-args")) {
+			if (append(c->eal, sizeof(c->eal), " ", v))
+				return -EINVAL;
+		} else if (!strcmp(k, "port")) {
+			snprintf(c->dev, sizeof(c->dev), "%s", v);
+		} else if (!strcmp(k, "vdev")) {
+			if (append(c->vdev, sizeof(c->vdev), ",", v))
+				return -EINVAL;
+		} else if (!strcmp(k, "ip")) {
+			struct in_addr a;
+			if (inet_pton(AF_INET, v, &a) != 1)
+				return -EINVAL;
+			c->ip = ntohl(a.s_addr);
+		} else if (!strcmp(k, "mtu")) {
+			c->mtu = (uint32_t)strtoul(v, NULL, 10);
+			if (c->mtu < 576 || c->mtu > 9000)
+				return -EINVAL;
+		} else if (!strcmp(k, "dead_ms")) {
+			c->dead_ms = atoi(v);
+			if (c->dead_ms < 100)
+				return -EINVAL;
+		} else if (!strcmp(k, "fault")) {
+			char *v2 = strchr(v, '=');
+			if (!v2)
+				return -EINVAL;
+			*v2++ = 0;
+			if (parse_fault_kv(&c->fault, v, v2))
+				return -EINVAL;
+		} else if (!strcmp(k, "drop") || !strcmp(k, "reorder") || !strcmp(k, "dup")) {
+			if (parse_fault_kv(&c->fault, k, v))
+				return -EINVAL;
+		} else {
+			v[-1] = '=';
+			if (append(extra, sizeof(extra), ",", k))
+				return -EINVAL;
+		}
+	}
+	if (extra[0]) {
+		if (!c->vdev[0]) {
+			tlm__err("dpdk: transport_args: device args '%s' without vdev=", extra);
+			return -EINVAL;
+		}
+		if (append(c->vdev, sizeof(c->vdev), ",", extra))
+			return -EINVAL;
+	}
+	if (c->vdev[0] && !c->dev[0]) {
+		size_t k = strcspn(c->vdev, ",");
+		snprintf(c->dev, sizeof(c->dev), "%.*s", (int)k, c->vdev);
+	}
+	return 0;
+}
+
+/* ---- EAL ---- */
+
+static ssize_t log_write(void *cookie, const char *buf, size_t n)
+{
+	(void)cookie;
+	/* EAL and PMD chatter goes to our log at debug level, never stderr */
+	tlm__dbg("dpdk: %.*s", (int)(n && buf[n - 1] == '\n' ? n - 1 : n), buf);
+	return (ssize_t)n;
+}
+
+static int eal_init(const struct cfg *c)
+{
+	char buf[640], *argv[64];
+	int argc = 0, r;
+	cpu_set_t cpus;
+
+	if (g_eal_up)
+		return 0;
+	if (g_eal_err)
+		return g_eal_err;
+	if (c->eal[0])
+		snprintf(buf, sizeof(buf), "tlm %s", c->eal);
+	else
+		snprintf(buf, sizeof(buf), "tlm --no-huge --no-pci -m 512 --file-prefix tlm-%d",
+			 (int)getpid());
+	for (char *s = strtok(buf, " "); s && argc < 60; s = strtok(NULL, " "))
+		argv[argc++] = s;
+	/* one lcore: our poll threads are plain pthreads registered later */
+	argv[argc++] = "-l";
+	argv[argc++] = "0";
+	argv[argc++] = "--no-telemetry";
+	argv[argc] = NULL;
+
+	FILE *lf = fopencookie(NULL, "w", (cookie_io_functions_t){ .write = log_write });
+	if (lf) {
+		setvbuf(lf, NULL, _IOLBF, 0);
+		rte_openlog_stream(lf);
+	}
+	/* rte_eal_init pins the calling thread to lcore 0; give it back its
+	 * cores, it is the application's thread, not ours */
+	r = pthread_getaffinity_np(pthread_self(), sizeof(cpus), &cpus);
+	int n = rte_eal_init(argc, argv);
+	if (!r)
+		pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus);
+	if (n < 0) {
+		g_eal_err = rte_errno ? -rte_errno : -EINVAL;
+		tlm__err("dpdk: EAL init failed: %s", rte_strerror(rte_errno));
+		return g_eal_err;
+	}
+	g_eal_up = true;
+	return 0;
+}
+
+/* ---- packets ---- */
+
+static void put_hdr(uint8_t *h, uint8_t type, uint32_t dst, uint32_t src,
+		    uint32_t wnd, uint64_t seq, uint64_t ack)
+{
+	tlm__put16(h, MAGIC);
+	h[2] = PROTO_VER;
+	h[3] = type;
+	tlm__put32(h + 4, dst);
+	tlm__put32(h + 8, src);
+	tlm__put32(h + 12, wnd);
+	tlm__put64(h + 16, seq);
+	tlm__put64(h + 24, ack);
+}
+
+/* A frame with Ethernet + IPv4 + UDP + our header; payload room plen. */
+static struct rte_mbuf *mk_pkt(struct dport *p, const struct rte_ether_addr *dmac,
+			       uint32_t dip, uint16_t sport, uint16_t dport,
+			       uint32_t plen, uint8_t **hdr)
+{
+	struct rte_mbuf *m = rte_pktmbuf_alloc(p->pool);
+	uint32_t tot = (uint32_t)(sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) +
+				  sizeof(struct rte_udp_hdr)) + HDR_LEN + plen;
+
+	if (!m)
+		return NULL;
+	uint8_t *b = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)tot);
+	if (!b) {
+		rte_pktmbuf_free(m);
+		return NULL;
+	}
+	struct rte_ether_hdr *eh = (struct rte_ether_hdr *)b;
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eh + 1);
+	struct rte_udp_hdr *uh = (struct rte_udp_hdr *)(ip + 1);
+
+	if (dmac)
+		rte_ether_addr_copy(dmac, &eh->dst_addr);
+	else
+		memset(&eh->dst_addr, 0xff, sizeof(eh->dst_addr));
+	rte_ether_addr_copy(&p->mac, &eh->src_addr);
+	eh->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	memset(ip, 0, sizeof(*ip));
+	ip->version_ihl = RTE_IPV4_VHL_DEF;
+	ip->total_length = rte_cpu_to_be_16((uint16_t)(tot - sizeof(*eh)));
+	ip->time_to_live = 64;
+	ip->next_proto_id = IPPROTO_UDP;
+	ip->src_addr = rte_cpu_to_be_32(p->ip);
+	ip->dst_addr = rte_cpu_to_be_32(dip);
+	ip->hdr_checksum = rte_ipv4_cksum(ip);
+	uh->src_port = rte_cpu_to_be_16(sport);
+	uh->dst_port = rte_cpu_to_be_16(dport);
+	uh->dgram_len = rte_cpu_to_be_16((uint16_t)(sizeof(*uh) + HDR_LEN + plen));
+	uh->dgram_cksum = 0;  /* optional in IPv4; Ethernet FCS / memif copy guard the bits */
+	*hdr = (uint8_t *)(uh + 1);
+	return m;
+}
+
+/* Queue a packet for the port's next tx_burst (or local delivery). */
+static void out_pkt(struct dport *p, struct dlane *l, struct rte_mbuf *m)
+{
+	if (l && l->local) {
+		if (p->nloop < RTE_DIM(p->loopq))
+			p->loopq[p->nloop++] = m;
+		else
+			rte_pktmbuf_free(m);
+		return;
+	}
+	if (p->ntx == RTE_DIM(p->txq)) {
+		rte_pktmbuf_free(m);
+		return;
+	}
+	p->txq[p->ntx++] = m;
+}
+
+static void flush_tx(struct dport *p)
+{
+	unsigned done = 0;
+
+	for (int tries = 0; done < p->ntx && tries < 64; tries++) {
+		done += rte_eth_tx_burst(p->port_id, 0, p->txq + done, (uint16_t)(p->ntx - done));
+		if (done < p->ntx)
+			rte_pause();
+	}
+	/* what the PMD refused is lost like a dropped packet: copies, so the
+	 * retransmission timer recovers it */
+	if (done < p->ntx)
+		rte_pktmbuf_free_bulk(p->txq + done, p->ntx - done);
+	p->ntx = 0;
+}
+
+static void send_ctl(struct dport *p, struct dlane *l, uint8_t type)
+{
+	uint8_t *h;
+	struct rte_mbuf *m = mk_pkt(p, l->mac_known ? &l->peer_mac : NULL, l->peer_ip,
+				    l->lport, l->rport, 0, &h);
+	uint64_t fill = l->rcv_nxt - l->rcv_rd;
+	uint32_t wnd = (uint32_t)(RING_BYTES - fill);
+
+	if (!m)
+		return;
+	put_hdr(h, type, l->rid, l->lid, wnd, l->snd_nxt, l->rcv_nxt);
+	l->adv_edge = l->rcv_nxt + wnd;
+	l->need_ack = false;
+	l->last_tx = tlm__now_ns();
+	out_pkt(p, l, m);
+}
+
+static void arp_learn(struct dport *p, uint32_t ip, const struct rte_ether_addr *mac)
+{
+	for (unsigned i = 0; i < p->narp; i++)
+		if (p->arp[i].ip == ip) {
+			rte_ether_addr_copy(mac, &p->arp[i].mac);
+			return;
+		}
+	unsigned i = p->narp < RTE_DIM(p->arp) ? p->narp++ : 0;
+	p->arp[i].ip = ip;
+	rte_ether_addr_copy(mac, &p->arp[i].mac);
+}
+
+static bool arp_lookup(struct dport *p, uint32_t ip, struct rte_ether_addr *mac)
+{
+	for (unsigned i = 0; i < p->narp; i++)
+		if (p->arp[i].ip == ip) {
+			rte_ether_addr_copy(&p->arp[i].mac, mac);
+			return true;
+		}
+	return false;
+}
+
+static void arp_send(struct dport *p, uint16_t op, uint32_t tip, const struct rte_ether_addr *tmac)
+{
+	struct rte_mbuf *m = rte_pktmbuf_alloc(p->pool);
+
+	if (!m)
+		return;
+	struct rte_ether_hdr *eh = (struct rte_ether_hdr *)rte_pktmbuf_append(m,
+			sizeof(*eh) + sizeof(struct rte_arp_hdr));
+	if (!eh) {
+		rte_pktmbuf_free(m);
+		return;
+	}
+	struct rte_arp_hdr *a = (struct rte_arp_hdr *)(eh + 1);
+
+	if (tmac)
+		rte_ether_addr_copy(tmac, &eh->dst_addr);
+	else
+		memset(&eh->dst_addr, 0xff, sizeof(eh->dst_addr));
+	rte_ether_addr_copy(&p->mac, &eh->src_addr);
+	eh->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP);
+	a->arp_hardware = rte_cpu_to_be_16(RTE_ARP_HRD_ETHER);
+	a->arp_protocol = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	a->arp_hlen = RTE_ETHER_ADDR_LEN;
+	a->arp_plen = 4;
+	a->arp_opcode = rte_cpu_to_be_16(op);
+	rte_ether_addr_copy(&p->mac, &a->arp_data.arp_sha);
+	a->arp_data.arp_sip = rte_cpu_to_be_32(p->ip);
+	if (tmac)
+		rte_ether_addr_copy(tmac, &a->arp_data.arp_tha);
+	else
+		memset(&a->arp_data.arp_tha, 0, sizeof(a->arp_data.arp_tha));
+	a->arp_data.arp_tip = rte_cpu_to_be_32(tip);
+	out_pkt(p, NULL, m);
+}
+
+/* ---- lanes: allocation ---- */
+
+static void lane_free(struct dlane *l)
+{
+	if (!l)
+		return;
+	if (l->held)
+		rte_pktmbuf_free(l->held);
+	if (l->efd >= 0)
+		close(l->efd);
+	free(l->sbuf);
+	free(l->rbuf);
+	free(l->scratch);
+	pthread_mutex_destroy(&l->mu);
+	pthread_mutex_destroy(&l->wmu);
+	pthread_mutex_destroy(&l->rmu);
+	pthread_cond_destroy(&l->cv);
+	free(l);
+}
+
+static struct dlane *lane_new(struct dport *p, const struct cfg *c)
+{
+	struct dlane *l = calloc(1, sizeof(*l));
+
+	if (!l)
+		return NULL;
+	l->efd = -1;
+	pthread_mutex_init(&l->mu, NULL);
+	pthread_mutex_init(&l->wmu, NULL);
+	pthread_mutex_init(&l->rmu, NULL);
+	cv_init_mono(&l->cv);
+	l->sbuf = malloc(RING_BYTES);
+	l->rbuf = malloc(RING_BYTES);
+	l->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (!l->sbuf || !l->rbuf || l->efd < 0) {
+		lane_free(l);
+		return NULL;
+	}
+	l->base.ops = &tlm__dpdk_ops;
+	l->base.mode = TLM_MODE_BYTES;
+	l->base.page_size = TLM_DEFAULT_PAGE_SIZE;
+	l->port = p;
+	l->dead_ms = c->dead_ms;
+	l->fault = c->fault;
+	l->rng = tlm__now_ns() | 1;
+	l->rto_ns = RTO_INIT_NS;
+	l->peer_edge = RING_BYTES;  /* the peer starts with an empty ring */
+	l->adv_edge = RING_BYTES;
+	l->last_rx = tlm__now_ns();
+	l->lid = ++p->next_lid;
+	if (!l->lid)
+		l->lid = ++p->next_lid;
+	return l;
+}
+
+static void lane_fail(struct dlane *l, int level, int err, const char *why)
+{
+	if (l->state == LS_DEAD)
+		return;
+	l->state = LS_DEAD;
+	l->err = err;
+	snprintf(l->why, sizeof(l->why), "%s", why);
+	tlm__log(level, "dpdk: lane %u (%s): %s", l->base.index, l->base.peer, why);
+	pthread_cond_broadcast(&l->cv);
+	uint64_t one = 1;
+	if (write(l->efd, &one, sizeof(one)) < 0) {
+		/* counter saturated: still readable, nothing lost */
+	}
+}
+
+/* ---- receive path (poll thread, port->lock held) ---- */
+
+static struct dlane *find_lane(struct dport *p, uint32_t lid)
+{
+	for (struct dlane *l = p->lanes; l; l = l->next)
+		if (l->lid == lid)
+			return l;
+	return NULL;
+}
+
+static struct dlistener *find_listener(struct dport *p, uint16_t port)
+{
+	for (struct dlistener *x = p->listeners; x; x = x->next)
+		if (x->udp_port == port)
+			return x;
+	return NULL;
+}
+
+static void rx_syn(struct dport *p, const struct rte_ether_hdr *eh, uint32_t sip,
+		   uint16_t sport, uint16_t dport, uint32_t src_id, bool local)
+{
+	struct dlistener *x = find_listener(p, dport);
+
+	for (struct dlane *l = p->lanes; l; l = l->next)
+		if (l->rid == src_id && l->peer_ip == sip && l->rport == sport &&
+		    l->lport == dport && !l->closing) {
+			l->need_synack = true;   /* our SYNACK was lost */
+			return;
+		}
+	if (!x) {
+		/* nobody listens: refuse, so connect fails fast */
+		struct dlane tmp = { .peer_ip = sip, .lport = dport, .rport = sport,
+				     .rid = src_id, .local = local, .mac_known = true };
+		rte_ether_addr_copy(&eh->src_addr, &tmp.peer_mac);
+		send_ctl(p, &tmp, PT_RST);
+		return;
+	}
+	struct dlane *l = lane_new(p, &x->cfg);
+	if (!l)
+		return;   /* the client retries its SYN */
+	l->state = LS_EST;
+	l->rid = src_id;
+	l->peer_ip = sip;
+	l->lport = dport;
+	l->rport = sport;
+	l->local = local;
+	rte_ether_addr_copy(&eh->src_addr, &l->peer_mac);
+	l->mac_known = !p->p2p;
+	struct in_addr a = { .s_addr = htonl(sip) };
+	snprintf(l->base.peer, sizeof(l->base.peer), "%s:%u", inet_ntoa(a), sport);
+	l->need_synack = true;
+	l->owner = x;
+	l->next = p->lanes;
+	p->lanes = l;
+	if (x->qtail)
+		x->qtail->qnext = l;
+	else
+		x->qhead = l;
+	x->qtail = l;
+	pthread_cond_broadcast(&x->cv);
+}
+
+static void rx_lane(struct dport *p, struct dlane *l, uint8_t type, uint32_t src_id,
+		    uint32_t wnd, uint64_t seq, uint64_t ack, const uint8_t *data, uint32_t dlen)
+{
+	uint64_t now = tlm__now_ns();
+
+	pthread_mutex_lock(&l->mu);
+	if (l->state == LS_SYN_SENT) {
+		if (type == PT_RST) {
+			l->state = LS_DEAD;
+			l->err = -ECONNREFUSED;
+			snprintf(l->why, sizeof(l->why), "connection refused");
+			pthread_cond_broadcast(&l->cv);
+			goto out;
+		}
+		l->rid = src_id;
+		l->state = LS_EST;
+		pthread_cond_broadcast(&l->cv);
+	}
+	if (l->rid != src_id || l->state == LS_DEAD)
+		goto out;
+	l->last_rx = now;
+	if (type == PT_CLOSE || type == PT_RST) {
+		l->peer_closed = true;
+		if (l->rcv_rd == l->rcv_nxt)
+			lane_fail(l, TLM_LOG_INFO, -TLM_EPEERCLOSED, "peer closed the lane");
+		pthread_cond_broadcast(&l->cv);
+		goto out;
+	}
+	/* acks and credit: only within what we have sent */
+	if (ack > l->snd_una && ack <= l->snd_end) {
+		l->snd_una = ack;
+		if (l->snd_nxt < ack)
+			l->snd_nxt = ack;
+		l->dupacks = 0;
+		l->rto_ns = RTO_INIT_NS;
+		l->rto_at = l->snd_una < l->snd_nxt ? now + l->rto_ns : 0;
+		pthread_cond_broadcast(&l->cv);
+	} else if (ack == l->snd_una && !dlen && type == PT_DATA && l->snd_nxt > l->snd_una) {
+		if (++l->dupacks == 3) {
+			l->retrans += (l->snd_nxt - l->snd_una + p->mss - 1) / p->mss;
+			l->snd_nxt = l->snd_una;   /* go back N */
+		}
+	}
+	if (ack >= l->snd_una && ack + wnd > l->peer_edge)
+		l->peer_edge = ack + wnd;
+	if (type == PT_PING)
+		l->need_ack = true;
+	if (dlen) {
+		uint64_t fill = l->rcv_nxt - l->rcv_rd;
+		if (seq == l->rcv_nxt && fill + dlen <= RING_BYTES) {
+			size_t off = (size_t)(l->rcv_nxt % RING_BYTES);
+			size_t k = RING_BYTES - off < dlen ? RING_BYTES - off : dlen;
+			memcpy(l->rbuf + off, data, k);
+			memcpy(l->rbuf, data + k, dlen - k);
+			bool was_empty = fill == 0;
+			l->rcv_nxt += dlen;
+			if (was_empty) {
+				uint64_t one = 1;
+				if (write(l->efd, &one, sizeof(one)) < 0) {
+					/* saturated counter: still readable */
+				}
+			}
+			pthread_cond_broadcast(&l->cv);
+		}
+		/* in order or not, tell the sender where we are; out of order
+		 * this is the duplicate ACK that triggers its rewind */
+		l->need_ack = true;
+	}
+out:
+	pthread_mutex_unlock(&l->mu);
+}
+
+static void rx_pkt(struct dport *p, struct rte_mbuf *m, bool local)
+{
+	if (m->nb_segs > 1 && rte_pktmbuf_linearize(m))
+		goto drop;
+	uint32_t len = rte_pktmbuf_data_len(m);
+	uint8_t *b = rte_pktmbuf_mtod(m, uint8_t *);
+	struct rte_ether_hdr *eh = (struct rte_ether_hdr *)b;
+
+	if (len < sizeof(*eh))
+		goto drop;
+	if (!local && rte_is_same_ether_addr(&eh->src_addr, &p->mac))
+		goto drop;   /* our own frame seen again (af_packet taps) */
+	if (eh->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP)) {
+		struct rte_arp_hdr *a = (struct rte_arp_hdr *)(eh + 1);
+		if (len < sizeof(*eh) + sizeof(*a) || p->p2p)
+			goto drop;
+		uint32_t sip = rte_be_to_cpu_32(a->arp_data.arp_sip);
+		uint32_t tip = rte_be_to_cpu_32(a->arp_data.arp_tip);
+		if (tip != p->ip)
+			goto drop;
+		arp_learn(p, sip, &a->arp_data.arp_sha);
+		if (a->arp_opcode == rte_cpu_to_be_16(RTE_ARP_OP_REQUEST))
+			arp_send(p, RTE_ARP_OP_REPLY, sip, &a->arp_data.arp_sha);
+		goto drop;
+	}
+	if (eh->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
+		goto drop;
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eh + 1);
+	if (len < sizeof(*eh) + sizeof(*ip) || ip->version_ihl != RTE_IPV4_VHL_DEF ||
+	    ip->next_proto_id != IPPROTO_UDP)
+		goto drop;
+	uint32_t iplen = rte_be_to_cpu_16(ip->total_length);
+	if (iplen > len - sizeof(*eh) || iplen < sizeof(*ip) + sizeof(struct rte_udp_hdr) + HDR_LEN)
+		goto drop;
+	if (!p->p2p && rte_be_to_cpu_32(ip->dst_addr) != p->ip)
+		goto drop;
+	struct rte_udp_hdr *uh = (struct rte_udp_hdr *)(ip + 1);
+	uint32_t ulen = rte_be_to_cpu_16(uh->dgram_len);
+	if (ulen != iplen - sizeof(*ip))
+		goto drop;
+	uint8_t *h = (uint8_t *)(uh + 1);
+	if (tlm__get16(h) != MAGIC || h[2] != PROTO_VER)
+		goto drop;
+	uint8_t type = h[3];
+	uint32_t dst = tlm__get32(h + 4), src = tlm__get32(h + 8);
+	uint32_t sip = rte_be_to_cpu_32(ip->src_addr);
+	uint16_t sport = rte_be_to_cpu_16(uh->src_port), dport = rte_be_to_cpu_16(uh->dst_port);
+
+	if (!p->p2p)
+		arp_learn(p, sip, &eh->src_addr);
+	if (type == PT_SYN) {
+		rx_syn(p, eh, sip, sport, dport, src, local);
+	} else {
+		struct dlane *l = find_lane(p, dst);
+		if (l && !l->gone)
+			rx_lane(p, l, type, src, tlm__get32(h + 12), tlm__get64(h + 16),
+				tlm__get64(h + 24), h + HDR_LEN, ulen - sizeof(*uh) - HDR_LEN);
+	}
+drop:
+	rte_pktmbuf_free(m);
+}
+
+/* ---- transmit path (poll thread, port->lock held) ---- */
+
+/* Sending side fault injection: drop, duplicate or swap with the next. */
+static void out_data(struct dport *p, struct dlane *l, struct rte_mbuf *m)
+{
+	struct fault *f = &l->fault;
+
+	if (f->drop > 0 || f->dup > 0 || f->reorder > 0) {
+		if (f->drop > 0 && rnd01(&l->rng) < f->drop) {
+			rte_pktmbuf_free(m);
+			return;
+		}
+		if (f->dup > 0 && rnd01(&l->rng) < f->dup) {
+			struct rte_mbuf *c = rte_pktmbuf_copy(m, p->pool, 0, UINT32_MAX);
+			if (c)
+				out_pkt(p, l, c);
+		}
+		if (!l->held && f->reorder > 0 && rnd01(&l->rng) < f->reorder) {
+			l->held = m;
+			return;
+		}
+	}
+	out_pkt(p, l, m);
+	if (l->held) {
+		out_pkt(p, l, l->held);
+		l->held = NULL;
+	}
+}
+
+static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
+{
+	pthread_mutex_lock(&l->mu);
+	if (l->closing) {
+		if (l->close_sent < 3 && l->state == LS_EST && l->rid) {
+			send_ctl(p, l, PT_CLOSE);
+			l->close_sent++;
+		} else {
+			l->gone = true;
+			pthread_cond_broadcast(&l->cv);
+		}
+		goto out;
+	}
+	if (l->state == LS_DEAD)
+		goto out;
+	if (!l->mac_known && !p->p2p) {
+		if (arp_lookup(p, l->peer_ip, &l->peer_mac)) {
+			l->mac_known = true;
+		} else {
+			if (now - p->last_arp_req > SYN_NS) {
+				arp_send(p, RTE_ARP_OP_REQUEST, l->peer_ip, NULL);
+				p->last_arp_req = now;
+			}
+			goto timers;
+		}
+	}
+	if (l->state == LS_SYN_SENT) {
+		if (now - l->last_syn > SYN_NS) {
+			send_ctl(p, l, PT_SYN);
+			l->last_syn = now;
+		}
+		goto out;
+	}
+	if (l->need_synack)
+		send_ctl(p, l, PT_SYNACK), l->need_synack = false;
+
+	/* retransmission timeout: go back to the oldest unacked byte */
+	if (l->rto_at && now >= l->rto_at && l->snd_una < l->snd_nxt) {
+		l->retrans += (l->snd_nxt - l->snd_una + p->mss - 1) / p->mss;
+		l->snd_nxt = l->snd_una;
+		l->rto_ns = l->rto_ns * 2 > RTO_MAX_NS ? RTO_MAX_NS : l->rto_ns * 2;
+		l->rto_at = 0;
+		l->dupacks = 0;
+	}
+	for (unsigned n = 0; n < BURST && l->snd_nxt < l->snd_end; n++) {
+		uint64_t left = l->snd_end - l->snd_nxt;
+		uint32_t seg = left < p->mss ? (uint32_t)left : p->mss;
+		if (l->snd_nxt + seg > l->peer_edge) {
+			if (l->peer_edge <= l->snd_nxt)
+				break;
+			seg = (uint32_t)(l->peer_edge - l->snd_nxt);
+		}
+		if (seg < p->mss && l->batching && seg == left) {
+			if (!l->partial_since)
+				l->partial_since = now;
+			if (now - l->partial_since < FLUSH_NS)
+				break;   /* more records are on their way */
+		}
+		uint8_t *h;
+		struct rte_mbuf *m = mk_pkt(p, l->mac_known ? &l->peer_mac : NULL, l->peer_ip,
+					    l->lport, l->rport, seg, &h);
+		if (!m)
+			break;
+		uint64_t fill = l->rcv_nxt - l->rcv_rd;
+		uint32_t wnd = (uint32_t)(RING_BYTES - fill);
+		put_hdr(h, PT_DATA, l->rid, l->lid, wnd, l->snd_nxt, l->rcv_nxt);
+		l->adv_edge = l->rcv_nxt + wnd;
+		size_t off = (size_t)(l->snd_nxt % RING_BYTES);
+		size_t k = RING_BYTES - off < seg ? RING_BYTES - off : seg;
+		memcpy(h + HDR_LEN, l->sbuf + off, k);
+		memcpy(h + HDR_LEN + k, l->sbuf, seg - k);
+		l->snd_nxt += seg;
+		l->partial_since = 0;
+		l->need_ack = false;
+		l->last_tx = now;
+		if (!l->rto_at)
+			l->rto_at = now + l->rto_ns;
+		out_data(p, l, m);
+	}
+	if (l->held) {
+		/* nothing came after it this round: let it go now */
+		out_pkt(p, l, l->held);
+		l->held = NULL;
+	}
+	/* window update once the reader freed a quarter of the ring */
+	if (l->rcv_rd + RING_BYTES - l->adv_edge >= RING_BYTES / 4)
+		l->need_ack = true;
+	if (l->need_ack)
+		send_ctl(p, l, PT_DATA);
+timers:
+	if (now - l->last_rx > KA_NS && now - l->last_ping > KA_NS) {
+		if (l->mac_known || p->p2p)
+			send_ctl(p, l, PT_PING);
+		l->last_ping = now;
+	}
+	if (now - l->last_rx > (uint64_t)l->dead_ms * 1000000ull) {
+		char why[96];
+		snprintf(why, sizeof(why), "peer silent for %d ms: dead", l->dead_ms);
+		lane_fail(l, TLM_LOG_ERR, -TLM_EPEERCLOSED, why);
+	}
+out:
+	pthread_mutex_unlock(&l->mu);
+}
+
+static void *poll_main(void *arg)
+{
+	struct dport *p = arg;
+	struct rte_mbuf *rx[BURST];
+	unsigned idle = 0;
+
+	rte_thread_register();   /* an lcore id gives the mempool a cache */
+	while (!atomic_load(&p->stop)) {
+		unsigned work = 0;
+		uint64_t now;
+
+		pthread_mutex_lock(&p->lock);
+		for (int i = 0; i < 4; i++) {
+			uint16_t n = rte_eth_rx_burst(p->port_id, 0, rx, BURST);
+			for (uint16_t j = 0; j < n; j++)
+				rx_pkt(p, rx[j], false);
+			work += n;
+			if (n < BURST)
+				break;
+		}
+		now = tlm__now_ns();
+		for (struct dlane *l = p->lanes, *nx; l; l = nx) {
+			nx = l->next;
+			uint64_t before = l->snd_nxt;
+			lane_tx(p, l, now);
+			work += l->snd_nxt != before;
+			if (l->gone) {
+				/* unlink; close() frees it once it sees gone */
+				struct dlane **pp = &p->lanes;
+				while (*pp != l)
+					pp = &(*pp)->next;
+				*pp = l->next;
+			}
+			if (p->ntx >= BURST)
+				flush_tx(p);
+		}
+		work += p->ntx + p->nloop;
+		flush_tx(p);
+		for (unsigned i = 0; i < p->nloop; i++)
+			rx_pkt(p, p->loopq[i], true);
+		p->nloop = 0;
+		pthread_mutex_unlock(&p->lock);
+		while (atomic_load(&p->want_lock) > 0)
+			sched_yield();
+
+		if (work) {
+			idle = 0;
+			continue;
+		}
+		/* idle: spin briefly, then sleep in growing steps up to 1 ms;
+		 * writers kick us awake, timers are coarser than that */
+		if (++idle < 64) {
+			rte_pause();
+			continue;
+		}
+		uint64_t nap = idle < 200 ? 20000 : idle < 400 ? 200000 : 1000000;
+		pthread_mutex_lock(&p->kmu);
+		if (!p->kicked)
+			cv_wait_until(&p->kcv, &p->kmu, tlm__now_ns() + nap);
+		p->kicked = false;
+		pthread_mutex_unlock(&p->kmu);
+	}
+	rte_thread_unregister();
+	return NULL;
+}
+
+/* ---- ports ---- */
+
+static void port_destroy(struct dport *p)
+{
+	if (p->thr) {
+		atomic_store(&p->stop, true);
+		kick(p);
+		pthread_join(p->thr, NULL);
+	}
+	if (p->port_id != UINT16_MAX) {
+		rte_eth_dev_stop(p->port_id);
+		rte_eth_dev_close(p->port_id);
+	}
+	if (p->made_vdev)
+		rte_eal_hotplug_remove("vdev", p->name);
+	if (p->pool)
+		rte_mempool_free(p->pool);
+	pthread_mutex_destroy(&p->lock);
+	pthread_mutex_destroy(&p->kmu);
+	pthread_cond_destroy(&p->kcv);
+	free(p);
+}
+
+/* Find or make the port; under g_lock. Takes a reference. */
+static int port_get(const struct cfg *c, const char *name, const char *devargs,
+		    bool p2p, struct dport **out)
+{
+	struct dport *p;
+	int r;
+
+	for (p = g_ports; p; p = p->next)
+		if (!strcmp(p->name, name)) {
+			p->refs++;
+			*out = p;
+			return 0;
+		}
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->port_id = UINT16_MAX;
+	snprintf(p->name, sizeof(p->name), "%s", name);
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_mutex_init(&p->kmu, NULL);
+	cv_init_mono(&p->kcv);
+	p->p2p = p2p;
+	p->next_eph = (uint16_t)(49152 + (getpid() % 8192));
+	p->next_lid = (uint32_t)rte_rand();
+
+	if (rte_eth_dev_get_port_by_name(name, &p->port_id) != 0) {
+		p->port_id = UINT16_MAX;
+		if (!devargs) {
+			tlm__err("dpdk: no port named '%s'", name);
+			r = -ENODEV;
+			goto fail;
+		}
+		const char *a = strchr(devargs, ',');
+		r = rte_eal_hotplug_add("vdev", name, a ? a + 1 : "");
+		if (r) {
+			tlm__dbg("dpdk: cannot create %s (%s): %d", name, devargs, r);
+			r = r < 0 ? r : -r;
+			goto fail;
+		}
+		p->made_vdev = true;
+		if (rte_eth_dev_get_port_by_name(name, &p->port_id) != 0) {
+			p->port_id = UINT16_MAX;
+			r = -ENODEV;
+			goto fail;
+		}
+	}
+	uint32_t frame = c->mtu + RTE_ETHER_HDR_LEN;
+	uint16_t room = (uint16_t)RTE_MAX(frame + RTE_PKTMBUF_HEADROOM,
+					  (uint32_t)RTE_MBUF_DEFAULT_BUF_SIZE);
+	char pname[RTE_MEMPOOL_NAMESIZE];
+	snprintf(pname, sizeof(pname), "tlm%u", g_pool_seq++);
+	p->pool = rte_pktmbuf_pool_create(pname, POOL_MBUFS, 256, 0, room, rte_socket_id());
+	if (!p->pool) {
+		tlm__err("dpdk: mbuf pool: %s", rte_strerror(rte_errno));
+		r = -ENOMEM;
+		goto fail;
+	}
+	struct rte_eth_conf conf = { 0 };
+	struct rte_eth_dev_info info;
+	r = rte_eth_dev_info_get(p->port_id, &info);
+	if (r)
+		goto fail;
+	if (info.max_rx_pktlen && c->mtu + RTE_ETHER_HDR_LEN > info.max_rx_pktlen) {
+		tlm__err("dpdk: %s: mtu %u above the port's %u", name, c->mtu, info.max_rx_pktlen);
+		r = -EINVAL;
+		goto fail;
+	}
+	r = rte_eth_dev_configure(p->port_id, 1, 1, &conf);
+	if (r)
+		goto fail;
+	uint16_t nrx = NB_DESC, ntx = NB_DESC;
+	rte_eth_dev_adjust_nb_rx_tx_desc(p->port_id, &nrx, &ntx);
+	r = rte_eth_rx_queue_setup(p->port_id, 0, nrx, rte_eth_dev_socket_id(p->port_id),
+				   NULL, p->pool);
+	if (r)
+		goto fail;
+	r = rte_eth_tx_queue_setup(p->port_id, 0, ntx, rte_eth_dev_socket_id(p->port_id), NULL);
+	if (r)
+		goto fail;
+	rte_eth_promiscuous_enable(p->port_id);
+	/* a memif client may find the server still busy with a previous
+	 * client of the same id for a moment: retry briefly */
+	for (int tries = 0; (r = rte_eth_dev_start(p->port_id)) && tries < 20; tries++)
+		usleep(50000);
+	if (r) {
+		tlm__err("dpdk: %s: start failed: %d", name, r);
+		goto fail;
+	}
+	rte_eth_macaddr_get(p->port_id, &p->mac);
+	p->mss = c->mtu - (uint32_t)(sizeof(struct rte_ipv4_hdr) + sizeof(struct rte_udp_hdr)) - HDR_LEN;
+	p->ip = c->ip;
+	r = pthread_create(&p->thr, NULL, poll_main, p);
+	if (r) {
+		p->thr = 0;
+		r = -r;
+		goto fail;
+	}
+	p->refs = 1;
+	p->next = g_ports;
+	g_ports = p;
+	*out = p;
+	return 0;
+fail:
+	port_destroy(p);
+	return r < 0 ? r : -EIO;
+}
+
+/* Drop a reference; under g_lock. A port stays up (its poll thread
+ * sleeping) after the last one: like the EAL, ports live as long as the
+ * process, because a memif vdev removed and re-added under the same socket
+ * in one process does not come back reliably. */
+static void port_put(struct dport *p)
+{
+	p->refs--;
+}
+
+/* Wait for the link; a memif client whose server went away (and maybe
+ * came back) only reconnects on a restart, so restart it now and then.
+ * Under port->lock, the poll thread bursts under it too. */
+static int wait_link(struct dport *p, int timeout_ms)
+{
+	uint64_t now = tlm__now_ms(), end = now + (uint64_t)timeout_ms, kick_at = now + 300;
+	struct rte_eth_link link;
+
+	for (;;) {
+		if (rte_eth_link_get_nowait(p->port_id, &link) == 0 && link.link_status)
+			return 0;
+		now = tlm__now_ms();
+		if (now >= end)
+			return -ETIMEDOUT;
+		if (now >= kick_at) {
+			lock_port(p);
+			rte_eth_dev_stop(p->port_id);
+			int r = rte_eth_dev_start(p->port_id);
+			pthread_mutex_unlock(&p->lock);
+			tlm__dbg("dpdk: %s: link down, restarted: %d", p->name, r);
+			kick_at = now + 500;
+		}
+		usleep(2000);
+	}
+}
+
+static int parse_port(const char *port, uint16_t *out)
+{
+	char *e;
+	unsigned long v = strtoul(port ? port : "0", &e, 10);
+
+	if (*e || v > 65535)
+		return -EINVAL;
+	*out = (uint16_t)v;
+	return 0;
+}
+
+/* The embedded default: a memif pair per UDP port, server on the
+ * listening side, client on the connecting side. Abstract sockets, so a
+ * killed process leaves nothing behind and a busy port fails to bind. */
+static void memif_names(uint16_t udp, bool server, char *name, size_t nlen,
+			char *args, size_t alen, uint32_t mtu)
+{
+	snprintf(name, nlen, "net_memif_tlm%c%u", server ? 's' : 'c', udp);
+	snprintf(args, alen, "%s,role=%s,id=0,socket=/run/tlm-dpdk-%u.sock,socket-abstract=yes%s",
+		 name, server ? "server" : "client", udp, mtu > 1500 ? ",bsize=9216" : "");
+}
+
+/* ---- ops: listen / accept / connect / close ---- */
+
+static int d_listen(const char *addr, const char *port, const char *args,
+		    struct tlm_xlistener **out)
+{
+	struct dlistener *x;
+	struct dport *p = NULL;
+	uint16_t udp;
+	int r;
+
+	(void)addr;   /* the port's address is ip= (or none on memif/ring) */
+	x = calloc(1, sizeof(*x));
+	if (!x)
+		return -ENOMEM;
+	r = parse_args(args, &x->cfg);
+	if (r)
+		goto fail;
+	r = parse_port(port, &udp);
+	if (r)
+		goto fail;
+	pthread_mutex_lock(&g_lock);
+	r = eal_init(&x->cfg);
+	if (r)
+		goto unlock;
+	if (x->cfg.dev[0]) {
+		bool p2p = !x->cfg.ip;
+		r = port_get(&x->cfg, x->cfg.dev, x->cfg.vdev[0] ? x->cfg.vdev : NULL, p2p, &p);
+		if (r)
+			goto unlock;
+		if (!udp)
+			udp = (uint16_t)(20000 + rte_rand() % 40000);
+	} else {
+		char name[64], dargs[256];
+		bool pick = !udp;
+		r = -EADDRINUSE;
+		for (int tries = 0; tries < (pick ? 20 : 1); tries++) {
+			if (pick)
+				udp = (uint16_t)(20000 + rte_rand() % 40000);
+			memif_names(udp, true, name, sizeof(name), dargs, sizeof(dargs), x->cfg.mtu);
+			if (rte_eth_dev_get_port_by_name(name, &(uint16_t){ 0 }) == 0)
+				continue;   /* ours already, for another listener */
+			r = port_get(&x->cfg, name, dargs, true, &p);
+			if (!r)
+				break;
+		}
+		if (r) {
+			tlm__err("dpdk: cannot listen on memif port %u: %d", udp, r);
+			goto unlock;
+		}
+		p->memif_server = true;
+		p->memif_udp = udp;
+		if (!p->ip)
+			p->ip = 0xc6120001;   /* 198.18.0.1, informational on p2p */
+	}
+	lock_port(p);
+	if (find_listener(p, udp)) {
+		pthread_mutex_unlock(&p->lock);
+		port_put(p);
+		r = -EADDRINUSE;
+		goto unlock;
+	}
+	x->base.ops = &tlm__dpdk_ops;
+	x->port = p;
+	x->udp_port = udp;
+	cv_init_mono(&x->cv);
+	x->next = p->listeners;
+	p->listeners = x;
+	pthread_mutex_unlock(&p->lock);
+	pthread_mutex_unlock(&g_lock);
+	*out = &x->base;
+	return 0;
+unlock:
+	pthread_mutex_unlock(&g_lock);
+fail:
+	free(x);
+	return r;
+}
+
+static int d_listener_port(const struct tlm_xlistener *xl)
+{
+	return ((const struct dlistener *)xl)->udp_port;
+}
+
+static int d_accept(struct tlm_xlistener *xl, int timeout_ms, struct tlm_lane **out)
+{
+	struct dlistener *x = (struct dlistener *)xl;
+	struct dport *p = x->port;
+	uint64_t end = deadline_ns(timeout_ms);
+	struct dlane *l;
+
+	lock_port(p);
+	while (!x->qhead) {
+		if (cv_wait_until(&x->cv, &p->lock, end) == ETIMEDOUT && !x->qhead) {
+			pthread_mutex_unlock(&p->lock);
+			return -ETIMEDOUT;
+		}
+	}
+	l = x->qhead;
+	x->qhead = l->qnext;
+	if (!x->qhead)
+		x->qtail = NULL;
+	l->qnext = NULL;
+	l->owner = NULL;
+	pthread_mutex_unlock(&p->lock);
+	pthread_mutex_lock(&g_lock);
+	p->refs++;    /* the lane holds the port */
+	pthread_mutex_unlock(&g_lock);
+	*out = &l->base;
+	return 0;
+}
+
+/* Hand a lane to the poll thread for a CLOSE and unlinking; wait for it. */
+static void lane_release(struct dlane *l)
+{
+	struct dport *p = l->port;
+
+	pthread_mutex_lock(&l->mu);
+	l->closing = true;
+	pthread_mutex_unlock(&l->mu);
+	kick(p);
+	pthread_mutex_lock(&l->mu);
+	while (!l->gone)
+		cv_wait_until(&l->cv, &l->mu, tlm__now_ns() + 10000000ull);
+	pthread_mutex_unlock(&l->mu);
+	/* the poll thread unlinks it in the same round it set gone; taking
+	 * the port lock once makes sure that round is over */
+	lock_port(p);
+	pthread_mutex_unlock(&p->lock);
+	lane_free(l);
+}
+
+static void d_listener_close(struct tlm_xlistener *xl)
+{
+	struct dlistener *x = (struct dlistener *)xl;
+	struct dport *p = x->port;
+	struct dlane *q;
+
+	lock_port(p);
+	for (struct dlistener **pp = &p->listeners; *pp; pp = &(*pp)->next)
+		if (*pp == x) {
+			*pp = x->next;
+			break;
+		}
+	q = x->qhead;
+	x->qhead = x->qtail = NULL;
+	pthread_mutex_unlock(&p->lock);
+	while (q) {
+		struct dlane *n = q->qnext;
+		lane_release(q);
+		q = n;
+	}
+	pthread_mutex_lock(&g_lock);
+	port_put(p);
+	pthread_mutex_unlock(&g_lock);
+	pthread_cond_destroy(&x->cv);
+	free(x);
+}
+
+static int d_connect(const char *addr, const char *port, const char *args,
+		     unsigned index, int timeout_ms, struct tlm_lane **out)
+{
+	struct cfg c;
+	struct dport *p = NULL;
+	struct dlane *l;
+	uint16_t udp;
+	uint32_t pip = 0xc6120001;   /* default peer: 198.18.0.1 */
+	uint64_t end;
+	int r;
+
+	if (timeout_ms <= 0)
+		timeout_ms = TLM_DEFAULT_TIMEOUT_MS;
+	end = deadline_ns(timeout_ms);
+	r = parse_args(args, &c);
+	if (r)
+		return r;
+	r = parse_port(port, &udp);
+	if (r || !udp)
+		return -EINVAL;
+	if (addr) {
+		struct in_addr a;
+		if (inet_pton(AF_INET, addr, &a) == 1)
+			pip = ntohl(a.s_addr);
+		else if (c.ip) {
+			tlm__err("dpdk: connect: '%s' is not an IPv4 address", addr);
+			return -EINVAL;
+		}
+	}
+	pthread_mutex_lock(&g_lock);
+	r = eal_init(&c);
+	if (r) {
+		pthread_mutex_unlock(&g_lock);
+		return r;
+	}
+	bool local = false;
+	if (c.dev[0]) {
+		r = port_get(&c, c.dev, c.vdev[0] ? c.vdev : NULL, !c.ip, &p);
+		/* listening here too on the same port and address: loop */
+		if (!r) {
+			lock_port(p);
+			local = find_listener(p, udp) && (p->p2p || pip == p->ip);
+			pthread_mutex_unlock(&p->lock);
+		}
+	} else {
+		char name[64], dargs[256];
+		/* the listener may live in this very process: a memif socket
+		 * cannot be both ends, so loop through the server port */
+		memif_names(udp, true, name, sizeof(name), dargs, sizeof(dargs), c.mtu);
+		for (p = g_ports; p; p = p->next)
+			if (!strcmp(p->name, name))
+				break;
+		if (p) {
+			p->refs++;
+			local = true;
+		} else {
+			memif_names(udp, false, name, sizeof(name), dargs, sizeof(dargs), c.mtu);
+			r = port_get(&c, name, dargs, true, &p);
+			if (!r && !p->ip)
+				p->ip = 0xc6120002;
+		}
+	}
+	pthread_mutex_unlock(&g_lock);
+	if (r) {
+		tlm__err("dpdk: connect: no port: %d", r);
+		return r;
+	}
+	if (!local) {
+		r = wait_link(p, tlm__left_ms(end / 1000000ull));
+		if (r) {
+			tlm__err("dpdk: connect: %s: link did not come up", p->name);
+			goto put;
+		}
+	}
+	lock_port(p);
+	l = lane_new(p, &c);
+	if (!l) {
+		pthread_mutex_unlock(&p->lock);
+		r = -ENOMEM;
+		goto put;
+	}
+	l->state = LS_SYN_SENT;
+	l->peer_ip = pip;
+	l->rport = udp;
+	l->lport = p->next_eph++;
+	if (p->next_eph < 49152)
+		p->next_eph = 49152;
+	l->local = local;
+	l->base.index = index;
+	snprintf(l->base.peer, sizeof(l->base.peer), "%s:%u", addr ? addr : "198.18.0.1", udp);
+	l->next = p->lanes;
+	p->lanes = l;
+	pthread_mutex_unlock(&p->lock);
+	kick(p);
+
+	pthread_mutex_lock(&l->mu);
+	while (l->state == LS_SYN_SENT && cv_wait_until(&l->cv, &l->mu, end) != ETIMEDOUT)
+		;
+	r = l->state == LS_EST ? 0 : l->state == LS_DEAD ? l->err : -ETIMEDOUT;
+	if (!r)
+		l->last_rx = tlm__now_ns();
+	pthread_mutex_unlock(&l->mu);
+	if (r) {
+		tlm__dbg("dpdk: connect to %s: %d", l->base.peer, r);
+		lane_release(l);
+		goto put;
+	}
+	*out = &l->base;
+	return 0;
+put:
+	pthread_mutex_lock(&g_lock);
+	port_put(p);
+	pthread_mutex_unlock(&g_lock);
+	return r;
+}
+
+static void d_close(struct tlm_lane *tl)
+{
+	struct dlane *l = (struct dlane *)tl;
+	struct dport *p = l->port;
+	uint64_t end = deadline_ns(LINGER_MS);
+
+	/* linger: let what was written reach the peer, like a socket close */
+	pthread_mutex_lock(&l->mu);
+	while (l->state == LS_EST && l->snd_una < l->snd_end &&
+	       cv_wait_until(&l->cv, &l->mu, end) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&l->mu);
+	lane_release(l);
+	pthread_mutex_lock(&g_lock);
+	port_put(p);
+	pthread_mutex_unlock(&g_lock);
+}
+
+/* ---- datapath: send side ---- */
+
+/* Append n bytes to the send ring, waiting for space. Caller holds wmu. */
+static int ring_put(struct dlane *l, const void *buf, size_t n)
+{
+	const uint8_t *s = buf;
+	int r = 0;
+
+	pthread_mutex_lock(&l->mu);
+	while (n) {
+		if (l->state != LS_EST) {
+			r = l->err ? l->err : -TLM_EPEERCLOSED;
+			break;
+		}
+		if (l->peer_closed) {
+			r = -TLM_EPEERCLOSED;
+			break;
+		}
+		size_t space = RING_BYTES - (size_t)(l->snd_end - l->snd_una);
+		if (!space) {
+			/* back-pressure: the ring holds everything unacked */
+			pthread_mutex_unlock(&l->mu);
+			kick(l->port);
+			pthread_mutex_lock(&l->mu);
+			if (RING_BYTES == l->snd_end - l->snd_una && l->state == LS_EST)
+				cv_wait_until(&l->cv, &l->mu, tlm__now_ns() + 5000000ull);
+			continue;
+		}
+		size_t k = n < space ? n : space;
+		size_t off = (size_t)(l->snd_end % RING_BYTES);
+		size_t k1 = RING_BYTES - off < k ? RING_BYTES - off : k;
+		memcpy(l->sbuf + off, s, k1);
+		memcpy(l->sbuf, s + k1, k - k1);
+		l->snd_end += k;
+		s += k;
+		n -= k;
+	}
+	pthread_mutex_unlock(&l->mu);
+	return r;
+}
+
+static int d_send_pages(struct tlm_lane *tl, const struct tlm_page_rec *recs, unsigned n)
+{
+	struct dlane *l = (struct dlane *)tl;
+	uint8_t h[TLM_FRAME_HDR + TLM_PAGE_HDR];
+	int r = 0;
+
+	if (tl->mode != TLM_MODE_PAGES)
+		return -EINVAL;
+	for (unsigned i = 0; i < n; i++)
+		if (recs[i].len > tl->page_size || (recs[i].len && !recs[i].data))
+			return -EINVAL;
+	pthread_mutex_lock(&l->wmu);
+	if (l->wr_shut) {
+		r = -EPIPE;
+		goto out;
+	}
+	l->batching = n > 1;
+	for (unsigned i = 0; i < n && !r; i++) {
+		if (i == n - 1)
+			l->batching = false;
+		tlm__frame_hdr_encode(h, TLM_PAGE_HDR + recs[i].len, TLM_FT_PAGE);
+		tlm__page_hdr_encode(h + TLM_FRAME_HDR, &recs[i]);
+		r = ring_put(l, h, sizeof(h));
+		if (!r)
+			r = ring_put(l, recs[i].data, recs[i].len);
+		if (!r)
+			tl->tx_bytes += recs[i].len;
+		if ((i & 15) == 15)
+			kick(l->port);
+	}
+	l->batching = false;
+out:
+	pthread_mutex_unlock(&l->wmu);
+	kick(l->port);
+	return r ? r : (int)n;
+}
+
+static ssize_t d_write(struct tlm_lane *tl, const void *buf, size_t n)
+{
+	struct dlane *l = (struct dlane *)tl;
+	const uint8_t *s = buf;
+	size_t done = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&l->wmu);
+	if (l->wr_shut)
+		r = -EPIPE;
+	while (!r && done < n) {
+		uint8_t h[TLM_FRAME_HDR];
+		size_t k = n - done > 65536 ? 65536 : n - done;
+		tlm__frame_hdr_encode(h, (uint32_t)k, TLM_FT_DATA);
+		r = ring_put(l, h, sizeof(h));
+		if (!r)
+			r = ring_put(l, s + done, k);
+		if (!r) {
+			done += k;
+			tl->tx_bytes += k;
+		}
+		kick(l->port);
+	}
+	pthread_mutex_unlock(&l->wmu);
+	return r ? r : (ssize_t)n;
+}
+
+static int d_shutdown(struct tlm_lane *tl)
+{
+	struct dlane *l = (struct dlane *)tl;
+	uint8_t h[TLM_FRAME_HDR];
+	int r = 0;
+
+	pthread_mutex_lock(&l->wmu);
+	if (!l->wr_shut) {
+		tlm__frame_hdr_encode(h, 0, TLM_FT_FIN);
+		r = ring_put(l, h, sizeof(h));
+		l->wr_shut = true;
+	}
+	pthread_mutex_unlock(&l->wmu);
+	kick(l->port);
+	return r;
+}
+
+static int d_flush(struct tlm_lane *tl)
+{
+	struct dlane *l = (struct dlane *)tl;
+
+	pthread_mutex_lock(&l->mu);
+	l->batching = false;
+	int r = l->state == LS_EST ? 0 : l->err;
+	pthread_mutex_unlock(&l->mu);
+	kick(l->port);
+	return r;
+}
+
+static int d_inject_raw(struct tlm_lane *tl, const void *buf, size_t n)
+{
+	struct dlane *l = (struct dlane *)tl;
+
+	pthread_mutex_lock(&l->wmu);
+	int r = ring_put(l, buf, n);
+	pthread_mutex_unlock(&l->wmu);
+	kick(l->port);
+	return r;
+}
+
+/* ---- datapath: receive side ---- */
+
+/* Wait (l->mu held) until at least want bytes are readable. 0, or
+ * -ETIMEDOUT, or the lane's error once buffered bytes are not enough. */
+static int wait_bytes(struct dlane *l, size_t want, uint64_t end)
+{
+	if (l->bad)
+		return l->bad;
+	while (l->rcv_nxt - l->rcv_rd < want) {
+		if (l->state == LS_DEAD)
+			return l->err;
+		if (l->peer_closed) {
+			lane_fail(l, TLM_LOG_WARN, -TLM_EPEERCLOSED, "peer closed the lane mid-stream");
+			return l->err;
+		}
+		if (cv_wait_until(&l->cv, &l->mu, end) == ETIMEDOUT &&
+		    l->rcv_nxt - l->rcv_rd < want)
+			return -ETIMEDOUT;
+	}
+	return 0;
+}
+
+static void ring_peek(struct dlane *l, void *dst, size_t n)
+{
+	size_t off = (size_t)(l->rcv_rd % RING_BYTES);
+	size_t k = RING_BYTES - off < n ? RING_BYTES - off : n;
+
+	memcpy(dst, l->rbuf + off, k);
+	memcpy((uint8_t *)dst + k, l->rbuf, n - k);
+}
+
+static void ring_consume(struct dlane *l, size_t n)
+{
+	l->rcv_rd += n;
+	if (l->rcv_rd == l->rcv_nxt) {
+		uint64_t v;
+		if (read(l->efd, &v, sizeof(v)) < 0) {
+			/* already drained */
+		}
+	}
+}
+
+/* Poison the lane: a bad frame leaves the stream unsynchronized. */
+static int bad_frame(struct dlane *l, int err, const char *why)
+{
+	lane_fail(l, TLM_LOG_ERR, err, why);
+	l->bad = err;
+	return err;
+}
+
+static ssize_t d_read(struct tlm_lane *tl, void *buf, size_t n, int timeout_ms)
+{
+	struct dlane *l = (struct dlane *)tl;
+	uint64_t end = deadline_ns(timeout_ms);
+	ssize_t r;
+
+	if (!n)
+		return 0;
+	pthread_mutex_lock(&l->rmu);
+	pthread_mutex_lock(&l->mu);
+	while (!l->data_left) {
+		uint8_t h[TLM_FRAME_HDR];
+		struct tlm_frame_hdr fh;
+
+		if (l->eof) {
+			r = 0;
+			goto out;
+		}
+		r = wait_bytes(l, TLM_FRAME_HDR, end);
+		if (r)
+			goto out;
+		ring_peek(l, h, sizeof(h));
+		r = tlm__frame_hdr_decode(h, tl->page_size, &fh);
+		if (r) {
+			r = bad_frame(l, r, "malformed frame header");
+			goto out;
+		}
+		if (fh.type == TLM_FT_FIN && fh.len == 0) {
+			ring_consume(l, TLM_FRAME_HDR);
+			l->eof = true;
+			r = 0;
+			goto out;
+		}
+		if (fh.type != TLM_FT_DATA) {
+			r = bad_frame(l, -TLM_EFRAME, "unexpected frame type in byte mode");
+			goto out;
+		}
+		ring_consume(l, TLM_FRAME_HDR);
+		l->data_left = fh.len;
+	}
+	r = wait_bytes(l, 1, end);
+	if (r)
+		goto out;
+	size_t avail = (size_t)(l->rcv_nxt - l->rcv_rd);
+	size_t k = n < avail ? n : avail;
+	if (k > l->data_left)
+		k = l->data_left;
+	ring_peek(l, buf, k);
+	ring_consume(l, k);
+	l->data_left -= (uint32_t)k;
+	tl->rx_bytes += k;
+	r = (ssize_t)k;
+out:
+	pthread_mutex_unlock(&l->mu);
+	pthread_mutex_unlock(&l->rmu);
+	if (r > 0 && l->rcv_rd + RING_BYTES - l->adv_edge >= RING_BYTES / 4)
+		kick(l->port);   /* a window update is due */
+	return r;
+}
+
+static int d_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, int timeout_ms)
+{
+	struct dlane *l = (struct dlane *)tl;
+	uint64_t end = deadline_ns(timeout_ms);
+	int delivered = 0, r = 0;
+
+	if (tl->mode != TLM_MODE_PAGES)
+		return -EINVAL;
+	pthread_mutex_lock(&l->rmu);
+	if (!l->scratch) {
+		l->scratch = malloc(TLM_FRAME_HDR + TLM_PAGE_HDR + TLM_MAX_PAGE_SIZE);
+		if (!l->scratch) {
+			r = -ENOMEM;
+			goto unlock_r;
+		}
+	}
+	for (int i = 0; i < 256; i++) {
+		struct tlm_frame_hdr fh;
+		struct tlm_page_rec rec;
+
+		pthread_mutex_lock(&l->mu);
+		if (l->eof) {
+			r = 0;
+			pthread_mutex_unlock(&l->mu);
+			break;
+		}
+		r = wait_bytes(l, TLM_FRAME_HDR, delivered ? 0 : end);
+		if (!r) {
+			ring_peek(l, l->scratch, TLM_FRAME_HDR);
+			r = tlm__frame_hdr_decode(l->scratch, tl->page_size, &fh);
+			if (r)
+				r = bad_frame(l, r, "malformed frame header");
+			else if (fh.type == TLM_FT_FIN && fh.len == 0) {
+				ring_consume(l, TLM_FRAME_HDR);
+				l->eof = true;
+				pthread_mutex_unlock(&l->mu);
+				break;
+			} else if (fh.type != TLM_FT_PAGE || fh.len < TLM_PAGE_HDR)
+				r = bad_frame(l, -TLM_EFRAME, "unexpected frame in page mode");
+		}
+		if (!r)
+			r = wait_bytes(l, TLM_FRAME_HDR + fh.len, delivered ? 0 : end);
+		if (!r) {
+			ring_peek(l, l->scratch, TLM_FRAME_HDR + fh.len);
+			ring_consume(l, TLM_FRAME_HDR + fh.len);
+		}
+		pthread_mutex_unlock(&l->mu);
+		if (r) {
+			if (delivered)
+				r = 0;   /* the error (sticky) comes with the next call */
+			break;
+		}
+		/* the record is ours now: decode, verify and apply unlocked, so
+		 * the poll thread keeps receiving while the sink copies */
+		r = tlm__page_hdr_decode(l->scratch + TLM_FRAME_HDR, fh.len, tl->page_size, &rec);
+		if (!r) {
+			rec.data = l->scratch + TLM_FRAME_HDR + TLM_PAGE_HDR;
+			r = tlm__page_verify(&rec);
+		}
+		if (r) {
+			pthread_mutex_lock(&l->mu);
+			bad_frame(l, r, r == -TLM_ECRC ? "page record failed its crc" :
+					"malformed page record");
+			pthread_mutex_unlock(&l->mu);
+			if (delivered)
+				r = 0;
+			break;
+		}
+		tl->rx_bytes += rec.len;
+		r = sink->apply(sink->arg, &rec);
+		if (r < 0)
+			break;
+		r = 0;
+		delivered++;
+	}
+	if (l->rcv_rd + RING_BYTES - l->adv_edge >= RING_BYTES / 4)
+		kick(l->port);
+unlock_r:
+	pthread_mutex_unlock(&l->rmu);
+	if (delivered && (r == -ETIMEDOUT || r == 0))
+		return delivered;
+	if (r == -ETIMEDOUT)
+		return 0;
+	return r ? r : delivered;
+}
+
+static int d_set_mode(struct tlm_lane *tl, enum tlm_lane_mode mode)
+{
+	tl->mode = mode;
+	return 0;
+}
+
+static int d_pollfd(const struct tlm_lane *tl)
+{
+	return ((const struct dlane *)tl)->efd;
+}
+
+static const struct tlm_lane_dp dpdk_dp = {
+	.send_pages = d_send_pages,
+	.recv_pages = d_recv_pages,
+	.write = d_write,
+	.read = d_read,
+	.shutdown = d_shutdown,
+	.flush = d_flush,
+};
+
+const struct tlm_lane_ops tlm__dpdk_ops = {
+	.name = "dpdk",
+	.listen = d_listen,
+	.listener_port = d_listener_port,
+	.accept = d_accept,
+	.listener_close = d_listener_close,
+	.connect = d_connect,
+	.close = d_close,
+	.set_mode = d_set_mode,
+	.pollfd = d_pollfd,
+	.inject_raw = d_inject_raw,
+	.dp = &dpdk_dp,
+};
