@@ -27,6 +27,7 @@ int tlm_cli_parse_hostport(const char *s, char *host, size_t hlen, char *port, s
 /* Prints "tlm: <msg>" to stderr; the library's log callback goes here too. */
 void tlm_cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void tlm_cli_install_log(void);
+uint64_t tlm_cli_now_ms(void);
 /* Peak resident set size of this process (VmHWM), bytes. */
 uint64_t tlm_cli_peak_rss(void);
 /* Load --psk FILE, or make a random key when none was given and both ends

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -96,6 +97,14 @@ static void log_cb(int level, const char *msg, void *arg)
 void tlm_cli_install_log(void)
 {
 	tlm_set_log_fn(log_cb, NULL);
+}
+
+uint64_t tlm_cli_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 uint64_t tlm_cli_peak_rss(void)

@@ -305,6 +305,8 @@ static int iterate(struct src *e, uint64_t t_start, bool *stop_now)
 			return (int)dirty;
 		it.dirty = (uint64_t)dirty;
 		it.dirty_rate_pps = now > t_prev ? (double)dirty * 1000.0 / (double)(now - t_prev) : 0;
+		if (e->o.progress)
+			e->o.progress(e->st, e->total_pages, e->total_pages, e->o.progress_arg);
 		d = tlm__policy_decide(&e->o, &it);
 		tlm__dbg("iteration %llu: %llu dirty pages, %.0f MB/s, decision %d",
 			 (unsigned long long)it.iteration, (unsigned long long)it.dirty,

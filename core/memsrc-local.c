@@ -369,7 +369,39 @@ static void segv_chain(int sig, siginfo_t *si, void *uc)
 		raise(sig);
 }
 
-/* Async-signal-safe: atomics and mprotect only, errno preserved. */
+/* Makes pages [first, first+count) of a tracked region writable, then marks
+ * every one of them dirty (writable first, bits second: see
+ * get_dirty_mprotect). Async-signal-safe. */
+static bool unprotect_mark(uintptr_t base, size_t ps, _Atomic uint64_t *bm,
+			   size_t first, size_t count)
+{
+	if (mprotect((void *)(base + first * ps), count * ps,
+		     PROT_READ | PROT_WRITE) != 0)
+		return false;
+	while (count > 0) {
+		size_t w = first / 64, b = first % 64;
+		size_t k = 64 - b < count ? 64 - b : count;
+
+		atomic_fetch_or(&bm[w], k == 64 ? ~0ull : ((1ull << k) - 1) << b);
+		first += k;
+		count -= k;
+	}
+	return true;
+}
+
+/*
+ * Async-signal-safe: atomics and mprotect only, errno preserved.
+ *
+ * Every page made writable splits the region's VMA; scattered writes over
+ * a large region can exhaust vm.max_map_count (65530 by default), and then
+ * mprotect fails with ENOMEM. Rather than die, the handler then opens the
+ * surrounding 2 MiB (which merges the VMAs inside it), or failing that the
+ * whole region (which merges all of them), and reports all those pages
+ * dirty: a superset, which costs resends but loses nothing. The next
+ * get_dirty re-protects the region as one VMA again.
+ */
+#define FALLBACK_BLOCK_PAGES 512
+
 static void segv_handler(int sig, siginfo_t *si, void *uc)
 {
 	int saved_errno = errno;
@@ -384,22 +416,24 @@ static void segv_handler(int sig, siginfo_t *si, void *uc)
 							      memory_order_acquire);
 			size_t len = atomic_load_explicit(&slots[i].len,
 							  memory_order_relaxed);
+			size_t page, npages = len / ps, blk, blen;
 			_Atomic uint64_t *bm;
-			size_t page;
 
 			if (!base || a - base >= len)
 				continue;
 			bm = atomic_load_explicit(&slots[i].bm, memory_order_relaxed);
 			page = (a - base) / ps;
-			/* Writable first, bit second: see get_dirty_mprotect.
-			 * If mprotect fails (ENOMEM: out of VMAs) the fault is
-			 * unrecoverable; let the previous handler have it. */
-			if (mprotect((void *)(base + page * ps), ps,
-				     PROT_READ | PROT_WRITE) != 0)
-				break;
-			atomic_fetch_or(&bm[page / 64], 1ull << (page % 64));
-			errno = saved_errno;
-			return;
+			blk = page / FALLBACK_BLOCK_PAGES * FALLBACK_BLOCK_PAGES;
+			blen = npages - blk < FALLBACK_BLOCK_PAGES ?
+			       npages - blk : FALLBACK_BLOCK_PAGES;
+			if (unprotect_mark(base, ps, bm, page, 1) ||
+			    unprotect_mark(base, ps, bm, blk, blen) ||
+			    unprotect_mark(base, ps, bm, 0, npages)) {
+				errno = saved_errno;
+				return;
+			}
+			/* Unrecoverable: let the previous handler have it. */
+			break;
 		}
 	}
 	segv_chain(sig, si, uc);

@@ -99,6 +99,9 @@ void *tlm__tick_thread(void *arg)
 			break;
 		if (tlm__epoch_tick(e) < 0)
 			break;
+		if (e->o.progress)
+			e->o.progress(e->st, __atomic_load_n(&e->chk_sent, __ATOMIC_RELAXED),
+				      e->total_pages, e->o.progress_arg);
 		pthread_mutex_lock(&e->lock);
 		e->round++;
 		pthread_cond_broadcast(&e->cond);

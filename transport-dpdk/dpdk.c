@@ -146,8 +146,9 @@ struct dlane {
 	bool eof;
 	int efd;
 	uint8_t *scratch;       /* one whole frame for recv_pages */
-	char why[96];
+	char why[160];
 	uint64_t retrans;       /* segments re-sent (stats) */
+	uint64_t rx_pkts, tx_pkts, rx_ignored;
 };
 
 struct dlistener {
@@ -541,6 +542,7 @@ static void send_ctl(struct dport *p, struct dlane *l, uint8_t type)
 	l->adv_edge = l->rcv_nxt + wnd;
 	l->need_ack = false;
 	l->last_tx = tlm__now_ns();
+	l->tx_pkts++;
 	out_pkt(p, l, m);
 }
 
@@ -751,8 +753,11 @@ static void rx_lane(struct dport *p, struct dlane *l, uint8_t type, uint32_t src
 		l->state = LS_EST;
 		pthread_cond_broadcast(&l->cv);
 	}
-	if (l->rid != src_id || l->state == LS_DEAD)
+	if (l->rid != src_id || l->state == LS_DEAD) {
+		l->rx_ignored++;
 		goto out;
+	}
+	l->rx_pkts++;
 	l->last_rx = now;
 	if (type == PT_CLOSE || type == PT_RST) {
 		l->peer_closed = true;
@@ -970,6 +975,7 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 		l->snd_nxt += seg;
 		l->partial_since = 0;
 		l->need_ack = false;
+		l->tx_pkts++;
 		l->last_tx = now;
 		if (!l->rto_at)
 			l->rto_at = now + l->rto_ns;
@@ -992,8 +998,12 @@ timers:
 		l->last_ping = now;
 	}
 	if (now - l->last_rx > (uint64_t)l->dead_ms * 1000000ull) {
-		char why[96];
-		snprintf(why, sizeof(why), "peer silent for %d ms: dead", l->dead_ms);
+		char why[160];
+		struct rte_eth_link lk = { 0 };
+		rte_eth_link_get_nowait(p->port_id, &lk);
+		snprintf(why, sizeof(why), "peer silent for %d ms: dead (link %d pool %u lid %x rid %x, rx %llu/%llu tx %llu pkts)",
+			 l->dead_ms, lk.link_status, rte_mempool_avail_count(p->pool), l->lid, l->rid, (unsigned long long)l->rx_pkts,
+			 (unsigned long long)l->rx_ignored, (unsigned long long)l->tx_pkts);
 		lane_fail(l, TLM_LOG_ERR, -TLM_EPEERCLOSED, why);
 	}
 out:

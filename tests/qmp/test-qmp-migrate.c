@@ -199,6 +199,13 @@ int main(void)
 	/* The destination finishes loading on its own schedule. */
 	wait_leave(qd, "inmigrate", st, sizeof(st));
 	CHECK(!strcmp(st, "paused"), "destination %s after migration", st);
+	{
+		struct tlm_qmp_migstat dms;
+
+		CHECK_RC(tlm_qmp_query_migrate(qd, &dms), 0, qd);
+		printf("ok destination: runstate %s, its query-migrate says '%s'\n", st,
+		       dms.status);
+	}
 	expect_status(qs, "source", "postmigrate");
 
 	snprintf(f1, sizeof(f1), "%s/ram.src", tlm_vmproc_dir(src));

@@ -1,0 +1,594 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tlm bench migrate: migrate in-process memory written by a workload with
+ * the TLM engine, then prove the destination's memory equals the source's
+ * at the pause, byte for byte (SHA-256 per region; crc32c per page to name
+ * the pages that differ).
+ *
+ * By default the destination is a child process on this machine over
+ * loopback; --listen (destination) and --connect (source) split it across
+ * hosts.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <openssl/evp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "tlm/engine.h"
+#include "tlm/memsrc.h"
+
+struct bm_opts {
+	const char *transport, *targs, *workload, *psk_path, *tracker;
+	const char *listen, *connect;
+	uint64_t mem, rate, xbzrle, seed;
+	unsigned threads, warmup_ms;
+	struct tlm_migrate_opts mo;
+	bool json;
+};
+
+static volatile int interrupted;
+static void on_sigint(int sig) { (void)sig; interrupted = 1; }
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: tlm bench migrate [options]\n"
+"\n"
+"Migrates in-process memory that a workload keeps writing, with the TLM\n"
+"engine, and verifies the destination byte for byte against the source at\n"
+"the pause. Both ends run here unless --listen/--connect split them.\n"
+"\n"
+"  --transport NAME     tcp (default), or another built-in transport\n"
+"  --transport-args S   transport options\n"
+"  --policy P           tlm (default), precopy, stop-copy, frs, mp\n"
+"  --workload W         mg (default), sp, random, hotset, idle\n"
+"  --mem SIZE           memory to migrate (default 1G)\n"
+"  --threads N          workload threads (default 1)\n"
+"  --rate N             page writes per second, 0 = unlimited (default 0)\n"
+"  --warmup-ms N        let the workload run before migrating (default 300)\n"
+"  --epoch-ms N         epoch length (default 100)\n"
+"  --chk-lanes N        checkpoint lanes (default 1)\n"
+"  --ps-lanes N         page-saver lanes (default 1)\n"
+"  --downtime-ms N      precopy downtime target (default 300)\n"
+"  --max-iterations N   precopy cap (default 30)\n"
+"  --xbzrle-cache SIZE  delta-encode re-sent pages with this cache (default off)\n"
+"  --no-zero-pages      send zero pages in full\n"
+"  --tracker T          auto (default), pagemap-scan, mprotect\n"
+"  --seed N             workload seed\n"
+"  --listen ADDR:PORT   be the destination only\n"
+"  --connect ADDR:PORT  be the source only\n"
+"  --psk FILE           pre-shared key (required with --listen/--connect)\n"
+"  --json               one JSON object on stdout\n");
+}
+
+/* ---- verification data: per region SHA-256 and per-page crc32c ---- */
+
+struct digest {
+	uint8_t sha[TLM_MAX_REGIONS][32];
+	uint64_t pages[TLM_MAX_REGIONS];
+	uint32_t *crc[TLM_MAX_REGIONS];
+	unsigned n;
+};
+
+static int digest_regions(const struct tlm_region *r, unsigned n, uint32_t ps, struct digest *d)
+{
+	memset(d, 0, sizeof(*d));
+	d->n = n;
+	for (unsigned i = 0; i < n; i++) {
+		unsigned int len = 32;
+		d->pages[i] = r[i].len / ps;
+		d->crc[i] = malloc(d->pages[i] * sizeof(uint32_t));
+		if (!d->crc[i])
+			return -ENOMEM;
+		for (uint64_t p = 0; p < d->pages[i]; p++)
+			d->crc[i][p] = tlm_crc32c(0, (const uint8_t *)r[i].base + p * ps, ps);
+		if (!EVP_Digest(r[i].base, r[i].len, d->sha[i], &len, EVP_sha256(), NULL))
+			return -EIO;
+	}
+	return 0;
+}
+
+static void digest_free(struct digest *d)
+{
+	for (unsigned i = 0; i < d->n; i++)
+		free(d->crc[i]);
+}
+
+static int write_all(struct tlm_lane *l, const void *p, size_t n)
+{
+	ssize_t r = tlm_lane_write(l, p, n);
+	return r < 0 ? (int)r : 0;
+}
+
+static int read_all(struct tlm_lane *l, void *p, size_t n)
+{
+	uint8_t *b = p;
+	while (n) {
+		ssize_t r = tlm_lane_read(l, b, n, 60000);
+		if (r <= 0)
+			return r ? (int)r : -TLM_EPEERCLOSED;
+		b += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+static int send_digest(struct tlm_lane *l, const struct digest *d)
+{
+	uint8_t ok = 1;
+	int err = write_all(l, &ok, 1);
+	for (unsigned i = 0; !err && i < d->n; i++) {
+		err = write_all(l, d->sha[i], 32);
+		if (!err)
+			err = write_all(l, d->crc[i], d->pages[i] * sizeof(uint32_t));
+	}
+	return err ? err : tlm_lane_flush(l);
+}
+
+/* ---- destination ---- */
+
+static int run_dest(struct tlm_listener *li, const struct bm_opts *o, bool quiet)
+{
+	struct tlm_region regs[TLM_MAX_REGIONS];
+	struct tlm_dest_stats ds;
+	const struct tlm_session_cfg *cfg;
+	struct tlm_session *s;
+	struct digest d;
+	int err;
+
+	(void)o;
+	err = tlm_accept(li, 120000, &s);
+	if (err) {
+		tlm_cli_err("destination: no session: %s", tlm_strerror(err));
+		return 1;
+	}
+	cfg = tlm_session_cfg_get(s);
+	for (unsigned i = 0; i < cfg->n_regions; i++) {
+		regs[i].len = cfg->region_len[i];
+		regs[i].name = "ram";
+		regs[i].base = mmap(NULL, regs[i].len, PROT_READ | PROT_WRITE,
+				    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (regs[i].base == MAP_FAILED) {
+			tlm_cli_err("destination: cannot map %zu bytes", regs[i].len);
+			tlm_session_close(s);
+			return 1;
+		}
+	}
+	err = tlm_migrate_dest(s, regs, cfg->n_regions, NULL, NULL, &ds);
+	if (err) {
+		if (!quiet)
+			tlm_cli_err("destination: migration failed: %s (%s)", ds.why, tlm_strerror(err));
+		tlm_session_close(s);
+		return 1;
+	}
+	err = digest_regions(regs, cfg->n_regions, cfg->page_size, &d);
+	if (!err)
+		err = send_digest(tlm_session_lane(s, 0), &d);
+	if (!err) {
+		uint64_t st[3] = { ds.pages_applied, ds.pages_stale, tlm_cli_peak_rss() };
+		err = write_all(tlm_session_lane(s, 0), st, sizeof(st));
+		if (!err)
+			err = tlm_lane_flush(tlm_session_lane(s, 0));
+		/* Wait for the source to read it all before closing. */
+		if (!err) {
+			uint8_t b;
+			(void)tlm_lane_read(tlm_session_lane(s, 0), &b, 1, 60000);
+		}
+	}
+	digest_free(&d);
+	tlm_session_close(s);
+	return err ? 1 : 0;
+}
+
+/* ---- source ---- */
+
+struct prog { bool tty; uint64_t t0; };
+
+static void progress(const struct tlm_migrate_stats *st, uint64_t sent, uint64_t total, void *arg)
+{
+	struct prog *p = arg;
+	double secs = (double)(tlm_cli_now_ms() - p->t0) / 1000.0;
+
+	if (!p->tty)
+		return;
+	fprintf(stderr, "\r  checkpoint %5.1f%%  chk %6.0f MiB  ps %6.0f MiB (%llu pages)  epoch %u  %5.1fs ",
+		total ? 100.0 * (double)sent / (double)total : 100.0,
+		(double)st->bytes_chk / 1048576.0, (double)st->bytes_ps / 1048576.0,
+		(unsigned long long)st->pages_ps, st->n_epochs, secs);
+}
+
+static int run_source(const struct bm_opts *o, const char *host, const char *port,
+		      const struct tlm_psk *psk, pid_t child)
+{
+	size_t size = (size_t)o->mem;
+	struct tlm_session_cfg cfg = { 0 };
+	struct tlm_migrate_stats st = { 0 };
+	struct tlm_workload *w = NULL;
+	struct tlm_local *m = NULL;
+	struct tlm_session *s = NULL;
+	const struct tlm_region *regs;
+	struct tlm_memsrc *ms;
+	struct digest mine = { 0 }, theirs = { 0 };
+	struct prog pr = { isatty(2) && !o->json, tlm_cli_now_ms() };
+	uint64_t dst_stats[3] = { 0 }, writes0 = 0;
+	enum tlm_tracker tr = TLM_TRACK_AUTO;
+	unsigned nr, mismatched = 0, nl = o->mo.chk_lanes + o->mo.ps_lanes;
+	bool verified = false, dst_ok = false;
+	uint64_t bad_pages[8];
+	int err, rc = 1;
+
+	if (o->tracker && !strcmp(o->tracker, "pagemap-scan"))
+		tr = TLM_TRACK_PAGEMAP_SCAN;
+	else if (o->tracker && !strcmp(o->tracker, "mprotect"))
+		tr = TLM_TRACK_MPROTECT;
+	err = tlm_local_create(&size, 1, tr, &m);
+	if (err) {
+		tlm_cli_err("cannot set up %llu bytes of memory: %s", (unsigned long long)o->mem,
+			    tlm_strerror(err));
+		return 1;
+	}
+	ms = tlm_local_memsrc(m);
+	ms->ops->regions(ms->ctx, &regs, &nr);
+	err = tlm_workload_start(m, o->workload, o->threads, o->rate, o->seed, &w);
+	if (err) {
+		tlm_cli_err("workload %s: %s", o->workload, tlm_strerror(err));
+		goto out;
+	}
+	usleep(o->warmup_ms * 1000u);
+	writes0 = tlm_workload_writes(w);
+
+	cfg.transport = o->transport;
+	cfg.transport_args = o->targs;
+	cfg.n_lanes = nl;
+	for (unsigned i = 1; i <= nl; i++)
+		cfg.lane_modes[i] = TLM_MODE_PAGES;
+	cfg.page_size = 4096;
+	cfg.n_regions = nr;
+	for (unsigned i = 0; i < nr; i++)
+		cfg.region_len[i] = regs[i].len;
+	cfg.psk = psk;
+	cfg.timeout_ms = 20000;
+	err = tlm_connect(&cfg, host, port, &s);
+	if (err) {
+		tlm_cli_err("cannot connect to the destination: %s", tlm_strerror(err));
+		goto out;
+	}
+	{
+		struct tlm_migrate_opts mo = o->mo;
+		mo.progress = progress;
+		mo.progress_arg = &pr;
+		mo.abort_flag = &interrupted;
+		err = tlm_migrate_source(s, ms, &mo, &st);
+	}
+	if (pr.tty)
+		fputc('\n', stderr);
+	if (!err) {
+		/* Paused: the source's memory at the pause, against the destination's. */
+		struct tlm_lane *c = tlm_session_lane(s, 0);
+		uint8_t ok = 0;
+		err = digest_regions(regs, nr, 4096, &mine);
+		if (!err)
+			err = read_all(c, &ok, 1);
+		theirs.n = nr;
+		for (unsigned i = 0; !err && i < nr; i++) {
+			theirs.pages[i] = mine.pages[i];
+			theirs.crc[i] = malloc(mine.pages[i] * 4);
+			err = theirs.crc[i] ? read_all(c, theirs.sha[i], 32) : -ENOMEM;
+			if (!err)
+				err = read_all(c, theirs.crc[i], mine.pages[i] * 4);
+		}
+		if (!err)
+			err = read_all(c, dst_stats, sizeof(dst_stats));
+		if (!err) {
+			uint8_t b = 1;
+			(void)tlm_lane_write(c, &b, 1);
+			(void)tlm_lane_flush(c);
+			dst_ok = ok == 1;
+		} else {
+			tlm_cli_err("no verification data from the destination: %s", tlm_strerror(err));
+		}
+		if (dst_ok) {
+			verified = true;
+			for (unsigned i = 0; i < nr; i++) {
+				if (!memcmp(mine.sha[i], theirs.sha[i], 32))
+					continue;
+				verified = false;
+				for (uint64_t p = 0; p < mine.pages[i]; p++)
+					if (mine.crc[i][p] != theirs.crc[i][p]) {
+						if (mismatched < 8)
+							bad_pages[mismatched] = p;
+						mismatched++;
+					}
+				if (!mismatched)
+					mismatched = 1; /* same crcs, different bytes */
+			}
+		}
+		ms->ops->resume(ms->ctx);
+	}
+	rc = st.completed && verified ? 0 : 1;
+	if (o->json) {
+		struct tlm_json j;
+		tlm_json_begin(&j, stdout);
+		tlm_json_str(&j, "policy", tlm_policy_name(o->mo.policy));
+		tlm_json_str(&j, "workload", o->workload);
+		tlm_json_str(&j, "transport", o->transport);
+		tlm_json_u64(&j, "mem", o->mem);
+		tlm_json_u64(&j, "rate", o->rate);
+		tlm_json_u64(&j, "threads", o->threads);
+		tlm_json_u64(&j, "chk_lanes", o->mo.chk_lanes);
+		tlm_json_u64(&j, "ps_lanes", o->mo.ps_lanes);
+		tlm_json_u64(&j, "epoch_ms", o->mo.epoch_ms);
+		tlm_json_bool(&j, "completed", st.completed);
+		tlm_json_bool(&j, "converged", st.converged);
+		tlm_json_bool(&j, "verified", verified);
+		tlm_json_u64(&j, "mismatched_pages", mismatched);
+		tlm_json_u64(&j, "downtime_ms", st.completed ? st.downtime_ms : 0);
+		tlm_json_u64(&j, "elapsed_ms", st.elapsed_ms);
+		tlm_json_u64(&j, "bytes_chk", st.bytes_chk);
+		tlm_json_u64(&j, "bytes_ps", st.bytes_ps);
+		tlm_json_u64(&j, "pages_chk", st.pages_chk);
+		tlm_json_u64(&j, "pages_ps", st.pages_ps);
+		tlm_json_u64(&j, "pages_zero", st.pages_zero);
+		tlm_json_u64(&j, "pages_xbzrle", st.pages_xbzrle);
+		tlm_json_u64(&j, "pages_stale_at_destination", dst_stats[1]);
+		tlm_json_u64(&j, "iterations", st.iterations);
+		tlm_json_str(&j, "dirty_tracker", tlm_local_tracker_name(m));
+		tlm_json_u64(&j, "source_extra_bytes", st.extra_bytes + tlm_local_tracker_bytes(m));
+		tlm_json_u64(&j, "workload_writes", tlm_workload_writes(w) - writes0);
+		tlm_json_u64(&j, "peak_rss_source_bytes", tlm_cli_peak_rss());
+		tlm_json_u64(&j, "peak_rss_destination_bytes", dst_stats[2]);
+		tlm_json_str(&j, "error", st.completed ? NULL : st.why);
+		tlm_json_arr(&j, "epochs");
+		for (unsigned i = 0; i < st.n_epochs; i++) {
+			tlm_json_obj(&j, NULL);
+			tlm_json_u64(&j, "epoch", st.epochs[i].epoch);
+			tlm_json_u64(&j, "dirtied", st.epochs[i].dirtied);
+			tlm_json_u64(&j, "sent_ps", st.epochs[i].sent_ps);
+			tlm_json_end_obj(&j);
+		}
+		tlm_json_end_arr(&j);
+		tlm_json_finish(&j);
+	} else {
+		printf("policy %s, workload %s, %llu MiB over %s (%u CHK + %u PS lanes), tracker %s\n",
+		       tlm_policy_name(o->mo.policy), o->workload,
+		       (unsigned long long)(o->mem >> 20), o->transport, o->mo.chk_lanes,
+		       o->mo.ps_lanes, tlm_local_tracker_name(m));
+		if (st.completed)
+			printf("  completed in %llu ms, downtime %llu ms, %llu iteration(s)%s\n",
+			       (unsigned long long)st.elapsed_ms, (unsigned long long)st.downtime_ms,
+			       (unsigned long long)st.iterations, st.converged ? "" : " (heuristic stop)");
+		else
+			printf("  NOT completed after %llu ms: %s (the workload kept running)\n",
+			       (unsigned long long)st.elapsed_ms, st.why);
+		printf("  checkpoint: %llu pages, %.1f MiB; page saver: %llu pages, %.1f MiB; "
+		       "zero %llu, xbzrle %llu\n",
+		       (unsigned long long)st.pages_chk, (double)st.bytes_chk / 1048576.0,
+		       (unsigned long long)st.pages_ps, (double)st.bytes_ps / 1048576.0,
+		       (unsigned long long)st.pages_zero, (unsigned long long)st.pages_xbzrle);
+		if (st.completed) {
+			printf("  verification: %s", verified ? "destination equals source at the pause, byte for byte\n"
+							      : "MISMATCH");
+			if (!verified) {
+				printf(" in %u page(s):", mismatched);
+				for (unsigned i = 0; i < mismatched && i < 8; i++)
+					printf(" %llu", (unsigned long long)bad_pages[i]);
+				printf("\n");
+			}
+		}
+	}
+	tlm_migrate_stats_free(&st);
+out:
+	if (s)
+		tlm_session_close(s);
+	if (child > 0) {
+		int status;
+		if (!st.completed)
+			usleep(100000);
+		kill(child, SIGTERM);
+		waitpid(child, &status, 0);
+	}
+	if (w)
+		tlm_workload_stop(w);
+	digest_free(&mine);
+	digest_free(&theirs);
+	if (m)
+		tlm_local_destroy(m);
+	return rc;
+}
+
+int tlm_cli_bench_migrate(int argc, char **argv)
+{
+	struct bm_opts o = {
+		.transport = "tcp", .workload = "mg", .mem = 1ull << 30, .threads = 1,
+		.warmup_ms = 300, .seed = 1,
+		.mo = { .policy = TLM_POLICY_TLM, .chk_lanes = 1, .ps_lanes = 1, .epoch_ms = 100,
+			.downtime_ms = 300, .max_iterations = 30, .zero_pages = true,
+			.timeout_ms = 60000 },
+	};
+	static const struct option lo[] = {
+		{ "transport", required_argument, NULL, 't' },
+		{ "transport-args", required_argument, NULL, 'A' },
+		{ "policy", required_argument, NULL, 'p' },
+		{ "workload", required_argument, NULL, 'w' },
+		{ "mem", required_argument, NULL, 'm' },
+		{ "threads", required_argument, NULL, 'T' },
+		{ "rate", required_argument, NULL, 'r' },
+		{ "warmup-ms", required_argument, NULL, 'W' },
+		{ "epoch-ms", required_argument, NULL, 'e' },
+		{ "chk-lanes", required_argument, NULL, 'c' },
+		{ "ps-lanes", required_argument, NULL, 's' },
+		{ "downtime-ms", required_argument, NULL, 'd' },
+		{ "max-iterations", required_argument, NULL, 'i' },
+		{ "xbzrle-cache", required_argument, NULL, 'x' },
+		{ "no-zero-pages", no_argument, NULL, 'z' },
+		{ "tracker", required_argument, NULL, 'k' },
+		{ "seed", required_argument, NULL, 'S' },
+		{ "listen", required_argument, NULL, 'l' },
+		{ "connect", required_argument, NULL, 'C' },
+		{ "psk", required_argument, NULL, 'P' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char host[256], port[16];
+	struct tlm_psk psk;
+	int opt, pol, li_idx = 0;
+
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "h", lo, &li_idx)) != -1) {
+		uint64_t v = 0;
+		switch (opt) {
+		case 't': o.transport = optarg; break;
+		case 'A': o.targs = optarg; break;
+		case 'p':
+			pol = tlm_policy_parse(optarg);
+			if (pol < 0) {
+				tlm_cli_err("unknown policy '%s' (tlm, precopy, stop-copy, frs, mp)", optarg);
+				return 2;
+			}
+			o.mo.policy = (enum tlm_policy)pol;
+			break;
+		case 'w': o.workload = optarg; break;
+		case 'k': o.tracker = optarg; break;
+		case 'l': o.listen = optarg; break;
+		case 'C': o.connect = optarg; break;
+		case 'P': o.psk_path = optarg; break;
+		case 'j': o.json = true; break;
+		case 'z': o.mo.zero_pages = false; break;
+		case 'h': usage(stdout); return 0;
+		case 'm': case 'x': case 'r': case 'T': case 'W': case 'e': case 'c': case 's':
+		case 'd': case 'i': case 'S':
+			if (tlm_cli_parse_size(optarg, &v) || (v == 0 && opt != 'r' && opt != 'W' &&
+							       opt != 'x' && opt != 'S')) {
+				tlm_cli_err("bad value '%s' for --%s", optarg, lo[li_idx].name);
+				return 2;
+			}
+			if (opt == 'm') o.mem = v;
+			else if (opt == 'x') o.mo.xbzrle_cache = v;
+			else if (opt == 'r') o.rate = v;
+			else if (opt == 'T') o.threads = (unsigned)v;
+			else if (opt == 'W') o.warmup_ms = (unsigned)v;
+			else if (opt == 'e') o.mo.epoch_ms = (unsigned)v;
+			else if (opt == 'c') o.mo.chk_lanes = (unsigned)v;
+			else if (opt == 's') o.mo.ps_lanes = (unsigned)v;
+			else if (opt == 'd') o.mo.downtime_ms = (unsigned)v;
+			else if (opt == 'i') o.mo.max_iterations = (unsigned)v;
+			else o.seed = v;
+			break;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		tlm_cli_err("unexpected argument '%s'", argv[optind]);
+		return 2;
+	}
+	if (!tlm_transport_available(o.transport)) {
+		tlm_cli_err("transport '%s' is not built into this tlm", o.transport);
+		return 2;
+	}
+	if (o.mo.chk_lanes + o.mo.ps_lanes >= TLM_MAX_LANES) {
+		tlm_cli_err("too many lanes (at most %d in all)", TLM_MAX_LANES - 1);
+		return 2;
+	}
+	if (o.mem < 1u << 20 || o.mem % 4096) {
+		tlm_cli_err("--mem must be at least 1M and a multiple of 4096");
+		return 2;
+	}
+	{
+		bool known = false;
+		for (unsigned i = 0; tlm_workload_names[i]; i++)
+			known |= !strcmp(tlm_workload_names[i], o.workload);
+		if (!known) {
+			tlm_cli_err("unknown workload '%s' (mg, sp, random, hotset, idle)", o.workload);
+			return 2;
+		}
+	}
+	if (o.listen && o.connect) {
+		tlm_cli_err("--listen and --connect exclude each other");
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGINT, on_sigint);
+	if (tlm_cli_get_psk(o.psk_path, !o.listen && !o.connect, &psk))
+		return 2;
+
+	if (o.listen || o.connect) {
+		if (tlm_cli_parse_hostport(o.listen ? o.listen : o.connect, host, sizeof(host),
+					   port, sizeof(port))) {
+			tlm_cli_err("bad address '%s' (want HOST:PORT or [V6]:PORT)",
+				    o.listen ? o.listen : o.connect);
+			return 2;
+		}
+		if (o.listen) {
+			struct tlm_session_cfg cfg = { .transport = o.transport,
+				.transport_args = o.targs, .psk = &psk };
+			struct tlm_listener *li;
+			int err = tlm_listen(&cfg, host, port, &li), rc;
+			if (err) {
+				tlm_cli_err("cannot listen on %s: %s", o.listen, tlm_strerror(err));
+				return 1;
+			}
+			rc = run_dest(li, &o, false);
+			tlm_listener_close(li);
+			return rc;
+		}
+		return run_source(&o, host, port, &psk, 0);
+	}
+
+	/* Both ends here: the destination is a child over loopback. The child
+	 * makes its own listener, so a transport with per-process state (DPDK's
+	 * EAL) starts clean there; it tells us the port through a pipe. */
+	{
+		int pfd[2];
+		pid_t child;
+		ssize_t r;
+
+		if (pipe(pfd)) {
+			tlm_cli_err("pipe: %s", strerror(errno));
+			return 1;
+		}
+		fflush(NULL);
+		child = fork();
+		if (child < 0) {
+			tlm_cli_err("fork: %s", strerror(errno));
+			return 1;
+		}
+		if (child == 0) {
+			struct tlm_session_cfg cfg = { .transport = o.transport,
+				.transport_args = o.targs, .psk = &psk };
+			struct tlm_listener *li;
+			int err, rc;
+
+			close(pfd[0]);
+			signal(SIGINT, SIG_IGN);
+			err = tlm_listen(&cfg, "127.0.0.1", "0", &li);
+			if (err) {
+				tlm_cli_err("cannot listen on loopback: %s", tlm_strerror(err));
+				_exit(1);
+			}
+			dprintf(pfd[1], "%d", tlm_listener_port(li));
+			close(pfd[1]);
+			rc = run_dest(li, &o, true);
+			tlm_listener_close(li);
+			_exit(rc);
+		}
+		close(pfd[1]);
+		r = read(pfd[0], port, sizeof(port) - 1);
+		close(pfd[0]);
+		if (r <= 0) {
+			waitpid(child, NULL, 0);
+			tlm_cli_err("the destination process did not start");
+			return 1;
+		}
+		port[r] = 0;
+		return run_source(&o, "127.0.0.1", port, &psk, child);
+	}
+}
