@@ -37,6 +37,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -110,6 +111,18 @@ static uint64_t now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* CPU time of this process (all threads, user + system), ns: unlike
+ * seconds, it barely moves when other work shares the machine. */
+static uint64_t cpu_ns(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) < 0)
+		return 0;
+	return ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) * 1000000000ull +
+	       ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000ull;
 }
 
 static uint8_t *tmpl_of(const struct pattern *p, unsigned lane, unsigned slot)
@@ -375,7 +388,7 @@ static int receiver(struct tlm_listener *li, const struct opts *o, bool print)
 	char *rep = NULL;
 	size_t off = 0;
 	unsigned n;
-	uint64_t pages = 0, bytes = 0, bad = 0, t0;
+	uint64_t pages = 0, bytes = 0, bad = 0, t0, cpu0;
 	bool ok = true;
 	int rc;
 
@@ -406,6 +419,7 @@ static int receiver(struct tlm_listener *li, const struct opts *o, bool print)
 					     .id = i + 1, .lanes = n,
 					     .timeout_ms = o->timeout_ms };
 	t0 = now_ns();
+	cpu0 = cpu_ns();
 	rc = run_lanes(jobs, n, recv_thread);
 	if (rc)
 		goto out;
@@ -420,8 +434,8 @@ static int receiver(struct tlm_listener *li, const struct opts *o, bool print)
 	}
 	off += (size_t)snprintf(rep + off, REPORT_MAX - off,
 				"R ok=%d pages=%" PRIu64 " bytes=%" PRIu64 " bad=%" PRIu64
-				" rss=%" PRIu64 " ns=%" PRIu64 "\n", ok, pages, bytes, bad,
-				tlm_cli_peak_rss(), now_ns() - t0);
+				" rss=%" PRIu64 " ns=%" PRIu64 " cpu=%" PRIu64 "\n", ok, pages,
+				bytes, bad, tlm_cli_peak_rss(), now_ns() - t0, cpu_ns() - cpu0);
 	for (unsigned i = 0; i < n && off < REPORT_MAX - 128; i++)
 		off += (size_t)snprintf(rep + off, REPORT_MAX - off,
 					"L %u %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %d\n",
@@ -480,7 +494,7 @@ out:
 /* The receiver's report, parsed. */
 struct report {
 	int ok;
-	uint64_t pages, bytes, bad, rss, ns;
+	uint64_t pages, bytes, bad, rss, ns, cpu;
 	struct lane_result lane[TLM_MAX_LANES];
 };
 
@@ -492,8 +506,8 @@ static int parse_report(char *text, unsigned lanes, struct report *r)
 	memset(r, 0, sizeof(*r));
 	line = strtok_r(text, "\n", &save);
 	if (!line || sscanf(line, "R ok=%d pages=%" SCNu64 " bytes=%" SCNu64 " bad=%" SCNu64
-			    " rss=%" SCNu64 " ns=%" SCNu64, &r->ok, &r->pages, &r->bytes,
-			    &r->bad, &r->rss, &r->ns) != 6)
+			    " rss=%" SCNu64 " ns=%" SCNu64 " cpu=%" SCNu64, &r->ok, &r->pages,
+			    &r->bytes, &r->bad, &r->rss, &r->ns, &r->cpu) != 7)
 		return -EPROTO;
 	while ((line = strtok_r(NULL, "\n", &save))) {
 		struct lane_result lr;
@@ -510,7 +524,7 @@ static int parse_report(char *text, unsigned lanes, struct report *r)
 }
 
 static void print_result(const struct opts *o, const struct lane_job *jobs,
-			 const struct report *rep, double secs, bool verified)
+			 const struct report *rep, double secs, uint64_t cpu, bool verified)
 {
 	uint64_t bytes = 0;
 
@@ -532,6 +546,10 @@ static void print_result(const struct opts *o, const struct lane_job *jobs,
 		tlm_json_obj(&j, "peak_rss_bytes");
 		tlm_json_u64(&j, "sender", tlm_cli_peak_rss());
 		tlm_json_u64(&j, "receiver", rep->rss);
+		tlm_json_end_obj(&j);
+		tlm_json_obj(&j, "cpu_seconds");
+		tlm_json_dbl(&j, "sender", (double)cpu / 1e9);
+		tlm_json_dbl(&j, "receiver", (double)rep->cpu / 1e9);
 		tlm_json_end_obj(&j);
 		tlm_json_arr(&j, "per_lane");
 		for (unsigned i = 0; i < o->lanes; i++) {
@@ -567,6 +585,8 @@ static void print_result(const struct opts *o, const struct lane_job *jobs,
 	       verified ? "verified" : "NOT VERIFIED", rep->pages, rep->bad);
 	printf("  peak RSS: sender %.1f MiB, receiver %.1f MiB\n",
 	       (double)tlm_cli_peak_rss() / 1048576.0, (double)rep->rss / 1048576.0);
+	printf("  CPU: sender %.3f s, receiver %.3f s\n", (double)cpu / 1e9,
+	       (double)rep->cpu / 1e9);
 }
 
 /* Sender: connect, send, collect the report. Returns the exit status. */
@@ -578,7 +598,7 @@ static int sender(const struct opts *o, struct tlm_session_cfg *cfg, const char 
 	struct pattern pat = { 0 };
 	struct report *rep = NULL;
 	char *text = NULL;
-	uint64_t total = pages_total(o), t0;
+	uint64_t total = pages_total(o), t0, cpu0;
 	double secs;
 	bool verified;
 	int rc, status = 1;
@@ -606,6 +626,7 @@ static int sender(const struct opts *o, struct tlm_session_cfg *cfg, const char 
 					     .id = i + 1, .lanes = o->lanes,
 					     .pages = pages_of_lane(total, o->lanes, i + 1) };
 	t0 = now_ns();
+	cpu0 = cpu_ns();
 	rc = run_lanes(jobs, o->lanes, send_thread);
 	if (rc) {
 		tlm_cli_err("cannot start sender threads: %s", strerror(-rc));
@@ -633,7 +654,7 @@ static int sender(const struct opts *o, struct tlm_session_cfg *cfg, const char 
 	for (unsigned i = 0; i < o->lanes; i++)
 		if (rep->lane[i].pages != jobs[i].res.pages || rep->lane[i].err)
 			verified = false;
-	print_result(o, jobs, rep, secs, verified);
+	print_result(o, jobs, rep, secs, cpu_ns() - cpu0, verified);
 	if (!verified)
 		tlm_cli_err("the receiver did not verify every page");
 	status = verified ? 0 : 1;

@@ -283,51 +283,90 @@ static int stage3(struct src *e, uint64_t *t_pause)
 }
 
 /* precopy, frs, mp: iterate on the PS lanes after the CHK pass. */
+/* FRS: pages dirty both now and in the previous iteration. prev[] keeps
+ * the previous dirty set (pending is not sent yet when this runs). */
+static uint64_t overlap(struct src *e, uint64_t **prev)
+{
+	uint64_t n = 0;
+
+	for (unsigned i = 0; i < e->n_regions; i++)
+		for (uint64_t w = 0; w < e->r[i].words; w++) {
+			uint64_t cur = __atomic_load_n(&e->r[i].pending[w], __ATOMIC_ACQUIRE);
+			n += (uint64_t)__builtin_popcountll(cur & prev[i][w]);
+			prev[i][w] = cur;
+		}
+	return n;
+}
+
 static int iterate(struct src *e, uint64_t t_start, bool *stop_now)
 {
 	struct iter_info it = { .page_size = e->page_size, .iteration = 1 };
 	uint64_t t_prev = t_start, prev_sent = 0;
+	uint64_t *prev[TLM_MAX_REGIONS] = { 0 };
+	int ret = 0;
 
 	*stop_now = false;
+	for (unsigned i = 0; i < e->n_regions; i++) {
+		prev[i] = calloc(e->r[i].words, 8);
+		if (!prev[i]) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		/* The first pass sent every page: all of them were "dirty". */
+		memset(prev[i], 0xff, e->r[i].words * 8);
+	}
+	e->st->extra_bytes += e->total_pages / 8;
 	it.prev_dirty = e->total_pages;
 	for (;;) {
 		uint64_t now = tlm__now_ms(), sent;
 		int64_t dirty;
 		int d;
 
-		if (tlm__src_stopping(e))
-			return e->err;
+		if (tlm__src_stopping(e)) {
+			ret = e->err;
+			goto out;
+		}
 		sent = e->st->bytes_chk + e->st->bytes_ps;
 		it.sent_bytes = sent - prev_sent;
 		it.bw_Bps = now > t_prev ? (double)it.sent_bytes * 1000.0 / (double)(now - t_prev) : 0;
 		dirty = tlm__epoch_tick(e);
-		if (dirty < 0)
-			return (int)dirty;
+		if (dirty < 0) {
+			ret = (int)dirty;
+			goto out;
+		}
 		it.dirty = (uint64_t)dirty;
+		it.overlap = overlap(e, prev);
 		it.dirty_rate_pps = now > t_prev ? (double)dirty * 1000.0 / (double)(now - t_prev) : 0;
 		if (e->o.progress)
 			e->o.progress(e->st, e->total_pages, e->total_pages, e->o.progress_arg);
 		d = tlm__policy_decide(&e->o, &it);
-		tlm__dbg("iteration %llu: %llu dirty pages, %.0f MB/s, decision %d",
+		tlm__dbg("iteration %llu: %llu dirty pages (%llu also last time), %.0f MB/s, decision %d",
 			 (unsigned long long)it.iteration, (unsigned long long)it.dirty,
-			 it.bw_Bps / 1e6, d);
+			 (unsigned long long)it.overlap, it.bw_Bps / 1e6, d);
 		if (d == POL_STOP_CONVERGED || d == POL_STOP_HEURISTIC) {
 			e->st->converged = d == POL_STOP_CONVERGED;
 			*stop_now = true;
-			return 0;
+			goto out;
 		}
 		if (d == POL_GIVE_UP) {
 			e->st->converged = false;
-			return -TLM_ENOTCONV;
+			ret = -TLM_ENOTCONV;
+			goto out;
 		}
 		t_prev = now;
 		prev_sent = sent;
 		it.prev_dirty = it.dirty;
 		it.iteration++;
 		e->st->iterations = it.iteration;
-		if (tlm__ps_round(e))
-			return e->err;
+		if (tlm__ps_round(e)) {
+			ret = e->err;
+			goto out;
+		}
 	}
+out:
+	for (unsigned i = 0; i < e->n_regions; i++)
+		free(prev[i]);
+	return ret;
 }
 
 static int setup(struct src *e)

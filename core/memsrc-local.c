@@ -261,7 +261,7 @@ static int probe_pagemap_scan(void)
 	uffd = uffd_open();
 	if (uffd < 0) {
 		tlm__dbg("memsrc: userfaultfd async write-protect unavailable: %s",
-			 strerror(-uffd));
+			 tlm_strerror(uffd));
 		return 0;
 	}
 	pfd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
@@ -290,7 +290,7 @@ static int probe_pagemap_scan(void)
 		p[5 * ps] = 3;                   /* never touched before */
 		ret = ioctl(pfd, TLM_PAGEMAP_SCAN, &arg);
 		if (ret < 0) {
-			tlm__dbg("memsrc: PAGEMAP_SCAN: %s", strerror(errno));
+			tlm__dbg("memsrc: PAGEMAP_SCAN: %s", tlm_strerror(-errno));
 			goto out_map;
 		}
 		for (int i = 0; i < ret; i++)
@@ -563,7 +563,7 @@ static int start_locked(struct tlm_local *m)
 	m->tracking = true;
 	return 0;
 undo:
-	tlm__err("memsrc: start tracking region %u: %s", i, strerror(-err));
+	tlm__err("memsrc: start tracking region %u: %s", i, tlm_strerror(err));
 	while (i-- > 0) {
 		if (m->tracker == TLM_TRACK_PAGEMAP_SCAN)
 			uffd_unregister(m->uffd, m->regs[i].base, m->regs[i].len);
@@ -635,7 +635,7 @@ static int op_get_dirty(void *ctx, unsigned region, uint64_t *bitmap)
 		ret = get_dirty_mprotect(m, region, bitmap);
 	pthread_mutex_unlock(&m->lock);
 	if (ret < 0)
-		tlm__err("memsrc: get_dirty region %u: %s", region, strerror((int)-ret));
+		tlm__err("memsrc: get_dirty region %u: %s", region, tlm_strerror((int)ret));
 	return ret > INT32_MAX ? INT32_MAX : (int)ret;
 }
 

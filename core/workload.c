@@ -240,7 +240,7 @@ static void *worker_main(void *arg)
 	struct sp_state sp;
 	uint64_t hot = k->count / 20 ? k->count / 20 : 1;
 	uint64_t hot_stride = k->count / hot;
-	double tokens = 1, burst = k->rate * 0.005;
+	double tokens = 0, burst = k->rate * 0.005;
 	uint64_t last = tlm__now_ns(), writes = 0;
 
 	if (burst < 1)

@@ -405,8 +405,10 @@ static int eal_init(const struct cfg *c)
 		return 0;
 	if (g_eal_err)
 		return g_eal_err;
-	if (c->eal[0])
+	if (c->eal[0] && (strstr(c->eal, "--file-prefix") || strstr(c->eal, "--in-memory")))
 		snprintf(buf, sizeof(buf), "tlm %s", c->eal);
+	else if (c->eal[0])   /* two processes here must not share a prefix */
+		snprintf(buf, sizeof(buf), "tlm %s --file-prefix tlm-%d", c->eal, (int)getpid());
 	else
 		snprintf(buf, sizeof(buf), "tlm --no-huge --no-pci -m 512 --file-prefix tlm-%d",
 			 (int)getpid());

@@ -20,10 +20,13 @@
  *
  * Threads and ownership: one thread may send while another receives on the
  * same lane (the relay does). The tx side owns fd writes, the header
- * scratch and base.tx_bytes; the rx side owns the receive buffer, the
- * byte-stream parse state and base.rx_bytes. The only state both touch is
- * `dead`, an atomic: once either side sees the lane broken (malformed
- * frame, peer gone) every later call on either side fails the same way.
+ * scratch, its sticky error and base.tx_bytes; the rx side owns the
+ * receive buffer, the parse state (EOF included) and base.rx_bytes. The
+ * only state both touch is `dead`, an atomic: once the rx side finds the
+ * stream broken (malformed frame, bad crc, the sink refused a record)
+ * every later call on either side fails the same way. A send error stays
+ * on the tx side, so input that arrived before the peer went away can
+ * still be read.
  * Two threads sending (or two receiving) on one lane at once is not
  * supported.
  *
@@ -105,6 +108,7 @@ struct tcp_lane {
 	bool rx_fin;               /* byte mode: peer's FIN frame seen */
 
 	/* tx side */
+	int tx_err;                /* sticky send error, 0 if none */
 	bool tx_fin;               /* we sent FIN: no more writes */
 	uint8_t (*thdr)[TX_HDR];   /* TX_RECS header slots */
 	struct iovec *iov;         /* TX_IOV */
@@ -140,6 +144,7 @@ static int map_sock_err(int err)
 	}
 }
 
+/* The stream is broken for both directions. */
 static int lane_fail(struct tcp_lane *t, int err)
 {
 	int expected = 0;
@@ -357,7 +362,8 @@ static int send_iov(struct tcp_lane *t, struct iovec *iov, int cnt)
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
-			return lane_fail(t, map_sock_err(errno));
+			t->tx_err = map_sock_err(errno);
+			return t->tx_err;
 		}
 		while (cnt > 0 && (size_t)w >= iov->iov_len) {
 			w -= (ssize_t)iov->iov_len;
@@ -378,6 +384,8 @@ static int tx_check(struct tcp_lane *t, enum tlm_lane_mode mode)
 
 	if (dead)
 		return dead;
+	if (t->tx_err)
+		return t->tx_err;
 	if (t->base.mode != mode)
 		return -EINVAL;
 	if (t->tx_fin)
@@ -472,6 +480,8 @@ static int tcp_shutdown(struct tlm_lane *l)
 
 	if (dead)
 		return dead;
+	if (t->tx_err)
+		return t->tx_err;
 	if (t->tx_fin)
 		return 0;
 	tlm__frame_hdr_encode(hdr, 0, TLM_FT_FIN);
@@ -484,9 +494,12 @@ static int tcp_shutdown(struct tlm_lane *l)
 
 static int tcp_flush(struct tlm_lane *l)
 {
+	struct tcp_lane *t = to_tcp(l);
+	int dead = atomic_load(&t->dead);
+
 	/* Nothing is batched in user space: every call hands its bytes to
 	 * the kernel before returning, and NODELAY pushes them out. */
-	return atomic_load(&to_tcp(l)->dead);
+	return dead ? dead : t->tx_err;
 }
 
 static int tcp_inject_raw(struct tlm_lane *l, const void *buf, size_t n)
@@ -652,13 +665,10 @@ static int recv_pages(struct tlm_lane *l, const struct tlm_page_sink *sink, int 
 			return delivered;     /* an error shows on the next call */
 		if (rc == -ETIMEDOUT || rc == -EAGAIN)
 			return 0;
-		if (rc == -TLM_EPEERCLOSED) {
-			if (rx_avail(t))
-				tlm__err("tcp %s: lane %u: peer closed mid-record",
-					 l->peer, l->index);
-			return lane_fail(t, rc);
-		}
-		return lane_fail(t, rc);
+		/* EOF is sticky by itself (rx_eof). */
+		if (rc == -TLM_EPEERCLOSED && rx_avail(t))
+			tlm__err("tcp %s: lane %u: peer closed mid-record", l->peer, l->index);
+		return rc;
 	}
 }
 
@@ -710,7 +720,7 @@ static ssize_t read_bytes(struct tlm_lane *l, void *buf, size_t n, int timeout_m
 					if (rc == -TLM_EPEERCLOSED)
 						t->rx_eof = true;
 					else
-						return got ? (ssize_t)got : lane_fail(t, rc);
+						return got ? (ssize_t)got : rc;
 				}
 			}
 			if (take > 0) {
@@ -749,9 +759,7 @@ static ssize_t read_bytes(struct tlm_lane *l, void *buf, size_t n, int timeout_m
 			return (ssize_t)got;
 		if (rc == -EAGAIN)
 			return -ETIMEDOUT;
-		if (rc == -ETIMEDOUT)
-			return rc;
-		return lane_fail(t, rc);
+		return rc;   /* -ETIMEDOUT, or EOF (sticky by itself) */
 	}
 	return (ssize_t)got;
 }
@@ -975,7 +983,9 @@ static int tcp_accept(struct tlm_xlistener *x, int timeout_ms, struct tlm_lane *
 			return -errno;
 	}
 	/* Linux accept4() does not pass the listener's O_NONBLOCK on, but
-	 * other systems do: lanes need blocking sends (MSG_DONTWAIT receives). */
+	 * other systems do: lanes need blocking sends (MSG_DONTWAIT receives).
+	 * Which lane this is shows only in the handshake, so every accepted
+	 * lane is tuned like the control lane. */
 	rc = set_blocking(fd, true);
 	if (rc == 0) {
 		set_lane_opts(fd, &xl->opts, 0);

@@ -204,6 +204,31 @@ static void test_wrong_kind(void)
 	ops->close(a);
 }
 
+/* The peer says goodbye (data, FIN) and closes; our writes fail, but what
+ * it sent before leaving can still be read: a send error stays on the tx
+ * side. */
+static void test_goodbye(void)
+{
+	struct tlm_lane *c, *a;
+	static uint8_t big[1 << 20];
+	uint8_t buf[16];
+	ssize_t w = 0;
+
+	CHECK(pair("127.0.0.1", "127.0.0.1", NULL, 1, &c, &a) == 0);
+	if (failures)
+		return;
+	CHECK(ops->dp->write(c, "bye", 3) == 3);
+	CHECK(ops->dp->shutdown(c) == 0);
+	ops->close(c);
+	for (int i = 0; i < 100 && w >= 0; i++)
+		w = ops->dp->write(a, big, sizeof(big));
+	CHECK(w == -TLM_EPEERCLOSED);
+	CHECK(ops->dp->flush(a) == -TLM_EPEERCLOSED);
+	CHECK(ops->dp->read(a, buf, sizeof(buf), 1000) == 3 && !memcmp(buf, "bye", 3));
+	CHECK(ops->dp->read(a, buf, sizeof(buf), 1000) == 0);
+	ops->close(a);
+}
+
 struct rx_count { unsigned n; uint64_t last_index; };
 
 static int count_apply(void *arg, const struct tlm_page_rec *r)
@@ -353,6 +378,7 @@ int main(void)
 	test_basics();
 	test_pollfd();
 	test_wrong_kind();
+	test_goodbye();
 	test_truncated();
 	test_errors();
 	test_families();

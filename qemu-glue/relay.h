@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The relay for stock QEMU: QEMU migrates over its own multifd channels to a
+ * private unix socket; tlm carries each channel over its own lane to the
+ * destination host, where the mirror image reconnects them to the waiting
+ * QEMU. docs/qemu.md has the whole picture and the QMP sequence.
+ *
+ * Lanes of the tlm session (all byte mode):
+ *   lane 0        control: text lines of our own (HELLO, READY, FAILED, ...)
+ *   lane 1        QEMU's main channel, both directions (return path)
+ *   lane 2 + id   multifd channel `id` (from its MultiFDInit_t header)
+ *
+ * Both entry points block until the migration is over, drive QEMU through
+ * the QMP handle they are given (used by the calling thread only), never
+ * print, and return 0 on a completed migration or a negative error with a
+ * readable reason in result->error. On any failure before the switchover the
+ * source QEMU is cancelled and keeps running; the destination QEMU is told
+ * to quit.
+ */
+#ifndef TLM_QEMU_RELAY_H
+#define TLM_QEMU_RELAY_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tlm/tlm.h"
+#include "qmp.h"
+
+#define TLM_RELAY_PROTO 1           /* our control-lane protocol version */
+#define TLM_RELAY_MAX_MULTIFD (TLM_MAX_LANES - 2)
+
+enum tlm_relay_policy {
+	TLM_RELAY_POLICY_QEMU,          /* QEMU's own precopy, untouched */
+	TLM_RELAY_POLICY_TLM,           /* switch over after the first full pass */
+	TLM_RELAY_POLICY_AUTOCONVERGE,  /* QEMU's auto-converge throttling */
+};
+
+/* "qemu", "tlm", "auto-converge" -> policy, or -EINVAL. */
+int tlm_relay_policy_parse(const char *s);
+const char *tlm_relay_policy_name(int policy);
+
+/* Called by the source about every progress_ms with QEMU's query-migrate. */
+typedef void (*tlm_relay_progress_fn)(const struct tlm_qmp_migstat *st, void *arg);
+
+struct tlm_relay_src_opts {
+	struct tlm_qmp *qmp;            /* the source QEMU */
+	const char *transport;          /* NULL = "tcp" */
+	const char *transport_args;
+	const char *host, *port;        /* where `tlm receive` listens */
+	const struct tlm_psk *psk;
+	unsigned multifd;               /* multifd channels = data lanes - 1 */
+	int policy;                     /* enum tlm_relay_policy */
+	uint64_t max_bandwidth;         /* bytes/s for QEMU; 0 = 64 GiB/s */
+	int timeout_ms;                 /* whole migration; 0 = 10 min */
+	int progress_ms;                /* 0 = 500 */
+	tlm_relay_progress_fn progress;
+	void *progress_arg;
+	volatile sig_atomic_t *cancel;  /* set non-zero (e.g. by SIGINT) to abort */
+};
+
+struct tlm_relay_dst_opts {
+	struct tlm_qmp *qmp;            /* the destination QEMU (-incoming defer) */
+	const char *transport;
+	const char *transport_args;
+	const char *addr, *port;        /* listen here; port "0" picks one */
+	const struct tlm_psk *psk;
+	unsigned multifd;               /* expected; 0 = whatever the source says */
+	int accept_timeout_ms;          /* for the source to connect; 0 = 10 min */
+	int timeout_ms;                 /* migration once connected; 0 = 10 min */
+	void (*listening)(int port, void *arg); /* once listening; may be NULL */
+	void *listening_arg;
+	volatile sig_atomic_t *cancel;
+};
+
+struct tlm_relay_result {
+	bool completed;                 /* QEMU completed and the destination runs */
+	bool forced;                    /* policy tlm raised downtime-limit */
+	bool qemu_converged;            /* QEMU reached the switchover on its own */
+	char error[256];                /* why not, "" on success */
+	char dst_status[32];            /* destination runstate after the migration */
+	struct tlm_qmp_migstat st;      /* the source's final query-migrate */
+	int64_t wall_ms;                /* from `migrate` to the end, our clock */
+	unsigned n_lanes;               /* data lanes (1 + multifd) */
+	uint64_t lane_tx[TLM_MAX_LANES];/* per lane, index 0 = control */
+	uint64_t lane_rx[TLM_MAX_LANES];
+	uint64_t bytes;                 /* sum of data-lane bytes, both ways */
+};
+
+/* Source side: connect to the receiver, configure the source QEMU, relay,
+ * switch over. */
+int tlm_relay_migrate(const struct tlm_relay_src_opts *o, struct tlm_relay_result *r);
+
+/* Destination side: listen, take one session, configure the destination
+ * QEMU, relay until it runs. */
+int tlm_relay_receive(const struct tlm_relay_dst_opts *o, struct tlm_relay_result *r);
+
+#endif /* TLM_QEMU_RELAY_H */
