@@ -239,6 +239,14 @@ static int cv_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t deadl
 	return pthread_cond_timedwait(cv, mu, &ts);
 }
 
+/* Time since t. A round's "now" is taken once, and other threads stamp
+ * lanes meanwhile, so t may be a little ahead of now: that is 0, not an
+ * unsigned wrap to "forever ago". */
+static inline uint64_t since(uint64_t now, uint64_t t)
+{
+	return now > t ? now - t : 0;
+}
+
 static uint64_t deadline_ns(int timeout_ms)
 {
 	if (timeout_ms < 0)
@@ -922,7 +930,7 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 		if (arp_lookup(p, l->peer_ip, &l->peer_mac)) {
 			l->mac_known = true;
 		} else {
-			if (now - p->last_arp_req > SYN_NS) {
+			if (since(now, p->last_arp_req) > SYN_NS) {
 				arp_send(p, RTE_ARP_OP_REQUEST, l->peer_ip, NULL);
 				p->last_arp_req = now;
 			}
@@ -930,7 +938,7 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 		}
 	}
 	if (l->state == LS_SYN_SENT) {
-		if (now - l->last_syn > SYN_NS) {
+		if (since(now, l->last_syn) > SYN_NS) {
 			send_ctl(p, l, PT_SYN);
 			l->last_syn = now;
 		}
@@ -958,7 +966,7 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 		if (seg < p->mss && l->batching && seg == left) {
 			if (!l->partial_since)
 				l->partial_since = now;
-			if (now - l->partial_since < FLUSH_NS)
+			if (since(now, l->partial_since) < FLUSH_NS)
 				break;   /* more records are on their way */
 		}
 		uint8_t *h;
@@ -994,12 +1002,12 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 	if (l->need_ack)
 		send_ctl(p, l, PT_DATA);
 timers:
-	if (now - l->last_rx > KA_NS && now - l->last_ping > KA_NS) {
+	if (since(now, l->last_rx) > KA_NS && since(now, l->last_ping) > KA_NS) {
 		if (l->mac_known || p->p2p)
 			send_ctl(p, l, PT_PING);
 		l->last_ping = now;
 	}
-	if (now - l->last_rx > (uint64_t)l->dead_ms * 1000000ull) {
+	if (since(now, l->last_rx) > (uint64_t)l->dead_ms * 1000000ull) {
 		char why[160];
 		struct rte_eth_link lk = { 0 };
 		rte_eth_link_get_nowait(p->port_id, &lk);

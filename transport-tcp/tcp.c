@@ -229,33 +229,52 @@ static int parse_opts(const char *args, struct tcp_opts *o)
 	return 0;
 }
 
+/* A number from /proc/sys, or -1. */
+static long read_sysctl(const char *path)
+{
+	char buf[32];
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	return strtol(buf, NULL, 10);
+}
+
 /*
  * Socket buffers. Setting SO_SNDBUF/SO_RCVBUF switches the kernel's
- * autotuning off, so do it only when the size asked for is really granted
- * (the *FORCE variants as root, else within net.core.[rw]mem_max);
- * otherwise a clamped small buffer would do worse than autotuning.
+ * autotuning off for good, so do it only when the size asked for will be
+ * granted: the *FORCE variants (CAP_NET_ADMIN) ignore the limits; the
+ * plain ones are clamped to net.core.[wr]mem_max, and a clamped small
+ * buffer does worse than autotuning, so then leave the socket alone.
  */
 static void set_bufs(int fd, const struct tcp_opts *o)
 {
-	static const struct { int force, plain; } opt[2] = {
-		{ SO_SNDBUFFORCE, SO_SNDBUF }, { SO_RCVBUFFORCE, SO_RCVBUF },
+	static const struct { int force, plain; const char *max; } opt[2] = {
+		{ SO_SNDBUFFORCE, SO_SNDBUF, "/proc/sys/net/core/wmem_max" },
+		{ SO_RCVBUFFORCE, SO_RCVBUF, "/proc/sys/net/core/rmem_max" },
 	};
 	int want[2] = { o->sndbuf, o->rcvbuf };
 
 	for (int i = 0; i < 2; i++) {
-		int v = want[i], got = 0;
-		socklen_t gl = sizeof(got);
+		int v = want[i];
 
 		if (v <= 0)
 			continue;
 		if (setsockopt(fd, SOL_SOCKET, opt[i].force, &v, sizeof(v)) == 0)
 			continue;
-		/* Unprivileged: try the plain one, undo if it was clamped. The
-		 * kernel reports twice the size asked for (bookkeeping). */
-		if (setsockopt(fd, SOL_SOCKET, opt[i].plain, &v, sizeof(v)) < 0)
+		if (read_sysctl(opt[i].max) < v) {
+			tlm__dbg("tcp: %s below %d, socket buffers left to autotuning",
+				 opt[i].max, v);
 			continue;
-		if (getsockopt(fd, SOL_SOCKET, opt[i].plain, &got, &gl) == 0 && got < v)
-			tlm__dbg("tcp: socket buffer clamped to %d bytes", got / 2);
+		}
+		if (setsockopt(fd, SOL_SOCKET, opt[i].plain, &v, sizeof(v)) < 0)
+			tlm__dbg("tcp: socket buffer of %d bytes: %s", v, strerror(errno));
 	}
 }
 
@@ -860,7 +879,8 @@ static int resolve(const char *addr, const char *port, bool passive, int family,
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = family;
 	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = passive ? AI_PASSIVE : AI_ADDRCONFIG;
+	/* No AI_ADDRCONFIG: it hides 127.0.0.1 in a namespace with only lo. */
+	hints.ai_flags = passive ? AI_PASSIVE : 0;
 	rc = getaddrinfo(addr, port ? port : "0", &hints, res);
 	if (rc == 0)
 		return 0;

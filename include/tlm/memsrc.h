@@ -23,8 +23,8 @@ struct tlm_region {
 /*
  * get_dirty(): the set of pages of region r written since the previous call
  * returned (or since start_tracking), atomically cleared: ORs one bit per
- * page into bitmap (bit i of word i/64 = page i) and returns how many bits
- * it set, or a negative error. Guarantee: every write that completes before
+ * page into bitmap (bit i of word i/64 = page i) and returns how many pages
+ * this call reports, or a negative error. Guarantee: every write that completes before
  * the call returns is either in this call's set or in the next call's; no
  * write is ever lost between two calls. A caller that reads the pages of
  * the returned set after the call returns reads content at least as new as

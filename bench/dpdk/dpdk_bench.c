@@ -1,0 +1,341 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * DPDK lane goodput against a raw PMD blast, same PMD (net_memif between
+ * two processes), same frame size, in one run:
+ *
+ *   dpdk_bench [--seconds S] [--args TRANSPORT_ARGS] [--json FILE]
+ *
+ *   raw      one process tx_bursts frames of the lane's full frame size
+ *            (headers written, no payload copy, no protocol), the other
+ *            rx_bursts and counts; raw_Bps = frame payload bytes / s
+ *   lanes    one dpdk lane in page mode: 4 KiB page records with crc,
+ *            sender to receiver, content spot-checked; goodput_Bps = page
+ *            data bytes / s at the receiver
+ *   cycles per page = process CPU time (all threads, both poll threads
+ *   included) x TSC rate / pages, for each side.
+ *
+ * Each phase runs in two fresh child processes (the EAL is per process).
+ * Prints one JSON object.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+
+#include "tlm-internal.h"
+
+extern const struct tlm_lane_ops tlm__dpdk_ops;
+static const struct tlm_lane_ops *ops = &tlm__dpdk_ops;
+
+#define FRAME_BYTES 1514   /* Ethernet frame of a full lane segment at MTU 1500 */
+#define UDP_PAYLOAD 1440   /* of which stream payload (what goodput counts) */
+
+static double seconds = 2.0;
+static const char *targs = "";
+
+static double cpu_s(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+static double now_s(void)
+{
+	return (double)tlm__now_ns() / 1e9;
+}
+
+/* ---- raw PMD blast ---- */
+
+static int raw_eal(const char *vdev)
+{
+	char prefix[64], vd[256];
+	snprintf(prefix, sizeof(prefix), "--file-prefix=tlmbench-%d", (int)getpid());
+	snprintf(vd, sizeof(vd), "--vdev=%s", vdev);
+	char *argv[] = { "bench", "--no-huge", "--no-pci", "-m", "512", prefix, "-l", "0",
+			 "--no-telemetry", "--log-level=*:error", vd, NULL };
+	return rte_eal_init((int)(sizeof(argv) / sizeof(argv[0])) - 1, argv);
+}
+
+static struct rte_mempool *raw_port(uint16_t *port)
+{
+	struct rte_eth_conf conf = { 0 };
+	struct rte_mempool *mp = rte_pktmbuf_pool_create("bench", 8191, 256, 0,
+							 RTE_MBUF_DEFAULT_BUF_SIZE, 0);
+	*port = 0;
+	if (!mp || rte_eth_dev_configure(0, 1, 1, &conf) ||
+	    rte_eth_rx_queue_setup(0, 0, 1024, 0, NULL, mp) ||
+	    rte_eth_tx_queue_setup(0, 0, 1024, 0, NULL) || rte_eth_dev_start(0))
+		return NULL;
+	return mp;
+}
+
+static void raw_rx(int out, const char *sock)
+{
+	char vd[256];
+	uint16_t port;
+	struct rte_mbuf *b[32];
+	uint64_t frames = 0;
+	double t0 = 0, t1 = 0, c0 = 0, start;
+
+	snprintf(vd, sizeof(vd), "net_memif0,role=server,id=0,socket=%s,socket-abstract=yes", sock);
+	if (raw_eal(vd) < 0 || !raw_port(&port))
+		exit(1);
+	dprintf(out, "ready\n");
+	start = now_s();
+	for (;;) {
+		uint16_t n = rte_eth_rx_burst(port, 0, b, 32);
+		if (n) {
+			if (!frames) {
+				t0 = now_s();
+				c0 = cpu_s();
+			}
+			frames += n;
+			t1 = now_s();
+			rte_pktmbuf_free_bulk(b, n);
+		} else if (frames && now_s() - t1 > 0.5) {
+			break;
+		} else if (!frames && now_s() - start > 30) {
+			exit(1);
+		}
+	}
+	dprintf(out, "%llu %.6f %.6f\n", (unsigned long long)frames, t1 - t0, cpu_s() - c0);
+	exit(0);
+}
+
+static void raw_tx(const char *sock)
+{
+	char vd[256];
+	uint16_t port;
+	struct rte_mempool *mp;
+	struct rte_mbuf *b[32];
+	struct rte_eth_link link;
+
+	snprintf(vd, sizeof(vd), "net_memif0,role=client,id=0,socket=%s,socket-abstract=yes", sock);
+	if (raw_eal(vd) < 0 || !(mp = raw_port(&port)))
+		exit(1);
+	for (int i = 0; i < 5000; i++) {
+		if (rte_eth_link_get_nowait(port, &link) == 0 && link.link_status)
+			break;
+		usleep(1000);
+	}
+	double end = now_s() + seconds;
+	while (now_s() < end) {
+		if (rte_pktmbuf_alloc_bulk(mp, b, 32))
+			continue;
+		for (int i = 0; i < 32; i++) {
+			uint8_t *p = (uint8_t *)rte_pktmbuf_append(b[i], FRAME_BYTES);
+			memset(p, 0xff, 64);   /* headers only: no payload copy */
+		}
+		uint16_t k = 0;
+		while (k < 32)
+			k += rte_eth_tx_burst(port, 0, b + k, (uint16_t)(32 - k));
+	}
+	exit(0);
+}
+
+/* ---- lanes ---- */
+
+static int count_apply(void *arg, const struct tlm_page_rec *r)
+{
+	uint64_t *st = arg;
+
+	if (r->flags & TLM_PF_LAST) {
+		st[1] = 1;
+		return 0;
+	}
+	if (r->len != 4096 || ((const uint8_t *)r->data)[0] != (uint8_t)r->index)
+		return -EINVAL;
+	st[0]++;
+	return 0;
+}
+
+static void lane_rx(int out)
+{
+	struct tlm_xlistener *xl;
+	struct tlm_lane *l;
+	uint64_t st[2] = { 0, 0 };
+	struct tlm_page_sink sink = { count_apply, st };
+	double t0 = 0, c0 = 0;
+
+	if (ops->listen(NULL, "0", targs, &xl))
+		exit(1);
+	dprintf(out, "%d\n", ops->listener_port(xl));
+	if (ops->accept(xl, 20000, &l))
+		exit(1);
+	ops->set_mode(l, TLM_MODE_PAGES);
+	while (!st[1]) {
+		int n = ops->dp->recv_pages(l, &sink, 20000);
+		if (n <= 0)
+			exit(1);
+		if (!t0) {
+			t0 = now_s();
+			c0 = cpu_s();
+		}
+	}
+	double t = now_s() - t0, c = cpu_s() - c0;
+	dprintf(out, "%llu %.6f %.6f\n", (unsigned long long)st[0], t, c);
+	ops->close(l);
+	ops->listener_close(xl);
+	exit(0);
+}
+
+static void lane_tx(const char *port, int out)
+{
+	struct tlm_lane *l;
+	static uint8_t pages[64][4096];
+	struct tlm_page_rec recs[64];
+	uint64_t sent = 0;
+
+	if (ops->connect(NULL, port, targs, 1, 20000, &l))
+		exit(1);
+	ops->set_mode(l, TLM_MODE_PAGES);
+	double c0 = cpu_s(), end = now_s() + seconds;
+	while (now_s() < end) {
+		for (unsigned i = 0; i < 64; i++) {
+			pages[i][0] = (uint8_t)(sent + i);
+			recs[i] = (struct tlm_page_rec){ .index = sent + i, .len = 4096,
+				.data = pages[i], .crc = tlm_crc32c(0, pages[i], 4096) };
+		}
+		if (ops->dp->send_pages(l, recs, 64) != 64)
+			exit(1);
+		sent += 64;
+	}
+	recs[0] = (struct tlm_page_rec){ .flags = TLM_PF_LAST };
+	if (ops->dp->send_pages(l, recs, 1) != 1)
+		exit(1);
+	ops->dp->flush(l);
+	ops->close(l);   /* lingers until everything is acked */
+	dprintf(out, "%llu %.6f\n", (unsigned long long)sent, cpu_s() - c0);
+	exit(0);
+}
+
+static int reap(pid_t p)
+{
+	int st;
+
+	waitpid(p, &st, 0);
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+static int read_line(int fd, char *buf, size_t n)
+{
+	size_t k = 0;
+
+	while (k + 1 < n) {
+		ssize_t r = read(fd, buf + k, 1);
+		if (r <= 0)
+			break;
+		if (buf[k++] == '\n')
+			break;
+	}
+	buf[k] = 0;
+	return k ? 0 : -1;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "seconds", required_argument, NULL, 's' },
+		{ "args", required_argument, NULL, 'a' },
+		{ "json", required_argument, NULL, 'j' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *json = NULL;
+	int opt, p1[2], p2[2];
+	char line[256], sock[96];
+	unsigned long long raw_frames, pages_rx, pages_tx;
+	double raw_t, raw_c, lane_t, lane_crx, lane_ctx;
+
+	while ((opt = getopt_long(argc, argv, "s:a:j:", lo, NULL)) != -1) {
+		if (opt == 's')
+			seconds = atof(optarg);
+		else if (opt == 'a')
+			targs = optarg;
+		else if (opt == 'j')
+			json = optarg;
+		else
+			return 2;
+	}
+	/* raw */
+	snprintf(sock, sizeof(sock), "/run/tlm-bench-%d.sock", (int)getpid());
+	if (pipe(p1))
+		return 1;
+	pid_t r = fork();
+	if (r == 0)
+		raw_rx(p1[1], sock);
+	if (read_line(p1[0], line, sizeof(line)))
+		return 1;
+	pid_t t = fork();
+	if (t == 0)
+		raw_tx(sock);
+	if (read_line(p1[0], line, sizeof(line)) ||
+	    sscanf(line, "%llu %lf %lf", &raw_frames, &raw_t, &raw_c) != 3 || reap(t) || reap(r)) {
+		fprintf(stderr, "raw phase failed\n");
+		return 1;
+	}
+	/* lanes */
+	if (pipe(p2))
+		return 1;
+	r = fork();
+	if (r == 0)
+		lane_rx(p2[1]);
+	char port[16];
+	if (read_line(p2[0], port, sizeof(port)))
+		return 1;
+	port[strcspn(port, "\n")] = 0;
+	int p3[2];
+	if (pipe(p3))
+		return 1;
+	t = fork();
+	if (t == 0)
+		lane_tx(port, p3[1]);
+	if (read_line(p2[0], line, sizeof(line)) ||
+	    sscanf(line, "%llu %lf %lf", &pages_rx, &lane_t, &lane_crx) != 3) {
+		fprintf(stderr, "lane phase failed (receiver)\n");
+		kill(t, SIGKILL);
+		return 1;
+	}
+	if (read_line(p3[0], line, sizeof(line)) ||
+	    sscanf(line, "%llu %lf", &pages_tx, &lane_ctx) != 2 || reap(t) || reap(r)) {
+		fprintf(stderr, "lane phase failed (sender)\n");
+		return 1;
+	}
+	double hz = (double)rte_get_tsc_hz();
+	if (hz <= 0) {
+		/* rte_get_tsc_hz needs the EAL; estimate the TSC over 100 ms */
+		uint64_t a = rte_rdtsc();
+		usleep(100000);
+		hz = (double)(rte_rdtsc() - a) * 10.0;
+	}
+	double raw_Bps = (double)raw_frames * UDP_PAYLOAD / raw_t;
+	double good_Bps = (double)pages_rx * 4096 / lane_t;
+	FILE *f = json ? fopen(json, "w") : stdout;
+	if (!f)
+		return 1;
+	fprintf(f, "{\"pmd\": \"net_memif\", \"frame_bytes\": %d, \"segment_payload\": %d, "
+		"\"page_size\": 4096, \"seconds\": %.1f,\n"
+		" \"raw_Bps\": %.0f, \"raw_frames_per_s\": %.0f, \"raw_rx_cycles_per_frame\": %.0f,\n"
+		" \"goodput_Bps\": %.0f, \"pages\": %llu, \"goodput_vs_raw\": %.3f,\n"
+		" \"cycles_per_page_tx\": %.0f, \"cycles_per_page_rx\": %.0f, \"cycles_per_page\": %.0f,\n"
+		" \"transport_args\": \"%s\"}\n",
+		FRAME_BYTES, UDP_PAYLOAD, seconds, raw_Bps, raw_frames / raw_t,
+		raw_c * hz / (double)raw_frames, good_Bps, pages_rx, good_Bps / raw_Bps,
+		lane_ctx * hz / (double)pages_tx, lane_crx * hz / (double)pages_rx,
+		(lane_ctx + lane_crx) * hz / (double)pages_rx, targs);
+	if (json)
+		fclose(f);
+	return pages_rx == pages_tx ? 0 : 1;
+}

@@ -1,0 +1,289 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * `tlm migrate`: source side of the relay for stock QEMU. The relay itself
+ * is qemu-glue/relay.c; this file parses options, shows progress, handles
+ * Ctrl-C and prints the report. The progress and report printers are shared
+ * with demo.c (prototypes there).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "relay.h"
+
+void tlm_cli_relay_progress(const struct tlm_qmp_migstat *st, void *arg);
+void tlm_cli_relay_progress_end(void);
+void tlm_cli_relay_report(FILE *f, const struct tlm_relay_result *r, const char *transport,
+			  int policy, bool json, struct tlm_json *j);
+void tlm_cli_relay_signals(volatile sig_atomic_t *flag);
+
+static volatile sig_atomic_t *sig_flag;
+static bool progress_shown;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	if (sig_flag)
+		*sig_flag = 1;
+}
+
+/* SIGINT/SIGTERM set *flag; the relay sees it within ~100 ms and cancels. */
+void tlm_cli_relay_signals(volatile sig_atomic_t *flag)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+
+	sig_flag = flag;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+static double mib(uint64_t b)
+{
+	return (double)b / (1024.0 * 1024.0);
+}
+
+/* A live line on a terminal; nothing otherwise. */
+void tlm_cli_relay_progress(const struct tlm_qmp_migstat *st, void *arg)
+{
+	static uint64_t last_ms, last_bytes;
+	uint64_t now = tlm_cli_now_ms();
+	double rate = 0, pct = 0;
+
+	(void)arg;
+	if (!isatty(STDERR_FILENO))
+		return;
+	if (last_ms && now > last_ms && st->ram_transferred >= last_bytes)
+		rate = mib(st->ram_transferred - last_bytes) * 1000.0 / (double)(now - last_ms);
+	last_ms = now;
+	last_bytes = st->ram_transferred;
+	if (st->ram_total)
+		pct = 100.0 * (double)(st->ram_total - (st->ram_remaining < st->ram_total ?
+						       st->ram_remaining : st->ram_total)) /
+		      (double)st->ram_total;
+	fprintf(stderr, "\r\033[K%-14s %5.1f%%  sent %8.1f MiB  left %7.1f MiB  "
+		"%7.1f MiB/s  dirty %6llu pg/s  pass %llu",
+		st->status[0] ? st->status : "starting", pct, mib(st->ram_transferred),
+		mib(st->ram_remaining), rate, (unsigned long long)st->ram_dirty_pages_rate,
+		(unsigned long long)st->ram_dirty_sync_count);
+	fflush(stderr);
+	progress_shown = true;
+}
+
+void tlm_cli_relay_progress_end(void)
+{
+	if (progress_shown)
+		fputc('\n', stderr);
+	progress_shown = false;
+}
+
+/* Text report to f, or the fields into an open JSON object j. */
+void tlm_cli_relay_report(FILE *f, const struct tlm_relay_result *r, const char *transport,
+			  int policy, bool json, struct tlm_json *j)
+{
+	double secs = (double)(r->st.total_time_ms > 0 ? r->st.total_time_ms : r->wall_ms) / 1000.0;
+	double tput = secs > 0 ? mib(r->bytes) / secs : 0;
+
+	if (json) {
+		tlm_json_bool(j, "completed", r->completed);
+		tlm_json_str(j, "status", r->st.status);
+		if (r->error[0])
+			tlm_json_str(j, "error", r->error);
+		tlm_json_i64(j, "total_ms", r->st.total_time_ms);
+		tlm_json_i64(j, "downtime_ms", r->st.downtime_ms);
+		tlm_json_i64(j, "setup_ms", r->st.setup_time_ms);
+		tlm_json_i64(j, "wall_ms", r->wall_ms);
+		tlm_json_u64(j, "bytes", r->bytes);
+		tlm_json_u64(j, "ram_transferred", r->st.ram_transferred);
+		tlm_json_u64(j, "ram_total", r->st.ram_total);
+		tlm_json_u64(j, "dirty_sync_count", r->st.ram_dirty_sync_count);
+		tlm_json_dbl(j, "throughput_mib_s", tput);
+		tlm_json_str(j, "transport", transport);
+		tlm_json_u64(j, "lanes", r->n_lanes ? r->n_lanes - 1 : 0);
+		tlm_json_str(j, "policy", tlm_relay_policy_name(policy));
+		tlm_json_bool(j, "qemu_converged", r->qemu_converged);
+		tlm_json_bool(j, "forced_switchover", r->forced);
+		tlm_json_str(j, "destination", r->dst_status);
+		tlm_json_arr(j, "lane_bytes");
+		for (unsigned i = 1; i <= r->n_lanes; i++)
+			tlm_json_u64(j, NULL, r->lane_tx[i] + r->lane_rx[i]);
+		tlm_json_end_arr(j);
+		return;
+	}
+	fprintf(f, "migration %s", r->completed ? "completed" : "FAILED");
+	if (r->error[0])
+		fprintf(f, ": %s", r->error);
+	fprintf(f, "\n  policy %s, transport %s, %u multifd lanes + main + control\n",
+		tlm_relay_policy_name(policy), transport, r->n_lanes ? r->n_lanes - 1 : 0);
+	fprintf(f, "  QEMU status     %s%s\n", r->st.status[0] ? r->st.status : "-",
+		r->forced ? " (policy tlm switched over after the first pass)" :
+		r->qemu_converged ? " (QEMU's precopy converged)" : "");
+	fprintf(f, "  total time      %lld ms (setup %lld ms)\n", (long long)r->st.total_time_ms,
+		(long long)r->st.setup_time_ms);
+	fprintf(f, "  downtime        %lld ms (QEMU, source-side)\n", (long long)r->st.downtime_ms);
+	fprintf(f, "  RAM             %.1f MiB transferred of %.1f MiB, %llu passes\n",
+		mib(r->st.ram_transferred), mib(r->st.ram_total),
+		(unsigned long long)r->st.ram_dirty_sync_count);
+	fprintf(f, "  relayed         %.1f MiB, %.1f MiB/s\n", mib(r->bytes), tput);
+	for (unsigned i = 1; i <= r->n_lanes; i++)
+		fprintf(f, "    lane %-2u %-8s %10.1f MiB out, %8.1f MiB in\n", i,
+			i == 1 ? "main" : "multifd", mib(r->lane_tx[i]), mib(r->lane_rx[i]));
+	if (r->dst_status[0])
+		fprintf(f, "  destination     %s\n", r->dst_status);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: tlm migrate --qmp SRC.qmp --to HOST:PORT [--transport tcp] [--lanes N]\n"
+"                   [--policy qemu|tlm|auto-converge] [--psk FILE] [--json]\n"
+"                   [--timeout SEC] [--max-bandwidth SIZE]\n"
+"\n"
+"Source side of the relay for stock QEMU: QEMU migrates to a private unix\n"
+"socket with multifd on; tlm carries its main channel and each multifd channel\n"
+"over its own lane to `tlm receive` on HOST:PORT.\n"
+"\n"
+"  --qmp PATH         QMP unix socket of the running source QEMU\n"
+"  --to HOST:PORT     where `tlm receive` listens\n"
+"  --transport NAME   lane transport (default tcp)\n"
+"  --lanes N          multifd channels, one data lane each, plus the main\n"
+"                     channel's lane (default 4)\n"
+"  --policy P         qemu: QEMU's own precopy; tlm: switch over after the\n"
+"                     first full pass (bounded time); auto-converge: QEMU's\n"
+"                     throttling (default tlm)\n"
+"  --psk FILE         pre-shared key (same file on both hosts; required)\n"
+"  --timeout SEC      give up (and cancel) after SEC seconds (default 600)\n"
+"  --max-bandwidth S  QEMU's max-bandwidth, bytes/s (default 64G)\n"
+"  --json             print the report as one JSON object\n");
+}
+
+int tlm_cli_migrate(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "qmp", required_argument, NULL, 'q' },
+		{ "to", required_argument, NULL, 't' },
+		{ "transport", required_argument, NULL, 'T' },
+		{ "lanes", required_argument, NULL, 'n' },
+		{ "policy", required_argument, NULL, 'p' },
+		{ "psk", required_argument, NULL, 'k' },
+		{ "timeout", required_argument, NULL, 'o' },
+		{ "max-bandwidth", required_argument, NULL, 'b' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static volatile sig_atomic_t stop;
+	const char *qmp_path = NULL, *to = NULL, *transport = "tcp", *psk_path = NULL;
+	char host[256], port[32];
+	struct tlm_relay_src_opts o = { 0 };
+	struct tlm_relay_result r;
+	struct tlm_psk psk;
+	struct tlm_qmp *q;
+	bool json = false;
+	long lanes = 4, timeout = 600;
+	int policy = TLM_RELAY_POLICY_TLM, c, rc;
+	uint64_t bw = 0;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
+		char *end;
+
+		switch (c) {
+		case 'q': qmp_path = optarg; break;
+		case 't': to = optarg; break;
+		case 'T': transport = optarg; break;
+		case 'k': psk_path = optarg; break;
+		case 'j': json = true; break;
+		case 'n':
+			lanes = strtol(optarg, &end, 10);
+			if (*end || lanes < 1 || lanes > TLM_RELAY_MAX_MULTIFD) {
+				tlm_cli_err("--lanes: 1..%d", TLM_RELAY_MAX_MULTIFD);
+				return 2;
+			}
+			break;
+		case 'o':
+			timeout = strtol(optarg, &end, 10);
+			if (*end || timeout < 1 || timeout > 86400) {
+				tlm_cli_err("--timeout: seconds, 1..86400");
+				return 2;
+			}
+			break;
+		case 'b':
+			if (tlm_cli_parse_size(optarg, &bw) || !bw) {
+				tlm_cli_err("--max-bandwidth: a size such as 10G");
+				return 2;
+			}
+			break;
+		case 'p':
+			policy = tlm_relay_policy_parse(optarg);
+			if (policy < 0) {
+				tlm_cli_err("--policy: qemu, tlm or auto-converge, not '%s'", optarg);
+				return 2;
+			}
+			break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (!qmp_path || !to) {
+		tlm_cli_err("--qmp and --to are required");
+		usage(stderr);
+		return 2;
+	}
+	if (tlm_cli_parse_hostport(to, host, sizeof(host), port, sizeof(port))) {
+		tlm_cli_err("--to: HOST:PORT, not '%s'", to);
+		return 2;
+	}
+	if (!tlm_transport_available(transport)) {
+		tlm_cli_err("transport '%s' is not built into this tlm", transport);
+		return 2;
+	}
+	if (tlm_cli_get_psk(psk_path, false, &psk))
+		return 2;
+	rc = tlm_qmp_connect(qmp_path, 10000, &q);
+	if (rc) {
+		tlm_cli_err("cannot talk QMP on %s: %s", qmp_path,
+			    rc == -ENOENT ? "no such socket" :
+			    rc == -ECONNREFUSED ? "nobody listening (is QEMU running with -qmp?)" :
+			    tlm_strerror(rc));
+		return 1;
+	}
+	tlm_cli_relay_signals(&stop);
+	o.qmp = q;
+	o.transport = transport;
+	o.host = host;
+	o.port = port;
+	o.psk = &psk;
+	o.multifd = (unsigned)lanes;
+	o.policy = policy;
+	o.max_bandwidth = bw;
+	o.timeout_ms = (int)timeout * 1000;
+	o.progress = tlm_cli_relay_progress;
+	o.cancel = &stop;
+	rc = tlm_relay_migrate(&o, &r);
+	tlm_cli_relay_progress_end();
+	if (json) {
+		struct tlm_json j;
+
+		tlm_json_begin(&j, stdout);
+		tlm_cli_relay_report(stdout, &r, transport, policy, true, &j);
+		tlm_json_finish(&j);
+	} else {
+		tlm_cli_relay_report(stdout, &r, transport, policy, false, NULL);
+		if (rc) {
+			char st[32] = "?";
+
+			if (!tlm_qmp_query_status(q, st, sizeof(st), NULL))
+				fprintf(stdout, "  source VM       %s\n", st);
+		}
+	}
+	tlm_qmp_close(q);
+	memset(&psk, 0, sizeof(psk));
+	return rc ? 1 : 0;
+}
