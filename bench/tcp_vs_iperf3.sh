@@ -9,6 +9,7 @@
 #   TLM_BINARY   default build/cli/tlm (builds nothing)
 #   SIZE         bytes per run, K/M/G suffixes (default 4G)
 #   LANE_COUNTS  space-separated stream counts (default "1 4")
+#   TLM_ARGS     (environment) extra arguments for tlm, e.g. "--verify crc"
 #
 # Prints one JSON document: for each N, iperf3's and tlm's goodput (bytes
 # of payload per second as each tool measures it: iperf3 the receiver's
@@ -21,6 +22,7 @@ set -eu
 TLM=${1:-build/cli/tlm}
 SIZE=${2:-4G}
 LANES=${3:-"1 4"}
+TLM_ARGS=${TLM_ARGS:-}
 
 die() { echo "tcp_vs_iperf3: $*" >&2; exit 1; }
 [ -x "$TLM" ] || die "no tlm binary at $TLM (build first, or pass its path)"
@@ -49,13 +51,14 @@ done
 for n in $LANES; do
 	iperf3 -c 127.0.0.1 -p "$port" -P "$n" -n "$SIZE" -J >"$tmp/iperf3-$n.json" ||
 		die "iperf3 -P $n failed: $(cat "$tmp/iperf3-$n.json")"
-	"$TLM" bench transport --transport tcp --lanes "$n" --bytes "$SIZE" --json \
+	# shellcheck disable=SC2086
+	"$TLM" bench transport --transport tcp --lanes "$n" --bytes "$SIZE" --json $TLM_ARGS \
 		>"$tmp/tlm-$n.json" || die "tlm bench transport --lanes $n failed"
 done
 
-python3 - "$tmp" "$SIZE" $LANES <<'EOF'
+python3 - "$tmp" "$SIZE" "$TLM_ARGS" $LANES <<'EOF'
 import json, os, platform, sys
-tmp, size, lanes = sys.argv[1], sys.argv[2], sys.argv[3:]
+tmp, size, tlm_args, lanes = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 runs = []
 for n in lanes:
     ip = json.load(open(os.path.join(tmp, "iperf3-%s.json" % n)))
@@ -69,10 +72,12 @@ for n in lanes:
                    "goodput_Bps": round(ip_bps)},
         "tlm": {"bytes": tl["bytes"], "seconds": tl["seconds"],
                 "goodput_Bps": round(tl_bps), "verified": tl["verified"],
+                "verify": tl.get("verify"), "cpu_seconds": tl.get("cpu_seconds"),
                 "peak_rss_bytes": tl["peak_rss_bytes"]},
         "ratio": round(tl_bps / ip_bps, 3) if ip_bps else None,
     })
-doc = {"benchmark": "tcp_vs_iperf3", "size": size, "host": platform.node(),
+doc = {"benchmark": "tcp_vs_iperf3", "size": size, "tlm_args": tlm_args,
+       "host": platform.node(), "loadavg_1m": os.getloadavg()[0],
        "cpus": os.cpu_count(), "kernel": platform.release(), "target_ratio": 0.95,
        "runs": runs,
        "pass": all(r["ratio"] is not None and r["ratio"] >= 0.95 and

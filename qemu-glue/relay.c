@@ -40,6 +40,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -957,6 +958,10 @@ int tlm_relay_migrate(const struct tlm_relay_src_opts *o, struct tlm_relay_resul
 		if (!strcmp(st->status, "completed"))
 			break;
 		if (!strcmp(st->status, "failed") || !strcmp(st->status, "cancelled")) {
+			/* Our own failure makes QEMU's socket fail: ours says more. */
+			if (atomic_load(&r.err))
+				res_err(res, "%s (QEMU: %s)", r.why,
+					st->error_desc[0] ? st->error_desc : st->status);
 			res_err(res, "source QEMU: migration %s%s%s", st->status,
 				st->error_desc[0] ? ": " : "", st->error_desc);
 			rc = -EIO;
@@ -1080,11 +1085,64 @@ out_session:
 
 /* ---- destination ---- */
 
+/* The QEMU at the other end of the QMP socket, or -1. */
+static pid_t qmp_peer_pid(struct tlm_qmp *q)
+{
+	struct ucred uc;
+	socklen_t len = sizeof(uc);
+	int fd = tlm_qmp_fd(q);
+
+	if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) || uc.pid <= 0)
+		return -1;
+	return uc.pid;
+}
+
+/* Not exited (a zombie has exited; its parent reaps it). */
+static bool pid_alive(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return false;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+static bool wait_gone(pid_t pid, int ms)
+{
+	for (; ms > 0; ms -= 50) {
+		if (!pid_alive(pid))
+			return true;
+		usleep(50000);
+	}
+	return !pid_alive(pid);
+}
+
 static void dest_quit(struct tlm_qmp *q)
 {
-	/* The source cancelled or vanished: this QEMU can never run the VM. */
-	if (tlm_qmp_exec(q, "quit", NULL, NULL, 5000))
+	/* The source cancelled or vanished: this QEMU can never run the VM.
+	 * QEMU 7.2 can hang in its incoming-migration cleanup with the main
+	 * loop stuck (quit then never runs), so a QEMU still there after the
+	 * quit is signalled; it holds nothing but a half-loaded VM. */
+	pid_t pid = qmp_peer_pid(q);
+
+	if (tlm_qmp_exec(q, "quit", NULL, NULL, 3000))
 		tlm__dbg("quit: %s", tlm_qmp_last_error(q));
+	if (pid <= 0 || wait_gone(pid, 5000))
+		return;
+	tlm__warn("destination QEMU (pid %d) did not quit; sending SIGTERM", (int)pid);
+	kill(pid, SIGTERM);
+	if (wait_gone(pid, 3000))
+		return;
+	tlm__warn("destination QEMU (pid %d) ignores SIGTERM; sending SIGKILL", (int)pid);
+	kill(pid, SIGKILL);
 }
 
 int tlm_relay_receive(const struct tlm_relay_dst_opts *o, struct tlm_relay_result *res)

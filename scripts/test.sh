@@ -66,7 +66,7 @@ if [ "$sanitize" = 1 ]; then
 fi
 
 if [ "$fuzz" != 0 ]; then
-	if CC=clang bash scripts/build.sh build-fuzz -Dfuzz=true -Db_lundef=false -Dguest=disabled \
+	if CC=clang bash scripts/build.sh build-fuzz -Dfuzz=true -Db_lundef=false -Dguest=disabled -Ddpdk=disabled -Drdma=disabled \
 		-Dqemu_glue=disabled >/dev/null; then
 		work=$(mktemp -d)
 		cp tests/fuzz/corpus/* "$work/"

@@ -95,6 +95,8 @@ struct cfg {
 	char vdev[512];         /* devargs to create: "name,k=v,..." */
 	char eal[512];
 	uint32_t ip;            /* our IPv4 (host order); 0 = point-to-point */
+	struct rte_ether_addr peer_mac; /* static, instead of ARP */
+	bool peer_mac_set;
 	uint32_t mtu;
 	int dead_ms;
 	struct fault fault;
@@ -135,11 +137,14 @@ struct dlane {
 	uint8_t *sbuf;
 	uint64_t snd_una, snd_nxt, snd_end, peer_edge;
 	uint64_t rto_at, rto_ns, partial_since;
+	uint64_t recover;       /* snd_nxt at the last rewind */
 	unsigned dupacks;
 	bool wr_shut;
 	/* receive ring: bytes [rcv_rd, rcv_nxt) wait for the reader */
 	uint8_t *rbuf;
 	uint64_t rcv_rd, rcv_nxt, adv_edge;
+	struct { uint64_t a, b; } ooo[16];
+	unsigned nooo;
 	bool need_ack, need_synack;
 	uint64_t last_rx, last_tx, last_ping, last_syn;
 	uint32_t data_left;     /* bytes left in the current DATA frame */
@@ -327,24 +332,22 @@ static int parse_args(const char *args, struct cfg *c)
 			tok[n++] = *p++;
 		}
 		tok[n] = 0;
-		char *k = tok, *v = strchr(tok, '=');
+		char *k = tok, *v;
 		if (!strncmp(k, "--", 2))
 			k += 2;
+		/* dpdk-args=... or "--dpdk-args ...": EAL args may hold '=' */
+		if (!strncmp(k, "dpdk-args", 9) && (k[9] == '=' || k[9] == ' ')) {
+			if (append(c->eal, sizeof(c->eal), " ", k + 10))
+				return -EINVAL;
+			continue;
+		}
+		v = strchr(k, '=');
 		if (!v) {
-			/* "--dpdk-args ..." written with a space */
-			if (!strncmp(k, "dpdk-args ", 10)) {
-				if (append(c->eal, sizeof(c->eal), " ", k + 10))
-					return -EINVAL;
-				continue;
-			}
 			tlm__err("dpdk: transport_args: '%s' is not key=value", tok);
 			return -EINVAL;
 		}
 		*v++ = 0;
-		if (!strcmp(k, "dpdk-args")) {
-			if (append(c->eal, sizeof(c->eal), " ", v))
-				return -EINVAL;
-		} else if (!strcmp(k, "port")) {
+		if (!strcmp(k, "port")) {
 			snprintf(c->dev, sizeof(c->dev), "%s", v);
 		} else if (!strcmp(k, "vdev")) {
 			if (append(c->vdev, sizeof(c->vdev), ",", v))
@@ -354,6 +357,10 @@ static int parse_args(const char *args, struct cfg *c)
 			if (inet_pton(AF_INET, v, &a) != 1)
 				return -EINVAL;
 			c->ip = ntohl(a.s_addr);
+		} else if (!strcmp(k, "peer-mac")) {
+			if (rte_ether_unformat_addr(v, &c->peer_mac))
+				return -EINVAL;
+			c->peer_mac_set = true;
 		} else if (!strcmp(k, "mtu")) {
 			c->mtu = (uint32_t)strtoul(v, NULL, 10);
 			if (c->mtu < 576 || c->mtu > 9000)
@@ -538,6 +545,8 @@ static void flush_tx(struct dport *p)
 	p->ntx = 0;
 }
 
+static void out_data(struct dport *p, struct dlane *l, struct rte_mbuf *m);
+
 static void send_ctl(struct dport *p, struct dlane *l, uint8_t type)
 {
 	uint8_t *h;
@@ -553,7 +562,7 @@ static void send_ctl(struct dport *p, struct dlane *l, uint8_t type)
 	l->need_ack = false;
 	l->last_tx = tlm__now_ns();
 	l->tx_pkts++;
-	out_pkt(p, l, m);
+	out_data(p, l, m);
 }
 
 static void arp_learn(struct dport *p, uint32_t ip, const struct rte_ether_addr *mac)
@@ -745,6 +754,44 @@ static void rx_syn(struct dport *p, const struct rte_ether_hdr *eh, uint32_t sip
 	pthread_cond_broadcast(&x->cv);
 }
 
+/* Out-of-order byte ranges held in the receive ring past rcv_nxt, sorted,
+ * disjoint. A range that does not fit is dropped: the sender re-sends. */
+static void ooo_add(struct dlane *l, uint64_t a, uint64_t b)
+{
+	unsigned i, j;
+
+	for (i = 0; i < l->nooo && l->ooo[i].b < a; i++)
+		;
+	/* merge every range that touches [a, b) */
+	for (j = i; j < l->nooo && l->ooo[j].a <= b; j++) {
+		if (l->ooo[j].a < a)
+			a = l->ooo[j].a;
+		if (l->ooo[j].b > b)
+			b = l->ooo[j].b;
+	}
+	if (j == i && l->nooo == RTE_DIM(l->ooo))
+		return;
+	memmove(&l->ooo[i + 1], &l->ooo[j], (l->nooo - j) * sizeof(l->ooo[0]));
+	l->nooo = l->nooo - (j - i) + 1;
+	l->ooo[i].a = a;
+	l->ooo[i].b = b;
+}
+
+static void ooo_drain(struct dlane *l)
+{
+	unsigned n = 0;
+
+	while (n < l->nooo && l->ooo[n].a <= l->rcv_nxt) {
+		if (l->ooo[n].b > l->rcv_nxt)
+			l->rcv_nxt = l->ooo[n].b;
+		n++;
+	}
+	if (n) {
+		memmove(&l->ooo[0], &l->ooo[n], (l->nooo - n) * sizeof(l->ooo[0]));
+		l->nooo -= n;
+	}
+}
+
 static void rx_lane(struct dport *p, struct dlane *l, uint8_t type, uint32_t src_id,
 		    uint32_t wnd, uint64_t seq, uint64_t ack, const uint8_t *data, uint32_t dlen)
 {
@@ -785,9 +832,13 @@ static void rx_lane(struct dport *p, struct dlane *l, uint8_t type, uint32_t src
 		l->rto_ns = RTO_INIT_NS;
 		l->rto_at = l->snd_una < l->snd_nxt ? now + l->rto_ns : 0;
 		pthread_cond_broadcast(&l->cv);
-	} else if (ack == l->snd_una && !dlen && type == PT_DATA && l->snd_nxt > l->snd_una) {
+	} else if (ack == l->snd_una && !dlen && type == PT_DATA && l->snd_nxt > l->snd_una &&
+		   l->snd_una >= l->recover) {
+		/* one rewind per loss: the copies a rewind re-sends come back
+		 * as duplicate ACKs too, and must not trigger another */
 		if (++l->dupacks == 3) {
 			l->retrans += (l->snd_nxt - l->snd_una + p->mss - 1) / p->mss;
+			l->recover = l->snd_nxt;
 			l->snd_nxt = l->snd_una;   /* go back N */
 		}
 	}
@@ -797,20 +848,32 @@ static void rx_lane(struct dport *p, struct dlane *l, uint8_t type, uint32_t src
 		l->need_ack = true;
 	if (dlen) {
 		uint64_t fill = l->rcv_nxt - l->rcv_rd;
-		if (seq == l->rcv_nxt && fill + dlen <= RING_BYTES) {
-			size_t off = (size_t)(l->rcv_nxt % RING_BYTES);
-			size_t k = RING_BYTES - off < dlen ? RING_BYTES - off : dlen;
-			memcpy(l->rbuf + off, data, k);
-			memcpy(l->rbuf, data + k, dlen - k);
-			bool was_empty = fill == 0;
-			l->rcv_nxt += dlen;
-			if (was_empty) {
-				uint64_t one = 1;
-				if (write(l->efd, &one, sizeof(one)) < 0) {
-					/* saturated counter: still readable */
+		/* anything inside our window is kept, in order or not: bytes
+		 * past rcv_nxt wait in the ring (invisible to the reader) until
+		 * the hole before them fills, so the sender's go-back-N rewind
+		 * costs one round trip, not the whole window again */
+		if (seq + dlen > l->rcv_nxt && seq + dlen <= l->rcv_rd + RING_BYTES &&
+		    seq <= l->rcv_nxt + RING_BYTES) {
+			uint64_t from = seq < l->rcv_nxt ? l->rcv_nxt : seq;
+			const uint8_t *d = data + (from - seq);
+			size_t len = (size_t)(seq + dlen - from);
+			size_t off = (size_t)(from % RING_BYTES);
+			size_t k = RING_BYTES - off < len ? RING_BYTES - off : len;
+			memcpy(l->rbuf + off, d, k);
+			memcpy(l->rbuf, d + k, len - k);
+			if (from == l->rcv_nxt) {
+				l->rcv_nxt += len;
+				ooo_drain(l);
+				if (fill == 0) {
+					uint64_t one = 1;
+					if (write(l->efd, &one, sizeof(one)) < 0) {
+						/* saturated counter: still readable */
+					}
 				}
+				pthread_cond_broadcast(&l->cv);
+			} else {
+				ooo_add(l, from, from + len);
 			}
-			pthread_cond_broadcast(&l->cv);
 		}
 		/* in order or not, tell the sender where we are; out of order
 		 * this is the duplicate ACK that triggers its rewind */
@@ -950,6 +1013,7 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 	/* retransmission timeout: go back to the oldest unacked byte */
 	if (l->rto_at && now >= l->rto_at && l->snd_una < l->snd_nxt) {
 		l->retrans += (l->snd_nxt - l->snd_una + p->mss - 1) / p->mss;
+		l->recover = l->snd_nxt;
 		l->snd_nxt = l->snd_una;
 		l->rto_ns = l->rto_ns * 2 > RTO_MAX_NS ? RTO_MAX_NS : l->rto_ns * 2;
 		l->rto_at = 0;
@@ -1401,6 +1465,9 @@ static void lane_release(struct dlane *l)
 	 * the port lock once makes sure that round is over */
 	lock_port(p);
 	pthread_mutex_unlock(&p->lock);
+	tlm__dbg("dpdk: lane %u (%s) closed: %llu pkts out, %llu in, %llu segments re-sent",
+		 l->base.index, l->base.peer, (unsigned long long)l->tx_pkts,
+		 (unsigned long long)l->rx_pkts, (unsigned long long)l->retrans);
 	lane_free(l);
 }
 
@@ -1519,6 +1586,10 @@ static int d_connect(const char *addr, const char *port, const char *args,
 	if (p->next_eph < 49152)
 		p->next_eph = 49152;
 	l->local = local;
+	if (c.peer_mac_set) {
+		l->peer_mac = c.peer_mac;
+		l->mac_known = true;
+	}
 	l->base.index = index;
 	snprintf(l->base.peer, sizeof(l->base.peer), "%s:%u", addr ? addr : "198.18.0.1", udp);
 	l->next = p->lanes;

@@ -59,12 +59,15 @@ static double now_s(void)
 
 /* ---- raw PMD blast ---- */
 
-static int raw_eal(const char *vdev)
+/* Receiver on cpu 0, sender on cpu 1: two EALs pinned to the same core
+ * would time-slice one core and measure the scheduler, not the PMD. */
+static int raw_eal(const char *vdev, int cpu)
 {
-	char prefix[64], vd[256];
+	char prefix[64], vd[256], lc[16];
+	snprintf(lc, sizeof(lc), "%d", sysconf(_SC_NPROCESSORS_ONLN) > 1 ? cpu : 0);
 	snprintf(prefix, sizeof(prefix), "--file-prefix=tlmbench-%d", (int)getpid());
 	snprintf(vd, sizeof(vd), "--vdev=%s", vdev);
-	char *argv[] = { "bench", "--no-huge", "--no-pci", "-m", "512", prefix, "-l", "0",
+	char *argv[] = { "bench", "--no-huge", "--no-pci", "-m", "512", prefix, "-l", lc,
 			 "--no-telemetry", "--log-level=*:error", vd, NULL };
 	return rte_eal_init((int)(sizeof(argv) / sizeof(argv[0])) - 1, argv);
 }
@@ -91,7 +94,7 @@ static void raw_rx(int out, const char *sock)
 	double t0 = 0, t1 = 0, c0 = 0, start;
 
 	snprintf(vd, sizeof(vd), "net_memif0,role=server,id=0,socket=%s,socket-abstract=yes", sock);
-	if (raw_eal(vd) < 0 || !raw_port(&port))
+	if (raw_eal(vd, 0) < 0 || !raw_port(&port))
 		exit(1);
 	dprintf(out, "ready\n");
 	start = now_s();
@@ -124,7 +127,7 @@ static void raw_tx(const char *sock)
 	struct rte_eth_link link;
 
 	snprintf(vd, sizeof(vd), "net_memif0,role=client,id=0,socket=%s,socket-abstract=yes", sock);
-	if (raw_eal(vd) < 0 || !(mp = raw_port(&port)))
+	if (raw_eal(vd, 1) < 0 || !(mp = raw_port(&port)))
 		exit(1);
 	for (int i = 0; i < 5000; i++) {
 		if (rte_eth_link_get_nowait(port, &link) == 0 && link.link_status)
@@ -132,9 +135,12 @@ static void raw_tx(const char *sock)
 		usleep(1000);
 	}
 	double end = now_s() + seconds;
+	uint64_t sent = 0, fails = 0;
 	while (now_s() < end) {
-		if (rte_pktmbuf_alloc_bulk(mp, b, 32))
+		if (rte_pktmbuf_alloc_bulk(mp, b, 32)) {
+			fails++;
 			continue;
+		}
 		for (int i = 0; i < 32; i++) {
 			uint8_t *p = (uint8_t *)rte_pktmbuf_append(b[i], FRAME_BYTES);
 			memset(p, 0xff, 64);   /* headers only: no payload copy */
@@ -142,7 +148,11 @@ static void raw_tx(const char *sock)
 		uint16_t k = 0;
 		while (k < 32)
 			k += rte_eth_tx_burst(port, 0, b + k, (uint16_t)(32 - k));
+		sent += 32;
 	}
+	if (getenv("TLM_BENCH_DEBUG"))
+		fprintf(stderr, "raw tx: %llu frames, %llu alloc failures\n",
+			(unsigned long long)sent, (unsigned long long)fails);
 	exit(0);
 }
 

@@ -21,10 +21,13 @@ echo "$out" | grep -q '"receiver":[1-9]' || bad "receiver peak RSS missing"
 out=$("$TLM" bench transport --lanes 7 --bytes 5000 --page-size 1024 --json) || bad "odd size exited $?"
 echo "$out" | grep -q '"verified":true' || bad "odd size not verified"
 
+out=$("$TLM" bench transport --lanes 2 --bytes 8M --verify crc --json) || bad "verify crc exited $?"
+echo "$out" | grep -q '"verified":true,"verify":"crc"' || bad "verify crc not verified"
+
 "$TLM" bench transport --help | grep -q -- '--lanes' || bad "--help"
 for args in "--lanes 0" "--lanes 64" "--bytes 12Q" "--page-size 3000" "--transport nope" \
 	    "--listen 127.0.0.1:1 --connect 127.0.0.1:1" "--frobnicate" "--lanes" \
-	    "--connect 127.0.0.1:9"; do
+	    "--connect 127.0.0.1:9" "--verify bytes"; do
 	# shellcheck disable=SC2086
 	"$TLM" bench transport $args >/dev/null 2>&1
 	rc=$?

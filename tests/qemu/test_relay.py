@@ -1,0 +1,418 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Relay migrations of the test guest between two real QEMUs (TCG), driven
+through the `tlm migrate` / `tlm receive` commands.
+
+    test_relay.py --tlm build/cli/tlm --kernel guest.elf --guest-py DIR CASE
+
+Cases:
+  idle-qemu, idle-tlm, mg-qemu, mg-tlm   a migration that must complete: the
+      destination runs, the source is stopped only at the end, and the guest
+      on the destination verifies every page (two full verification passes
+      after the switchover) with zero errors.
+  dest-killed   the destination QEMU is killed mid-migration
+  lane-cut      one data lane is cut mid-migration (a TCP proxy in between)
+  wrong-psk     the source holds another key
+  garbage       random bytes on the receiver's port, then a good migration
+  In the failure cases the source VM must still run afterwards and its guest
+  still verify clean; `tlm migrate` must fail with a clear message.
+
+Each QEMU gets two QMP sockets: one for tlm, one for this test.
+Exit 0 pass, 1 fail, 77 skip (no QEMU / no guest).
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+MEM_MIB = 128
+LANES = 4
+
+
+def fail(msg):
+    print('FAIL: ' + msg, flush=True)
+    sys.exit(1)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+    print('ok ' + msg, flush=True)
+
+
+class QMP:
+    """Just enough QMP for the test's own monitor socket."""
+
+    def __init__(self, path, timeout=20):
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                self.s = socket.socket(socket.AF_UNIX)
+                self.s.connect(path)
+                break
+            except OSError:
+                self.s.close()
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.05)
+        self.s.settimeout(timeout)
+        self.f = self.s.makefile('rb')
+        json.loads(self.f.readline())
+        self.cmd('qmp_capabilities')
+
+    def cmd(self, name, **args):
+        msg = {'execute': name}
+        if args:
+            msg['arguments'] = args
+        self.s.sendall(json.dumps(msg).encode() + b'\n')
+        while True:
+            line = self.f.readline()
+            if not line:
+                raise EOFError('QMP closed')
+            r = json.loads(line)
+            if 'return' in r:
+                return r['return']
+            if 'error' in r:
+                raise RuntimeError(r['error'])
+
+    def status(self):
+        return self.cmd('query-status')['status']
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+
+class VM:
+    def __init__(self, guestrun, kernel, workdir, name, append, incoming=False):
+        self.dir = os.path.join(workdir, name)
+        os.mkdir(self.dir)
+        self.tlm_qmp = os.path.join(self.dir, 'tlm.qmp')
+        self.test_qmp = os.path.join(self.dir, 'test.qmp')
+        extra = ['-qmp', 'unix:%s,server=on,wait=off' % self.tlm_qmp,
+                 '-qmp', 'unix:%s,server=on,wait=off' % self.test_qmp]
+        if incoming:
+            extra += ['-incoming', 'defer']
+        self.g = guestrun.Guest(kernel, append=append, mem_mib=MEM_MIB, workdir=self.dir,
+                                gdb=False, extra_args=extra)
+        self.g.start()
+        self.q = QMP(self.test_qmp)
+
+    def alive(self):
+        return self.g.proc.poll() is None
+
+    def stop(self):
+        self.q.close()
+        self.g.stop()
+
+
+def wait_verified(vm, what, timeout=90, idle=False):
+    """Two complete verification passes with no error (the first may have
+    started before the point of interest)."""
+    key = 'sweep' if idle else 'vpasses'
+    vm.g.log.poll()
+    last = vm.g.log.last('status')
+    base = last[key] if last else None
+
+    def done(lg):
+        st = lg.last('status')
+        if st is None:
+            return False
+        start = base if base is not None else first_status(lg)[key]
+        return st[key] >= start + 2
+
+    vm.g.wait_for(done, timeout, what)
+    s = vm.g.log.summary()
+    check(s['errors'] == 0 and not s['faults'],
+          '%s: guest verified every page, %d errors (status %s)'
+          % (what, s['errors'], s['status']))
+
+
+def first_status(lg):
+    for k, f in lg.events:
+        if k == 'status':
+            return f
+    return None
+
+
+def run_tlm(args, **kw):
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, **kw)
+
+
+def finish(p, what, timeout=120):
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        fail('%s did not finish in %d s: %s' % (what, timeout, err.decode()[-2000:]))
+    out, err = out.decode(), err.decode()
+    sys.stdout.write('--- %s (exit %d)\n%s%s' % (what, p.returncode, out, err))
+    return p.returncode, out, err
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class LaneCutter:
+    """A TCP proxy for the tlm session: forwards every lane, and cuts the
+    connection number `victim` (0 = control, 1 = main, 2.. = multifd) once
+    `after` bytes went through it towards the receiver."""
+
+    def __init__(self, target_port, victim, after):
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(('127.0.0.1', 0))
+        self.ls.listen(64)
+        self.port = self.ls.getsockname()[1]
+        self.target = target_port
+        self.victim = victim
+        self.after = after
+        self.cut = threading.Event()
+        self.n = 0
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            u = socket.create_connection(('127.0.0.1', self.target))
+            idx = self.n
+            self.n += 1
+            threading.Thread(target=self.pump, args=(c, u, idx, True), daemon=True).start()
+            threading.Thread(target=self.pump, args=(u, c, idx, False), daemon=True).start()
+
+    def pump(self, a, b, idx, fwd):
+        sent = 0
+        try:
+            while True:
+                d = a.recv(1 << 16)
+                if not d:
+                    b.shutdown(socket.SHUT_WR)
+                    return
+                b.sendall(d)
+                sent += len(d)
+                if fwd and idx == self.victim and sent >= self.after and not self.cut.is_set():
+                    self.cut.set()
+                    for s in (a, b):
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\0\0\0\0\0\0\0')
+                        s.close()
+                    return
+        except OSError:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--tlm', required=True)
+    ap.add_argument('--kernel', required=True)
+    ap.add_argument('--guest-py', required=True)
+    ap.add_argument('case')
+    a = ap.parse_args()
+
+    sys.path.insert(0, a.guest_py)
+    import guestrun
+    if not guestrun.find_qemu():
+        print('SKIP: qemu-system-x86_64 not found')
+        sys.exit(77)
+    if not os.path.exists(a.kernel):
+        print('SKIP: test guest not built')
+        sys.exit(77)
+
+    case = a.case
+    workdir = tempfile.mkdtemp(prefix='tlm-relay-test-')
+    vms = []
+    procs = []
+    try:
+        old = os.umask(0o077)
+        psk = os.path.join(workdir, 'psk')
+        with open(psk, 'w') as f:
+            f.write(os.urandom(32).hex())
+        other_psk = os.path.join(workdir, 'psk2')
+        with open(other_psk, 'w') as f:
+            f.write(os.urandom(32).hex())
+        os.umask(old)
+
+        pattern = case.split('-')[0] if case.split('-')[0] in ('idle', 'mg') else 'mg'
+        idle = pattern == 'idle'
+        if idle:
+            append = 'pattern=idle rate=16384'
+        elif case == 'mg-qemu':
+            # Rate-limited so QEMU's own precopy converges; every write
+            # also verifies one page so a full pass does not take long.
+            append = 'pattern=mg rate=4000 verify=1'
+        elif case == 'mg-tlm':
+            append = 'pattern=mg rate=0 verify=2'
+        else:
+            append = 'pattern=mg rate=4000 verify=1'
+        policy = case.split('-')[1] if case in ('idle-qemu', 'idle-tlm', 'mg-qemu', 'mg-tlm') \
+            else 'tlm'
+
+        src = VM(guestrun, a.kernel, workdir, 'src', append)
+        vms.append(src)
+        dst = VM(guestrun, a.kernel, workdir, 'dst', append, incoming=True)
+        vms.append(dst)
+        src.g.wait_filled(60)
+        src.g.wait_status(1, 30)
+        check(src.q.status() == 'running', 'source guest running')
+        check(dst.q.status() == 'inmigrate', 'destination waiting (inmigrate)')
+
+        port = free_port()
+        recv = run_tlm([a.tlm, 'receive', '--qmp', dst.tlm_qmp, '--listen',
+                        '127.0.0.1:%d' % port, '--psk', psk, '--lanes', str(LANES),
+                        '--accept-timeout', '60', '--json'])
+        procs.append(recv)
+        time.sleep(0.3)
+        mig_args = [a.tlm, 'migrate', '--qmp', src.tlm_qmp, '--lanes', str(LANES),
+                    '--policy', policy, '--json', '--timeout', '120']
+
+        if case in ('idle-qemu', 'idle-tlm', 'mg-qemu', 'mg-tlm'):
+            mig = run_tlm(mig_args + ['--to', '127.0.0.1:%d' % port, '--psk', psk])
+            procs.append(mig)
+            seen = []
+            while mig.poll() is None:
+                try:
+                    st = src.q.status()
+                except (OSError, EOFError, RuntimeError):
+                    break
+                if not seen or seen[-1] != st:
+                    seen.append(st)
+                time.sleep(0.02)
+            rc, out, _ = finish(mig, 'tlm migrate')
+            rrc, rout, _ = finish(recv, 'tlm receive')
+            check(rc == 0, 'tlm migrate exit 0')
+            check(rrc == 0, 'tlm receive exit 0')
+            r = json.loads(out.strip().splitlines()[-1])
+            check(r['completed'] is True and r['status'] == 'completed',
+                  'completed (total %d ms, downtime %d ms)' % (r['total_ms'], r['downtime_ms']))
+            check(r['lanes'] == LANES and len(r['lane_bytes']) == LANES + 1,
+                  'lanes %d, per-lane bytes %s' % (r['lanes'], r['lane_bytes']))
+            check(all(b > 0 for b in r['lane_bytes']), 'every lane carried bytes')
+            check(r['bytes'] >= MEM_MIB * 1024 * 1024 // 8 and r['policy'] == policy
+                  and r['transport'] == 'tcp', 'bytes %d, policy %s' % (r['bytes'], r['policy']))
+            check(dst.q.status() == 'running', 'destination running')
+            final = src.q.status()
+            check(final == 'postmigrate', 'source stopped after success (%s)' % final)
+            check(seen and seen[0] == 'running' and
+                  all(s in ('running', 'finish-migrate', 'paused', 'postmigrate') for s in seen),
+                  'source ran until the switchover (%s)' % ','.join(seen))
+            wait_verified(dst, 'destination after migration', idle=idle)
+            return
+
+        if case == 'wrong-psk':
+            mig = run_tlm(mig_args + ['--to', '127.0.0.1:%d' % port, '--psk', other_psk])
+            procs.append(mig)
+            rc, out, err = finish(mig, 'tlm migrate')
+            check(rc != 0, 'tlm migrate with the wrong key fails')
+            check('auth' in (out + err).lower(), 'the message names authentication')
+            check(recv.poll() is None, 'tlm receive still waiting for a good session')
+            recv.send_signal(signal.SIGINT)
+            rrc, _, _ = finish(recv, 'tlm receive (interrupted)', 30)
+            check(rrc != 0, 'interrupted receive exits non-zero')
+            end = time.monotonic() + 15
+            while dst.alive() and time.monotonic() < end:
+                time.sleep(0.1)
+            check(not dst.alive(), 'destination QEMU told to quit')
+        elif case == 'garbage':
+            for n in range(3):
+                g = socket.create_connection(('127.0.0.1', port))
+                g.sendall(random.randbytes(4096 * (n + 1)))
+                try:
+                    g.shutdown(socket.SHUT_WR)
+                    g.recv(100)
+                except OSError:
+                    pass
+                g.close()
+            g = socket.create_connection(('127.0.0.1', port))
+            g.sendall(b'QEVM\0\0\0\3' + b'\0' * 600)
+            g.close()
+            time.sleep(0.5)
+            check(recv.poll() is None, 'tlm receive survived garbage on its port')
+            check(src.q.status() == 'running', 'source still running')
+            wait_verified(src, 'source after garbage', idle=idle)
+            mig = run_tlm(mig_args + ['--to', '127.0.0.1:%d' % port, '--psk', psk])
+            procs.append(mig)
+            rc, out, _ = finish(mig, 'tlm migrate')
+            rrc, _, _ = finish(recv, 'tlm receive')
+            check(rc == 0 and rrc == 0, 'a good migration still completes after garbage')
+            check(dst.q.status() == 'running', 'destination running')
+            wait_verified(dst, 'destination after migration')
+            return
+        elif case == 'dest-killed':
+            mig = run_tlm(mig_args + ['--to', '127.0.0.1:%d' % port, '--psk', psk,
+                                      '--max-bandwidth', '16M'])
+            procs.append(mig)
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                st = src.q.cmd('query-migrate')
+                if st.get('status') == 'active' and st.get('ram', {}).get('transferred', 0) > 8 << 20:
+                    break
+                time.sleep(0.05)
+            check(st.get('status') == 'active', 'migration under way (%d bytes sent)'
+                  % st.get('ram', {}).get('transferred', 0))
+            dst.g.proc.kill()
+            rc, out, err = finish(mig, 'tlm migrate')
+            finish(recv, 'tlm receive')
+            check(rc != 0, 'tlm migrate fails when the destination dies')
+        elif case == 'lane-cut':
+            cutter = LaneCutter(port, victim=3, after=4 << 20)
+            mig = run_tlm(mig_args + ['--to', '127.0.0.1:%d' % cutter.port, '--psk', psk,
+                                      '--max-bandwidth', '16M'])
+            procs.append(mig)
+            rc, out, err = finish(mig, 'tlm migrate')
+            rrc, _, _ = finish(recv, 'tlm receive')
+            check(cutter.cut.is_set(), 'lane 2 was cut mid-migration')
+            check(rc != 0 and rrc != 0, 'tlm migrate and tlm receive fail')
+            check('lane' in (out + err).lower(), 'the message names the lane')
+            end = time.monotonic() + 15
+            while dst.alive() and time.monotonic() < end:
+                time.sleep(0.1)
+            if dst.alive() and os.environ.get('TLM_TEST_HOLD'):
+                print('HOLD dst pid', dst.g.proc.pid, flush=True)
+                time.sleep(60)
+            check(not dst.alive(), 'destination QEMU quit')
+        else:
+            fail('unknown case ' + case)
+
+        # Every failure case: the source VM runs on, and its guest is intact.
+        st = src.q.status()
+        check(st == 'running', 'source VM still running (%s)' % st)
+        mst = src.q.cmd('query-migrate').get('status', 'none')
+        check(mst in ('none', 'cancelled', 'failed'), 'source migration state %s' % mst)
+        wait_verified(src, 'source after the failure', idle=idle)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for vm in vms:
+            vm.stop()
+        if not os.environ.get('TLM_KEEP'):
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()
+    print('PASS')

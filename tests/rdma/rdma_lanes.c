@@ -1,0 +1,417 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * RDMA lanes end to end, two processes, over Soft-RoCE: run inside the VM
+ * harness (tests/vm/run-in-vm.sh), where rxe0 carries 198.18.0.1. The
+ * accepting side is the parent, the connecting side a forked child; each
+ * scenario is one lane, in this order:
+ *   stream    8 MiB in writes of random sizes, content checked, FIN -> 0,
+ *             then a reply the other way
+ *   pages     page mode: 3000 records of varied length (zero pages, LAST),
+ *             every byte checked by the sink
+ *   badcrc    a record whose crc is wrong: -TLM_ECRC, nothing applied
+ *   vanish    the peer closes mid-stream without FIN: -TLM_EPEERCLOSED
+ * and, in the child before any lane, a memlock limit too low to register
+ * the buffers: -ENOMEM with a message naming RLIMIT_MEMLOCK.
+ * Exits 77 when there is no RDMA device (not inside the VM).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <linux/capability.h>
+
+#include "tlm-internal.h"
+
+extern const struct tlm_lane_ops tlm__rdma_ops;
+static const struct tlm_lane_ops *ops = &tlm__rdma_ops;
+
+#define TMO 20000
+#define STREAM_BYTES (8u << 20)
+#define N_PAGES 3000
+
+static const char *who = "server";
+static char last_log[1024];
+
+static void log_fn(int level, const char *msg, void *arg)
+{
+	(void)arg;
+	snprintf(last_log, sizeof(last_log), "%s", msg);
+	if (level <= TLM_LOG_INFO)
+		fprintf(stderr, "[%s] log: %s\n", who, msg);
+}
+
+#define CHECK(c, ...) do { if (!(c)) { \
+	fprintf(stderr, "[%s] FAIL %s:%d: ", who, __FILE__, __LINE__); \
+	fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } } while (0)
+
+static uint8_t pat(uint64_t i)
+{
+	uint64_t x = i * 0x9e3779b97f4a7c15ull;
+
+	return (uint8_t)(x >> 56 ^ x >> 17);
+}
+
+static uint32_t rnd(uint32_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 17;
+	*s ^= *s << 5;
+	return *s;
+}
+
+/* ---- page records ---- */
+
+static uint32_t page_len(unsigned i)
+{
+	static const uint32_t lens[] = { 4096, 4096, 1, 100, 4095, 0, 4096, 2048 };
+
+	return lens[i % 8];
+}
+
+static void page_fill(uint8_t *buf, unsigned i, uint32_t len)
+{
+	for (uint32_t k = 0; k < len; k++)
+		buf[k] = pat((uint64_t)i << 13 | k);
+}
+
+struct sink_state {
+	unsigned n;
+	bool last;
+	uint8_t buf[4096];
+};
+
+static int sink_apply(void *arg, const struct tlm_page_rec *r)
+{
+	struct sink_state *s = arg;
+
+	if (r->flags & TLM_PF_LAST) {
+		s->last = true;
+		return 0;
+	}
+	CHECK(r->index == s->n, "record %u out of order (index %llu)", s->n,
+	      (unsigned long long)r->index);
+	CHECK(r->region == s->n % 3 && r->epoch == s->n / 100, "record %u: bad region/epoch", s->n);
+	if (page_len(s->n) == 0) {
+		CHECK(r->flags & TLM_PF_ZERO && r->len == 0, "record %u: not a zero page", s->n);
+	} else {
+		CHECK(r->len == page_len(s->n), "record %u: len %u", s->n, r->len);
+		page_fill(s->buf, s->n, r->len);
+		CHECK(memcmp(s->buf, r->data, r->len) == 0, "record %u: content differs", s->n);
+	}
+	s->n++;
+	return 0;
+}
+
+static int count_apply(void *arg, const struct tlm_page_rec *r)
+{
+	(void)r;
+	(*(unsigned *)arg)++;
+	return 0;
+}
+
+static void make_rec(struct tlm_page_rec *r, uint8_t *buf, unsigned i)
+{
+	memset(r, 0, sizeof(*r));
+	r->index = i;
+	r->region = (uint16_t)(i % 3);
+	r->epoch = i / 100;
+	r->len = page_len(i);
+	if (r->len == 0) {
+		r->flags = TLM_PF_ZERO;
+	} else {
+		page_fill(buf, i, r->len);
+		r->data = buf;
+		r->crc = tlm_crc32c(0, buf, r->len);
+	}
+}
+
+/* ---- accepting side ---- */
+
+static struct tlm_lane *accept_one(struct tlm_xlistener *xl)
+{
+	struct tlm_lane *l = NULL;
+	int rc = ops->accept(xl, TMO, &l);
+
+	CHECK(rc == 0, "accept: %s", tlm_strerror(rc));
+	return l;
+}
+
+static void server(struct tlm_xlistener *xl)
+{
+	static uint8_t buf[300000];
+	struct tlm_lane *l;
+	uint64_t got = 0;
+	ssize_t n;
+	int rc;
+
+	/* stream */
+	l = accept_one(xl);
+	for (;;) {
+		n = ops->dp->read(l, buf, sizeof(buf), TMO);
+		CHECK(n >= 0, "stream read: %s", tlm_strerror((int)n));
+		if (n == 0)
+			break;
+		for (ssize_t k = 0; k < n; k++)
+			CHECK(buf[k] == pat(got + (uint64_t)k), "stream byte %llu differs",
+			      (unsigned long long)(got + (uint64_t)k));
+		got += (uint64_t)n;
+	}
+	CHECK(got == STREAM_BYTES, "stream: %llu bytes, want %u", (unsigned long long)got,
+	      STREAM_BYTES);
+	n = snprintf((char *)buf, sizeof(buf), "got %llu", (unsigned long long)got);
+	CHECK(ops->dp->write(l, buf, (size_t)n) == n, "reply write");
+	CHECK(ops->dp->shutdown(l) == 0, "reply shutdown");
+	/* Wait for the child's close so our close does not race its reads. */
+	n = ops->dp->read(l, buf, 1, TMO);
+	CHECK(n == -TLM_EPEERCLOSED || n == 0, "after reply: %zd", n);
+	ops->close(l);
+	printf("PASS stream: %u bytes checked, FIN seen, reply sent\n", STREAM_BYTES);
+
+	/* pages */
+	{
+		struct sink_state *st = calloc(1, sizeof(*st));
+		struct tlm_page_sink sink = { sink_apply, st };
+
+		l = accept_one(xl);
+		CHECK(ops->set_mode(l, TLM_MODE_PAGES) == 0, "set_mode");
+		l->mode = TLM_MODE_PAGES;
+		while (!st->last) {
+			rc = ops->dp->recv_pages(l, &sink, TMO);
+			CHECK(rc > 0, "recv_pages after %u: %s", st->n, tlm_strerror(rc));
+		}
+		CHECK(st->n == N_PAGES, "pages: %u records, want %u", st->n, N_PAGES);
+		printf("PASS pages: %u records checked (rx %llu bytes)\n", st->n,
+		       (unsigned long long)l->rx_bytes);
+		ops->close(l);
+		free(st);
+	}
+
+	/* badcrc: two good records, then one whose crc is off */
+	{
+		unsigned cnt = 0;
+		struct tlm_page_sink sink = { count_apply, &cnt };
+
+		l = accept_one(xl);
+		ops->set_mode(l, TLM_MODE_PAGES);
+		l->mode = TLM_MODE_PAGES;
+		do {
+			rc = ops->dp->recv_pages(l, &sink, TMO);
+		} while (rc > 0);
+		CHECK(rc == -TLM_ECRC, "bad crc gave %s", tlm_strerror(rc));
+		CHECK(cnt == 2, "bad crc: %u records applied, want 2", cnt);
+		CHECK(ops->dp->recv_pages(l, &sink, 100) == -TLM_ECRC, "lane not dead after ECRC");
+		ops->close(l);
+		printf("PASS badcrc: -TLM_ECRC after the 2 good records\n");
+	}
+
+	/* vanish */
+	l = accept_one(xl);
+	got = 0;
+	for (;;) {
+		n = ops->dp->read(l, buf, sizeof(buf), TMO);
+		if (n <= 0)
+			break;
+		got += (uint64_t)n;
+	}
+	CHECK(got == 1000 && n == -TLM_EPEERCLOSED, "vanish: %llu bytes then %s",
+	      (unsigned long long)got, tlm_strerror((int)n));
+	CHECK(ops->dp->write(l, "x", 1) == -TLM_EPEERCLOSED, "write after vanish");
+	ops->close(l);
+	printf("PASS vanish: 1000 bytes then -TLM_EPEERCLOSED\n");
+}
+
+/* ---- connecting side ---- */
+
+static struct tlm_lane *connect_one(const char *addr, const char *port)
+{
+	struct tlm_lane *l = NULL;
+	int rc = ops->connect(addr, port, "dev=rxe0", 1, TMO, &l);
+
+	CHECK(rc == 0, "connect: %s", tlm_strerror(rc));
+	return l;
+}
+
+/* Root passes any memlock limit (CAP_IPC_LOCK); drop it to feel one. */
+static void drop_ipc_lock(void)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[2];
+
+	if (syscall(SYS_capget, &h, d) == 0) {
+		d[CAP_IPC_LOCK / 32].effective &= ~(1u << (CAP_IPC_LOCK % 32));
+		syscall(SYS_capset, &h, d);
+	}
+}
+
+static void memlock_check(const char *addr, const char *port)
+{
+	pid_t pid = fork();
+	int st;
+
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		struct rlimit rl = { 64 << 10, 64 << 10 };
+		struct tlm_lane *l = NULL;
+		int rc;
+
+		who = "memlock";
+		drop_ipc_lock();
+		CHECK(setrlimit(RLIMIT_MEMLOCK, &rl) == 0, "setrlimit");
+		rc = ops->connect(addr, port, NULL, 1, TMO, &l);
+		CHECK(rc == -ENOMEM, "connect under 64 KiB memlock gave %s", tlm_strerror(rc));
+		CHECK(strstr(last_log, "RLIMIT_MEMLOCK") && strstr(last_log, "raise it by"),
+		      "message does not say which limit to raise: %s", last_log);
+		_exit(0);
+	}
+	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "memlock child failed");
+	printf("PASS memlock: -ENOMEM, message names RLIMIT_MEMLOCK\n");
+}
+
+static void client(const char *addr, const char *port)
+{
+	static uint8_t buf[300000];
+	struct tlm_lane *l;
+	uint32_t seed = 12345;
+	uint64_t sent = 0;
+	ssize_t n;
+
+	memlock_check(addr, port);
+
+	/* stream */
+	l = connect_one(addr, port);
+	while (sent < STREAM_BYTES) {
+		size_t len = 1 + rnd(&seed) % sizeof(buf);
+
+		if (len > STREAM_BYTES - sent)
+			len = STREAM_BYTES - sent;
+		for (size_t k = 0; k < len; k++)
+			buf[k] = pat(sent + k);
+		n = ops->dp->write(l, buf, len);
+		CHECK(n == (ssize_t)len, "stream write: %s", tlm_strerror((int)n));
+		sent += len;
+	}
+	CHECK(ops->dp->shutdown(l) == 0, "shutdown");
+	{
+		char reply[64] = { 0 };
+		size_t got = 0;
+
+		while ((n = ops->dp->read(l, reply + got, sizeof(reply) - 1 - got, TMO)) > 0)
+			got += (size_t)n;
+		CHECK(n == 0, "reply read: %s", tlm_strerror((int)n));
+		CHECK(strcmp(reply, "got 8388608") == 0, "reply '%s'", reply);
+	}
+	ops->close(l);
+
+	/* pages, in bursts of 100 */
+	{
+		static uint8_t data[100][4096];
+		struct tlm_page_rec recs[100];
+
+		l = connect_one(addr, port);
+		CHECK(ops->set_mode(l, TLM_MODE_PAGES) == 0, "set_mode");
+		l->mode = TLM_MODE_PAGES;
+		for (unsigned i = 0; i < N_PAGES; i += 100) {
+			for (unsigned k = 0; k < 100; k++)
+				make_rec(&recs[k], data[k], i + k);
+			CHECK(ops->dp->send_pages(l, recs, 100) == 100, "send_pages");
+		}
+		memset(recs, 0, sizeof(recs[0]));
+		recs[0].flags = TLM_PF_LAST;
+		CHECK(ops->dp->send_pages(l, recs, 1) == 1, "send LAST");
+		ops->close(l);
+	}
+
+	/* badcrc */
+	{
+		static uint8_t data[3][4096];
+		struct tlm_page_rec recs[3];
+
+		l = connect_one(addr, port);
+		ops->set_mode(l, TLM_MODE_PAGES);
+		l->mode = TLM_MODE_PAGES;
+		for (unsigned k = 0; k < 3; k++)
+			make_rec(&recs[k], data[k], k);
+		recs[2].crc ^= 1;
+		CHECK(ops->dp->send_pages(l, recs, 3) == 3, "send_pages");
+		/* Stay until the server read it and closed. */
+		{
+			unsigned cnt = 0;
+			struct tlm_page_sink sink = { count_apply, &cnt };
+			int rc = ops->dp->recv_pages(l, &sink, TMO);
+
+			CHECK(rc == -TLM_EPEERCLOSED, "badcrc: waiting for close gave %s",
+			      tlm_strerror(rc));
+		}
+		ops->close(l);
+	}
+
+	/* vanish: 1000 bytes, no FIN, close */ if (getenv("TLM_TEST_DEBUG")) { tlm_set_log_fn(log_fn, NULL); }
+	l = connect_one(addr, port);
+	memset(buf, 7, 1000);
+	CHECK(ops->dp->write(l, buf, 1000) == 1000, "vanish write");
+	ops->close(l);
+}
+
+int main(int argc, char **argv)
+{
+	const char *addr = argc > 1 ? argv[1] : "198.18.0.1";
+	struct tlm_xlistener *xl = NULL;
+	char port[16];
+	pid_t pid;
+	int rc, st;
+
+	int pfd[2];
+
+	setvbuf(stdout, NULL, _IONBF, 0);
+	tlm_set_log_fn(log_fn, NULL);
+	/* Fork before any verbs or rdma_cm resource exists: the child must not
+	 * share the parent's rdma_cm file (destroying an id there would
+	 * destroy the parent's). The port comes through a pipe. */
+	CHECK(pipe(pfd) == 0, "pipe");
+	pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		ssize_t n;
+
+		who = "client";
+		close(pfd[1]);
+		n = read(pfd[0], port, sizeof(port) - 1);
+		if (n <= 0)
+			_exit(77);   /* the parent skipped or failed */
+		port[n] = 0;
+		client(addr, port);
+		_exit(0);
+	}
+	close(pfd[0]);
+	rc = ops->listen(addr, "0", NULL, &xl);
+	if (rc == -ENODEV || rc == -EADDRNOTAVAIL || rc == -ENOENT) {
+		close(pfd[1]);
+		waitpid(pid, &st, 0);
+		printf("SKIP: no RDMA device with %s (%s); run via tests/vm/run-in-vm.sh\n",
+		       addr, tlm_strerror(rc));
+		return 77;
+	}
+	if (rc) {
+		close(pfd[1]);
+		waitpid(pid, &st, 0);
+	}
+	CHECK(rc == 0, "listen: %s", tlm_strerror(rc));
+	snprintf(port, sizeof(port), "%d", ops->listener_port(xl));
+	CHECK(atoi(port) > 0, "listener port");
+	CHECK(write(pfd[1], port, strlen(port)) == (ssize_t)strlen(port), "pipe write");
+	close(pfd[1]);
+
+	server(xl);
+	ops->listener_close(xl);
+	CHECK(waitpid(pid, &st, 0) == pid, "waitpid");
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "client failed (status %d)", st);
+	printf("1 passed, 0 failed\n");
+	return 0;
+}
