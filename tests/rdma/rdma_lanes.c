@@ -352,7 +352,7 @@ static void client(const char *addr, const char *port)
 		ops->close(l);
 	}
 
-	/* vanish: 1000 bytes, no FIN, close */ if (getenv("TLM_TEST_DEBUG")) { tlm_set_log_fn(log_fn, NULL); }
+	/* vanish: 1000 bytes, no FIN, close */
 	l = connect_one(addr, port);
 	memset(buf, 7, 1000);
 	CHECK(ops->dp->write(l, buf, 1000) == 1000, "vanish write");
