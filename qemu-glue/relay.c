@@ -1023,7 +1023,10 @@ int tlm_relay_migrate(const struct tlm_relay_src_opts *o, struct tlm_relay_resul
 			}
 			continued = true;
 		}
-		usleep(continued ? 10000 : 50000);
+		/* A MIGRATION event (pre-switchover above all: the guest is
+		 * stopped and every ms counts as downtime) ends the wait early. */
+		if (tlm_qmp_wait_event(q, "MIGRATION", continued ? 10 : 50, NULL) == 0)
+			tlm_qmp_drop_events(q);
 	}
 	{
 		/* total-time and downtime come a moment after "completed". */

@@ -25,10 +25,13 @@
  * Reliability (per lane): the lane carries one byte stream each way, made
  * of core/wire.h frames (DATA/FIN in byte mode, PAGE in page mode).
  * Packets carry 64-bit byte sequence numbers, a cumulative ACK and a credit
- * window (free bytes of the receiver's ring) on every packet. The receiver
- * takes only the next in-order segment (go-back-N); the sender rewinds to
- * the oldest unacked byte on a retransmission timeout or on 3 duplicate
- * ACKs. Packets are copies (mbufs filled from the send ring), so a rewind
+ * window (free bytes of the receiver's ring) on every packet. The sender
+ * goes back N: on a retransmission timeout or 3 duplicate ACKs it rewinds
+ * to the oldest unacked byte. The receiver keeps out-of-order bytes that
+ * fit its window in place in its ring (up to 16 ranges) and ACKs past them
+ * once the hole fills, so until the ACKs pass the rewind point the sender
+ * re-sends one segment per hole (NewReno-like), not the whole window.
+ * Packets are copies (mbufs filled from the send ring), so a rewind
  * never touches a buffer the PMD still owns; a zero-copy path would have to
  * drain the TX queue first. The poll thread sends up to BURST packets per
  * lane per round; a partial segment is held while send_pages is still
@@ -122,7 +125,7 @@ struct dlane {
 	bool closing, gone;     /* close(): poll thread sends CLOSE, unlinks */
 	int close_sent;
 	bool local;             /* peer lane is on this port in this process */
-	bool batching;          /* send_pages adding records: hold partials */
+	atomic_bool batching;   /* send_pages adding records: hold partials */
 	uint32_t lid, rid;
 	uint32_t peer_ip;
 	uint16_t lport, rport;
@@ -138,6 +141,7 @@ struct dlane {
 	uint64_t snd_una, snd_nxt, snd_end, peer_edge;
 	uint64_t rto_at, rto_ns, partial_since;
 	uint64_t recover;       /* snd_nxt at the last rewind */
+	uint64_t snd_max;       /* highest byte ever sent (re-send stats) */
 	unsigned dupacks;
 	bool wr_shut;
 	/* receive ring: bytes [rcv_rd, rcv_nxt) wait for the reader */
@@ -148,6 +152,7 @@ struct dlane {
 	bool need_ack, need_synack;
 	uint64_t last_rx, last_tx, last_ping, last_syn;
 	uint32_t data_left;     /* bytes left in the current DATA frame */
+	size_t rd_want;         /* bytes the waiting reader needs (0: none) */
 	bool eof;
 	int efd;
 	uint8_t *scratch;       /* one whole frame for recv_pages */
@@ -187,7 +192,8 @@ struct dport {
 	pthread_mutex_t lock;
 	pthread_mutex_t kmu;
 	pthread_cond_t kcv;
-	bool kicked;
+	atomic_bool kicked;     /* work was handed over since the last round */
+	atomic_bool sleeping;   /* the poll thread is (about to be) asleep */
 
 	struct dlane *lanes;
 	struct dlistener *listeners;
@@ -219,8 +225,13 @@ static void lock_port(struct dport *p)
 
 static void kick(struct dport *p)
 {
+	/* Dekker pair with poll_main: either it sees kicked before it
+	 * sleeps, or we see it sleeping and signal under kmu, which it holds
+	 * until it waits. No syscall while it is busy. */
+	atomic_store(&p->kicked, true);
+	if (!atomic_load(&p->sleeping))
+		return;
 	pthread_mutex_lock(&p->kmu);
-	p->kicked = true;
 	pthread_cond_signal(&p->kcv);
 	pthread_mutex_unlock(&p->kmu);
 }
@@ -797,6 +808,7 @@ static void rx_lane(struct dport *p, struct dlane *l, uint8_t type, uint32_t src
 {
 	uint64_t now = tlm__now_ns();
 
+	(void)p;
 	pthread_mutex_lock(&l->mu);
 	if (l->state == LS_SYN_SENT) {
 		if (type == PT_RST) {
@@ -828,6 +840,10 @@ static void rx_lane(struct dport *p, struct dlane *l, uint8_t type, uint32_t src
 		l->snd_una = ack;
 		if (l->snd_nxt < ack)
 			l->snd_nxt = ack;
+		/* partial ACK in recovery: the receiver holds what follows the
+		 * next hole, probably, so re-send from the hole on */
+		if (ack < l->recover)
+			l->snd_nxt = ack;
 		l->dupacks = 0;
 		l->rto_ns = RTO_INIT_NS;
 		l->rto_at = l->snd_una < l->snd_nxt ? now + l->rto_ns : 0;
@@ -837,7 +853,6 @@ static void rx_lane(struct dport *p, struct dlane *l, uint8_t type, uint32_t src
 		/* one rewind per loss: the copies a rewind re-sends come back
 		 * as duplicate ACKs too, and must not trigger another */
 		if (++l->dupacks == 3) {
-			l->retrans += (l->snd_nxt - l->snd_una + p->mss - 1) / p->mss;
 			l->recover = l->snd_nxt;
 			l->snd_nxt = l->snd_una;   /* go back N */
 		}
@@ -870,7 +885,10 @@ static void rx_lane(struct dport *p, struct dlane *l, uint8_t type, uint32_t src
 						/* saturated counter: still readable */
 					}
 				}
-				pthread_cond_broadcast(&l->cv);
+				/* wake the reader once what it waits for is here,
+				 * not for every segment of a page */
+				if (l->rcv_nxt - l->rcv_rd >= l->rd_want)
+					pthread_cond_broadcast(&l->cv);
 			} else {
 				ooo_add(l, from, from + len);
 			}
@@ -1012,7 +1030,6 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 
 	/* retransmission timeout: go back to the oldest unacked byte */
 	if (l->rto_at && now >= l->rto_at && l->snd_una < l->snd_nxt) {
-		l->retrans += (l->snd_nxt - l->snd_una + p->mss - 1) / p->mss;
 		l->recover = l->snd_nxt;
 		l->snd_nxt = l->snd_una;
 		l->rto_ns = l->rto_ns * 2 > RTO_MAX_NS ? RTO_MAX_NS : l->rto_ns * 2;
@@ -1022,6 +1039,11 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 	for (unsigned n = 0; n < BURST && l->snd_nxt < l->snd_end; n++) {
 		uint64_t left = l->snd_end - l->snd_nxt;
 		uint32_t seg = left < p->mss ? (uint32_t)left : p->mss;
+		/* in recovery, one segment per hole until the ACKs pass the
+		 * point of the rewind (the timer covers a lost re-send) */
+		if (l->snd_una < l->recover && l->snd_nxt >= l->snd_una + p->mss &&
+		    l->snd_nxt < l->recover)
+			break;
 		if (l->snd_nxt + seg > l->peer_edge) {
 			if (l->peer_edge <= l->snd_nxt)
 				break;
@@ -1046,7 +1068,11 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 		size_t k = RING_BYTES - off < seg ? RING_BYTES - off : seg;
 		memcpy(h + HDR_LEN, l->sbuf + off, k);
 		memcpy(h + HDR_LEN + k, l->sbuf, seg - k);
+		if (l->snd_nxt < l->snd_max)
+			l->retrans++;
 		l->snd_nxt += seg;
+		if (l->snd_nxt > l->snd_max)
+			l->snd_max = l->snd_nxt;
 		l->partial_since = 0;
 		l->need_ack = false;
 		l->tx_pkts++;
@@ -1141,10 +1167,12 @@ static void *poll_main(void *arg)
 		}
 		uint64_t nap = idle < 200 ? 20000 : idle < 400 ? 200000 : 1000000;
 		pthread_mutex_lock(&p->kmu);
-		if (!p->kicked)
+		atomic_store(&p->sleeping, true);
+		if (!atomic_load(&p->kicked))
 			cv_wait_until(&p->kcv, &p->kmu, tlm__now_ns() + nap);
-		p->kicked = false;
+		atomic_store(&p->sleeping, false);
 		pthread_mutex_unlock(&p->kmu);
+		atomic_store(&p->kicked, false);
 	}
 	rte_thread_unregister();
 	return NULL;
@@ -1235,7 +1263,10 @@ static int port_get(const struct cfg *c, const char *name, const char *devargs,
 	r = rte_eth_dev_info_get(p->port_id, &info);
 	if (r)
 		goto fail;
-	if (info.max_rx_pktlen && c->mtu + RTE_ETHER_HDR_LEN > info.max_rx_pktlen) {
+	/* memif reports a 1518-byte limit but carries larger frames in
+	 * chained ring buffers (bsize): let mtu= go up to 9000 there */
+	if (info.max_rx_pktlen && c->mtu + RTE_ETHER_HDR_LEN > info.max_rx_pktlen &&
+	    strncmp(name, "net_memif", 9)) {
 		tlm__err("dpdk: %s: mtu %u above the port's %u", name, c->mtu, info.max_rx_pktlen);
 		r = -EINVAL;
 		goto fail;
@@ -1379,8 +1410,8 @@ static int d_listen(const char *addr, const char *port, const char *args,
 			if (rte_eth_dev_get_port_by_name(name, &(uint16_t){ 0 }) == 0)
 				continue;   /* ours already, for another listener */
 			r = port_get(&x->cfg, name, dargs, true, &p);
-			if (!r)
-				break;
+			if (!r || r == -EINVAL || r == -ENOMEM)
+				break;   /* only a busy socket is worth another port */
 		}
 		if (r) {
 			tlm__err("dpdk: cannot listen on memif port %u: %d", udp, r);
@@ -1796,8 +1827,10 @@ static int wait_bytes(struct dlane *l, size_t want, uint64_t end)
 			lane_fail(l, TLM_LOG_WARN, -TLM_EPEERCLOSED, "peer closed the lane mid-stream");
 			return l->err;
 		}
-		if (cv_wait_until(&l->cv, &l->mu, end) == ETIMEDOUT &&
-		    l->rcv_nxt - l->rcv_rd < want)
+		l->rd_want = want;
+		int w = cv_wait_until(&l->cv, &l->mu, end);
+		l->rd_want = 0;
+		if (w == ETIMEDOUT && l->rcv_nxt - l->rcv_rd < want)
 			return -ETIMEDOUT;
 	}
 	return 0;
@@ -1883,10 +1916,11 @@ static ssize_t d_read(struct tlm_lane *tl, void *buf, size_t n, int timeout_ms)
 	l->data_left -= (uint32_t)k;
 	tl->rx_bytes += k;
 	r = (ssize_t)k;
-out:
+out:;
+	bool upd = r > 0 && l->rcv_rd + RING_BYTES - l->adv_edge >= RING_BYTES / 4;
 	pthread_mutex_unlock(&l->mu);
 	pthread_mutex_unlock(&l->rmu);
-	if (r > 0 && l->rcv_rd + RING_BYTES - l->adv_edge >= RING_BYTES / 4)
+	if (upd)
 		kick(l->port);   /* a window update is due */
 	return r;
 }
@@ -1966,8 +2000,11 @@ static int d_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, i
 		r = 0;
 		delivered++;
 	}
-	if (l->rcv_rd + RING_BYTES - l->adv_edge >= RING_BYTES / 4)
-		kick(l->port);
+	pthread_mutex_lock(&l->mu);
+	bool upd = l->rcv_rd + RING_BYTES - l->adv_edge >= RING_BYTES / 4;
+	pthread_mutex_unlock(&l->mu);
+	if (upd)
+		kick(l->port);   /* a window update is due */
 unlock_r:
 	pthread_mutex_unlock(&l->rmu);
 	if (delivered && (r == -ETIMEDOUT || r == 0))

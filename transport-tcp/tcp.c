@@ -79,7 +79,8 @@ extern const struct tlm_lane_ops tlm__tcp_ops;
 _Static_assert(RBUF_SIZE >= TLM_FRAME_HDR + TLM_MAX_FRAME, "receive buffer too small");
 
 struct tcp_opts {
-	int sndbuf;    /* bytes; 0 = leave to the kernel's autotuning */
+	int sndbuf;    /* bytes; 0 = kernel autotuning; -1 = SOCKBUF_DEFAULT
+			* unless autotuning may grow that far by itself */
 	int rcvbuf;
 	int nodelay;   /* on every lane (1) or only the control lane (0) */
 };
@@ -192,14 +193,16 @@ static int parse_size(const char *s, size_t n, int *out)
 
 /*
  * transport_args: comma-separated key=value. sndbuf=SIZE, rcvbuf=SIZE
- * (0 = kernel autotuning; K/M suffixes), nodelay=0|1.
+ * (K/M suffixes; 0 = kernel autotuning; unset: 4 MiB unless autotuning
+ * already reaches that, see set_bufs), nodelay=0|1 (data lanes; the
+ * control lane always has it).
  */
 static int parse_opts(const char *args, struct tcp_opts *o)
 {
 	const char *p = args;
 
-	o->sndbuf = SOCKBUF_DEFAULT;
-	o->rcvbuf = SOCKBUF_DEFAULT;
+	o->sndbuf = -1;
+	o->rcvbuf = -1;
 	o->nodelay = 1;
 	while (p && *p) {
 		const char *end = strchr(p, ','), *eq;
@@ -229,10 +232,11 @@ static int parse_opts(const char *args, struct tcp_opts *o)
 	return 0;
 }
 
-/* A number from /proc/sys, or -1. */
-static long read_sysctl(const char *path)
+/* The n-th number (0..) of a /proc/sys file, or -1. */
+static long read_sysctl(const char *path, int nth)
 {
-	char buf[32];
+	char buf[64], *p = buf, *end;
+	long v = -1;
 	ssize_t n;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 
@@ -243,32 +247,49 @@ static long read_sysctl(const char *path)
 	if (n <= 0)
 		return -1;
 	buf[n] = '\0';
-	return strtol(buf, NULL, 10);
+	for (int i = 0; i <= nth; i++, p = end) {
+		v = strtol(p, &end, 10);
+		if (end == p)
+			return -1;
+	}
+	return v;
 }
 
 /*
  * Socket buffers. Setting SO_SNDBUF/SO_RCVBUF switches the kernel's
- * autotuning off for good, so do it only when the size asked for will be
- * granted: the *FORCE variants (CAP_NET_ADMIN) ignore the limits; the
- * plain ones are clamped to net.core.[wr]mem_max, and a clamped small
- * buffer does worse than autotuning, so then leave the socket alone.
+ * autotuning off for good. By default (-1) we want SOCKBUF_DEFAULT of
+ * room, but when autotuning may grow the buffer that far anyway
+ * (net.ipv4.tcp_[wr]mem max) it is the better choice: it keeps small
+ * buffers where the receiver keeps up, which on loopback with several
+ * lanes measurably saves receiver CPU (cache footprint). An explicit size
+ * is set only when it will be granted: the *FORCE variants
+ * (CAP_NET_ADMIN) ignore the limits; the plain ones are clamped to
+ * net.core.[wr]mem_max, and a clamped small buffer does worse than
+ * autotuning, so then the socket is left alone.
  */
 static void set_bufs(int fd, const struct tcp_opts *o)
 {
-	static const struct { int force, plain; const char *max; } opt[2] = {
-		{ SO_SNDBUFFORCE, SO_SNDBUF, "/proc/sys/net/core/wmem_max" },
-		{ SO_RCVBUFFORCE, SO_RCVBUF, "/proc/sys/net/core/rmem_max" },
+	static const struct { int force, plain; const char *max, *autotune; } opt[2] = {
+		{ SO_SNDBUFFORCE, SO_SNDBUF, "/proc/sys/net/core/wmem_max",
+		  "/proc/sys/net/ipv4/tcp_wmem" },
+		{ SO_RCVBUFFORCE, SO_RCVBUF, "/proc/sys/net/core/rmem_max",
+		  "/proc/sys/net/ipv4/tcp_rmem" },
 	};
 	int want[2] = { o->sndbuf, o->rcvbuf };
 
 	for (int i = 0; i < 2; i++) {
 		int v = want[i];
 
-		if (v <= 0)
+		if (v < 0) {
+			if (read_sysctl(opt[i].autotune, 2) >= SOCKBUF_DEFAULT)
+				continue;
+			v = SOCKBUF_DEFAULT;
+		}
+		if (v == 0)
 			continue;
 		if (setsockopt(fd, SOL_SOCKET, opt[i].force, &v, sizeof(v)) == 0)
 			continue;
-		if (read_sysctl(opt[i].max) < v) {
+		if (read_sysctl(opt[i].max, 0) < v) {
 			tlm__dbg("tcp: %s below %d, socket buffers left to autotuning",
 				 opt[i].max, v);
 			continue;

@@ -37,8 +37,11 @@
 extern const struct tlm_lane_ops tlm__dpdk_ops;
 static const struct tlm_lane_ops *ops = &tlm__dpdk_ops;
 
-#define FRAME_BYTES 1514   /* Ethernet frame of a full lane segment at MTU 1500 */
-#define UDP_PAYLOAD 1440   /* of which stream payload (what goodput counts) */
+/* A full lane segment: Ethernet frame of mtu + 14 bytes, of which
+ * mtu - 60 (IPv4 20, UDP 8, lane header 32) are stream payload. */
+static unsigned mtu = 1500;
+#define FRAME_BYTES (mtu + 14)
+#define UDP_PAYLOAD (mtu - 60)
 
 static double seconds = 2.0;
 static const char *targs = "";
@@ -68,15 +71,16 @@ static int raw_eal(const char *vdev, int cpu)
 	snprintf(prefix, sizeof(prefix), "--file-prefix=tlmbench-%d", (int)getpid());
 	snprintf(vd, sizeof(vd), "--vdev=%s", vdev);
 	char *argv[] = { "bench", "--no-huge", "--no-pci", "-m", "512", prefix, "-l", lc,
-			 "--no-telemetry", "--log-level=*:error", vd, NULL };
+			 "--no-telemetry", getenv("TLM_BENCH_DEBUG") ? "--log-level=*:info" : "--log-level=*:error", vd, NULL };
 	return rte_eal_init((int)(sizeof(argv) / sizeof(argv[0])) - 1, argv);
 }
 
 static struct rte_mempool *raw_port(uint16_t *port)
 {
 	struct rte_eth_conf conf = { 0 };
-	struct rte_mempool *mp = rte_pktmbuf_pool_create("bench", 8191, 256, 0,
-							 RTE_MBUF_DEFAULT_BUF_SIZE, 0);
+	uint16_t room = (uint16_t)RTE_MAX(FRAME_BYTES + RTE_PKTMBUF_HEADROOM,
+					  (unsigned)RTE_MBUF_DEFAULT_BUF_SIZE);
+	struct rte_mempool *mp = rte_pktmbuf_pool_create("bench", 8191, 256, 0, room, 0);
 	*port = 0;
 	if (!mp || rte_eth_dev_configure(0, 1, 1, &conf) ||
 	    rte_eth_rx_queue_setup(0, 0, 1024, 0, NULL, mp) ||
@@ -93,9 +97,12 @@ static void raw_rx(int out, const char *sock)
 	uint64_t frames = 0;
 	double t0 = 0, t1 = 0, c0 = 0, start;
 
-	snprintf(vd, sizeof(vd), "net_memif0,role=server,id=0,socket=%s,socket-abstract=yes", sock);
-	if (raw_eal(vd, 0) < 0 || !raw_port(&port))
+	snprintf(vd, sizeof(vd), "net_memif0,role=server,id=0,socket=%s,socket-abstract=yes%s",
+		 sock, mtu > 1500 ? ",bsize=9216" : "");
+	if (raw_eal(vd, 0) < 0 || !raw_port(&port)) {
+		fprintf(stderr, "raw rx: EAL or port setup failed\n");
 		exit(1);
+	}
 	dprintf(out, "ready\n");
 	start = now_s();
 	for (;;) {
@@ -111,6 +118,7 @@ static void raw_rx(int out, const char *sock)
 		} else if (frames && now_s() - t1 > 0.5) {
 			break;
 		} else if (!frames && now_s() - start > 30) {
+			fprintf(stderr, "raw rx: nothing arrived\n");
 			exit(1);
 		}
 	}
@@ -126,12 +134,19 @@ static void raw_tx(const char *sock)
 	struct rte_mbuf *b[32];
 	struct rte_eth_link link;
 
-	snprintf(vd, sizeof(vd), "net_memif0,role=client,id=0,socket=%s,socket-abstract=yes", sock);
-	if (raw_eal(vd, 1) < 0 || !(mp = raw_port(&port)))
+	snprintf(vd, sizeof(vd), "net_memif0,role=client,id=0,socket=%s,socket-abstract=yes%s",
+		 sock, mtu > 1500 ? ",bsize=9216" : "");
+	if (raw_eal(vd, 1) < 0 || !(mp = raw_port(&port))) {
+		fprintf(stderr, "raw tx: EAL or port setup failed\n");
 		exit(1);
-	for (int i = 0; i < 5000; i++) {
+	}
+	for (int i = 0; ; i++) {
 		if (rte_eth_link_get_nowait(port, &link) == 0 && link.link_status)
 			break;
+		if (i == 10000) {
+			fprintf(stderr, "raw tx: memif link did not come up\n");
+			exit(1);
+		}
 		usleep(1000);
 	}
 	double end = now_s() + seconds;
@@ -146,9 +161,11 @@ static void raw_tx(const char *sock)
 			memset(p, 0xff, 64);   /* headers only: no payload copy */
 		}
 		uint16_t k = 0;
-		while (k < 32)
+		for (int spin = 0; k < 32 && spin < 100000; spin++)
 			k += rte_eth_tx_burst(port, 0, b + k, (uint16_t)(32 - k));
-		sent += 32;
+		if (k < 32)
+			rte_pktmbuf_free_bulk(b + k, 32u - k);   /* receiver gone */
+		sent += k;
 	}
 	if (getenv("TLM_BENCH_DEBUG"))
 		fprintf(stderr, "raw tx: %llu frames, %llu alloc failures\n",
@@ -261,6 +278,7 @@ int main(int argc, char **argv)
 		{ "seconds", required_argument, NULL, 's' },
 		{ "args", required_argument, NULL, 'a' },
 		{ "json", required_argument, NULL, 'j' },
+		{ "mtu", required_argument, NULL, 'm' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *json = NULL;
@@ -269,8 +287,11 @@ int main(int argc, char **argv)
 	unsigned long long raw_frames, pages_rx, pages_tx;
 	double raw_t, raw_c, lane_t, lane_crx, lane_ctx;
 
-	while ((opt = getopt_long(argc, argv, "s:a:j:", lo, NULL)) != -1) {
-		if (opt == 's')
+	static char args_buf[512];
+	while ((opt = getopt_long(argc, argv, "s:a:j:m:", lo, NULL)) != -1) {
+		if (opt == 'm')
+			mtu = (unsigned)atoi(optarg);
+		else if (opt == 's')
 			seconds = atof(optarg);
 		else if (opt == 'a')
 			targs = optarg;
@@ -279,6 +300,11 @@ int main(int argc, char **argv)
 		else
 			return 2;
 	}
+	if (mtu < 576 || mtu > 9000)
+		return 2;
+	/* the lanes run at the same frame size as the raw blast */
+	snprintf(args_buf, sizeof(args_buf), "%s%smtu=%u", targs, targs[0] ? "," : "", mtu);
+	targs = args_buf;
 	/* raw */
 	snprintf(sock, sizeof(sock), "/run/tlm-bench-%d.sock", (int)getpid());
 	if (pipe(p1))
@@ -335,7 +361,7 @@ int main(int argc, char **argv)
 	FILE *f = json ? fopen(json, "w") : stdout;
 	if (!f)
 		return 1;
-	fprintf(f, "{\"pmd\": \"net_memif\", \"frame_bytes\": %d, \"segment_payload\": %d, "
+	fprintf(f, "{\"pmd\": \"net_memif\", \"frame_bytes\": %u, \"segment_payload\": %u, "
 		"\"page_size\": 4096, \"seconds\": %.1f,\n"
 		" \"raw_Bps\": %.0f, \"raw_frames_per_s\": %.0f, \"raw_rx_cycles_per_frame\": %.0f,\n"
 		" \"goodput_Bps\": %.0f, \"pages\": %llu, \"goodput_vs_raw\": %.3f,\n"
