@@ -172,32 +172,56 @@ static void usage(FILE *f)
 		   "  BYTES: per connection, K/M/G suffixes allowed\n");
 }
 
-/* The client may start before the server listens: retry refused connects
- * with fresh sockets for a while (the API itself never retries). */
+/* The client may start before the server listens: retry a refused
+ * connect with a fresh socket, entry by entry (the API itself never
+ * retries). Entries already connected are kept: closing them and starting
+ * over would leave those first connections in the server's accept queue,
+ * where mr_server_accept() would take them instead of the live ones. */
 static int *client_connect_retry(mr_addr_port *ap, int n)
 {
-	int attempt, i;
+	int *fd = mr_get_fd_list(n);
+	int i;
 
-	for (attempt = 0; attempt < 100; attempt++) {
-		int *fd = mr_get_fd_list(n), err;
-		struct timespec ts = { 0, 100 * 1000 * 1000 };
+	if (!fd)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		int attempt;
 
-		if (!fd)
-			return NULL;
-		mr_client_connect(fd, ap, n);
-		if (errno == 0)
-			return fd;
-		err = errno;
-		for (i = 0; i < n; i++)
+		for (attempt = 0; attempt < 100; attempt++) {
+			struct timespec ts = { 0, 100 * 1000 * 1000 };
+			int *one;
+
+			mr_client_connect(&fd[i], &ap[i], 1);
+			if (errno == 0)
+				break;
+			if (errno != ECONNREFUSED)
+				goto fail;
+			/* A socket whose connect failed cannot be reused. */
 			close(fd[i]);
-		free(fd);
-		if (err != ECONNREFUSED) {
-			errno = err;
-			return NULL;
+			one = mr_get_fd_list(1);
+			if (!one) {
+				fd[i] = -1;
+				goto fail;
+			}
+			fd[i] = one[0];
+			free(one);
+			nanosleep(&ts, NULL);
 		}
-		nanosleep(&ts, NULL);
+		if (attempt == 100) {
+			errno = ECONNREFUSED;
+			goto fail;
+		}
 	}
-	errno = ECONNREFUSED;
+	return fd;
+fail:
+	{
+		int err = errno;
+		for (int k = 0; k < n; k++)
+			if (fd[k] >= 0)
+				close(fd[k]);
+		free(fd);
+		errno = err;
+	}
 	return NULL;
 }
 

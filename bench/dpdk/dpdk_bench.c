@@ -19,6 +19,8 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,8 +64,8 @@ static double now_s(void)
 
 /* ---- raw PMD blast ---- */
 
-/* Receiver on cpu 0, sender on cpu 1: two EALs pinned to the same core
- * would time-slice one core and measure the scheduler, not the PMD. */
+/* Receiver's EAL on lcore 0, sender's on 1 (two EALs on one lcore would
+ * busy-wait on one core); then both threads are unpinned. */
 static int raw_eal(const char *vdev, int cpu)
 {
 	char prefix[64], vd[256], lc[16];
@@ -72,7 +74,14 @@ static int raw_eal(const char *vdev, int cpu)
 	snprintf(vd, sizeof(vd), "--vdev=%s", vdev);
 	char *argv[] = { "bench", "--no-huge", "--no-pci", "-m", "512", prefix, "-l", lc,
 			 "--no-telemetry", getenv("TLM_BENCH_DEBUG") ? "--log-level=*:info" : "--log-level=*:error", vd, NULL };
-	return rte_eal_init((int)(sizeof(argv) / sizeof(argv[0])) - 1, argv);
+	/* unpin afterwards, as the lanes do: on a shared machine a pinned
+	 * blaster measures whoever else runs on its core */
+	cpu_set_t cpus;
+	int have = pthread_getaffinity_np(pthread_self(), sizeof(cpus), &cpus) == 0;
+	int r = rte_eal_init((int)(sizeof(argv) / sizeof(argv[0])) - 1, argv);
+	if (have)
+		pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus);
+	return r;
 }
 
 static struct rte_mempool *raw_port(uint16_t *port)
@@ -254,7 +263,13 @@ static int reap(pid_t p)
 	int st;
 
 	waitpid(p, &st, 0);
-	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		return 0;
+	if (WIFSIGNALED(st))
+		fprintf(stderr, "child %d: signal %d\n", (int)p, WTERMSIG(st));
+	else
+		fprintf(stderr, "child %d: exit %d\n", (int)p, WEXITSTATUS(st));
+	return -1;
 }
 
 static int read_line(int fd, char *buf, size_t n)
@@ -312,25 +327,35 @@ int main(int argc, char **argv)
 	pid_t r = fork();
 	if (r == 0)
 		raw_rx(p1[1], sock);
-	if (read_line(p1[0], line, sizeof(line)))
+	close(p1[1]);   /* EOF, not a hang, if the child dies */
+	if (read_line(p1[0], line, sizeof(line))) {
+		reap(r);
 		return 1;
+	}
 	pid_t t = fork();
 	if (t == 0)
 		raw_tx(sock);
 	if (read_line(p1[0], line, sizeof(line)) ||
-	    sscanf(line, "%llu %lf %lf", &raw_frames, &raw_t, &raw_c) != 3 || reap(t) || reap(r)) {
+	    sscanf(line, "%llu %lf %lf", &raw_frames, &raw_t, &raw_c) != 3) {
 		fprintf(stderr, "raw phase failed\n");
+		reap(t);
+		reap(r);
 		return 1;
 	}
+	if (reap(t) | reap(r))
+		return 1;
 	/* lanes */
 	if (pipe(p2))
 		return 1;
 	r = fork();
 	if (r == 0)
 		lane_rx(p2[1]);
+	close(p2[1]);
 	char port[16];
-	if (read_line(p2[0], port, sizeof(port)))
+	if (read_line(p2[0], port, sizeof(port))) {
+		reap(r);
 		return 1;
+	}
 	port[strcspn(port, "\n")] = 0;
 	int p3[2];
 	if (pipe(p3))
@@ -338,6 +363,7 @@ int main(int argc, char **argv)
 	t = fork();
 	if (t == 0)
 		lane_tx(port, p3[1]);
+	close(p3[1]);
 	if (read_line(p2[0], line, sizeof(line)) ||
 	    sscanf(line, "%llu %lf %lf", &pages_rx, &lane_t, &lane_crx) != 3) {
 		fprintf(stderr, "lane phase failed (receiver)\n");

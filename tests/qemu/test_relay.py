@@ -14,6 +14,10 @@ Cases:
   lane-cut      one data lane is cut mid-migration (a TCP proxy in between)
   wrong-psk     the source holds another key
   garbage       random bytes on the receiver's port, then a good migration
+  sigint        Ctrl-C (SIGINT) to `tlm migrate` mid-migration
+  timeout       `tlm migrate --timeout 2` on a migration that needs longer
+  preflight     a bad --qmp path, QEMUs in the wrong state, mismatched lane
+                counts: refused with a clear message before anything starts
   In the failure cases the source VM must still run afterwards and its guest
   still verify clean; `tlm migrate` must fail with a clear message.
 
@@ -360,6 +364,64 @@ def main():
             check(dst.q.status() == 'running', 'destination running')
             wait_verified(dst, 'destination after migration')
             return
+        elif case in ('sigint', 'timeout'):
+            extra = ['--timeout', '2'] if case == 'timeout' else []
+            mig = run_tlm(mig_args + ['--to', '127.0.0.1:%d' % port, '--psk', psk,
+                                      '--max-bandwidth', '16M'] + extra)
+            procs.append(mig)
+            if case == 'sigint':
+                end = time.monotonic() + 30
+                while time.monotonic() < end:
+                    st = src.q.cmd('query-migrate')
+                    if st.get('status') == 'active' and \
+                            st.get('ram', {}).get('transferred', 0) > 8 << 20:
+                        break
+                    time.sleep(0.05)
+                check(st.get('status') == 'active', 'migration under way')
+                mig.send_signal(signal.SIGINT)
+            rc, out, err = finish(mig, 'tlm migrate')
+            rrc, _, _ = finish(recv, 'tlm receive')
+            word = 'interrupted' if case == 'sigint' else 'timed out'
+            check(rc != 0 and word in out + err, 'tlm migrate fails: %s' % word)
+            check(rrc != 0, 'tlm receive fails too')
+            end = time.monotonic() + 15
+            while dst.alive() and time.monotonic() < end:
+                time.sleep(0.1)
+            check(not dst.alive(), 'destination QEMU quit')
+        elif case == 'preflight':
+            def refused(args, words, what):
+                p = run_tlm(args)
+                rc, out, err = finish(p, what, 30)
+                text = (out + err).lower()
+                check(rc != 0 and all(w in text for w in words),
+                      '%s refused (%s)' % (what, ', '.join(words)))
+            recv.kill()
+            recv.wait()
+            refused([a.tlm, 'migrate', '--qmp', os.path.join(workdir, 'nope.qmp'), '--to',
+                     '127.0.0.1:%d' % port, '--psk', psk], ['nope.qmp', 'no such'],
+                    'migrate with a bad --qmp path')
+            refused([a.tlm, 'receive', '--qmp', os.path.join(workdir, 'nope.qmp'), '--listen',
+                     '127.0.0.1:%d' % port, '--psk', psk], ['no such'],
+                    'receive with a bad --qmp path')
+            refused([a.tlm, 'receive', '--qmp', src.tlm_qmp, '--listen',
+                     '127.0.0.1:%d' % port, '--psk', psk], ['running', 'inmigrate'],
+                    'receive on a running QEMU')
+            refused([a.tlm, 'migrate', '--qmp', dst.tlm_qmp, '--to',
+                     '127.0.0.1:%d' % port, '--psk', psk], ['inmigrate', 'not running'],
+                    'migrate from a QEMU that waits for a migration')
+            refused([a.tlm, 'migrate', '--qmp', src.tlm_qmp, '--to',
+                     '127.0.0.1:%d' % port, '--psk', psk], ['cannot open'],
+                    'migrate with nobody listening')
+            recv = run_tlm([a.tlm, 'receive', '--qmp', dst.tlm_qmp, '--listen',
+                            '127.0.0.1:%d' % port, '--psk', psk, '--lanes', '2',
+                            '--accept-timeout', '5'])
+            procs.append(recv)
+            time.sleep(0.3)
+            refused(mig_args + ['--to', '127.0.0.1:%d' % port, '--psk', psk],
+                    ['data lanes'], 'migrate with 4 lanes to a receiver expecting 2')
+            check(src.q.cmd('query-migrate').get('status') is None,
+                  'no migration was ever started on the source')
+            finish(recv, 'tlm receive (no session)', 30)
         elif case == 'dest-killed':
             mig = run_tlm(mig_args + ['--to', '127.0.0.1:%d' % port, '--psk', psk,
                                       '--max-bandwidth', '16M'])
