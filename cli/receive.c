@@ -160,7 +160,8 @@ int tlm_cli_receive(int argc, char **argv)
 		tlm_json_end_arr(&j);
 		tlm_json_finish(&j);
 	} else if (rc) {
-		printf("receive FAILED: %s (destination QEMU told to quit)\n", r.error);
+		printf("receive FAILED: %s%s\n", r.error,
+		       r.dst_quit ? " (destination QEMU told to quit)" : "");
 	} else {
 		printf("received: destination %s, %.1f MiB over %u lanes + control\n",
 		       r.dst_status, (double)r.bytes / 1048576.0, r.n_lanes);

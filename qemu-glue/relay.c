@@ -1128,7 +1128,7 @@ static bool wait_gone(pid_t pid, int ms)
 	return !pid_alive(pid);
 }
 
-static void dest_quit(struct tlm_qmp *q)
+static void dest_quit(struct tlm_qmp *q, struct tlm_relay_result *res)
 {
 	/* The source cancelled or vanished: this QEMU can never run the VM.
 	 * QEMU 7.2 can hang in its incoming-migration cleanup with the main
@@ -1136,6 +1136,7 @@ static void dest_quit(struct tlm_qmp *q)
 	 * quit is signalled; it holds nothing but a half-loaded VM. */
 	pid_t pid = qmp_peer_pid(q);
 
+	res->dst_quit = true;
 	if (tlm_qmp_exec(q, "quit", NULL, NULL, 3000))
 		tlm__dbg("quit: %s", tlm_qmp_last_error(q));
 	if (pid <= 0 || wait_gone(pid, 5000))
@@ -1206,7 +1207,7 @@ int tlm_relay_receive(const struct tlm_relay_dst_opts *o, struct tlm_relay_resul
 	if (rc) {
 		res_err(res, "no migration session arrived: %s",
 			rc == -TLM_EABORTED ? "interrupted" : tlm_strerror(rc));
-		dest_quit(q);
+		dest_quit(q, res);
 		return rc;
 	}
 	n = tlm_session_lanes(s);
@@ -1351,7 +1352,7 @@ out_fail:
 		relay_stop(&r, true);
 		relay_on = false;
 	}
-	dest_quit(q);
+	dest_quit(q, res);
 	take_stats(s, res);
 	if (!rc)
 		rc = -EIO;

@@ -79,6 +79,7 @@ struct tlm_relay_result {
 	bool qemu_converged;            /* QEMU reached the switchover on its own */
 	char error[256];                /* why not, "" on success */
 	char dst_status[32];            /* destination runstate after the migration */
+	bool dst_quit;                  /* receiver: its QEMU was told to quit */
 	struct tlm_qmp_migstat st;      /* the source's final query-migrate */
 	int64_t wall_ms;                /* from `migrate` to the end, our clock */
 	unsigned n_lanes;               /* data lanes (1 + multifd) */

@@ -14,6 +14,22 @@
  * copy into the lane's send ring, so a lane costs at most one core per port
  * plus its caller.
  *
+ * transport_args (comma-separated key=value; values may be quoted):
+ *   dpdk-args="..."   EAL arguments (first lane of the process only)
+ *   port=NAME|PCI     use an already probed port
+ *   vdev=NAME,k=v...  create this vdev; keys we do not know (role=,
+ *                     socket=, iface=, ...) go to it as devargs
+ *   ip=A.B.C.D        our address: turns on ARP and IP filtering (af_packet,
+ *                     NICs); without it the port is point-to-point (memif)
+ *   peer-mac=MAC      static peer MAC instead of ARP (connecting side)
+ *   mtu=N             576..9000 (memif: up to 9000 in 9216-byte buffers)
+ *   dead_ms=N         keepalive silence that fails a lane (default 3000)
+ *   fault=drop=P,reorder=P,dup=P   fault injection on what we send
+ * No device keys: the embedded default, a memif pair per UDP port (server
+ * on the listening side, client on the connecting side, abstract socket
+ * "/run/tlm-dpdk-<port>.sock"); a connect to a port this process listens on
+ * loops through the server's port in software.
+ *
  * Lane setup (state machine, client side):
  *   SYN_SENT --SYNACK or any packet from the peer--> EST
  *   SYN_SENT --RST--> failed (-ECONNREFUSED);  --timeout--> -ETIMEDOUT
@@ -1321,11 +1337,14 @@ static void port_put(struct dport *p)
 }
 
 /* Wait for the link; a memif client whose server went away (and maybe
- * came back) only reconnects on a restart, so restart it now and then.
- * Under port->lock, the poll thread bursts under it too. */
+ * came back) only reconnects on a restart, so restart it, rarely: the
+ * handshake takes long on a busy machine, and a restart in the middle of
+ * it can trip the server's EAL interrupt thread (memif closes the socket
+ * before the interrupt thread forgets it). Under port->lock, which the
+ * poll thread bursts under too. */
 static int wait_link(struct dport *p, int timeout_ms)
 {
-	uint64_t now = tlm__now_ms(), end = now + (uint64_t)timeout_ms, kick_at = now + 300;
+	uint64_t now = tlm__now_ms(), end = now + (uint64_t)timeout_ms, kick_at = now + 3000;
 	struct rte_eth_link link;
 
 	for (;;) {
@@ -1339,8 +1358,8 @@ static int wait_link(struct dport *p, int timeout_ms)
 			rte_eth_dev_stop(p->port_id);
 			int r = rte_eth_dev_start(p->port_id);
 			pthread_mutex_unlock(&p->lock);
-			tlm__dbg("dpdk: %s: link down, restarted: %d", p->name, r);
-			kick_at = now + 500;
+			tlm__warn("dpdk: %s: link still down, port restarted: %d", p->name, r);
+			kick_at = now + 3000;
 		}
 		usleep(2000);
 	}

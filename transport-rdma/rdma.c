@@ -475,24 +475,29 @@ static int check_route(struct rdma_lane *r)
 		return -ENODEV;
 	}
 	if (r->opts.gid >= 0) {
-		union ibv_gid g;
+		struct ibv_gid_entry g;
 		const union ibv_gid *sgid = &r->id->route.addr.addr.ibaddr.sgid;
-		int rc = ibv_query_gid(r->id->verbs, r->id->port_num, r->opts.gid, &g);
+		int rc = ibv_query_gid_ex(r->id->verbs, r->id->port_num, (uint32_t)r->opts.gid,
+					  &g, 0);
 
 		if (rc) {
 			tlm__err("rdma: %s port %u has no GID index %d", name,
 				 r->id->port_num, r->opts.gid);
 			return -ENODEV;
 		}
-		if (memcmp(&g, sgid, sizeof(g)) != 0) {
+		if (memcmp(&g.gid, sgid, sizeof(g.gid)) != 0) {
 			char want[INET6_ADDRSTRLEN], got[INET6_ADDRSTRLEN];
 
-			inet_ntop(AF_INET6, g.raw, want, sizeof(want));
+			inet_ntop(AF_INET6, g.gid.raw, want, sizeof(want));
 			inet_ntop(AF_INET6, sgid->raw, got, sizeof(got));
-			tlm__err("rdma: %s: GID index %d is %s but the route uses %s (gid=)",
-				 name, r->opts.gid, want, got);
+			tlm__err("rdma: %s: GID index %d is %s but the route to %s uses %s (gid=)",
+				 name, r->opts.gid, want, r->base.peer, got);
 			return -EADDRNOTAVAIL;
 		}
+		/* RoCE v1 frames are not routable: say so rather than fail. */
+		if (g.gid_type == IBV_GID_TYPE_ROCE_V1)
+			tlm__warn("rdma: %s GID index %d is RoCE v1 (not routable)", name,
+				  r->opts.gid);
 	}
 	tlm__dbg("rdma: lane %u to %s on %s port %u", r->base.index, r->base.peer, name,
 		 r->id->port_num);
@@ -975,8 +980,11 @@ static size_t rx_avail(const struct rdma_lane *r)
  */
 static int rx_fill(struct rdma_lane *r, bool wait, uint64_t deadline)
 {
+	/* Bytes the caller has seen. The other thread's progress() may add
+	 * more while we sleep unlocked; those count as arrived too. */
+	size_t before = rx_avail(r);
+
 	for (;;) {
-		size_t before = r->rend - r->rstart;
 		int rc;
 
 		if (r->pend_cnt)
@@ -986,10 +994,8 @@ static int rx_fill(struct rdma_lane *r, bool wait, uint64_t deadline)
 			return rc;
 		if (r->dead)
 			return r->dead;
-		if (r->rend - r->rstart > before)
+		if (rx_avail(r) > before)
 			return 1;
-		if (r->pend_cnt && RBUF_SIZE - rx_avail(r) < r->pend_len[r->pend_head])
-			return -ENOBUFS;   /* cannot happen: a frame always fits */
 		if (r->gone && r->pend_cnt == 0)
 			return -TLM_EPEERCLOSED;
 		if (!wait)

@@ -11,7 +11,11 @@
  *   dead     the connecting process is killed with SIGKILL mid-stream: the
  *            accepting side gets -TLM_EPEERCLOSED, not a hang
  *   afpacket bytes + pages + faults over net_af_packet on a veth pair
- *            between two network namespaces the test creates (198.18.x.x)
+ *            between two network namespaces the test creates (198.18.x.x),
+ *            peers found by our ARP
+ *   session, session-afpacket
+ *            bytes and pages through tlm_listen/tlm_accept/tlm_connect (PSK
+ *            handshake, two data lanes) over memif / af_packet
  *
  * The parent forks the accepting and the connecting child and only passes
  * the port along; children exit 0 on success, print why otherwise.
@@ -20,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -246,6 +251,10 @@ static void acceptor(const char *cas, int pfd)
 	CHECK_OK(ops->accept(xl, 20000, &pg));
 	set_pages(pg);
 	if (strcmp(cas, "pages")) {
+		/* the lane's pollfd turns readable once bytes are in */
+		struct pollfd pf = { .fd = ops->pollfd(b), .events = POLLIN };
+		CHECK(pf.fd >= 0);
+		CHECK(poll(&pf, 1, 20000) == 1 && (pf.revents & POLLIN));
 		read_stream(b, 0, STREAM_BYTES);
 		write_stream(b, 1, STREAM_BYTES / 2);
 	}
@@ -292,6 +301,60 @@ static void connector(const char *cas, const char *port, int rfd)
 	ops->close(pg);
 	ops->close(b);
 	printf("  connector ok\n");
+}
+
+/* ---- the same through the public session API (handshake, PSK) ---- */
+
+static struct tlm_psk psk;
+
+static struct tlm_session_cfg sess_cfg(const char *targs)
+{
+	struct tlm_session_cfg c = { .transport = "dpdk", .transport_args = targs,
+		.n_lanes = 2, .page_size = 4096, .psk = &psk, .timeout_ms = 20000 };
+	c.lane_modes[1] = TLM_MODE_BYTES;
+	c.lane_modes[2] = TLM_MODE_PAGES;
+	return c;
+}
+
+static void sess_acceptor(int pfd)
+{
+	struct tlm_session_cfg cfg = sess_cfg(srv_args);
+	struct tlm_listener *xl;
+	struct tlm_session *s;
+
+	enter_netns(netns_a);
+	CHECK_OK(tlm_listen(&cfg, srv_addr, "0", &xl));
+	dprintf(pfd, "%d\n", tlm_listener_port(xl));
+	close(pfd);
+	CHECK_OK(tlm_accept(xl, 20000, &s));
+	CHECK(tlm_session_lanes(s) == 2);
+	read_stream(tlm_session_lane(s, 1), 0, STREAM_BYTES);
+	write_stream(tlm_session_lane(s, 1), 1, STREAM_BYTES / 2);
+	recv_pages(tlm_session_lane(s, 2));
+	char c;
+	CHECK(tlm_lane_read(tlm_session_lane(s, 0), &c, 1, 20000) == 1 && c == 'k');
+	printf("  session acceptor ok\n");
+	tlm_session_close(s);
+	tlm_listener_close(xl);
+}
+
+static void sess_connector(const char *port)
+{
+	struct tlm_session_cfg cfg = sess_cfg(cli_args);
+	struct tlm_session *s;
+
+	enter_netns(netns_b);
+	CHECK_OK(tlm_connect(&cfg, cli_addr, port, &s));
+	write_stream(tlm_session_lane(s, 1), 0, STREAM_BYTES);
+	read_stream(tlm_session_lane(s, 1), 1, STREAM_BYTES / 2);
+	send_pages(tlm_session_lane(s, 2));
+	CHECK(tlm_lane_write(tlm_session_lane(s, 0), "k", 1) == 1);
+	/* the acceptor closes first: our close must not lose the 'k' */
+	char c;
+	ssize_t r = tlm_lane_read(tlm_session_lane(s, 0), &c, 1, 20000);
+	CHECK(r == 0 || r == -TLM_EPEERCLOSED);
+	printf("  session connector ok\n");
+	tlm_session_close(s);
 }
 
 /* ---- network namespaces for af_packet ---- */
@@ -388,7 +451,9 @@ int main(int argc, char **argv)
 	}
 	setvbuf(stdout, NULL, _IONBF, 0);
 	tlm_set_log_fn(log_cb, NULL);
-	if (!strcmp(cas, "afpacket")) {
+	bool session = !strncmp(cas, "session", 7);
+	CHECK_OK(tlm_psk_random(&psk));
+	if (!strcmp(cas, "afpacket") || !strcmp(cas, "session-afpacket")) {
 		if (geteuid() != 0) {
 			printf("SKIP: needs root for network namespaces\n");
 			return 77;
@@ -403,7 +468,7 @@ int main(int argc, char **argv)
 	} else if (!strcmp(cas, "dead")) {
 		snprintf(srv_args, sizeof(srv_args), "dead_ms=1500");
 		snprintf(cli_args, sizeof(cli_args), "dead_ms=1500");
-	} else if (strcmp(cas, "bytes") && strcmp(cas, "pages")) {
+	} else if (strcmp(cas, "bytes") && strcmp(cas, "pages") && strcmp(cas, "session")) {
 		fprintf(stderr, "unknown case %s\n", cas);
 		return 2;
 	}
@@ -420,7 +485,10 @@ int main(int argc, char **argv)
 	if (a == 0) {
 		close(pfd[0]);
 		alarm(100);
-		acceptor(sub, pfd[1]);
+		if (session)
+			sess_acceptor(pfd[1]);
+		else
+			acceptor(sub, pfd[1]);
 		exit(0);
 	}
 	close(pfd[1]);
@@ -437,7 +505,10 @@ int main(int argc, char **argv)
 	pid_t c = fork();
 	if (c == 0) {
 		alarm(100);
-		connector(sub, port, -1);
+		if (session)
+			sess_connector(port);
+		else
+			connector(sub, port, -1);
 		exit(0);
 	}
 	if (!strcmp(cas, "dead")) {

@@ -13,6 +13,10 @@
  * and, in the child before any lane, a memlock limit too low to register
  * the buffers: -ENOMEM with a message naming RLIMIT_MEMLOCK.
  * Exits 77 when there is no RDMA device (not inside the VM).
+ *
+ *   rdma_lanes [ADDR]                  both ends, forked (one VM)
+ *   rdma_lanes --server ADDR PORT      accepting end only (two VMs:
+ *   rdma_lanes --client ADDR PORT      tests/vm/run-two-vms.sh)
  */
 #include <errno.h>
 #include <signal.h>
@@ -231,8 +235,14 @@ static void server(struct tlm_xlistener *xl)
 static struct tlm_lane *connect_one(const char *addr, const char *port)
 {
 	struct tlm_lane *l = NULL;
-	int rc = ops->connect(addr, port, "dev=rxe0", 1, TMO, &l);
+	/* rxe0 carries 198.18.0.1; its GID 1 is the address's RoCE v2 GID. */
+	uint64_t until = tlm__now_ms() + 60000;
+	int rc;
 
+	/* In two-VM runs the server may not listen yet. */
+	while ((rc = ops->connect(addr, port, "dev=rxe0,gid=1", 1, TMO, &l)) == -ECONNREFUSED &&
+	       tlm__now_ms() < until)
+		usleep(200 * 1000);
 	CHECK(rc == 0, "connect: %s", tlm_strerror(rc));
 	return l;
 }
@@ -274,6 +284,27 @@ static void memlock_check(const char *addr, const char *port)
 	printf("PASS memlock: -ENOMEM, message names RLIMIT_MEMLOCK\n");
 }
 
+/* transport_args that do not fit the route fail before any connection. */
+static void args_check(const char *addr, const char *port)
+{
+	static const struct { const char *args; int want; } c[] = {
+		{ "dev=rxe1", -ENODEV },
+		{ "dev=rxe0,gid=0", -EADDRNOTAVAIL },
+		{ "gid=999", -ENODEV },
+		{ "slots=1", -EINVAL },
+		{ "mtu=9000", -EINVAL },
+	};
+
+	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		struct tlm_lane *l = NULL;
+		int rc = ops->connect(addr, port, c[i].args, 1, TMO, &l);
+
+		CHECK(rc == c[i].want, "transport_args '%s' gave %s, want %s", c[i].args,
+		      tlm_strerror(rc), tlm_strerror(c[i].want));
+	}
+	printf("PASS args: dev=/gid=/slots= mismatches refused\n");
+}
+
 static void client(const char *addr, const char *port)
 {
 	static uint8_t buf[300000];
@@ -283,6 +314,7 @@ static void client(const char *addr, const char *port)
 	ssize_t n;
 
 	memlock_check(addr, port);
+	args_check(addr, port);
 
 	/* stream */
 	l = connect_one(addr, port);
@@ -359,18 +391,49 @@ static void client(const char *addr, const char *port)
 	ops->close(l);
 }
 
+static int skip_or_fail(int rc, const char *addr)
+{
+	if (rc == -ENODEV || rc == -EADDRNOTAVAIL || rc == -ENOENT) {
+		printf("SKIP: no RDMA device with %s (%s); run via tests/vm/run-in-vm.sh\n",
+		       addr, tlm_strerror(rc));
+		return 77;
+	}
+	CHECK(rc == 0, "listen: %s", tlm_strerror(rc));
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	const char *addr = argc > 1 ? argv[1] : "198.18.0.1";
+	const char *addr = "198.18.0.1";
 	struct tlm_xlistener *xl = NULL;
 	char port[16];
 	pid_t pid;
 	int rc, st;
-
 	int pfd[2];
 
 	setvbuf(stdout, NULL, _IONBF, 0);
 	tlm_set_log_fn(log_fn, NULL);
+	if (argc == 4 && strcmp(argv[1], "--server") == 0) {
+		rc = skip_or_fail(ops->listen(argv[2], argv[3], NULL, &xl), argv[2]);
+		if (rc)
+			return rc;
+		server(xl);
+		ops->listener_close(xl);
+		printf("1 passed, 0 failed\n");
+		return 0;
+	}
+	if (argc == 4 && strcmp(argv[1], "--client") == 0) {
+		who = "client";
+		client(argv[2], argv[3]);
+		printf("1 passed, 0 failed\n");
+		return 0;
+	}
+	if (argc == 2)
+		addr = argv[1];
+	else if (argc != 1) {
+		fprintf(stderr, "usage: %s [ADDR] | --server ADDR PORT | --client ADDR PORT\n", argv[0]);
+		return 2;
+	}
 	/* Fork before any verbs or rdma_cm resource exists: the child must not
 	 * share the parent's rdma_cm file (destroying an id there would
 	 * destroy the parent's). The port comes through a pipe. */
@@ -391,18 +454,11 @@ int main(int argc, char **argv)
 	}
 	close(pfd[0]);
 	rc = ops->listen(addr, "0", NULL, &xl);
-	if (rc == -ENODEV || rc == -EADDRNOTAVAIL || rc == -ENOENT) {
-		close(pfd[1]);
-		waitpid(pid, &st, 0);
-		printf("SKIP: no RDMA device with %s (%s); run via tests/vm/run-in-vm.sh\n",
-		       addr, tlm_strerror(rc));
-		return 77;
-	}
 	if (rc) {
 		close(pfd[1]);
 		waitpid(pid, &st, 0);
+		return skip_or_fail(rc, addr);
 	}
-	CHECK(rc == 0, "listen: %s", tlm_strerror(rc));
 	snprintf(port, sizeof(port), "%d", ops->listener_port(xl));
 	CHECK(atoi(port) > 0, "listener port");
 	CHECK(write(pfd[1], port, strlen(port)) == (ssize_t)strlen(port), "pipe write");

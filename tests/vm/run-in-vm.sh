@@ -15,7 +15,8 @@
 # TLM_VM_VERBOSE=1 shows the boot log on stderr.
 #
 # Internal for run-two-vms.sh: --net ADDR/24 --netdev SPEC gives the VM a
-# virtio-net NIC on a QEMU socket netdev instead of the veth pair.
+# virtio-net NIC (eth0, rxe0 on it) on a QEMU socket netdev instead of the
+# veth pair. SPEC must name the netdev n0.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -92,7 +93,11 @@ for d in "${rw[@]}"; do
 	i=$((i + 1))
 done
 if [ -n "$netdev" ]; then
-	args+=(-netdev "$netdev" -device virtio-net-pci,netdev=n0)
+	# A MAC of its own per VM (from the address's last octet): two QEMUs
+	# would otherwise both use QEMU's default one on the same wire.
+	last=${net%/*}
+	last=${last##*.}
+	args+=(-netdev "$netdev" -device "virtio-net-pci,netdev=n0,mac=$(printf '52:54:00:12:34:%02x' "$last")")
 else
 	args+=(-nic none)
 fi

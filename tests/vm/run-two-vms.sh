@@ -1,0 +1,70 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# run-two-vms.sh [--mem 1G] [--smp 1] [--timeout S] [--rw DIR]... CMD_A CMD_B
+#
+# Two VMs of the run-in-vm.sh kind joined by a QEMU socket netdev (a wire
+# between two virtio-net NICs, nothing else on it): VM A has eth0
+# 198.18.0.1/24 and VM B 198.18.0.2/24, each with rxe0 on eth0, so RoCE
+# traffic really crosses a link between two kernels. CMD_A and CMD_B are
+# bash command strings run in each (cwd preserved); they coordinate by
+# themselves (B's client should retry until A's server listens). Output is
+# prefixed with [A] / [B]. Exit status: A's if it failed, else B's; 77 if
+# the VMs cannot run.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+opts=(--mem 1G --smp 1)
+tmo=600
+while [ $# -gt 0 ]; do
+	case $1 in
+	--mem|--smp|--rw) opts+=("$1" "$2"); shift 2 ;;
+	--timeout) tmo=$2; shift 2 ;;
+	--) shift; break ;;
+	-*) echo "usage: $0 [--mem 1G] [--smp 1] [--timeout S] CMD_A CMD_B" >&2; exit 2 ;;
+	*) break ;;
+	esac
+done
+[ $# -eq 2 ] || { echo "usage: $0 [--mem 1G] [--smp 1] [--timeout S] CMD_A CMD_B" >&2; exit 2; }
+
+# Fetch and build once up front, not in both VMs at the same time.
+"$here/run-in-vm.sh" --timeout 60 -- true >/dev/null 2>&1 || {
+	rc=$?
+	[ $rc -eq 77 ] && { echo "SKIP: run-two-vms: the VM harness cannot run here"; exit 77; }
+}
+
+st=$(mktemp -d /tmp/tlm-2vm.XXXXXX)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	rm -rf "$st"
+}
+trap cleanup EXIT
+
+# A free-looking port on loopback; QEMU A fails at once if it is taken,
+# and we try another.
+for try in 1 2 3 4 5; do
+	port=$((20000 + RANDOM % 30000))
+	( "$here/run-in-vm.sh" "${opts[@]}" --timeout "$tmo" \
+		--net 198.18.0.1/24 --netdev "socket,id=n0,listen=127.0.0.1:$port" \
+		-- bash -c "$1" 2>&1 | sed -u 's/^/[A] /'
+	  echo "${PIPESTATUS[0]}" > "$st/a" ) &
+	pids+=($!)
+	sleep 1
+	# QEMU A listens before its guest boots; B may connect now.
+	if [ ! -f "$st/a" ]; then
+		break
+	fi
+	rm -f "$st/a"
+done
+( "$here/run-in-vm.sh" "${opts[@]}" --timeout "$tmo" \
+	--net 198.18.0.2/24 --netdev "socket,id=n0,connect=127.0.0.1:$port" \
+	-- bash -c "$2" 2>&1 | sed -u 's/^/[B] /'
+  echo "${PIPESTATUS[0]}" > "$st/b" ) &
+pids+=($!)
+wait
+ra=$(cat "$st/a" 2>/dev/null || echo 125)
+rb=$(cat "$st/b" 2>/dev/null || echo 125)
+echo "run-two-vms: A exited $ra, B exited $rb" >&2
+[ "$ra" -ne 0 ] && exit "$ra"
+exit "$rb"
