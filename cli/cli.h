@@ -3,6 +3,7 @@
 #ifndef TLM_CLI_H
 #define TLM_CLI_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -46,5 +47,16 @@ void tlm_json_i64(struct tlm_json *j, const char *key, int64_t v);
 void tlm_json_dbl(struct tlm_json *j, const char *key, double v);
 void tlm_json_bool(struct tlm_json *j, const char *key, bool v);
 void tlm_json_finish(struct tlm_json *j);  /* closes the top object, newline */
+
+
+/* migrate.c APIs, shared by receive.c and demo.c: the relay's live
+ * progress line, its report (human or JSON) and Ctrl-C handling. */
+struct tlm_qmp_migstat;
+struct tlm_relay_result;
+void tlm_cli_relay_progress(const struct tlm_qmp_migstat *st, void *arg);
+void tlm_cli_relay_progress_end(void);
+void tlm_cli_relay_report(FILE *f, const struct tlm_relay_result *r, const char *transport,
+			  int policy, bool json, struct tlm_json *j);
+void tlm_cli_relay_signals(volatile sig_atomic_t *flag);
 
 #endif

@@ -24,13 +24,6 @@
 #include "relay.h"
 #include "vmproc.h"
 
-/* migrate.c */
-void tlm_cli_relay_progress(const struct tlm_qmp_migstat *st, void *arg);
-void tlm_cli_relay_progress_end(void);
-void tlm_cli_relay_report(FILE *f, const struct tlm_relay_result *r, const char *transport,
-			  int policy, bool json, struct tlm_json *j);
-void tlm_cli_relay_signals(volatile sig_atomic_t *flag);
-
 static volatile sig_atomic_t stop;
 
 /* What the guest said on its serial port so far. */

@@ -16,12 +16,6 @@
 #include "cli.h"
 #include "relay.h"
 
-void tlm_cli_relay_progress(const struct tlm_qmp_migstat *st, void *arg);
-void tlm_cli_relay_progress_end(void);
-void tlm_cli_relay_report(FILE *f, const struct tlm_relay_result *r, const char *transport,
-			  int policy, bool json, struct tlm_json *j);
-void tlm_cli_relay_signals(volatile sig_atomic_t *flag);
-
 static volatile sig_atomic_t *sig_flag;
 static bool progress_shown;
 

@@ -15,8 +15,6 @@
 #include "cli.h"
 #include "relay.h"
 
-/* migrate.c */
-void tlm_cli_relay_signals(volatile sig_atomic_t *flag);
 
 static void usage(FILE *f)
 {
