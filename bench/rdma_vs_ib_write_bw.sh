@@ -42,11 +42,21 @@ if [ "${1:-}" = "--inside" ]; then
 		"$TLM" bench transport --transport rdma --lanes "$n" --bytes "$SIZE" --json \
 			--psk "$tmp/key" --listen "198.18.0.1:$port" $TLM_ARGS \
 			> "$tmp/rx-$n.json" 2> "$tmp/rx-$n.err" &
-		sleep 1
-		# shellcheck disable=SC2086
-		"$TLM" bench transport --transport rdma --lanes "$n" --bytes "$SIZE" --json \
-			--psk "$tmp/key" --connect "198.18.0.1:$port" $TLM_ARGS \
-			> "$OUT/tlm-$n.json" || { cat "$tmp/rx-$n.err"; exit 1; }
+		# The receiver may take a while to listen under TCG: retry while
+		# the connection is refused.
+		ok=0
+		for _ in 1 2 3 4 5 6 7 8 9 10; do
+			sleep 1
+			# shellcheck disable=SC2086
+			if "$TLM" bench transport --transport rdma --lanes "$n" --bytes "$SIZE" \
+				--json --psk "$tmp/key" --connect "198.18.0.1:$port" $TLM_ARGS \
+				> "$OUT/tlm-$n.json" 2> "$tmp/tx-$n.err"; then
+				ok=1
+				break
+			fi
+			grep -q 'Connection refused' "$tmp/tx-$n.err" || break
+		done
+		[ $ok = 1 ] || { cat "$tmp/tx-$n.err" "$tmp/rx-$n.err"; exit 1; }
 		wait
 	done
 	exit 0
