@@ -25,7 +25,7 @@
 
 struct bm_opts {
 	const char *transport, *targs, *workload, *psk_path, *tracker;
-	const char *listen, *connect;
+	const char *listen, *connect, *local_addr;
 	uint64_t mem, rate, xbzrle, seed;
 	unsigned threads, warmup_ms;
 	struct tlm_migrate_opts mo;
@@ -64,6 +64,8 @@ static void usage(FILE *f)
 "  --listen ADDR:PORT   be the destination only\n"
 "  --connect ADDR:PORT  be the source only\n"
 "  --psk FILE           pre-shared key (required with --listen/--connect)\n"
+"  --local-addr ADDR    address both local ends use (default 127.0.0.1; an\n"
+"                       RDMA device's address for --transport rdma)\n"
 "  --json               one JSON object on stdout\n");
 }
 
@@ -406,7 +408,7 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 {
 	struct bm_opts o = {
 		.transport = "tcp", .workload = "mg", .mem = 1ull << 30, .threads = 1,
-		.warmup_ms = 300, .seed = 1,
+		.warmup_ms = 300, .seed = 1, .local_addr = "127.0.0.1",
 		.mo = { .policy = TLM_POLICY_TLM, .chk_lanes = 1, .ps_lanes = 1, .epoch_ms = 100,
 			.downtime_ms = 300, .max_iterations = 30, .zero_pages = true,
 			.timeout_ms = 60000 },
@@ -432,6 +434,7 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 		{ "listen", required_argument, NULL, 'l' },
 		{ "connect", required_argument, NULL, 'C' },
 		{ "psk", required_argument, NULL, 'P' },
+		{ "local-addr", required_argument, NULL, 'L' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -459,6 +462,7 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 		case 'l': o.listen = optarg; break;
 		case 'C': o.connect = optarg; break;
 		case 'P': o.psk_path = optarg; break;
+		case 'L': o.local_addr = optarg; break;
 		case 'j': o.json = true; break;
 		case 'z': o.mo.zero_pages = false; break;
 		case 'h': usage(stdout); return 0;
@@ -569,9 +573,9 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 
 			close(pfd[0]);
 			signal(SIGINT, SIG_IGN);
-			err = tlm_listen(&cfg, "127.0.0.1", "0", &li);
+			err = tlm_listen(&cfg, o.local_addr, "0", &li);
 			if (err) {
-				tlm_cli_err("cannot listen on loopback: %s", tlm_strerror(err));
+				tlm_cli_err("cannot listen on %s: %s", o.local_addr, tlm_strerror(err));
 				_exit(1);
 			}
 			dprintf(pfd[1], "%d", tlm_listener_port(li));
@@ -589,6 +593,6 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 			return 1;
 		}
 		port[r] = 0;
-		return run_source(&o, "127.0.0.1", port, &psk, child);
+		return run_source(&o, o.local_addr, port, &psk, child);
 	}
 }

@@ -52,8 +52,15 @@
  * drain the TX queue first. The poll thread sends up to BURST packets per
  * lane per round; a partial segment is held while send_pages is still
  * adding records, at most FLUSH_NS, so a small tail is never stuck.
+ * What the PMD's TX ring cannot take stays queued for the next round and
+ * lanes stop building data packets meanwhile (back-pressure, no drops).
  * Keepalive: a PING after KA_NS of silence (the peer answers with an ACK);
  * nothing heard for dead_ms (default 3000) fails the lane.
+ *
+ * Lifetime: ports, like the EAL, live until the process exits (a memif
+ * vdev removed and re-added in one process does not come back reliably).
+ * Nothing here survives fork(): a child forked after the EAL started gets
+ * -EOPNOTSUPP from every op (start lanes in the process that uses them).
  *
  * Locking: port->lock guards the lane/listener lists and is held by the
  * poll thread for a whole round; lane->mu guards one lane's rings and
@@ -64,6 +71,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -218,7 +226,7 @@ struct dport {
 	unsigned narp;
 	uint64_t last_arp_req;
 
-	struct rte_mbuf *txq[BURST * 4];
+	struct rte_mbuf *txq[BURST * 8];
 	unsigned ntx;
 	struct rte_mbuf *loopq[BURST * 4];
 	unsigned nloop;
@@ -226,6 +234,10 @@ struct dport {
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool g_eal_up;
+/* Set in a child forked after the EAL started: the poll threads, the
+ * hugepage-less memory and the memif sockets stayed with the parent, and
+ * a lock may have been held across the fork. Every op refuses there. */
+static volatile sig_atomic_t g_forked;
 static int g_eal_err;
 static struct dport *g_ports;
 static unsigned g_pool_seq;
@@ -437,6 +449,20 @@ static ssize_t log_write(void *cookie, const char *buf, size_t n)
 	return (ssize_t)n;
 }
 
+static void after_fork_child(void)
+{
+	g_forked = 1;
+}
+
+static int forked(void)
+{
+	if (!g_forked)
+		return 0;
+	tlm__err("dpdk: this process was forked after the EAL started; DPDK lanes "
+		 "do not survive fork(): start them in the process that uses them");
+	return -EOPNOTSUPP;
+}
+
 static int eal_init(const struct cfg *c)
 {
 	char buf[640], *argv[64];
@@ -479,6 +505,7 @@ static int eal_init(const struct cfg *c)
 		return g_eal_err;
 	}
 	g_eal_up = true;
+	pthread_atfork(NULL, NULL, after_fork_child);
 	return 0;
 }
 
@@ -556,20 +583,29 @@ static void out_pkt(struct dport *p, struct dlane *l, struct rte_mbuf *m)
 	p->txq[p->ntx++] = m;
 }
 
-static void flush_tx(struct dport *p)
+/* Hand queued packets to the PMD. What its ring cannot take now stays
+ * queued for the next round (lanes stop making data packets meanwhile):
+ * dropping it would cost a retransmission timeout each time the peer's
+ * poll thread naps and the ring fills. */
+static unsigned flush_tx(struct dport *p)
 {
 	unsigned done = 0;
 
-	for (int tries = 0; done < p->ntx && tries < 64; tries++) {
+	for (int tries = 0; done < p->ntx && tries < 4; tries++) {
 		done += rte_eth_tx_burst(p->port_id, 0, p->txq + done, (uint16_t)(p->ntx - done));
 		if (done < p->ntx)
 			rte_pause();
 	}
-	/* what the PMD refused is lost like a dropped packet: copies, so the
-	 * retransmission timer recovers it */
-	if (done < p->ntx)
-		rte_pktmbuf_free_bulk(p->txq + done, p->ntx - done);
-	p->ntx = 0;
+	if (done && done < p->ntx)
+		memmove(p->txq, p->txq + done, (p->ntx - done) * sizeof(p->txq[0]));
+	p->ntx -= done;
+	return done;
+}
+
+/* Room for a whole data burst in the tx queue? */
+static bool tx_room(const struct dport *p)
+{
+	return p->ntx + 2 <= RTE_DIM(p->txq);
 }
 
 static void out_data(struct dport *p, struct dlane *l, struct rte_mbuf *m);
@@ -1052,7 +1088,7 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 		l->rto_at = 0;
 		l->dupacks = 0;
 	}
-	for (unsigned n = 0; n < BURST && l->snd_nxt < l->snd_end; n++) {
+	for (unsigned n = 0; n < BURST && l->snd_nxt < l->snd_end && tx_room(p); n++) {
 		uint64_t left = l->snd_end - l->snd_nxt;
 		uint32_t seg = left < p->mss ? (uint32_t)left : p->mss;
 		/* in recovery, one segment per hole until the ACKs pass the
@@ -1160,10 +1196,11 @@ static void *poll_main(void *arg)
 				*pp = l->next;
 			}
 			if (p->ntx >= BURST)
-				flush_tx(p);
+				work += flush_tx(p);
 		}
-		work += p->ntx + p->nloop;
-		flush_tx(p);
+		/* only what left counts as work: a full ring to a stalled
+		 * peer must not keep us spinning */
+		work += p->nloop + flush_tx(p);
 		for (unsigned i = 0; i < p->nloop; i++)
 			rx_pkt(p, p->loopq[i], true);
 		p->nloop = 0;
@@ -1203,6 +1240,8 @@ static void port_destroy(struct dport *p)
 		kick(p);
 		pthread_join(p->thr, NULL);
 	}
+	if (p->ntx)
+		rte_pktmbuf_free_bulk(p->txq, p->ntx);
 	if (p->port_id != UINT16_MAX) {
 		rte_eth_dev_stop(p->port_id);
 		rte_eth_dev_close(p->port_id);
@@ -1398,6 +1437,8 @@ static int d_listen(const char *addr, const char *port, const char *args,
 	int r;
 
 	(void)addr;   /* the port's address is ip= (or none on memif/ring) */
+	if (forked())
+		return -EOPNOTSUPP;
 	x = calloc(1, sizeof(*x));
 	if (!x)
 		return -ENOMEM;
@@ -1477,6 +1518,8 @@ static int d_accept(struct tlm_xlistener *xl, int timeout_ms, struct tlm_lane **
 	uint64_t end = deadline_ns(timeout_ms);
 	struct dlane *l;
 
+	if (forked())
+		return -EOPNOTSUPP;
 	lock_port(p);
 	while (!x->qhead) {
 		if (cv_wait_until(&x->cv, &p->lock, end) == ETIMEDOUT && !x->qhead) {
@@ -1527,6 +1570,10 @@ static void d_listener_close(struct tlm_xlistener *xl)
 	struct dport *p = x->port;
 	struct dlane *q;
 
+	if (g_forked) {
+		free(x);   /* the rest belongs to the parent's threads */
+		return;
+	}
 	lock_port(p);
 	for (struct dlistener **pp = &p->listeners; *pp; pp = &(*pp)->next)
 		if (*pp == x) {
@@ -1559,6 +1606,8 @@ static int d_connect(const char *addr, const char *port, const char *args,
 	uint64_t end;
 	int r;
 
+	if (forked())
+		return -EOPNOTSUPP;
 	if (timeout_ms <= 0)
 		timeout_ms = TLM_DEFAULT_TIMEOUT_MS;
 	end = deadline_ns(timeout_ms);
@@ -1674,6 +1723,8 @@ static void d_close(struct tlm_lane *tl)
 	struct dport *p = l->port;
 	uint64_t end = deadline_ns(LINGER_MS);
 
+	if (g_forked)
+		return;   /* the parent's lane: not ours to touch */
 	/* linger: let what was written reach the peer, like a socket close */
 	pthread_mutex_lock(&l->mu);
 	while (l->state == LS_EST && l->snd_una < l->snd_end &&
@@ -1814,7 +1865,9 @@ static int d_flush(struct tlm_lane *tl)
 
 	pthread_mutex_lock(&l->mu);
 	l->batching = false;
-	int r = l->state == LS_EST ? 0 : l->err;
+	/* a peer that closed after taking everything we wrote is no error:
+	 * nothing is left to push */
+	int r = l->state == LS_EST || (l->snd_una == l->snd_end && !l->bad) ? 0 : l->err;
 	pthread_mutex_unlock(&l->mu);
 	kick(l->port);
 	return r;

@@ -80,6 +80,10 @@ extern const struct tlm_lane_ops tlm__rdma_ops;
 #define WAIT_SLICE_MS  50
 #define CLOSE_DRAIN_MS TLM_DEFAULT_TIMEOUT_MS /* close() waits this long for acks */
 #define RX_FILLS_MAX   32
+/* Local ACK timeout, 4.096 us * 2^N: 18 = about 1 s, so a busy peer (a
+ * Soft-RoCE one in a TCG VM acks late) is not taken for a lost packet
+ * seven times in a row, which would kill the QP. */
+#define ACK_TIMEOUT_DEFAULT 18
 
 _Static_assert(RBUF_SIZE >= TLM_FRAME_HDR + TLM_MAX_FRAME + SLOT_SIZE,
 	       "reassembly buffer must hold the largest frame plus a message");
@@ -94,6 +98,7 @@ struct rdma_opts {
 	char dev[64];      /* "" = any device */
 	int gid;           /* -1 = any GID index */
 	unsigned nslot;
+	uint8_t ack_timeout;
 };
 
 struct rdma_listener {
@@ -195,7 +200,8 @@ static int set_nonblock(int fd)
 /*
  * transport_args: comma-separated key=value. dev=NAME (the RDMA device the
  * address must resolve to), gid=N (the GID index it must use), slots=N
- * (messages in flight per direction; each is a 64 KiB registered buffer).
+ * (messages in flight per direction; each is a 64 KiB registered buffer),
+ * ack_timeout=N (local ACK timeout, 4.096 us * 2^N, 1..31).
  */
 static int parse_opts(const char *args, struct rdma_opts *o)
 {
@@ -204,6 +210,7 @@ static int parse_opts(const char *args, struct rdma_opts *o)
 	memset(o, 0, sizeof(*o));
 	o->gid = -1;
 	o->nslot = NSLOT_DEFAULT;
+	o->ack_timeout = ACK_TIMEOUT_DEFAULT;
 	while (p && *p) {
 		const char *end = strchr(p, ','), *eq;
 		size_t len = end ? (size_t)(end - p) : strlen(p), klen, vlen;
@@ -223,16 +230,21 @@ static int parse_opts(const char *args, struct rdma_opts *o)
 		if (klen == 3 && !memcmp(p, "dev", 3)) {
 			memcpy(o->dev, val, vlen + 1);
 		} else if ((klen == 3 && !memcmp(p, "gid", 3)) ||
-			   (klen == 5 && !memcmp(p, "slots", 5))) {
+			   (klen == 5 && !memcmp(p, "slots", 5)) ||
+			   (klen == 11 && !memcmp(p, "ack_timeout", 11))) {
 			v = strtol(val, &e, 10);
 			if (*e || v < 0 || v > NSLOT_MAX)
 				goto bad;
 			if (klen == 3) {
 				o->gid = (int)v;
-			} else {
+			} else if (klen == 5) {
 				if (v < 2)
 					goto bad;
 				o->nslot = (unsigned)v;
+			} else {
+				if (v < 1 || v > 31)
+					goto bad;
+				o->ack_timeout = (uint8_t)v;
 			}
 		} else {
 			goto bad;
@@ -240,8 +252,8 @@ static int parse_opts(const char *args, struct rdma_opts *o)
 		p = end ? end + 1 : NULL;
 		continue;
 bad:
-		tlm__err("rdma: bad transport argument '%.*s' (want dev=NAME, gid=N, slots=2..%d)",
-			 (int)len, p, NSLOT_MAX);
+		tlm__err("rdma: bad transport argument '%.*s' (want dev=NAME, gid=N, "
+			 "slots=2..%d, ack_timeout=1..31)", (int)len, p, NSLOT_MAX);
 		return -EINVAL;
 	}
 	return 0;
@@ -515,6 +527,11 @@ static int lane_setup(struct rdma_lane *r)
 	rc = check_route(r);
 	if (rc)
 		return rc;
+	errno = 0;
+	rc = cm_err(rdma_set_option(r->id, RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT,
+				    &r->opts.ack_timeout, sizeof(r->opts.ack_timeout)));
+	if (rc)
+		tlm__dbg("rdma: cannot set the ACK timeout: %s", strerror(-rc));
 	r->pd = ibv_alloc_pd(ctx);
 	if (!r->pd)
 		return -ENOMEM;

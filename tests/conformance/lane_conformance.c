@@ -23,6 +23,7 @@
 
 static const char *transport = "tcp";
 static const char *targs;
+static const char *addr = "127.0.0.1"; /* --addr: rdma_cm needs an rxe address */
 static struct tlm_psk psk, wrong_psk;
 
 #define FAIL(...) do { fprintf(stderr, "  FAIL %s:%d: ", __func__, __LINE__); \
@@ -108,7 +109,7 @@ static int run_case(const struct tcase *tc)
 		alarm(120);
 		tlm_set_log_fn(log_cb, NULL);
 		cfg.n_lanes = tc->acc_lanes;
-		err = tlm_listen(&cfg, "127.0.0.1", "0", &l);
+		err = tlm_listen(&cfg, addr, "0", &l);
 		if (err)
 			FAIL("listen: %s", tlm_strerror(err));
 		dprintf(pfd[1], "%d\n", tlm_listener_port(l));
@@ -163,7 +164,7 @@ static struct tlm_session *do_connect(const char *port, unsigned lanes, enum tlm
 {
 	struct tlm_session_cfg cfg = base_cfg(lanes, mode);
 	struct tlm_session *s;
-	int err = tlm_connect(&cfg, "127.0.0.1", port, &s);
+	int err = tlm_connect(&cfg, addr, port, &s);
 
 	if (err)
 		FAIL("connect: %s", tlm_strerror(err));
@@ -681,17 +682,17 @@ static void auth_conn(struct tlm_listener *l, const char *port, void *arg)
 	(void)l; (void)arg;
 	/* 1. wrong key: refused, and we learn so (the acceptor proves its key). */
 	cfg.psk = &wrong_psk;
-	err = tlm_connect(&cfg, "127.0.0.1", port, &s);
+	err = tlm_connect(&cfg, addr, port, &s);
 	if (err != -TLM_EAUTH)
 		FAIL("wrong key: expected authentication failure, got %s", tlm_strerror(err));
 	/* 2. garbage instead of a hello. */
-	CHECK_OK(ops->connect("127.0.0.1", port, targs, 0, 5000, &raw));
+	CHECK_OK(ops->connect(addr, port, targs, 0, 5000, &raw));
 	memset(buf, 0xee, sizeof(buf));
 	CHECK_OK(tlm__lane_inject_raw(raw, buf, sizeof(buf)));
 	usleep(100000);
 	ops->close(raw);
 	/* 3. a page record straight away, no handshake. */
-	CHECK_OK(ops->connect("127.0.0.1", port, targs, 1, 5000, &raw));
+	CHECK_OK(ops->connect(addr, port, targs, 1, 5000, &raw));
 	{
 		static uint8_t page[4096];
 		struct tlm_page_rec r = { .index = 0, .len = 4096, .data = page,
@@ -705,7 +706,7 @@ static void auth_conn(struct tlm_listener *l, const char *port, void *arg)
 	usleep(100000);
 	ops->close(raw);
 	/* 4. a hello of wire version 9: the answer names the acceptor's version. */
-	CHECK_OK(ops->connect("127.0.0.1", port, targs, 0, 5000, &raw));
+	CHECK_OK(ops->connect(addr, port, targs, 0, 5000, &raw));
 	{
 		struct tlm_hello h = { .magic = TLM_WIRE_MAGIC, .version = 9 };
 		struct tlm_errmsg e;
@@ -725,7 +726,7 @@ static void auth_conn(struct tlm_listener *l, const char *port, void *arg)
 	ops->close(raw);
 	/* 5. the right key. */
 	cfg.psk = &psk;
-	CHECK_OK(tlm_connect(&cfg, "127.0.0.1", port, &s));
+	CHECK_OK(tlm_connect(&cfg, addr, port, &s));
 	{
 		uint8_t b = 42;
 		CHECK(tlm_lane_write(tlm_session_lane(s, 0), &b, 1) == 1);
@@ -760,7 +761,7 @@ static void pagesize_conn(struct tlm_listener *l, const char *port, void *arg)
 
 	(void)l; (void)arg;
 	cfg.page_size = 3000;
-	err = tlm_connect(&cfg, "127.0.0.1", port, &s);
+	err = tlm_connect(&cfg, addr, port, &s);
 	if (err != -TLM_EPARAM)
 		FAIL("expected the peer to refuse our page size, got %s", tlm_strerror(err));
 }
@@ -772,7 +773,7 @@ static void lanes_conn(struct tlm_listener *l, const char *port, void *arg)
 	int err;
 
 	(void)l; (void)arg;
-	err = tlm_connect(&cfg, "127.0.0.1", port, &s);
+	err = tlm_connect(&cfg, addr, port, &s);
 	if (err != -TLM_EPARAM)
 		FAIL("expected the peer to refuse 2 lanes (it wants 3), got %s", tlm_strerror(err));
 }
@@ -799,22 +800,24 @@ int main(int argc, char **argv)
 	static const struct option lo[] = {
 		{ "transport", required_argument, NULL, 't' },
 		{ "args", required_argument, NULL, 'a' },
+		{ "addr", required_argument, NULL, 'A' },
 		{ "case", required_argument, NULL, 'c' },
 		{ "list", no_argument, NULL, 'l' },
 		{ NULL, 0, NULL, 0 },
 	};
 
-	while ((opt = getopt_long(argc, argv, "t:a:c:l", lo, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "t:a:A:c:l", lo, NULL)) != -1) {
 		switch (opt) {
 		case 't': transport = optarg; break;
 		case 'a': targs = optarg; break;
+		case 'A': addr = optarg; break;
 		case 'c': only = optarg; break;
 		case 'l':
 			for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 				printf("%s\n", cases[i].name);
 			return 0;
 		default:
-			fprintf(stderr, "usage: %s --transport NAME [--args ARGS] [--case NAME]\n", argv[0]);
+			fprintf(stderr, "usage: %s --transport NAME [--args ARGS] [--addr ADDR] [--case NAME]\n", argv[0]);
 			return 2;
 		}
 	}

@@ -275,7 +275,7 @@ static void acceptor(const char *cas, int pfd)
 	ops->listener_close(xl);
 }
 
-static void connector(const char *cas, const char *port, int rfd)
+static void connector(const char *cas, const char *port)
 {
 	struct tlm_lane *b, *pg;
 
@@ -291,7 +291,6 @@ static void connector(const char *cas, const char *port, int rfd)
 	}
 	CHECK_OK(ops->connect(cli_addr, port, cli_args, 2, 20000, &pg));
 	set_pages(pg);
-	(void)rfd;
 	if (strcmp(cas, "pages")) {
 		write_stream(b, 0, STREAM_BYTES);
 		read_stream(b, 1, STREAM_BYTES / 2);
@@ -508,7 +507,7 @@ int main(int argc, char **argv)
 		if (session)
 			sess_connector(port);
 		else
-			connector(sub, port, -1);
+			connector(sub, port);
 		exit(0);
 	}
 	if (!strcmp(cas, "dead")) {

@@ -220,8 +220,14 @@ static void write_page(uint32_t p, uint32_t gen)
 	g.writes++;
 }
 
-static void report_error(uint32_t p, uint32_t want, uint32_t found_gen,
-			 uint32_t found_page, uint32_t bad)
+struct mismatch {
+	uint32_t gen, page, bad;
+	uint32_t hdr;           /* bit i: header word i wrong */
+	uint32_t first, last;   /* first/last wrong content word, 0 if none */
+};
+
+static void report_error(uint32_t p, uint32_t want, const struct mismatch *m,
+			 uint32_t again)
 {
 	g.errors++;
 	if (g.err_lines >= ERR_LINES_PER_PERIOD)
@@ -232,13 +238,23 @@ static void report_error(uint32_t p, uint32_t want, uint32_t found_gen,
 	ln_str(" expected_gen=");
 	ln_u64(want);
 	ln_str(" found_gen=");
-	ln_u64(found_gen);
+	ln_u64(m->gen);
 	ln_str(" found_page=");
-	ln_u64(found_page);
+	ln_u64(m->page);
 	ln_str(" bad_words=");
-	ln_u64(bad);
+	ln_u64(m->bad);
 	ln_str(" addr=");
 	ln_hex((uint32_t)(uintptr_t)page_ptr(p));
+	ln_str(" hdr_bad=");
+	ln_hex(m->hdr);
+	ln_str(" first_bad=");
+	ln_u64(m->first);
+	ln_str(" last_bad=");
+	ln_u64(m->last);
+	ln_str(" again=");
+	ln_u64(again);
+	ln_str(" ms=");
+	ln_u64(guest_ms(rdtsc()));
 	ln_end();
 }
 
@@ -248,33 +264,51 @@ static void report_error(uint32_t p, uint32_t want, uint32_t found_gen,
  * are volatile: the point is to see what is in RAM now, after a migration or
  * an outside write, never what the compiler remembers storing.
  */
-static int verify_page(uint32_t p)
+static uint32_t compare_page(uint32_t p, uint32_t want, struct mismatch *m)
 {
 	const volatile uint32_t *w = page_ptr(p);
-	uint32_t want = g.gentab[p];
 	uint32_t x, sum, bad = 0;
 	uint32_t magic, page, gen, stored_sum;
 
-	if (!want)
-		return 0;
-	g.verified++;
 	magic = w[0];
 	page = w[1];
 	gen = w[2];
 	stored_sum = w[3];
 	x = content_seed(p, want);
 	sum = magic ^ page ^ rotl5(gen);
+	m->first = m->last = 0;
 	for (uint32_t i = 4; i < PAGE_WORDS; i++) {
 		uint32_t v = w[i];
 
 		x = x * 1664525u + 1013904223u;
-		bad += v != x;
+		if (v != x) {
+			bad++;
+			if (!m->first)
+				m->first = i;
+			m->last = i;
+		}
 		sum = rotl5(sum) ^ v;
 	}
-	bad += (magic != STAMP_MAGIC) + (page != p) + (gen != want) + (stored_sum != sum);
-	if (!bad)
+	m->hdr = (uint32_t)(magic != STAMP_MAGIC) | (uint32_t)(page != p) << 1 |
+		 (uint32_t)(gen != want) << 2 | (uint32_t)(stored_sum != sum) << 3;
+	m->gen = gen;
+	m->page = page;
+	m->bad = bad + (m->hdr & 1) + (m->hdr >> 1 & 1) + (m->hdr >> 2 & 1) + (m->hdr >> 3);
+	return m->bad;
+}
+
+static int verify_page(uint32_t p)
+{
+	uint32_t want = g.gentab[p];
+	struct mismatch m, m2;
+
+	if (!want)
 		return 0;
-	report_error(p, want, gen, page, bad);
+	g.verified++;
+	if (!compare_page(p, want, &m))
+		return 0;
+	/* Read it again: a mismatch that vanishes was a wrong read, not wrong RAM. */
+	report_error(p, want, &m, compare_page(p, want, &m2));
 	return -1;
 }
 

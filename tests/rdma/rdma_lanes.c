@@ -293,6 +293,7 @@ static void args_check(const char *addr, const char *port)
 		{ "gid=999", -ENODEV },
 		{ "slots=1", -EINVAL },
 		{ "mtu=9000", -EINVAL },
+		{ "ack_timeout=0", -EINVAL },
 	};
 
 	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
@@ -302,7 +303,7 @@ static void args_check(const char *addr, const char *port)
 		CHECK(rc == c[i].want, "transport_args '%s' gave %s, want %s", c[i].args,
 		      tlm_strerror(rc), tlm_strerror(c[i].want));
 	}
-	printf("PASS args: dev=/gid=/slots= mismatches refused\n");
+	printf("PASS args: dev=/gid=/slots=/ack_timeout= misfits refused\n");
 }
 
 static void client(const char *addr, const char *port)

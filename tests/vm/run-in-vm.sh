@@ -40,6 +40,17 @@ while [ $# -gt 0 ]; do
 done
 [ $# -gt 0 ] || { echo "run-in-vm: no command" >&2; exit 2; }
 
+# A work tree under /tmp or /var/tmp (a CI clone, say) would be hidden by
+# the VM's fresh tmpfs there: export its top directory read-write as well.
+for p in "$PWD" "$(cd "$(dirname "$1")" 2>/dev/null && pwd)"; do
+	case $p in
+	/tmp/?*) top=/tmp/$(echo "${p#/tmp/}" | cut -d/ -f1) ;;
+	/var/tmp/?*) top=/var/tmp/$(echo "${p#/var/tmp/}" | cut -d/ -f1) ;;
+	*) continue ;;
+	esac
+	case " ${rw[*]-} " in *" $top "*) ;; *) rw+=("$top") ;; esac
+done
+
 skip() { echo "SKIP: run-in-vm: $*"; exit 77; }
 command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 not installed"
 
@@ -54,6 +65,10 @@ initrd=$cache/initrd-$kver-$sum.img
 if [ ! -f "$initrd" ]; then
 	"$here/mkinitrd.sh" "$kdir" "$initrd.tmp.$$" || { rm -f "$initrd.tmp.$$"; exit 125; }
 	mv "$initrd.tmp.$$" "$initrd"
+	# Images of older scripts are of no use any more.
+	for old in "$cache"/initrd-*.img; do
+		[ "$old" = "$initrd" ] || rm -f "$old"
+	done
 fi
 
 job=$(mktemp -d /tmp/tlm-vm.XXXXXX)
@@ -105,8 +120,10 @@ fi
 # The console carries boot noise, then our markers around CMD's output.
 # Only what lies between them is CMD's; the boot log goes to stderr on
 # request, or when the VM dies before CMD starts.
-exec 3>&1
-qemu-system-x86_64 "${args[@]}" < /dev/null 2>&1 | tr -d '\r' |
+mkfifo "$job/console"
+qemu-system-x86_64 "${args[@]}" < /dev/null > "$job/console" 2>&1 &
+qpid=$!
+tr -d '\r' < "$job/console" |
 	awk -v verbose="${TLM_VM_VERBOSE:-0}" -v bootlog="$job/boot.log" '
 	/TLM-VM-BEGIN$/ && !began { began = 1; next }
 	began && /TLM-VM-EXIT: [0-9]+$/ {
@@ -116,22 +133,24 @@ qemu-system-x86_64 "${args[@]}" < /dev/null 2>&1 | tr -d '\r' |
 	began { print; fflush(); next }
 	{ print > bootlog; if (verbose) { print > "/dev/stderr"; fflush("/dev/stderr") } }
 	' &
-# pipefail is not needed: status comes from the job dir.
 wpid=$!
-qpid=$(pgrep -P $$ -f qemu-system-x86_64 | head -n1 || true)
 
+# The status comes from the job dir, not from QEMU or the pipeline.
 deadline=$((SECONDS + tmo))
-while kill -0 "$wpid" 2>/dev/null; do
+while kill -0 "$qpid" 2>/dev/null; do
 	if [ $SECONDS -ge $deadline ]; then
 		echo "run-in-vm: timed out after ${tmo}s" >&2
-		pkill -P $$ -f qemu-system-x86_64 2>/dev/null || true
+		kill "$qpid" 2>/dev/null || true
+		wait "$qpid" 2>/dev/null || true
+		qpid=
 		wait "$wpid" 2>/dev/null || true
 		exit 124
 	fi
 	sleep 0.2
 done
-wait "$wpid" || true
+wait "$qpid" 2>/dev/null || true
 qpid=
+wait "$wpid" 2>/dev/null || true
 
 if [ -f "$job/status" ]; then
 	exit "$(cat "$job/status")"

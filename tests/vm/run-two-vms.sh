@@ -33,38 +33,42 @@ done
 	[ $rc -eq 77 ] && { echo "SKIP: run-two-vms: the VM harness cannot run here"; exit 77; }
 }
 
-st=$(mktemp -d /tmp/tlm-2vm.XXXXXX)
-pids=()
+pa=
+pb=
 cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	rm -rf "$st"
+	# run-in-vm.sh stops its QEMU on TERM.
+	[ -n "$pa" ] && kill "$pa" 2>/dev/null
+	[ -n "$pb" ] && kill "$pb" 2>/dev/null
+	return 0
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # A free-looking port on loopback; QEMU A fails at once if it is taken,
-# and we try another.
-for try in 1 2 3 4 5; do
+# and we try another. QEMU A listens before its guest boots, so B may
+# connect as soon as A is seen alive.
+for _ in 1 2 3 4 5; do
 	port=$((20000 + RANDOM % 30000))
-	( "$here/run-in-vm.sh" "${opts[@]}" --timeout "$tmo" \
+	"$here/run-in-vm.sh" "${opts[@]}" --timeout "$tmo" \
 		--net 198.18.0.1/24 --netdev "socket,id=n0,listen=127.0.0.1:$port" \
-		-- bash -c "$1" 2>&1 | sed -u 's/^/[A] /'
-	  echo "${PIPESTATUS[0]}" > "$st/a" ) &
-	pids+=($!)
+		-- bash -c "$1" > >(sed -u 's/^/[A] /') 2>&1 &
+	pa=$!
 	sleep 1
-	# QEMU A listens before its guest boots; B may connect now.
-	if [ ! -f "$st/a" ]; then
-		break
-	fi
-	rm -f "$st/a"
+	kill -0 "$pa" 2>/dev/null && break
+	wait "$pa" || true
+	pa=
 done
-( "$here/run-in-vm.sh" "${opts[@]}" --timeout "$tmo" \
+[ -n "$pa" ] || { echo "run-two-vms: VM A did not start" >&2; exit 125; }
+"$here/run-in-vm.sh" "${opts[@]}" --timeout "$tmo" \
 	--net 198.18.0.2/24 --netdev "socket,id=n0,connect=127.0.0.1:$port" \
-	-- bash -c "$2" 2>&1 | sed -u 's/^/[B] /'
-  echo "${PIPESTATUS[0]}" > "$st/b" ) &
-pids+=($!)
-wait
-ra=$(cat "$st/a" 2>/dev/null || echo 125)
-rb=$(cat "$st/b" 2>/dev/null || echo 125)
+	-- bash -c "$2" > >(sed -u 's/^/[B] /') 2>&1 &
+pb=$!
+ra=0
+rb=0
+wait "$pa" || ra=$?
+pa=
+wait "$pb" || rb=$?
+pb=
 echo "run-two-vms: A exited $ra, B exited $rb" >&2
 [ "$ra" -ne 0 ] && exit "$ra"
 exit "$rb"
