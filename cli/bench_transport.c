@@ -7,9 +7,10 @@
  * Roles and timeline:
  *
  *   loopback (default)                 --listen / --connect (two hosts)
- *   parent: tlm_listen(127.0.0.1:0)    receiver: tlm_listen, tlm_accept
- *   fork -> child: tlm_accept,          sender:   tlm_connect
- *            receive, report
+ *   fork -> child: tlm_listen           receiver: tlm_listen, tlm_accept
+ *            (127.0.0.1:0), port to     sender:   tlm_connect
+ *            the parent by pipe,
+ *            tlm_accept, receive, report
  *   parent: tlm_connect, send
  *
  *   sender: t0; one thread per data lane sends its share of the pages in
@@ -867,26 +868,46 @@ int tlm_cli_bench_transport(int argc, char **argv)
 		return sender(&o, &cfg, host, port);
 	}
 
-	/* Loopback: listen first so the child can never miss the connect. */
-	rc = tlm_listen(&cfg, "127.0.0.1", "0", &li);
-	if (rc) {
-		tlm_cli_err("cannot listen on 127.0.0.1: %s", tlm_strerror(rc));
-		return 1;
+	/* Loopback: the child listens and tells us the port through a pipe, so
+	 * a transport with per-process state (DPDK's EAL, which does not
+	 * survive fork) starts clean on both sides. */
+	{
+		int pfd[2];
+		ssize_t n;
+
+		if (pipe(pfd)) {
+			tlm_cli_err("pipe: %s", strerror(errno));
+			return 1;
+		}
+		fflush(NULL);
+		child = fork();
+		if (child < 0) {
+			tlm_cli_err("fork: %s", strerror(errno));
+			return 1;
+		}
+		if (child == 0) {
+			close(pfd[0]);
+			rc = tlm_listen(&cfg, "127.0.0.1", "0", &li);
+			if (rc) {
+				tlm_cli_err("cannot listen on 127.0.0.1: %s", tlm_strerror(rc));
+				_exit(1);
+			}
+			dprintf(pfd[1], "%d", tlm_listener_port(li));
+			close(pfd[1]);
+			rc = receiver(li, &o, false);
+			tlm_listener_close(li);
+			_exit(rc == 0 ? 0 : 1);
+		}
+		close(pfd[1]);
+		n = read(pfd[0], port, sizeof(port) - 1);
+		close(pfd[0]);
+		if (n <= 0) {
+			waitpid(child, &st, 0);
+			tlm_cli_err("the receiving process did not start");
+			return 1;
+		}
+		port[n] = 0;
 	}
-	snprintf(port, sizeof(port), "%d", tlm_listener_port(li));
-	fflush(NULL);
-	child = fork();
-	if (child < 0) {
-		tlm_cli_err("fork: %s", strerror(errno));
-		tlm_listener_close(li);
-		return 1;
-	}
-	if (child == 0) {
-		rc = receiver(li, &o, false);
-		tlm_listener_close(li);
-		_exit(rc == 0 ? 0 : 1);
-	}
-	tlm_listener_close(li);   /* the child holds its own copy */
 	rc = sender(&o, &cfg, "127.0.0.1", port);
 	if (rc != 0)
 		kill(child, SIGTERM);

@@ -130,7 +130,21 @@ int tlm__ps_round(struct src *e)
 	return e->err;
 }
 
-static int ps_pass(struct src *e, struct ps_arg *a, struct send_batch *b, uint64_t *sent)
+/* Pages are booked to the epoch in which they were sent: a round that
+ * spans several ticks spreads over them. */
+struct ps_acct { uint32_t ep; uint64_t sent; };
+
+static void ps_book(struct src *e, struct ps_acct *ac, uint32_t epoch)
+{
+	if (epoch - 1 != ac->ep) {
+		tlm__epoch_account(e, ac->ep, 0, ac->sent);
+		ac->ep = epoch - 1;
+		ac->sent = 0;
+	}
+	ac->sent++;
+}
+
+static int ps_pass(struct src *e, struct ps_arg *a, struct send_batch *b, struct ps_acct *ac)
 {
 	uint64_t cursor = __atomic_load_n(&e->chk_next, __ATOMIC_ACQUIRE);
 
@@ -157,7 +171,7 @@ static int ps_pass(struct src *e, struct ps_arg *a, struct send_batch *b, uint64
 				epoch = __atomic_load_n(&e->epoch, __ATOMIC_ACQUIRE);
 				if (tlm__batch_add(e, b, ri, p, epoch))
 					return e->err;
-				(*sent)++;
+				ps_book(e, ac, epoch);
 			}
 			if (tlm__src_stopping(e))
 				return e->err;
@@ -177,8 +191,8 @@ void *tlm__ps_thread(void *arg)
 		return NULL;
 	}
 	for (;;) {
-		uint64_t r, sent = 0;
-		uint32_t ep;
+		uint64_t r;
+		struct ps_acct ac;
 
 		pthread_mutex_lock(&e->lock);
 		while (!e->stop && e->round == a->done_round)
@@ -193,10 +207,11 @@ void *tlm__ps_thread(void *arg)
 		r = e->round;
 		pthread_mutex_unlock(&e->lock);
 
-		ep = __atomic_load_n(&e->epoch, __ATOMIC_ACQUIRE) - 1;
-		if (ps_pass(e, a, &b, &sent) && !e->err)
+		ac.ep = __atomic_load_n(&e->epoch, __ATOMIC_ACQUIRE) - 1;
+		ac.sent = 0;
+		if (ps_pass(e, a, &b, &ac) && !e->err)
 			tlm__src_fail(e, -EIO, "PS lane %u failed", a->lane);
-		tlm__epoch_account(e, ep, 0, sent);
+		tlm__epoch_account(e, ac.ep, 0, ac.sent);
 
 		pthread_mutex_lock(&e->lock);
 		a->done_round = r;

@@ -76,6 +76,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -463,6 +465,26 @@ static int forked(void)
 	return -EOPNOTSUPP;
 }
 
+/* The EAL leaves its runtime directory (/var/run/dpdk/<prefix>: config,
+ * memseg arrays, IPC socket) behind at exit; with a prefix per process that
+ * piles up. Remove ours at exit when we chose the prefix. Not earlier:
+ * hotplug (our vdevs) looks for peers in that directory. */
+static char g_rundir[256];
+
+static void remove_rundir(void)
+{
+	DIR *d = opendir(g_rundir);
+	struct dirent *e;
+
+	if (!d)
+		return;
+	while ((e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			unlinkat(dirfd(d), e->d_name, 0);
+	closedir(d);
+	rmdir(g_rundir);
+}
+
 static int eal_init(const struct cfg *c)
 {
 	char buf[640], *argv[64];
@@ -506,6 +528,12 @@ static int eal_init(const struct cfg *c)
 	}
 	g_eal_up = true;
 	pthread_atfork(NULL, NULL, after_fork_child);
+	if (!strstr(c->eal, "--file-prefix") && !strstr(c->eal, "--in-memory")) {
+		/* the prefix is ours (tlm-<pid>): so is the directory */
+		snprintf(g_rundir, sizeof(g_rundir), "%s", rte_eal_get_runtime_dir());
+		if (g_rundir[0])
+			atexit(remove_rundir);
+	}
 	return 0;
 }
 

@@ -258,11 +258,23 @@ static void lane_tx(const char *port, int out)
 	exit(0);
 }
 
+/* The raw children's EAL runtime directories, once they are gone. */
+static void rm_rundir(pid_t p)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf /var/run/dpdk/tlmbench-%d", (int)p);
+	if (system(cmd) != 0) {
+		/* nothing to remove */
+	}
+}
+
 static int reap(pid_t p)
 {
 	int st;
 
 	waitpid(p, &st, 0);
+	rm_rundir(p);
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
 		return 0;
 	if (WIFSIGNALED(st))

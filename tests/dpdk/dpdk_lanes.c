@@ -515,6 +515,12 @@ int main(int argc, char **argv)
 		usleep(1500000);
 		kill(c, SIGKILL);
 		waitpid(c, NULL, 0);
+		/* a killed EAL cannot remove its runtime directory: do it */
+		char cmd[96];
+		snprintf(cmd, sizeof(cmd), "rm -rf /var/run/dpdk/tlm-%d", (int)c);
+		if (sh(cmd)) {
+			/* nothing there */
+		}
 		rc = wait_child(a, 40, "acceptor");
 	} else {
 		int rc_c = wait_child(c, 90, "connector");
