@@ -246,6 +246,11 @@ def main():
         sys.exit(77)
 
     case = a.case
+    # "<case>-dpdk": the same case over DPDK lanes (net_memif between the
+    # two tlm processes) instead of tcp.
+    transport = 'tcp'
+    if case.endswith('-dpdk'):
+        transport, case = 'dpdk', case[:-len('-dpdk')]
     workdir = tempfile.mkdtemp(prefix='tlm-relay-test-')
     vms = []
     procs = []
@@ -286,11 +291,11 @@ def main():
         port = free_port()
         recv = run_tlm([a.tlm, 'receive', '--qmp', dst.tlm_qmp, '--listen',
                         '127.0.0.1:%d' % port, '--psk', psk, '--lanes', str(LANES),
-                        '--accept-timeout', '60', '--json'])
+                        '--accept-timeout', '60', '--json', '--transport', transport])
         procs.append(recv)
         time.sleep(0.3)
         mig_args = [a.tlm, 'migrate', '--qmp', src.tlm_qmp, '--lanes', str(LANES),
-                    '--policy', policy, '--json', '--timeout', '120']
+                    '--policy', policy, '--json', '--timeout', '120', '--transport', transport]
 
         if case in ('idle-qemu', 'idle-tlm', 'mg-qemu', 'mg-tlm'):
             extra = []
@@ -320,7 +325,7 @@ def main():
                   'lanes %d, per-lane bytes %s' % (r['lanes'], r['lane_bytes']))
             check(all(b > 0 for b in r['lane_bytes']), 'every lane carried bytes')
             check(r['bytes'] >= MEM_MIB * 1024 * 1024 // 8 and r['policy'] == policy
-                  and r['transport'] == 'tcp', 'bytes %d, policy %s' % (r['bytes'], r['policy']))
+                  and r['transport'] == transport, 'bytes %d, policy %s' % (r['bytes'], r['policy']))
             if case == 'mg-tlm':
                 check(r['forced_switchover'] and not r['qemu_converged'],
                       'policy tlm switched over after the first pass (%d passes)'
