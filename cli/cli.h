@@ -58,5 +58,8 @@ void tlm_cli_relay_progress_end(void);
 void tlm_cli_relay_report(FILE *f, const struct tlm_relay_result *r, const char *transport,
 			  int policy, bool json, struct tlm_json *j);
 void tlm_cli_relay_signals(volatile sig_atomic_t *flag);
+/* Connects to a QEMU's QMP socket; says why not (no socket, nobody there). */
+struct tlm_qmp;
+int tlm_cli_qmp_open(const char *path, struct tlm_qmp **q);
 
 #endif

@@ -157,6 +157,18 @@ static void usage(FILE *f)
 "  --json             print the report as one JSON object\n");
 }
 
+int tlm_cli_qmp_open(const char *path, struct tlm_qmp **q)
+{
+	int rc = tlm_qmp_connect(path, 10000, q);
+
+	if (rc)
+		tlm_cli_err("cannot talk QMP on %s: %s", path,
+			    rc == -ENOENT ? "no such socket" :
+			    rc == -ECONNREFUSED ? "nobody listening (is QEMU running with -qmp?)" :
+			    tlm_strerror(rc));
+	return rc;
+}
+
 int tlm_cli_migrate(int argc, char **argv)
 {
 	static const struct option lopts[] = {
@@ -240,14 +252,8 @@ int tlm_cli_migrate(int argc, char **argv)
 	}
 	if (tlm_cli_get_psk(psk_path, false, &psk))
 		return 2;
-	rc = tlm_qmp_connect(qmp_path, 10000, &q);
-	if (rc) {
-		tlm_cli_err("cannot talk QMP on %s: %s", qmp_path,
-			    rc == -ENOENT ? "no such socket" :
-			    rc == -ECONNREFUSED ? "nobody listening (is QEMU running with -qmp?)" :
-			    tlm_strerror(rc));
+	if (tlm_cli_qmp_open(qmp_path, &q))
 		return 1;
-	}
 	tlm_cli_relay_signals(&stop);
 	o.qmp = q;
 	o.transport = transport;

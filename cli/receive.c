@@ -120,14 +120,8 @@ int tlm_cli_receive(int argc, char **argv)
 	}
 	if (tlm_cli_get_psk(psk_path, false, &psk))
 		return 2;
-	rc = tlm_qmp_connect(qmp_path, 10000, &q);
-	if (rc) {
-		tlm_cli_err("cannot talk QMP on %s: %s", qmp_path,
-			    rc == -ENOENT ? "no such socket" :
-			    rc == -ECONNREFUSED ? "nobody listening (is QEMU running with -qmp?)" :
-			    tlm_strerror(rc));
+	if (tlm_cli_qmp_open(qmp_path, &q))
 		return 1;
-	}
 	tlm_cli_relay_signals(&stop);
 	o.qmp = q;
 	o.transport = transport;

@@ -261,6 +261,16 @@ static int check_params(struct tlm_lane *l, const struct tlm_session_cfg *mine,
 	return 0;
 }
 
+static const struct tlm_lane_ops *find_transport(const struct tlm_session_cfg *cfg)
+{
+	const char *name = cfg->transport ? cfg->transport : "tcp";
+	const struct tlm_lane_ops *ops = tlm__transport_find(name);
+
+	if (!ops)
+		tlm__err("transport %s is not built into this libtlm", name);
+	return ops;
+}
+
 static void session_free(struct tlm_session *s)
 {
 	for (unsigned i = 0; i < TLM_MAX_LANES; i++)
@@ -299,11 +309,9 @@ int tlm_listen(const struct tlm_session_cfg *cfg, const char *addr,
 	err = check_cfg(cfg, false);
 	if (err)
 		return err;
-	ops = tlm__transport_find(cfg->transport ? cfg->transport : "tcp");
-	if (!ops) {
-		tlm__err("transport %s is not built into this libtlm", cfg->transport);
+	ops = find_transport(cfg);
+	if (!ops)
 		return -TLM_ENOTRANSPORT;
-	}
 	l = calloc(1, sizeof(*l));
 	if (!l)
 		return -ENOMEM;
@@ -334,12 +342,14 @@ void tlm_listener_close(struct tlm_listener *l)
 	free(l);
 }
 
-/* Accept one raw lane and authenticate it; -EAGAIN means "that one was
- * refused, keep accepting". */
-static int accept_one(struct tlm_listener *li, uint64_t deadline,
+/* Accept one raw lane by accept_deadline and authenticate it, giving the
+ * handshake its own HANDSHAKE_MS whatever is left of the accept wait: a
+ * peer that connected in time gets a fair chance to finish. -EAGAIN means
+ * "that one was refused, keep accepting". */
+static int accept_one(struct tlm_listener *li, uint64_t accept_deadline,
 		      struct tlm_lane **lane, struct tlm_hello *h)
 {
-	int left = tlm__left_ms(deadline), err;
+	int left = tlm__left_ms(accept_deadline), err;
 	struct tlm_lane *l;
 
 	if (left == 0)
@@ -347,8 +357,7 @@ static int accept_one(struct tlm_listener *li, uint64_t deadline,
 	err = li->ops->accept(li->xl, left, &l);
 	if (err)
 		return err;
-	left = tlm__left_ms(deadline);
-	err = server_auth(l, &li->psk, left < HANDSHAKE_MS ? left : HANDSHAKE_MS, h);
+	err = server_auth(l, &li->psk, HANDSHAKE_MS, h);
 	if (err) {
 		l->ops->close(l);
 		return err == -TLM_EVERSION ? err : -EAGAIN;
@@ -392,8 +401,7 @@ int tlm_accept(struct tlm_listener *li, int timeout_ms, struct tlm_session **out
 		if (!err)
 			err = tlm_lane_flush(l);
 		if (!err)
-			err = tlm__msg_recv(l, &type, buf, sizeof(buf), &len,
-					    tlm__left_ms(deadline) + 1);
+			err = tlm__msg_recv(l, &type, buf, sizeof(buf), &len, HANDSHAKE_MS);
 		if (!err && type != TLM_FT_PARAMS)
 			err = -TLM_EFRAME;
 		if (!err)
@@ -409,6 +417,10 @@ int tlm_accept(struct tlm_listener *li, int timeout_ms, struct tlm_session **out
 		break;
 	}
 	s->lanes[0] = l;
+	/* The session has started: timeout_ms bounded the wait for it; the rest
+	 * (data lanes joining) gets the configured step time, so a caller that
+	 * polls with short timeouts never cuts a session in half. */
+	deadline = tlm__now_ms() + (uint64_t)step_ms(&li->cfg);
 	memcpy(s->sid, h.sid, TLM_SID_LEN);
 	s->cfg = li->cfg;
 	s->cfg.psk = &s->psk;
@@ -480,11 +492,9 @@ int tlm_connect(const struct tlm_session_cfg *cfg, const char *addr,
 	err = check_cfg(cfg, true);
 	if (err)
 		return err;
-	ops = tlm__transport_find(cfg->transport ? cfg->transport : "tcp");
-	if (!ops) {
-		tlm__err("transport %s is not built into this libtlm", cfg->transport);
+	ops = find_transport(cfg);
+	if (!ops)
 		return -TLM_ENOTRANSPORT;
-	}
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;

@@ -123,10 +123,12 @@ struct tlm_lane;
 int tlm_listen(const struct tlm_session_cfg *cfg, const char *addr,
 	       const char *port, struct tlm_listener **out);
 int tlm_listener_port(const struct tlm_listener *l);
-/* Waits for one whole session (control lane + every data lane, each
- * authenticated). Lanes that fail authentication or name another session
- * are refused and logged; the accept goes on until timeout_ms. On success
- * the peer's parameters are in tlm_session_cfg_get(). */
+/* Waits up to timeout_ms for a session to start (a control lane that
+ * authenticates), then up to the listener's cfg timeout_ms for its data
+ * lanes to join, so polling with short timeouts never cuts a session in
+ * half. Lanes that fail authentication or name another session are refused
+ * and logged, and the accept goes on. On success the peer's parameters are
+ * in tlm_session_cfg_get(). */
 int tlm_accept(struct tlm_listener *l, int timeout_ms, struct tlm_session **out);
 void tlm_listener_close(struct tlm_listener *l);
 
