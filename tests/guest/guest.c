@@ -34,10 +34,16 @@
  *       since boot; vpasses = completed background verification passes;
  *       ms = guest time since start.
  *   TLMG error page=P expected_gen=G found_gen=H found_page=Q bad_words=B
- *        addr=0xADDR
+ *        addr=0xADDR hdr_bad=0xM first_bad=F last_bad=L again=A ms=T
  *       a verification mismatch; at most 16 per status period (the rest are
  *       still counted in errors).  The page is then rewritten with a new
  *       generation (counted in writes) so one corruption counts once.
+ *       hdr_bad: bit i set = header word i (magic, page, gen, checksum) is
+ *       wrong; first_bad/last_bad: first/last wrong content word (4..1023),
+ *       0 if none; again: bad_words of an immediate second read (0 = the
+ *       first read was wrong, not RAM); ms: guest time of the check.
+ *       found_gen > expected_gen means the page is newer than the guest's
+ *       own table: the table (or the stack) lost writes, not the page.
  *   TLMG warn ...       a command-line problem; the guest goes on with defaults.
  *   TLMG fault vec=N err=0xE eip=0xADDR
  *       a CPU exception (a guest bug); the guest halts.
@@ -259,10 +265,10 @@ static void report_error(uint32_t p, uint32_t want, const struct mismatch *m,
 }
 
 /*
- * Check page p against the generation the table says we wrote last.  Returns
- * 0 if it matches or was never written, -1 (after reporting) if not.  Reads
- * are volatile: the point is to see what is in RAM now, after a migration or
- * an outside write, never what the compiler remembers storing.
+ * Compare page p with the stamp of generation want; returns the number of
+ * wrong words (0 = match) and fills *m.  Reads are volatile: the point is to
+ * see what is in RAM now, after a migration or an outside write, never what
+ * the compiler remembers storing.
  */
 static uint32_t compare_page(uint32_t p, uint32_t want, struct mismatch *m)
 {
@@ -297,6 +303,10 @@ static uint32_t compare_page(uint32_t p, uint32_t want, struct mismatch *m)
 	return m->bad;
 }
 
+/*
+ * Check page p against the generation the table says we wrote last.  Returns
+ * 0 if it matches or was never written, -1 (after reporting) if not.
+ */
 static int verify_page(uint32_t p)
 {
 	uint32_t want = g.gentab[p];
@@ -307,7 +317,11 @@ static int verify_page(uint32_t p)
 	g.verified++;
 	if (!compare_page(p, want, &m))
 		return 0;
-	/* Read it again: a mismatch that vanishes was a wrong read, not wrong RAM. */
+	/*
+	 * Read it again.  If the second read matches, RAM was right and the first
+	 * comparison was not (e.g. its locals came back stale after a migration
+	 * that lost stack writes); the report tells the two apart.
+	 */
 	report_error(p, want, &m, compare_page(p, want, &m2));
 	return -1;
 }
