@@ -218,7 +218,15 @@ class Guest:
         self.log = SerialLog(self.serial_path)
 
     def cmdline(self):
-        cmd = [self.qemu, '-accel', self.accel, '-m', str(self.mem_mib),
+        # QEMU < 9.0 (Debian 12 ships 7.2) drops TCG guest writes during
+        # live migration when the RAM block is a multiple of 256 KiB: its fast
+        # dirty-bitmap sync never resets the TCG TLB's dirty state (fixed
+        # upstream in 03bfc2188f, "physmem: Fix migration dirty bitmap
+        # coherency with TCG memory access"). 8 KiB less RAM forces the
+        # page-by-page sync, which does. Both ends get the same -m.
+        mem = ('%dK' % (self.mem_mib * 1024 - 8) if isinstance(self.mem_mib, int)
+               else str(self.mem_mib))
+        cmd = [self.qemu, '-accel', self.accel, '-m', mem,
                '-nodefaults', '-display', 'none', '-nic', 'none',
                '-serial', 'file:' + self.serial_path,
                '-kernel', self.kernel]
