@@ -83,7 +83,13 @@ struct tcp_opts {
 			* unless autotuning may grow that far by itself */
 	int rcvbuf;
 	int nodelay;   /* on every lane (1) or only the control lane (0) */
+	int send_timeout; /* ms a send may make no progress before the lane
+			   * fails: a peer that is alive but stopped reading
+			   * must not block the sender (and a paused guest)
+			   * forever. 0 = wait forever. */
 };
+
+#define SEND_TIMEOUT_DEFAULT 30000
 
 struct tcp_listener {
 	struct tlm_xlistener base;
@@ -195,7 +201,8 @@ static int parse_size(const char *s, size_t n, int *out)
  * transport_args: comma-separated key=value. sndbuf=SIZE, rcvbuf=SIZE
  * (K/M suffixes; 0 = kernel autotuning; unset: 4 MiB unless autotuning
  * already reaches that, see set_bufs), nodelay=0|1 (data lanes; the
- * control lane always has it).
+ * control lane always has it), send_timeout=MS (a send that makes no
+ * progress that long fails the lane; default 30000, 0 = never).
  */
 static int parse_opts(const char *args, struct tcp_opts *o)
 {
@@ -204,6 +211,7 @@ static int parse_opts(const char *args, struct tcp_opts *o)
 	o->sndbuf = -1;
 	o->rcvbuf = -1;
 	o->nodelay = 1;
+	o->send_timeout = SEND_TIMEOUT_DEFAULT;
 	while (p && *p) {
 		const char *end = strchr(p, ','), *eq;
 		size_t len = end ? (size_t)(end - p) : strlen(p);
@@ -222,6 +230,8 @@ static int parse_opts(const char *args, struct tcp_opts *o)
 			dst = &o->rcvbuf;
 		else if (klen == 7 && !memcmp(p, "nodelay", 7))
 			dst = &o->nodelay;
+		else if (klen == 12 && !memcmp(p, "send_timeout", 12))
+			dst = &o->send_timeout;
 		if (!dst || parse_size(eq + 1, len - klen - 1, dst) < 0 ||
 		    (dst == &o->nodelay && *dst > 1)) {
 			tlm__err("tcp: bad transport argument '%.*s'", (int)len, p);
@@ -310,6 +320,12 @@ static void set_lane_opts(int fd, const struct tcp_opts *o, unsigned index)
 	if (o->nodelay || index == 0)
 		if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
 			tlm__dbg("tcp: TCP_NODELAY: %s", strerror(errno));
+	if (o->send_timeout > 0) {
+		struct timeval tv = { .tv_sec = o->send_timeout / 1000,
+				      .tv_usec = (o->send_timeout % 1000) * 1000 };
+		if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+			tlm__dbg("tcp: SO_SNDTIMEO: %s", strerror(errno));
+	}
 }
 
 static int set_blocking(int fd, bool blocking)
@@ -402,6 +418,14 @@ static int send_iov(struct tcp_lane *t, struct iovec *iov, int cnt)
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				/* SO_SNDTIMEO ran out with nothing sent. */
+				tlm__err("%s: lane %u: the peer has read nothing for %d ms; "
+					 "giving up", t->base.peer, t->base.index,
+					 t->opts.send_timeout);
+				t->tx_err = -ETIMEDOUT;
+				return t->tx_err;
+			}
 			t->tx_err = map_sock_err(errno);
 			return t->tx_err;
 		}

@@ -4,9 +4,11 @@
  * lane cut, the source told to abort. In every case the source's engine
  * must return an error, report the migration as not completed, and leave
  * the workload running (never paused); the destination must report
- * failure, never success.
+ * failure, never success. A destination that stops reading while alive
+ * (SIGSTOP) must not block the source forever: the lane's send timeout
+ * fails it.
  *
- *   test_engine_faults kill-destination|cut-lane|abort
+ *   test_engine_faults kill-destination|cut-lane|abort|stall-destination
  */
 #include <signal.h>
 #include <stdio.h>
@@ -23,7 +25,7 @@
 
 #define MEM (512ull << 20)
 
-enum fault { KILL_DST, CUT_LANE, ABORT };
+enum fault { KILL_DST, CUT_LANE, ABORT, STALL_DST };
 
 struct ctx {
 	enum fault f;
@@ -92,6 +94,9 @@ static void progress(const struct tlm_migrate_stats *st, uint64_t sent, uint64_t
 	case ABORT:
 		c->abort_flag = 1;
 		break;
+	case STALL_DST:
+		kill(c->child, SIGSTOP);
+		break;
 	}
 }
 
@@ -140,11 +145,14 @@ int main(int argc, char **argv)
 	ssize_t r;
 
 	if (argc != 2) {
-		fprintf(stderr, "usage: %s kill-destination|cut-lane|abort\n", argv[0]);
+		fprintf(stderr, "usage: %s kill-destination|cut-lane|abort|stall-destination\n", argv[0]);
 		return 2;
 	}
 	c.f = !strcmp(argv[1], "kill-destination") ? KILL_DST :
-	      !strcmp(argv[1], "cut-lane") ? CUT_LANE : ABORT;
+	      !strcmp(argv[1], "cut-lane") ? CUT_LANE :
+	      !strcmp(argv[1], "stall-destination") ? STALL_DST : ABORT;
+	/* A short stall timeout, so the stalled case ends in seconds. */
+	cfg.transport_args = "send_timeout=2000";
 	signal(SIGPIPE, SIG_IGN);
 	tlm_set_log_fn(log_cb, NULL);
 	tlm_psk_random(&psk);
@@ -200,8 +208,10 @@ int main(int argc, char **argv)
 		fails++;
 	}
 	tlm_session_close(c.s);
+	if (c.f == STALL_DST)
+		kill(c.child, SIGKILL);
 	waitpid(c.child, &status, 0);
-	if (c.f != KILL_DST && !(WIFEXITED(status) && WEXITSTATUS(status) == 3)) {
+	if (c.f != KILL_DST && c.f != STALL_DST && !(WIFEXITED(status) && WEXITSTATUS(status) == 3)) {
 		fprintf(stderr, "FAIL: the destination did not report failure (status 0x%x)\n", status);
 		fails++;
 	}
@@ -209,7 +219,9 @@ int main(int argc, char **argv)
 	tlm_workload_stop(w);
 	tlm_local_destroy(m);
 	if (!fails)
-		printf("%s: source kept running (%llu more writes), destination failed cleanly\n",
-		       argv[1], (unsigned long long)(w1 - w0));
+		printf("%s: source kept running (%llu more writes), %s\n",
+		       argv[1], (unsigned long long)(w1 - w0),
+		       c.f == KILL_DST || c.f == STALL_DST ? "destination process gone"
+						      : "destination reported failure");
 	return fails ? 1 : 0;
 }
