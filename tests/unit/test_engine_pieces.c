@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: MIT */
+/* Self-tests of the engine's pure pieces: the XBZRLE codec and the
+ * policies' stop rules (docs/policies.md). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <errno.h>
+#include <string.h>
+
+#include "core/engine.h" /* the internal one, not include/tlm/engine.h */
+
+static int failures;
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c); failures++; } } while (0)
+
+#define PS 4096
+
+static void test_xbzrle(void)
+{
+	struct tlm_xbz_cache *c = tlm__xbz_create(64 * PS, PS);
+	static uint8_t a[PS], b[PS], enc[PS], dst[PS];
+	uint32_t n;
+
+	CHECK(c != NULL);
+	for (int i = 0; i < PS; i++)
+		a[i] = (uint8_t)(i * 7);
+	/* First sight of a page: no base, send it plain (and cache it). */
+	CHECK(tlm__xbz_encode(c, 42, a, enc) == 0);
+	/* A few changed runs: a small delta that rebuilds the page exactly. */
+	memcpy(b, a, PS);
+	b[0] ^= 1;
+	memset(b + 1000, 0xee, 17);
+	b[PS - 1] ^= 0x80;
+	n = tlm__xbz_encode(c, 42, b, enc);
+	CHECK(n > 4 && n < 100);
+	memcpy(dst, a, PS);
+	CHECK(tlm__xbz_decode(enc, n, dst, PS) == 0 && !memcmp(dst, b, PS));
+	/* Against the wrong base it is refused, and the page is untouched by
+	 * the caller's copy-then-commit (apply.c decodes into a scratch page). */
+	memcpy(dst, a, PS);
+	dst[5] ^= 1;
+	CHECK(tlm__xbz_decode(enc, n, dst, PS) == -TLM_EFRAME);
+	/* Unchanged page: a non-empty delta that changes nothing. */
+	n = tlm__xbz_encode(c, 42, b, enc);
+	CHECK(n > 4);
+	memcpy(dst, b, PS);
+	CHECK(tlm__xbz_decode(enc, n, dst, PS) == 0 && !memcmp(dst, b, PS));
+	/* Everything changed: too big for a delta, sent plain. */
+	for (int i = 0; i < PS; i++)
+		a[i] = (uint8_t)~b[i];
+	CHECK(tlm__xbz_encode(c, 42, a, enc) == 0);
+	/* Truncated or overlong runs are refused. */
+	CHECK(tlm__xbz_encode(c, 42, b, enc) == 0); /* plain again: b is the base now */
+	{
+		static uint8_t base[PS];
+		memcpy(base, b, PS);
+		b[7] ^= 3;
+		n = tlm__xbz_encode(c, 42, b, enc);
+		CHECK(n > 4 && n < 32);
+		memcpy(dst, base, PS);
+		CHECK(tlm__xbz_decode(enc, n, dst, PS) == 0 && !memcmp(dst, b, PS));
+		memcpy(dst, base, PS);
+		CHECK(tlm__xbz_decode(enc, n - 1, dst, PS) == -TLM_EFRAME);
+		/* a run longer than the page */
+		enc[4] = 0xff; enc[5] = 0xff; enc[6] = 0x03; enc[7] = 0x01;
+		memcpy(dst, base, PS);
+		CHECK(tlm__xbz_decode(enc, n, dst, PS) == -TLM_EFRAME);
+	}
+	tlm__xbz_destroy(c);
+}
+
+static void test_policies(void)
+{
+	struct tlm_migrate_opts o = { .downtime_ms = 300, .max_iterations = 5 };
+	struct iter_info it = { .page_size = 4096, .bw_Bps = 1e9 };
+
+	/* precopy: 1000 pages at 1 GB/s = 4 ms: fits 300 ms */
+	o.policy = TLM_POLICY_PRECOPY;
+	it.iteration = 2; it.dirty = 1000;
+	CHECK(tlm__policy_decide(&o, &it) == POL_STOP_CONVERGED);
+	/* 200000 pages = 819 ms: does not fit; iterate, then give up at the cap */
+	it.dirty = 200000;
+	CHECK(tlm__policy_decide(&o, &it) == POL_CONTINUE);
+	it.iteration = 5;
+	CHECK(tlm__policy_decide(&o, &it) == POL_GIVE_UP);
+	/* no bandwidth measured: never "fits" unless nothing is dirty */
+	it.bw_Bps = 0;
+	it.iteration = 2;
+	CHECK(tlm__policy_decide(&o, &it) == POL_CONTINUE);
+	it.dirty = 0;
+	CHECK(tlm__policy_decide(&o, &it) == POL_STOP_CONVERGED);
+	it.bw_Bps = 1e9;
+
+	/* frs: the same pages keep coming back -> stop (heuristic) */
+	o.policy = TLM_POLICY_FRS;
+	it.iteration = 2; it.dirty = 200000; it.prev_dirty = 400000; it.overlap = 190000;
+	CHECK(tlm__policy_decide(&o, &it) == POL_STOP_HEURISTIC);
+	/* shrinking well and little overlap -> go on */
+	it.overlap = 10000;
+	CHECK(tlm__policy_decide(&o, &it) == POL_CONTINUE);
+	/* not shrinking by a tenth -> stop */
+	it.prev_dirty = 210000;
+	CHECK(tlm__policy_decide(&o, &it) == POL_STOP_HEURISTIC);
+	/* at the cap frs stops, it never gives up */
+	it.prev_dirty = 400000; it.iteration = 5;
+	CHECK(tlm__policy_decide(&o, &it) == POL_STOP_HEURISTIC);
+
+	/* mp: write-intensive after the first pass -> stop-and-copy now */
+	o.policy = TLM_POLICY_MP;
+	it.iteration = 1; it.dirty = 200000; it.dirty_rate_pps = 150000; /* 614 MB/s */
+	CHECK(tlm__policy_decide(&o, &it) == POL_STOP_HEURISTIC);
+	/* a light writer iterates like precopy */
+	it.dirty_rate_pps = 10000;
+	CHECK(tlm__policy_decide(&o, &it) == POL_CONTINUE);
+	it.iteration = 5;
+	CHECK(tlm__policy_decide(&o, &it) == POL_STOP_HEURISTIC);
+
+	CHECK(tlm_policy_parse("stop-copy") == TLM_POLICY_STOPCOPY);
+	CHECK(tlm_policy_parse("tlm") == TLM_POLICY_TLM);
+	CHECK(tlm_policy_parse("nope") == -EINVAL);
+	CHECK(!strcmp(tlm_policy_name(TLM_POLICY_FRS), "frs"));
+}
+
+int main(void)
+{
+	test_xbzrle();
+	test_policies();
+	if (failures) {
+		fprintf(stderr, "%d check(s) failed\n", failures);
+		return 1;
+	}
+	printf("engine pieces: all checks passed\n");
+	return 0;
+}
