@@ -5,9 +5,8 @@
 
 #include "cli.h"
 
-/* Subcommands that arrive with later pieces are weak: absent ones say so. */
-#pragma weak tlm_cli_bench_transport
-#pragma weak tlm_cli_bench_migrate
+/* The QEMU subcommands are only built with qemu-glue (json-c): weak, so a
+ * build without them says "not available in this build". */
 #pragma weak tlm_cli_migrate
 #pragma weak tlm_cli_receive
 #pragma weak tlm_cli_demo
