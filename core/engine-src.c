@@ -563,14 +563,15 @@ fail:
 	err = e->err ? e->err : -EIO;
 	st->completed = false;
 	st->elapsed_ms = tlm__now_ms() - t_start;
-	send_abort(e);
-	/* Never leave the guest paused. */
+	/* Never leave the guest paused, and resume it first: telling the peer
+	 * may block on a stalled lane for up to its send timeout. */
 	if (e->paused) {
 		int r = m->ops->resume(m->ctx);
 		if (r)
 			tlm__err("could not resume the memory source: %s", tlm_strerror(r));
 		e->paused = false;
 	}
+	send_abort(e);
 stop_threads:
 	pthread_mutex_lock(&e->lock);
 	e->stop = true;
