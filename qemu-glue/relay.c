@@ -1065,9 +1065,10 @@ int tlm_relay_migrate(const struct tlm_relay_src_opts *o, struct tlm_relay_resul
 	goto out_relay;
 
 fail:
-	ctrl_send(&ctrl, "FAILED %s", res->error);
+	/* The source VM first: telling the peer may block on a stalled lane. */
 	if (migrating)
 		source_rollback(q, was_running);
+	ctrl_send(&ctrl, "FAILED %s", res->error);
 	res->wall_ms = (int64_t)(tlm__now_ms() - t0);
 	relay_stop(&r, true);
 	relay_on = false;
