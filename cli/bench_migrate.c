@@ -188,6 +188,11 @@ static int run_dest(struct tlm_listener *li, const struct bm_opts *o, bool quiet
 	return err ? 1 : 0;
 }
 
+static int dest_child(struct tlm_listener *li, void *arg)
+{
+	return run_dest(li, arg, true);
+}
+
 /* ---- source ---- */
 
 struct prog { bool tty; uint64_t t0; };
@@ -547,52 +552,15 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 		return run_source(&o, host, port, &psk, 0);
 	}
 
-	/* Both ends here: the destination is a child over loopback. The child
-	 * makes its own listener, so a transport with per-process state (DPDK's
-	 * EAL) starts clean there; it tells us the port through a pipe. */
+	/* Both ends here: the destination is a child over loopback. */
 	{
-		int pfd[2];
-		pid_t child;
-		ssize_t r;
+		struct tlm_session_cfg cfg = { .transport = o.transport,
+			.transport_args = o.targs, .psk = &psk };
+		pid_t child = tlm_cli_fork_listener(&cfg, o.local_addr, port, sizeof(port),
+						    dest_child, &o);
 
-		if (pipe(pfd)) {
-			tlm_cli_err("pipe: %s", strerror(errno));
+		if (child < 0)
 			return 1;
-		}
-		fflush(NULL);
-		child = fork();
-		if (child < 0) {
-			tlm_cli_err("fork: %s", strerror(errno));
-			return 1;
-		}
-		if (child == 0) {
-			struct tlm_session_cfg cfg = { .transport = o.transport,
-				.transport_args = o.targs, .psk = &psk };
-			struct tlm_listener *li;
-			int err, rc;
-
-			close(pfd[0]);
-			signal(SIGINT, SIG_IGN);
-			err = tlm_listen(&cfg, o.local_addr, "0", &li);
-			if (err) {
-				tlm_cli_err("cannot listen on %s: %s", o.local_addr, tlm_strerror(err));
-				_exit(1);
-			}
-			dprintf(pfd[1], "%d", tlm_listener_port(li));
-			close(pfd[1]);
-			rc = run_dest(li, &o, true);
-			tlm_listener_close(li);
-			_exit(rc);
-		}
-		close(pfd[1]);
-		r = read(pfd[0], port, sizeof(port) - 1);
-		close(pfd[0]);
-		if (r <= 0) {
-			waitpid(child, NULL, 0);
-			tlm_cli_err("the destination process did not start");
-			return 1;
-		}
-		port[r] = 0;
 		return run_source(&o, o.local_addr, port, &psk, child);
 	}
 }

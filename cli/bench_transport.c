@@ -504,6 +504,11 @@ out:
 	return rc;
 }
 
+static int receiver_child(struct tlm_listener *li, void *arg)
+{
+	return receiver(li, arg, false);
+}
+
 /* The receiver's report, parsed. */
 struct report {
 	int ok;
@@ -868,46 +873,10 @@ int tlm_cli_bench_transport(int argc, char **argv)
 		return sender(&o, &cfg, host, port);
 	}
 
-	/* Loopback: the child listens and tells us the port through a pipe, so
-	 * a transport with per-process state (DPDK's EAL, which does not
-	 * survive fork) starts clean on both sides. */
-	{
-		int pfd[2];
-		ssize_t n;
-
-		if (pipe(pfd)) {
-			tlm_cli_err("pipe: %s", strerror(errno));
-			return 1;
-		}
-		fflush(NULL);
-		child = fork();
-		if (child < 0) {
-			tlm_cli_err("fork: %s", strerror(errno));
-			return 1;
-		}
-		if (child == 0) {
-			close(pfd[0]);
-			rc = tlm_listen(&cfg, "127.0.0.1", "0", &li);
-			if (rc) {
-				tlm_cli_err("cannot listen on 127.0.0.1: %s", tlm_strerror(rc));
-				_exit(1);
-			}
-			dprintf(pfd[1], "%d", tlm_listener_port(li));
-			close(pfd[1]);
-			rc = receiver(li, &o, false);
-			tlm_listener_close(li);
-			_exit(rc == 0 ? 0 : 1);
-		}
-		close(pfd[1]);
-		n = read(pfd[0], port, sizeof(port) - 1);
-		close(pfd[0]);
-		if (n <= 0) {
-			waitpid(child, &st, 0);
-			tlm_cli_err("the receiving process did not start");
-			return 1;
-		}
-		port[n] = 0;
-	}
+	/* Loopback: the receiver is a child (tlm_cli_fork_listener). */
+	child = tlm_cli_fork_listener(&cfg, "127.0.0.1", port, sizeof(port), receiver_child, &o);
+	if (child < 0)
+		return 1;
 	rc = sender(&o, &cfg, "127.0.0.1", port);
 	if (rc != 0)
 		kill(child, SIGTERM);

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "tlm/tlm.h"
 
@@ -34,6 +35,16 @@ uint64_t tlm_cli_peak_rss(void);
 /* Load --psk FILE, or make a random key when none was given and both ends
  * run here (loopback). Prints the reason on failure. */
 int tlm_cli_get_psk(const char *path, bool loopback_only, struct tlm_psk *out);
+/* Both ends on this machine: forks a child that listens on addr, port 0,
+ * with cfg, tells the parent its port through a pipe, runs fn(listener,
+ * arg) and exits with fn's result (0 = success). The child makes its own
+ * listener so a transport with per-process state (DPDK's EAL, which does
+ * not survive fork) starts clean on both sides. Returns the child's pid
+ * with port filled in, or -1 after saying why. */
+struct tlm_listener;
+pid_t tlm_cli_fork_listener(const struct tlm_session_cfg *cfg, const char *addr,
+			    char *port, size_t plen,
+			    int (*fn)(struct tlm_listener *l, void *arg), void *arg);
 /* Minimal JSON writer for --json reports (one object per run). */
 struct tlm_json { FILE *f; int depth; bool first[16]; };
 void tlm_json_begin(struct tlm_json *j, FILE *f);

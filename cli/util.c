@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -141,6 +143,55 @@ int tlm_cli_get_psk(const char *path, bool loopback_only, struct tlm_psk *out)
 	if (err)
 		tlm_cli_err("cannot make a random key: %s", tlm_strerror(err));
 	return err;
+}
+
+pid_t tlm_cli_fork_listener(const struct tlm_session_cfg *cfg, const char *addr,
+			    char *port, size_t plen,
+			    int (*fn)(struct tlm_listener *l, void *arg), void *arg)
+{
+	int pfd[2];
+	pid_t child;
+	ssize_t n;
+
+	if (pipe(pfd)) {
+		tlm_cli_err("pipe: %s", strerror(errno));
+		return -1;
+	}
+	fflush(NULL);
+	child = fork();
+	if (child < 0) {
+		tlm_cli_err("fork: %s", strerror(errno));
+		close(pfd[0]);
+		close(pfd[1]);
+		return -1;
+	}
+	if (child == 0) {
+		struct tlm_listener *li;
+		int err, rc;
+
+		close(pfd[0]);
+		signal(SIGINT, SIG_IGN); /* the parent decides what Ctrl-C means */
+		err = tlm_listen(cfg, addr, "0", &li);
+		if (err) {
+			tlm_cli_err("cannot listen on %s: %s", addr, tlm_strerror(err));
+			_exit(1);
+		}
+		dprintf(pfd[1], "%d", tlm_listener_port(li));
+		close(pfd[1]);
+		rc = fn(li, arg);
+		tlm_listener_close(li);
+		_exit(rc == 0 ? 0 : 1);
+	}
+	close(pfd[1]);
+	n = read(pfd[0], port, plen - 1);
+	close(pfd[0]);
+	if (n <= 0) {
+		waitpid(child, NULL, 0);
+		tlm_cli_err("the receiving process did not start");
+		return -1;
+	}
+	port[n] = 0;
+	return child;
 }
 
 /* ---- JSON writer ---- */
