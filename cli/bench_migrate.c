@@ -59,6 +59,8 @@ static void usage(FILE *f)
 "  --max-iterations N   precopy cap (default 30)\n"
 "  --xbzrle-cache SIZE  delta-encode re-sent pages with this cache (default off)\n"
 "  --no-zero-pages      send zero pages in full\n"
+"  --copy-pages         copy pages even where the transport could send them\n"
+"                       zero-copy (RDMA WRITE; the default there)\n"
 "  --tracker T          auto (default), pagemap-scan, mprotect\n"
 "  --seed N             workload seed\n"
 "  --listen ADDR:PORT   be the destination only\n"
@@ -173,7 +175,8 @@ static int run_dest(struct tlm_listener *li, const struct bm_opts *o, bool quiet
 	if (!err)
 		err = send_digest(tlm_session_lane(s, 0), &d);
 	if (!err) {
-		uint64_t st[3] = { ds.pages_applied, ds.pages_stale, tlm_cli_peak_rss() };
+		uint64_t st[5] = { ds.pages_applied, ds.pages_stale, tlm_cli_peak_rss(),
+				   ds.pages_placed, ds.register_ms };
 		err = write_all(tlm_session_lane(s, 0), st, sizeof(st));
 		if (!err)
 			err = tlm_lane_flush(tlm_session_lane(s, 0));
@@ -223,7 +226,7 @@ static int run_source(const struct bm_opts *o, const char *host, const char *por
 	struct tlm_memsrc *ms;
 	struct digest mine = { 0 }, theirs = { 0 };
 	struct prog pr = { isatty(2) && !o->json, tlm_cli_now_ms() };
-	uint64_t dst_stats[3] = { 0 }, writes0 = 0;
+	uint64_t dst_stats[5] = { 0 }, writes0 = 0;
 	enum tlm_tracker tr = TLM_TRACK_AUTO;
 	unsigned nr, mismatched = 0, nl = o->mo.chk_lanes + o->mo.ps_lanes;
 	bool verified = false, dst_ok = false;
@@ -350,6 +353,14 @@ static int run_source(const struct bm_opts *o, const char *host, const char *por
 		tlm_json_u64(&j, "workload_writes", tlm_workload_writes(w) - writes0);
 		tlm_json_u64(&j, "peak_rss_source_bytes", tlm_cli_peak_rss());
 		tlm_json_u64(&j, "peak_rss_destination_bytes", dst_stats[2]);
+		tlm_json_bool(&j, "zero_copy", st.zero_copy);
+		tlm_json_u64(&j, "pages_placed_at_destination", dst_stats[3]);
+		tlm_json_u64(&j, "register_ms_source", st.register_ms);
+		tlm_json_u64(&j, "register_ms_destination", dst_stats[4]);
+		/* Source side: every lane's registration, per GiB of memory. */
+		tlm_json_dbl(&j, "register_s_per_GiB",
+			     st.zero_copy ? (double)st.register_ms / 1000.0 /
+					    ((double)o->mem / (1024.0 * 1024.0 * 1024.0)) : 0);
 		tlm_json_str(&j, "error", st.completed ? NULL : st.why);
 		tlm_json_arr(&j, "epochs");
 		for (unsigned i = 0; i < st.n_epochs; i++) {
@@ -434,6 +445,7 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 		{ "max-iterations", required_argument, NULL, 'i' },
 		{ "xbzrle-cache", required_argument, NULL, 'x' },
 		{ "no-zero-pages", no_argument, NULL, 'z' },
+		{ "copy-pages", no_argument, NULL, 'Z' },
 		{ "tracker", required_argument, NULL, 'k' },
 		{ "seed", required_argument, NULL, 'S' },
 		{ "listen", required_argument, NULL, 'l' },
@@ -463,6 +475,7 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 			o.mo.policy = (enum tlm_policy)pol;
 			break;
 		case 'w': o.workload = optarg; break;
+		case 'Z': o.mo.copy_pages = true; break;
 		case 'k': o.tracker = optarg; break;
 		case 'l': o.listen = optarg; break;
 		case 'C': o.connect = optarg; break;

@@ -10,6 +10,12 @@
  * the copy happen under one of 1024 striped locks, so the CHK and PS
  * receivers can never interleave on the same page.
  *
+ * Zero copy: the regions are offered to every lane first; a transport that
+ * can (RDMA) lets the source write pages straight into them and hands us
+ * PLACED records, which are only counted: the source's ordering rule
+ * (core/engine.h) replaces the arbitration by key. The offer is withdrawn
+ * before we return, whatever happened.
+ *
  * Stage 3 is confirmed (COMMIT) only when STAGE3 has arrived, every lane
  * has delivered its LAST record, and each lane's record count equals what
  * the source says it sent. Any error discards the whole attempt: a FAIL
@@ -35,6 +41,7 @@ struct dst {
 	int err;
 	char why[160];
 	volatile bool stop;
+	bool offered;             /* regions offered to the lanes */
 	struct tlm_dest_stats *st;
 };
 
@@ -86,6 +93,15 @@ static int apply(void *arg, const struct tlm_page_rec *rec)
 	    !(rec->flags & TLM_PF_ZERO) && rec->len != d->page_size)
 		return -TLM_EFRAME;
 	x->records++;
+	if (rec->flags & TLM_PF_PLACED) {
+		/* The transport checked it against what we offered; the data
+		 * is in place and the source ordered the writes (core/engine.h),
+		 * so there is nothing to arbitrate, or to touch. */
+		__atomic_fetch_add(&d->st->pages_placed, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&d->st->pages_applied, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&d->st->bytes, rec->len, __ATOMIC_RELAXED);
+		return 0;
+	}
 	key = 2 * rec->epoch + ((rec->flags & TLM_PF_PS) ? 1 : 0) + 1;
 	page = d->r[rec->region].base + rec->index * d->page_size;
 	lk = &d->stripe[(rec->index ^ (uint64_t)rec->region << 7) % STRIPES];
@@ -115,6 +131,44 @@ static int apply(void *arg, const struct tlm_page_rec *rec)
 	__atomic_fetch_add(&d->st->pages_applied, 1, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&d->st->bytes, rec->len, __ATOMIC_RELAXED);
 	return 0;
+}
+
+/* Offer the regions to every lane for zero copy (the source decides
+ * whether to use them: core/engine-src.c). A lane that cannot take them
+ * tells the peer so; the pages then come as copies, as always. */
+static void offer_regions(struct dst *d, struct tlm_dest_stats *st)
+{
+	const struct tlm_session_cfg *cfg = tlm_session_cfg_get(d->s);
+	int ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : TLM_DEFAULT_TIMEOUT_MS;
+	unsigned nl = tlm_session_lanes(d->s);
+	uint64_t t0 = tlm__now_ms();
+	bool all = true;
+
+	for (unsigned i = 1; i <= nl; i++)
+		for (unsigned k = 0; k < d->n_regions; k++) {
+			int err = tlm_lane_register_region(tlm_session_lane(d->s, i), k,
+							   d->r[k].base,
+							   d->r[k].pages * d->page_size,
+							   TLM_REG_DST, ms);
+			if (err) {
+				if (err != -EOPNOTSUPP)
+					tlm__warn("lane %u: region %u not offered for zero copy: %s",
+						  i, k, tlm_strerror(err));
+				all = false;
+			}
+		}
+	d->offered = true;
+	st->offered = all;
+	st->register_ms = tlm__now_ms() - t0;
+}
+
+static void withdraw_regions(struct dst *d)
+{
+	if (!d->offered)
+		return;
+	for (unsigned i = 1; i <= tlm_session_lanes(d->s); i++)
+		tlm_lane_unregister_regions(tlm_session_lane(d->s, i));
+	d->offered = false;
 }
 
 static void *rx_thread(void *arg)
@@ -206,12 +260,14 @@ int tlm_migrate_dest(struct tlm_session *s, const struct tlm_region *regions,
 			goto out;
 		}
 	}
-	for (unsigned i = 1; i <= nl; i++) {
+	for (unsigned i = 1; i <= nl; i++)
 		if (cfg->lane_modes[i] != TLM_MODE_PAGES) {
 			snprintf(st->why, sizeof(st->why), "lane %u is not in page mode", i);
 			err = -EINVAL;
 			goto out;
 		}
+	offer_regions(d, st);
+	for (unsigned i = 1; i <= nl; i++) {
 		x[i] = (struct rx){ .d = d, .lane = i };
 		x[i].tmp = malloc(d->page_size);
 		if (!x[i].tmp || pthread_create(&x[i].t, NULL, rx_thread, &x[i])) {
@@ -308,6 +364,8 @@ int tlm_migrate_dest(struct tlm_session *s, const struct tlm_region *regions,
 	for (unsigned i = 1; i <= started; i++)
 		pthread_join(x[i].t, NULL);
 	joined = true;
+	/* From here on the source cannot write into the regions. */
+	withdraw_regions(d);
 	if (!err) {
 		uint8_t m = TLM_CM_COMMIT;
 		err = tlm__msg_send(c, TLM_FT_CTRL, &m, 1);
@@ -336,6 +394,7 @@ out:
 		for (unsigned i = 1; i <= started; i++)
 			pthread_join(x[i].t, NULL);
 	}
+	withdraw_regions(d);
 	for (unsigned i = 1; i <= started; i++)
 		free(x[i].tmp);
 	for (unsigned i = 0; i < n && i < TLM_MAX_REGIONS; i++)

@@ -5,47 +5,92 @@
  * claim chunks of TLM_CHUNK pages in order from a shared cursor. The cursor
  * moves BEFORE a chunk is read, so "page < chk_next" means "CHK has started
  * (maybe finished) reading it": the page saver relies on exactly that
- * (core/engine.h explains why it is enough).
+ * (core/engine.h explains why it is enough). With zero copy the thread
+ * also waits for its writes, TLM_CHK_DEPTH chunks behind, and says so in
+ * `inflight`.
  */
 #include "engine.h"
+
+uint64_t tlm__chk_done(struct src *e, uint64_t *chk_next)
+{
+	/* chk_next first: a claim it shows had its `inflight` set before. */
+	uint64_t next = __atomic_load_n(&e->chk_next, __ATOMIC_SEQ_CST), done = next;
+
+	for (unsigned i = 0; e->chk && i < e->o.chk_lanes; i++) {
+		uint64_t f = __atomic_load_n(&e->chk[i].inflight, __ATOMIC_SEQ_CST);
+		if (f < done)
+			done = f;
+	}
+	*chk_next = next;
+	return done;
+}
+
+/* Claim the next chunk: [*page, *end) of *region. Returns false at the end
+ * of the pass. */
+static bool claim(struct src *e, struct chk_arg *a, bool fenced, unsigned *region,
+		  uint64_t *page, uint64_t *end, uint32_t *epoch)
+{
+	uint64_t pos = __atomic_load_n(&e->chk_next, __ATOMIC_SEQ_CST), next;
+
+	do {
+		/* The stamp is read BEFORE the claim, so a CHK record never
+		 * outranks a page-saver record of the same page (core/engine.h). */
+		*epoch = __atomic_load_n(&e->epoch, __ATOMIC_ACQUIRE);
+		/* Nothing older in flight: publish where this claim starts
+		 * (pos is at most that) before the claim can be seen. */
+		if (e->live && fenced)
+			__atomic_store_n(&a->inflight, pos, __ATOMIC_SEQ_CST);
+		*region = (unsigned)(pos >> 48);
+		*page = pos & ((1ull << 48) - 1);
+		while (*region < e->n_regions && *page >= e->r[*region].pages) {
+			(*region)++;
+			*page = 0;
+		}
+		if (*region >= e->n_regions) {
+			next = src_pos(e->n_regions, 0);
+			*end = 0;
+		} else {
+			*end = *page + TLM_CHUNK < e->r[*region].pages ? *page + TLM_CHUNK
+								      : e->r[*region].pages;
+			next = src_pos(*region, *end);
+		}
+	} while (!__atomic_compare_exchange_n(&e->chk_next, &pos, next, false,
+					      __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+	return *region < e->n_regions;
+}
 
 void *tlm__chk_thread(void *arg)
 {
 	struct chk_arg *a = arg;
 	struct src *e = a->e;
+	struct tlm_lane *l = tlm_session_lane(e->s, a->lane);
+	int ms = e->o.timeout_ms > 0 ? e->o.timeout_ms : 30000;
+	/* Zero copy: the chunks in flight, oldest first. */
+	struct { uint64_t pos, records; } q[TLM_CHK_DEPTH];
+	unsigned nq = 0;
 	struct send_batch b;
+	int err;
 
 	if (tlm__batch_init(&b, e, a->lane, 0)) {
 		tlm__src_fail(e, -ENOMEM, "CHK: out of memory");
 		return NULL;
 	}
 	for (;;) {
-		uint64_t pos = __atomic_load_n(&e->chk_next, __ATOMIC_RELAXED), next;
 		unsigned region;
 		uint64_t page, end;
-		/* The stamp is read BEFORE the claim, so a CHK record never
-		 * outranks a page-saver record of the same page (core/engine.h). */
-		uint32_t epoch = __atomic_load_n(&e->epoch, __ATOMIC_ACQUIRE);
+		uint32_t epoch;
 
-		/* Claim [page, end) of region; skip to the next region at its end. */
-		do {
-			region = (unsigned)(pos >> 48);
-			page = pos & ((1ull << 48) - 1);
-			while (region < e->n_regions && page >= e->r[region].pages) {
-				region++;
-				page = 0;
+		if (e->live && nq == TLM_CHK_DEPTH) {
+			err = tlm_lane_wait_sent(l, q[0].records, ms);
+			if (err) {
+				tlm__src_fail(e, err, "lane %u: %s", a->lane, tlm_strerror(err));
+				goto out;
 			}
-			if (region >= e->n_regions) {
-				next = src_pos(e->n_regions, 0);
-				end = 0;
-			} else {
-				end = page + TLM_CHUNK < e->r[region].pages ? page + TLM_CHUNK
-									    : e->r[region].pages;
-				next = src_pos(region, end);
-			}
-		} while (!__atomic_compare_exchange_n(&e->chk_next, &pos, next, false,
-						      __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
-		if (region >= e->n_regions)
+			q[0] = q[1];
+			nq--;
+			__atomic_store_n(&a->inflight, q[0].pos, __ATOMIC_SEQ_CST);
+		}
+		if (!claim(e, a, nq == 0, &region, &page, &end, &epoch))
 			break;
 		for (uint64_t p = page; p < end; p++)
 			if (tlm__batch_add(e, &b, region, p, epoch))
@@ -53,11 +98,23 @@ void *tlm__chk_thread(void *arg)
 		if (tlm__batch_flush(e, &b))
 			goto out;
 		__atomic_fetch_add(&e->chk_sent, end - page, __ATOMIC_RELAXED);
+		if (e->live) {
+			q[nq].pos = src_pos(region, page);
+			q[nq].records = __atomic_load_n(&e->lane_records[a->lane], __ATOMIC_RELAXED);
+			nq++;
+		}
 		if (tlm__src_stopping(e))
 			goto out;
 	}
-	(void)tlm__batch_flush(e, &b);
+	if (nq) {
+		err = tlm_lane_wait_sent(l, q[nq - 1].records, ms);
+		if (err)
+			tlm__src_fail(e, err, "lane %u: %s", a->lane, tlm_strerror(err));
+	}
 out:
+	/* Done or failed: either way nothing of ours may hold the page saver
+	 * back (on failure nothing is sent any more). */
+	__atomic_store_n(&a->inflight, UINT64_MAX, __ATOMIC_SEQ_CST);
 	tlm__batch_free(&b);
 	return NULL;
 }

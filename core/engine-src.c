@@ -80,7 +80,8 @@ static bool is_zero(const uint8_t *p, uint32_t n)
 }
 
 /* The page is copied first: the guest may keep writing it, and the crc and
- * the bytes on the wire must be of one and the same snapshot. */
+ * the bytes on the wire must be of one and the same snapshot. Zero copy
+ * leaves both to the transport (TLM_PF_LIVE, core/tlm-internal.h). */
 int tlm__batch_add(struct src *e, struct send_batch *b, unsigned region, uint64_t page,
 		   uint32_t epoch)
 {
@@ -89,6 +90,14 @@ int tlm__batch_add(struct src *e, struct send_batch *b, unsigned region, uint64_
 	struct tlm_page_rec *r = &b->recs[b->n];
 	struct tlm_xbz_cache *xc = e->xbz[b->lane];
 
+	if (e->live) {
+		/* Zero copy: the transport reads the page itself, later. */
+		*r = (struct tlm_page_rec){ .index = page, .epoch = epoch,
+					    .region = (uint16_t)region,
+					    .flags = b->flags | TLM_PF_LIVE, .len = ps,
+					    .data = e->r[region].base + page * ps };
+		goto added;
+	}
 	memcpy(snap, e->r[region].base + page * ps, ps);
 	*r = (struct tlm_page_rec){ .index = page, .epoch = epoch, .region = (uint16_t)region,
 				    .flags = b->flags };
@@ -114,6 +123,7 @@ int tlm__batch_add(struct src *e, struct send_batch *b, unsigned region, uint64_
 		}
 		r->crc = tlm_crc32c(0, r->data, r->len);
 	}
+added:
 	if (++b->n == TLM_BURST)
 		return tlm__batch_flush(e, b);
 	return 0;
@@ -197,8 +207,11 @@ static unsigned n_data(const struct src *e) { return e->o.chk_lanes + e->o.ps_la
 
 static int start_chk(struct src *e, struct chk_arg *ca, bool paused_pass)
 {
+	for (unsigned i = 0; i < e->o.chk_lanes; i++)
+		ca[i] = (struct chk_arg){ .e = e, .lane = 1 + i, .paused_pass = paused_pass,
+					  .inflight = UINT64_MAX };
+	__atomic_store_n(&e->chk, ca, __ATOMIC_SEQ_CST);
 	for (unsigned i = 0; i < e->o.chk_lanes; i++) {
-		ca[i] = (struct chk_arg){ .e = e, .lane = 1 + i, .paused_pass = paused_pass };
 		if (pthread_create(&ca[i].t, NULL, tlm__chk_thread, &ca[i])) {
 			tlm__src_fail(e, -EAGAIN, "cannot start CHK thread");
 			for (unsigned j = 0; j < i; j++)
@@ -435,6 +448,42 @@ static int setup(struct src *e)
 	return 0;
 }
 
+/*
+ * Zero copy where every data lane can do it (mixing would let a copied CHK
+ * record land over a newer placed one). Registration pins the regions, so
+ * it comes before dirty tracking starts: pinning touches every page.
+ */
+static void setup_live(struct src *e)
+{
+	int ms = e->o.timeout_ms > 0 ? e->o.timeout_ms : 30000;
+	uint64_t t0 = tlm__now_ms();
+	unsigned n = n_data(e);
+	int err = 0;
+
+	if (e->o.copy_pages || e->o.xbzrle_cache)
+		return;
+	for (unsigned i = 1; i <= n && !err; i++)
+		for (unsigned k = 0; k < e->n_regions && !err; k++) {
+			err = tlm_lane_register_region(tlm_session_lane(e->s, i), k, e->r[k].base,
+						       e->r[k].pages * e->page_size,
+						       TLM_REG_SRC, ms);
+			if (!err)
+				e->st->register_bytes += e->r[k].pages * e->page_size;
+		}
+	e->st->register_ms = tlm__now_ms() - t0;
+	if (err) {
+		if (err != -EOPNOTSUPP)
+			tlm__warn("zero copy is off: registering the regions failed: %s",
+				  tlm_strerror(err));
+		for (unsigned i = 1; i <= n; i++)
+			tlm_lane_unregister_regions(tlm_session_lane(e->s, i));
+		e->st->register_bytes = 0;
+		return;
+	}
+	e->live = true;
+	e->st->zero_copy = true;
+}
+
 static int send_start(struct src *e)
 {
 	uint8_t m[10];
@@ -477,6 +526,7 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 			snprintf(st->why, sizeof(st->why), "setup: %s", tlm_strerror(err));
 		goto out;
 	}
+	setup_live(e);
 	err = send_start(e);
 	if (err) {
 		snprintf(st->why, sizeof(st->why), "control lane: %s", tlm_strerror(err));
@@ -585,6 +635,9 @@ stop_threads:
 	if (tracking)
 		(void)m->ops->stop_tracking(m->ctx);
 out:
+	if (e->live)
+		for (unsigned i = 1; i <= n_data(e); i++)
+			tlm_lane_unregister_regions(tlm_session_lane(s, i));
 	for (unsigned i = 0; i < e->n_regions; i++) {
 		free(e->r[i].pending);
 		free(e->r[i].fresh);

@@ -27,6 +27,22 @@
  *  - p < chk_next: the page saver reads p now, after W, and its record
  *    outranks CHK's and every earlier page-saver record of p.
  * Stage 3's tick and round come after the pause, so nothing escapes.
+ *
+ * Zero copy (`live`: pages go by RDMA WRITE straight from the regions into
+ * the destination's): the destination cannot arbitrate by key any more,
+ * since the data lands before it sees the record, so the source keeps a
+ * page from being in flight on two lanes at once. Reads move to the moment
+ * the transport reads the page, which is after the record was stamped, so
+ * every "reads p after W" above still holds. CHK threads publish
+ * `inflight`, the first page of their oldest chunk whose writes may not
+ * have completed (set BEFORE the claim that makes it visible through
+ * chk_next); the page saver sends p only below chk_done = min(chk_next,
+ * every inflight), keeps pages in [chk_done, chk_next) pending for a later
+ * round, and drops those >= chk_next as before. CHK never touches a page
+ * below chk_next again, and a page's page-saver writes all go on one queue
+ * pair, in order: so no two writes of a page ever overlap, and the last
+ * one written is the last one read. Stage 3 runs after every CHK thread
+ * waited for its writes, so its round sends everything.
  */
 #ifndef TLM_CORE_ENGINE_H
 #define TLM_CORE_ENGINE_H
@@ -38,6 +54,7 @@
 
 #define TLM_BURST 128            /* pages per send_pages call */
 #define TLM_CHUNK 256            /* pages CHK claims at a time */
+#define TLM_CHK_DEPTH 2          /* zero copy: chunks a CHK thread has in flight */
 
 /* Control messages (payload of CTRL frames on the control lane). */
 enum {
@@ -74,6 +91,8 @@ struct src {
 	 * of the first page no CHK thread has started reading. */
 	uint64_t chk_next;
 	uint64_t chk_sent;        /* pages CHK has handed to lanes */
+	struct chk_arg *chk;      /* the CHK threads (their `inflight`) */
+	bool live;                /* zero copy: records point into the regions */
 
 	/* epochs */
 	uint32_t epoch;           /* current epoch (atomic) */
@@ -120,7 +139,15 @@ int tlm__batch_flush(struct src *e, struct send_batch *b);
 
 /* chk.c APIs: */
 void *tlm__chk_thread(void *arg);      /* arg: struct chk_arg */
-struct chk_arg { struct src *e; unsigned lane; pthread_t t; bool paused_pass; };
+struct chk_arg {
+	struct src *e;
+	unsigned lane;
+	pthread_t t;
+	bool paused_pass;
+	uint64_t inflight;   /* zero copy: see above; UINT64_MAX = none (atomic) */
+};
+/* Zero copy: the first position whose CHK write may not have completed. */
+uint64_t tlm__chk_done(struct src *e, uint64_t *chk_next);
 
 /* pagesaver.c APIs: */
 struct ps_arg { struct src *e; unsigned lane; unsigned k; pthread_t t; uint64_t done_round; bool running; };

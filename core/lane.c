@@ -112,3 +112,25 @@ int tlm__lane_inject_raw(struct tlm_lane *l, const void *buf, size_t n)
 {
 	return l->ops->inject_raw ? l->ops->inject_raw(l, buf, n) : -ENOTSUP;
 }
+
+int tlm_lane_register_region(struct tlm_lane *l, unsigned region, void *base, size_t len,
+			     unsigned how, int timeout_ms)
+{
+	if (l->mode != TLM_MODE_PAGES || region >= TLM_MAX_REGIONS ||
+	    (how != TLM_REG_SRC && how != TLM_REG_DST))
+		return -EINVAL;
+	return l->ops->register_region ? l->ops->register_region(l, region, base, len, how,
+								 timeout_ms)
+				       : -EOPNOTSUPP;
+}
+
+void tlm_lane_unregister_regions(struct tlm_lane *l)
+{
+	if (l->ops->unregister_regions)
+		l->ops->unregister_regions(l);
+}
+
+int tlm_lane_wait_sent(struct tlm_lane *l, uint64_t records, int timeout_ms)
+{
+	return l->ops->wait_sent ? l->ops->wait_sent(l, records, timeout_ms) : 0;
+}

@@ -14,6 +14,8 @@
  * page's PS records go out on one lane, in the order they were read. Per
  * round it takes its words' bits and sends the pages CHK has started on;
  * the others it drops, since CHK will read them later (core/engine.h).
+ * With zero copy, "started on" becomes "finished writing" (tlm__chk_done),
+ * and pages CHK is still writing stay pending for a later round.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -146,7 +148,7 @@ static void ps_book(struct src *e, struct ps_acct *ac, uint32_t epoch)
 
 static int ps_pass(struct src *e, struct ps_arg *a, struct send_batch *b, struct ps_acct *ac)
 {
-	uint64_t cursor = __atomic_load_n(&e->chk_next, __ATOMIC_ACQUIRE);
+	uint64_t cursor, done = tlm__chk_done(e, &cursor);
 
 	for (unsigned ri = 0; ri < e->n_regions; ri++) {
 		struct src_region *r = &e->r[ri];
@@ -158,16 +160,23 @@ static int ps_pass(struct src *e, struct ps_arg *a, struct send_batch *b, struct
 				continue;
 			bits = __atomic_exchange_n(&r->pending[w], 0, __ATOMIC_ACQ_REL);
 			while (bits) {
-				uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
+				uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits), pos = src_pos(ri, p);
 				uint32_t epoch;
 
 				bits &= bits - 1;
 				if (p >= r->pages)
 					continue;
+				if (pos >= done)
+					done = tlm__chk_done(e, &cursor);
 				/* CHK has not started on p: it will read it later. */
-				if (src_pos(ri, p) >= cursor &&
-				    src_pos(ri, p) >= (cursor = __atomic_load_n(&e->chk_next, __ATOMIC_ACQUIRE)))
+				if (pos >= cursor)
 					continue;
+				/* Zero copy: CHK's write of p may be in flight; a
+				 * later round sends it (core/engine.h). */
+				if (pos >= done) {
+					__atomic_fetch_or(&r->pending[w], 1ull << (p % 64), __ATOMIC_RELEASE);
+					continue;
+				}
 				epoch = __atomic_load_n(&e->epoch, __ATOMIC_ACQUIRE);
 				if (tlm__batch_add(e, b, ri, p, epoch))
 					return e->err;

@@ -75,8 +75,17 @@ struct tlm_lane_ops {
 	/* Test hook: put raw bytes on the wire, bypassing framing, so the
 	 * conformance suite can feed malformed and truncated frames. */
 	int (*inject_raw)(struct tlm_lane *l, const void *buf, size_t n);
+
+	/* Optional: zero copy of pages (NULL = the transport always copies);
+	 * semantics: tlm_lane_register_region() and friends in tlm.h. */
+	int (*register_region)(struct tlm_lane *l, unsigned region, void *base, size_t len,
+			       unsigned how, int timeout_ms);
+	void (*unregister_regions)(struct tlm_lane *l);
+	int (*wait_sent)(struct tlm_lane *l, uint64_t records, int timeout_ms);
 	const struct tlm_lane_dp *dp;
 };
+
+/* TLM_REG_SRC/DST and TLM_PF_LIVE: include/tlm/tlm.h (zero copy). */
 
 /* lane.c APIs: */
 const struct tlm_lane_ops *tlm__transport_find(const char *name);

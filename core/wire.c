@@ -9,7 +9,7 @@
 #include "tlm-internal.h"
 #include "wire.h"
 
-#define PF_KNOWN (TLM_PF_ZERO | TLM_PF_XBZRLE | TLM_PF_PS | TLM_PF_LAST)
+#define PF_KNOWN (TLM_PF_ZERO | TLM_PF_XBZRLE | TLM_PF_PS | TLM_PF_PLACED | TLM_PF_LAST)
 
 static uint16_t hdr_check(uint32_t len, uint8_t type)
 {
@@ -48,6 +48,11 @@ int tlm__frame_hdr_decode(const uint8_t in[TLM_FRAME_HDR], uint32_t page_size,
 		if (len < TLM_PAGE_HDR)
 			return -TLM_EFRAME;
 		max = TLM_PAGE_HDR + page_size;
+		break;
+	case TLM_FT_REGION:
+		if (len != TLM_REGION_LEN)
+			return -TLM_EFRAME;
+		max = TLM_REGION_LEN;
 		break;
 	case TLM_FT_HELLO: case TLM_FT_CHALLENGE: case TLM_FT_AUTH:
 	case TLM_FT_WELCOME: case TLM_FT_PARAMS: case TLM_FT_PARAMS_ACK:
@@ -91,7 +96,12 @@ int tlm__page_hdr_decode(const uint8_t in[TLM_PAGE_HDR], uint32_t frame_len,
 	r.data = NULL;
 	if (r.flags & ~PF_KNOWN)
 		return -TLM_EFRAME;
-	if (frame_len < TLM_PAGE_HDR || (uint64_t)r.len + TLM_PAGE_HDR != frame_len)
+	/* A PLACED record's data came another way (RDMA WRITE): header only. */
+	if (frame_len < TLM_PAGE_HDR ||
+	    (uint64_t)((r.flags & TLM_PF_PLACED) ? 0 : r.len) + TLM_PAGE_HDR != frame_len)
+		return -TLM_EFRAME;
+	if ((r.flags & TLM_PF_PLACED) &&
+	    (r.len == 0 || r.crc || (r.flags & (TLM_PF_ZERO | TLM_PF_XBZRLE | TLM_PF_LAST))))
 		return -TLM_EFRAME;
 	if (r.len > page_size || r.region >= TLM_MAX_REGIONS)
 		return -TLM_EFRAME;
@@ -105,9 +115,43 @@ int tlm__page_hdr_decode(const uint8_t in[TLM_PAGE_HDR], uint32_t frame_len,
 
 int tlm__page_verify(const struct tlm_page_rec *r)
 {
-	uint32_t crc = r->len ? tlm_crc32c(0, r->data, r->len) : 0;
+	uint32_t crc;
+
+	/* Only a transport that placed the data itself may accept these
+	 * (it checks them against what it registered, instead of this). */
+	if (r->flags & TLM_PF_PLACED)
+		return -TLM_EFRAME;
+	crc = r->len ? tlm_crc32c(0, r->data, r->len) : 0;
 
 	return crc == r->crc ? 0 : -TLM_ECRC;
+}
+
+void tlm__region_encode(uint8_t out[TLM_REGION_LEN], const struct tlm_region_offer *o)
+{
+	tlm__put16(out, o->region);
+	tlm__put16(out + 2, o->offered ? 1 : 0);
+	tlm__put32(out + 4, o->offered ? o->rkey : 0);
+	tlm__put64(out + 8, o->offered ? o->addr : 0);
+	tlm__put64(out + 16, o->offered ? o->len : 0);
+}
+
+int tlm__region_decode(const uint8_t *in, size_t len, struct tlm_region_offer *o)
+{
+	uint16_t offered;
+
+	if (len != TLM_REGION_LEN)
+		return -TLM_EFRAME;
+	o->region = tlm__get16(in);
+	offered = tlm__get16(in + 2);
+	o->rkey = tlm__get32(in + 4);
+	o->addr = tlm__get64(in + 8);
+	o->len = tlm__get64(in + 16);
+	if (o->region >= TLM_MAX_REGIONS || offered > 1 ||
+	    (offered ? o->len == 0 || o->addr + o->len < o->addr
+		     : o->rkey || o->addr || o->len))
+		return -TLM_EFRAME;
+	o->offered = offered == 1;
+	return 0;
 }
 
 int tlm__hello_encode(uint8_t *out, size_t cap, const struct tlm_hello *h)

@@ -15,6 +15,7 @@
 #ifndef TLM_CORE_WIRE_H
 #define TLM_CORE_WIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,7 +36,8 @@
 enum tlm_frame_type {
 	TLM_FT_DATA = 1,       /* byte-stream chunk */
 	TLM_FT_FIN = 2,        /* orderly end of a byte stream, len 0 */
-	TLM_FT_PAGE = 3,       /* page record header + data */
+	TLM_FT_PAGE = 3,       /* page record header + data (header only if PLACED) */
+	TLM_FT_REGION = 4,     /* receiver -> sender: a region offered for RDMA WRITE */
 	TLM_FT_HELLO = 16,     /* handshake, docs/wire.md */
 	TLM_FT_CHALLENGE = 17,
 	TLM_FT_AUTH = 18,
@@ -80,6 +82,19 @@ int tlm__page_hdr_decode(const uint8_t in[TLM_PAGE_HDR], uint32_t frame_len,
 			 uint32_t page_size, struct tlm_page_rec *out);
 /* Whole-record check once data is at hand: -TLM_ECRC on mismatch. */
 int tlm__page_verify(const struct tlm_page_rec *r);
+
+/* REGION payload (24 bytes), sent by a transport that places pages itself:
+ *   u16 region, u16 offered (1, or 0: not offered, copy instead),
+ *   u32 rkey, u64 addr, u64 len (0 when not offered) */
+#define TLM_REGION_LEN 24
+struct tlm_region_offer {
+	uint16_t region;
+	bool offered;
+	uint32_t rkey;
+	uint64_t addr, len;
+};
+void tlm__region_encode(uint8_t out[TLM_REGION_LEN], const struct tlm_region_offer *o);
+int tlm__region_decode(const uint8_t *in, size_t len, struct tlm_region_offer *o);
 
 /* Handshake messages (payload of the HELLO.. frames). */
 #define TLM_NONCE_LEN 32

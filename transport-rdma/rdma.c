@@ -28,6 +28,22 @@
  * reassembly buffer and parses frames from there, so a frame may span
  * messages and a message may hold many frames.
  *
+ * Zero copy (page mode, when the engine registers its regions): the
+ * receiving side registers each region for remote write and sends a REGION
+ * frame {addr, len, rkey} (or "not offered") on the lane; the sending side
+ * registers its own regions and waits for those offers. A record flagged
+ * TLM_PF_LIVE then goes as one RDMA WRITE from the source page to its place
+ * in the destination's region, and its 24-byte header as a PLACED record
+ * in the ordinary frame stream: the header's SEND comes after the WRITE on
+ * the same queue pair, so when the receiver sees the header the data is in
+ * place, and the receiver never touches the data. WRITEs are signaled
+ * every WRITE_SIGNAL work requests (a completion retires every request
+ * posted before it); the send queue holds WRITE_DEPTH of them plus the
+ * SENDs. wait_sent() reports records whose header SEND completed, which
+ * means their WRITEs completed too. Regions are registered once per
+ * process and protection domain (one PD per device, shared by the lanes),
+ * so N lanes do not pin the same memory N times.
+ *
  * Flow control, so that a SEND never meets an empty receive queue (no RNR):
  * each side posts `nrecv` receives before connecting and tells the peer the
  * number. Every message's immediate carries the sender's cumulative count
@@ -88,11 +104,19 @@ extern const struct tlm_lane_ops tlm__rdma_ops;
 _Static_assert(RBUF_SIZE >= TLM_FRAME_HDR + TLM_MAX_FRAME + SLOT_SIZE,
 	       "reassembly buffer must hold the largest frame plus a message");
 
-/* wr_id: kind in the top bits, slot in the rest. */
+/* wr_id: kind in the top bits; receives: the slot in the rest; send
+ * queue requests: the slot << WR_SLOT_SHIFT and their post number (which
+ * a completion retires up to: send completions come in order). */
+#define WR_WRITE  (0ull << 62)
 #define WR_RECV   (1ull << 62)
 #define WR_DATA   (2ull << 62)
 #define WR_CREDIT (3ull << 62)
 #define WR_KIND   (3ull << 62)
+#define WR_SLOT_SHIFT 40
+#define WR_SEQ    ((1ull << WR_SLOT_SHIFT) - 1)
+
+#define WRITE_DEPTH  256   /* RDMA WRITEs in flight per lane */
+#define WRITE_SIGNAL 16    /* signal every Nth WRITE */
 
 struct rdma_opts {
 	char dev[64];      /* "" = any device */
@@ -144,7 +168,19 @@ struct rdma_lane {
 	uint32_t peer_credit;      /* the peer's cumulative re-post count */
 	unsigned tx_head;          /* slot being filled; never in flight */
 	unsigned tx_inflight;      /* data slots posted, not completed */
-	unsigned sq_inflight;      /* send WRs not completed (data + credit) */
+	unsigned sq_cap;           /* send queue depth */
+	uint64_t sq_posted;        /* send queue requests posted ... */
+	uint64_t sq_retired;       /* ... and known complete */
+	unsigned unsignaled;       /* WRITEs posted since the last signaled one */
+	uint64_t rec_put;          /* records whose header is in the stream */
+	uint64_t rec_done;         /* records whose header SEND completed */
+	uint64_t *slot_recs;       /* per send slot: rec_put when it was posted */
+
+	/* zero copy: our registered regions and the peer's offers */
+	struct ibv_mr *src_mr[TLM_MAX_REGIONS];
+	struct ibv_mr *dst_mr[TLM_MAX_REGIONS];
+	struct tlm_region_offer remote[TLM_MAX_REGIONS];
+	bool remote_known[TLM_MAX_REGIONS];
 	size_t tx_fill;
 	int tx_err;
 	bool tx_fin;
@@ -153,6 +189,11 @@ struct rdma_lane {
 static inline struct rdma_lane *to_rdma(struct tlm_lane *l)
 {
 	return (struct rdma_lane *)l;
+}
+
+static inline unsigned sq_busy(const struct rdma_lane *r)
+{
+	return (unsigned)(r->sq_posted - r->sq_retired);
 }
 
 static inline void count_bytes(uint64_t *ctr, uint64_t n)
@@ -387,12 +428,184 @@ static int cm_expect(struct rdma_event_channel *ch, enum rdma_cm_event_type want
 	return rc;
 }
 
+/* ---- protection domains and memory registrations, shared per process ----
+ *
+ * rdma_cm opens each device once per process, so every lane on a device
+ * sees the same ibv_context: one PD per context, and one registration per
+ * (PD, range, access), counted. */
+
+struct shared_pd {
+	struct ibv_context *ctx;
+	struct ibv_pd *pd;
+	unsigned refs;
+	struct shared_pd *next;
+};
+
+struct shared_mr {
+	struct ibv_mr *mr;
+	struct shared_pd *spd;
+	int access;
+	unsigned refs;
+	struct shared_mr *next;
+};
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct shared_pd *g_pds;
+static struct shared_mr *g_mrs;
+
+static struct ibv_pd *pd_get(struct ibv_context *ctx)
+{
+	struct shared_pd *p;
+	struct ibv_pd *pd = NULL;
+
+	pthread_mutex_lock(&g_mu);
+	for (p = g_pds; p && p->ctx != ctx; p = p->next)
+		;
+	if (!p && (p = calloc(1, sizeof(*p)))) {
+		p->ctx = ctx;
+		p->pd = ibv_alloc_pd(ctx);
+		if (p->pd) {
+			p->next = g_pds;
+			g_pds = p;
+		} else {
+			free(p);
+			p = NULL;
+		}
+	}
+	if (p) {
+		p->refs++;
+		pd = p->pd;
+	}
+	pthread_mutex_unlock(&g_mu);
+	return pd;
+}
+
+/* Lock held. */
+static void pd_put_locked(struct ibv_pd *pd)
+{
+	for (struct shared_pd **pp = &g_pds; *pp; pp = &(*pp)->next) {
+		struct shared_pd *p = *pp;
+
+		if (p->pd != pd)
+			continue;
+		if (--p->refs == 0) {
+			*pp = p->next;
+			ibv_dealloc_pd(p->pd);
+			free(p);
+		}
+		return;
+	}
+}
+
+static void pd_put(struct ibv_pd *pd)
+{
+	pthread_mutex_lock(&g_mu);
+	pd_put_locked(pd);
+	pthread_mutex_unlock(&g_mu);
+}
+
+/* Registration failed: say which limit to raise, and by how much. */
+static int memlock_err(const char *what, const char *hint, size_t need, int err)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+		unsigned long long cur = (unsigned long long)rl.rlim_cur;
+
+		tlm__err("rdma: cannot register %zu KiB of %s (%s): "
+			 "RLIMIT_MEMLOCK is %llu KiB; raise it by at least %zu KiB "
+			 "(ulimit -l %llu, or LimitMEMLOCK= / memlock in limits.conf)%s",
+			 need >> 10, what, strerror(-err), cur >> 10, need >> 10,
+			 (cur + need + 1023) >> 10, hint);
+		return -ENOMEM;
+	}
+	tlm__err("rdma: cannot register %zu KiB of %s: %s", need >> 10, what, strerror(-err));
+	return err;
+}
+
+static int mr_get(struct ibv_pd *pd, void *base, size_t len, int access, const char *what,
+		  struct ibv_mr **out)
+{
+	struct shared_mr *m;
+	struct shared_pd *p;
+	int rc = 0;
+
+	pthread_mutex_lock(&g_mu);
+	for (m = g_mrs; m; m = m->next)
+		if (m->mr->pd == pd && m->mr->addr == base && m->mr->length == len &&
+		    m->access == access)
+			break;
+	if (m) {
+		m->refs++;
+		*out = m->mr;
+		goto out;
+	}
+	for (p = g_pds; p && p->pd != pd; p = p->next)
+		;
+	m = calloc(1, sizeof(*m));
+	if (!p || !m) {
+		free(m);
+		rc = -ENOMEM;
+		goto out;
+	}
+	errno = 0;
+	m->mr = ibv_reg_mr(pd, base, len, access);
+	if (!m->mr) {
+		rc = memlock_err(what, "", len, errno ? -errno : -ENOMEM);
+		free(m);
+		goto out;
+	}
+	m->spd = p;
+	m->access = access;
+	m->refs = 1;
+	p->refs++;
+	m->next = g_mrs;
+	g_mrs = m;
+	*out = m->mr;
+out:
+	pthread_mutex_unlock(&g_mu);
+	return rc;
+}
+
+static void mr_put(struct ibv_mr *mr)
+{
+	pthread_mutex_lock(&g_mu);
+	for (struct shared_mr **pp = &g_mrs; *pp; pp = &(*pp)->next) {
+		struct shared_mr *m = *pp;
+
+		if (m->mr != mr)
+			continue;
+		if (--m->refs == 0) {
+			struct ibv_pd *pd = m->mr->pd;
+
+			*pp = m->next;
+			ibv_dereg_mr(m->mr);
+			free(m);
+			pd_put_locked(pd);
+		}
+		break;
+	}
+	pthread_mutex_unlock(&g_mu);
+}
+
+static void regions_drop(struct rdma_lane *r)
+{
+	for (unsigned i = 0; i < TLM_MAX_REGIONS; i++) {
+		if (r->src_mr[i])
+			mr_put(r->src_mr[i]);
+		if (r->dst_mr[i])
+			mr_put(r->dst_mr[i]);
+		r->src_mr[i] = r->dst_mr[i] = NULL;
+	}
+}
+
 /* ---- lane setup and teardown ---- */
 
 static void lane_free(struct rdma_lane *r)
 {
 	if (r->qp_made)
 		rdma_destroy_qp(r->id);
+	regions_drop(r);
 	if (r->mr)
 		ibv_dereg_mr(r->mr);
 	if (r->cq) {
@@ -403,7 +616,7 @@ static void lane_free(struct rdma_lane *r)
 	if (r->cc)
 		ibv_destroy_comp_channel(r->cc);
 	if (r->pd)
-		ibv_dealloc_pd(r->pd);
+		pd_put(r->pd);
 	if (r->id)
 		rdma_destroy_id(r->id);
 	if (r->ch)
@@ -413,6 +626,7 @@ static void lane_free(struct rdma_lane *r)
 	free(r->rbuf);
 	free(r->pend);
 	free(r->pend_len);
+	free(r->slot_recs);
 	free(r);
 }
 
@@ -428,10 +642,13 @@ static struct rdma_lane *lane_alloc(const struct rdma_opts *o, unsigned index)
 	r->rbuf = malloc(RBUF_SIZE);
 	r->pend = calloc(r->nrecv, sizeof(*r->pend));
 	r->pend_len = calloc(r->nrecv, sizeof(*r->pend_len));
-	if (!r->rbuf || !r->pend || !r->pend_len || pthread_mutex_init(&r->mu, NULL)) {
+	r->slot_recs = calloc(r->nslot, sizeof(*r->slot_recs));
+	if (!r->rbuf || !r->pend || !r->pend_len || !r->slot_recs ||
+	    pthread_mutex_init(&r->mu, NULL)) {
 		free(r->rbuf);
 		free(r->pend);
 		free(r->pend_len);
+		free(r->slot_recs);
 		free(r);
 		return NULL;
 	}
@@ -440,27 +657,6 @@ static struct rdma_lane *lane_alloc(const struct rdma_opts *o, unsigned index)
 	r->base.page_size = TLM_DEFAULT_PAGE_SIZE;
 	r->base.index = index;
 	return r;
-}
-
-/* Registration failed: say which limit to raise, and by how much. */
-static int memlock_err(size_t need, int err)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
-		unsigned long long cur = (unsigned long long)rl.rlim_cur;
-
-		tlm__err("rdma: cannot register %zu KiB of lane buffers (%s): "
-			 "RLIMIT_MEMLOCK is %llu KiB; raise it by at least %zu KiB "
-			 "(ulimit -l %llu, or LimitMEMLOCK= / memlock in limits.conf), "
-			 "or use fewer slots (transport_args slots=N)",
-			 need >> 10, strerror(-err), cur >> 10, need >> 10,
-			 (cur + need + 1023) >> 10);
-		return -ENOMEM;
-	}
-	tlm__err("rdma: cannot register %zu KiB of lane buffers: %s", need >> 10,
-		 strerror(-err));
-	return err;
 }
 
 static int post_recv(struct rdma_lane *r, unsigned slot)
@@ -522,6 +718,7 @@ static int lane_setup(struct rdma_lane *r)
 	struct ibv_context *ctx = r->id->verbs;
 	size_t bytes = (size_t)(r->nrecv + r->nslot) * SLOT_SIZE;
 	struct ibv_qp_init_attr qa = { 0 };
+	struct ibv_device_attr da;
 	int rc;
 
 	rc = check_route(r);
@@ -532,23 +729,34 @@ static int lane_setup(struct rdma_lane *r)
 				    &r->opts.ack_timeout, sizeof(r->opts.ack_timeout)));
 	if (rc)
 		tlm__dbg("rdma: cannot set the ACK timeout: %s", strerror(-rc));
-	r->pd = ibv_alloc_pd(ctx);
+	r->pd = pd_get(ctx);
 	if (!r->pd)
 		return -ENOMEM;
+	/* SENDs (data + one credit) and the WRITEs of zero copy. */
+	r->sq_cap = r->nrecv + 1 + WRITE_DEPTH;
+	if (ibv_query_device(ctx, &da) == 0 && da.max_qp_wr > 0 &&
+	    r->sq_cap > (unsigned)da.max_qp_wr)
+		r->sq_cap = (unsigned)da.max_qp_wr;
+	if (r->sq_cap < r->nrecv + 1 + 2 * WRITE_SIGNAL) {
+		tlm__err("rdma: %s allows %d work requests per queue; %u needed",
+			 ibv_get_device_name(ctx->device), da.max_qp_wr,
+			 r->nrecv + 1 + 2 * WRITE_SIGNAL);
+		return -EINVAL;
+	}
 	r->cc = ibv_create_comp_channel(ctx);
 	if (!r->cc)
 		return -ENOMEM;
 	rc = set_nonblock(r->cc->fd);
 	if (rc)
 		return rc;
-	r->cq = ibv_create_cq(ctx, (int)(2 * r->nrecv + 2), NULL, r->cc, 0);
+	r->cq = ibv_create_cq(ctx, (int)(r->nrecv + r->sq_cap + 2), NULL, r->cc, 0);
 	if (!r->cq)
 		return -ENOMEM;
 	qa.send_cq = r->cq;
 	qa.recv_cq = r->cq;
 	qa.qp_type = IBV_QPT_RC;
-	qa.sq_sig_all = 1;
-	qa.cap.max_send_wr = r->nrecv + 1;
+	qa.sq_sig_all = 0;
+	qa.cap.max_send_wr = r->sq_cap;
 	qa.cap.max_recv_wr = r->nrecv;
 	qa.cap.max_send_sge = 1;
 	qa.cap.max_recv_sge = 1;
@@ -565,7 +773,8 @@ static int lane_setup(struct rdma_lane *r)
 	errno = 0;
 	r->mr = ibv_reg_mr(r->pd, r->mem, bytes, IBV_ACCESS_LOCAL_WRITE);
 	if (!r->mr)
-		return memlock_err(bytes, errno ? -errno : -ENOMEM);
+		return memlock_err("lane buffers", ", or use fewer slots (transport_args slots=N)",
+				   bytes, errno ? -errno : -ENOMEM);
 	for (unsigned i = 0; i < r->nrecv; i++) {
 		rc = post_recv(r, i);
 		if (rc)
@@ -607,11 +816,12 @@ static unsigned data_limit(const struct rdma_lane *r)
 	return r->peer_nrecv - 1;
 }
 
-static int post_send(struct rdma_lane *r, uint64_t wr_id, const void *buf, uint32_t len)
+static int post_send(struct rdma_lane *r, uint64_t kind, unsigned slot, const void *buf,
+		     uint32_t len)
 {
 	struct ibv_sge sge = { .addr = (uintptr_t)buf, .length = len, .lkey = r->mr->lkey };
 	struct ibv_send_wr wr = {
-		.wr_id = wr_id,
+		.wr_id = kind | (uint64_t)slot << WR_SLOT_SHIFT | ((r->sq_posted + 1) & WR_SEQ),
 		.sg_list = len ? &sge : NULL,
 		.num_sge = len ? 1 : 0,
 		.opcode = IBV_WR_SEND_WITH_IMM,
@@ -629,7 +839,39 @@ static int post_send(struct rdma_lane *r, uint64_t wr_id, const void *buf, uint3
 	}
 	r->credited = r->reposted;
 	r->sent++;
-	r->sq_inflight++;
+	r->sq_posted++;
+	r->unsignaled = 0;
+	return 0;
+}
+
+/* One page by RDMA WRITE; signaled every WRITE_SIGNAL so the send queue
+ * drains (a completion retires every request posted before it). */
+static int post_write(struct rdma_lane *r, const void *src, uint32_t len, uint32_t lkey,
+		      uint64_t raddr, uint32_t rkey)
+{
+	struct ibv_sge sge = { .addr = (uintptr_t)src, .length = len, .lkey = lkey };
+	bool sig = r->unsignaled + 1 >= WRITE_SIGNAL;
+	struct ibv_send_wr wr = {
+		.wr_id = WR_WRITE | ((r->sq_posted + 1) & WR_SEQ),
+		.sg_list = &sge,
+		.num_sge = 1,
+		.opcode = IBV_WR_RDMA_WRITE,
+		.send_flags = sig ? IBV_SEND_SIGNALED : 0,
+	};
+	struct ibv_send_wr *bad;
+	int rc;
+
+	wr.wr.rdma.remote_addr = raddr;
+	wr.wr.rdma.rkey = rkey;
+	rc = verbs_err(ibv_post_send(r->id->qp, &wr, &bad));
+	if (rc) {
+		tlm__err("rdma %s: lane %u: post write: %s", r->base.peer, r->base.index,
+			 strerror(-rc));
+		r->tx_err = r->gone ? -TLM_EPEERCLOSED : rc;
+		return r->tx_err;
+	}
+	r->sq_posted++;
+	r->unsignaled = sig ? 0 : r->unsignaled + 1;
 	return 0;
 }
 
@@ -640,9 +882,9 @@ static void maybe_credit(struct rdma_lane *r)
 
 	if (r->gone || r->tx_err || owed == 0 || owed < r->nrecv / 2)
 		return;
-	if (r->sent - r->peer_credit >= r->peer_nrecv || r->sq_inflight >= r->nrecv + 1)
+	if (r->sent - r->peer_credit >= r->peer_nrecv || sq_busy(r) >= r->sq_cap)
 		return;
-	post_send(r, WR_CREDIT, NULL, 0);
+	post_send(r, WR_CREDIT, 0, NULL, 0);
 }
 
 /* Move received messages into the reassembly buffer, in order, while
@@ -705,10 +947,21 @@ static int progress(struct rdma_lane *r)
 			uint64_t kind = wc[i].wr_id & WR_KIND;
 			unsigned slot = (unsigned)(wc[i].wr_id & ~WR_KIND);
 
-			if (kind != WR_RECV)
-				r->sq_inflight--;
-			if (kind == WR_DATA)
+			if (kind != WR_RECV) {
+				/* Post numbers are kept mod 2^40 in wr_id. */
+				uint64_t seq = (r->sq_posted & ~WR_SEQ) | (wc[i].wr_id & WR_SEQ);
+
+				if (seq > r->sq_posted)
+					seq -= WR_SEQ + 1;
+				if (seq > r->sq_retired)
+					r->sq_retired = seq;
+				slot = (unsigned)((wc[i].wr_id & ~WR_KIND) >> WR_SLOT_SHIFT);
+			}
+			if (kind == WR_DATA) {
 				r->tx_inflight--;
+				if (wc[i].status == IBV_WC_SUCCESS && r->slot_recs[slot] > r->rec_done)
+					r->rec_done = r->slot_recs[slot];
+			}
 			if (wc[i].status != IBV_WC_SUCCESS) {
 				if (wc[i].status != IBV_WC_WR_FLUSH_ERR)
 					tlm__dbg("rdma %s: lane %u: completion: %s", r->base.peer,
@@ -816,13 +1069,14 @@ static int tx_post(struct rdma_lane *r)
 		if (r->gone)
 			return r->tx_err = -TLM_EPEERCLOSED;
 		/* The last send WR is kept for a credit-only message too. */
-		if (r->sent - r->peer_credit < data_limit(r) && r->sq_inflight < r->nrecv)
+		if (r->sent - r->peer_credit < data_limit(r) && sq_busy(r) + 1 < r->sq_cap)
 			break;
 		rc = wait_io(r, UINT64_MAX);
 		if (rc && rc != -ETIMEDOUT)
 			return rc;
 	}
-	rc = post_send(r, WR_DATA | r->tx_head,
+	r->slot_recs[r->tx_head] = r->rec_put;
+	rc = post_send(r, WR_DATA, r->tx_head,
 		       r->mem + (size_t)(r->nrecv + r->tx_head) * SLOT_SIZE,
 		       (uint32_t)r->tx_fill);
 	if (rc)
@@ -866,6 +1120,32 @@ static int tx_put(struct rdma_lane *r, const void *buf, size_t n)
 	return 0;
 }
 
+/* A LIVE record: its page by RDMA WRITE into the peer's offered region,
+ * once the send queue has room. */
+static int write_page(struct rdma_lane *r, const struct tlm_page_rec *rec)
+{
+	uint32_t ps = r->base.page_size;
+	struct ibv_mr *mr = rec->region < TLM_MAX_REGIONS ? r->src_mr[rec->region] : NULL;
+	const struct tlm_region_offer *o = mr ? &r->remote[rec->region] : NULL;
+	const uint8_t *p = rec->data, *base = mr ? mr->addr : NULL;
+
+	if (!mr || !o->offered || rec->len != ps || p < base ||
+	    (size_t)(p - base) + ps > mr->length || rec->index >= o->len / ps) {
+		tlm__err("rdma %s: lane %u: live record %u:%llu outside the registered regions",
+			 r->base.peer, r->base.index, rec->region, (unsigned long long)rec->index);
+		return -EINVAL;
+	}
+	while (sq_busy(r) + 2 >= r->sq_cap) {
+		int rc = tx_check(r, TLM_MODE_PAGES);
+
+		if (!rc)
+			rc = wait_io(r, UINT64_MAX);
+		if (rc && rc != -ETIMEDOUT)
+			return rc;
+	}
+	return post_write(r, p, ps, mr->lkey, o->addr + rec->index * ps, o->rkey);
+}
+
 static int rl_send_pages(struct tlm_lane *l, const struct tlm_page_rec *recs, unsigned n)
 {
 	struct rdma_lane *r = to_rdma(l);
@@ -885,13 +1165,27 @@ static int rl_send_pages(struct tlm_lane *l, const struct tlm_page_rec *recs, un
 			rc = -EINVAL;
 			break;
 		}
-		tlm__frame_hdr_encode(hdr, TLM_PAGE_HDR + rec->len, TLM_FT_PAGE);
-		tlm__page_hdr_encode(hdr + TLM_FRAME_HDR, rec);
-		rc = tx_put(r, hdr, sizeof(hdr));
-		if (!rc && rec->len)
-			rc = tx_put(r, rec->data, rec->len);
-		if (!rc)
+		if (rec->flags & TLM_PF_LIVE) {
+			struct tlm_page_rec placed = *rec;
+
+			placed.flags = (uint16_t)((rec->flags & ~TLM_PF_LIVE) | TLM_PF_PLACED);
+			placed.crc = 0;
+			rc = write_page(r, rec);
+			tlm__frame_hdr_encode(hdr, TLM_PAGE_HDR, TLM_FT_PAGE);
+			tlm__page_hdr_encode(hdr + TLM_FRAME_HDR, &placed);
+			if (!rc)
+				rc = tx_put(r, hdr, sizeof(hdr));
+		} else {
+			tlm__frame_hdr_encode(hdr, TLM_PAGE_HDR + rec->len, TLM_FT_PAGE);
+			tlm__page_hdr_encode(hdr + TLM_FRAME_HDR, rec);
+			rc = tx_put(r, hdr, sizeof(hdr));
+			if (!rc && rec->len)
+				rc = tx_put(r, rec->data, rec->len);
+		}
+		if (!rc) {
 			count_bytes(&l->tx_bytes, rec->len);
+			r->rec_put++;
+		}
 	}
 	if (!rc)
 		rc = tx_post(r);
@@ -1060,8 +1354,23 @@ static int rx_parse_pages(struct rdma_lane *r, const struct tlm_page_sink *sink,
 			*err = lane_fail(r, -TLM_EFRAME);
 			break;
 		}
-		rec.data = rec.len ? p + TLM_FRAME_HDR + TLM_PAGE_HDR : NULL;
-		rc = tlm__page_verify(&rec);
+		if (rec.flags & TLM_PF_PLACED) {
+			/* Only into what we offered; the WRITE put it there. */
+			struct ibv_mr *mr = r->dst_mr[rec.region];
+
+			rc = mr && rec.len == r->base.page_size &&
+			     rec.index < mr->length / r->base.page_size ? 0 : -TLM_EFRAME;
+			if (rc < 0) {
+				tlm__err("rdma %s: lane %u: placed record %u:%llu outside what we offered",
+					 r->base.peer, r->base.index, rec.region,
+					 (unsigned long long)rec.index);
+				*err = lane_fail(r, rc);
+				break;
+			}
+		} else {
+			rec.data = rec.len ? p + TLM_FRAME_HDR + TLM_PAGE_HDR : NULL;
+			rc = tlm__page_verify(&rec);
+		}
 		if (rc < 0) {
 			tlm__err("rdma %s: lane %u: page %u:%llu failed its crc", r->base.peer,
 				 r->base.index, rec.region, (unsigned long long)rec.index);
@@ -1186,6 +1495,140 @@ static ssize_t rl_read(struct tlm_lane *l, void *buf, size_t n, int timeout_ms)
 out:
 	pthread_mutex_unlock(&r->mu);
 	return ret;
+}
+
+/* ---- zero copy: regions ---- */
+
+/* Sending side: take the peer's REGION frames from the stream (nothing
+ * else comes this way on a sender's page lane). */
+static int rx_parse_offers(struct rdma_lane *r)
+{
+	while (rx_avail(r) >= TLM_FRAME_HDR) {
+		const uint8_t *p = r->rbuf + r->rstart;
+		struct tlm_region_offer o;
+		struct tlm_frame_hdr fh;
+		int rc = tlm__frame_hdr_decode(p, r->base.page_size, &fh);
+
+		if (rc == 0 && fh.type != TLM_FT_REGION)
+			rc = -TLM_EFRAME;
+		if (rc == 0 && rx_avail(r) < TLM_FRAME_HDR + (size_t)fh.len)
+			break;
+		if (rc == 0)
+			rc = tlm__region_decode(p + TLM_FRAME_HDR, fh.len, &o);
+		if (rc < 0) {
+			tlm__err("rdma %s: lane %u: bad frame where region offers were due",
+				 r->base.peer, r->base.index);
+			return lane_fail(r, -TLM_EFRAME);
+		}
+		r->remote[o.region] = o;
+		r->remote_known[o.region] = true;
+		r->rstart += TLM_FRAME_HDR + TLM_REGION_LEN;
+	}
+	return 0;
+}
+
+static int offer_send(struct rdma_lane *r, const struct tlm_region_offer *o)
+{
+	uint8_t f[TLM_FRAME_HDR + TLM_REGION_LEN];
+	int rc;
+
+	tlm__frame_hdr_encode(f, TLM_REGION_LEN, TLM_FT_REGION);
+	tlm__region_encode(f + TLM_FRAME_HDR, o);
+	rc = tx_put(r, f, sizeof(f));
+	return rc ? rc : tx_post(r);
+}
+
+static int rl_register_region(struct tlm_lane *l, unsigned region, void *base, size_t len,
+			      unsigned how, int timeout_ms)
+{
+	struct rdma_lane *r = to_rdma(l);
+	uint64_t deadline = deadline_of(timeout_ms);
+	struct tlm_region_offer o = { .region = (uint16_t)region };
+	int rc;
+
+	if (len == 0 || len % l->page_size)
+		return -EINVAL;
+	pthread_mutex_lock(&r->mu);
+	rc = tx_check(r, TLM_MODE_PAGES);
+	if (rc)
+		goto out;
+	if (how == TLM_REG_DST) {
+		if (r->dst_mr[region]) {
+			rc = -EBUSY;
+			goto out;
+		}
+		/* The peer is told either way, so it never waits in vain. */
+		rc = mr_get(r->pd, base, len, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
+			    "region memory", &r->dst_mr[region]);
+		if (!rc) {
+			o.offered = true;
+			o.rkey = r->dst_mr[region]->rkey;
+			o.addr = (uintptr_t)base;
+			o.len = len;
+		}
+		int sent = offer_send(r, &o);
+		if (sent && !rc) {
+			mr_put(r->dst_mr[region]);
+			r->dst_mr[region] = NULL;
+			rc = sent;
+		}
+		goto out;
+	}
+	if (r->src_mr[region]) {
+		rc = -EBUSY;
+		goto out;
+	}
+	/* LOCAL_WRITE although we only read: a read-only pin of a page never
+	 * written could pin the shared zero page, which a later write by the
+	 * guest replaces (kernels before 6.8). */
+	rc = mr_get(r->pd, base, len, IBV_ACCESS_LOCAL_WRITE, "region memory",
+		    &r->src_mr[region]);
+	while (!rc && !r->remote_known[region]) {
+		rc = rx_parse_offers(r);
+		if (!rc && !r->remote_known[region]) {
+			rc = rx_fill(r, true, deadline);
+			rc = rc > 0 ? 0 : rc;
+		}
+	}
+	if (!rc && !r->remote[region].offered)
+		rc = -EOPNOTSUPP;
+	if (rc == -ETIMEDOUT)
+		tlm__err("rdma %s: lane %u: no region offer from the peer", l->peer, l->index);
+	if (rc && r->src_mr[region]) {
+		mr_put(r->src_mr[region]);
+		r->src_mr[region] = NULL;
+	}
+out:
+	pthread_mutex_unlock(&r->mu);
+	return rc;
+}
+
+static void rl_unregister_regions(struct tlm_lane *l)
+{
+	struct rdma_lane *r = to_rdma(l);
+
+	pthread_mutex_lock(&r->mu);
+	regions_drop(r);
+	memset(r->remote_known, 0, sizeof(r->remote_known));
+	pthread_mutex_unlock(&r->mu);
+}
+
+static int rl_wait_sent(struct tlm_lane *l, uint64_t records, int timeout_ms)
+{
+	struct rdma_lane *r = to_rdma(l);
+	uint64_t deadline = deadline_of(timeout_ms);
+	int rc = 0;
+
+	pthread_mutex_lock(&r->mu);
+	while (r->rec_done < records) {
+		rc = r->dead ? r->dead : r->tx_err ? r->tx_err : r->gone ? -TLM_EPEERCLOSED : 0;
+		if (!rc)
+			rc = wait_io(r, deadline);
+		if (rc)
+			break;
+	}
+	pthread_mutex_unlock(&r->mu);
+	return rc;
 }
 
 /* ---- control ---- */
@@ -1398,7 +1841,7 @@ static void rl_close(struct tlm_lane *l)
 	 * adapter acknowledged them, so what was written is delivered, as a
 	 * TCP close would. */
 	pthread_mutex_lock(&r->mu);
-	while (r->sq_inflight && !r->gone && !r->dead)
+	while (sq_busy(r) && !r->gone && !r->dead)
 		if (wait_io(r, deadline) == -ETIMEDOUT)
 			break;
 	pthread_mutex_unlock(&r->mu);
@@ -1443,5 +1886,8 @@ const struct tlm_lane_ops tlm__rdma_ops = {
 	.set_mode = rl_set_mode,
 	.pollfd = NULL,
 	.inject_raw = rl_inject_raw,
+	.register_region = rl_register_region,
+	.unregister_regions = rl_unregister_regions,
+	.wait_sent = rl_wait_sent,
 	.dp = &rl_dp,
 };

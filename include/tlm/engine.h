@@ -49,6 +49,9 @@ struct tlm_migrate_stats {
 	uint64_t pages_zero, pages_xbzrle, pages_final;
 	uint64_t iterations; /* precopy-style passes (1 for tlm) */
 	uint64_t extra_bytes;/* source memory the engine used (bitmaps, cache) */
+	bool zero_copy;      /* pages went straight from the regions (RDMA WRITE) */
+	uint64_t register_ms;/* registering the regions on every lane */
+	uint64_t register_bytes; /* bytes registered (regions x lanes sharing them) */
 	unsigned n_epochs;
 	struct tlm_epoch_stat *epochs; /* malloc'ed; tlm_migrate_stats_free() */
 	char why[160];       /* why it did not complete, when it did not */
@@ -64,6 +67,9 @@ struct tlm_migrate_opts {
 	unsigned max_iterations; /* precopy cap, default 30 */
 	uint64_t xbzrle_cache;   /* bytes; 0 = no delta encoding */
 	bool zero_pages;         /* elide zero pages (default on in the CLI) */
+	bool copy_pages;         /* never send pages zero-copy, even where the
+				  * transport could (zero copy also turns off
+				  * zero_pages and xbzrle, which read the page) */
 	int timeout_ms;          /* destination confirmation, default 30000 */
 	volatile int *abort_flag;/* set non-zero to abort (Ctrl-C) */
 	/* Called from the engine's thread about every epoch. */
@@ -85,6 +91,9 @@ struct tlm_dest_stats {
 	uint64_t pages_applied, pages_stale; /* stale: lost to a newer epoch */
 	uint64_t bytes;
 	uint64_t devstate_len;
+	uint64_t pages_placed;  /* placed by the transport, not copied by us */
+	bool offered;           /* the regions were offered for zero copy */
+	uint64_t register_ms;
 	char why[160];
 };
 

@@ -152,6 +152,9 @@ enum {
 	TLM_PF_ZERO   = 1u << 0,  /* page is all zeroes; len == 0 */
 	TLM_PF_XBZRLE = 1u << 1,  /* data is an XBZRLE delta against the last copy */
 	TLM_PF_PS     = 1u << 2,  /* sent by the page saver (informational) */
+	TLM_PF_PLACED = 1u << 3,  /* the transport already placed the data in the
+				   * receiver's region (RDMA WRITE): data is NULL,
+				   * len is what was placed, crc is 0 */
 	TLM_PF_LAST   = 1u << 15, /* marks the end of a stream (no page) */
 };
 
@@ -182,6 +185,44 @@ int tlm_lane_send_pages(struct tlm_lane *l, const struct tlm_page_rec *recs, uns
  * -TLM_EPEERCLOSED if the peer vanished. A TLM_PF_LAST record is delivered
  * to the sink like any other. */
 int tlm_lane_recv_pages(struct tlm_lane *l, const struct tlm_page_sink *sink, int timeout_ms);
+
+/* ---- zero copy (page mode) ----
+ *
+ * Transports that can move pages without copies (RDMA: one-sided WRITE)
+ * take the regions once per session. Both calls return -EOPNOTSUPP on a
+ * transport that cannot; the pages then go as copies, as always. */
+enum { TLM_REG_SRC = 1, TLM_REG_DST = 2 };
+
+/*
+ * TLM_REG_DST (receiving side): offer [base, base + len) as region
+ * `region` for the sender to place pages into directly. The peer is told
+ * the outcome either way, so it never waits in vain. Records whose data
+ * was placed arrive with TLM_PF_PLACED (data NULL).
+ *
+ * TLM_REG_SRC (sending side): [base, base + len) holds region `region`.
+ * Returns 0 if records of it may from now on be sent with TLM_PF_LIVE, or
+ * -EOPNOTSUPP (e.g. the peer offered nothing). May wait up to timeout_ms
+ * for the peer's offer; registration pins the memory (RLIMIT_MEMLOCK).
+ */
+int tlm_lane_register_region(struct tlm_lane *l, unsigned region, void *base, size_t len,
+			     unsigned how, int timeout_ms);
+/* Forget every region of the lane; afterwards the peer can no longer place
+ * anything in our memory. Call before freeing registered memory. */
+void tlm_lane_unregister_regions(struct tlm_lane *l);
+/* Wait until the first `records` records handed to tlm_lane_send_pages()
+ * are complete at the peer (for LIVE records: read from our memory and
+ * placed in the peer's). 0 at once on transports without zero copy. */
+int tlm_lane_wait_sent(struct tlm_lane *l, uint64_t records, int timeout_ms);
+
+/*
+ * Sender-side record flag, never on the wire: data points at the page
+ * inside a region registered with TLM_REG_SRC (live memory that may change
+ * under the transport), and crc is not filled in. The transport reads the
+ * page when it sends it (an RDMA WRITE from the region; a frame built from
+ * it, crc computed then) and may read it again to retransmit, so what it
+ * reads is never older than the moment the record was handed over.
+ */
+#define TLM_PF_LIVE (1u << 14)
 
 /* ---- byte-stream mode ---- */
 

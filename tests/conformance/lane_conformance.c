@@ -507,7 +507,11 @@ static int count_apply(void *arg, const struct tlm_page_rec *r)
 	return 0;
 }
 
-enum bad_kind { BAD_CHECK, BAD_TOO_BIG, BAD_CRC, BAD_TRUNC, BAD_TYPE, BAD_FLAGS, BAD_KINDS };
+/* BAD_PLACED: a header-only record claiming its data was placed by RDMA
+ * WRITE, to a receiver that offered no region; BAD_REGION: a region offer
+ * sent the wrong way (only a receiver offers). */
+enum bad_kind { BAD_CHECK, BAD_TOO_BIG, BAD_CRC, BAD_TRUNC, BAD_TYPE, BAD_FLAGS, BAD_PLACED,
+		BAD_REGION, BAD_KINDS };
 
 static void malformed_acc(struct tlm_listener *l, const char *port, void *arg)
 {
@@ -575,6 +579,21 @@ static void malformed_conn(struct tlm_listener *l, const char *port, void *arg)
 			r.flags = 0x4000;
 			tlm__page_hdr_encode(frame + TLM_FRAME_HDR, &r);
 			break;
+		case BAD_PLACED:
+			r.flags = TLM_PF_PLACED;
+			r.crc = 0;
+			tlm__frame_hdr_encode(frame, TLM_PAGE_HDR, TLM_FT_PAGE);
+			tlm__page_hdr_encode(frame + TLM_FRAME_HDR, &r);
+			flen = TLM_FRAME_HDR + TLM_PAGE_HDR;
+			break;
+		case BAD_REGION: {
+			struct tlm_region_offer o = { .region = 0, .offered = true, .rkey = 7,
+						      .addr = 1 << 20, .len = 1 << 20 };
+			tlm__frame_hdr_encode(frame, TLM_REGION_LEN, TLM_FT_REGION);
+			tlm__region_encode(frame + TLM_FRAME_HDR, &o);
+			flen = TLM_FRAME_HDR + TLM_REGION_LEN;
+			break;
+		}
 		}
 		CHECK_OK(tlm__lane_inject_raw(ln, frame, flen));
 		/* Wait until the receiver has judged it, then close abruptly. */

@@ -2,23 +2,28 @@
 """Runs `tlm bench migrate ... --json` and asserts on the report.
 
 usage: check_migrate.py TLM [--expect completed|not-completed] [--xbzrle]
-                            -- <bench migrate args>
+                            [--zero-copy yes|no] -- <bench migrate args>
 completed:      completed, verified byte-equal, every epoch accounted.
 not-completed:  completed false, a reason given, and the source's workload
                 kept running (it wrote pages after the attempt), exit code 1.
+--zero-copy:    whether the pages must (yes) or must not (no) have gone
+                zero-copy; with yes, the destination placed every record
+                and touched none.
 """
 import json, subprocess, sys
 
 def main():
     argv = sys.argv[1:]
     tlm = argv.pop(0)
-    expect, xbzrle = "completed", False
+    expect, xbzrle, zero_copy = "completed", False, None
     while argv and argv[0] != "--":
         a = argv.pop(0)
         if a == "--expect":
             expect = argv.pop(0)
         elif a == "--xbzrle":
             xbzrle = True
+        elif a == "--zero-copy":
+            zero_copy = argv.pop(0) == "yes"
         else:
             sys.exit("unknown option " + a)
     args = argv[1:]
@@ -60,6 +65,15 @@ def main():
             check(r["pages_ps"] == 0 and r["pages_chk"] == mem_pages, "stop-copy: one paused pass")
         if xbzrle:
             check(r["pages_xbzrle"] > 0, "no page was delta-encoded")
+        if zero_copy is not None:
+            check(r["zero_copy"] is zero_copy, "zero_copy is %s" % r["zero_copy"])
+            placed = r["pages_placed_at_destination"]
+            if zero_copy:
+                check(placed == r["pages_chk"] + r["pages_ps"],
+                      "%d of %d records placed" % (placed, r["pages_chk"] + r["pages_ps"]))
+                check(r["register_s_per_GiB"] > 0, "no registration time")
+            else:
+                check(placed == 0, "%d records placed in copy mode" % placed)
     else:
         check(p.returncode != 0, "exit code 0 for an incomplete migration")
         check(r["completed"] is False, "completed")

@@ -119,10 +119,35 @@ static void test_policies(void)
 	CHECK(!strcmp(tlm_policy_name(TLM_POLICY_FRS), "frs"));
 }
 
+/* Zero copy: the page saver's bound is the cursor, or the oldest chunk a
+ * CHK thread may still be writing (core/engine.h). */
+static void test_chk_done(void)
+{
+	struct src e = { 0 };
+	struct chk_arg ca[2] = { { .inflight = UINT64_MAX }, { .inflight = UINT64_MAX } };
+	uint64_t next;
+
+	e.o.chk_lanes = 2;
+	e.chk_next = src_pos(0, 4096);
+	CHECK(tlm__chk_done(&e, &next) == src_pos(0, 4096) && next == src_pos(0, 4096));
+	e.chk = ca;
+	CHECK(tlm__chk_done(&e, &next) == src_pos(0, 4096));
+	ca[1].inflight = src_pos(0, 3584);
+	CHECK(tlm__chk_done(&e, &next) == src_pos(0, 3584));
+	ca[0].inflight = src_pos(0, 3328);
+	CHECK(tlm__chk_done(&e, &next) == src_pos(0, 3328) && next == src_pos(0, 4096));
+	/* a later region orders after every page of an earlier one */
+	e.chk_next = src_pos(1, 256);
+	ca[0].inflight = src_pos(1, 0);
+	ca[1].inflight = UINT64_MAX;
+	CHECK(tlm__chk_done(&e, &next) == src_pos(1, 0) && src_pos(0, 1u << 20) < src_pos(1, 0));
+}
+
 int main(void)
 {
 	test_xbzrle();
 	test_policies();
+	test_chk_done();
 	if (failures) {
 		fprintf(stderr, "%d check(s) failed\n", failures);
 		return 1;

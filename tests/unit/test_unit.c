@@ -97,6 +97,57 @@ static void test_page_hdr(void)
 	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR, 4096, &o) == -TLM_EFRAME);
 }
 
+/* Zero copy on the wire: PLACED records are header only, and only a
+ * transport that placed the data may accept them; region offers. */
+static void test_placed_and_regions(void)
+{
+	uint8_t h[TLM_PAGE_HDR], f[TLM_REGION_LEN];
+	struct tlm_page_rec r = { .index = 9, .epoch = 2, .flags = TLM_PF_PLACED | TLM_PF_PS,
+				  .len = 4096 }, o;
+	struct tlm_region_offer a = { .region = 5, .offered = true, .rkey = 0xabcd,
+				      .addr = 0x7f0000001000ull, .len = 1ull << 30 }, b;
+
+	tlm__page_hdr_encode(h, &r);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR, 4096, &o) == 0);
+	CHECK(o.flags == (TLM_PF_PLACED | TLM_PF_PS) && o.len == 4096 && o.data == NULL);
+	CHECK(tlm__page_verify(&o) == -TLM_EFRAME);
+	/* with data behind it, a crc, or combined with ZERO/XBZRLE/LAST: refused */
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR + 4096, 4096, &o) == -TLM_EFRAME);
+	r.crc = 1;
+	tlm__page_hdr_encode(h, &r);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR, 4096, &o) == -TLM_EFRAME);
+	r.crc = 0;
+	r.flags = TLM_PF_PLACED | TLM_PF_XBZRLE;
+	tlm__page_hdr_encode(h, &r);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR, 4096, &o) == -TLM_EFRAME);
+	r.flags = TLM_PF_PLACED;
+	r.len = 0;
+	tlm__page_hdr_encode(h, &r);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR, 4096, &o) == -TLM_EFRAME);
+	/* the sender-only LIVE flag never passes a decoder */
+	r.flags = TLM_PF_LIVE;
+	r.len = 4096;
+	tlm__page_hdr_encode(h, &r);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR + 4096, 4096, &o) == -TLM_EFRAME);
+
+	tlm__region_encode(f, &a);
+	CHECK(tlm__region_decode(f, sizeof(f), &b) == 0);
+	CHECK(b.region == 5 && b.offered && b.rkey == 0xabcd && b.addr == a.addr && b.len == a.len);
+	CHECK(tlm__region_decode(f, sizeof(f) - 1, &b) == -TLM_EFRAME);
+	a.offered = false;
+	tlm__region_encode(f, &a);
+	CHECK(tlm__region_decode(f, sizeof(f), &b) == 0 && !b.offered && b.len == 0 && b.rkey == 0);
+	f[1] = TLM_MAX_REGIONS;   /* region out of range */
+	CHECK(tlm__region_decode(f, sizeof(f), &b) == -TLM_EFRAME);
+	a.offered = true;
+	a.addr = ~0ull - 10;      /* wraps */
+	tlm__region_encode(f, &a);
+	CHECK(tlm__region_decode(f, sizeof(f), &b) == -TLM_EFRAME);
+	tlm__region_encode(f, &(struct tlm_region_offer){ .region = 1 });
+	f[11] = 1;                /* "not offered" with an address */
+	CHECK(tlm__region_decode(f, sizeof(f), &b) == -TLM_EFRAME);
+}
+
 static void test_handshake_msgs(void)
 {
 	uint8_t b[TLM_MAX_MSG];
@@ -202,6 +253,7 @@ int main(void)
 	test_crc();
 	test_frame();
 	test_page_hdr();
+	test_placed_and_regions();
 	test_handshake_msgs();
 	test_psk();
 	test_hmac();
