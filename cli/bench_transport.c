@@ -33,6 +33,19 @@
  * crc of the fixed rest is precomputed per slot and combined with the
  * stamp's crc by crc linearity (checked against tlm_crc32c at start), so
  * the benchmark measures the transport, not a checksum loop at the sender.
+ *
+ * Zero copy (unless --copy; on transports that can, i.e. rdma): the
+ * receiver offers a window of up to ZC_WINDOW bytes as region 0 and the
+ * sender registers its page pools, two halves of a burst per lane, and
+ * sends TLM_PF_LIVE records; global page g lands at window page g % R
+ * (R a multiple of the lane count, so one lane owns each window page, in
+ * order). Before re-stamping a half the sender waits until the burst that
+ * used it two bursts ago is complete (tlm_lane_wait_sent). The receiver
+ * checks each PLACED record's header as it comes and, after every lane's
+ * LAST, every window page against the last page placed there; that check
+ * is reported (verify_seconds) and not counted in the goodput time.
+ * Registration time is reported per GiB (register_s_per_GiB: the
+ * receiver's window, the bigger and the one a migration pays for).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -40,6 +53,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -53,6 +67,8 @@
 #define BURST_BYTES (1u << 20)           /* page data per send_pages() call */
 #define REPORT_MAX  (16 * 1024)
 #define EPOCH       1
+#define ZC_WINDOW   (1ull << 30)         /* receiver memory pages are placed into */
+#define VM_ADDR     "198.18.0.1"         /* rxe0 in tests/vm/run-in-vm.sh */
 
 struct opts {
 	const char *transport;
@@ -67,6 +83,10 @@ struct opts {
 	const char *connect;
 	const char *psk_path;
 	int timeout_ms;
+	bool copy;                 /* --copy: no zero copy */
+	const char *local_addr;    /* --local-addr (loopback mode) */
+	bool in_vm;
+	const char *peer;          /* --peer ib_write_bw */
 };
 
 /* Templates and crc tables shared by both roles for one (lanes, page size). */
@@ -94,7 +114,9 @@ struct lane_job {
 	unsigned id;               /* 1..lanes */
 	unsigned lanes;
 	uint64_t pages;            /* sender: pages to send */
+	uint8_t *zc_pool;          /* sender: 2 bursts of registered pages, or NULL */
 	int timeout_ms;            /* receiver: longest quiet spell */
+	uint64_t placed;           /* receiver: PLACED records */
 	bool full;                 /* receiver: compare every byte (--verify full) */
 	uint64_t next;             /* receiver: next expected k */
 	uint64_t t_first;
@@ -238,39 +260,55 @@ static void *send_thread(void *arg)
 	struct lane_job *j = arg;
 	const struct pattern *p = j->pat;
 	struct tlm_page_rec *recs = calloc(p->burst, sizeof(*recs));
-	uint8_t *pool = malloc((size_t)p->burst * p->page_size);
-	uint64_t t0 = now_ns(), k = 0;
+	size_t half = (size_t)p->burst * p->page_size;
+	uint8_t *pool = j->zc_pool ? j->zc_pool : malloc(half);
+	uint64_t t0 = now_ns(), k = 0, sent = 0, done_at[2] = { 0, 0 };
+	unsigned halves = j->zc_pool ? 2 : 1, b = 0;
 	int rc = 0;
 
 	if (!recs || !pool) {
 		j->res.err = -ENOMEM;
 		goto out;
 	}
-	/* Page n of the pool holds template n % slots; only stamps change per
-	 * burst. send_pages() returns once the kernel has the bytes, so the
-	 * pool is ours again for the next burst. Bursts start at multiples of
-	 * burst, so page k sits in pool slot k % burst, template k % slots. */
-	for (unsigned n = 0; n < p->burst; n += p->slots)
-		memcpy(pool + (size_t)n * p->page_size, tmpl_of(p, j->id, 0),
-		       (size_t)p->slots * p->page_size);
+	/* Page n of a pool half holds template n % slots; only stamps change
+	 * per burst. Copying: send_pages() returns once the transport has the
+	 * bytes, so the pool is ours again for the next burst. Zero copy: the
+	 * transport reads the half when it sends it, so bursts alternate
+	 * halves and a half is re-stamped only once its last burst completed.
+	 * Bursts start at multiples of burst, so page k sits in slot k % burst,
+	 * template k % slots. */
+	for (size_t off = 0; off < halves * half; off += (size_t)p->slots * p->page_size)
+		memcpy(pool + off, tmpl_of(p, j->id, 0), (size_t)p->slots * p->page_size);
 	while (k < j->pages) {
+		uint8_t *base = pool + (b % halves) * half;
 		unsigned n = 0;
 
+		if (j->zc_pool && b >= 2) {
+			rc = tlm_lane_wait_sent(j->lane, done_at[b % 2], j->timeout_ms);
+			if (rc < 0)
+				break;
+		}
 		for (; n < p->burst && k < j->pages; n++, k++) {
-			uint8_t *pg = pool + (size_t)n * p->page_size;
+			uint8_t *pg = base + (size_t)n * p->page_size;
 			uint64_t index = k * j->lanes + j->id - 1;
 
 			stamp(pg, j->id, index);
 			recs[n] = (struct tlm_page_rec){
 				.index = index, .epoch = EPOCH, .region = 0,
 				.len = p->page_size, .data = pg,
-				.crc = page_crc(p, p->rest_crc[(size_t)(j->id - 1) * p->slots +
-							       n % p->slots], pg),
 			};
+			if (j->zc_pool)
+				recs[n].flags = TLM_PF_LIVE;
+			else
+				recs[n].crc = page_crc(p, p->rest_crc[(size_t)(j->id - 1) * p->slots +
+								      n % p->slots], pg);
 		}
 		rc = tlm_lane_send_pages(j->lane, recs, n);
 		if (rc < 0)
 			break;
+		sent += n;
+		done_at[b % 2] = sent;
+		b++;
 		j->res.pages += n;
 		j->res.bytes += (uint64_t)n * p->page_size;
 	}
@@ -285,7 +323,8 @@ static void *send_thread(void *arg)
 out:
 	j->res.ns = now_ns() - t0;
 	free(recs);
-	free(pool);
+	if (!j->zc_pool)
+		free(pool);
 	return NULL;
 }
 
@@ -313,6 +352,17 @@ static int check_page(void *arg, const struct tlm_page_rec *r)
 	slot = (unsigned)(j->next % p->slots);
 	t = tmpl_of(p, j->id, slot);
 	stamp(st, j->id, want);
+	/* PLACED: the data is in the window already; checked at the end. */
+	if (r->flags == TLM_PF_PLACED) {
+		if (r->index != want || r->region != 0 || r->epoch != EPOCH ||
+		    r->len != p->page_size || r->data)
+			j->res.bad++;
+		j->placed++;
+		j->next++;
+		j->res.pages++;
+		j->res.bytes += r->len;
+		return 0;
+	}
 	/* --verify crc: the transport has checked the data against r->crc;
 	 * we check r->crc against the crc the expected content has. */
 	if (r->index != want || r->region != 0 || r->epoch != EPOCH || r->flags ||
@@ -385,6 +435,79 @@ static ssize_t read_report(struct tlm_lane *l, char *buf, size_t cap, int timeou
 	return (ssize_t)got;
 }
 
+/* The receiver's zero-copy window. */
+struct window {
+	uint8_t *base;
+	uint64_t pages;
+	uint64_t reg_ns, reg_bytes;
+	uint64_t verify_ns, verified;   /* pages checked in place */
+};
+
+/* Offer the window the sender asked for (region 0) on every lane. */
+static void window_offer(struct tlm_session *s, uint32_t ps, struct window *w, int timeout_ms)
+{
+	const struct tlm_session_cfg *cfg = tlm_session_cfg_get(s);
+	uint64_t t0;
+	size_t len;
+
+	memset(w, 0, sizeof(*w));
+	if (cfg->n_regions != 1 || cfg->region_len[0] == 0 || cfg->region_len[0] > ZC_WINDOW ||
+	    cfg->region_len[0] % ps)
+		return;
+	len = (size_t)cfg->region_len[0];
+	w->base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (w->base == MAP_FAILED) {
+		w->base = NULL;
+		return;
+	}
+	w->pages = len / ps;
+	t0 = now_ns();
+	for (unsigned i = 1; i <= tlm_session_lanes(s); i++) {
+		int rc = tlm_lane_register_region(tlm_session_lane(s, i), 0, w->base, len,
+						  TLM_REG_DST, timeout_ms);
+		if (rc) {
+			if (rc != -EOPNOTSUPP)
+				tlm_cli_err("receiver: lane %u: zero copy not offered: %s", i,
+					    tlm_strerror(rc));
+			return;
+		}
+	}
+	w->reg_ns = now_ns() - t0;
+	w->reg_bytes = len;
+}
+
+/* After every LAST: each window page must hold the last page placed there
+ * (global page g goes to g % pages; that page's lane sends in order). */
+static uint64_t window_check(const struct window *w, const struct pattern *p, uint64_t total,
+			     unsigned lanes)
+{
+	uint64_t bad = 0;
+	uint8_t st[STAMP_LEN];
+
+	for (uint64_t slot = 0; slot < w->pages && slot < total; slot++) {
+		uint64_t g = slot + (total - 1 - slot) / w->pages * w->pages;
+		unsigned lane = (unsigned)(g % lanes) + 1;
+		const uint8_t *pg = w->base + slot * p->page_size;
+		const uint8_t *t = tmpl_of(p, lane, (unsigned)(g / lanes % p->slots));
+
+		stamp(st, lane, g);
+		if (memcmp(pg, st, STAMP_LEN) ||
+		    memcmp(pg + STAMP_LEN, t + STAMP_LEN, p->page_size - STAMP_LEN))
+			bad++;
+	}
+	return bad;
+}
+
+static void window_free(struct tlm_session *s, struct window *w)
+{
+	if (!w->base)
+		return;
+	for (unsigned i = 1; i <= tlm_session_lanes(s); i++)
+		tlm_lane_unregister_regions(tlm_session_lane(s, i));
+	munmap(w->base, w->pages * tlm_session_cfg_get(s)->page_size);
+	w->base = NULL;
+}
+
 /*
  * Receiver: accept one session, receive and verify, report on the control
  * lane; print its own summary if asked (--listen). Returns 0 if every page
@@ -396,10 +519,11 @@ static int receiver(struct tlm_listener *li, const struct opts *o, bool print)
 	const struct tlm_session_cfg *cfg;
 	struct lane_job *jobs = NULL;
 	struct pattern pat = { 0 };
+	struct window w = { 0 };
 	char *rep = NULL;
 	size_t off = 0;
 	unsigned n;
-	uint64_t pages = 0, bytes = 0, bad = 0, t0, cpu0;
+	uint64_t pages = 0, bytes = 0, bad = 0, placed = 0, t0, cpu0;
 	bool ok = true;
 	int rc;
 
@@ -430,6 +554,7 @@ static int receiver(struct tlm_listener *li, const struct opts *o, bool print)
 					     .id = i + 1, .lanes = n,
 					     .timeout_ms = o->timeout_ms,
 					     .full = !o->verify_crc };
+	window_offer(s, cfg->page_size, &w, o->timeout_ms);
 	t0 = now_ns();
 	cpu0 = cpu_ns();
 	rc = run_lanes(jobs, n, recv_thread);
@@ -443,12 +568,28 @@ static int receiver(struct tlm_listener *li, const struct opts *o, bool print)
 			ok = false;
 		if (jobs[i].res.err)
 			tlm_cli_err("receiver: lane %u: %s", i + 1, tlm_strerror(jobs[i].res.err));
+		placed += jobs[i].placed;
 	}
+	if (placed) {
+		uint64_t v0 = now_ns(), wbad;
+
+		/* All placed, or the lanes disagree about zero copy. */
+		wbad = placed == pages && w.base ? window_check(&w, &pat, pages, n) : pages;
+		w.verified = w.pages < pages ? w.pages : pages;
+		w.verify_ns = now_ns() - v0;
+		bad += wbad;
+		if (wbad)
+			ok = false;
+	}
+	window_free(s, &w);
 	off += (size_t)snprintf(rep + off, REPORT_MAX - off,
 				"R ok=%d pages=%" PRIu64 " bytes=%" PRIu64 " bad=%" PRIu64
-				" rss=%" PRIu64 " ns=%" PRIu64 " cpu=%" PRIu64 " full=%d\n", ok,
+				" rss=%" PRIu64 " ns=%" PRIu64 " cpu=%" PRIu64 " full=%d"
+				" placed=%" PRIu64 " reg_ns=%" PRIu64 " reg_bytes=%" PRIu64
+				" vns=%" PRIu64 " vpages=%" PRIu64 "\n", ok,
 				pages, bytes, bad, tlm_cli_peak_rss(), now_ns() - t0,
-				cpu_ns() - cpu0, !o->verify_crc);
+				cpu_ns() - cpu0, !o->verify_crc, placed, w.reg_ns, w.reg_bytes,
+				w.verify_ns, w.verified);
 	for (unsigned i = 0; i < n && off < REPORT_MAX - 128; i++)
 		off += (size_t)snprintf(rep + off, REPORT_MAX - off,
 					"L %u %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %d\n",
@@ -497,6 +638,7 @@ static int receiver(struct tlm_listener *li, const struct opts *o, bool print)
 	}
 	rc = ok ? 0 : 1;
 out:
+	window_free(s, &w);
 	free(rep);
 	free(jobs);
 	pattern_free(&pat);
@@ -514,6 +656,7 @@ struct report {
 	int ok;
 	uint64_t pages, bytes, bad, rss, ns, cpu;
 	int full;                  /* the receiver compared every byte */
+	uint64_t placed, reg_ns, reg_bytes, vns, vpages;
 	struct lane_result lane[TLM_MAX_LANES];
 };
 
@@ -525,9 +668,12 @@ static int parse_report(char *text, unsigned lanes, struct report *r)
 	memset(r, 0, sizeof(*r));
 	line = strtok_r(text, "\n", &save);
 	if (!line || sscanf(line, "R ok=%d pages=%" SCNu64 " bytes=%" SCNu64 " bad=%" SCNu64
-			    " rss=%" SCNu64 " ns=%" SCNu64 " cpu=%" SCNu64 " full=%d", &r->ok,
+			    " rss=%" SCNu64 " ns=%" SCNu64 " cpu=%" SCNu64 " full=%d"
+			    " placed=%" SCNu64 " reg_ns=%" SCNu64 " reg_bytes=%" SCNu64
+			    " vns=%" SCNu64 " vpages=%" SCNu64, &r->ok,
 			    &r->pages, &r->bytes, &r->bad, &r->rss, &r->ns, &r->cpu,
-			    &r->full) != 8)
+			    &r->full, &r->placed, &r->reg_ns, &r->reg_bytes, &r->vns,
+			    &r->vpages) != 13)
 		return -EPROTO;
 	while ((line = strtok_r(NULL, "\n", &save))) {
 		struct lane_result lr;
@@ -543,13 +689,30 @@ static int parse_report(char *text, unsigned lanes, struct report *r)
 	return seen == lanes ? 0 : -EPROTO;
 }
 
+/* What the run measured besides the pages themselves. */
+struct extra {
+	bool zero_copy;
+	double verify_s;           /* receiver's in-place check, not in secs */
+	double peer_Bps;           /* --peer, < 0 = none */
+	const char *peer_dev;
+};
+
+static double reg_s_per_gib(const struct report *rep)
+{
+	return rep->reg_bytes ? (double)rep->reg_ns / 1e9 /
+				((double)rep->reg_bytes / (1024.0 * 1024.0 * 1024.0)) : 0;
+}
+
 static void print_result(const struct opts *o, const struct lane_job *jobs,
-			 const struct report *rep, double secs, uint64_t cpu, bool verified)
+			 const struct report *rep, double secs, uint64_t cpu, bool verified,
+			 const struct extra *x)
 {
 	uint64_t bytes = 0;
+	double gp;
 
 	for (unsigned i = 0; i < o->lanes; i++)
 		bytes += jobs[i].res.bytes;
+	gp = secs > 0 ? (double)bytes / secs : 0;
 	if (o->json) {
 		struct tlm_json j;
 
@@ -560,10 +723,23 @@ static void print_result(const struct opts *o, const struct lane_job *jobs,
 		tlm_json_u64(&j, "bytes", bytes);
 		tlm_json_u64(&j, "pages", rep->pages);
 		tlm_json_dbl(&j, "seconds", secs);
-		tlm_json_u64(&j, "goodput_Bps", secs > 0 ? (uint64_t)((double)bytes / secs) : 0);
+		tlm_json_u64(&j, "goodput_Bps", (uint64_t)gp);
 		tlm_json_bool(&j, "verified", verified);
-		tlm_json_str(&j, "verify", rep->full ? "full" : "crc");
+		tlm_json_str(&j, "verify", rep->placed ? "full, in place after the run"
+						       : rep->full ? "full" : "crc");
 		tlm_json_u64(&j, "bad_pages", rep->bad);
+		tlm_json_bool(&j, "zero_copy", x->zero_copy);
+		tlm_json_u64(&j, "pages_placed", rep->placed);
+		tlm_json_u64(&j, "pages_verified_in_place", rep->vpages);
+		tlm_json_dbl(&j, "verify_seconds", x->verify_s);
+		tlm_json_dbl(&j, "register_s_per_GiB", reg_s_per_gib(rep));
+		tlm_json_u64(&j, "registered_bytes", rep->reg_bytes);
+		if (x->peer_Bps >= 0) {
+			tlm_json_str(&j, "peer", o->peer);
+			tlm_json_str(&j, "peer_device", x->peer_dev);
+			tlm_json_u64(&j, "peer_Bps", (uint64_t)x->peer_Bps);
+			tlm_json_dbl(&j, "ratio", x->peer_Bps > 0 ? gp / x->peer_Bps : 0);
+		}
 		tlm_json_obj(&j, "peak_rss_bytes");
 		tlm_json_u64(&j, "sender", tlm_cli_peak_rss());
 		tlm_json_u64(&j, "receiver", rep->rss);
@@ -604,6 +780,14 @@ static void print_result(const struct opts *o, const struct lane_job *jobs,
 	       secs > 0 ? (double)bytes * 8 / secs / 1e9 : 0.0);
 	printf("  %s: %" PRIu64 " pages checked by the receiver, %" PRIu64 " bad\n",
 	       verified ? "verified" : "NOT VERIFIED", rep->pages, rep->bad);
+	if (x->zero_copy)
+		printf("  zero copy: %" PRIu64 " pages placed by the transport, %" PRIu64
+		       " checked in place afterwards (%.2f s, not timed); registration"
+		       " %.3f s per GiB\n", rep->placed, rep->vpages, x->verify_s,
+		       reg_s_per_gib(rep));
+	if (x->peer_Bps >= 0)
+		printf("  %s on %s: %.1f MB/s; tlm / %s = %.2f\n", o->peer, x->peer_dev,
+		       x->peer_Bps / 1e6, o->peer, x->peer_Bps > 0 ? gp / x->peer_Bps : 0.0);
 	printf("  peak RSS: sender %.1f MiB, receiver %.1f MiB\n",
 	       (double)tlm_cli_peak_rss() / 1048576.0, (double)rep->rss / 1048576.0);
 	printf("  CPU: sender %.3f s, receiver %.3f s\n", (double)cpu / 1e9,
@@ -618,7 +802,10 @@ static int sender(const struct opts *o, struct tlm_session_cfg *cfg, const char 
 	struct lane_job *jobs = NULL;
 	struct pattern pat = { 0 };
 	struct report *rep = NULL;
-	char *text = NULL;
+	struct extra x = { .peer_Bps = -1, .peer_dev = "" };
+	char *text = NULL, dev[64] = "";
+	uint8_t *zc = NULL;
+	size_t zc_len = 0;
 	uint64_t total = pages_total(o), t0, cpu0;
 	double secs;
 	bool verified;
@@ -642,10 +829,32 @@ static int sender(const struct opts *o, struct tlm_session_cfg *cfg, const char 
 		tlm_cli_err("cannot connect to %s port %s: %s", host, port, tlm_strerror(rc));
 		goto out;
 	}
+	/* Zero copy where every lane can: the pools, two bursts per lane. */
+	if (cfg->n_regions == 1) {
+		zc_len = (size_t)o->lanes * 2 * pat.burst * o->page_size;
+		zc = mmap(NULL, zc_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		rc = zc == MAP_FAILED ? -ENOMEM : 0;
+		for (unsigned i = 1; !rc && i <= o->lanes; i++)
+			rc = tlm_lane_register_region(tlm_session_lane(s, i), 0, zc, zc_len,
+						      TLM_REG_SRC, o->timeout_ms);
+		if (rc) {
+			if (rc != -EOPNOTSUPP)
+				tlm_cli_err("zero copy is off: %s", tlm_strerror(rc));
+			for (unsigned i = 1; i <= o->lanes; i++)
+				tlm_lane_unregister_regions(tlm_session_lane(s, i));
+			if (zc != MAP_FAILED)
+				munmap(zc, zc_len);
+			zc = NULL;
+		}
+		x.zero_copy = zc != NULL;
+	}
 	for (unsigned i = 0; i < o->lanes; i++)
 		jobs[i] = (struct lane_job){ .lane = tlm_session_lane(s, i + 1), .pat = &pat,
 					     .id = i + 1, .lanes = o->lanes,
-					     .pages = pages_of_lane(total, o->lanes, i + 1) };
+					     .pages = pages_of_lane(total, o->lanes, i + 1),
+					     .timeout_ms = o->timeout_ms,
+					     .zc_pool = zc ? zc + (size_t)i * 2 * pat.burst * o->page_size
+							   : NULL };
 	t0 = now_ns();
 	cpu0 = cpu_ns();
 	rc = run_lanes(jobs, o->lanes, send_thread);
@@ -671,16 +880,40 @@ static int sender(const struct opts *o, struct tlm_session_cfg *cfg, const char 
 		tlm_cli_err("malformed report from the receiver");
 		goto out;
 	}
-	verified = rep->ok && rep->bad == 0 && rep->pages == total;
+	verified = rep->ok && rep->bad == 0 && rep->pages == total &&
+		   rep->placed == (x.zero_copy ? total : 0);
 	for (unsigned i = 0; i < o->lanes; i++)
 		if (rep->lane[i].pages != jobs[i].res.pages || rep->lane[i].err)
 			verified = false;
-	print_result(o, jobs, rep, secs, cpu_ns() - cpu0, verified);
+	x.verify_s = (double)rep->vns / 1e9;
+	if (secs > x.verify_s)
+		secs -= x.verify_s;
+	cpu0 = cpu_ns() - cpu0;
+	if (o->peer) {
+		/* Our lanes are closed first: the peer gets the device alone. */
+		tlm_session_close(s);
+		s = NULL;
+		if (tlm_cli_rdma_dev_for(host, o->transport_args, dev, sizeof(dev))) {
+			tlm_cli_err("--peer: no RDMA device holds %s (give transport args dev=NAME)",
+				    host);
+			goto out;
+		}
+		if (tlm_cli_ib_write_bw(dev, host, o->lanes, o->page_size, total * o->page_size,
+					&x.peer_Bps))
+			goto out;
+		x.peer_dev = dev;
+	}
+	print_result(o, jobs, rep, secs, cpu0, verified, &x);
 	if (!verified)
 		tlm_cli_err("the receiver did not verify every page");
 	status = verified ? 0 : 1;
 out:
+	if (zc && s)
+		for (unsigned i = 1; i <= o->lanes; i++)
+			tlm_lane_unregister_regions(tlm_session_lane(s, i));
 	tlm_session_close(s);
+	if (zc)
+		munmap(zc, zc_len);
 	free(text);
 	free(rep);
 	free(jobs);
@@ -695,7 +928,8 @@ static void usage(FILE *f)
 "                           [--page-size N] [--json] [--psk FILE]\n"
 "                           [--listen ADDR:PORT | --connect ADDR:PORT]\n"
 "                           [--transport-args ARGS] [--timeout MS]\n"
-"                           [--verify full|crc]\n"
+"                           [--verify full|crc] [--copy] [--local-addr ADDR]\n"
+"                           [--peer ib_write_bw] [--in-vm]\n"
 "\n"
 "Moves SIZE bytes of page records over N data lanes and reports goodput\n"
 "(page data per second) per lane and in total; the receiver checks every\n"
@@ -712,7 +946,15 @@ static void usage(FILE *f)
 "                     default), or its stamp and crc32c against the crc of\n"
 "                     the expected content (crc: costs the harness less)\n"
 "  --transport-args   transport options (tcp: sndbuf=SIZE,rcvbuf=SIZE,nodelay=0|1)\n"
-"  --timeout MS       per blocking step (default 10000)\n",
+"  --timeout MS       per blocking step (default 10000)\n"
+"  --copy             copy pages even where the transport could place them\n"
+"                     zero-copy (rdma: RDMA WRITE, the default there)\n"
+"  --local-addr ADDR  address both ends use without --listen/--connect\n"
+"                     (default 127.0.0.1; an RDMA device's address for rdma)\n"
+"  --peer ib_write_bw also run perftest's ib_write_bw on the same device, QPs\n"
+"                     and message size, and report peer_Bps and the ratio\n"
+"  --in-vm            run all of it inside the Soft-RoCE VM of\n"
+"                     tests/vm/run-in-vm.sh (no RDMA device needed here)\n",
 		TLM_MAX_LANES - 1);
 }
 
@@ -720,7 +962,8 @@ static bool takes_value(const char *a)
 {
 	static const char *const with_value[] = {
 		"--transport", "--transport-args", "--lanes", "--bytes", "--page-size",
-		"--listen", "--connect", "--psk", "--timeout", "--verify",
+		"--listen", "--connect", "--psk", "--timeout", "--verify", "--local-addr",
+		"--peer",
 	};
 
 	for (size_t i = 0; i < sizeof(with_value) / sizeof(with_value[0]); i++)
@@ -741,8 +984,10 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			usage(stdout);
 			return 1;
 		}
-		if (!strcmp(a, "--json")) {
-			o->json = true;
+		if (!strcmp(a, "--json") || !strcmp(a, "--copy") || !strcmp(a, "--in-vm")) {
+			o->json |= !strcmp(a, "--json");
+			o->copy |= !strcmp(a, "--copy");
+			o->in_vm |= !strcmp(a, "--in-vm");
 			continue;
 		}
 		if (!takes_value(a)) {
@@ -783,6 +1028,14 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			o->connect = v;
 		} else if (!strcmp(a, "--psk")) {
 			o->psk_path = v;
+		} else if (!strcmp(a, "--local-addr")) {
+			o->local_addr = v;
+		} else if (!strcmp(a, "--peer")) {
+			if (strcmp(v, "ib_write_bw")) {
+				tlm_cli_err("--peer %s: only ib_write_bw is known", v);
+				return -1;
+			}
+			o->peer = v;
 		} else if (!strcmp(a, "--verify")) {
 			if (strcmp(v, "full") && strcmp(v, "crc")) {
 				tlm_cli_err("--verify %s: want full or crc", v);
@@ -804,6 +1057,16 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		tlm_cli_err("--listen and --connect exclude each other (one side each)");
 		return -1;
 	}
+	if (o->peer && (o->listen || strcmp(o->transport, "rdma"))) {
+		tlm_cli_err("--peer ib_write_bw needs --transport rdma, on the sending side");
+		return -1;
+	}
+	if (o->in_vm && (o->listen || o->connect)) {
+		tlm_cli_err("--in-vm runs both ends in the VM: no --listen/--connect");
+		return -1;
+	}
+	if (o->in_vm)
+		return 0;   /* the copy inside the VM checks the rest */
 	if (!tlm_transport_available(o->transport)) {
 		char list[256] = "";
 
@@ -829,6 +1092,10 @@ int tlm_cli_bench_transport(int argc, char **argv)
 	rc = parse_args(argc, argv, &o);
 	if (rc)
 		return rc > 0 ? 0 : 2;
+	if (o.in_vm) {
+		tlm_cli_reexec_in_vm("bench", argc, argv, "--in-vm", VM_ADDR, !o.local_addr);
+		return 1;
+	}
 	if (tlm_cli_get_psk(o.psk_path, !o.listen && !o.connect, &psk))
 		return 2;
 
@@ -862,8 +1129,13 @@ int tlm_cli_bench_transport(int argc, char **argv)
 	cfg.n_lanes = o.lanes;
 	for (unsigned i = 1; i <= o.lanes; i++)
 		cfg.lane_modes[i] = TLM_MODE_PAGES;
-	cfg.n_regions = 1;
-	cfg.region_len[0] = pages_total(&o) * o.page_size;
+	/* Region 0: the receiver's zero-copy window (none with --copy). */
+	if (!o.copy) {
+		uint64_t w = pages_total(&o) < ZC_WINDOW / o.page_size ? pages_total(&o)
+								 : ZC_WINDOW / o.page_size;
+		cfg.n_regions = 1;
+		cfg.region_len[0] = (w < o.lanes ? o.lanes : w / o.lanes * o.lanes) * o.page_size;
+	}
 
 	if (o.connect) {
 		if (tlm_cli_parse_hostport(o.connect, host, sizeof(host), port, sizeof(port))) {
@@ -874,10 +1146,11 @@ int tlm_cli_bench_transport(int argc, char **argv)
 	}
 
 	/* Loopback: the receiver is a child (tlm_cli_fork_listener). */
-	child = tlm_cli_fork_listener(&cfg, "127.0.0.1", port, sizeof(port), receiver_child, &o);
+	snprintf(host, sizeof(host), "%s", o.local_addr ? o.local_addr : "127.0.0.1");
+	child = tlm_cli_fork_listener(&cfg, host, port, sizeof(port), receiver_child, &o);
 	if (child < 0)
 		return 1;
-	rc = sender(&o, &cfg, "127.0.0.1", port);
+	rc = sender(&o, &cfg, host, port);
 	if (rc != 0)
 		kill(child, SIGTERM);
 	while (waitpid(child, &st, 0) < 0 && errno == EINTR)

@@ -45,6 +45,14 @@ struct tlm_listener;
 pid_t tlm_cli_fork_listener(const struct tlm_session_cfg *cfg, const char *addr,
 			    char *port, size_t plen,
 			    int (*fn)(struct tlm_listener *l, void *arg), void *arg);
+/* bench_peer.c APIs: --peer ib_write_bw and --in-vm of tlm bench transport. */
+int tlm_cli_rdma_dev_for(const char *addr, const char *targs, char *dev, size_t cap);
+int tlm_cli_ib_write_bw(const char *dev, const char *addr, unsigned qps, uint32_t size,
+			uint64_t bytes, double *Bps);
+/* Runs `tlm CMD argv...` (without flag, plus --local-addr vm_addr if
+ * add_addr) inside tests/vm/run-in-vm.sh; returns only on failure. */
+int tlm_cli_reexec_in_vm(const char *cmd, int argc, char **argv, const char *flag,
+			 const char *vm_addr, bool add_addr);
 /* Minimal JSON writer for --json reports (one object per run). */
 struct tlm_json { FILE *f; int depth; bool first[16]; };
 void tlm_json_begin(struct tlm_json *j, FILE *f);

@@ -117,6 +117,7 @@ _Static_assert(RBUF_SIZE >= TLM_FRAME_HDR + TLM_MAX_FRAME + SLOT_SIZE,
 
 #define WRITE_DEPTH  256   /* RDMA WRITEs in flight per lane */
 #define WRITE_SIGNAL 16    /* signal every Nth WRITE */
+#define WRITE_CHAIN  32    /* WRITEs posted with one ibv_post_send */
 
 struct rdma_opts {
 	char dev[64];      /* "" = any device */
@@ -172,6 +173,9 @@ struct rdma_lane {
 	uint64_t sq_posted;        /* send queue requests posted ... */
 	uint64_t sq_retired;       /* ... and known complete */
 	unsigned unsignaled;       /* WRITEs posted since the last signaled one */
+	struct ibv_send_wr chain[WRITE_CHAIN]; /* WRITEs not posted yet ... */
+	struct ibv_sge chain_sge[WRITE_CHAIN];
+	unsigned chain_n;          /* ... (numbered already: posted before any SEND) */
 	uint64_t rec_put;          /* records whose header is in the stream */
 	uint64_t rec_done;         /* records whose header SEND completed */
 	uint64_t *slot_recs;       /* per send slot: rec_put when it was posted */
@@ -816,6 +820,27 @@ static unsigned data_limit(const struct rdma_lane *r)
 	return r->peer_nrecv - 1;
 }
 
+static int post_chain(struct rdma_lane *r)
+{
+	struct ibv_send_wr *bad;
+	int rc;
+
+	if (!r->chain_n)
+		return 0;
+	for (unsigned i = 0; i + 1 < r->chain_n; i++)
+		r->chain[i].next = &r->chain[i + 1];
+	r->chain[r->chain_n - 1].next = NULL;
+	r->chain_n = 0;
+	rc = verbs_err(ibv_post_send(r->id->qp, r->chain, &bad));
+	if (rc) {
+		tlm__err("rdma %s: lane %u: post write: %s", r->base.peer, r->base.index,
+			 strerror(-rc));
+		r->tx_err = r->gone ? -TLM_EPEERCLOSED : rc;
+		return r->tx_err;
+	}
+	return 0;
+}
+
 static int post_send(struct rdma_lane *r, uint64_t kind, unsigned slot, const void *buf,
 		     uint32_t len)
 {
@@ -829,8 +854,11 @@ static int post_send(struct rdma_lane *r, uint64_t kind, unsigned slot, const vo
 		.imm_data = htonl(r->reposted),
 	};
 	struct ibv_send_wr *bad;
-	int rc = verbs_err(ibv_post_send(r->id->qp, &wr, &bad));
+	int rc = post_chain(r);   /* numbered before us: posted before us */
 
+	if (rc)
+		return rc;
+	rc = verbs_err(ibv_post_send(r->id->qp, &wr, &bad));
 	if (rc) {
 		tlm__err("rdma %s: lane %u: post send: %s", r->base.peer, r->base.index,
 			 strerror(-rc));
@@ -844,35 +872,29 @@ static int post_send(struct rdma_lane *r, uint64_t kind, unsigned slot, const vo
 	return 0;
 }
 
-/* One page by RDMA WRITE; signaled every WRITE_SIGNAL so the send queue
- * drains (a completion retires every request posted before it). */
+/* One page by RDMA WRITE, chained to the next ones (one doorbell per
+ * WRITE_CHAIN); signaled every WRITE_SIGNAL so the send queue drains (a
+ * completion retires every request posted before it). */
 static int post_write(struct rdma_lane *r, const void *src, uint32_t len, uint32_t lkey,
 		      uint64_t raddr, uint32_t rkey)
 {
-	struct ibv_sge sge = { .addr = (uintptr_t)src, .length = len, .lkey = lkey };
 	bool sig = r->unsignaled + 1 >= WRITE_SIGNAL;
-	struct ibv_send_wr wr = {
+	struct ibv_sge *sge = &r->chain_sge[r->chain_n];
+	struct ibv_send_wr *wr = &r->chain[r->chain_n];
+
+	*sge = (struct ibv_sge){ .addr = (uintptr_t)src, .length = len, .lkey = lkey };
+	*wr = (struct ibv_send_wr){
 		.wr_id = WR_WRITE | ((r->sq_posted + 1) & WR_SEQ),
-		.sg_list = &sge,
+		.sg_list = sge,
 		.num_sge = 1,
 		.opcode = IBV_WR_RDMA_WRITE,
 		.send_flags = sig ? IBV_SEND_SIGNALED : 0,
 	};
-	struct ibv_send_wr *bad;
-	int rc;
-
-	wr.wr.rdma.remote_addr = raddr;
-	wr.wr.rdma.rkey = rkey;
-	rc = verbs_err(ibv_post_send(r->id->qp, &wr, &bad));
-	if (rc) {
-		tlm__err("rdma %s: lane %u: post write: %s", r->base.peer, r->base.index,
-			 strerror(-rc));
-		r->tx_err = r->gone ? -TLM_EPEERCLOSED : rc;
-		return r->tx_err;
-	}
+	wr->wr.rdma.remote_addr = raddr;
+	wr->wr.rdma.rkey = rkey;
 	r->sq_posted++;
 	r->unsignaled = sig ? 0 : r->unsignaled + 1;
-	return 0;
+	return ++r->chain_n == WRITE_CHAIN ? post_chain(r) : 0;
 }
 
 /* Return credits without data when half the receives went unreported. */
@@ -1138,6 +1160,8 @@ static int write_page(struct rdma_lane *r, const struct tlm_page_rec *rec)
 	while (sq_busy(r) + 2 >= r->sq_cap) {
 		int rc = tx_check(r, TLM_MODE_PAGES);
 
+		if (!rc)
+			rc = post_chain(r);
 		if (!rc)
 			rc = wait_io(r, UINT64_MAX);
 		if (rc && rc != -ETIMEDOUT)
@@ -1841,6 +1865,7 @@ static void rl_close(struct tlm_lane *l)
 	 * adapter acknowledged them, so what was written is delivered, as a
 	 * TCP close would. */
 	pthread_mutex_lock(&r->mu);
+	(void)post_chain(r);
 	while (sq_busy(r) && !r->gone && !r->dead)
 		if (wait_io(r, deadline) == -ETIMEDOUT)
 			break;
