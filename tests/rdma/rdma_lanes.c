@@ -9,6 +9,11 @@
  *   pages     page mode: 3000 records of varied length (zero pages, LAST),
  *             every byte checked by the sink
  *   badcrc    a record whose crc is wrong: -TLM_ECRC, nothing applied
+ *   zerocopy  the server offers a 4 MiB region, the client sends 1024 LIVE
+ *             records from its own registered memory: 1024 PLACED records
+ *             arrive, the region equals the client's memory; then the
+ *             server withdraws the offer and one more WRITE fails the
+ *             client's lane and changes nothing in the server's memory
  *   vanish    the peer closes mid-stream without FIN: -TLM_EPEERCLOSED
  * and, in the child before any lane, a memlock limit too low to register
  * the buffers: -ENOMEM with a message naming RLIMIT_MEMLOCK.
@@ -24,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -38,6 +44,7 @@ static const struct tlm_lane_ops *ops = &tlm__rdma_ops;
 #define TMO 20000
 #define STREAM_BYTES (8u << 20)
 #define N_PAGES 3000
+#define ZC_PAGES 1024
 
 static const char *who = "server";
 static char last_log[1024];
@@ -135,6 +142,35 @@ static void make_rec(struct tlm_page_rec *r, uint8_t *buf, unsigned i)
 	}
 }
 
+struct zc_state {
+	unsigned placed;
+	bool last;
+};
+
+static int zc_apply(void *arg, const struct tlm_page_rec *r)
+{
+	struct zc_state *z = arg;
+
+	if (r->flags & TLM_PF_LAST) {
+		z->last = true;
+		return 0;
+	}
+	CHECK(r->flags == TLM_PF_PLACED && !r->data && r->len == 4096 && r->index == z->placed,
+	      "record %u: flags %#x index %llu: not the next PLACED record", z->placed,
+	      r->flags, (unsigned long long)r->index);
+	z->placed++;
+	return 0;
+}
+
+static void *zc_map(void)
+{
+	void *p = mmap(NULL, ZC_PAGES * 4096, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	CHECK(p != MAP_FAILED, "mmap");
+	return p;
+}
+
 /* ---- accepting side ---- */
 
 static struct tlm_lane *accept_one(struct tlm_xlistener *xl)
@@ -212,6 +248,45 @@ static void server(struct tlm_xlistener *xl)
 		CHECK(ops->dp->recv_pages(l, &sink, 100) == -TLM_ECRC, "lane not dead after ECRC");
 		ops->close(l);
 		printf("PASS badcrc: -TLM_ECRC after the 2 good records\n");
+	}
+
+	/* zerocopy */
+	{
+		uint8_t *win = zc_map(), *copy = malloc(ZC_PAGES * 4096), *want = malloc(4096);
+		struct zc_state z = { 0 };
+		struct tlm_page_sink sink = { zc_apply, &z };
+		struct tlm_page_rec last = { .flags = TLM_PF_LAST };
+
+		CHECK(copy && want, "malloc");
+		l = accept_one(xl);
+		CHECK(ops->set_mode(l, TLM_MODE_PAGES) == 0, "set_mode");
+		l->mode = TLM_MODE_PAGES;
+		rc = ops->register_region(l, 0, win, ZC_PAGES * 4096, TLM_REG_DST, TMO);
+		CHECK(rc == 0, "register DST: %s", tlm_strerror(rc));
+		while (!z.last) {
+			rc = ops->dp->recv_pages(l, &sink, TMO);
+			CHECK(rc > 0, "zerocopy recv after %u: %s", z.placed, tlm_strerror(rc));
+		}
+		CHECK(z.placed == ZC_PAGES, "zerocopy: %u placed, want %u", z.placed, ZC_PAGES);
+		for (unsigned i = 0; i < ZC_PAGES; i++) {
+			page_fill(want, i, 4096);
+			CHECK(memcmp(win + (size_t)i * 4096, want, 4096) == 0,
+			      "zerocopy: page %u differs from the client's", i);
+		}
+		/* Withdraw, then tell the client to try once more. */
+		ops->unregister_regions(l);
+		memcpy(copy, win, ZC_PAGES * 4096);
+		CHECK(ops->dp->send_pages(l, &last, 1) == 1, "zerocopy: LAST back");
+		rc = ops->dp->recv_pages(l, &sink, TMO);
+		CHECK(rc < 0, "zerocopy: after the withdrawal %d records came", rc);
+		CHECK(memcmp(copy, win, ZC_PAGES * 4096) == 0,
+		      "zerocopy: memory changed after the offer was withdrawn");
+		ops->close(l);
+		munmap(win, ZC_PAGES * 4096);
+		free(copy);
+		free(want);
+		printf("PASS zerocopy: %u pages placed by RDMA WRITE, byte-equal; nothing lands "
+		       "after the withdrawal (%s)\n", ZC_PAGES, tlm_strerror(rc));
 	}
 
 	/* vanish */
@@ -383,6 +458,49 @@ static void client(const char *addr, const char *port)
 			      tlm_strerror(rc));
 		}
 		ops->close(l);
+	}
+
+	/* zerocopy */
+	{
+		uint8_t *src = zc_map();
+		struct tlm_page_rec recs[128];
+		struct zc_state z = { 0 };
+		struct tlm_page_sink sink = { zc_apply, &z };
+		int rc;
+
+		for (unsigned i = 0; i < ZC_PAGES; i++)
+			page_fill(src + (size_t)i * 4096, i, 4096);
+		l = connect_one(addr, port);
+		CHECK(ops->set_mode(l, TLM_MODE_PAGES) == 0, "set_mode");
+		l->mode = TLM_MODE_PAGES;
+		rc = ops->register_region(l, 0, src, ZC_PAGES * 4096, TLM_REG_SRC, TMO);
+		CHECK(rc == 0, "register SRC: %s", tlm_strerror(rc));
+		for (unsigned i = 0; i < ZC_PAGES; i += 128) {
+			for (unsigned k = 0; k < 128; k++)
+				recs[k] = (struct tlm_page_rec){ .index = i + k, .epoch = 1,
+								 .flags = TLM_PF_LIVE, .len = 4096,
+								 .data = src + (size_t)(i + k) * 4096 };
+			CHECK(ops->dp->send_pages(l, recs, 128) == 128, "zerocopy send_pages");
+		}
+		recs[0] = (struct tlm_page_rec){ .flags = TLM_PF_LAST };
+		CHECK(ops->dp->send_pages(l, recs, 1) == 1, "zerocopy LAST");
+		rc = ops->wait_sent(l, ZC_PAGES + 1, TMO);
+		CHECK(rc == 0, "zerocopy wait_sent: %s", tlm_strerror(rc));
+		/* The server withdrew its offer once it sends LAST back. */
+		while (!z.last) {
+			rc = ops->dp->recv_pages(l, &sink, TMO);
+			CHECK(rc > 0, "zerocopy: waiting for the server: %s", tlm_strerror(rc));
+		}
+		recs[0] = (struct tlm_page_rec){ .index = 5, .epoch = 2, .flags = TLM_PF_LIVE,
+						 .len = 4096, .data = src };
+		memset(src, 0xee, 4096);
+		rc = ops->dp->send_pages(l, recs, 1);
+		if (rc == 1)
+			rc = ops->wait_sent(l, ZC_PAGES + 2, TMO);
+		CHECK(rc < 0, "zerocopy: a WRITE after the withdrawal succeeded");
+		ops->unregister_regions(l);
+		ops->close(l);
+		munmap(src, ZC_PAGES * 4096);
 	}
 
 	/* vanish: 1000 bytes, no FIN, close */
