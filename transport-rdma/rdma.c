@@ -152,6 +152,8 @@ struct rdma_lane {
 
 	int dead;                  /* 0, or the error every call returns */
 	bool gone;                 /* disconnected, or the QP failed */
+	int async_ev;              /* 1 + the ibv_event_type that failed us (atomic) */
+	struct rdma_lane *next;    /* g_lanes */
 
 	/* rx */
 	uint8_t *rbuf;             /* RBUF_SIZE; [rstart, rend) unparsed */
@@ -456,6 +458,7 @@ struct shared_mr {
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct shared_pd *g_pds;
 static struct shared_mr *g_mrs;
+static struct rdma_lane *g_lanes;  /* lanes with a QP, for async events */
 
 static struct ibv_pd *pd_get(struct ibv_context *ctx)
 {
@@ -467,6 +470,8 @@ static struct ibv_pd *pd_get(struct ibv_context *ctx)
 		;
 	if (!p && (p = calloc(1, sizeof(*p)))) {
 		p->ctx = ctx;
+		/* Async events are read when a lane waits (wait_io). */
+		(void)set_nonblock(ctx->async_fd);
 		p->pd = ibv_alloc_pd(ctx);
 		if (p->pd) {
 			p->next = g_pds;
@@ -592,6 +597,66 @@ static void mr_put(struct ibv_mr *mr)
 	pthread_mutex_unlock(&g_mu);
 }
 
+/*
+ * The device's async events (one queue per device, shared by its lanes):
+ * a QP or CQ error fails its lane; a port error (link down) or a fatal
+ * device error fails every lane on it, at once rather than after the
+ * retries run out. Lock held.
+ */
+static void async_drain_locked(struct ibv_context *ctx)
+{
+	struct ibv_async_event ev;
+
+	while (ibv_get_async_event(ctx, &ev) == 0) {
+		for (struct rdma_lane *l = g_lanes; l; l = l->next) {
+			bool hit = false;
+
+			if (l->id->verbs != ctx)
+				continue;
+			switch (ev.event_type) {
+			case IBV_EVENT_QP_FATAL:
+			case IBV_EVENT_QP_REQ_ERR:
+			case IBV_EVENT_QP_ACCESS_ERR:
+				hit = ev.element.qp == l->id->qp;
+				break;
+			case IBV_EVENT_CQ_ERR:
+				hit = ev.element.cq == l->cq;
+				break;
+			case IBV_EVENT_PORT_ERR:
+				hit = ev.element.port_num == l->id->port_num;
+				break;
+			case IBV_EVENT_DEVICE_FATAL:
+				hit = true;
+				break;
+			default:
+				break;
+			}
+			if (hit)
+				__atomic_store_n(&l->async_ev, (int)ev.event_type + 1, __ATOMIC_RELAXED);
+		}
+		ibv_ack_async_event(&ev);
+	}
+}
+
+static void lanes_link(struct rdma_lane *r)
+{
+	pthread_mutex_lock(&g_mu);
+	r->next = g_lanes;
+	g_lanes = r;
+	pthread_mutex_unlock(&g_mu);
+}
+
+static void lanes_unlink(struct rdma_lane *r)
+{
+	pthread_mutex_lock(&g_mu);
+	for (struct rdma_lane **pp = &g_lanes; *pp; pp = &(*pp)->next)
+		if (*pp == r) {
+			*pp = r->next;
+			break;
+		}
+	pthread_mutex_unlock(&g_mu);
+}
+
 static void regions_drop(struct rdma_lane *r)
 {
 	for (unsigned i = 0; i < TLM_MAX_REGIONS; i++) {
@@ -607,8 +672,10 @@ static void regions_drop(struct rdma_lane *r)
 
 static void lane_free(struct rdma_lane *r)
 {
-	if (r->qp_made)
+	if (r->qp_made) {
+		lanes_unlink(r);
 		rdma_destroy_qp(r->id);
+	}
 	regions_drop(r);
 	if (r->mr)
 		ibv_dereg_mr(r->mr);
@@ -771,6 +838,7 @@ static int lane_setup(struct rdma_lane *r)
 		return rc;
 	}
 	r->qp_made = true;
+	lanes_link(r);
 	if (posix_memalign((void **)&r->mem, 4096, bytes))
 		return -ENOMEM;
 	memset(r->mem, 0, bytes);
@@ -948,7 +1016,17 @@ static int rx_drain(struct rdma_lane *r)
 static int progress(struct rdma_lane *r)
 {
 	struct ibv_wc wc[16];
-	int total = 0, n;
+	int total = 0, n, aev = __atomic_load_n(&r->async_ev, __ATOMIC_RELAXED);
+
+	if (aev && !r->gone) {
+		tlm__err("rdma %s: lane %u: %s%s", r->base.peer, r->base.index,
+			 ibv_event_type_str((enum ibv_event_type)(aev - 1)),
+			 aev - 1 == IBV_EVENT_PORT_ERR ? " (link down?)" : "");
+		r->gone = true;
+		if (!r->tx_err)
+			r->tx_err = -TLM_EPEERCLOSED;
+		total++;
+	}
 
 	for (;;) {
 		struct rdma_cm_event *ev;
@@ -1028,9 +1106,10 @@ static int progress(struct rdma_lane *r)
  */
 static int wait_io(struct rdma_lane *r, uint64_t deadline)
 {
-	struct pollfd p[2] = {
+	struct pollfd p[3] = {
 		{ .fd = r->cc->fd, .events = POLLIN },
 		{ .fd = r->ch->fd, .events = POLLIN },
+		{ .fd = r->id->verbs->async_fd, .events = POLLIN },
 	};
 	int left = left_of(deadline), rc;
 	struct ibv_cq *cq;
@@ -1046,10 +1125,15 @@ static int wait_io(struct rdma_lane *r, uint64_t deadline)
 	if (rc != 0)
 		return rc < 0 ? rc : 0;
 	pthread_mutex_unlock(&r->mu);
-	rc = poll(p, 2, left < WAIT_SLICE_MS ? left : WAIT_SLICE_MS);
+	rc = poll(p, 3, left < WAIT_SLICE_MS ? left : WAIT_SLICE_MS);
 	pthread_mutex_lock(&r->mu);
 	if (rc < 0 && errno != EINTR)
 		return -errno;
+	if (rc > 0 && p[2].revents) {
+		pthread_mutex_lock(&g_mu);
+		async_drain_locked(r->id->verbs);
+		pthread_mutex_unlock(&g_mu);
+	}
 	while (ibv_get_cq_event(r->cc, &cq, &ctx) == 0) {
 		if (++r->cq_unacked >= 64) {
 			ibv_ack_cq_events(r->cq, r->cq_unacked);
