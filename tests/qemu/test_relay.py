@@ -3,7 +3,8 @@
 """Relay migrations of the test guest between two real QEMUs (TCG), driven
 through the `tlm migrate` / `tlm receive` commands.
 
-    test_relay.py --tlm build/cli/tlm --kernel guest.elf --guest-py DIR CASE
+    test_relay.py --tlm build/cli/tlm --kernel guest.elf --guest-py DIR
+                  [--mem-mib 128] [--addr 127.0.0.1] CASE
 
 Cases:
   idle-qemu, idle-tlm, mg-qemu, mg-tlm   a migration that must complete: the
@@ -20,6 +21,12 @@ Cases:
                 counts: refused with a clear message before anything starts
   In the failure cases the source VM must still run afterwards and its guest
   still verify clean; `tlm migrate` must fail with a clear message.
+  CASE-dpdk, CASE-rdma: the same over DPDK lanes (net_memif between the two
+  tlm processes) or RDMA lanes instead of tcp.
+
+--addr is where `tlm receive` listens (an RDMA-capable address for rdma);
+--mem-mib sizes both guests (small ones for slow hosts, such as the nested
+TCG of tests/vm).
 
 Each QEMU gets two QMP sockets: one for tlm, one for this test.
 Exit 0 pass, 1 fail, 77 skip (no QEMU / no guest).
@@ -229,10 +236,13 @@ class LaneCutter:
 
 
 def main():
+    global MEM_MIB
     ap = argparse.ArgumentParser()
     ap.add_argument('--tlm', required=True)
     ap.add_argument('--kernel', required=True)
     ap.add_argument('--guest-py', required=True)
+    ap.add_argument('--mem-mib', type=int, default=MEM_MIB)
+    ap.add_argument('--addr', default='127.0.0.1')
     ap.add_argument('case')
     a = ap.parse_args()
 
@@ -245,12 +255,13 @@ def main():
         print('SKIP: test guest not built')
         sys.exit(77)
 
+    MEM_MIB = a.mem_mib
+    addr = a.addr
     case = a.case
-    # "<case>-dpdk": the same case over DPDK lanes (net_memif between the
-    # two tlm processes) instead of tcp.
     transport = 'tcp'
-    if case.endswith('-dpdk'):
-        transport, case = 'dpdk', case[:-len('-dpdk')]
+    for t in ('dpdk', 'rdma'):
+        if case.endswith('-' + t):
+            transport, case = t, case[:-len('-' + t)]
     workdir = tempfile.mkdtemp(prefix='tlm-relay-test-')
     vms = []
     procs = []
@@ -290,7 +301,7 @@ def main():
 
         port = free_port()
         recv = run_tlm([a.tlm, 'receive', '--qmp', dst.tlm_qmp, '--listen',
-                        '127.0.0.1:%d' % port, '--psk', psk, '--lanes', str(LANES),
+                        '%s:%d' % (addr, port), '--psk', psk, '--lanes', str(LANES),
                         '--accept-timeout', '60', '--json', '--transport', transport])
         procs.append(recv)
         time.sleep(0.3)
@@ -303,7 +314,7 @@ def main():
                 # The unlimited writer dirties ~200 MiB/s: at 64 MiB/s QEMU's
                 # precopy cannot converge, so the policy must switch over.
                 extra = ['--max-bandwidth', '64M']
-            mig = run_tlm(mig_args + ['--to', '127.0.0.1:%d' % port, '--psk', psk] + extra)
+            mig = run_tlm(mig_args + ['--to', '%s:%d' % (addr, port), '--psk', psk] + extra)
             procs.append(mig)
             seen = []
             while mig.poll() is None:
@@ -340,7 +351,7 @@ def main():
             return
 
         if case == 'wrong-psk':
-            mig = run_tlm(mig_args + ['--to', '127.0.0.1:%d' % port, '--psk', other_psk])
+            mig = run_tlm(mig_args + ['--to', '%s:%d' % (addr, port), '--psk', other_psk])
             procs.append(mig)
             rc, out, err = finish(mig, 'tlm migrate')
             check(rc != 0, 'tlm migrate with the wrong key fails')
@@ -355,7 +366,7 @@ def main():
             check(not dst.alive(), 'destination QEMU told to quit')
         elif case == 'garbage':
             for n in range(3):
-                g = socket.create_connection(('127.0.0.1', port))
+                g = socket.create_connection((addr, port))
                 g.sendall(random.randbytes(4096 * (n + 1)))
                 try:
                     g.shutdown(socket.SHUT_WR)
@@ -363,14 +374,14 @@ def main():
                 except OSError:
                     pass
                 g.close()
-            g = socket.create_connection(('127.0.0.1', port))
+            g = socket.create_connection((addr, port))
             g.sendall(b'QEVM\0\0\0\3' + b'\0' * 600)
             g.close()
             time.sleep(0.5)
             check(recv.poll() is None, 'tlm receive survived garbage on its port')
             check(src.q.status() == 'running', 'source still running')
             wait_verified(src, 'source after garbage', idle=idle)
-            mig = run_tlm(mig_args + ['--to', '127.0.0.1:%d' % port, '--psk', psk])
+            mig = run_tlm(mig_args + ['--to', '%s:%d' % (addr, port), '--psk', psk])
             procs.append(mig)
             rc, out, _ = finish(mig, 'tlm migrate')
             rrc, _, _ = finish(recv, 'tlm receive')
@@ -380,7 +391,7 @@ def main():
             return
         elif case in ('sigint', 'timeout'):
             extra = ['--timeout', '2'] if case == 'timeout' else []
-            mig = run_tlm(mig_args + ['--to', '127.0.0.1:%d' % port, '--psk', psk,
+            mig = run_tlm(mig_args + ['--to', '%s:%d' % (addr, port), '--psk', psk,
                                       '--max-bandwidth', '16M'] + extra)
             procs.append(mig)
             if case == 'sigint':
@@ -412,32 +423,32 @@ def main():
             recv.kill()
             recv.wait()
             refused([a.tlm, 'migrate', '--qmp', os.path.join(workdir, 'nope.qmp'), '--to',
-                     '127.0.0.1:%d' % port, '--psk', psk], ['nope.qmp', 'no such'],
+                     '%s:%d' % (addr, port), '--psk', psk], ['nope.qmp', 'no such'],
                     'migrate with a bad --qmp path')
             refused([a.tlm, 'receive', '--qmp', os.path.join(workdir, 'nope.qmp'), '--listen',
-                     '127.0.0.1:%d' % port, '--psk', psk], ['no such'],
+                     '%s:%d' % (addr, port), '--psk', psk], ['no such'],
                     'receive with a bad --qmp path')
             refused([a.tlm, 'receive', '--qmp', src.tlm_qmp, '--listen',
-                     '127.0.0.1:%d' % port, '--psk', psk], ['running', 'inmigrate'],
+                     '%s:%d' % (addr, port), '--psk', psk], ['running', 'inmigrate'],
                     'receive on a running QEMU')
             refused([a.tlm, 'migrate', '--qmp', dst.tlm_qmp, '--to',
-                     '127.0.0.1:%d' % port, '--psk', psk], ['inmigrate', 'not running'],
+                     '%s:%d' % (addr, port), '--psk', psk], ['inmigrate', 'not running'],
                     'migrate from a QEMU that waits for a migration')
             refused([a.tlm, 'migrate', '--qmp', src.tlm_qmp, '--to',
-                     '127.0.0.1:%d' % port, '--psk', psk], ['cannot open'],
+                     '%s:%d' % (addr, port), '--psk', psk], ['cannot open'],
                     'migrate with nobody listening')
             recv = run_tlm([a.tlm, 'receive', '--qmp', dst.tlm_qmp, '--listen',
-                            '127.0.0.1:%d' % port, '--psk', psk, '--lanes', '2',
-                            '--accept-timeout', '5'])
+                            '%s:%d' % (addr, port), '--psk', psk, '--lanes', '2',
+                            '--accept-timeout', '5', '--transport', transport])
             procs.append(recv)
             time.sleep(0.3)
-            refused(mig_args + ['--to', '127.0.0.1:%d' % port, '--psk', psk],
+            refused(mig_args + ['--to', '%s:%d' % (addr, port), '--psk', psk],
                     ['data lanes'], 'migrate with 4 lanes to a receiver expecting 2')
             check(src.q.cmd('query-migrate').get('status') is None,
                   'no migration was ever started on the source')
             finish(recv, 'tlm receive (no session)', 30)
         elif case == 'dest-killed':
-            mig = run_tlm(mig_args + ['--to', '127.0.0.1:%d' % port, '--psk', psk,
+            mig = run_tlm(mig_args + ['--to', '%s:%d' % (addr, port), '--psk', psk,
                                       '--max-bandwidth', '16M'])
             procs.append(mig)
             end = time.monotonic() + 30
