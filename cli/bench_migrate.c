@@ -45,7 +45,9 @@ static void usage(FILE *f)
 "the pause. Both ends run here unless --listen/--connect split them.\n"
 "\n"
 "  --transport NAME     tcp (default), or another built-in transport\n"
-"  --transport-args S   transport options\n"
+"  --transport-args S   transport options (key=value,...; README.md)\n"
+"  --rdma-dev NAME      rdma: the device the address must resolve to\n"
+"  --rdma-gid N         rdma: the GID index it must use (RoCE v2)\n"
 "  --policy P           tlm (default), precopy, stop-copy, frs, mp\n"
 "  --workload W         mg (default), sp, random, hotset, idle\n"
 "  --mem SIZE           memory to migrate (default 1G)\n"
@@ -432,6 +434,8 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 	static const struct option lo[] = {
 		{ "transport", required_argument, NULL, 't' },
 		{ "transport-args", required_argument, NULL, 'A' },
+		{ "rdma-dev", required_argument, NULL, 'D' },
+		{ "rdma-gid", required_argument, NULL, 'G' },
 		{ "policy", required_argument, NULL, 'p' },
 		{ "workload", required_argument, NULL, 'w' },
 		{ "mem", required_argument, NULL, 'm' },
@@ -456,7 +460,8 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	char host[256], port[16];
+	char host[256], port[16], targs[512];
+	struct tlm_cli_targs ta = { 0 };
 	struct tlm_psk psk;
 	int opt, pol, li_idx = 0;
 
@@ -465,7 +470,9 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 		uint64_t v = 0;
 		switch (opt) {
 		case 't': o.transport = optarg; break;
-		case 'A': o.targs = optarg; break;
+		case 'A': ta.args = optarg; break;
+		case 'D': ta.rdma_dev = optarg; break;
+		case 'G': ta.rdma_gid = optarg; break;
 		case 'p':
 			pol = tlm_policy_parse(optarg);
 			if (pol < 0) {
@@ -516,6 +523,9 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 		tlm_cli_err("transport '%s' is not built into this tlm", o.transport);
 		return 2;
 	}
+	if (tlm_cli_targs_build(&ta, o.transport, targs, sizeof(targs)))
+		return 2;
+	o.targs = targs;
 	if (o.mo.chk_lanes + o.mo.ps_lanes >= TLM_MAX_LANES) {
 		tlm_cli_err("too many lanes (at most %d in all)", TLM_MAX_LANES - 1);
 		return 2;

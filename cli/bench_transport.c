@@ -87,6 +87,8 @@ struct opts {
 	const char *local_addr;    /* --local-addr (loopback mode) */
 	bool in_vm;
 	const char *peer;          /* --peer ib_write_bw */
+	struct tlm_cli_targs ta;   /* --transport-args, --rdma-dev, --rdma-gid */
+	char targs[512];
 };
 
 /* Templates and crc tables shared by both roles for one (lanes, page size). */
@@ -946,6 +948,8 @@ static void usage(FILE *f)
 "                     default), or its stamp and crc32c against the crc of\n"
 "                     the expected content (crc: costs the harness less)\n"
 "  --transport-args   transport options (tcp: sndbuf=SIZE,rcvbuf=SIZE,nodelay=0|1)\n"
+"  --rdma-dev NAME    rdma: the device the address must resolve to\n"
+"  --rdma-gid N       rdma: the GID index it must use (RoCE v2)\n"
 "  --timeout MS       per blocking step (default 10000)\n"
 "  --copy             copy pages even where the transport could place them\n"
 "                     zero-copy (rdma: RDMA WRITE, the default there)\n"
@@ -963,7 +967,7 @@ static bool takes_value(const char *a)
 	static const char *const with_value[] = {
 		"--transport", "--transport-args", "--lanes", "--bytes", "--page-size",
 		"--listen", "--connect", "--psk", "--timeout", "--verify", "--local-addr",
-		"--peer",
+		"--peer", "--rdma-dev", "--rdma-gid",
 	};
 
 	for (size_t i = 0; i < sizeof(with_value) / sizeof(with_value[0]); i++)
@@ -1002,7 +1006,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		if (!strcmp(a, "--transport")) {
 			o->transport = v;
 		} else if (!strcmp(a, "--transport-args")) {
-			o->transport_args = v;
+			o->ta.args = v;
+		} else if (!strcmp(a, "--rdma-dev")) {
+			o->ta.rdma_dev = v;
+		} else if (!strcmp(a, "--rdma-gid")) {
+			o->ta.rdma_gid = v;
 		} else if (!strcmp(a, "--lanes")) {
 			if (tlm_cli_parse_size(v, &n) || n < 1 || n >= TLM_MAX_LANES) {
 				tlm_cli_err("--lanes %s: want 1..%d", v, TLM_MAX_LANES - 1);
@@ -1076,6 +1084,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		tlm_cli_err("transport '%s' is not built in (available: %s)", o->transport, list);
 		return -1;
 	}
+	if (tlm_cli_targs_build(&o->ta, o->transport, o->targs, sizeof(o->targs)))
+		return -1;
+	o->transport_args = o->targs;
 	return 0;
 }
 

@@ -26,6 +26,16 @@ extern int tlm_cli_verbose;
 int tlm_cli_parse_size(const char *s, uint64_t *out);
 /* "host:port", "[v6]:port" -> host, port. 0 or -EINVAL. */
 int tlm_cli_parse_hostport(const char *s, char *host, size_t hlen, char *port, size_t plen);
+/* The transport arguments of every command: --transport-args plus
+ * --rdma-dev NAME / --rdma-gid N (the rdma transport's dev= and gid=).
+ * Writes the combined string to out; returns 0, or -1 after saying why. */
+struct tlm_cli_targs { const char *args, *rdma_dev, *rdma_gid; };
+int tlm_cli_targs_build(const struct tlm_cli_targs *t, const char *transport, char *out,
+			size_t cap);
+#define TLM_CLI_TARGS_HELP \
+"  --transport-args S   transport options (key=value,...; README.md)\n" \
+"  --rdma-dev NAME      rdma: the device the address must resolve to\n" \
+"  --rdma-gid N         rdma: the GID index it must use (RoCE v2)\n"
 /* Prints "tlm: <msg>" to stderr; the library's log callback goes here too. */
 void tlm_cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void tlm_cli_install_log(void);

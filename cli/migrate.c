@@ -146,6 +146,7 @@ static void usage(FILE *f)
 "  --qmp PATH         QMP unix socket of the running source QEMU\n"
 "  --to HOST:PORT     where `tlm receive` listens\n"
 "  --transport NAME   lane transport (default tcp)\n"
+TLM_CLI_TARGS_HELP
 "  --lanes N          multifd channels, one data lane each, plus the main\n"
 "                     channel's lane (default 4)\n"
 "  --policy P         qemu: QEMU's own precopy; tlm: switch over after the\n"
@@ -175,6 +176,9 @@ int tlm_cli_migrate(int argc, char **argv)
 		{ "qmp", required_argument, NULL, 'q' },
 		{ "to", required_argument, NULL, 't' },
 		{ "transport", required_argument, NULL, 'T' },
+		{ "transport-args", required_argument, NULL, 'A' },
+		{ "rdma-dev", required_argument, NULL, 'D' },
+		{ "rdma-gid", required_argument, NULL, 'G' },
 		{ "lanes", required_argument, NULL, 'n' },
 		{ "policy", required_argument, NULL, 'p' },
 		{ "psk", required_argument, NULL, 'k' },
@@ -186,7 +190,8 @@ int tlm_cli_migrate(int argc, char **argv)
 	};
 	static volatile sig_atomic_t stop;
 	const char *qmp_path = NULL, *to = NULL, *transport = "tcp", *psk_path = NULL;
-	char host[256], port[32];
+	char host[256], port[32], targs[512];
+	struct tlm_cli_targs ta = { 0 };
 	struct tlm_relay_src_opts o = { 0 };
 	struct tlm_relay_result r;
 	struct tlm_psk psk;
@@ -204,6 +209,9 @@ int tlm_cli_migrate(int argc, char **argv)
 		case 'q': qmp_path = optarg; break;
 		case 't': to = optarg; break;
 		case 'T': transport = optarg; break;
+		case 'A': ta.args = optarg; break;
+		case 'D': ta.rdma_dev = optarg; break;
+		case 'G': ta.rdma_gid = optarg; break;
 		case 'k': psk_path = optarg; break;
 		case 'j': json = true; break;
 		case 'n':
@@ -250,6 +258,8 @@ int tlm_cli_migrate(int argc, char **argv)
 		tlm_cli_err("transport '%s' is not built into this tlm", transport);
 		return 2;
 	}
+	if (tlm_cli_targs_build(&ta, transport, targs, sizeof(targs)))
+		return 2;
 	if (tlm_cli_get_psk(psk_path, false, &psk))
 		return 2;
 	if (tlm_cli_qmp_open(qmp_path, &q))
@@ -257,6 +267,7 @@ int tlm_cli_migrate(int argc, char **argv)
 	tlm_cli_relay_signals(&stop);
 	o.qmp = q;
 	o.transport = transport;
+	o.transport_args = targs;
 	o.host = host;
 	o.port = port;
 	o.psk = &psk;

@@ -31,6 +31,7 @@ static void usage(FILE *f)
 "  --qmp PATH            QMP unix socket of the waiting destination QEMU\n"
 "  --listen ADDR:PORT    where to wait for the source (port 0 picks one)\n"
 "  --transport NAME      lane transport (default tcp)\n"
+TLM_CLI_TARGS_HELP
 "  --lanes N             expected multifd channels (default: the source's)\n"
 "  --psk FILE            pre-shared key (same file on both hosts; required)\n"
 "  --accept-timeout SEC  wait this long for the source (default 600)\n"
@@ -50,6 +51,9 @@ int tlm_cli_receive(int argc, char **argv)
 		{ "qmp", required_argument, NULL, 'q' },
 		{ "listen", required_argument, NULL, 'l' },
 		{ "transport", required_argument, NULL, 'T' },
+		{ "transport-args", required_argument, NULL, 'A' },
+		{ "rdma-dev", required_argument, NULL, 'D' },
+		{ "rdma-gid", required_argument, NULL, 'G' },
 		{ "lanes", required_argument, NULL, 'n' },
 		{ "psk", required_argument, NULL, 'k' },
 		{ "accept-timeout", required_argument, NULL, 'a' },
@@ -60,7 +64,8 @@ int tlm_cli_receive(int argc, char **argv)
 	};
 	static volatile sig_atomic_t stop;
 	const char *qmp_path = NULL, *listen = NULL, *transport = "tcp", *psk_path = NULL;
-	char host[256], port[32];
+	char host[256], port[32], targs[512];
+	struct tlm_cli_targs ta = { 0 };
 	struct tlm_relay_dst_opts o = { 0 };
 	struct tlm_relay_result r;
 	struct tlm_psk psk;
@@ -77,6 +82,9 @@ int tlm_cli_receive(int argc, char **argv)
 		case 'q': qmp_path = optarg; break;
 		case 'l': listen = optarg; break;
 		case 'T': transport = optarg; break;
+		case 'A': ta.args = optarg; break;
+		case 'D': ta.rdma_dev = optarg; break;
+		case 'G': ta.rdma_gid = optarg; break;
 		case 'k': psk_path = optarg; break;
 		case 'j': json = true; break;
 		case 'n':
@@ -118,6 +126,8 @@ int tlm_cli_receive(int argc, char **argv)
 		tlm_cli_err("transport '%s' is not built into this tlm", transport);
 		return 2;
 	}
+	if (tlm_cli_targs_build(&ta, transport, targs, sizeof(targs)))
+		return 2;
 	if (tlm_cli_get_psk(psk_path, false, &psk))
 		return 2;
 	if (tlm_cli_qmp_open(qmp_path, &q))
@@ -125,6 +135,7 @@ int tlm_cli_receive(int argc, char **argv)
 	tlm_cli_relay_signals(&stop);
 	o.qmp = q;
 	o.transport = transport;
+	o.transport_args = targs;
 	o.addr = host;
 	o.port = port;
 	o.psk = &psk;

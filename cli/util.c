@@ -44,6 +44,32 @@ int tlm_cli_parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+int tlm_cli_targs_build(const struct tlm_cli_targs *t, const char *transport, char *out,
+			size_t cap)
+{
+	char *end;
+	int n;
+
+	if ((t->rdma_dev || t->rdma_gid) && strcmp(transport, "rdma")) {
+		tlm_cli_err("--rdma-dev and --rdma-gid need --transport rdma");
+		return -1;
+	}
+	if (t->rdma_gid && (strtol(t->rdma_gid, &end, 10) < 0 || *end || !*t->rdma_gid)) {
+		tlm_cli_err("--rdma-gid %s: want a GID index (0, 1, ...)", t->rdma_gid);
+		return -1;
+	}
+	n = snprintf(out, cap, "%s%s%s%s%s%s", t->args ? t->args : "",
+		     t->args && *t->args && t->rdma_dev ? "," : "", t->rdma_dev ? "dev=" : "",
+		     t->rdma_dev ? t->rdma_dev : "",
+		     t->rdma_gid && ((t->args && *t->args) || t->rdma_dev) ? ",gid=" :
+		     t->rdma_gid ? "gid=" : "", t->rdma_gid ? t->rdma_gid : "");
+	if (n < 0 || (size_t)n >= cap) {
+		tlm_cli_err("transport arguments too long");
+		return -1;
+	}
+	return 0;
+}
+
 int tlm_cli_parse_hostport(const char *s, char *host, size_t hlen, char *port, size_t plen)
 {
 	const char *colon;

@@ -749,7 +749,7 @@ static int check_route(struct rdma_lane *r)
 	const char *name = ibv_get_device_name(r->id->verbs->device);
 
 	if (r->opts.dev[0] && strcmp(name, r->opts.dev) != 0) {
-		tlm__err("rdma: %s resolves to device %s, not %s (dev=)", r->base.peer,
+		tlm__err("rdma: %s resolves to device %s, not %s (--rdma-dev, dev=)", r->base.peer,
 			 name, r->opts.dev);
 		return -ENODEV;
 	}
@@ -769,7 +769,7 @@ static int check_route(struct rdma_lane *r)
 
 			inet_ntop(AF_INET6, g.gid.raw, want, sizeof(want));
 			inet_ntop(AF_INET6, sgid->raw, got, sizeof(got));
-			tlm__err("rdma: %s: GID index %d is %s but the route to %s uses %s (gid=)",
+			tlm__err("rdma: %s: GID index %d is %s but the route to %s uses %s (--rdma-gid, gid=)",
 				 name, r->opts.gid, want, r->base.peer, got);
 			return -EADDRNOTAVAIL;
 		}
