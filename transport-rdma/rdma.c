@@ -769,7 +769,8 @@ static int check_route(struct rdma_lane *r)
 
 			inet_ntop(AF_INET6, g.gid.raw, want, sizeof(want));
 			inet_ntop(AF_INET6, sgid->raw, got, sizeof(got));
-			tlm__err("rdma: %s: GID index %d is %s but the route to %s uses %s (--rdma-gid, gid=)",
+			tlm__err("rdma: %s: GID index %d is %s but the route to %s uses %s "
+				 "(--rdma-gid, gid=)",
 				 name, r->opts.gid, want, r->base.peer, got);
 			return -EADDRNOTAVAIL;
 		}
