@@ -10,9 +10,9 @@
  * the copy happen under one of 1024 striped locks, so the CHK and PS
  * receivers can never interleave on the same page.
  *
- * Zero copy: the regions are offered to every lane first; a transport that
- * can (RDMA) lets the source write pages straight into them and hands us
- * PLACED records, which are only counted: the source's ordering rule
+ * Zero copy: when START asks, the regions are offered to every lane; a
+ * transport that can (RDMA) lets the source write pages straight into them
+ * and hands us PLACED records, which are only counted: the source's rule
  * (core/engine.h) replaces the arbitration by key. The offer is withdrawn
  * before we return, whatever happened.
  *
@@ -133,9 +133,9 @@ static int apply(void *arg, const struct tlm_page_rec *rec)
 	return 0;
 }
 
-/* Offer the regions to every lane for zero copy (the source decides
- * whether to use them: core/engine-src.c). A lane that cannot take them
- * tells the peer so; the pages then come as copies, as always. */
+/* Offer the regions to every lane for zero copy, when START asks (the
+ * source then registers its own: core/engine-src.c). A lane that cannot
+ * take them tells the peer so; the pages then come as copies, as always. */
 static void offer_regions(struct dst *d, struct tlm_dest_stats *st)
 {
 	const struct tlm_session_cfg *cfg = tlm_session_cfg_get(d->s);
@@ -266,7 +266,6 @@ int tlm_migrate_dest(struct tlm_session *s, const struct tlm_region *regions,
 			err = -EINVAL;
 			goto out;
 		}
-	offer_regions(d, st);
 	for (unsigned i = 1; i <= nl; i++) {
 		x[i] = (struct rx){ .d = d, .lane = i };
 		x[i].tmp = malloc(d->page_size);
@@ -314,12 +313,14 @@ int tlm_migrate_dest(struct tlm_session *s, const struct tlm_region *regions,
 		}
 		switch (buf[0]) {
 		case TLM_CM_START:
-			if (len != 10 || started_msg ||
+			if (len != 11 || started_msg || (buf[10] & ~TLM_START_ZC) ||
 			    tlm__get16(buf + 1) + tlm__get16(buf + 3) != (int)nl) {
 				dst_fail(d, -TLM_EFRAME, "bad START message");
 				break;
 			}
 			started_msg = true;
+			if (buf[10] & TLM_START_ZC)
+				offer_regions(d, st);
 			break;
 		case TLM_CM_STAGE3:
 			if (stage3 || len != 3 + 8 * nl + 8 || tlm__get16(buf + 1) != nl) {

@@ -453,6 +453,12 @@ static int setup(struct src *e)
  * record land over a newer placed one). Registration pins the regions, so
  * it comes before dirty tracking starts: pinning touches every page.
  */
+static bool want_live(const struct src *e)
+{
+	return !e->o.copy_pages && !e->o.xbzrle_cache;
+}
+
+/* After START, which asked the destination to offer its regions. */
 static void setup_live(struct src *e)
 {
 	int ms = e->o.timeout_ms > 0 ? e->o.timeout_ms : 30000;
@@ -460,7 +466,7 @@ static void setup_live(struct src *e)
 	unsigned n = n_data(e);
 	int err = 0;
 
-	if (e->o.copy_pages || e->o.xbzrle_cache)
+	if (!want_live(e))
 		return;
 	for (unsigned i = 1; i <= n && !err; i++)
 		for (unsigned k = 0; k < e->n_regions && !err; k++) {
@@ -486,13 +492,14 @@ static void setup_live(struct src *e)
 
 static int send_start(struct src *e)
 {
-	uint8_t m[10];
+	uint8_t m[11];
 
 	m[0] = TLM_CM_START;
 	tlm__put16(m + 1, (uint16_t)e->o.chk_lanes);
 	tlm__put16(m + 3, (uint16_t)e->o.ps_lanes);
 	m[5] = (uint8_t)e->o.policy;
 	tlm__put32(m + 6, e->o.epoch_ms);
+	m[10] = want_live(e) ? TLM_START_ZC : 0;
 	return send_ctrl(e, m, sizeof(m));
 }
 
@@ -526,12 +533,12 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 			snprintf(st->why, sizeof(st->why), "setup: %s", tlm_strerror(err));
 		goto out;
 	}
-	setup_live(e);
 	err = send_start(e);
 	if (err) {
 		snprintf(st->why, sizeof(st->why), "control lane: %s", tlm_strerror(err));
 		goto out;
 	}
+	setup_live(e);
 	e->ps = pa;
 	for (unsigned i = 0; i < e->o.ps_lanes; i++) {
 		pa[i] = (struct ps_arg){ .e = e, .lane = 1 + e->o.chk_lanes + i, .k = i };

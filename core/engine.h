@@ -58,13 +58,17 @@
 
 /* Control messages (payload of CTRL frames on the control lane). */
 enum {
-	TLM_CM_START = 1,    /* src->dst: u16 chk, u16 ps, u8 policy, u32 epoch_ms */
+	TLM_CM_START = 1,    /* src->dst: u16 chk, u16 ps, u8 policy, u32 epoch_ms,
+			      * u8 flags (TLM_START_ZC) */
 	TLM_CM_STAGE3 = 2,   /* src->dst: u16 n, u64 records[n], u64 devstate_len */
 	TLM_CM_COMMIT = 3,   /* dst->src: every lane drained, all applied */
 	TLM_CM_DEVSTATE = 4, /* src->dst: a chunk of the device-state blob */
 	TLM_CM_FAIL = 5,     /* either way: i32 code, text */
 	TLM_CM_ABORT = 6,    /* src->dst: give up, discard */
 };
+
+/* START flags. */
+#define TLM_START_ZC 1       /* offer the regions for zero copy (RDMA WRITE) */
 
 struct tlm_xbz_cache;
 
