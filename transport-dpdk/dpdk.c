@@ -4,15 +4,53 @@
  *
  * Layout. The EAL is per process: it starts once, on the first listen or
  * connect, from transport_args "dpdk-args=..." (default: --no-huge --no-pci
- * -m 512 --file-prefix tlm-<pid>). A "dport" is one DPDK port plus ONE poll
- * thread that owns its rx/tx queue pair; every lane and listener on that
- * port is demultiplexed in software by connection id (memif, af_packet and
- * ring give one queue, so this is the path every software PMD takes;
- * per-lane queues steered by rte_flow are not implemented). Cores: the
- * poll thread needs one core while traffic flows and backs off to sleeping
- * (1 ms ticks) when idle; application threads calling write/send_pages only
- * copy into the lane's send ring, so a lane costs at most one core per port
- * plus its caller.
+ * -m 512 --file-prefix tlm-<pid>). A "dport" is one DPDK port with nq
+ * queue pairs and one poll thread.
+ *
+ * Queues. Queue 0 is shared: the poll thread serves it and demultiplexes
+ * in software by connection id (SYNs, ARP, and every lane without a queue
+ * of its own). A lane gets queue q > 0 to itself where the port can keep
+ * its packets apart. On memif the sender picks the queue (the client's tx
+ * queue q is the server's rx queue q): the connecting side reserves a free
+ * q and asks for it in its SYN (sent on queue 0); the accepting side's
+ * lane takes q if it is free there too and says which in its SYNACK; the
+ * connecting side uses q only once granted. A memif queue is polled only
+ * by the lane that owns it: polling one the peer did not set up reads
+ * another queue's ring (seen: the shared one's) and corrupts both
+ * streams. The embedded memif server offers all MAX_QUEUES, so the
+ * connecting side's queues= decides (with vdev= memif the server needs at
+ * least the client's queues=, or the link never comes up). On a NIC whose rte_flow_validate accepts it, a rule steers
+ * the lane's UDP port pair to q (no NIC here: that path is untested).
+ * Everything else (af_packet, ring, NICs without rte_flow, more lanes than
+ * queues, loops within one process) stays on queue 0; packets that reach
+ * a lane's queue but are not its own take the shared path.
+ *
+ * Cores. A lane with its own queue runs to completion: the thread calling
+ * send_pages/write builds the packets and tx_bursts them itself, the one
+ * calling recv_pages/read rx_bursts and parses, and either one, waiting,
+ * keeps polling (SPIN_NS after the last packet moved) before sleeping on
+ * the lane's condition variable. So such a lane needs its caller's core
+ * and nothing else; the poll thread only covers queues left alone for
+ * STALE_NS (timers, keepalive, acks while nobody calls) and sleeps when
+ * nothing moves. Lanes on queue 0 also cost the poll thread's core while
+ * traffic flows: their callers kick it and sleep on the lane's condition
+ * variable until it has moved their packets.
+ *
+ * Zero copy. Records are copied once, from the caller's memory into the
+ * packets (no intermediate ring); the PMD copies again (memif, af_packet)
+ * or DMAs. A TLM_PF_LIVE record (region registered TLM_REG_SRC) is copied
+ * the same way and its crc summed over the copy while it is hot: what is
+ * summed is what is sent, so a page rewritten meanwhile arrives as some
+ * mix of old and new words with a correct crc, never as a crc failure.
+ * Attaching the page as an external mbuf instead would sum live memory
+ * that the PMD reads later, and a write between the two fails the crc at
+ * the receiver; on memif and af_packet, whose PMDs copy anyway, it would
+ * save nothing but the engine's staging copy, which LIVE already saves.
+ * Since no PMD reads the region, nothing is mapped for IOVA
+ * (rte_extmem_register), the region may change again as soon as
+ * send_pages returns, and wait_sent waits only for the peer's ACK: the
+ * destination arbitrates by epoch, so one page on two lanes is harmless.
+ * TLM_REG_DST is refused: the receiver copies out of its ring.
  *
  * transport_args (comma-separated key=value; values may be quoted):
  *   dpdk-args="..."   EAL arguments (first lane of the process only)
@@ -23,6 +61,8 @@
  *                     NICs); without it the port is point-to-point (memif)
  *   peer-mac=MAC      static peer MAC instead of ARP (connecting side)
  *   mtu=N             576..9000 (memif: up to 9000 in 9216-byte buffers)
+ *   queues=N          queue pairs, 1..16 (default 4; ignored by the
+ *                     embedded memif server, which offers 16)
  *   dead_ms=N         keepalive silence that fails a lane (default 3000)
  *   fault=drop=P,reorder=P,dup=P   fault injection on what we send
  * No device keys: the embedded default, a memif pair per UDP port (server
@@ -42,30 +82,33 @@
  * of core/wire.h frames (DATA/FIN in byte mode, PAGE in page mode).
  * Packets carry 64-bit byte sequence numbers, a cumulative ACK and a credit
  * window (free bytes of the receiver's ring) on every packet. The sender
- * goes back N: on a retransmission timeout or 3 duplicate ACKs it rewinds
- * to the oldest unacked byte. The receiver keeps out-of-order bytes that
- * fit its window in place in its ring (up to 16 ranges) and ACKs past them
- * once the hole fills, so until the ACKs pass the rewind point the sender
- * re-sends one segment per hole (NewReno-like), not the whole window.
- * Packets are copies (mbufs filled from the send ring), so a rewind
- * never touches a buffer the PMD still owns; a zero-copy path would have to
- * drain the TX queue first. The poll thread sends up to BURST packets per
- * lane per round; a partial segment is held while send_pages is still
- * adding records, at most FLUSH_NS, so a small tail is never stuck.
- * What the PMD's TX ring cannot take stays queued for the next round and
- * lanes stop building data packets meanwhile (back-pressure, no drops).
- * Keepalive: a PING after KA_NS of silence (the peer answers with an ACK);
- * nothing heard for dead_ms (default 3000) fails the lane.
+ * keeps every packet it built, unchanged, until it is acked (at most
+ * RING_BYTES per lane, from the port's tx pool), and goes back N: on a
+ * retransmission timeout or 3 duplicate ACKs it rewinds to the oldest
+ * unacked packet. A re-sent packet is the same mbuf with one more
+ * reference if the PMD has let go of it, a copy if it still holds it, so
+ * a rewind never touches a buffer the PMD owns. The receiver keeps
+ * out-of-order bytes that fit its window in place in its ring (up to 16
+ * ranges) and ACKs past them once the hole fills, so until the ACKs pass
+ * the rewind point the sender re-sends one packet per hole
+ * (NewReno-like), not the whole window. Records are parsed in place from
+ * the ring unless they wrap. send_pages/write send a short packet only
+ * at the end of a call. What the PMD's TX ring cannot take stays queued
+ * and the lane stops building data packets meanwhile (back-pressure, no
+ * drops). Keepalive: a PING after KA_NS of silence (the peer answers with
+ * an ACK); nothing heard for dead_ms (default 3000) fails the lane.
  *
  * Lifetime: ports, like the EAL, live until the process exits (a memif
  * vdev removed and re-added in one process does not come back reliably).
  * Nothing here survives fork(): a child forked after the EAL started gets
  * -EOPNOTSUPP from every op (start lanes in the process that uses them).
  *
- * Locking: port->lock guards the lane/listener lists and is held by the
- * poll thread for a whole round; lane->mu guards one lane's rings and
- * state (order: port->lock, then lane->mu). Application threads take
- * port->lock only to add/remove lanes.
+ * Locking: lane->qmu is held by whoever polls a lane's own queue;
+ * port->lock guards the lane/listener lists and queue 0 and is held by the
+ * poll thread for a whole round; lane->mu guards one lane's send queue,
+ * ring and state. Order: qmu, port->lock, mu; the poll thread, holding
+ * port->lock, only ever trylocks qmu. wmu/rmu keep one writer / one
+ * reader per lane and come before all of them.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -87,24 +130,34 @@
 #include <rte_eal.h>
 #include <rte_ethdev.h>
 #include <rte_ether.h>
+#include <rte_flow.h>
 #include <rte_ip.h>
 #include <rte_lcore.h>
 #include <rte_log.h>
 #include <rte_mbuf.h>
+#include <rte_prefetch.h>
 #include <rte_udp.h>
 
 #include "tlm-internal.h"
 
 #define BURST        32
 #define NB_DESC      1024
-#define POOL_MBUFS   8191
+#define POOL_MBUFS   8191             /* rx and control packets, per port */
+#define TXPOOL_BYTES (40u << 20)      /* data packets kept until acked, per port */
 #define RING_BYTES   (2u << 20)       /* per lane and direction */
+#define SQ_SLOTS     4096             /* packets in flight per lane (>= RING_BYTES / min mss) */
+#define STASH        16               /* tx mbufs a writer takes at once */
+#define HELD_MAX     64               /* rx packets a lane keeps uncopied */
+#define MAX_QUEUES   16
+#define DEF_QUEUES   4                /* memif: queue pairs per port, both ends alike */
 #define HDR_LEN      32               /* our header inside UDP */
+#define L2L4_LEN     (14 + 20 + 8)    /* Ethernet + IPv4 + UDP */
 #define MAGIC        0x544c           /* "TL" */
-#define PROTO_VER    1
+#define PROTO_VER    2
 #define KA_NS        (200ull * 1000000)
 #define SYN_NS       (100ull * 1000000)
-#define FLUSH_NS     (200ull * 1000)
+#define SPIN_NS      (100ull * 1000)  /* a waiting caller polls its queue this long */
+#define STALE_NS     (300ull * 1000)  /* the poll thread covers a queue left alone this long */
 #define RTO_INIT_NS  (20ull * 1000000)
 #define RTO_MAX_NS   (400ull * 1000000)
 #define LINGER_MS    2000
@@ -128,10 +181,27 @@ struct cfg {
 	bool peer_mac_set;
 	uint32_t mtu;
 	int dead_ms;
+	unsigned queues;        /* queue pairs wanted (memif: both ends must agree) */
 	struct fault fault;
 };
 
 struct dport;
+
+/* A data packet in the send queue: headers but the lane header's
+ * ack/window are written when it goes out. Held (one mbuf reference)
+ * until acked, so a rewind re-sends it without rebuilding. */
+struct txp {
+	struct rte_mbuf *m;
+	uint64_t seq;
+	uint32_t len;
+};
+
+/* A received packet kept for the reader: len stream bytes at p. */
+struct rxp {
+	struct rte_mbuf *m;
+	const uint8_t *p;
+	uint32_t len;
+};
 
 struct dlane {
 	struct tlm_lane base;   /* first: core casts */
@@ -151,7 +221,6 @@ struct dlane {
 	bool closing, gone;     /* close(): poll thread sends CLOSE, unlinks */
 	int close_sent;
 	bool local;             /* peer lane is on this port in this process */
-	atomic_bool batching;   /* send_pages adding records: hold partials */
 	uint32_t lid, rid;
 	uint32_t peer_ip;
 	uint16_t lport, rport;
@@ -162,17 +231,50 @@ struct dlane {
 	uint64_t rng;
 	struct rte_mbuf *held;  /* reorder fault: sent after the next one */
 
-	/* send ring: bytes [snd_una, snd_end) are kept, snd_nxt is next new */
-	uint8_t *sbuf;
+	/* Own queue pair (q > 0): the lane's callers poll it themselves
+	 * (pump), the poll thread only when they leave it alone; q == 0: the
+	 * port's shared queue, served by the poll thread. */
+	uint16_t q;
+	uint16_t qown;          /* queue reserved for us (memif: until the
+				 * peer's SYNACK grants it, then q = qown) */
+	struct rte_flow *flow;  /* steers our UDP port to q (NICs) */
+	pthread_mutex_t qmu;    /* whoever polls q; before port->lock and mu */
+	struct rte_mbuf *qtx[BURST * 4];
+	unsigned nqtx;
+	_Atomic uint64_t last_pump;
+
+	/* send queue: packets [sq_head, sq_tail) hold bytes [snd_una,
+	 * snd_end); sq_next is the packet at snd_nxt, the next to go */
+	struct txp *sq;
+	unsigned sq_head, sq_next, sq_tail;
 	uint64_t snd_una, snd_nxt, snd_end, peer_edge;
-	uint64_t rto_at, rto_ns, partial_since;
+	uint64_t rto_at, rto_ns;
 	uint64_t recover;       /* snd_nxt at the last rewind */
 	uint64_t snd_max;       /* highest byte ever sent (re-send stats) */
 	unsigned dupacks;
 	bool wr_shut;
-	/* receive ring: bytes [rcv_rd, rcv_nxt) wait for the reader */
+	/* the writer's packets not yet queued (under wmu): the open one and
+	 * the sealed ones of a LIVE record whose crc is still being summed */
+	struct rte_mbuf *om;
+	uint32_t olen;
+	struct rte_mbuf *stash[STASH];   /* from the pool, in bulk */
+	unsigned nstash;
+	struct rte_mbuf *pend[TLM_MAX_PAGE_SIZE / 256];
+	unsigned npend;
+	uint64_t wr_records;    /* records handed to send_pages */
+	/* (records so far, snd_end) after each send_pages, for wait_sent;
+	 * under mu */
+	struct { uint64_t records, seq; } sent_at[64];
+	uint64_t nsent_at;
+	uint32_t src_regions;   /* bit per region registered TLM_REG_SRC */
+	/* receive ring: bytes [rcv_rd, rcv_nxt) wait for the reader; those
+	 * in [rcv_rd, rcv_held) are in packets kept as they came (in order,
+	 * nothing in the ring after them), not copied to the ring */
 	uint8_t *rbuf;
-	uint64_t rcv_rd, rcv_nxt, adv_edge;
+	uint64_t rcv_rd, rcv_nxt, rcv_held, adv_edge;
+	struct rxp hq[HELD_MAX];
+	unsigned hhead, hn;
+	uint32_t hoff;          /* bytes of hq[hhead] already read */
 	struct { uint64_t a, b; } ooo[16];
 	unsigned nooo;
 	bool need_ack, need_synack;
@@ -180,11 +282,24 @@ struct dlane {
 	uint32_t data_left;     /* bytes left in the current DATA frame */
 	size_t rd_want;         /* bytes the waiting reader needs (0: none) */
 	bool eof;
+	atomic_bool efd_on;     /* pollfd() was asked for: keep efd current */
 	int efd;
 	uint8_t *scratch;       /* one whole frame for recv_pages */
 	char why[160];
 	uint64_t retrans;       /* segments re-sent (stats) */
 	uint64_t rx_pkts, tx_pkts, rx_ignored;
+};
+
+/* One of our packets, parsed. */
+struct pkt {
+	const struct rte_ether_hdr *eh;
+	uint8_t type;
+	uint16_t sport, dport;
+	uint32_t dst, src, sip, wnd, dlen;
+	uint64_t seq, ack;
+	const uint8_t *data;
+	struct rte_mbuf *m;
+	uint16_t qid;           /* the queue it came in on */
 };
 
 struct dlistener {
@@ -206,7 +321,12 @@ struct dport {
 	bool p2p;               /* no ARP, no IP filter, broadcast dst MAC */
 	bool memif_server;
 	uint16_t memif_udp;     /* default memif: the UDP port it was made for */
-	struct rte_mempool *pool;
+	bool memif;             /* the sender picks the queue: lanes agree on q */
+	bool flow;              /* rte_flow steers lanes to their queues */
+	uint16_t nq;            /* queue pairs; 0 is shared */
+	struct dlane *qowner[MAX_QUEUES];   /* under lock */
+	struct rte_mempool *pool;   /* rx and control packets */
+	struct rte_mempool *txpool; /* data packets (held until acked) */
 	struct rte_ether_addr mac;
 	uint32_t ip;
 	uint32_t mss;
@@ -245,6 +365,40 @@ static struct dport *g_ports;
 static unsigned g_pool_seq;
 
 /* ---- small helpers ---- */
+
+/* A thread that moves data gets an lcore id on first use, so the mempools
+ * give it a per-thread cache (hot LIFO buffers instead of the shared ring
+ * per mbuf); it gives the id back when it exits. Past RTE_MAX_LCORE
+ * threads the rest go without. */
+static pthread_key_t g_lcore_key;
+static bool g_lcore_key_ok;
+static pthread_once_t g_lcore_once = PTHREAD_ONCE_INIT;
+static __thread bool t_lcore_tried;
+
+static void lcore_exit(void *arg)
+{
+	(void)arg;
+	rte_thread_unregister();
+}
+
+static void lcore_key_init(void)
+{
+	g_lcore_key_ok = !pthread_key_create(&g_lcore_key, lcore_exit);
+}
+
+static void lcore_join(void)
+{
+	if (t_lcore_tried)
+		return;
+	t_lcore_tried = true;
+	if (rte_lcore_id() != LCORE_ID_ANY)
+		return;
+	pthread_once(&g_lcore_once, lcore_key_init);
+	if (g_lcore_key_ok && rte_thread_register() == 0) {
+		if (rte_lcore_id() == LCORE_ID_ANY || pthread_setspecific(g_lcore_key, (void *)1))
+			rte_thread_unregister();
+	}
+}
 
 static void lock_port(struct dport *p)
 {
@@ -350,6 +504,7 @@ static int parse_args(const char *args, struct cfg *c)
 	memset(c, 0, sizeof(*c));
 	c->dead_ms = DEFAULT_DEAD_MS;
 	c->mtu = 1500;
+	c->queues = DEF_QUEUES;
 	while (p && *p) {
 		size_t n = 0;
 		char q = 0;
@@ -405,6 +560,10 @@ static int parse_args(const char *args, struct cfg *c)
 		} else if (!strcmp(k, "mtu")) {
 			c->mtu = (uint32_t)strtoul(v, NULL, 10);
 			if (c->mtu < 576 || c->mtu > 9000)
+				return -EINVAL;
+		} else if (!strcmp(k, "queues")) {
+			c->queues = (unsigned)strtoul(v, NULL, 10);
+			if (c->queues < 1 || c->queues > MAX_QUEUES)
 				return -EINVAL;
 		} else if (!strcmp(k, "dead_ms")) {
 			c->dead_ms = atoi(v);
@@ -552,25 +711,27 @@ static void put_hdr(uint8_t *h, uint8_t type, uint32_t dst, uint32_t src,
 	tlm__put64(h + 24, ack);
 }
 
-/* A frame with Ethernet + IPv4 + UDP + our header; payload room plen. */
-static struct rte_mbuf *mk_pkt(struct dport *p, const struct rte_ether_addr *dmac,
-			       uint32_t dip, uint16_t sport, uint16_t dport,
-			       uint32_t plen, uint8_t **hdr)
+/* IPv4 header checksum from the fields we set, without reading the
+ * header back: loads of just-stored bytes stall on store forwarding
+ * (rte_ipv4_cksum here cost hundreds of cycles a packet). */
+static uint16_t ip_cksum(uint32_t tot, uint32_t src, uint32_t dst)
 {
-	struct rte_mbuf *m = rte_pktmbuf_alloc(p->pool);
-	uint32_t tot = (uint32_t)(sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) +
-				  sizeof(struct rte_udp_hdr)) + HDR_LEN + plen;
+	uint32_t sum = 0x4500 + tot + (64 << 8 | IPPROTO_UDP) + (src >> 16) + (src & 0xffff) +
+		       (dst >> 16) + (dst & 0xffff);
 
-	if (!m)
-		return NULL;
-	uint8_t *b = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)tot);
-	if (!b) {
-		rte_pktmbuf_free(m);
-		return NULL;
-	}
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+/* Ethernet, IPv4 and UDP headers at b, for plen bytes after our header. */
+static void put_l2l4(const struct dport *p, uint8_t *b, const struct rte_ether_addr *dmac,
+		     uint32_t dip, uint16_t sport, uint16_t dport, uint32_t plen)
+{
 	struct rte_ether_hdr *eh = (struct rte_ether_hdr *)b;
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eh + 1);
 	struct rte_udp_hdr *uh = (struct rte_udp_hdr *)(ip + 1);
+	uint32_t tot = L2L4_LEN + HDR_LEN + plen;
 
 	if (dmac)
 		rte_ether_addr_copy(dmac, &eh->dst_addr);
@@ -585,21 +746,47 @@ static struct rte_mbuf *mk_pkt(struct dport *p, const struct rte_ether_addr *dma
 	ip->next_proto_id = IPPROTO_UDP;
 	ip->src_addr = rte_cpu_to_be_32(p->ip);
 	ip->dst_addr = rte_cpu_to_be_32(dip);
-	ip->hdr_checksum = rte_ipv4_cksum(ip);
+	ip->hdr_checksum = rte_cpu_to_be_16(ip_cksum(tot - (uint32_t)sizeof(*eh), p->ip, dip));
 	uh->src_port = rte_cpu_to_be_16(sport);
 	uh->dst_port = rte_cpu_to_be_16(dport);
 	uh->dgram_len = rte_cpu_to_be_16((uint16_t)(sizeof(*uh) + HDR_LEN + plen));
 	uh->dgram_cksum = 0;  /* optional in IPv4; Ethernet FCS / memif copy guard the bits */
-	*hdr = (uint8_t *)(uh + 1);
+}
+
+/* A control frame (from the rx pool: data packets may use up the tx pool
+ * while they wait for the acks this sends); payload room plen. */
+static struct rte_mbuf *mk_pkt(struct dport *p, const struct rte_ether_addr *dmac,
+			       uint32_t dip, uint16_t sport, uint16_t dport,
+			       uint32_t plen, uint8_t **hdr)
+{
+	struct rte_mbuf *m = rte_pktmbuf_alloc(p->pool);
+
+	if (!m)
+		return NULL;
+	uint8_t *b = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(L2L4_LEN + HDR_LEN + plen));
+	if (!b) {
+		rte_pktmbuf_free(m);
+		return NULL;
+	}
+	put_l2l4(p, b, dmac, dip, sport, dport, plen);
+	*hdr = b + L2L4_LEN;
 	return m;
 }
 
-/* Queue a packet for the port's next tx_burst (or local delivery). */
+/* Queue a packet for the next tx_burst: the lane's own queue (its pump
+ * holds qmu), the port's shared one (port->lock held), or local delivery. */
 static void out_pkt(struct dport *p, struct dlane *l, struct rte_mbuf *m)
 {
 	if (l && l->local) {
 		if (p->nloop < RTE_DIM(p->loopq))
 			p->loopq[p->nloop++] = m;
+		else
+			rte_pktmbuf_free(m);
+		return;
+	}
+	if (l && l->q) {
+		if (l->nqtx < RTE_DIM(l->qtx))
+			l->qtx[l->nqtx++] = m;
 		else
 			rte_pktmbuf_free(m);
 		return;
@@ -615,24 +802,31 @@ static void out_pkt(struct dport *p, struct dlane *l, struct rte_mbuf *m)
  * queued for the next round (lanes stop making data packets meanwhile):
  * dropping it would cost a retransmission timeout each time the peer's
  * poll thread naps and the ring fills. */
-static unsigned flush_tx(struct dport *p)
+static unsigned flush_q(uint16_t port_id, uint16_t q, struct rte_mbuf **v, unsigned *n)
 {
 	unsigned done = 0;
 
-	for (int tries = 0; done < p->ntx && tries < 4; tries++) {
-		done += rte_eth_tx_burst(p->port_id, 0, p->txq + done, (uint16_t)(p->ntx - done));
-		if (done < p->ntx)
+	for (int tries = 0; done < *n && tries < 4; tries++) {
+		done += rte_eth_tx_burst(port_id, q, v + done, (uint16_t)(*n - done));
+		if (done < *n)
 			rte_pause();
 	}
-	if (done && done < p->ntx)
-		memmove(p->txq, p->txq + done, (p->ntx - done) * sizeof(p->txq[0]));
-	p->ntx -= done;
+	if (done && done < *n)
+		memmove(v, v + done, (*n - done) * sizeof(v[0]));
+	*n -= done;
 	return done;
 }
 
-/* Room for a whole data burst in the tx queue? */
-static bool tx_room(const struct dport *p)
+static unsigned flush_tx(struct dport *p)
 {
+	return flush_q(p->port_id, 0, p->txq, &p->ntx);
+}
+
+/* Room for a whole data burst in the lane's tx queue? */
+static bool tx_room(const struct dport *p, const struct dlane *l)
+{
+	if (l->q)
+		return l->nqtx + 2 <= RTE_DIM(l->qtx);
 	return p->ntx + 2 <= RTE_DIM(p->txq);
 }
 
@@ -648,7 +842,10 @@ static void send_ctl(struct dport *p, struct dlane *l, uint8_t type)
 
 	if (!m)
 		return;
-	put_hdr(h, type, l->rid, l->lid, wnd, l->snd_nxt, l->rcv_nxt);
+	/* SYN: the queue we want the peer to use (memif); SYNACK: the one
+	 * granted, 0 for the shared one */
+	put_hdr(h, type, l->rid, l->lid, wnd,
+		type == PT_SYN || type == PT_SYNACK ? l->qown : l->snd_nxt, l->rcv_nxt);
 	l->adv_edge = l->rcv_nxt + wnd;
 	l->need_ack = false;
 	l->last_tx = tlm__now_ns();
@@ -723,10 +920,22 @@ static void lane_free(struct dlane *l)
 		rte_pktmbuf_free(l->held);
 	if (l->efd >= 0)
 		close(l->efd);
-	free(l->sbuf);
+	for (unsigned i = l->sq_head; l->sq && i != l->sq_tail; i++)
+		rte_pktmbuf_free(l->sq[i % SQ_SLOTS].m);
+	for (unsigned i = 0; i < l->hn; i++)
+		rte_pktmbuf_free(l->hq[(l->hhead + i) % HELD_MAX].m);
+	rte_pktmbuf_free(l->om);
+	if (l->nstash)
+		rte_pktmbuf_free_bulk(l->stash, l->nstash);
+	if (l->npend)
+		rte_pktmbuf_free_bulk(l->pend, l->npend);
+	if (l->nqtx)
+		rte_pktmbuf_free_bulk(l->qtx, l->nqtx);
+	free(l->sq);
 	free(l->rbuf);
 	free(l->scratch);
 	pthread_mutex_destroy(&l->mu);
+	pthread_mutex_destroy(&l->qmu);
 	pthread_mutex_destroy(&l->wmu);
 	pthread_mutex_destroy(&l->rmu);
 	pthread_cond_destroy(&l->cv);
@@ -743,11 +952,12 @@ static struct dlane *lane_new(struct dport *p, const struct cfg *c)
 	pthread_mutex_init(&l->mu, NULL);
 	pthread_mutex_init(&l->wmu, NULL);
 	pthread_mutex_init(&l->rmu, NULL);
+	pthread_mutex_init(&l->qmu, NULL);
 	cv_init_mono(&l->cv);
-	l->sbuf = malloc(RING_BYTES);
+	l->sq = calloc(SQ_SLOTS, sizeof(*l->sq));
 	l->rbuf = malloc(RING_BYTES);
 	l->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (!l->sbuf || !l->rbuf || l->efd < 0) {
+	if (!l->sq || !l->rbuf || l->efd < 0) {
 		lane_free(l);
 		return NULL;
 	}
@@ -768,6 +978,17 @@ static struct dlane *lane_new(struct dport *p, const struct cfg *c)
 	return l;
 }
 
+/* The pollfd turns readable: only once someone asked for it, the rest
+ * of the time the syscall per empty-to-data turn is saved. */
+static void efd_signal(struct dlane *l)
+{
+	uint64_t one = 1;
+
+	if (atomic_load(&l->efd_on) && write(l->efd, &one, sizeof(one)) < 0) {
+		/* counter saturated: still readable, nothing lost */
+	}
+}
+
 static void lane_fail(struct dlane *l, int level, int err, const char *why)
 {
 	if (l->state == LS_DEAD)
@@ -777,10 +998,7 @@ static void lane_fail(struct dlane *l, int level, int err, const char *why)
 	snprintf(l->why, sizeof(l->why), "%s", why);
 	tlm__log(level, "dpdk: lane %u (%s): %s", l->base.index, l->base.peer, why);
 	pthread_cond_broadcast(&l->cv);
-	uint64_t one = 1;
-	if (write(l->efd, &one, sizeof(one)) < 0) {
-		/* counter saturated: still readable, nothing lost */
-	}
+	efd_signal(l);
 }
 
 /* ---- receive path (poll thread, port->lock held) ---- */
@@ -801,22 +1019,90 @@ static struct dlistener *find_listener(struct dport *p, uint16_t port)
 	return NULL;
 }
 
-static void rx_syn(struct dport *p, const struct rte_ether_hdr *eh, uint32_t sip,
-		   uint16_t sport, uint16_t dport, uint32_t src_id, bool local)
+/* A rule steering the lane's packets (its UDP port pair) to queue q. */
+static struct rte_flow *flow_steer(struct dport *p, uint16_t lport, uint16_t rport, uint16_t q)
 {
-	struct dlistener *x = find_listener(p, dport);
+	struct rte_flow_attr attr = { .ingress = 1 };
+	struct rte_flow_item_udp spec = { 0 }, mask = { 0 };
+	struct rte_flow_action_queue qa = { .index = q };
+	struct rte_flow_error err;
+
+	spec.hdr.dst_port = rte_cpu_to_be_16(lport);
+	spec.hdr.src_port = rte_cpu_to_be_16(rport);
+	mask.hdr.dst_port = mask.hdr.src_port = 0xffff;
+	struct rte_flow_item pat[] = {
+		{ .type = RTE_FLOW_ITEM_TYPE_ETH },
+		{ .type = RTE_FLOW_ITEM_TYPE_IPV4 },
+		{ .type = RTE_FLOW_ITEM_TYPE_UDP, .spec = &spec, .mask = &mask },
+		{ .type = RTE_FLOW_ITEM_TYPE_END },
+	};
+	struct rte_flow_action act[] = {
+		{ .type = RTE_FLOW_ACTION_TYPE_QUEUE, .conf = &qa },
+		{ .type = RTE_FLOW_ACTION_TYPE_END },
+	};
+	if (rte_flow_validate(p->port_id, &attr, pat, act, &err))
+		return NULL;
+	return rte_flow_create(p->port_id, &attr, pat, act, &err);
+}
+
+/* Give l a queue pair of its own if one is free. memif, where the
+ * sender picks the queue: the connecting side (want < 0) reserves a free
+ * q and asks for it in its SYN, which goes on the shared queue; the
+ * accepting side takes q = want if it is free here too and says so in
+ * its SYNACK, and only then does the connecting side use q (rx_lane).
+ * A queue is only ever polled once its lane owns it: a memif queue the
+ * peer did not set up reads ring 0, the shared queue's ring. NICs: any
+ * free q, once rte_flow steers the lane there. Otherwise l stays on the
+ * shared queue (software demux by the poll thread). port->lock held. */
+static void queue_take(struct dport *p, struct dlane *l, int want)
+{
+	uint16_t q = 0;
+
+	if (l->qown || l->local || p->nq < 2 || (!p->p2p && !l->mac_known))
+		return;
+	if (p->memif && want >= 0) {
+		q = want > 0 && want < p->nq && !p->qowner[want] ? (uint16_t)want : 0;
+	} else if (p->memif || p->flow) {
+		for (q = 1; q < p->nq && p->qowner[q]; q++)
+			;
+		if (q == p->nq)
+			q = 0;
+		if (q && p->flow && !(l->flow = flow_steer(p, l->lport, l->rport, q)))
+			q = 0;
+	}
+	if (q) {
+		p->qowner[q] = l;
+		l->qown = q;
+		if (!p->memif || want >= 0)
+			l->q = q;
+	}
+}
+
+static void queue_put(struct dport *p, struct dlane *l)
+{
+	if (!l->qown)
+		return;
+	if (l->flow)
+		rte_flow_destroy(p->port_id, l->flow, NULL);
+	p->qowner[l->qown] = NULL;
+	l->qown = 0;
+}
+
+static void rx_syn(struct dport *p, const struct pkt *k, bool local, uint16_t qid)
+{
+	struct dlistener *x = find_listener(p, k->dport);
 
 	for (struct dlane *l = p->lanes; l; l = l->next)
-		if (l->rid == src_id && l->peer_ip == sip && l->rport == sport &&
-		    l->lport == dport && !l->closing) {
+		if (l->rid == k->src && l->peer_ip == k->sip && l->rport == k->sport &&
+		    l->lport == k->dport && !l->closing) {
 			l->need_synack = true;   /* our SYNACK was lost */
 			return;
 		}
 	if (!x) {
 		/* nobody listens: refuse, so connect fails fast */
-		struct dlane tmp = { .peer_ip = sip, .lport = dport, .rport = sport,
-				     .rid = src_id, .local = local, .mac_known = true };
-		rte_ether_addr_copy(&eh->src_addr, &tmp.peer_mac);
+		struct dlane tmp = { .peer_ip = k->sip, .lport = k->dport, .rport = k->sport,
+				     .rid = k->src, .local = local, .mac_known = true };
+		rte_ether_addr_copy(&k->eh->src_addr, &tmp.peer_mac);
 		send_ctl(p, &tmp, PT_RST);
 		return;
 	}
@@ -824,16 +1110,17 @@ static void rx_syn(struct dport *p, const struct rte_ether_hdr *eh, uint32_t sip
 	if (!l)
 		return;   /* the client retries its SYN */
 	l->state = LS_EST;
-	l->rid = src_id;
-	l->peer_ip = sip;
-	l->lport = dport;
-	l->rport = sport;
+	l->rid = k->src;
+	l->peer_ip = k->sip;
+	l->lport = k->dport;
+	l->rport = k->sport;
 	l->local = local;
-	rte_ether_addr_copy(&eh->src_addr, &l->peer_mac);
+	rte_ether_addr_copy(&k->eh->src_addr, &l->peer_mac);
 	l->mac_known = !p->p2p;
-	struct in_addr a = { .s_addr = htonl(sip) };
-	snprintf(l->base.peer, sizeof(l->base.peer), "%s:%u", inet_ntoa(a), sport);
+	struct in_addr a = { .s_addr = htonl(k->sip) };
+	snprintf(l->base.peer, sizeof(l->base.peer), "%s:%u", inet_ntoa(a), k->sport);
 	l->need_synack = true;
+	queue_take(p, l, p->memif ? (int)(k->seq < MAX_QUEUES ? k->seq : 0) : (int)qid);
 	l->owner = x;
 	l->next = p->lanes;
 	p->lanes = l;
@@ -883,13 +1170,15 @@ static void ooo_drain(struct dlane *l)
 	}
 }
 
-static void rx_lane(struct dport *p, struct dlane *l, uint8_t type, uint32_t src_id,
-		    uint32_t wnd, uint64_t seq, uint64_t ack, const uint8_t *data, uint32_t dlen)
+/* A packet for lane l; l->mu held. True if the lane keeps k->m. */
+static bool rx_lane(struct dlane *l, const struct pkt *k, uint64_t now)
 {
-	uint64_t now = tlm__now_ns();
+	bool kept = false;
+	uint8_t type = k->type;
+	uint32_t wnd = k->wnd, dlen = k->dlen;
+	uint64_t seq = k->seq, ack = k->ack;
+	const uint8_t *data = k->data;
 
-	(void)p;
-	pthread_mutex_lock(&l->mu);
 	if (l->state == LS_SYN_SENT) {
 		if (type == PT_RST) {
 			l->state = LS_DEAD;
@@ -898,11 +1187,21 @@ static void rx_lane(struct dport *p, struct dlane *l, uint8_t type, uint32_t src
 			pthread_cond_broadcast(&l->cv);
 			goto out;
 		}
-		l->rid = src_id;
+		l->rid = k->src;
 		l->state = LS_EST;
+		/* memif: the peer granted our queue (its SYNACK says so, or
+		 * its first packet came on it) or not; this packet came the
+		 * shared way, under port->lock (an inactive lane is nobody's
+		 * to poll) */
+		if (l->qown && !l->q) {
+			if ((type == PT_SYNACK && seq == l->qown) || k->qid == l->qown)
+				l->q = l->qown;
+			else
+				queue_put(l->port, l);
+		}
 		pthread_cond_broadcast(&l->cv);
 	}
-	if (l->rid != src_id || l->state == LS_DEAD) {
+	if (l->rid != k->src || l->state == LS_DEAD) {
 		l->rx_ignored++;
 		goto out;
 	}
@@ -917,13 +1216,30 @@ static void rx_lane(struct dport *p, struct dlane *l, uint8_t type, uint32_t src
 	}
 	/* acks and credit: only within what we have sent */
 	if (ack > l->snd_una && ack <= l->snd_end) {
+		struct rte_mbuf *done[64];
+		unsigned nd = 0;
 		l->snd_una = ack;
+		while (l->sq_head != l->sq_tail) {
+			struct txp *t = &l->sq[l->sq_head % SQ_SLOTS];
+			if (t->seq + t->len > ack)
+				break;
+			done[nd++] = t->m;
+			l->sq_head++;
+			if (nd == RTE_DIM(done)) {
+				rte_pktmbuf_free_bulk(done, nd);
+				nd = 0;
+			}
+		}
+		if (nd)
+			rte_pktmbuf_free_bulk(done, nd);
 		if (l->snd_nxt < ack)
 			l->snd_nxt = ack;
 		/* partial ACK in recovery: the receiver holds what follows the
 		 * next hole, probably, so re-send from the hole on */
 		if (ack < l->recover)
 			l->snd_nxt = ack;
+		if (l->snd_nxt == ack || (int)(l->sq_next - l->sq_head) < 0)
+			l->sq_next = l->sq_head;
 		l->dupacks = 0;
 		l->rto_ns = RTO_INIT_NS;
 		l->rto_at = l->snd_una < l->snd_nxt ? now + l->rto_ns : 0;
@@ -935,6 +1251,7 @@ static void rx_lane(struct dport *p, struct dlane *l, uint8_t type, uint32_t src
 		if (++l->dupacks == 3) {
 			l->recover = l->snd_nxt;
 			l->snd_nxt = l->snd_una;   /* go back N */
+			l->sq_next = l->sq_head;
 		}
 	}
 	if (ack >= l->snd_una && ack + wnd > l->peer_edge)
@@ -952,19 +1269,27 @@ static void rx_lane(struct dport *p, struct dlane *l, uint8_t type, uint32_t src
 			uint64_t from = seq < l->rcv_nxt ? l->rcv_nxt : seq;
 			const uint8_t *d = data + (from - seq);
 			size_t len = (size_t)(seq + dlen - from);
-			size_t off = (size_t)(from % RING_BYTES);
-			size_t k = RING_BYTES - off < len ? RING_BYTES - off : len;
-			memcpy(l->rbuf + off, d, k);
-			memcpy(l->rbuf, d + k, len - k);
+			/* the next bytes, and nothing waits in the ring: keep
+			 * the packet, the reader parses it in place */
+			kept = k->m && seq == l->rcv_nxt && l->rcv_held == l->rcv_nxt && !l->nooo &&
+			       l->hn < HELD_MAX;
+			if (kept) {
+				unsigned i = (l->hhead + l->hn++) % HELD_MAX;
+				l->hq[i].m = k->m;
+				l->hq[i].p = d;
+				l->hq[i].len = (uint32_t)len;
+				l->rcv_held = from + len;
+			} else {
+				size_t off = (size_t)(from % RING_BYTES);
+				size_t k1 = RING_BYTES - off < len ? RING_BYTES - off : len;
+				memcpy(l->rbuf + off, d, k1);
+				memcpy(l->rbuf, d + k1, len - k1);
+			}
 			if (from == l->rcv_nxt) {
 				l->rcv_nxt += len;
 				ooo_drain(l);
-				if (fill == 0) {
-					uint64_t one = 1;
-					if (write(l->efd, &one, sizeof(one)) < 0) {
-						/* saturated counter: still readable */
-					}
-				}
+				if (fill == 0)
+					efd_signal(l);
 				/* wake the reader once what it waits for is here,
 				 * not for every segment of a page */
 				if (l->rcv_nxt - l->rcv_rd >= l->rd_want)
@@ -978,68 +1303,90 @@ static void rx_lane(struct dport *p, struct dlane *l, uint8_t type, uint32_t src
 		l->need_ack = true;
 	}
 out:
-	pthread_mutex_unlock(&l->mu);
+	return kept;
 }
 
-static void rx_pkt(struct dport *p, struct rte_mbuf *m, bool local)
+/* 1: one of our UDP packets, parsed into k; 0: ARP; -1: not for us. */
+static int parse_pkt(const struct dport *p, struct rte_mbuf *m, bool local, struct pkt *k)
 {
 	if (m->nb_segs > 1 && rte_pktmbuf_linearize(m))
-		goto drop;
+		return -1;
 	uint32_t len = rte_pktmbuf_data_len(m);
 	uint8_t *b = rte_pktmbuf_mtod(m, uint8_t *);
 	struct rte_ether_hdr *eh = (struct rte_ether_hdr *)b;
 
 	if (len < sizeof(*eh))
-		goto drop;
+		return -1;
 	if (!local && rte_is_same_ether_addr(&eh->src_addr, &p->mac))
-		goto drop;   /* our own frame seen again (af_packet taps) */
-	if (eh->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP)) {
-		struct rte_arp_hdr *a = (struct rte_arp_hdr *)(eh + 1);
-		if (len < sizeof(*eh) + sizeof(*a) || p->p2p)
-			goto drop;
-		uint32_t sip = rte_be_to_cpu_32(a->arp_data.arp_sip);
-		uint32_t tip = rte_be_to_cpu_32(a->arp_data.arp_tip);
-		if (tip != p->ip)
-			goto drop;
-		arp_learn(p, sip, &a->arp_data.arp_sha);
-		if (a->arp_opcode == rte_cpu_to_be_16(RTE_ARP_OP_REQUEST))
-			arp_send(p, RTE_ARP_OP_REPLY, sip, &a->arp_data.arp_sha);
-		goto drop;
-	}
+		return -1;   /* our own frame seen again (af_packet taps) */
+	k->eh = eh;
+	if (eh->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
+		return len < sizeof(*eh) + sizeof(struct rte_arp_hdr) || p->p2p ? -1 : 0;
 	if (eh->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
-		goto drop;
+		return -1;
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eh + 1);
 	if (len < sizeof(*eh) + sizeof(*ip) || ip->version_ihl != RTE_IPV4_VHL_DEF ||
 	    ip->next_proto_id != IPPROTO_UDP)
-		goto drop;
+		return -1;
 	uint32_t iplen = rte_be_to_cpu_16(ip->total_length);
 	if (iplen > len - sizeof(*eh) || iplen < sizeof(*ip) + sizeof(struct rte_udp_hdr) + HDR_LEN)
-		goto drop;
+		return -1;
 	if (!p->p2p && rte_be_to_cpu_32(ip->dst_addr) != p->ip)
-		goto drop;
+		return -1;
 	struct rte_udp_hdr *uh = (struct rte_udp_hdr *)(ip + 1);
 	uint32_t ulen = rte_be_to_cpu_16(uh->dgram_len);
 	if (ulen != iplen - sizeof(*ip))
-		goto drop;
+		return -1;
 	uint8_t *h = (uint8_t *)(uh + 1);
 	if (tlm__get16(h) != MAGIC || h[2] != PROTO_VER)
-		goto drop;
-	uint8_t type = h[3];
-	uint32_t dst = tlm__get32(h + 4), src = tlm__get32(h + 8);
-	uint32_t sip = rte_be_to_cpu_32(ip->src_addr);
-	uint16_t sport = rte_be_to_cpu_16(uh->src_port), dport = rte_be_to_cpu_16(uh->dst_port);
+		return -1;
+	k->type = h[3];
+	k->dst = tlm__get32(h + 4);
+	k->src = tlm__get32(h + 8);
+	k->wnd = tlm__get32(h + 12);
+	k->seq = tlm__get64(h + 16);
+	k->ack = tlm__get64(h + 24);
+	k->sip = rte_be_to_cpu_32(ip->src_addr);
+	k->sport = rte_be_to_cpu_16(uh->src_port);
+	k->dport = rte_be_to_cpu_16(uh->dst_port);
+	k->data = h + HDR_LEN;
+	k->dlen = ulen - (uint32_t)sizeof(*uh) - HDR_LEN;
+	k->m = m;
+	return 1;
+}
 
-	if (!p->p2p)
-		arp_learn(p, sip, &eh->src_addr);
-	if (type == PT_SYN) {
-		rx_syn(p, eh, sip, sport, dport, src, local);
-	} else {
-		struct dlane *l = find_lane(p, dst);
-		if (l && !l->gone)
-			rx_lane(p, l, type, src, tlm__get32(h + 12), tlm__get64(h + 16),
-				tlm__get64(h + 24), h + HDR_LEN, ulen - sizeof(*uh) - HDR_LEN);
+/* Any packet, any lane: port->lock held. qid: the queue it came in on. */
+static void rx_pkt(struct dport *p, struct rte_mbuf *m, bool local, uint16_t qid)
+{
+	struct pkt k;
+	int r = parse_pkt(p, m, local, &k);
+
+	k.qid = qid;
+	if (r == 0) {
+		const struct rte_arp_hdr *a = (const struct rte_arp_hdr *)(k.eh + 1);
+		uint32_t sip = rte_be_to_cpu_32(a->arp_data.arp_sip);
+		uint32_t tip = rte_be_to_cpu_32(a->arp_data.arp_tip);
+		if (tip == p->ip) {
+			arp_learn(p, sip, &a->arp_data.arp_sha);
+			if (a->arp_opcode == rte_cpu_to_be_16(RTE_ARP_OP_REQUEST))
+				arp_send(p, RTE_ARP_OP_REPLY, sip, &a->arp_data.arp_sha);
+		}
+	} else if (r > 0) {
+		if (!p->p2p)
+			arp_learn(p, k.sip, &k.eh->src_addr);
+		if (k.type == PT_SYN) {
+			rx_syn(p, &k, local, qid);
+		} else {
+			struct dlane *l = find_lane(p, k.dst);
+			if (l && !l->gone) {
+				pthread_mutex_lock(&l->mu);
+				bool kept = rx_lane(l, &k, tlm__now_ns());
+				pthread_mutex_unlock(&l->mu);
+				if (kept)
+					return;
+			}
+		}
 	}
-drop:
 	rte_pktmbuf_free(m);
 }
 
@@ -1112,48 +1459,40 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 	if (l->rto_at && now >= l->rto_at && l->snd_una < l->snd_nxt) {
 		l->recover = l->snd_nxt;
 		l->snd_nxt = l->snd_una;
+		l->sq_next = l->sq_head;
 		l->rto_ns = l->rto_ns * 2 > RTO_MAX_NS ? RTO_MAX_NS : l->rto_ns * 2;
 		l->rto_at = 0;
 		l->dupacks = 0;
 	}
-	for (unsigned n = 0; n < BURST && l->snd_nxt < l->snd_end && tx_room(p); n++) {
-		uint64_t left = l->snd_end - l->snd_nxt;
-		uint32_t seg = left < p->mss ? (uint32_t)left : p->mss;
+	uint32_t wnd = (uint32_t)(RING_BYTES - (l->rcv_nxt - l->rcv_rd));
+	for (unsigned n = 0; n < BURST && l->sq_next != l->sq_tail && tx_room(p, l); n++) {
+		struct txp *t = &l->sq[l->sq_next % SQ_SLOTS];
 		/* in recovery, one segment per hole until the ACKs pass the
 		 * point of the rewind (the timer covers a lost re-send) */
-		if (l->snd_una < l->recover && l->snd_nxt >= l->snd_una + p->mss &&
-		    l->snd_nxt < l->recover)
+		if (l->snd_una < l->recover && l->sq_next != l->sq_head && l->snd_nxt < l->recover)
 			break;
-		if (l->snd_nxt + seg > l->peer_edge) {
-			if (l->peer_edge <= l->snd_nxt)
-				break;
-			seg = (uint32_t)(l->peer_edge - l->snd_nxt);
-		}
-		if (seg < p->mss && l->batching && seg == left) {
-			if (!l->partial_since)
-				l->partial_since = now;
-			if (since(now, l->partial_since) < FLUSH_NS)
-				break;   /* more records are on their way */
-		}
-		uint8_t *h;
-		struct rte_mbuf *m = mk_pkt(p, l->mac_known ? &l->peer_mac : NULL, l->peer_ip,
-					    l->lport, l->rport, seg, &h);
+		if (t->seq + t->len > l->peer_edge)
+			break;
+		/* the packet stays ours for a re-send: the PMD gets another
+		 * reference, or a copy while it still holds the last one */
+		struct rte_mbuf *m = t->m;
+		if (rte_mbuf_refcnt_read(m) > 1)
+			m = rte_pktmbuf_copy(m, p->txpool, 0, UINT32_MAX);
+		else
+			rte_pktmbuf_refcnt_update(m, 1);
 		if (!m)
 			break;
-		uint64_t fill = l->rcv_nxt - l->rcv_rd;
-		uint32_t wnd = (uint32_t)(RING_BYTES - fill);
-		put_hdr(h, PT_DATA, l->rid, l->lid, wnd, l->snd_nxt, l->rcv_nxt);
+		uint8_t *b = rte_pktmbuf_mtod(m, uint8_t *);
+		if (l->mac_known)
+			rte_ether_addr_copy(&l->peer_mac, (struct rte_ether_addr *)b);
+		put_hdr(b + L2L4_LEN, PT_DATA, l->rid, l->lid, wnd, t->seq, l->rcv_nxt);
 		l->adv_edge = l->rcv_nxt + wnd;
-		size_t off = (size_t)(l->snd_nxt % RING_BYTES);
-		size_t k = RING_BYTES - off < seg ? RING_BYTES - off : seg;
-		memcpy(h + HDR_LEN, l->sbuf + off, k);
-		memcpy(h + HDR_LEN + k, l->sbuf, seg - k);
-		if (l->snd_nxt < l->snd_max)
+		if (t->seq < l->snd_max)
 			l->retrans++;
-		l->snd_nxt += seg;
+		l->snd_nxt = t->seq + t->len;
+		l->sq_next++;
 		if (l->snd_nxt > l->snd_max)
 			l->snd_max = l->snd_nxt;
-		l->partial_since = 0;
 		l->need_ack = false;
 		l->tx_pkts++;
 		l->last_tx = now;
@@ -1190,6 +1529,101 @@ out:
 	pthread_mutex_unlock(&l->mu);
 }
 
+/* Take a closed lane off the port; port->lock held. */
+static void lane_unlink(struct dport *p, struct dlane *l)
+{
+	for (struct dlane **pp = &p->lanes; *pp; pp = &(*pp)->next)
+		if (*pp == l) {
+			*pp = l->next;
+			queue_put(p, l);
+			return;
+		}
+}
+
+/* Poll a lane's own queue: receive, then send what is due. qmu held;
+ * port_locked: the caller (the poll thread) holds port->lock. Packets on
+ * the queue that are not the lane's (its SYN, strays from an older lane)
+ * take the shared path. Returns the packets moved. */
+static unsigned pump(struct dport *p, struct dlane *l, bool port_locked)
+{
+	struct rte_mbuf *rx[BURST], *slow[BURST];
+	unsigned ns = 0;
+	uint64_t now = tlm__now_ns(), before = l->tx_pkts;
+	uint16_t n = rte_eth_rx_burst(p->port_id, l->q, rx, BURST);
+
+	if (n)
+		pthread_mutex_lock(&l->mu);
+	unsigned nd = 0;
+	for (uint16_t j = 0; j < n; j++) {
+		struct pkt k;
+		if (parse_pkt(p, rx[j], false, &k) > 0 && k.type != PT_SYN && k.dst == l->lid &&
+		    l->state != LS_SYN_SENT) {
+			k.qid = l->q;
+			if (!rx_lane(l, &k, now))
+				rx[nd++] = rx[j];
+		} else {
+			slow[ns++] = rx[j];
+		}
+	}
+	if (n) {
+		pthread_mutex_unlock(&l->mu);
+		if (nd)
+			rte_pktmbuf_free_bulk(rx, nd);
+	}
+	lane_tx(p, l, now);
+	unsigned sent = flush_q(p->port_id, l->q, l->qtx, &l->nqtx);
+	atomic_store(&l->last_pump, now);
+	if (ns) {
+		if (!port_locked)
+			lock_port(p);
+		for (unsigned i = 0; i < ns; i++)
+			rx_pkt(p, slow[i], false, l->q);
+		if (!port_locked) {
+			pthread_mutex_unlock(&p->lock);
+			kick(p);   /* replies wait in the shared queue */
+		}
+	}
+	return n + sent + (unsigned)(l->tx_pkts != before);
+}
+
+/* The lane's own thread polls its queue (run to completion). */
+static unsigned own_pump(struct dlane *l)
+{
+	pthread_mutex_lock(&l->qmu);
+	unsigned n = pump(l->port, l, false);
+	pthread_mutex_unlock(&l->qmu);
+	return n;
+}
+
+/* Wait for the lane to change; l->mu held (released meanwhile), the
+ * caller re-checks. A lane on its own queue polls it itself, spinning
+ * while that moves packets or until spin_end; then, like a lane on the
+ * shared queue, it sleeps until the poll thread signals (it polls a queue
+ * left alone for STALE_NS) or end. ETIMEDOUT once past end. */
+static int lane_wait(struct dlane *l, uint64_t *spin_end, uint64_t end)
+{
+	uint64_t now = tlm__now_ns();
+
+	if (now >= end)
+		return ETIMEDOUT;
+	if (!*spin_end)
+		*spin_end = now + SPIN_NS;
+	if (!l->q || now >= *spin_end) {
+		/* asleep from the caller's check on (no lost wakeup) */
+		if (!l->q)
+			kick(l->port);
+		return cv_wait_until(&l->cv, &l->mu, end);
+	}
+	pthread_mutex_unlock(&l->mu);
+	unsigned work = own_pump(l);
+	if (!work)
+		rte_pause();
+	pthread_mutex_lock(&l->mu);
+	if (work)
+		*spin_end = now + SPIN_NS;
+	return 0;
+}
+
 static void *poll_main(void *arg)
 {
 	struct dport *p = arg;
@@ -1205,24 +1639,39 @@ static void *poll_main(void *arg)
 		for (int i = 0; i < 4; i++) {
 			uint16_t n = rte_eth_rx_burst(p->port_id, 0, rx, BURST);
 			for (uint16_t j = 0; j < n; j++)
-				rx_pkt(p, rx[j], false);
+				rx_pkt(p, rx[j], false, 0);
 			work += n;
 			if (n < BURST)
 				break;
 		}
+		/* queues reserved by a lane still waiting for its SYNACK: the
+		 * grant may come on them (memif) */
+		for (uint16_t q = 1; q < p->nq; q++) {
+			if (!p->qowner[q] || p->qowner[q]->q)
+				continue;
+			uint16_t n = rte_eth_rx_burst(p->port_id, q, rx, BURST);
+			for (uint16_t j = 0; j < n; j++)
+				rx_pkt(p, rx[j], false, q);
+			work += n;
+		}
 		now = tlm__now_ns();
 		for (struct dlane *l = p->lanes, *nx; l; l = nx) {
 			nx = l->next;
-			uint64_t before = l->snd_nxt;
-			lane_tx(p, l, now);
-			work += l->snd_nxt != before;
-			if (l->gone) {
-				/* unlink; close() frees it once it sees gone */
-				struct dlane **pp = &p->lanes;
-				while (*pp != l)
-					pp = &(*pp)->next;
-				*pp = l->next;
+			if (l->q) {
+				/* its callers poll it; we keep its timers going
+				 * while they are away, and close it */
+				if ((l->closing || since(now, atomic_load(&l->last_pump)) > STALE_NS) &&
+				    !pthread_mutex_trylock(&l->qmu)) {
+					work += pump(p, l, true);
+					pthread_mutex_unlock(&l->qmu);
+				}
+			} else {
+				uint64_t before = l->tx_pkts;
+				lane_tx(p, l, now);
+				work += l->tx_pkts != before;
 			}
+			if (l->gone)
+				lane_unlink(p, l);   /* close() frees it */
 			if (p->ntx >= BURST)
 				work += flush_tx(p);
 		}
@@ -1230,7 +1679,7 @@ static void *poll_main(void *arg)
 		 * peer must not keep us spinning */
 		work += p->nloop + flush_tx(p);
 		for (unsigned i = 0; i < p->nloop; i++)
-			rx_pkt(p, p->loopq[i], true);
+			rx_pkt(p, p->loopq[i], true, 0);
 		p->nloop = 0;
 		pthread_mutex_unlock(&p->lock);
 		while (atomic_load(&p->want_lock) > 0)
@@ -1278,10 +1727,39 @@ static void port_destroy(struct dport *p)
 		rte_eal_hotplug_remove("vdev", p->name);
 	if (p->pool)
 		rte_mempool_free(p->pool);
+	if (p->txpool)
+		rte_mempool_free(p->txpool);
 	pthread_mutex_destroy(&p->lock);
 	pthread_mutex_destroy(&p->kmu);
 	pthread_cond_destroy(&p->kcv);
 	free(p);
+}
+
+/* Configure p->nq queue pairs and start. */
+static int port_start(struct dport *p)
+{
+	struct rte_eth_conf conf = { 0 };
+	uint16_t nrx = NB_DESC, ntx = NB_DESC;
+	int r = rte_eth_dev_configure(p->port_id, p->nq, p->nq, &conf);
+
+	if (r)
+		return r;
+	rte_eth_dev_adjust_nb_rx_tx_desc(p->port_id, &nrx, &ntx);
+	for (uint16_t q = 0; q < p->nq && !r; q++) {
+		r = rte_eth_rx_queue_setup(p->port_id, q, nrx, rte_eth_dev_socket_id(p->port_id),
+					   NULL, p->pool);
+		if (!r)
+			r = rte_eth_tx_queue_setup(p->port_id, q, ntx,
+						   rte_eth_dev_socket_id(p->port_id), NULL);
+	}
+	if (r)
+		return r;
+	rte_eth_promiscuous_enable(p->port_id);
+	/* a memif client may find the server still busy with a previous
+	 * client of the same id for a moment: retry briefly */
+	for (int tries = 0; (r = rte_eth_dev_start(p->port_id)) && tries < 20; tries++)
+		usleep(50000);
+	return r;
 }
 
 /* Find or make the port; under g_lock. Takes a reference. */
@@ -1333,48 +1811,57 @@ static int port_get(const struct cfg *c, const char *name, const char *devargs,
 	uint32_t frame = c->mtu + RTE_ETHER_HDR_LEN;
 	uint16_t room = (uint16_t)RTE_MAX(frame + RTE_PKTMBUF_HEADROOM,
 					  (uint32_t)RTE_MBUF_DEFAULT_BUF_SIZE);
-	char pname[RTE_MEMPOOL_NAMESIZE];
-	snprintf(pname, sizeof(pname), "tlm%u", g_pool_seq++);
-	p->pool = rte_pktmbuf_pool_create(pname, POOL_MBUFS, 256, 0, room, rte_socket_id());
-	if (!p->pool) {
-		tlm__err("dpdk: mbuf pool: %s", rte_strerror(rte_errno));
-		r = -ENOMEM;
-		goto fail;
-	}
-	struct rte_eth_conf conf = { 0 };
 	struct rte_eth_dev_info info;
 	r = rte_eth_dev_info_get(p->port_id, &info);
 	if (r)
 		goto fail;
 	/* memif reports a 1518-byte limit but carries larger frames in
 	 * chained ring buffers (bsize): let mtu= go up to 9000 there */
-	if (info.max_rx_pktlen && c->mtu + RTE_ETHER_HDR_LEN > info.max_rx_pktlen &&
-	    strncmp(name, "net_memif", 9)) {
+	p->memif = !strncmp(info.driver_name, "net_memif", 9);
+	if (info.max_rx_pktlen && c->mtu + RTE_ETHER_HDR_LEN > info.max_rx_pktlen && !p->memif) {
 		tlm__err("dpdk: %s: mtu %u above the port's %u", name, c->mtu, info.max_rx_pktlen);
 		r = -EINVAL;
 		goto fail;
 	}
-	r = rte_eth_dev_configure(p->port_id, 1, 1, &conf);
-	if (r)
+	unsigned nq = RTE_MIN(info.max_rx_queues, info.max_tx_queues);
+	if (nq > c->queues)
+		nq = c->queues;
+	p->nq = (uint16_t)(nq ? nq : 1);
+	/* rx: NICs (not memif) fill every rx ring up front; tx: data kept
+	 * until acked */
+	char pname[RTE_MEMPOOL_NAMESIZE];
+	snprintf(pname, sizeof(pname), "tlm%u", g_pool_seq++);
+	p->pool = rte_pktmbuf_pool_create(pname, POOL_MBUFS + (p->memif ? 0 : (p->nq - 1u) * NB_DESC),
+					  256, 0, room, rte_socket_id());
+	snprintf(pname, sizeof(pname), "tlm%u", g_pool_seq++);
+	p->txpool = rte_pktmbuf_pool_create(pname, TXPOOL_BYTES / (room + 256u) | 1023, 256, 0,
+					    room, rte_socket_id());
+	if (!p->pool || !p->txpool) {
+		tlm__err("dpdk: mbuf pool: %s", rte_strerror(rte_errno));
+		r = -ENOMEM;
 		goto fail;
-	uint16_t nrx = NB_DESC, ntx = NB_DESC;
-	rte_eth_dev_adjust_nb_rx_tx_desc(p->port_id, &nrx, &ntx);
-	r = rte_eth_rx_queue_setup(p->port_id, 0, nrx, rte_eth_dev_socket_id(p->port_id),
-				   NULL, p->pool);
-	if (r)
-		goto fail;
-	r = rte_eth_tx_queue_setup(p->port_id, 0, ntx, rte_eth_dev_socket_id(p->port_id), NULL);
-	if (r)
-		goto fail;
-	rte_eth_promiscuous_enable(p->port_id);
-	/* a memif client may find the server still busy with a previous
-	 * client of the same id for a moment: retry briefly */
-	for (int tries = 0; (r = rte_eth_dev_start(p->port_id)) && tries < 20; tries++)
-		usleep(50000);
+	}
+	r = port_start(p);
+	/* lanes get queues of their own where the sender picks the queue
+	 * (memif) or rte_flow can steer them there; elsewhere one queue,
+	 * demultiplexed in software */
+	if (!r && p->nq > 1 && !p->memif) {
+		struct rte_flow *f = flow_steer(p, 9, 9, 1);
+		if (f) {
+			rte_flow_destroy(p->port_id, f, NULL);
+			p->flow = true;
+		} else {
+			rte_eth_dev_stop(p->port_id);
+			p->nq = 1;
+			r = port_start(p);
+		}
+	}
 	if (r) {
 		tlm__err("dpdk: %s: start failed: %d", name, r);
 		goto fail;
 	}
+	tlm__dbg("dpdk: %s: %u queue pair(s)%s", name, p->nq,
+		 p->memif ? " (memif)" : p->flow ? " (rte_flow)" : "");
 	rte_eth_macaddr_get(p->port_id, &p->mac);
 	p->mss = c->mtu - (uint32_t)(sizeof(struct rte_ipv4_hdr) + sizeof(struct rte_udp_hdr)) - HDR_LEN;
 	p->ip = c->ip;
@@ -1490,6 +1977,10 @@ static int d_listen(const char *addr, const char *port, const char *args,
 	} else {
 		char name[64], dargs[256];
 		bool pick = !udp;
+		/* the client's queue count decides: offer every queue it may
+		 * ask for (a memif client wanting more than the server has
+		 * never gets its link up) */
+		x->cfg.queues = MAX_QUEUES;
 		r = -EADDRINUSE;
 		for (int tries = 0; tries < (pick ? 20 : 1); tries++) {
 			if (pick)
@@ -1582,10 +2073,13 @@ static void lane_release(struct dlane *l)
 	while (!l->gone)
 		cv_wait_until(&l->cv, &l->mu, tlm__now_ns() + 10000000ull);
 	pthread_mutex_unlock(&l->mu);
-	/* the poll thread unlinks it in the same round it set gone; taking
-	 * the port lock once makes sure that round is over */
+	/* gone is set by whoever polled it last: make sure no poll of it is
+	 * still running, and that it is off the port */
+	pthread_mutex_lock(&l->qmu);
 	lock_port(p);
+	lane_unlink(p, l);
 	pthread_mutex_unlock(&p->lock);
+	pthread_mutex_unlock(&l->qmu);
 	tlm__dbg("dpdk: lane %u (%s) closed: %llu pkts out, %llu in, %llu segments re-sent",
 		 l->base.index, l->base.peer, (unsigned long long)l->tx_pkts,
 		 (unsigned long long)l->rx_pkts, (unsigned long long)l->retrans);
@@ -1719,18 +2213,26 @@ static int d_connect(const char *addr, const char *port, const char *args,
 	}
 	l->base.index = index;
 	snprintf(l->base.peer, sizeof(l->base.peer), "%s:%u", addr ? addr : "198.18.0.1", udp);
+	queue_take(p, l, -1);   /* memif: reserved, asked for in the SYN */
 	l->next = p->lanes;
 	p->lanes = l;
 	pthread_mutex_unlock(&p->lock);
 	kick(p);
 
+	uint64_t spin_end = 0;
 	pthread_mutex_lock(&l->mu);
-	while (l->state == LS_SYN_SENT && cv_wait_until(&l->cv, &l->mu, end) != ETIMEDOUT)
+	while (l->state == LS_SYN_SENT && lane_wait(l, &spin_end, end) != ETIMEDOUT)
 		;
 	r = l->state == LS_EST ? 0 : l->state == LS_DEAD ? l->err : -ETIMEDOUT;
 	if (!r)
 		l->last_rx = tlm__now_ns();
 	pthread_mutex_unlock(&l->mu);
+	if (!r && !l->qown) {
+		/* the peer's MAC is known now: rte_flow can steer us */
+		lock_port(p);
+		queue_take(p, l, -1);
+		pthread_mutex_unlock(&p->lock);
+	}
 	if (r) {
 		tlm__dbg("dpdk: connect to %s: %d", l->base.peer, r);
 		lane_release(l);
@@ -1754,9 +2256,10 @@ static void d_close(struct tlm_lane *tl)
 	if (g_forked)
 		return;   /* the parent's lane: not ours to touch */
 	/* linger: let what was written reach the peer, like a socket close */
+	uint64_t spin_end = 0;
 	pthread_mutex_lock(&l->mu);
 	while (l->state == LS_EST && l->snd_una < l->snd_end &&
-	       cv_wait_until(&l->cv, &l->mu, end) != ETIMEDOUT)
+	       lane_wait(l, &spin_end, end) != ETIMEDOUT)
 		;
 	pthread_mutex_unlock(&l->mu);
 	lane_release(l);
@@ -1767,43 +2270,135 @@ static void d_close(struct tlm_lane *tl)
 
 /* ---- datapath: send side ---- */
 
-/* Append n bytes to the send ring, waiting for space. Caller holds wmu. */
-static int ring_put(struct dlane *l, const void *buf, size_t n)
+/* The writer builds packets straight from the caller's bytes (one copy;
+ * the PMD's own copy or DMA is the other) and queues them for the pump.
+ * All of this runs under wmu. */
+
+/* Sealed packets go to the send queue, waiting for room (everything
+ * unacked is kept: back-pressure), then out. */
+static int wr_commit(struct dlane *l)
 {
-	const uint8_t *s = buf;
+	uint64_t spin_end = 0;
+	unsigned i = 0;
 	int r = 0;
 
+	if (!l->npend)
+		return 0;
 	pthread_mutex_lock(&l->mu);
-	while (n) {
-		if (l->state != LS_EST) {
-			r = l->err ? l->err : -TLM_EPEERCLOSED;
+	while (i < l->npend) {
+		uint32_t len = rte_pktmbuf_data_len(l->pend[i]) - L2L4_LEN - HDR_LEN;
+		if (l->state != LS_EST || l->peer_closed) {
+			r = l->state != LS_EST && l->err ? l->err : -TLM_EPEERCLOSED;
 			break;
 		}
-		if (l->peer_closed) {
-			r = -TLM_EPEERCLOSED;
-			break;
-		}
-		size_t space = RING_BYTES - (size_t)(l->snd_end - l->snd_una);
-		if (!space) {
-			/* back-pressure: the ring holds everything unacked */
-			pthread_mutex_unlock(&l->mu);
-			kick(l->port);
-			pthread_mutex_lock(&l->mu);
-			if (RING_BYTES == l->snd_end - l->snd_una && l->state == LS_EST)
-				cv_wait_until(&l->cv, &l->mu, tlm__now_ns() + 5000000ull);
+		if (l->snd_end + len - l->snd_una > RING_BYTES || l->sq_tail - l->sq_head == SQ_SLOTS) {
+			lane_wait(l, &spin_end, UINT64_MAX / 2);
 			continue;
 		}
-		size_t k = n < space ? n : space;
-		size_t off = (size_t)(l->snd_end % RING_BYTES);
-		size_t k1 = RING_BYTES - off < k ? RING_BYTES - off : k;
-		memcpy(l->sbuf + off, s, k1);
-		memcpy(l->sbuf, s + k1, k - k1);
-		l->snd_end += k;
-		s += k;
-		n -= k;
+		struct txp *t = &l->sq[l->sq_tail % SQ_SLOTS];
+		t->m = l->pend[i++];
+		t->seq = l->snd_end;
+		t->len = len;
+		l->snd_end += len;
+		l->sq_tail++;
 	}
 	pthread_mutex_unlock(&l->mu);
+	if (i < l->npend)
+		rte_pktmbuf_free_bulk(l->pend + i, l->npend - i);
+	l->npend = 0;
+	if (l->q)
+		own_pump(l);
+	else
+		kick(l->port);
 	return r;
+}
+
+/* An open packet with room, from the tx pool (waiting while acks are
+ * due to give mbufs back). */
+static int wr_open(struct dlane *l)
+{
+	uint64_t spin_end = 0;
+	int r = 0;
+
+	while (!l->om && !r) {
+		if (!l->nstash && !rte_pktmbuf_alloc_bulk(l->port->txpool, l->stash, STASH))
+			l->nstash = STASH;
+		if (l->nstash) {
+			/* buffers come back cold (acked a window ago): fetch
+			 * the next one while this one fills */
+			l->om = l->stash[--l->nstash];
+			l->olen = 0;
+			if (l->nstash) {
+				struct rte_mbuf *nx = l->stash[l->nstash - 1];
+				uint8_t *d = (uint8_t *)nx->buf_addr + nx->data_off;
+				rte_prefetch0(nx);
+				rte_prefetch0(d);
+				rte_prefetch0(d + 64);
+			}
+			break;
+		}
+		pthread_mutex_lock(&l->mu);
+		if (l->state != LS_EST)
+			r = l->err ? l->err : -TLM_EPEERCLOSED;
+		else
+			lane_wait(l, &spin_end, tlm__now_ns() + 1000000ull);
+		pthread_mutex_unlock(&l->mu);
+	}
+	return r;
+}
+
+static uint8_t *wr_ptr(const struct dlane *l)
+{
+	return rte_pktmbuf_mtod(l->om, uint8_t *) + L2L4_LEN + HDR_LEN + l->olen;
+}
+
+/* The open packet is done: its headers, then it waits in pend. */
+static void wr_seal(struct dlane *l)
+{
+	struct rte_mbuf *m = l->om;
+
+	if (!m)
+		return;
+	l->om = NULL;
+	if (!l->olen) {
+		rte_pktmbuf_free(m);
+		return;
+	}
+	uint8_t *b = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(L2L4_LEN + HDR_LEN + l->olen));
+	put_l2l4(l->port, b, l->mac_known ? &l->peer_mac : NULL, l->peer_ip, l->lport,
+		 l->rport, l->olen);
+	l->pend[l->npend++] = m;
+}
+
+/* Append n bytes to the stream. crc: sum them as copied, from the copy
+ * (LIVE data may change under us; what is summed is what is sent). */
+static int wr_bytes(struct dlane *l, const uint8_t *s, size_t n, uint32_t *crc)
+{
+	uint32_t mss = l->port->mss;
+
+	while (n) {
+		int r = wr_open(l);
+		if (r)
+			return r;
+		uint8_t *d = wr_ptr(l);
+		size_t k = n < mss - l->olen ? n : mss - l->olen;
+		memcpy(d, s, k);
+		if (crc)
+			*crc = tlm_crc32c(*crc, d, k);
+		l->olen += (uint32_t)k;
+		s += k;
+		n -= k;
+		if (l->olen == mss)
+			wr_seal(l);
+	}
+	return 0;
+}
+
+/* End of a call: the tail goes now, short or not. */
+static int wr_push(struct dlane *l)
+{
+	wr_seal(l);
+	return wr_commit(l);
 }
 
 static int d_send_pages(struct tlm_lane *tl, const struct tlm_page_rec *recs, unsigned n)
@@ -1812,34 +2407,57 @@ static int d_send_pages(struct tlm_lane *tl, const struct tlm_page_rec *recs, un
 	uint8_t h[TLM_FRAME_HDR + TLM_PAGE_HDR];
 	int r = 0;
 
+	lcore_join();
+
 	if (tl->mode != TLM_MODE_PAGES)
 		return -EINVAL;
 	for (unsigned i = 0; i < n; i++)
-		if (recs[i].len > tl->page_size || (recs[i].len && !recs[i].data))
+		if (recs[i].len > tl->page_size || (recs[i].len && !recs[i].data) ||
+		    ((recs[i].flags & TLM_PF_LIVE) &&
+		     (recs[i].region >= 32 || !(l->src_regions & (1u << recs[i].region)))))
 			return -EINVAL;
 	pthread_mutex_lock(&l->wmu);
 	if (l->wr_shut) {
 		r = -EPIPE;
 		goto out;
 	}
-	l->batching = n > 1;
 	for (unsigned i = 0; i < n && !r; i++) {
-		if (i == n - 1)
-			l->batching = false;
-		tlm__frame_hdr_encode(h, TLM_PAGE_HDR + recs[i].len, TLM_FT_PAGE);
-		tlm__page_hdr_encode(h + TLM_FRAME_HDR, &recs[i]);
-		r = ring_put(l, h, sizeof(h));
+		struct tlm_page_rec hr = recs[i];
+		bool live = hr.flags & TLM_PF_LIVE;
+		uint32_t crc = 0;
+
+		hr.flags &= (uint16_t)~TLM_PF_LIVE;
+		tlm__frame_hdr_encode(h, TLM_PAGE_HDR + hr.len, TLM_FT_PAGE);
+		tlm__page_hdr_encode(h + TLM_FRAME_HDR, &hr);
+		/* a LIVE record's header stays in one packet, and its packets
+		 * stay with us until the crc is written in */
+		if (l->om && l->port->mss - l->olen < sizeof(h))
+			wr_seal(l);
+		r = wr_open(l);
+		if (r)
+			break;
+		uint8_t *crcp = wr_ptr(l) + TLM_FRAME_HDR + 20;
+		r = wr_bytes(l, h, sizeof(h), NULL);
 		if (!r)
-			r = ring_put(l, recs[i].data, recs[i].len);
-		if (!r)
-			tl->tx_bytes += recs[i].len;
-		if ((i & 15) == 15)
-			kick(l->port);
+			r = wr_bytes(l, recs[i].data, hr.len, live ? &crc : NULL);
+		if (r)
+			break;
+		if (live)
+			tlm__put32(crcp, crc);
+		tl->tx_bytes += hr.len;
+		if (l->npend >= BURST)
+			r = wr_commit(l);
 	}
-	l->batching = false;
+	if (!r)
+		r = wr_push(l);
+	l->wr_records += n;
+	pthread_mutex_lock(&l->mu);
+	l->sent_at[l->nsent_at % RTE_DIM(l->sent_at)].records = l->wr_records;
+	l->sent_at[l->nsent_at % RTE_DIM(l->sent_at)].seq = l->snd_end;
+	l->nsent_at++;
+	pthread_mutex_unlock(&l->mu);
 out:
 	pthread_mutex_unlock(&l->wmu);
-	kick(l->port);
 	return r ? r : (int)n;
 }
 
@@ -1850,6 +2468,8 @@ static ssize_t d_write(struct tlm_lane *tl, const void *buf, size_t n)
 	size_t done = 0;
 	int r = 0;
 
+	lcore_join();
+
 	pthread_mutex_lock(&l->wmu);
 	if (l->wr_shut)
 		r = -EPIPE;
@@ -1857,15 +2477,18 @@ static ssize_t d_write(struct tlm_lane *tl, const void *buf, size_t n)
 		uint8_t h[TLM_FRAME_HDR];
 		size_t k = n - done > 65536 ? 65536 : n - done;
 		tlm__frame_hdr_encode(h, (uint32_t)k, TLM_FT_DATA);
-		r = ring_put(l, h, sizeof(h));
+		r = wr_bytes(l, h, sizeof(h), NULL);
 		if (!r)
-			r = ring_put(l, s + done, k);
+			r = wr_bytes(l, s + done, k, NULL);
+		if (!r)
+			r = wr_commit(l);
 		if (!r) {
 			done += k;
 			tl->tx_bytes += k;
 		}
-		kick(l->port);
 	}
+	if (!r)
+		r = wr_push(l);
 	pthread_mutex_unlock(&l->wmu);
 	return r ? r : (ssize_t)n;
 }
@@ -1879,11 +2502,12 @@ static int d_shutdown(struct tlm_lane *tl)
 	pthread_mutex_lock(&l->wmu);
 	if (!l->wr_shut) {
 		tlm__frame_hdr_encode(h, 0, TLM_FT_FIN);
-		r = ring_put(l, h, sizeof(h));
+		r = wr_bytes(l, h, sizeof(h), NULL);
+		if (!r)
+			r = wr_push(l);
 		l->wr_shut = true;
 	}
 	pthread_mutex_unlock(&l->wmu);
-	kick(l->port);
 	return r;
 }
 
@@ -1892,12 +2516,14 @@ static int d_flush(struct tlm_lane *tl)
 	struct dlane *l = (struct dlane *)tl;
 
 	pthread_mutex_lock(&l->mu);
-	l->batching = false;
 	/* a peer that closed after taking everything we wrote is no error:
 	 * nothing is left to push */
 	int r = l->state == LS_EST || (l->snd_una == l->snd_end && !l->bad) ? 0 : l->err;
 	pthread_mutex_unlock(&l->mu);
-	kick(l->port);
+	if (l->q)
+		own_pump(l);
+	else
+		kick(l->port);
 	return r;
 }
 
@@ -1906,9 +2532,10 @@ static int d_inject_raw(struct tlm_lane *tl, const void *buf, size_t n)
 	struct dlane *l = (struct dlane *)tl;
 
 	pthread_mutex_lock(&l->wmu);
-	int r = ring_put(l, buf, n);
+	int r = wr_bytes(l, buf, n, NULL);
+	if (!r)
+		r = wr_push(l);
 	pthread_mutex_unlock(&l->wmu);
-	kick(l->port);
 	return r;
 }
 
@@ -1918,6 +2545,8 @@ static int d_inject_raw(struct tlm_lane *tl, const void *buf, size_t n)
  * -ETIMEDOUT, or the lane's error once buffered bytes are not enough. */
 static int wait_bytes(struct dlane *l, size_t want, uint64_t end)
 {
+	uint64_t spin_end = 0;
+
 	if (l->bad)
 		return l->bad;
 	while (l->rcv_nxt - l->rcv_rd < want) {
@@ -1928,7 +2557,7 @@ static int wait_bytes(struct dlane *l, size_t want, uint64_t end)
 			return l->err;
 		}
 		l->rd_want = want;
-		int w = cv_wait_until(&l->cv, &l->mu, end);
+		int w = lane_wait(l, &spin_end, end);
 		l->rd_want = 0;
 		if (w == ETIMEDOUT && l->rcv_nxt - l->rcv_rd < want)
 			return -ETIMEDOUT;
@@ -1936,19 +2565,63 @@ static int wait_bytes(struct dlane *l, size_t want, uint64_t end)
 	return 0;
 }
 
+/* The next n readable bytes: from the packets kept, then the ring. */
 static void ring_peek(struct dlane *l, void *dst, size_t n)
 {
-	size_t off = (size_t)(l->rcv_rd % RING_BYTES);
-	size_t k = RING_BYTES - off < n ? RING_BYTES - off : n;
+	uint8_t *d = dst;
+	size_t h = (size_t)(l->rcv_held - l->rcv_rd), skip = l->hoff;
 
-	memcpy(dst, l->rbuf + off, k);
-	memcpy((uint8_t *)dst + k, l->rbuf, n - k);
+	for (unsigned i = 0; i < l->hn && h && n; i++) {
+		unsigned e = (l->hhead + i) % HELD_MAX;
+		size_t k = l->hq[e].len - skip;
+		if (k > n)
+			k = n;
+		memcpy(d, l->hq[e].p + skip, k);
+		d += k;
+		n -= k;
+		h -= k;
+		skip = 0;
+	}
+	size_t off = (size_t)(l->rcv_held % RING_BYTES);
+	size_t k = RING_BYTES - off < n ? RING_BYTES - off : n;
+	memcpy(d, l->rbuf + off, k);
+	memcpy(d + k, l->rbuf, n - k);
+}
+
+/* The next n readable bytes in place, or NULL if they are not in one
+ * piece (then ring_peek them). Valid until they are consumed. */
+static const uint8_t *ring_ptr(const struct dlane *l, size_t n)
+{
+	if (l->rcv_held > l->rcv_rd) {
+		const struct rxp *e = &l->hq[l->hhead];
+		return e->len - l->hoff >= n ? e->p + l->hoff : NULL;
+	}
+	size_t off = (size_t)(l->rcv_rd % RING_BYTES);
+	return off + n <= RING_BYTES ? l->rbuf + off : NULL;
 }
 
 static void ring_consume(struct dlane *l, size_t n)
 {
+	size_t h = (size_t)(l->rcv_held - l->rcv_rd);
+
+	if (h > n)
+		h = n;
+	while (h) {
+		size_t left = l->hq[l->hhead].len - l->hoff;
+		if (h < left) {
+			l->hoff += (uint32_t)h;
+			break;
+		}
+		h -= left;
+		rte_pktmbuf_free(l->hq[l->hhead].m);
+		l->hhead = (l->hhead + 1) % HELD_MAX;
+		l->hn--;
+		l->hoff = 0;
+	}
 	l->rcv_rd += n;
-	if (l->rcv_rd == l->rcv_nxt) {
+	if (l->rcv_held < l->rcv_rd)
+		l->rcv_held = l->rcv_rd;
+	if (l->rcv_rd == l->rcv_nxt && atomic_load(&l->efd_on)) {
 		uint64_t v;
 		if (read(l->efd, &v, sizeof(v)) < 0) {
 			/* already drained */
@@ -1972,6 +2645,7 @@ static ssize_t d_read(struct tlm_lane *tl, void *buf, size_t n, int timeout_ms)
 
 	if (!n)
 		return 0;
+	lcore_join();
 	pthread_mutex_lock(&l->rmu);
 	pthread_mutex_lock(&l->mu);
 	while (!l->data_left) {
@@ -2020,8 +2694,13 @@ out:;
 	bool upd = r > 0 && l->rcv_rd + RING_BYTES - l->adv_edge >= RING_BYTES / 4;
 	pthread_mutex_unlock(&l->mu);
 	pthread_mutex_unlock(&l->rmu);
-	if (upd)
-		kick(l->port);   /* a window update is due */
+	if (upd) {
+		/* a window update is due */
+		if (l->q)
+			own_pump(l);
+		else
+			kick(l->port);
+	}
 	return r;
 }
 
@@ -2029,7 +2708,10 @@ static int d_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, i
 {
 	struct dlane *l = (struct dlane *)tl;
 	uint64_t end = deadline_ns(timeout_ms);
+	size_t used = 0;        /* the record just applied, still in the ring */
 	int delivered = 0, r = 0;
+
+	lcore_join();
 
 	if (tl->mode != TLM_MODE_PAGES)
 		return -EINVAL;
@@ -2044,8 +2726,15 @@ static int d_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, i
 	for (int i = 0; i < 256; i++) {
 		struct tlm_frame_hdr fh;
 		struct tlm_page_rec rec;
+		uint8_t h[TLM_FRAME_HDR];
+		const uint8_t *f = NULL;
 
+		/* run to completion: keep our queue moving (acks, window) */
+		if (l->q && i && !(i & 15))
+			own_pump(l);
 		pthread_mutex_lock(&l->mu);
+		ring_consume(l, used);
+		used = 0;
 		if (l->eof) {
 			r = 0;
 			pthread_mutex_unlock(&l->mu);
@@ -2053,8 +2742,8 @@ static int d_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, i
 		}
 		r = wait_bytes(l, TLM_FRAME_HDR, delivered ? 0 : end);
 		if (!r) {
-			ring_peek(l, l->scratch, TLM_FRAME_HDR);
-			r = tlm__frame_hdr_decode(l->scratch, tl->page_size, &fh);
+			ring_peek(l, h, TLM_FRAME_HDR);
+			r = tlm__frame_hdr_decode(h, tl->page_size, &fh);
 			if (r)
 				r = bad_frame(l, r, "malformed frame header");
 			else if (fh.type == TLM_FT_FIN && fh.len == 0) {
@@ -2068,8 +2757,15 @@ static int d_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, i
 		if (!r)
 			r = wait_bytes(l, TLM_FRAME_HDR + fh.len, delivered ? 0 : end);
 		if (!r) {
-			ring_peek(l, l->scratch, TLM_FRAME_HDR + fh.len);
-			ring_consume(l, TLM_FRAME_HDR + fh.len);
+			/* the bytes [rcv_rd, rcv_rd + used) are ours until we
+			 * consume them: the poll side only writes past rcv_nxt.
+			 * Read them in place if they are in one piece. */
+			used = TLM_FRAME_HDR + fh.len;
+			f = ring_ptr(l, used);
+			if (!f) {
+				ring_peek(l, l->scratch, used);
+				f = l->scratch;
+			}
 		}
 		pthread_mutex_unlock(&l->mu);
 		if (r) {
@@ -2077,11 +2773,11 @@ static int d_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, i
 				r = 0;   /* the error (sticky) comes with the next call */
 			break;
 		}
-		/* the record is ours now: decode, verify and apply unlocked, so
-		 * the poll thread keeps receiving while the sink copies */
-		r = tlm__page_hdr_decode(l->scratch + TLM_FRAME_HDR, fh.len, tl->page_size, &rec);
+		/* decode, verify and apply unlocked: the lane keeps receiving
+		 * while the sink copies */
+		r = tlm__page_hdr_decode(f + TLM_FRAME_HDR, fh.len, tl->page_size, &rec);
 		if (!r) {
-			rec.data = l->scratch + TLM_FRAME_HDR + TLM_PAGE_HDR;
+			rec.data = f + TLM_FRAME_HDR + TLM_PAGE_HDR;
 			r = tlm__page_verify(&rec);
 		}
 		if (r) {
@@ -2089,6 +2785,7 @@ static int d_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, i
 			bad_frame(l, r, r == -TLM_ECRC ? "page record failed its crc" :
 					"malformed page record");
 			pthread_mutex_unlock(&l->mu);
+			used = 0;
 			if (delivered)
 				r = 0;
 			break;
@@ -2101,10 +2798,16 @@ static int d_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, i
 		delivered++;
 	}
 	pthread_mutex_lock(&l->mu);
+	ring_consume(l, used);
 	bool upd = l->rcv_rd + RING_BYTES - l->adv_edge >= RING_BYTES / 4;
 	pthread_mutex_unlock(&l->mu);
-	if (upd)
-		kick(l->port);   /* a window update is due */
+	if (upd) {
+		/* a window update is due */
+		if (l->q)
+			own_pump(l);
+		else
+			kick(l->port);
+	}
 unlock_r:
 	pthread_mutex_unlock(&l->rmu);
 	if (delivered && (r == -ETIMEDOUT || r == 0))
@@ -2122,7 +2825,76 @@ static int d_set_mode(struct tlm_lane *tl, enum tlm_lane_mode mode)
 
 static int d_pollfd(const struct tlm_lane *tl)
 {
-	return ((const struct dlane *)tl)->efd;
+	struct dlane *l = (struct dlane *)(uintptr_t)tl;
+
+	/* from now on the eventfd follows the ring; catch it up once */
+	pthread_mutex_lock(&l->mu);
+	if (!atomic_exchange(&l->efd_on, true) &&
+	    (l->rcv_nxt > l->rcv_rd || l->state == LS_DEAD || l->peer_closed))
+		efd_signal(l);
+	pthread_mutex_unlock(&l->mu);
+	return l->efd;
+}
+
+/* Zero copy, as far as it goes here: a LIVE record is copied into its
+ * packets once and its crc summed from that copy, inside send_pages. No
+ * PMD reads the region itself, so there is nothing to map for IOVA
+ * (rte_extmem_register) and nothing to wait for before the memory may
+ * change again. Receiving, we copy out of our ring: nothing to offer. */
+static int d_register_region(struct tlm_lane *tl, unsigned region, void *base, size_t len,
+			     unsigned how, int timeout_ms)
+{
+	struct dlane *l = (struct dlane *)tl;
+
+	(void)timeout_ms;
+	if (how != TLM_REG_SRC)
+		return -EOPNOTSUPP;
+	if (region >= 32 || !base || !len)
+		return -EINVAL;
+	pthread_mutex_lock(&l->wmu);
+	l->src_regions |= 1u << region;
+	pthread_mutex_unlock(&l->wmu);
+	return 0;
+}
+
+static void d_unregister_regions(struct tlm_lane *tl)
+{
+	struct dlane *l = (struct dlane *)tl;
+
+	pthread_mutex_lock(&l->wmu);
+	l->src_regions = 0;
+	pthread_mutex_unlock(&l->wmu);
+}
+
+/* The first `records` records acked: the peer holds them in its ring and
+ * applies them in order. (Returning at once would do too: LIVE pages are
+ * copied inside send_pages, and the destination keeps the newest epoch of
+ * a page whichever lane brings it.) The target is the end of the first
+ * send_pages call that covered them, or a later one if that call is no
+ * longer remembered. */
+static int d_wait_sent(struct tlm_lane *tl, uint64_t records, int timeout_ms)
+{
+	struct dlane *l = (struct dlane *)tl;
+	uint64_t end = deadline_ns(timeout_ms), spin_end = 0, target = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&l->mu);
+	uint64_t n = l->nsent_at, keep = RTE_DIM(l->sent_at);
+	for (uint64_t i = n > keep ? n - keep : 0; i < n && records; i++)
+		if (l->sent_at[i % keep].records >= records) {
+			target = l->sent_at[i % keep].seq;
+			break;
+		}
+	if (records && !target)
+		target = l->snd_end;   /* not all handed over yet: what is */
+	while (l->snd_una < target && !r) {
+		if (l->state != LS_EST)
+			r = l->err ? l->err : -TLM_EPEERCLOSED;
+		else if (lane_wait(l, &spin_end, end) == ETIMEDOUT)
+			r = -ETIMEDOUT;
+	}
+	pthread_mutex_unlock(&l->mu);
+	return r;
 }
 
 static const struct tlm_lane_dp dpdk_dp = {
@@ -2145,5 +2917,8 @@ const struct tlm_lane_ops tlm__dpdk_ops = {
 	.set_mode = d_set_mode,
 	.pollfd = d_pollfd,
 	.inject_raw = d_inject_raw,
+	.register_region = d_register_region,
+	.unregister_regions = d_unregister_regions,
+	.wait_sent = d_wait_sent,
 	.dp = &dpdk_dp,
 };

@@ -3,19 +3,28 @@
  * DPDK lane goodput against a raw PMD blast, same PMD (net_memif between
  * two processes), same frame size, in one run:
  *
- *   dpdk_bench [--seconds S] [--args TRANSPORT_ARGS] [--json FILE]
+ *   dpdk_bench [--seconds S] [--mtu N] [--args TRANSPORT_ARGS] [--live]
+ *              [--no-raw] [--no-tcp] [--json FILE]
  *
  *   raw      one process tx_bursts frames of the lane's full frame size
  *            (headers written, no payload copy, no protocol), the other
  *            rx_bursts and counts; raw_Bps = frame payload bytes / s
- *   lanes    one dpdk lane in page mode: 4 KiB page records with crc,
- *            sender to receiver, content spot-checked; goodput_Bps = page
- *            data bytes / s at the receiver
- *   cycles per page = process CPU time (all threads, both poll threads
- *   included) x TSC rate / pages, for each side.
+ *   lanes    one dpdk lane in page mode: 4 KiB page records, sender to
+ *            receiver; the receiver verifies every crc (as always) and
+ *            checks each page's stamp; goodput_Bps = page data bytes / s
+ *            at the receiver. --live: the sender registers its pages
+ *            (TLM_REG_SRC) and sends TLM_PF_LIVE records, crc left to
+ *            the lane; otherwise it sums each crc itself, as the engine
+ *            does for its staging copies.
+ *   tcp      the same lanes over transport-tcp on loopback (--no-tcp: not)
+ *   cycles per page = process CPU time (all threads, poll threads
+ *   included) x TSC rate / pages, for each side; pages_per_s_per_core =
+ *   TSC rate / cycles per page (what one core sustains on that side;
+ *   10GbE line rate is ~290k pages/s per direction).
  *
- * Each phase runs in two fresh child processes (the EAL is per process).
- * Prints one JSON object.
+ * Each phase runs in fresh child processes (the EAL is per process), one
+ * after the other. Prints one JSON object. The machine's other load shows
+ * in every figure: compare figures of one run.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -37,7 +46,10 @@
 #include "tlm-internal.h"
 
 extern const struct tlm_lane_ops tlm__dpdk_ops;
+extern const struct tlm_lane_ops tlm__tcp_ops;
 static const struct tlm_lane_ops *ops = &tlm__dpdk_ops;
+static const char *peer_addr;   /* NULL: the transport's default */
+static bool live;
 
 /* A full lane segment: Ethernet frame of mtu + 14 bytes, of which
  * mtu - 60 (IPv4 20, UDP 8, lane header 32) are stream payload. */
@@ -206,12 +218,15 @@ static void lane_rx(int out)
 	struct tlm_page_sink sink = { count_apply, st };
 	double t0 = 0, c0 = 0;
 
-	if (ops->listen(NULL, "0", targs, &xl))
+	if (ops->listen(peer_addr, "0", targs, &xl))
 		exit(1);
 	dprintf(out, "%d\n", ops->listener_port(xl));
 	if (ops->accept(xl, 20000, &l))
 		exit(1);
-	ops->set_mode(l, TLM_MODE_PAGES);
+	if (ops->set_mode)
+		ops->set_mode(l, TLM_MODE_PAGES);
+	else
+		l->mode = TLM_MODE_PAGES;
 	while (!st[1]) {
 		int n = ops->dp->recv_pages(l, &sink, 20000);
 		if (n <= 0)
@@ -235,15 +250,23 @@ static void lane_tx(const char *port, int out)
 	struct tlm_page_rec recs[64];
 	uint64_t sent = 0;
 
-	if (ops->connect(NULL, port, targs, 1, 20000, &l))
+	if (ops->connect(peer_addr, port, targs, 1, 20000, &l))
 		exit(1);
-	ops->set_mode(l, TLM_MODE_PAGES);
+	if (ops->set_mode)
+		ops->set_mode(l, TLM_MODE_PAGES);
+	else
+		l->mode = TLM_MODE_PAGES;
+	if (live && tlm_lane_register_region(l, 0, pages, sizeof(pages), TLM_REG_SRC, 1000)) {
+		fprintf(stderr, "lane tx: --live: register_region refused\n");
+		exit(1);
+	}
 	double c0 = cpu_s(), end = now_s() + seconds;
 	while (now_s() < end) {
 		for (unsigned i = 0; i < 64; i++) {
 			pages[i][0] = (uint8_t)(sent + i);
 			recs[i] = (struct tlm_page_rec){ .index = sent + i, .len = 4096,
-				.data = pages[i], .crc = tlm_crc32c(0, pages[i], 4096) };
+				.data = pages[i], .flags = live ? TLM_PF_LIVE : 0,
+				.crc = live ? 0 : tlm_crc32c(0, pages[i], 4096) };
 		}
 		if (ops->dp->send_pages(l, recs, 64) != 64)
 			exit(1);
@@ -253,6 +276,8 @@ static void lane_tx(const char *port, int out)
 	if (ops->dp->send_pages(l, recs, 1) != 1)
 		exit(1);
 	ops->dp->flush(l);
+	if (live)
+		tlm_lane_unregister_regions(l);
 	ops->close(l);   /* lingers until everything is acked */
 	dprintf(out, "%llu %.6f\n", (unsigned long long)sent, cpu_s() - c0);
 	exit(0);
@@ -299,6 +324,52 @@ static int read_line(int fd, char *buf, size_t n)
 	return k ? 0 : -1;
 }
 
+struct lane_run {
+	unsigned long long pages_rx, pages_tx;
+	double t, crx, ctx;
+};
+
+/* One lanes phase: receiver and sender in two fresh processes. */
+static int run_lanes(struct lane_run *lr)
+{
+	char line[256], port[16];
+	int p2[2], p3[2];
+	pid_t r, t;
+
+	if (pipe(p2))
+		return -1;
+	r = fork();
+	if (r == 0)
+		lane_rx(p2[1]);
+	close(p2[1]);
+	if (read_line(p2[0], port, sizeof(port))) {
+		reap(r);
+		return -1;
+	}
+	port[strcspn(port, "\n")] = 0;
+	if (pipe(p3))
+		return -1;
+	t = fork();
+	if (t == 0)
+		lane_tx(port, p3[1]);
+	close(p3[1]);
+	if (read_line(p2[0], line, sizeof(line)) ||
+	    sscanf(line, "%llu %lf %lf", &lr->pages_rx, &lr->t, &lr->crx) != 3) {
+		fprintf(stderr, "lane phase failed (receiver)\n");
+		kill(t, SIGKILL);
+		reap(t);
+		return -1;
+	}
+	if (read_line(p3[0], line, sizeof(line)) ||
+	    sscanf(line, "%llu %lf", &lr->pages_tx, &lr->ctx) != 2 || reap(t) || reap(r)) {
+		fprintf(stderr, "lane phase failed (sender)\n");
+		return -1;
+	}
+	close(p2[0]);
+	close(p3[0]);
+	return lr->pages_rx == lr->pages_tx ? 0 : -1;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -307,19 +378,27 @@ int main(int argc, char **argv)
 		{ "json", required_argument, NULL, 'j' },
 		{ "mtu", required_argument, NULL, 'm' },
 		{ "no-raw", no_argument, NULL, 'n' },
+		{ "no-tcp", no_argument, NULL, 'T' },
+		{ "live", no_argument, NULL, 'L' },
+		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *json = NULL;
-	int opt, p1[2], p2[2];
+	int opt, p1[2];
 	char line[256], sock[96];
-	unsigned long long raw_frames, pages_rx, pages_tx;
-	double raw_t, raw_c, lane_t, lane_crx, lane_ctx;
+	unsigned long long raw_frames;
+	double raw_t, raw_c;
+	struct lane_run dl = { 0 }, tl = { 0 };
 
 	static char args_buf[512];
-	bool no_raw = false;
-	while ((opt = getopt_long(argc, argv, "s:a:j:m:n", lo, NULL)) != -1) {
+	bool no_raw = false, no_tcp = false;
+	while ((opt = getopt_long(argc, argv, "s:a:j:m:nTLh", lo, NULL)) != -1) {
 		if (opt == 'n')
 			no_raw = true;
+		else if (opt == 'T')
+			no_tcp = true;
+		else if (opt == 'L')
+			live = true;
 		else if (opt == 'm')
 			mtu = (unsigned)atoi(optarg);
 		else if (opt == 's')
@@ -328,8 +407,12 @@ int main(int argc, char **argv)
 			targs = optarg;
 		else if (opt == 'j')
 			json = optarg;
-		else
-			return 2;
+		else {
+			fprintf(opt == 'h' ? stdout : stderr,
+				"usage: dpdk_bench [--seconds S] [--mtu N] [--args TRANSPORT_ARGS] "
+				"[--live] [--no-raw] [--no-tcp] [--json FILE]\n");
+			return opt == 'h' ? 0 : 2;
+		}
 	}
 	if (mtu < 576 || mtu > 9000)
 		return 2;
@@ -365,36 +448,20 @@ int main(int argc, char **argv)
 		if (reap(t) | reap(r))
 			return 1;
 	}
-	/* lanes */
-	if (pipe(p2))
+	if (run_lanes(&dl))
 		return 1;
-	r = fork();
-	if (r == 0)
-		lane_rx(p2[1]);
-	close(p2[1]);
-	char port[16];
-	if (read_line(p2[0], port, sizeof(port))) {
-		reap(r);
-		return 1;
-	}
-	port[strcspn(port, "\n")] = 0;
-	int p3[2];
-	if (pipe(p3))
-		return 1;
-	t = fork();
-	if (t == 0)
-		lane_tx(port, p3[1]);
-	close(p3[1]);
-	if (read_line(p2[0], line, sizeof(line)) ||
-	    sscanf(line, "%llu %lf %lf", &pages_rx, &lane_t, &lane_crx) != 3) {
-		fprintf(stderr, "lane phase failed (receiver)\n");
-		kill(t, SIGKILL);
-		return 1;
-	}
-	if (read_line(p3[0], line, sizeof(line)) ||
-	    sscanf(line, "%llu %lf", &pages_tx, &lane_ctx) != 2 || reap(t) || reap(r)) {
-		fprintf(stderr, "lane phase failed (sender)\n");
-		return 1;
+	if (!no_tcp) {
+		/* transport-tcp on loopback, same records, same bench */
+		const char *dargs = targs;
+		bool dlive = live;
+		ops = &tlm__tcp_ops;
+		peer_addr = "127.0.0.1";
+		targs = "";
+		live = false;
+		if (run_lanes(&tl))
+			return 1;
+		targs = dargs;
+		live = dlive;
 	}
 	double hz = (double)rte_get_tsc_hz();
 	if (hz <= 0) {
@@ -406,21 +473,28 @@ int main(int argc, char **argv)
 	double raw_Bps = (double)raw_frames * UDP_PAYLOAD / raw_t;
 	if (no_raw)
 		raw_frames = 1;   /* keeps the per-frame figure finite */
-	double good_Bps = (double)pages_rx * 4096 / lane_t;
+	double good_Bps = (double)dl.pages_rx * 4096 / dl.t;
+	double cpp_tx = dl.ctx * hz / (double)dl.pages_tx, cpp_rx = dl.crx * hz / (double)dl.pages_rx;
 	FILE *f = json ? fopen(json, "w") : stdout;
 	if (!f)
 		return 1;
 	fprintf(f, "{\"pmd\": \"net_memif\", \"frame_bytes\": %u, \"segment_payload\": %u, "
-		"\"page_size\": 4096, \"seconds\": %.1f,\n"
+		"\"page_size\": 4096, \"seconds\": %.1f, \"live\": %s,\n"
 		" \"raw_Bps\": %.0f, \"raw_frames_per_s\": %.0f, \"raw_rx_cycles_per_frame\": %.0f,\n"
-		" \"goodput_Bps\": %.0f, \"pages\": %llu, \"goodput_vs_raw\": %.3f,\n"
-		" \"cycles_per_page_tx\": %.0f, \"cycles_per_page_rx\": %.0f, \"cycles_per_page\": %.0f,\n"
-		" \"transport_args\": \"%s\"}\n",
-		FRAME_BYTES, UDP_PAYLOAD, seconds, raw_Bps, raw_frames / raw_t,
-		raw_c * hz / (double)raw_frames, good_Bps, pages_rx, good_Bps / raw_Bps,
-		lane_ctx * hz / (double)pages_tx, lane_crx * hz / (double)pages_rx,
-		(lane_ctx + lane_crx) * hz / (double)pages_rx, targs);
+		" \"goodput_Bps\": %.0f, \"pages\": %llu, \"ratio\": %.3f,\n"
+		" \"cycles_per_page_tx\": %.0f, \"cycles_per_page_rx\": %.0f,\n"
+		" \"pages_per_s_per_core_tx\": %.0f, \"pages_per_s_per_core_rx\": %.0f, "
+		"\"pages_per_s_per_core\": %.0f,\n",
+		FRAME_BYTES, UDP_PAYLOAD, seconds, live ? "true" : "false", raw_Bps,
+		raw_frames / raw_t, raw_c * hz / (double)raw_frames, good_Bps, dl.pages_rx,
+		good_Bps / raw_Bps, cpp_tx, cpp_rx, hz / cpp_tx, hz / cpp_rx,
+		hz / (cpp_tx > cpp_rx ? cpp_tx : cpp_rx));
+	if (!no_tcp)
+		fprintf(f, " \"tcp_loopback\": {\"goodput_Bps\": %.0f, \"cycles_per_page_tx\": %.0f, "
+			"\"cycles_per_page_rx\": %.0f},\n", (double)tl.pages_rx * 4096 / tl.t,
+			tl.ctx * hz / (double)tl.pages_tx, tl.crx * hz / (double)tl.pages_rx);
+	fprintf(f, " \"transport_args\": \"%s\"}\n", targs);
 	if (json)
 		fclose(f);
-	return pages_rx == pages_tx ? 0 : 1;
+	return 0;
 }

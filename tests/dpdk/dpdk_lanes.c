@@ -16,6 +16,20 @@
  *   session, session-afpacket
  *            bytes and pages through tlm_listen/tlm_accept/tlm_connect (PSK
  *            handshake, two data lanes) over memif / af_packet
+ *   live     zero copy rules: pages of a buffer registered TLM_REG_SRC go
+ *            as TLM_PF_LIVE records (crc 0, the lane sums it), mixed with
+ *            plain records; every page arrives byte-equal; DST registration
+ *            and LIVE records of an unregistered region are refused
+ *   live-mutate
+ *            the same while a thread rewrites pages word by word under the
+ *            lane: no record may fail its crc (the lane sums what it sends,
+ *            not what memory holds later), every word received is one the
+ *            page held, and a last pass after the writer stops is exact
+ *   queues1, queues2, queues-mismatch
+ *            pages + bytes with queues=1 (every lane on the shared queue,
+ *            the software demux that af_packet and NICs without rte_flow
+ *            use), queues=2 (one lane on its own queue, one shared), and
+ *            queues=8 connecting to a listener given queues=2
  *
  * The parent forks the accepting and the connecting child and only passes
  * the port along; children exit 0 on success, print why otherwise.
@@ -25,7 +39,9 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -188,6 +204,166 @@ static void recv_pages(struct tlm_lane *l)
 	}
 }
 
+/* ---- LIVE records ---- */
+
+#define LIVE_PAGES  256
+#define LIVE_ROUNDS 30
+#define LIVE_WORDS  (4096 / 8)
+#define FINAL_VER   0xffffu
+
+/* Word w of page i at version v: each word received tells its page, its
+ * place and the version it was read at. */
+static uint64_t live_word(uint64_t i, unsigned w, uint64_t v)
+{
+	return v << 32 | i << 12 | w;
+}
+
+static void live_fill(uint64_t *mem, uint64_t i, uint64_t v)
+{
+	for (unsigned w = 0; w < LIVE_WORDS; w++)
+		__atomic_store_n(&mem[i * LIVE_WORDS + w], live_word(i, w, v), __ATOMIC_RELAXED);
+}
+
+struct mutator {
+	uint64_t *mem;
+	atomic_bool stop;
+	uint64_t writes;
+};
+
+/* Rewrites random pages at ever newer versions, one word at a time: a
+ * copy taken meanwhile holds some words old, some new. */
+static void *mutate(void *arg)
+{
+	struct mutator *m = arg;
+	uint64_t seed = 7, v = 0;
+
+	while (!atomic_load(&m->stop)) {
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		if (++v == FINAL_VER)
+			v = 1;
+		live_fill(m->mem, (seed >> 33) % LIVE_PAGES, v);
+		m->writes++;
+	}
+	return NULL;
+}
+
+static void send_live(struct tlm_lane *l, bool mutating)
+{
+	size_t size = (size_t)LIVE_PAGES * 4096;
+	uint64_t *mem = aligned_alloc(4096, size);
+	static uint8_t snap[32][4096];
+	struct tlm_page_rec recs[32];
+	struct mutator m = { .mem = mem };
+	pthread_t thr;
+	uint64_t sent = 0;
+
+	CHECK(mem);
+	for (uint64_t i = 0; i < LIVE_PAGES; i++)
+		live_fill(mem, i, 0);
+	CHECK(tlm_lane_register_region(l, 1, mem, size, TLM_REG_DST, 0) == -EOPNOTSUPP);
+	CHECK_OK(tlm_lane_register_region(l, 1, mem, size, TLM_REG_SRC, 1000));
+	recs[0] = (struct tlm_page_rec){ .region = 2, .flags = TLM_PF_LIVE, .len = 4096,
+					 .data = mem };
+	CHECK(ops->dp->send_pages(l, recs, 1) == -EINVAL);
+	if (mutating)
+		CHECK(pthread_create(&thr, NULL, mutate, &m) == 0);
+	for (unsigned round = 0; round <= LIVE_ROUNDS; round++) {
+		if (round == LIVE_ROUNDS) {
+			/* the guest paused: the last pass must arrive exact */
+			if (mutating) {
+				atomic_store(&m.stop, true);
+				pthread_join(thr, NULL);
+			}
+			for (uint64_t i = 0; i < LIVE_PAGES; i++)
+				live_fill(mem, i, FINAL_VER);
+		}
+		for (uint64_t i = 0; i < LIVE_PAGES; i += 32) {
+			for (unsigned k = 0; k < 32; k++) {
+				uint64_t pg = i + k;
+				const uint8_t *src = (const uint8_t *)(mem + pg * LIVE_WORDS);
+				recs[k] = (struct tlm_page_rec){ .index = pg, .epoch = round,
+					.region = 1, .len = 4096, .flags = TLM_PF_LIVE, .data = src };
+				if (pg % 5 == 2) {
+					/* a staging copy, as the engine makes without LIVE */
+					memcpy(snap[k], src, 4096);
+					recs[k].flags = 0;
+					recs[k].data = snap[k];
+					recs[k].crc = tlm_crc32c(0, snap[k], 4096);
+				}
+			}
+			int r = ops->dp->send_pages(l, recs, 32);
+			if (r != 32)
+				FAIL("send_pages: %s", tlm_strerror(r));
+			sent += 32;
+		}
+		CHECK_OK(tlm_lane_wait_sent(l, sent, 20000));
+	}
+	struct tlm_page_rec last = { .flags = TLM_PF_LAST };
+	CHECK(ops->dp->send_pages(l, &last, 1) == 1);
+	CHECK_OK(ops->dp->flush(l));
+	tlm_lane_unregister_regions(l);
+	if (mutating)
+		printf("  %llu page rewrites while sending\n", (unsigned long long)m.writes);
+	free(mem);
+}
+
+struct lstate {
+	bool mutating, last;
+	uint64_t records, finals, mixed;
+};
+
+static int apply_live(void *arg, const struct tlm_page_rec *r)
+{
+	struct lstate *s = arg;
+	uint64_t v0 = 0;
+	bool mixed = false;
+
+	if (r->flags & TLM_PF_LAST) {
+		if (s->records != (uint64_t)LIVE_PAGES * (LIVE_ROUNDS + 1) || s->finals != LIVE_PAGES)
+			FAIL("LAST after %llu records, %llu final", (unsigned long long)s->records,
+			     (unsigned long long)s->finals);
+		s->last = true;
+		return 0;
+	}
+	if (r->len != 4096 || r->region != 1 || r->index >= LIVE_PAGES || r->epoch > LIVE_ROUNDS ||
+	    r->flags)
+		FAIL("record %llu: bad header", (unsigned long long)r->index);
+	for (unsigned w = 0; w < LIVE_WORDS; w++) {
+		uint64_t x;
+		memcpy(&x, (const uint8_t *)r->data + w * 8, 8);
+		uint64_t v = x >> 32;
+		if ((x & 0xffffffffu) != (r->index << 12 | w))
+			FAIL("page %llu word %u: %llx is no word of this page",
+			     (unsigned long long)r->index, w, (unsigned long long)x);
+		if (r->epoch == LIVE_ROUNDS ? v != FINAL_VER : v >= FINAL_VER || (!s->mutating && v))
+			FAIL("page %llu round %u word %u: version %llu", (unsigned long long)r->index,
+			     r->epoch, w, (unsigned long long)v);
+		if (!w)
+			v0 = v;
+		mixed |= v != v0;
+	}
+	s->finals += r->epoch == LIVE_ROUNDS;
+	s->mixed += mixed;
+	s->records++;
+	return 0;
+}
+
+static void recv_live(struct tlm_lane *l, bool mutating)
+{
+	struct lstate s = { .mutating = mutating };
+	struct tlm_page_sink sink = { apply_live, &s };
+
+	while (!s.last) {
+		int n = ops->dp->recv_pages(l, &sink, 20000);
+		if (n == 0)
+			FAIL("recv_pages: timeout after %llu", (unsigned long long)s.records);
+		if (n < 0)
+			FAIL("recv_pages: %s", tlm_strerror(n));
+	}
+	printf("  %llu LIVE/plain records verified, %llu read mid-rewrite\n",
+	       (unsigned long long)s.records, (unsigned long long)s.mixed);
+}
+
 /* ---- sides ---- */
 
 static void enter_netns(const char *ns)
@@ -250,7 +426,10 @@ static void acceptor(const char *cas, int pfd)
 	}
 	CHECK_OK(ops->accept(xl, 20000, &pg));
 	set_pages(pg);
-	if (strcmp(cas, "pages")) {
+	bool live = !strncmp(cas, "live", 4);
+	if (live) {
+		recv_live(pg, !strcmp(cas, "live-mutate"));
+	} else if (strcmp(cas, "pages")) {
 		/* the lane's pollfd turns readable once bytes are in */
 		struct pollfd pf = { .fd = ops->pollfd(b), .events = POLLIN };
 		CHECK(pf.fd >= 0);
@@ -258,7 +437,7 @@ static void acceptor(const char *cas, int pfd)
 		read_stream(b, 0, STREAM_BYTES);
 		write_stream(b, 1, STREAM_BYTES / 2);
 	}
-	if (strcmp(cas, "bytes"))
+	if (strcmp(cas, "bytes") && !live)
 		recv_pages(pg);
 	/* orderly end: wait for the peer's close so our data was all taken */
 	char c;
@@ -291,11 +470,14 @@ static void connector(const char *cas, const char *port)
 	}
 	CHECK_OK(ops->connect(cli_addr, port, cli_args, 2, 20000, &pg));
 	set_pages(pg);
-	if (strcmp(cas, "pages")) {
+	bool live = !strncmp(cas, "live", 4);
+	if (live) {
+		send_live(pg, !strcmp(cas, "live-mutate"));
+	} else if (strcmp(cas, "pages")) {
 		write_stream(b, 0, STREAM_BYTES);
 		read_stream(b, 1, STREAM_BYTES / 2);
 	}
-	if (strcmp(cas, "bytes"))
+	if (strcmp(cas, "bytes") && !live)
 		send_pages(pg);
 	ops->close(pg);
 	ops->close(b);
@@ -467,7 +649,14 @@ int main(int argc, char **argv)
 	} else if (!strcmp(cas, "dead")) {
 		snprintf(srv_args, sizeof(srv_args), "dead_ms=1500");
 		snprintf(cli_args, sizeof(cli_args), "dead_ms=1500");
-	} else if (strcmp(cas, "bytes") && strcmp(cas, "pages") && strcmp(cas, "session")) {
+	} else if (!strcmp(cas, "queues1") || !strcmp(cas, "queues2")) {
+		snprintf(srv_args, sizeof(srv_args), "queues=%c", cas[6]);
+		snprintf(cli_args, sizeof(cli_args), "queues=%c", cas[6]);
+	} else if (!strcmp(cas, "queues-mismatch")) {
+		snprintf(srv_args, sizeof(srv_args), "queues=2");
+		snprintf(cli_args, sizeof(cli_args), "queues=8");
+	} else if (strcmp(cas, "bytes") && strcmp(cas, "pages") && strcmp(cas, "session") &&
+		   strcmp(cas, "live") && strcmp(cas, "live-mutate")) {
 		fprintf(stderr, "unknown case %s\n", cas);
 		return 2;
 	}
@@ -477,7 +666,8 @@ int main(int argc, char **argv)
 		n = strlen(cli_args);
 		snprintf(cli_args + n, sizeof(cli_args) - n, "%s%s", n ? "," : "", extra);
 	}
-	const char *sub = !strcmp(cas, "afpacket") || !strcmp(cas, "faults") ? "all" : cas;
+	const char *sub = !strcmp(cas, "afpacket") || !strcmp(cas, "faults") ||
+			  !strncmp(cas, "queues", 6) ? "all" : cas;
 
 	CHECK(pipe(pfd) == 0);
 	pid_t a = fork();
