@@ -9,9 +9,20 @@
 #   link_down.sh TLM CHECK_MIGRATE_PY
 set -eu
 TLM=$1 CHECK=$2
-# Registration (pinning) of 128 MiB under TCG takes about a second per
-# side; the copy pass several more: 4 s in is mid-migration.
-( sleep 4; ip link set veth0 down; echo "link_down.sh: veth0 down" ) &
+sent=/sys/class/infiniband/rxe0/ports/1/hw_counters/sent_pkts
+[ -r "$sent" ] || { echo "SKIP: rxe0 has no packet counter ($sent)"; exit 77; }
+base=$(cat "$sent")
+# Mid-migration whatever the build's speed: once 20000 packets (about
+# 20 MiB of the 128 MiB, rxe sends 1 KiB packets on a 1500-byte link) went.
+(
+	n=0
+	while [ $(($(cat "$sent") - base)) -lt 20000 ] && [ $n -lt 6000 ]; do
+		sleep 0.05
+		n=$((n + 1))
+	done
+	ip link set veth0 down
+	echo "link_down.sh: veth0 down after $(($(cat "$sent") - base)) packets"
+) &
 python3 "$CHECK" "$TLM" --expect not-completed -- --transport rdma \
 	--local-addr 198.18.0.1 --policy tlm --workload mg --mem 128M --rate 20000 \
 	--epoch-ms 50
