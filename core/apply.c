@@ -142,7 +142,6 @@ static void offer_regions(struct dst *d, struct tlm_dest_stats *st)
 	int ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : TLM_DEFAULT_TIMEOUT_MS;
 	unsigned nl = tlm_session_lanes(d->s);
 	uint64_t t0 = tlm__now_ms();
-	bool all = true;
 
 	for (unsigned i = 1; i <= nl; i++)
 		for (unsigned k = 0; k < d->n_regions; k++) {
@@ -150,15 +149,11 @@ static void offer_regions(struct dst *d, struct tlm_dest_stats *st)
 							   d->r[k].base,
 							   d->r[k].pages * d->page_size,
 							   TLM_REG_DST, ms);
-			if (err) {
-				if (err != -EOPNOTSUPP)
-					tlm__warn("lane %u: region %u not offered for zero copy: %s",
-						  i, k, tlm_strerror(err));
-				all = false;
-			}
+			if (err && err != -EOPNOTSUPP)
+				tlm__warn("lane %u: region %u not offered for zero copy: %s",
+					  i, k, tlm_strerror(err));
 		}
 	d->offered = true;
-	st->offered = all;
 	st->register_ms = tlm__now_ms() - t0;
 }
 

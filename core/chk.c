@@ -15,9 +15,10 @@ uint64_t tlm__chk_done(struct src *e, uint64_t *chk_next)
 {
 	/* chk_next first: a claim it shows had its `inflight` set before. */
 	uint64_t next = __atomic_load_n(&e->chk_next, __ATOMIC_SEQ_CST), done = next;
+	struct chk_arg *ca = __atomic_load_n(&e->chk, __ATOMIC_SEQ_CST);
 
-	for (unsigned i = 0; e->chk && i < e->o.chk_lanes; i++) {
-		uint64_t f = __atomic_load_n(&e->chk[i].inflight, __ATOMIC_SEQ_CST);
+	for (unsigned i = 0; ca && i < e->o.chk_lanes; i++) {
+		uint64_t f = __atomic_load_n(&ca[i].inflight, __ATOMIC_SEQ_CST);
 		if (f < done)
 			done = f;
 	}

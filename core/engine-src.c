@@ -469,13 +469,10 @@ static void setup_live(struct src *e)
 	if (!want_live(e))
 		return;
 	for (unsigned i = 1; i <= n && !err; i++)
-		for (unsigned k = 0; k < e->n_regions && !err; k++) {
+		for (unsigned k = 0; k < e->n_regions && !err; k++)
 			err = tlm_lane_register_region(tlm_session_lane(e->s, i), k, e->r[k].base,
 						       e->r[k].pages * e->page_size,
 						       TLM_REG_SRC, ms);
-			if (!err)
-				e->st->register_bytes += e->r[k].pages * e->page_size;
-		}
 	e->st->register_ms = tlm__now_ms() - t0;
 	if (err) {
 		if (err != -EOPNOTSUPP)
@@ -483,7 +480,6 @@ static void setup_live(struct src *e)
 				  tlm_strerror(err));
 		for (unsigned i = 1; i <= n; i++)
 			tlm_lane_unregister_regions(tlm_session_lane(e->s, i));
-		e->st->register_bytes = 0;
 		return;
 	}
 	e->live = true;

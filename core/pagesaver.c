@@ -154,7 +154,7 @@ static int ps_pass(struct src *e, struct ps_arg *a, struct send_batch *b, struct
 		struct src_region *r = &e->r[ri];
 
 		for (uint64_t w = a->k; w < r->words; w += e->o.ps_lanes) {
-			uint64_t bits;
+			uint64_t bits, keep = 0;
 
 			if (!__atomic_load_n(&r->pending[w], __ATOMIC_RELAXED))
 				continue;
@@ -174,14 +174,18 @@ static int ps_pass(struct src *e, struct ps_arg *a, struct send_batch *b, struct
 				/* Zero copy: CHK's write of p may be in flight; a
 				 * later round sends it (core/engine.h). */
 				if (pos >= done) {
-					__atomic_fetch_or(&r->pending[w], 1ull << (p % 64), __ATOMIC_RELEASE);
+					keep |= 1ull << (p % 64);
 					continue;
 				}
 				epoch = __atomic_load_n(&e->epoch, __ATOMIC_ACQUIRE);
-				if (tlm__batch_add(e, b, ri, p, epoch))
+				if (tlm__batch_add(e, b, ri, p, epoch)) {
+					__atomic_fetch_or(&r->pending[w], keep, __ATOMIC_RELEASE);
 					return e->err;
+				}
 				ps_book(e, ac, epoch);
 			}
+			if (keep)
+				__atomic_fetch_or(&r->pending[w], keep, __ATOMIC_RELEASE);
 			if (tlm__src_stopping(e))
 				return e->err;
 		}

@@ -51,7 +51,6 @@ struct tlm_migrate_stats {
 	uint64_t extra_bytes;/* source memory the engine used (bitmaps, cache) */
 	bool zero_copy;      /* pages went straight from the regions (RDMA WRITE) */
 	uint64_t register_ms;/* registering the regions on every lane */
-	uint64_t register_bytes; /* bytes registered (regions x lanes sharing them) */
 	unsigned n_epochs;
 	struct tlm_epoch_stat *epochs; /* malloc'ed; tlm_migrate_stats_free() */
 	char why[160];       /* why it did not complete, when it did not */
@@ -92,8 +91,7 @@ struct tlm_dest_stats {
 	uint64_t bytes;
 	uint64_t devstate_len;
 	uint64_t pages_placed;  /* placed by the transport, not copied by us */
-	bool offered;           /* the regions were offered for zero copy */
-	uint64_t register_ms;
+	uint64_t register_ms;   /* offering the regions for zero copy */
 	char why[160];
 };
 
