@@ -934,13 +934,15 @@ int tlm_relay_migrate(const struct tlm_relay_src_opts *o, struct tlm_relay_resul
 	snprintf(uri, sizeof(uri), "unix:%s", r.path);
 	t0 = tlm__now_ms();
 	deadline = t0 + (uint64_t)timeout;
+	/* Counted as migrating before the answer: a reply lost to a timeout
+	 * may hide a migration QEMU did start, and the rollback cancels it
+	 * (migrate_cancel on an idle QEMU does nothing). */
+	migrating = true;
 	rc = tlm_qmp_migrate(q, uri);
 	if (rc) {
 		res_err(res, "source QEMU: migrate: %s", tlm_qmp_last_error(q));
-		ctrl_send(&ctrl, "FAILED source QEMU refused to migrate");
-		goto out_relay;
+		goto fail;
 	}
-	migrating = true;
 
 	for (;;) {
 		struct tlm_qmp_migstat *st = &res->st;
