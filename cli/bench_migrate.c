@@ -45,9 +45,7 @@ static void usage(FILE *f)
 "the pause. Both ends run here unless --listen/--connect split them.\n"
 "\n"
 "  --transport NAME     tcp (default), or another built-in transport\n"
-"  --transport-args S   transport options (key=value,...; README.md)\n"
-"  --rdma-dev NAME      rdma: the device the address must resolve to\n"
-"  --rdma-gid N         rdma: the GID index it must use (RoCE v2)\n"
+TLM_CLI_TARGS_HELP
 "  --policy P           tlm (default), precopy, stop-copy, frs, mp\n"
 "  --workload W         mg (default), sp, random, hotset, idle\n"
 "  --mem SIZE           memory to migrate (default 1G)\n"

@@ -10,6 +10,7 @@
  *                        tests/vm/run-in-vm.sh (for hosts without an RDMA
  *                        device): the same binary, over rxe0 at 198.18.0.1.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <ifaddrs.h>
 #include <limits.h>
@@ -60,6 +61,8 @@ int tlm_cli_rdma_dev_for(const char *addr, const char *targs, char *dev, size_t 
 {
 	char ifname[64], path[PATH_MAX], buf[64];
 	const char *p = targs ? strstr(targs, "dev=") : NULL;
+	struct dirent *de;
+	DIR *dir;
 	FILE *f;
 
 	if (p && (p == targs || p[-1] == ',')) {
@@ -70,26 +73,30 @@ int tlm_cli_rdma_dev_for(const char *addr, const char *targs, char *dev, size_t 
 	}
 	if (ifname_of(addr, ifname, sizeof(ifname)))
 		return -ENOENT;
-	for (int d = 0; d < 16; d++) {
-		const char *kinds[] = { "rxe", "mlx5_", "mlx4_", "siw", "irdma", "bnxt_re", "qedr" };
+	dir = opendir("/sys/class/infiniband");
+	while (dir && (de = readdir(dir))) {
+		bool hit = false;
 
-		for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
-			snprintf(path, sizeof(path),
-				 "/sys/class/infiniband/%s%d/ports/1/gid_attrs/ndevs/0", kinds[k], d);
-			f = fopen(path, "r");
-			if (!f)
-				continue;
-			if (fgets(buf, sizeof(buf), f)) {
-				buf[strcspn(buf, "\n")] = 0;
-				if (!strcmp(buf, ifname)) {
-					fclose(f);
-					snprintf(dev, cap, "%s%d", kinds[k], d);
-					return 0;
-				}
-			}
-			fclose(f);
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/1/gid_attrs/ndevs/0",
+			 de->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(buf, sizeof(buf), f)) {
+			buf[strcspn(buf, "\n")] = 0;
+			hit = !strcmp(buf, ifname);
+		}
+		fclose(f);
+		if (hit) {
+			snprintf(dev, cap, "%s", de->d_name);
+			closedir(dir);
+			return 0;
 		}
 	}
+	if (dir)
+		closedir(dir);
 	return -ENOENT;
 }
 
@@ -107,14 +114,31 @@ static pid_t spawn(char *const argv[], int out)
 	return pid;
 }
 
-static int wait_status(pid_t pid)
+/* Exit status of pid, killing it if it runs past deadline_ms. */
+static int wait_status(pid_t pid, uint64_t deadline_ms)
 {
 	int st;
 
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
+	for (;;) {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+
+		if (r == pid)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		if (r < 0 && errno != EINTR)
 			return -1;
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		if (tlm_cli_now_ms() > deadline_ms)
+			kill(pid, SIGKILL);
+		usleep(20000);
+	}
+}
+
+static void print_output(const char *who, FILE *f)
+{
+	char line[256];
+
+	rewind(f);
+	while (fgets(line, sizeof(line), f))
+		fprintf(stderr, "  %s: %s", who, line);
 }
 
 /* The "BW average[MB/sec]" column of ib_write_bw's result row (perftest's
@@ -150,9 +174,11 @@ int tlm_cli_ib_write_bw(const char *dev, const char *addr, unsigned qps, uint32_
 	char *cli[] = { "ib_write_bw", "-d", (char *)dev, "-q", q, "-s", s, "-n", n, "-F",
 			"-p", port, (char *)addr, NULL };
 	FILE *so = tmpfile(), *co = tmpfile();
+	/* Generous: TCG VMs run perftest slowly too. */
+	uint64_t deadline = tlm_cli_now_ms() + 600000;
 	double mibps = 0;
 	pid_t sp, cp;
-	int rc = -EIO, cst = -1;
+	int rc = -EIO, cst = -1, sst = -1;
 
 	if (!so || !co) {
 		rc = -errno;
@@ -178,19 +204,24 @@ int tlm_cli_ib_write_bw(const char *dev, const char *addr, unsigned qps, uint32_
 		cp = spawn(cli, fileno(co));
 		if (cp < 0)
 			break;
-		cst = wait_status(cp);
-		if (cst == 0 || waitpid(sp, NULL, WNOHANG) != 0)
+		cst = wait_status(cp, deadline);
+		if (cst == 0)
 			break;
+		if (waitpid(sp, &sst, WNOHANG) == sp) {   /* the server gave up */
+			sst = WIFEXITED(sst) ? WEXITSTATUS(sst) : 128 + WTERMSIG(sst);
+			break;
+		}
 	}
-	if (cst != 0)
-		kill(sp, SIGTERM);
-	if (wait_status(sp) != 0 || cst != 0) {
-		char line[256];
-
-		tlm_cli_err("ib_write_bw failed (exit %d); its output:", cst);
-		rewind(co);
-		while (fgets(line, sizeof(line), co))
-			fprintf(stderr, "  %s", line);
+	if (sst == -1) {
+		if (cst != 0)
+			kill(sp, SIGTERM);
+		sst = wait_status(sp, deadline);
+	}
+	if (sst != 0 || cst != 0) {
+		tlm_cli_err("ib_write_bw failed (client exit %d, server exit %d); their output:",
+			    cst, sst);
+		print_output("server", so);
+		print_output("client", co);
 		rc = cst == 127 ? -ENOENT : -EIO;
 		goto out;
 	}
@@ -210,10 +241,10 @@ out:
  * --in-vm: the same command inside the Soft-RoCE VM. The runner is found
  * through TLM_VM_RUNNER or in the source tree this binary was built from;
  * the VM sees the host's root read-only, so the binary runs there as is.
- * Returns only on failure.
+ * Returns only on failure, having said why.
  */
-int tlm_cli_reexec_in_vm(const char *cmd, int argc, char **argv, const char *flag,
-			 const char *vm_addr, bool add_addr)
+void tlm_cli_reexec_in_vm(const char *cmd, int argc, char **argv, const char *flag,
+			  const char *vm_addr, bool add_addr)
 {
 	const char *runner = getenv("TLM_VM_RUNNER");
 	char self[PATH_MAX], def[PATH_MAX];
@@ -221,8 +252,10 @@ int tlm_cli_reexec_in_vm(const char *cmd, int argc, char **argv, const char *fla
 	int k = 0;
 	ssize_t n;
 
-	if (!nv)
-		return -ENOMEM;
+	if (!nv) {
+		tlm_cli_err("%s: out of memory", flag);
+		return;
+	}
 	if (!runner) {
 		snprintf(def, sizeof(def), "%s/tests/vm/run-in-vm.sh", TLM_SOURCE_DIR);
 		runner = def;
@@ -231,12 +264,14 @@ int tlm_cli_reexec_in_vm(const char *cmd, int argc, char **argv, const char *fla
 		tlm_cli_err("%s needs the VM runner %s (tests/vm/run-in-vm.sh of the source tree; "
 			    "or set TLM_VM_RUNNER)", flag, runner);
 		free(nv);
-		return -ENOENT;
+		return;
 	}
 	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 	if (n <= 0) {
+		tlm_cli_err("%s: cannot find this program (/proc/self/exe): %s", flag,
+			    strerror(errno));
 		free(nv);
-		return -errno;
+		return;
 	}
 	self[n] = 0;
 	nv[k++] = (char *)runner;
@@ -257,5 +292,4 @@ int tlm_cli_reexec_in_vm(const char *cmd, int argc, char **argv, const char *fla
 	execv(runner, nv);
 	tlm_cli_err("cannot run %s: %s", runner, strerror(errno));
 	free(nv);
-	return -errno;
 }

@@ -576,8 +576,12 @@ static int receiver(struct tlm_listener *li, const struct opts *o, bool print)
 		uint64_t v0 = now_ns(), wbad;
 
 		/* All placed, or the lanes disagree about zero copy. */
-		wbad = placed == pages && w.base ? window_check(&w, &pat, pages, n) : pages;
-		w.verified = w.pages < pages ? w.pages : pages;
+		if (placed == pages && w.base) {
+			wbad = window_check(&w, &pat, pages, n);
+			w.verified = w.pages < pages ? w.pages : pages;
+		} else {
+			wbad = pages;
+		}
 		w.verify_ns = now_ns() - v0;
 		bad += wbad;
 		if (wbad)
@@ -947,7 +951,8 @@ static void usage(FILE *f)
 "  --verify full|crc  receiver compares every byte of every page (full,\n"
 "                     default), or its stamp and crc32c against the crc of\n"
 "                     the expected content (crc: costs the harness less)\n"
-"  --transport-args   transport options (tcp: sndbuf=SIZE,rcvbuf=SIZE,nodelay=0|1)\n"
+"  --transport-args   transport options (tcp: sndbuf=SIZE,rcvbuf=SIZE,nodelay=0|1,\n"
+"                     send_timeout=MS)\n"
 "  --rdma-dev NAME    rdma: the device the address must resolve to\n"
 "  --rdma-gid N       rdma: the GID index it must use (RoCE v2)\n"
 "  --timeout MS       per blocking step (default 10000)\n"
@@ -988,10 +993,16 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			usage(stdout);
 			return 1;
 		}
-		if (!strcmp(a, "--json") || !strcmp(a, "--copy") || !strcmp(a, "--in-vm")) {
-			o->json |= !strcmp(a, "--json");
-			o->copy |= !strcmp(a, "--copy");
-			o->in_vm |= !strcmp(a, "--in-vm");
+		if (!strcmp(a, "--json")) {
+			o->json = true;
+			continue;
+		}
+		if (!strcmp(a, "--copy")) {
+			o->copy = true;
+			continue;
+		}
+		if (!strcmp(a, "--in-vm")) {
+			o->in_vm = true;
 			continue;
 		}
 		if (!takes_value(a)) {
@@ -1065,8 +1076,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		tlm_cli_err("--listen and --connect exclude each other (one side each)");
 		return -1;
 	}
-	if (o->peer && (o->listen || strcmp(o->transport, "rdma"))) {
-		tlm_cli_err("--peer ib_write_bw needs --transport rdma, on the sending side");
+	if (o->peer && (o->listen || o->connect || strcmp(o->transport, "rdma"))) {
+		tlm_cli_err("--peer ib_write_bw needs --transport rdma and runs both of its ends "
+			    "here: no --listen/--connect");
 		return -1;
 	}
 	if (o->in_vm && (o->listen || o->connect)) {

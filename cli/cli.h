@@ -20,7 +20,6 @@ int tlm_cli_receive(int argc, char **argv);
 int tlm_cli_demo(int argc, char **argv);
 
 /* util.c APIs: */
-extern const char *tlm_cli_prog;   /* path of the running tlm binary */
 extern int tlm_cli_verbose;
 /* "64M", "1G", "4096", "1.5G" -> bytes. 0 or -EINVAL. */
 int tlm_cli_parse_size(const char *s, uint64_t *out);
@@ -51,7 +50,6 @@ int tlm_cli_get_psk(const char *path, bool loopback_only, struct tlm_psk *out);
  * listener so a transport with per-process state (DPDK's EAL, which does
  * not survive fork) starts clean on both sides. Returns the child's pid
  * with port filled in, or -1 after saying why. */
-struct tlm_listener;
 pid_t tlm_cli_fork_listener(const struct tlm_session_cfg *cfg, const char *addr,
 			    char *port, size_t plen,
 			    int (*fn)(struct tlm_listener *l, void *arg), void *arg);
@@ -61,8 +59,8 @@ int tlm_cli_ib_write_bw(const char *dev, const char *addr, unsigned qps, uint32_
 			uint64_t bytes, double *Bps);
 /* Runs `tlm CMD argv...` (without flag, plus --local-addr vm_addr if
  * add_addr) inside tests/vm/run-in-vm.sh; returns only on failure. */
-int tlm_cli_reexec_in_vm(const char *cmd, int argc, char **argv, const char *flag,
-			 const char *vm_addr, bool add_addr);
+void tlm_cli_reexec_in_vm(const char *cmd, int argc, char **argv, const char *flag,
+			  const char *vm_addr, bool add_addr);
 /* Minimal JSON writer for --json reports (one object per run). */
 struct tlm_json { FILE *f; int depth; bool first[16]; };
 void tlm_json_begin(struct tlm_json *j, FILE *f);
@@ -76,7 +74,6 @@ void tlm_json_i64(struct tlm_json *j, const char *key, int64_t v);
 void tlm_json_dbl(struct tlm_json *j, const char *key, double v);
 void tlm_json_bool(struct tlm_json *j, const char *key, bool v);
 void tlm_json_finish(struct tlm_json *j);  /* closes the top object, newline */
-
 
 /* migrate.c APIs, shared by receive.c and demo.c: the relay's live
  * progress line, its report (human or JSON) and Ctrl-C handling. */

@@ -45,7 +45,6 @@ int main(int argc, char **argv)
 {
 	int i = 1;
 
-	tlm_cli_prog = argv[0];
 	tlm_cli_install_log();
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		if (!strcmp(argv[i], "--version")) {

@@ -10,7 +10,6 @@
 
 #include "cli.h"
 
-const char *tlm_cli_prog = "tlm";
 int tlm_cli_verbose;
 
 int tlm_cli_parse_size(const char *s, uint64_t *out)
@@ -47,8 +46,10 @@ int tlm_cli_parse_size(const char *s, uint64_t *out)
 int tlm_cli_targs_build(const struct tlm_cli_targs *t, const char *transport, char *out,
 			size_t cap)
 {
+	const char *keys[] = { "", "dev=", "gid=" };
+	const char *vals[] = { t->args, t->rdma_dev, t->rdma_gid };
+	size_t len = 0;
 	char *end;
-	int n;
 
 	if ((t->rdma_dev || t->rdma_gid) && strcmp(transport, "rdma")) {
 		tlm_cli_err("--rdma-dev and --rdma-gid need --transport rdma");
@@ -58,14 +59,18 @@ int tlm_cli_targs_build(const struct tlm_cli_targs *t, const char *transport, ch
 		tlm_cli_err("--rdma-gid %s: want a GID index (0, 1, ...)", t->rdma_gid);
 		return -1;
 	}
-	n = snprintf(out, cap, "%s%s%s%s%s%s", t->args ? t->args : "",
-		     t->args && *t->args && t->rdma_dev ? "," : "", t->rdma_dev ? "dev=" : "",
-		     t->rdma_dev ? t->rdma_dev : "",
-		     t->rdma_gid && ((t->args && *t->args) || t->rdma_dev) ? ",gid=" :
-		     t->rdma_gid ? "gid=" : "", t->rdma_gid ? t->rdma_gid : "");
-	if (n < 0 || (size_t)n >= cap) {
-		tlm_cli_err("transport arguments too long");
-		return -1;
+	out[0] = 0;
+	for (int i = 0; i < 3; i++) {
+		int n;
+
+		if (!vals[i] || !*vals[i])
+			continue;
+		n = snprintf(out + len, cap - len, "%s%s%s", len ? "," : "", keys[i], vals[i]);
+		if (n < 0 || (size_t)n >= cap - len) {
+			tlm_cli_err("transport arguments too long");
+			return -1;
+		}
+		len += (size_t)n;
 	}
 	return 0;
 }
