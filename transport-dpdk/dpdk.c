@@ -141,6 +141,7 @@
 #include "tlm-internal.h"
 
 #define BURST        32
+#define WR_CHUNK     65536 /* bytes per commit in byte mode (d_write, inject_raw) */
 #define NB_DESC      1024
 #define POOL_MBUFS   8191             /* rx and control packets, per port */
 #define TXPOOL_BYTES (40u << 20)      /* data packets kept until acked, per port */
@@ -207,7 +208,6 @@ struct dlane {
 	struct tlm_lane base;   /* first: core casts */
 	struct dport *port;
 	struct dlane *next;
-	struct dlistener *owner; /* set while queued for accept */
 	struct dlane *qnext;
 
 	pthread_mutex_t mu;
@@ -259,7 +259,7 @@ struct dlane {
 	uint32_t olen;
 	struct rte_mbuf *stash[STASH];   /* from the pool, in bulk */
 	unsigned nstash;
-	struct rte_mbuf *pend[TLM_MAX_PAGE_SIZE / 256];
+	struct rte_mbuf *pend[TLM_MAX_PAGE_SIZE / 256]; /* > WR_CHUNK / smallest mss */
 	unsigned npend;
 	uint64_t wr_records;    /* records handed to send_pages */
 	/* (records so far, snd_end) after each send_pages, for wait_sent;
@@ -278,7 +278,7 @@ struct dlane {
 	struct { uint64_t a, b; } ooo[16];
 	unsigned nooo;
 	bool need_ack, need_synack;
-	uint64_t last_rx, last_tx, last_ping, last_syn;
+	uint64_t last_rx, last_ping, last_syn;
 	uint32_t data_left;     /* bytes left in the current DATA frame */
 	size_t rd_want;         /* bytes the waiting reader needs (0: none) */
 	bool eof;
@@ -319,8 +319,6 @@ struct dport {
 	uint16_t port_id;
 	bool made_vdev;
 	bool p2p;               /* no ARP, no IP filter, broadcast dst MAC */
-	bool memif_server;
-	uint16_t memif_udp;     /* default memif: the UDP port it was made for */
 	bool memif;             /* the sender picks the queue: lanes agree on q */
 	bool flow;              /* rte_flow steers lanes to their queues */
 	uint16_t nq;            /* queue pairs; 0 is shared */
@@ -775,27 +773,22 @@ static struct rte_mbuf *mk_pkt(struct dport *p, const struct rte_ether_addr *dma
 
 /* Queue a packet for the next tx_burst: the lane's own queue (its pump
  * holds qmu), the port's shared one (port->lock held), or local delivery. */
+static void q_add(struct rte_mbuf **v, unsigned *n, unsigned cap, struct rte_mbuf *m)
+{
+	if (*n < cap)
+		v[(*n)++] = m;
+	else
+		rte_pktmbuf_free(m);
+}
+
 static void out_pkt(struct dport *p, struct dlane *l, struct rte_mbuf *m)
 {
-	if (l && l->local) {
-		if (p->nloop < RTE_DIM(p->loopq))
-			p->loopq[p->nloop++] = m;
-		else
-			rte_pktmbuf_free(m);
-		return;
-	}
-	if (l && l->q) {
-		if (l->nqtx < RTE_DIM(l->qtx))
-			l->qtx[l->nqtx++] = m;
-		else
-			rte_pktmbuf_free(m);
-		return;
-	}
-	if (p->ntx == RTE_DIM(p->txq)) {
-		rte_pktmbuf_free(m);
-		return;
-	}
-	p->txq[p->ntx++] = m;
+	if (l && l->local)
+		q_add(p->loopq, &p->nloop, RTE_DIM(p->loopq), m);
+	else if (l && l->q)
+		q_add(l->qtx, &l->nqtx, RTE_DIM(l->qtx), m);
+	else
+		q_add(p->txq, &p->ntx, RTE_DIM(p->txq), m);
 }
 
 /* Hand queued packets to the PMD. What its ring cannot take now stays
@@ -825,6 +818,8 @@ static unsigned flush_tx(struct dport *p)
 /* Room for a whole data burst in the lane's tx queue? */
 static bool tx_room(const struct dport *p, const struct dlane *l)
 {
+	if (l->local)
+		return p->nloop + 2 <= RTE_DIM(p->loopq);
 	if (l->q)
 		return l->nqtx + 2 <= RTE_DIM(l->qtx);
 	return p->ntx + 2 <= RTE_DIM(p->txq);
@@ -848,7 +843,6 @@ static void send_ctl(struct dport *p, struct dlane *l, uint8_t type)
 		type == PT_SYN || type == PT_SYNACK ? l->qown : l->snd_nxt, l->rcv_nxt);
 	l->adv_edge = l->rcv_nxt + wnd;
 	l->need_ack = false;
-	l->last_tx = tlm__now_ns();
 	l->tx_pkts++;
 	out_data(p, l, m);
 }
@@ -1121,7 +1115,6 @@ static void rx_syn(struct dport *p, const struct pkt *k, bool local, uint16_t qi
 	snprintf(l->base.peer, sizeof(l->base.peer), "%s:%u", inet_ntoa(a), k->sport);
 	l->need_synack = true;
 	queue_take(p, l, p->memif ? (int)(k->seq < MAX_QUEUES ? k->seq : 0) : (int)qid);
-	l->owner = x;
 	l->next = p->lanes;
 	p->lanes = l;
 	if (x->qtail)
@@ -1171,6 +1164,14 @@ static void ooo_drain(struct dlane *l)
 }
 
 /* A packet for lane l; l->mu held. True if the lane keeps k->m. */
+
+/* Go back N: re-send from the oldest unacked byte. */
+static void go_back(struct dlane *l)
+{
+	l->recover = l->snd_nxt;
+	l->snd_nxt = l->snd_una;
+	l->sq_next = l->sq_head;
+}
 static bool rx_lane(struct dlane *l, const struct pkt *k, uint64_t now)
 {
 	bool kept = false;
@@ -1181,10 +1182,7 @@ static bool rx_lane(struct dlane *l, const struct pkt *k, uint64_t now)
 
 	if (l->state == LS_SYN_SENT) {
 		if (type == PT_RST) {
-			l->state = LS_DEAD;
-			l->err = -ECONNREFUSED;
-			snprintf(l->why, sizeof(l->why), "connection refused");
-			pthread_cond_broadcast(&l->cv);
+			lane_fail(l, TLM_LOG_DEBUG, -ECONNREFUSED, "connection refused");
 			goto out;
 		}
 		l->rid = k->src;
@@ -1249,9 +1247,7 @@ static bool rx_lane(struct dlane *l, const struct pkt *k, uint64_t now)
 		/* one rewind per loss: the copies a rewind re-sends come back
 		 * as duplicate ACKs too, and must not trigger another */
 		if (++l->dupacks == 3) {
-			l->recover = l->snd_nxt;
-			l->snd_nxt = l->snd_una;   /* go back N */
-			l->sq_next = l->sq_head;
+			go_back(l);
 		}
 	}
 	if (ack >= l->snd_una && ack + wnd > l->peer_edge)
@@ -1457,9 +1453,7 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 
 	/* retransmission timeout: go back to the oldest unacked byte */
 	if (l->rto_at && now >= l->rto_at && l->snd_una < l->snd_nxt) {
-		l->recover = l->snd_nxt;
-		l->snd_nxt = l->snd_una;
-		l->sq_next = l->sq_head;
+		go_back(l);
 		l->rto_ns = l->rto_ns * 2 > RTO_MAX_NS ? RTO_MAX_NS : l->rto_ns * 2;
 		l->rto_at = 0;
 		l->dupacks = 0;
@@ -1495,7 +1489,6 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 			l->snd_max = l->snd_nxt;
 		l->need_ack = false;
 		l->tx_pkts++;
-		l->last_tx = now;
 		if (!l->rto_at)
 			l->rto_at = now + l->rto_ns;
 		out_data(p, l, m);
@@ -1996,8 +1989,6 @@ static int d_listen(const char *addr, const char *port, const char *args,
 			tlm__err("dpdk: cannot listen on memif port %u: %d", udp, r);
 			goto unlock;
 		}
-		p->memif_server = true;
-		p->memif_udp = udp;
 		if (!p->ip)
 			p->ip = 0xc6120001;   /* 198.18.0.1, informational on p2p */
 	}
@@ -2051,7 +2042,6 @@ static int d_accept(struct tlm_xlistener *xl, int timeout_ms, struct tlm_lane **
 	if (!x->qhead)
 		x->qtail = NULL;
 	l->qnext = NULL;
-	l->owner = NULL;
 	pthread_mutex_unlock(&p->lock);
 	pthread_mutex_lock(&g_lock);
 	p->refs++;    /* the lane holds the port */
@@ -2450,6 +2440,8 @@ static int d_send_pages(struct tlm_lane *tl, const struct tlm_page_rec *recs, un
 	}
 	if (!r)
 		r = wr_push(l);
+	if (r)
+		goto out;   /* the lane is failing: wait_sent reports its error */
 	l->wr_records += n;
 	pthread_mutex_lock(&l->mu);
 	l->sent_at[l->nsent_at % RTE_DIM(l->sent_at)].records = l->wr_records;
@@ -2475,7 +2467,7 @@ static ssize_t d_write(struct tlm_lane *tl, const void *buf, size_t n)
 		r = -EPIPE;
 	while (!r && done < n) {
 		uint8_t h[TLM_FRAME_HDR];
-		size_t k = n - done > 65536 ? 65536 : n - done;
+		size_t k = n - done > WR_CHUNK ? WR_CHUNK : n - done;
 		tlm__frame_hdr_encode(h, (uint32_t)k, TLM_FT_DATA);
 		r = wr_bytes(l, h, sizeof(h), NULL);
 		if (!r)
@@ -2531,10 +2523,16 @@ static int d_inject_raw(struct tlm_lane *tl, const void *buf, size_t n)
 {
 	struct dlane *l = (struct dlane *)tl;
 
+	const uint8_t *b = buf;
+	int r = 0;
+
+	/* In pieces, as d_write does: pend[] holds WR_CHUNK's packets. */
 	pthread_mutex_lock(&l->wmu);
-	int r = wr_bytes(l, buf, n, NULL);
-	if (!r)
-		r = wr_push(l);
+	for (size_t done = 0; !r && done < n; done += WR_CHUNK) {
+		r = wr_bytes(l, b + done, n - done < WR_CHUNK ? n - done : WR_CHUNK, NULL);
+		if (!r)
+			r = wr_push(l);
+	}
 	pthread_mutex_unlock(&l->wmu);
 	return r;
 }
@@ -2885,10 +2883,14 @@ static int d_wait_sent(struct tlm_lane *tl, uint64_t records, int timeout_ms)
 			target = l->sent_at[i % keep].seq;
 			break;
 		}
-	if (records && !target)
-		target = l->snd_end;   /* not all handed over yet: what is */
-	while (l->snd_una < target && !r) {
+	if (records && !target) {
+		/* never all handed over: a send failed, or is still going */
 		if (l->state != LS_EST)
+			r = l->err ? l->err : -TLM_EPEERCLOSED;
+		target = l->snd_end;
+	}
+	while (l->snd_una < target && !r) {
+		if (l->state != LS_EST || l->peer_closed)
 			r = l->err ? l->err : -TLM_EPEERCLOSED;
 		else if (lane_wait(l, &spin_end, end) == ETIMEDOUT)
 			r = -ETIMEDOUT;
