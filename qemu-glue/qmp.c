@@ -532,6 +532,33 @@ int tlm_qmp_set_caps(struct tlm_qmp *q, const char *const *names, const bool *va
 	return tlm_qmp_exec(q, "migrate-set-capabilities", args, NULL, TLM_QMP_TIMEOUT_MS);
 }
 
+int tlm_qmp_get_caps(struct tlm_qmp *q, const char *const *names, bool *vals, unsigned n)
+{
+	struct json_object *r;
+	int err = tlm_qmp_exec(q, "query-migrate-capabilities", NULL, &r, TLM_QMP_TIMEOUT_MS);
+
+	if (err)
+		return err;
+	if (!json_object_is_type(r, json_type_array)) {
+		seterr(q, NULL, "query-migrate-capabilities did not return a list");
+		json_object_put(r);
+		return -EPROTO;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		vals[i] = false;
+		for (size_t k = 0; k < json_object_array_length(r); k++) {
+			struct json_object *c = json_object_array_get_idx(r, k), *v;
+			const char *name = get_str(c, "capability");
+
+			if (name && !strcmp(name, names[i]) &&
+			    json_object_object_get_ex(c, "state", &v))
+				vals[i] = json_object_get_boolean(v);
+		}
+	}
+	json_object_put(r);
+	return 0;
+}
+
 int tlm_qmp_set_params(struct tlm_qmp *q, struct json_object *params)
 {
 	return tlm_qmp_exec(q, "migrate-set-parameters", params, NULL, TLM_QMP_TIMEOUT_MS);

@@ -90,6 +90,10 @@ int tlm_qmp_query_status(struct tlm_qmp *q, char *status, size_t len, int *runni
 int tlm_qmp_set_caps(struct tlm_qmp *q, const char *const *names, const bool *vals,
 		     unsigned n);
 
+/* query-migrate-capabilities: the state of each of the n names (false for
+ * a name this QEMU does not list). */
+int tlm_qmp_get_caps(struct tlm_qmp *q, const char *const *names, bool *vals, unsigned n);
+
 /* migrate-set-parameters; params (a JSON object such as
  * {"multifd-channels": 4, "max-bandwidth": 10737418240}) is taken. */
 int tlm_qmp_set_params(struct tlm_qmp *q, struct json_object *params);

@@ -780,14 +780,20 @@ static struct tlm_session_cfg session_cfg(const char *transport, const char *tar
 	return c;
 }
 
+/* The capabilities the relay sets; the source gets them back as they were
+ * once its migration has ended, so a later migration without tlm does not
+ * stop in pre-switchover waiting for a migrate-continue nobody sends. */
+static const char *const relay_caps[] = { "multifd", "events", "pause-before-switchover",
+					  "auto-converge" };
+#define N_SRC_CAPS 4
+#define N_DST_CAPS 2
+
 static int set_multifd(struct tlm_qmp *q, bool source, int policy, unsigned n,
 		       uint64_t bw)
 {
-	const char *names[] = { "multifd", "events", "pause-before-switchover",
-				"auto-converge" };
 	bool vals[] = { true, true, true, policy == TLM_RELAY_POLICY_AUTOCONVERGE };
 	struct json_object *p = json_object_new_object();
-	int rc = tlm_qmp_set_caps(q, names, vals, source ? 4 : 2);
+	int rc = tlm_qmp_set_caps(q, relay_caps, vals, source ? N_SRC_CAPS : N_DST_CAPS);
 
 	if (rc) {
 		json_object_put(p);
@@ -861,6 +867,7 @@ int tlm_relay_migrate(const struct tlm_relay_src_opts *o, struct tlm_relay_resul
 	struct ctrl ctrl = { 0 };
 	struct relay r;
 	bool relay_on = false, migrating = false, continued = false, was_running;
+	bool caps[N_SRC_CAPS], caps_saved = false;
 	char line[CTRL_LINE], status[32], uri[160];
 	int rc, timeout = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
 	int pms = o->progress_ms > 0 ? o->progress_ms : 500;
@@ -911,6 +918,7 @@ int tlm_relay_migrate(const struct tlm_relay_src_opts *o, struct tlm_relay_resul
 	}
 
 	bw = o->max_bandwidth ? o->max_bandwidth : 64ull << 30;
+	caps_saved = !tlm_qmp_get_caps(q, relay_caps, caps, N_SRC_CAPS);
 	rc = set_multifd(q, true, o->policy, o->multifd, bw);
 	if (rc) {
 		res_err(res, "source QEMU refused the migration settings: %s",
@@ -1081,6 +1089,9 @@ out_relay:
 	if (relay_on)
 		relay_stop(&r, false);
 out_ctrl:
+	if (caps_saved && tlm_qmp_set_caps(q, relay_caps, caps, N_SRC_CAPS))
+		tlm__warn("source QEMU: could not restore its migration capabilities: %s",
+			  tlm_qmp_last_error(q));
 	ctrl_stop(&ctrl);
 out_session:
 	if (!res->n_lanes)

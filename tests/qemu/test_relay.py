@@ -488,6 +488,10 @@ def main():
         check(st == 'running', 'source VM still running (%s)' % st)
         mst = src.q.cmd('query-migrate').get('status', 'none')
         check(mst in ('none', 'cancelled', 'failed'), 'source migration state %s' % mst)
+        caps = {c['capability']: c['state'] for c in src.q.cmd('query-migrate-capabilities')}
+        check(not caps.get('pause-before-switchover') and not caps.get('multifd'),
+              'source migration capabilities back as they were (pause-before-switchover %s, '
+              'multifd %s)' % (caps.get('pause-before-switchover'), caps.get('multifd')))
         wait_verified(src, 'source after the failure', idle=idle)
     finally:
         for p in procs:
