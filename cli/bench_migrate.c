@@ -434,6 +434,8 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 		{ "transport-args", required_argument, NULL, 'A' },
 		{ "rdma-dev", required_argument, NULL, 'D' },
 		{ "rdma-gid", required_argument, NULL, 'G' },
+		{ "dpdk-args", required_argument, NULL, 'E' },
+		{ "fault", required_argument, NULL, 'F' },
 		{ "policy", required_argument, NULL, 'p' },
 		{ "workload", required_argument, NULL, 'w' },
 		{ "mem", required_argument, NULL, 'm' },
@@ -471,6 +473,8 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 		case 'A': ta.args = optarg; break;
 		case 'D': ta.rdma_dev = optarg; break;
 		case 'G': ta.rdma_gid = optarg; break;
+		case 'E': ta.dpdk_args = optarg; break;
+		case 'F': ta.fault = optarg; break;
 		case 'p':
 			pol = tlm_policy_parse(optarg);
 			if (pol < 0) {

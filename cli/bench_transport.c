@@ -46,6 +46,22 @@
  * is reported (verify_seconds) and not counted in the goodput time.
  * Registration time is reported per GiB (register_s_per_GiB: the
  * receiver's window, the bigger and the one a migration pays for).
+ * dpdk takes the sender's registration (live_send: no staging copy) but
+ * refuses the receiver's window: nothing is placed, each page is copied
+ * out of the lane's ring and checked as it comes, and the run counts as
+ * verified with 0 placed.
+ *
+ * dpdk on loopback (the embedded memif pair), in this order:
+ *   raw      the raw PMD blast (transport-dpdk/raw.c through bench_raw.c)
+ *            at the lanes' mtu= for --raw-seconds, in two fresh processes
+ *            forked while this one has no EAL yet; raw_Bps, ratio
+ *   tcp      --compare tcp: the same bench over tcp lanes on 127.0.0.1
+ *   lanes    the run itself; --fault goes to the sender only
+ * For dpdk, cycles per page = process CPU (sender: this process, all
+ * threads, the poll thread too; receiver: the child's) x TSC rate / pages,
+ * pages per second per core = pages / CPU seconds; line_rate_10GbE_one_core
+ * says whether both sides reach 1.19 GB/s of page data (290 k pages/s of
+ * 4 KiB) on one core each.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -60,6 +76,11 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "transport-dpdk/raw.h"
+
+/* bench_raw.c: only in a build with dpdk; only called for --transport dpdk. */
+#pragma weak tlm_cli_raw_blast
+#pragma weak tlm_cli_tsc_hz
 
 #define STAMP_LEN   16
 #define STAMP_MAGIC 0x544c4d42u          /* "TLMB" */
@@ -87,8 +108,12 @@ struct opts {
 	const char *local_addr;    /* --local-addr (loopback mode) */
 	bool in_vm;
 	const char *peer;          /* --peer ib_write_bw */
-	struct tlm_cli_targs ta;   /* --transport-args, --rdma-dev, --rdma-gid */
+	bool no_raw;               /* dpdk: no raw PMD blast */
+	double raw_seconds;        /* dpdk: how long the raw blast lasts */
+	bool compare_tcp;          /* --compare tcp */
+	struct tlm_cli_targs ta;   /* --transport-args, --rdma-dev, ..., --fault */
 	char targs[512];
+	char rx_targs[512];        /* loopback receiver's: no --fault */
 };
 
 /* Templates and crc tables shared by both roles for one (lanes, page size). */
@@ -695,13 +720,66 @@ static int parse_report(char *text, unsigned lanes, struct report *r)
 	return seen == lanes ? 0 : -EPROTO;
 }
 
-/* What the run measured besides the pages themselves. */
-struct extra {
-	bool zero_copy;
+/* One run, as the sender saw it. */
+struct outcome {
+	struct report rep;         /* the receiver's */
+	uint64_t bytes;            /* page data sent */
+	uint64_t cpu;              /* sender CPU, ns */
+	double secs;
+	bool verified;
+	bool live_send;            /* sent from registered memory (TLM_PF_LIVE) */
 	double verify_s;           /* receiver's in-place check, not in secs */
 	double peer_Bps;           /* --peer, < 0 = none */
-	const char *peer_dev;
+	char peer_dev[64];
 };
+
+/* What goes around the run: dpdk's raw blast, the tcp comparison. */
+struct extra {
+	double tsc_hz;             /* > 0: cycle figures */
+	const char *raw_skipped;   /* why there is no raw blast, or NULL */
+	bool raw_ran;
+	struct tlm__raw_result raw;
+	const struct outcome *tcp; /* --compare tcp */
+};
+
+/* CPU per page on each side: process CPU (all threads, a transport's poll
+ * threads too) x TSC rate / pages, and the pages per second one core at
+ * that cost sustains. */
+struct cost {
+	double cycles_tx, cycles_rx;
+	double pps_tx, pps_rx;
+};
+
+static struct cost cost_of(const struct outcome *r, double hz)
+{
+	double pages = (double)r->rep.pages, tx = (double)r->cpu / 1e9,
+	       rx = (double)r->rep.cpu / 1e9;
+
+	if (!pages)
+		return (struct cost){ 0 };
+	return (struct cost){ tx * hz / pages, rx * hz / pages, tx > 0 ? pages / tx : 0,
+			      rx > 0 ? pages / rx : 0 };
+}
+
+static double goodput(const struct outcome *r)
+{
+	return r->secs > 0 ? (double)r->bytes / r->secs : 0;
+}
+
+/* Pages of this size per second that fill 10GbE (~1.19 GB/s of page data
+ * after Ethernet, IP, UDP and lane headers: 290 k pages/s of 4 KiB). */
+static double line_rate_pps(uint32_t page_size)
+{
+	return 1.19e9 / page_size;
+}
+
+/* Placed: the receiver offered its window and the transport wrote the
+ * pages into it (rdma); not when only the sender registered (dpdk sends
+ * from registered memory but the receiver copies out of its ring). */
+static bool placed_mode(const struct outcome *r)
+{
+	return r->live_send && r->rep.reg_bytes;
+}
 
 static double reg_s_per_gib(const struct report *rep)
 {
@@ -709,124 +787,206 @@ static double reg_s_per_gib(const struct report *rep)
 				((double)rep->reg_bytes / (1024.0 * 1024.0 * 1024.0)) : 0;
 }
 
-static void print_result(const struct opts *o, const struct lane_job *jobs,
-			 const struct report *rep, double secs, uint64_t cpu, bool verified,
-			 const struct extra *x)
+static void json_cost(struct tlm_json *j, const char *prefix, const struct cost *c,
+		      double hz)
 {
-	uint64_t bytes = 0;
-	double gp;
+	char k[64];
 
-	for (unsigned i = 0; i < o->lanes; i++)
-		bytes += jobs[i].res.bytes;
-	gp = secs > 0 ? (double)bytes / secs : 0;
+	if (hz > 0) {
+		snprintf(k, sizeof(k), "%scycles_per_page_tx", prefix);
+		tlm_json_dbl(j, k, c->cycles_tx);
+		snprintf(k, sizeof(k), "%scycles_per_page_rx", prefix);
+		tlm_json_dbl(j, k, c->cycles_rx);
+	}
+	snprintf(k, sizeof(k), "%spages_per_s_per_core_tx", prefix);
+	tlm_json_u64(j, k, (uint64_t)c->pps_tx);
+	snprintf(k, sizeof(k), "%spages_per_s_per_core_rx", prefix);
+	tlm_json_u64(j, k, (uint64_t)c->pps_rx);
+}
+
+static void print_json(const struct opts *o, const struct outcome *r, const struct extra *x)
+{
+	const struct report *rep = &r->rep;
+	struct cost c = cost_of(r, x->tsc_hz);
+	double gp = goodput(r);
+	struct tlm_json j;
+
+	tlm_json_begin(&j, stdout);
+	tlm_json_str(&j, "transport", o->transport);
+	tlm_json_u64(&j, "lanes", o->lanes);
+	tlm_json_u64(&j, "page_size", o->page_size);
+	tlm_json_u64(&j, "bytes", r->bytes);
+	tlm_json_u64(&j, "pages", rep->pages);
+	tlm_json_dbl(&j, "seconds", r->secs);
+	tlm_json_u64(&j, "goodput_Bps", (uint64_t)gp);
+	tlm_json_bool(&j, "verified", r->verified);
+	tlm_json_str(&j, "verify", rep->placed ? "full, in place after the run"
+					       : rep->full ? "full" : "crc");
+	tlm_json_u64(&j, "bad_pages", rep->bad);
+	tlm_json_bool(&j, "zero_copy", placed_mode(r));
+	tlm_json_bool(&j, "live_send", r->live_send);
+	tlm_json_u64(&j, "pages_placed", rep->placed);
+	tlm_json_u64(&j, "pages_verified_in_place", rep->vpages);
+	tlm_json_dbl(&j, "verify_seconds", r->verify_s);
+	tlm_json_dbl(&j, "register_s_per_GiB", reg_s_per_gib(rep));
+	tlm_json_u64(&j, "registered_bytes", rep->reg_bytes);
+	if (r->peer_Bps >= 0) {
+		tlm_json_str(&j, "peer", o->peer);
+		tlm_json_str(&j, "peer_device", r->peer_dev);
+		tlm_json_u64(&j, "peer_Bps", (uint64_t)r->peer_Bps);
+		tlm_json_dbl(&j, "ratio", r->peer_Bps > 0 ? gp / r->peer_Bps : 0);
+	}
+	if (x->raw_ran) {
+		tlm_json_str(&j, "raw_pmd", "net_memif");
+		tlm_json_u64(&j, "raw_frame_bytes", x->raw.frame_bytes);
+		tlm_json_u64(&j, "raw_payload_per_frame", x->raw.payload);
+		tlm_json_dbl(&j, "raw_seconds", x->raw.seconds);
+		tlm_json_u64(&j, "raw_frames_per_s", (uint64_t)((double)x->raw.frames_rx /
+								 x->raw.seconds));
+		tlm_json_u64(&j, "raw_Bps", (uint64_t)x->raw.Bps);
+		tlm_json_dbl(&j, "ratio", x->raw.Bps > 0 ? gp / x->raw.Bps : 0);
+	} else if (x->raw_skipped) {
+		tlm_json_str(&j, "raw_skipped", x->raw_skipped);
+	}
+	if (x->tsc_hz > 0) {
+		tlm_json_u64(&j, "tsc_hz", (uint64_t)x->tsc_hz);
+		json_cost(&j, "", &c, x->tsc_hz);
+		tlm_json_u64(&j, "line_rate_10GbE_pages_per_s",
+			     (uint64_t)line_rate_pps(o->page_size));
+		tlm_json_bool(&j, "line_rate_10GbE_one_core",
+			      (c.pps_tx < c.pps_rx ? c.pps_tx : c.pps_rx) >=
+			      line_rate_pps(o->page_size));
+	}
+	if (x->tcp) {
+		struct cost tc = cost_of(x->tcp, x->tsc_hz);
+
+		tlm_json_u64(&j, "tcp_goodput_Bps", (uint64_t)goodput(x->tcp));
+		tlm_json_bool(&j, "tcp_verified", x->tcp->verified);
+		tlm_json_obj(&j, "tcp_cpu_seconds");
+		tlm_json_dbl(&j, "sender", (double)x->tcp->cpu / 1e9);
+		tlm_json_dbl(&j, "receiver", (double)x->tcp->rep.cpu / 1e9);
+		tlm_json_end_obj(&j);
+		json_cost(&j, "tcp_", &tc, x->tsc_hz);
+	}
+	tlm_json_obj(&j, "peak_rss_bytes");
+	tlm_json_u64(&j, "sender", tlm_cli_peak_rss());
+	tlm_json_u64(&j, "receiver", rep->rss);
+	tlm_json_end_obj(&j);
+	tlm_json_obj(&j, "cpu_seconds");
+	tlm_json_dbl(&j, "sender", (double)r->cpu / 1e9);
+	tlm_json_dbl(&j, "receiver", (double)rep->cpu / 1e9);
+	tlm_json_end_obj(&j);
+	tlm_json_arr(&j, "per_lane");
+	for (unsigned i = 0; i < o->lanes; i++) {
+		const struct lane_result *l = &rep->lane[i];
+		double ls = (double)l->ns / 1e9;
+
+		tlm_json_obj(&j, NULL);
+		tlm_json_u64(&j, "lane", i + 1);
+		tlm_json_u64(&j, "bytes", l->bytes);
+		tlm_json_u64(&j, "pages", l->pages);
+		tlm_json_dbl(&j, "seconds", ls);
+		tlm_json_u64(&j, "goodput_Bps", ls > 0 ? (uint64_t)((double)l->bytes / ls) : 0);
+		tlm_json_end_obj(&j);
+	}
+	tlm_json_end_arr(&j);
+	tlm_json_finish(&j);
+}
+
+static void print_result(const struct opts *o, const struct outcome *r, const struct extra *x)
+{
+	const struct report *rep = &r->rep;
+	double gp = goodput(r), secs = r->secs;
+
 	if (o->json) {
-		struct tlm_json j;
-
-		tlm_json_begin(&j, stdout);
-		tlm_json_str(&j, "transport", o->transport);
-		tlm_json_u64(&j, "lanes", o->lanes);
-		tlm_json_u64(&j, "page_size", o->page_size);
-		tlm_json_u64(&j, "bytes", bytes);
-		tlm_json_u64(&j, "pages", rep->pages);
-		tlm_json_dbl(&j, "seconds", secs);
-		tlm_json_u64(&j, "goodput_Bps", (uint64_t)gp);
-		tlm_json_bool(&j, "verified", verified);
-		tlm_json_str(&j, "verify", rep->placed ? "full, in place after the run"
-						       : rep->full ? "full" : "crc");
-		tlm_json_u64(&j, "bad_pages", rep->bad);
-		tlm_json_bool(&j, "zero_copy", x->zero_copy);
-		tlm_json_u64(&j, "pages_placed", rep->placed);
-		tlm_json_u64(&j, "pages_verified_in_place", rep->vpages);
-		tlm_json_dbl(&j, "verify_seconds", x->verify_s);
-		tlm_json_dbl(&j, "register_s_per_GiB", reg_s_per_gib(rep));
-		tlm_json_u64(&j, "registered_bytes", rep->reg_bytes);
-		if (x->peer_Bps >= 0) {
-			tlm_json_str(&j, "peer", o->peer);
-			tlm_json_str(&j, "peer_device", x->peer_dev);
-			tlm_json_u64(&j, "peer_Bps", (uint64_t)x->peer_Bps);
-			tlm_json_dbl(&j, "ratio", x->peer_Bps > 0 ? gp / x->peer_Bps : 0);
-		}
-		tlm_json_obj(&j, "peak_rss_bytes");
-		tlm_json_u64(&j, "sender", tlm_cli_peak_rss());
-		tlm_json_u64(&j, "receiver", rep->rss);
-		tlm_json_end_obj(&j);
-		tlm_json_obj(&j, "cpu_seconds");
-		tlm_json_dbl(&j, "sender", (double)cpu / 1e9);
-		tlm_json_dbl(&j, "receiver", (double)rep->cpu / 1e9);
-		tlm_json_end_obj(&j);
-		tlm_json_arr(&j, "per_lane");
-		for (unsigned i = 0; i < o->lanes; i++) {
-			const struct lane_result *r = &rep->lane[i];
-			double ls = (double)r->ns / 1e9;
-
-			tlm_json_obj(&j, NULL);
-			tlm_json_u64(&j, "lane", i + 1);
-			tlm_json_u64(&j, "bytes", r->bytes);
-			tlm_json_u64(&j, "pages", r->pages);
-			tlm_json_dbl(&j, "seconds", ls);
-			tlm_json_u64(&j, "goodput_Bps", ls > 0 ? (uint64_t)((double)r->bytes / ls) : 0);
-			tlm_json_end_obj(&j);
-		}
-		tlm_json_end_arr(&j);
-		tlm_json_finish(&j);
+		print_json(o, r, x);
 		return;
 	}
 	printf("tlm bench transport: %s, %u data lane%s, %u-byte pages\n", o->transport,
 	       o->lanes, o->lanes == 1 ? "" : "s", o->page_size);
 	for (unsigned i = 0; i < o->lanes; i++) {
-		const struct lane_result *r = &rep->lane[i];
-		double ls = (double)r->ns / 1e9;
+		const struct lane_result *l = &rep->lane[i];
+		double ls = (double)l->ns / 1e9;
 
 		printf("  lane %2u: %10.1f MiB in %7.3f s  %9.1f MB/s\n", i + 1,
-		       (double)r->bytes / 1048576.0, ls,
-		       ls > 0 ? (double)r->bytes / ls / 1e6 : 0.0);
+		       (double)l->bytes / 1048576.0, ls,
+		       ls > 0 ? (double)l->bytes / ls / 1e6 : 0.0);
 	}
 	printf("  total:   %10.1f MiB in %7.3f s  %9.1f MB/s (%.2f Gbit/s)\n",
-	       (double)bytes / 1048576.0, secs, secs > 0 ? (double)bytes / secs / 1e6 : 0.0,
-	       secs > 0 ? (double)bytes * 8 / secs / 1e9 : 0.0);
+	       (double)r->bytes / 1048576.0, secs, gp / 1e6, gp * 8 / 1e9);
 	printf("  %s: %" PRIu64 " pages checked by the receiver, %" PRIu64 " bad\n",
-	       verified ? "verified" : "NOT VERIFIED", rep->pages, rep->bad);
-	if (x->zero_copy)
+	       r->verified ? "verified" : "NOT VERIFIED", rep->pages, rep->bad);
+	if (placed_mode(r))
 		printf("  zero copy: %" PRIu64 " pages placed by the transport, %" PRIu64
 		       " checked in place afterwards (%.2f s, not timed); registration"
-		       " %.3f s per GiB\n", rep->placed, rep->vpages, x->verify_s,
+		       " %.3f s per GiB\n", rep->placed, rep->vpages, r->verify_s,
 		       reg_s_per_gib(rep));
-	if (x->peer_Bps >= 0)
-		printf("  %s on %s: %.1f MB/s; tlm / %s = %.2f\n", o->peer, x->peer_dev,
-		       x->peer_Bps / 1e6, o->peer, x->peer_Bps > 0 ? gp / x->peer_Bps : 0.0);
+	else if (r->live_send)
+		printf("  sent from registered memory (TLM_PF_LIVE, no staging copy); no window"
+		       " registered at the receiver (dpdk takes none), so %" PRIu64 " pages"
+		       " placed: each was copied out of the transport's ring and checked as it"
+		       " came\n", rep->placed);
+	if (r->peer_Bps >= 0)
+		printf("  %s on %s: %.1f MB/s; tlm / %s = %.2f\n", o->peer, r->peer_dev,
+		       r->peer_Bps / 1e6, o->peer, r->peer_Bps > 0 ? gp / r->peer_Bps : 0.0);
+	if (x->raw_ran)
+		printf("  raw PMD blast (net_memif, %u-byte frames, no protocol, %.1f s):"
+		       " %.1f MB/s; lanes / raw = %.2f\n", x->raw.frame_bytes, x->raw.seconds,
+		       x->raw.Bps / 1e6, x->raw.Bps > 0 ? gp / x->raw.Bps : 0.0);
+	else if (x->raw_skipped)
+		printf("  raw PMD blast: skipped (%s)\n", x->raw_skipped);
+	if (x->tsc_hz > 0) {
+		struct cost c = cost_of(r, x->tsc_hz);
+		double line = line_rate_pps(o->page_size);
+
+		printf("  per page: sender %.0f cycles (%.0f k pages/s on one core), receiver"
+		       " %.0f cycles (%.0f k/s); 10GbE line rate (%.0f k pages/s) on one core:"
+		       " %s\n", c.cycles_tx, c.pps_tx / 1e3, c.cycles_rx, c.pps_rx / 1e3,
+		       line / 1e3, (c.pps_tx < c.pps_rx ? c.pps_tx : c.pps_rx) >= line ? "yes"
+											  : "no");
+	}
+	if (x->tcp) {
+		struct cost c = cost_of(x->tcp, x->tsc_hz);
+
+		printf("  tcp lanes on loopback, same run: %.1f MB/s, %s; per page: sender"
+		       " %.0f k pages/s on one core, receiver %.0f k/s", goodput(x->tcp) / 1e6,
+		       x->tcp->verified ? "verified" : "NOT VERIFIED", c.pps_tx / 1e3,
+		       c.pps_rx / 1e3);
+		if (x->tsc_hz > 0)
+			printf(" (%.0f and %.0f cycles)", c.cycles_tx, c.cycles_rx);
+		printf("\n");
+	}
 	printf("  peak RSS: sender %.1f MiB, receiver %.1f MiB\n",
 	       (double)tlm_cli_peak_rss() / 1048576.0, (double)rep->rss / 1048576.0);
-	printf("  CPU: sender %.3f s, receiver %.3f s\n", (double)cpu / 1e9,
+	printf("  CPU: sender %.3f s, receiver %.3f s\n", (double)r->cpu / 1e9,
 	       (double)rep->cpu / 1e9);
 }
 
-/* Sender: connect, send, collect the report. Returns the exit status. */
+/* Sender: connect, send, collect the report into r. Returns 0 when the
+ * run completed (r->verified says how it went), -1 after saying why not. */
 static int sender(const struct opts *o, struct tlm_session_cfg *cfg, const char *host,
-		  const char *port)
+		  const char *port, struct outcome *r)
 {
 	struct tlm_session *s = NULL;
 	struct lane_job *jobs = NULL;
 	struct pattern pat = { 0 };
-	struct report *rep = NULL;
-	struct extra x = { .peer_Bps = -1, .peer_dev = "" };
-	char *text = NULL, dev[64] = "";
+	char *text = NULL;
 	uint8_t *zc = NULL;
 	size_t zc_len = 0;
 	uint64_t total = pages_total(o), t0, cpu0;
-	double secs;
-	bool verified;
-	int rc, status = 1;
+	int rc, status = -1;
 	ssize_t got;
 
+	memset(r, 0, sizeof(*r));
+	r->peer_Bps = -1;
 	rc = pattern_init(&pat, o->lanes, o->page_size);
 	if (rc) {
 		tlm_cli_err("cannot set up the page pattern: %s", tlm_strerror(rc));
 		goto out;
 	}
 	jobs = calloc(o->lanes, sizeof(*jobs));
-	rep = malloc(sizeof(*rep));
 	text = malloc(REPORT_MAX);
-	if (!jobs || !rep || !text) {
+	if (!jobs || !text) {
 		tlm_cli_err("out of memory");
 		goto out;
 	}
@@ -852,7 +1012,7 @@ static int sender(const struct opts *o, struct tlm_session_cfg *cfg, const char 
 				munmap(zc, zc_len);
 			zc = NULL;
 		}
-		x.zero_copy = zc != NULL;
+		r->live_send = zc != NULL;
 	}
 	for (unsigned i = 0; i < o->lanes; i++)
 		jobs[i] = (struct lane_job){ .lane = tlm_session_lane(s, i + 1), .pat = &pat,
@@ -876,43 +1036,44 @@ static int sender(const struct opts *o, struct tlm_session_cfg *cfg, const char 
 	/* The receiver answers once it has checked every page. */
 	got = read_report(tlm_session_lane(s, 0), text, REPORT_MAX,
 			  o->timeout_ms > 60000 ? o->timeout_ms : 60000);
-	secs = (double)(now_ns() - t0) / 1e9;
+	r->secs = (double)(now_ns() - t0) / 1e9;
 	if (got < 0) {
 		tlm_cli_err("no report from the receiver: %s", tlm_strerror((int)got));
 		goto out;
 	}
 	tlm_lane_shutdown(tlm_session_lane(s, 0));
-	if (parse_report(text, o->lanes, rep) < 0) {
+	if (parse_report(text, o->lanes, &r->rep) < 0) {
 		tlm_cli_err("malformed report from the receiver");
 		goto out;
 	}
-	verified = rep->ok && rep->bad == 0 && rep->pages == total &&
-		   rep->placed == (x.zero_copy ? total : 0);
-	for (unsigned i = 0; i < o->lanes; i++)
-		if (rep->lane[i].pages != jobs[i].res.pages || rep->lane[i].err)
-			verified = false;
-	x.verify_s = (double)rep->vns / 1e9;
-	if (secs > x.verify_s)
-		secs -= x.verify_s;
-	cpu0 = cpu_ns() - cpu0;
+	/* Every page placed where the receiver offered a window, none where it
+	 * did not (dpdk takes the sender's registration, not the receiver's). */
+	r->verified = r->rep.ok && r->rep.bad == 0 && r->rep.pages == total &&
+		      r->rep.placed == (placed_mode(r) ? total : 0);
+	for (unsigned i = 0; i < o->lanes; i++) {
+		r->bytes += jobs[i].res.bytes;
+		if (r->rep.lane[i].pages != jobs[i].res.pages || r->rep.lane[i].err)
+			r->verified = false;
+	}
+	r->verify_s = (double)r->rep.vns / 1e9;
+	if (r->secs > r->verify_s)
+		r->secs -= r->verify_s;
+	r->cpu = cpu_ns() - cpu0;
 	if (o->peer) {
 		/* Our lanes are closed first: the peer gets the device alone. */
 		tlm_session_close(s);
 		s = NULL;
-		if (tlm_cli_rdma_dev_for(host, o->transport_args, dev, sizeof(dev))) {
+		if (tlm_cli_rdma_dev_for(host, o->transport_args, r->peer_dev,
+					 sizeof(r->peer_dev))) {
 			tlm_cli_err("--peer: no RDMA device holds %s (give transport args dev=NAME)",
 				    host);
 			goto out;
 		}
-		if (tlm_cli_ib_write_bw(dev, host, o->lanes, o->page_size, total * o->page_size,
-					&x.peer_Bps))
+		if (tlm_cli_ib_write_bw(r->peer_dev, host, o->lanes, o->page_size,
+					total * o->page_size, &r->peer_Bps))
 			goto out;
-		x.peer_dev = dev;
 	}
-	print_result(o, jobs, rep, secs, cpu0, verified, &x);
-	if (!verified)
-		tlm_cli_err("the receiver did not verify every page");
-	status = verified ? 0 : 1;
+	status = 0;
 out:
 	if (zc && s)
 		for (unsigned i = 1; i <= o->lanes; i++)
@@ -921,10 +1082,37 @@ out:
 	if (zc)
 		munmap(zc, zc_len);
 	free(text);
-	free(rep);
 	free(jobs);
 	pattern_free(&pat);
 	return status;
+}
+
+/* Both ends here: the receiver a child (tlm_cli_fork_listener), with its
+ * own transport args (--fault only on the sending side). Returns 0 when
+ * the run completed and the receiver exited cleanly. */
+static int loopback(const struct opts *o, struct tlm_session_cfg *cfg, const char *rx_targs,
+		    const char *host, struct outcome *r)
+{
+	struct tlm_session_cfg rcfg = *cfg;
+	char port[32];
+	pid_t child;
+	int rc, st;
+
+	rcfg.transport_args = rx_targs;
+	child = tlm_cli_fork_listener(&rcfg, host, port, sizeof(port), receiver_child,
+				      (void *)o);
+	if (child < 0)
+		return -1;
+	rc = sender(o, cfg, host, port, r);
+	if (rc != 0)
+		kill(child, SIGTERM);
+	while (waitpid(child, &st, 0) < 0 && errno == EINTR)
+		;
+	if (rc == 0 && r->verified && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+		tlm_cli_err("the receiver failed");
+		r->verified = false;
+	}
+	return rc;
 }
 
 static void usage(FILE *f)
@@ -936,6 +1124,8 @@ static void usage(FILE *f)
 "                           [--transport-args ARGS] [--timeout MS]\n"
 "                           [--verify full|crc] [--copy] [--local-addr ADDR]\n"
 "                           [--peer ib_write_bw] [--in-vm]\n"
+"                           [--dpdk-args \"ARGS\"] [--fault SPEC]\n"
+"                           [--compare tcp] [--no-raw] [--raw-seconds S]\n"
 "\n"
 "Moves SIZE bytes of page records over N data lanes and reports goodput\n"
 "(page data per second) per lane and in total; the receiver checks every\n"
@@ -955,6 +1145,9 @@ static void usage(FILE *f)
 "                     send_timeout=MS)\n"
 "  --rdma-dev NAME    rdma: the device the address must resolve to\n"
 "  --rdma-gid N       rdma: the GID index it must use (RoCE v2)\n"
+"  --dpdk-args \"ARGS\" dpdk: EAL arguments (default --no-huge --no-pci -m 512)\n"
+"  --fault SPEC       dpdk: drop=P,reorder=P,dup=P: lose, reorder, duplicate\n"
+"                     that share of the sender's packets (P in 0..1)\n"
 "  --timeout MS       per blocking step (default 10000)\n"
 "  --copy             copy pages even where the transport could place them\n"
 "                     zero-copy (rdma: RDMA WRITE, the default there)\n"
@@ -963,7 +1156,19 @@ static void usage(FILE *f)
 "  --peer ib_write_bw also run perftest's ib_write_bw on the same device, QPs\n"
 "                     and message size, and report peer_Bps and the ratio\n"
 "  --in-vm            run all of it inside the Soft-RoCE VM of\n"
-"                     tests/vm/run-in-vm.sh (no RDMA device needed here)\n",
+"                     tests/vm/run-in-vm.sh (no RDMA device needed here)\n"
+"  --compare tcp      also run the same bench over tcp lanes on 127.0.0.1\n"
+"                     first (loopback only) and report tcp_goodput_Bps and\n"
+"                     its per-page CPU figures\n"
+"\n"
+"dpdk on loopback with the embedded memif (no device in the transport args)\n"
+"first blasts raw frames between two fresh processes over the same PMD\n"
+"(net_memif) at the lanes' mtu= (default 1500), no protocol, and reports\n"
+"raw_Bps and ratio = goodput / raw_Bps. For dpdk, cycles per page on each\n"
+"side (process CPU x TSC rate / pages), pages per second one core sustains,\n"
+"and whether both reach 10GbE line rate (290 k pages/s of 4 KiB) on one core.\n"
+"  --no-raw           skip the raw blast\n"
+"  --raw-seconds S    how long it blasts, 0.1..60 (default 2)\n",
 		TLM_MAX_LANES - 1);
 }
 
@@ -972,7 +1177,8 @@ static bool takes_value(const char *a)
 	static const char *const with_value[] = {
 		"--transport", "--transport-args", "--lanes", "--bytes", "--page-size",
 		"--listen", "--connect", "--psk", "--timeout", "--verify", "--local-addr",
-		"--peer", "--rdma-dev", "--rdma-gid",
+		"--peer", "--rdma-dev", "--rdma-gid", "--dpdk-args", "--fault", "--compare",
+		"--raw-seconds",
 	};
 
 	for (size_t i = 0; i < sizeof(with_value) / sizeof(with_value[0]); i++)
@@ -984,7 +1190,9 @@ static bool takes_value(const char *a)
 static int parse_args(int argc, char **argv, struct opts *o)
 {
 	*o = (struct opts){ .transport = "tcp", .lanes = 4, .bytes = 1ull << 30,
-			    .page_size = 4096, .timeout_ms = 10000 };
+			    .page_size = 4096, .timeout_ms = 10000, .raw_seconds = 2 };
+	bool raw_seconds_set = false;
+
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		uint64_t n;
@@ -1005,6 +1213,10 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			o->in_vm = true;
 			continue;
 		}
+		if (!strcmp(a, "--no-raw")) {
+			o->no_raw = true;
+			continue;
+		}
 		if (!takes_value(a)) {
 			tlm_cli_err("unknown argument '%s' (see --help)", a);
 			return -1;
@@ -1022,6 +1234,25 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			o->ta.rdma_dev = v;
 		} else if (!strcmp(a, "--rdma-gid")) {
 			o->ta.rdma_gid = v;
+		} else if (!strcmp(a, "--dpdk-args")) {
+			o->ta.dpdk_args = v;
+		} else if (!strcmp(a, "--fault")) {
+			o->ta.fault = v;
+		} else if (!strcmp(a, "--compare")) {
+			if (strcmp(v, "tcp")) {
+				tlm_cli_err("--compare %s: only tcp is known", v);
+				return -1;
+			}
+			o->compare_tcp = true;
+		} else if (!strcmp(a, "--raw-seconds")) {
+			char *end;
+
+			o->raw_seconds = strtod(v, &end);
+			if (end == v || *end || !(o->raw_seconds >= 0.1 && o->raw_seconds <= 60)) {
+				tlm_cli_err("--raw-seconds %s: want 0.1..60", v);
+				return -1;
+			}
+			raw_seconds_set = true;
 		} else if (!strcmp(a, "--lanes")) {
 			if (tlm_cli_parse_size(v, &n) || n < 1 || n >= TLM_MAX_LANES) {
 				tlm_cli_err("--lanes %s: want 1..%d", v, TLM_MAX_LANES - 1);
@@ -1085,6 +1316,15 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		tlm_cli_err("--in-vm runs both ends in the VM: no --listen/--connect");
 		return -1;
 	}
+	if (o->compare_tcp && (o->listen || o->connect || !strcmp(o->transport, "tcp"))) {
+		tlm_cli_err("--compare tcp runs both ends here, next to another transport: "
+			    "no --listen/--connect, no --transport tcp");
+		return -1;
+	}
+	if ((o->no_raw || raw_seconds_set) && strcmp(o->transport, "dpdk")) {
+		tlm_cli_err("--no-raw and --raw-seconds need --transport dpdk");
+		return -1;
+	}
 	if (o->in_vm)
 		return 0;   /* the copy inside the VM checks the rest */
 	if (!tlm_transport_available(o->transport)) {
@@ -1099,6 +1339,37 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	if (tlm_cli_targs_build(&o->ta, o->transport, o->targs, sizeof(o->targs)))
 		return -1;
 	o->transport_args = o->targs;
+	{
+		struct tlm_cli_targs rx = o->ta;
+
+		rx.fault = NULL;
+		if (tlm_cli_targs_build(&rx, o->transport, o->rx_targs, sizeof(o->rx_targs)))
+			return -1;
+	}
+	return 0;
+}
+
+/* dpdk on loopback: the raw PMD blast into x (or why not). Returns 0, or
+ * -1 after saying why it failed. */
+static int raw_phase(const struct opts *o, struct extra *x)
+{
+	int rc;
+
+	if (o->no_raw) {
+		x->raw_skipped = "--no-raw";
+		return 0;
+	}
+	rc = tlm_cli_raw_blast(o->transport_args, o->raw_seconds, &x->raw);
+	if (rc == -ENODEV) {
+		x->raw_skipped = "the transport args name a device; the blast runs on the "
+				 "embedded memif only";
+		return 0;
+	}
+	if (rc) {
+		tlm_cli_err("the raw PMD blast failed: %s (--no-raw skips it)", tlm_strerror(rc));
+		return -1;
+	}
+	x->raw_ran = true;
 	return 0;
 }
 
@@ -1106,11 +1377,12 @@ int tlm_cli_bench_transport(int argc, char **argv)
 {
 	struct tlm_session_cfg cfg;
 	struct tlm_listener *li = NULL;
+	struct outcome *r = NULL, *tcp = NULL;
+	struct extra x = { 0 };
 	struct tlm_psk psk;
 	struct opts o;
 	char host[256], port[32];
-	pid_t child;
-	int rc, st;
+	int rc;
 
 	rc = parse_args(argc, argv, &o);
 	if (rc)
@@ -1160,27 +1432,52 @@ int tlm_cli_bench_transport(int argc, char **argv)
 		cfg.region_len[0] = (w < o.lanes ? o.lanes : w / o.lanes * o.lanes) * o.page_size;
 	}
 
+	rc = 1;
+	r = calloc(1, sizeof(*r));
+	tcp = o.compare_tcp ? calloc(1, sizeof(*tcp)) : NULL;
+	if (!r || (o.compare_tcp && !tcp)) {
+		tlm_cli_err("out of memory");
+		goto out;
+	}
 	if (o.connect) {
 		if (tlm_cli_parse_hostport(o.connect, host, sizeof(host), port, sizeof(port))) {
 			tlm_cli_err("--connect %s: want ADDR:PORT or [V6ADDR]:PORT", o.connect);
-			return 2;
+			rc = 2;
+			goto out;
 		}
-		return sender(&o, &cfg, host, port);
-	}
+		if (!strcmp(o.transport, "dpdk"))
+			x.raw_skipped = "--connect: the blast runs both of its ends here";
+		if (sender(&o, &cfg, host, port, r))
+			goto out;
+	} else {
+		/* Loopback: the raw blast first, while this process has no
+		 * EAL; the receivers are children (tlm_cli_fork_listener). */
+		snprintf(host, sizeof(host), "%s", o.local_addr ? o.local_addr : "127.0.0.1");
+		if (!strcmp(o.transport, "dpdk") && raw_phase(&o, &x))
+			goto out;
+		if (tcp) {
+			struct tlm_session_cfg tcfg = cfg;
 
-	/* Loopback: the receiver is a child (tlm_cli_fork_listener). */
-	snprintf(host, sizeof(host), "%s", o.local_addr ? o.local_addr : "127.0.0.1");
-	child = tlm_cli_fork_listener(&cfg, host, port, sizeof(port), receiver_child, &o);
-	if (child < 0)
-		return 1;
-	rc = sender(&o, &cfg, host, port);
-	if (rc != 0)
-		kill(child, SIGTERM);
-	while (waitpid(child, &st, 0) < 0 && errno == EINTR)
-		;
-	if (rc == 0 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-		tlm_cli_err("the receiver failed");
-		rc = 1;
+			tcfg.transport = "tcp";
+			tcfg.transport_args = "";
+			if (loopback(&o, &tcfg, "", "127.0.0.1", tcp))
+				goto out;
+			x.tcp = tcp;
+		}
+		if (loopback(&o, &cfg, o.rx_targs, host, r))
+			goto out;
 	}
+	if (!strcmp(o.transport, "dpdk") && tlm_cli_tsc_hz)
+		x.tsc_hz = x.raw_ran ? x.raw.tsc_hz : tlm_cli_tsc_hz();
+	print_result(&o, r, &x);
+	if (!r->verified || (tcp && !tcp->verified)) {
+		tlm_cli_err("the receiver did not verify every page%s",
+			    r->verified ? " of the tcp comparison" : "");
+		goto out;
+	}
+	rc = 0;
+out:
+	free(tcp);
+	free(r);
 	return rc;
 }

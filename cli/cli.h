@@ -26,15 +26,20 @@ int tlm_cli_parse_size(const char *s, uint64_t *out);
 /* "host:port", "[v6]:port" -> host, port. 0 or -EINVAL. */
 int tlm_cli_parse_hostport(const char *s, char *host, size_t hlen, char *port, size_t plen);
 /* The transport arguments of every command: --transport-args plus
- * --rdma-dev NAME / --rdma-gid N (the rdma transport's dev= and gid=).
- * Writes the combined string to out; returns 0, or -1 after saying why. */
-struct tlm_cli_targs { const char *args, *rdma_dev, *rdma_gid; };
+ * --rdma-dev NAME / --rdma-gid N (the rdma transport's dev= and gid=) and
+ * --dpdk-args "..." / --fault SPEC (dpdk's dpdk-args="..." and fault=),
+ * each refused for other transports. Writes the combined string to out;
+ * returns 0, or -1 after saying why. */
+struct tlm_cli_targs { const char *args, *rdma_dev, *rdma_gid, *dpdk_args, *fault; };
 int tlm_cli_targs_build(const struct tlm_cli_targs *t, const char *transport, char *out,
 			size_t cap);
 #define TLM_CLI_TARGS_HELP \
 "  --transport-args S   transport options (key=value,...; README.md)\n" \
 "  --rdma-dev NAME      rdma: the device the address must resolve to\n" \
-"  --rdma-gid N         rdma: the GID index it must use (RoCE v2)\n"
+"  --rdma-gid N         rdma: the GID index it must use (RoCE v2)\n" \
+"  --dpdk-args \"ARGS\"   dpdk: EAL arguments (default --no-huge --no-pci -m 512)\n" \
+"  --fault SPEC         dpdk: drop=P,reorder=P,dup=P: lose, reorder, duplicate\n" \
+"                       that share of the packets this end sends (P in 0..1)\n"
 /* Prints "tlm: <msg>" to stderr; the library's log callback goes here too. */
 void tlm_cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void tlm_cli_install_log(void);
@@ -61,6 +66,14 @@ int tlm_cli_ib_write_bw(const char *dev, const char *addr, unsigned qps, uint32_
  * add_addr) inside tests/vm/run-in-vm.sh; returns only on failure. */
 void tlm_cli_reexec_in_vm(const char *cmd, int argc, char **argv, const char *flag,
 			  const char *vm_addr, bool add_addr);
+/* bench_raw.c APIs, only in a build with dpdk (bench_transport.c declares
+ * them weak): the raw PMD blast (transport-dpdk/raw.h) at the mtu= and
+ * with the dpdk-args= of dpdk transport args; -ENODEV when these name a
+ * device, as the blast runs on the embedded memif pair only. And the TSC
+ * rate, for cycle figures. */
+struct tlm__raw_result;
+int tlm_cli_raw_blast(const char *targs, double seconds, struct tlm__raw_result *r);
+double tlm_cli_tsc_hz(void);
 /* Minimal JSON writer for --json reports (one object per run). */
 struct tlm_json { FILE *f; int depth; bool first[16]; };
 void tlm_json_begin(struct tlm_json *j, FILE *f);

@@ -179,6 +179,8 @@ int tlm_cli_migrate(int argc, char **argv)
 		{ "transport-args", required_argument, NULL, 'A' },
 		{ "rdma-dev", required_argument, NULL, 'D' },
 		{ "rdma-gid", required_argument, NULL, 'G' },
+		{ "dpdk-args", required_argument, NULL, 'E' },
+		{ "fault", required_argument, NULL, 'F' },
 		{ "lanes", required_argument, NULL, 'n' },
 		{ "policy", required_argument, NULL, 'p' },
 		{ "psk", required_argument, NULL, 'k' },
@@ -212,6 +214,8 @@ int tlm_cli_migrate(int argc, char **argv)
 		case 'A': ta.args = optarg; break;
 		case 'D': ta.rdma_dev = optarg; break;
 		case 'G': ta.rdma_gid = optarg; break;
+		case 'E': ta.dpdk_args = optarg; break;
+		case 'F': ta.fault = optarg; break;
 		case 'k': psk_path = optarg; break;
 		case 'j': json = true; break;
 		case 'n':

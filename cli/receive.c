@@ -54,6 +54,8 @@ int tlm_cli_receive(int argc, char **argv)
 		{ "transport-args", required_argument, NULL, 'A' },
 		{ "rdma-dev", required_argument, NULL, 'D' },
 		{ "rdma-gid", required_argument, NULL, 'G' },
+		{ "dpdk-args", required_argument, NULL, 'E' },
+		{ "fault", required_argument, NULL, 'F' },
 		{ "lanes", required_argument, NULL, 'n' },
 		{ "psk", required_argument, NULL, 'k' },
 		{ "accept-timeout", required_argument, NULL, 'a' },
@@ -85,6 +87,8 @@ int tlm_cli_receive(int argc, char **argv)
 		case 'A': ta.args = optarg; break;
 		case 'D': ta.rdma_dev = optarg; break;
 		case 'G': ta.rdma_gid = optarg; break;
+		case 'E': ta.dpdk_args = optarg; break;
+		case 'F': ta.fault = optarg; break;
 		case 'k': psk_path = optarg; break;
 		case 'j': json = true; break;
 		case 'n':

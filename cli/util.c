@@ -43,11 +43,33 @@ int tlm_cli_parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* --fault SPEC: drop=P,reorder=P,dup=P, each P in 0..1. */
+static int fault_ok(const char *spec)
+{
+	char buf[128], *save = NULL;
+
+	if (snprintf(buf, sizeof(buf), "%s", spec) >= (int)sizeof(buf))
+		return 0;
+	for (char *kv = strtok_r(buf, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+		char *v = strchr(kv, '='), *end;
+		double p;
+
+		if (!v)
+			return 0;
+		*v++ = 0;
+		p = strtod(v, &end);
+		if ((strcmp(kv, "drop") && strcmp(kv, "reorder") && strcmp(kv, "dup")) ||
+		    end == v || *end || !(p >= 0 && p <= 1))
+			return 0;
+	}
+	return *spec != 0;
+}
+
 int tlm_cli_targs_build(const struct tlm_cli_targs *t, const char *transport, char *out,
 			size_t cap)
 {
-	const char *keys[] = { "", "dev=", "gid=" };
-	const char *vals[] = { t->args, t->rdma_dev, t->rdma_gid };
+	const char *keys[] = { "", "dev=", "gid=", "dpdk-args=", "fault=" };
+	const char *vals[] = { t->args, t->rdma_dev, t->rdma_gid, t->dpdk_args, t->fault };
 	size_t len = 0;
 	char *end;
 
@@ -55,17 +77,36 @@ int tlm_cli_targs_build(const struct tlm_cli_targs *t, const char *transport, ch
 		tlm_cli_err("--rdma-dev and --rdma-gid need --transport rdma");
 		return -1;
 	}
+	if ((t->dpdk_args || t->fault) && strcmp(transport, "dpdk")) {
+		tlm_cli_err("--dpdk-args and --fault need --transport dpdk");
+		return -1;
+	}
 	if (t->rdma_gid && (strtol(t->rdma_gid, &end, 10) < 0 || *end || !*t->rdma_gid)) {
 		tlm_cli_err("--rdma-gid %s: want a GID index (0, 1, ...)", t->rdma_gid);
 		return -1;
 	}
+	if (t->fault && !fault_ok(t->fault)) {
+		tlm_cli_err("--fault %s: want drop=P,reorder=P,dup=P (any of them), P in 0..1",
+			    t->fault);
+		return -1;
+	}
+	/* EAL arguments hold spaces and maybe commas: quoted, with whichever
+	 * quote they do not contain (dpdk.c strips either kind). */
+	if (t->dpdk_args && strchr(t->dpdk_args, '"') && strchr(t->dpdk_args, '\'')) {
+		tlm_cli_err("--dpdk-args: cannot hold both kinds of quotes");
+		return -1;
+	}
 	out[0] = 0;
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < 5; i++) {
+		const char *q = "";
 		int n;
 
 		if (!vals[i] || !*vals[i])
 			continue;
-		n = snprintf(out + len, cap - len, "%s%s%s", len ? "," : "", keys[i], vals[i]);
+		if (vals[i] == t->dpdk_args)
+			q = strchr(vals[i], '"') ? "'" : "\"";
+		n = snprintf(out + len, cap - len, "%s%s%s%s%s", len ? "," : "", keys[i], q,
+			     vals[i], q);
 		if (n < 0 || (size_t)n >= cap - len) {
 			tlm_cli_err("transport arguments too long");
 			return -1;

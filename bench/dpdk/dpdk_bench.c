@@ -9,6 +9,7 @@
  *   raw      one process tx_bursts frames of the lane's full frame size
  *            (headers written, no payload copy, no protocol), the other
  *            rx_bursts and counts; raw_Bps = frame payload bytes / s
+ *            (transport-dpdk/raw.c, which `tlm bench transport` runs too)
  *   lanes    one dpdk lane in page mode: 4 KiB page records, sender to
  *            receiver; the receiver verifies every crc (as always) and
  *            checks each page's stamp; goodput_Bps = page data bytes / s
@@ -28,8 +29,6 @@
  */
 #include <errno.h>
 #include <getopt.h>
-#include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,12 +37,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <rte_cycles.h>
-#include <rte_eal.h>
-#include <rte_ethdev.h>
-#include <rte_mbuf.h>
-
 #include "tlm-internal.h"
+#include "transport-dpdk/raw.h"
 
 extern const struct tlm_lane_ops tlm__dpdk_ops;
 extern const struct tlm_lane_ops tlm__tcp_ops;
@@ -54,8 +49,6 @@ static bool live;
 /* A full lane segment: Ethernet frame of mtu + 14 bytes, of which
  * mtu - 60 (IPv4 20, UDP 8, lane header 32) are stream payload. */
 static unsigned mtu = 1500;
-#define FRAME_BYTES (mtu + 14)
-#define UDP_PAYLOAD (mtu - 60)
 
 static double seconds = 2.0;
 static const char *targs = "";
@@ -74,124 +67,12 @@ static double now_s(void)
 	return (double)tlm__now_ns() / 1e9;
 }
 
-/* ---- raw PMD blast ---- */
-
-/* Receiver's EAL on lcore 0, sender's on 1 (two EALs on one lcore would
- * busy-wait on one core); then both threads are unpinned. */
-static int raw_eal(const char *vdev, int cpu)
+/* The library's errors (TLM_BENCH_DEBUG: everything, EAL chatter too). */
+static void log_cb(int level, const char *msg, void *arg)
 {
-	char prefix[64], vd[256], lc[16];
-	snprintf(lc, sizeof(lc), "%d", sysconf(_SC_NPROCESSORS_ONLN) > 1 ? cpu : 0);
-	snprintf(prefix, sizeof(prefix), "--file-prefix=tlmbench-%d", (int)getpid());
-	snprintf(vd, sizeof(vd), "--vdev=%s", vdev);
-	char *argv[] = { "bench", "--no-huge", "--no-pci", "-m", "512", prefix, "-l", lc,
-			 "--no-telemetry", getenv("TLM_BENCH_DEBUG") ? "--log-level=*:info" : "--log-level=*:error", vd, NULL };
-	/* unpin afterwards, as the lanes do: on a shared machine a pinned
-	 * blaster measures whoever else runs on its core */
-	cpu_set_t cpus;
-	int have = pthread_getaffinity_np(pthread_self(), sizeof(cpus), &cpus) == 0;
-	int r = rte_eal_init((int)(sizeof(argv) / sizeof(argv[0])) - 1, argv);
-	if (have)
-		pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus);
-	return r;
-}
-
-static struct rte_mempool *raw_port(uint16_t *port)
-{
-	struct rte_eth_conf conf = { 0 };
-	uint16_t room = (uint16_t)RTE_MAX(FRAME_BYTES + RTE_PKTMBUF_HEADROOM,
-					  (unsigned)RTE_MBUF_DEFAULT_BUF_SIZE);
-	struct rte_mempool *mp = rte_pktmbuf_pool_create("bench", 8191, 256, 0, room, 0);
-	*port = 0;
-	if (!mp || rte_eth_dev_configure(0, 1, 1, &conf) ||
-	    rte_eth_rx_queue_setup(0, 0, 1024, 0, NULL, mp) ||
-	    rte_eth_tx_queue_setup(0, 0, 1024, 0, NULL) || rte_eth_dev_start(0))
-		return NULL;
-	return mp;
-}
-
-static void raw_rx(int out, const char *sock)
-{
-	char vd[256];
-	uint16_t port;
-	struct rte_mbuf *b[32];
-	uint64_t frames = 0;
-	double t0 = 0, t1 = 0, c0 = 0, start;
-
-	snprintf(vd, sizeof(vd), "net_memif0,role=server,id=0,socket=%s,socket-abstract=yes%s",
-		 sock, mtu > 1500 ? ",bsize=9216" : "");
-	if (raw_eal(vd, 0) < 0 || !raw_port(&port)) {
-		fprintf(stderr, "raw rx: EAL or port setup failed\n");
-		exit(1);
-	}
-	dprintf(out, "ready\n");
-	start = now_s();
-	for (;;) {
-		uint16_t n = rte_eth_rx_burst(port, 0, b, 32);
-		if (n) {
-			if (!frames) {
-				t0 = now_s();
-				c0 = cpu_s();
-			}
-			frames += n;
-			t1 = now_s();
-			rte_pktmbuf_free_bulk(b, n);
-		} else if (frames && now_s() - t1 > 0.5) {
-			break;
-		} else if (!frames && now_s() - start > 30) {
-			fprintf(stderr, "raw rx: nothing arrived\n");
-			exit(1);
-		}
-	}
-	dprintf(out, "%llu %.6f %.6f\n", (unsigned long long)frames, t1 - t0, cpu_s() - c0);
-	exit(0);
-}
-
-static void raw_tx(const char *sock)
-{
-	char vd[256];
-	uint16_t port;
-	struct rte_mempool *mp;
-	struct rte_mbuf *b[32];
-	struct rte_eth_link link;
-
-	snprintf(vd, sizeof(vd), "net_memif0,role=client,id=0,socket=%s,socket-abstract=yes%s",
-		 sock, mtu > 1500 ? ",bsize=9216" : "");
-	if (raw_eal(vd, 1) < 0 || !(mp = raw_port(&port))) {
-		fprintf(stderr, "raw tx: EAL or port setup failed\n");
-		exit(1);
-	}
-	for (int i = 0; ; i++) {
-		if (rte_eth_link_get_nowait(port, &link) == 0 && link.link_status)
-			break;
-		if (i == 10000) {
-			fprintf(stderr, "raw tx: memif link did not come up\n");
-			exit(1);
-		}
-		usleep(1000);
-	}
-	double end = now_s() + seconds;
-	uint64_t sent = 0, fails = 0;
-	while (now_s() < end) {
-		if (rte_pktmbuf_alloc_bulk(mp, b, 32)) {
-			fails++;
-			continue;
-		}
-		for (int i = 0; i < 32; i++) {
-			uint8_t *p = (uint8_t *)rte_pktmbuf_append(b[i], FRAME_BYTES);
-			memset(p, 0xff, 64);   /* headers only: no payload copy */
-		}
-		uint16_t k = 0;
-		for (int spin = 0; k < 32 && spin < 100000; spin++)
-			k += rte_eth_tx_burst(port, 0, b + k, (uint16_t)(32 - k));
-		if (k < 32)
-			rte_pktmbuf_free_bulk(b + k, 32u - k);   /* receiver gone */
-		sent += k;
-	}
-	if (getenv("TLM_BENCH_DEBUG"))
-		fprintf(stderr, "raw tx: %llu frames, %llu alloc failures\n",
-			(unsigned long long)sent, (unsigned long long)fails);
-	exit(0);
+	(void)arg;
+	if (level <= TLM_LOG_WARN || getenv("TLM_BENCH_DEBUG"))
+		fprintf(stderr, "dpdk_bench: %s\n", msg);
 }
 
 /* ---- lanes ---- */
@@ -283,23 +164,11 @@ static void lane_tx(const char *port, int out)
 	exit(0);
 }
 
-/* The raw children's EAL runtime directories, once they are gone. */
-static void rm_rundir(pid_t p)
-{
-	char cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf /var/run/dpdk/tlmbench-%d", (int)p);
-	if (system(cmd) != 0) {
-		/* nothing to remove */
-	}
-}
-
 static int reap(pid_t p)
 {
 	int st;
 
 	waitpid(p, &st, 0);
-	rm_rundir(p);
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
 		return 0;
 	if (WIFSIGNALED(st))
@@ -384,14 +253,14 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *json = NULL;
-	int opt, p1[2];
-	char line[256], sock[96];
-	unsigned long long raw_frames;
-	double raw_t, raw_c;
+	int opt;
+	struct tlm__raw_result raw = { 0 };
 	struct lane_run dl = { 0 }, tl = { 0 };
 
 	static char args_buf[512];
 	bool no_raw = false, no_tcp = false;
+
+	tlm_set_log_fn(log_cb, NULL);
 	while ((opt = getopt_long(argc, argv, "s:a:j:m:nTLh", lo, NULL)) != -1) {
 		if (opt == 'n')
 			no_raw = true;
@@ -419,34 +288,15 @@ int main(int argc, char **argv)
 	/* the lanes run at the same frame size as the raw blast */
 	snprintf(args_buf, sizeof(args_buf), "%s%smtu=%u", targs, targs[0] ? "," : "", mtu);
 	targs = args_buf;
-	/* raw (--no-raw: lanes only, e.g. under a profiler) */
-	pid_t r, t;
-	raw_frames = 0;
-	raw_t = raw_c = 1;
-	if (!no_raw) {
-		snprintf(sock, sizeof(sock), "/run/tlm-bench-%d.sock", (int)getpid());
-		if (pipe(p1))
-			return 1;
-		r = fork();
-		if (r == 0)
-			raw_rx(p1[1], sock);
-		close(p1[1]);   /* EOF, not a hang, if the child dies */
-		if (read_line(p1[0], line, sizeof(line))) {
-			reap(r);
-			return 1;
-		}
-		t = fork();
-		if (t == 0)
-			raw_tx(sock);
-		if (read_line(p1[0], line, sizeof(line)) ||
-		    sscanf(line, "%llu %lf %lf", &raw_frames, &raw_t, &raw_c) != 3) {
-			fprintf(stderr, "raw phase failed\n");
-			reap(t);
-			reap(r);
-			return 1;
-		}
-		if (reap(t) | reap(r))
-			return 1;
+	/* raw (--no-raw: lanes only, e.g. under a profiler); first, while
+	 * this process has no EAL (nor has it later: the lanes run in
+	 * children too) */
+	raw.frame_bytes = mtu + 14;
+	raw.payload = mtu - 60;
+	if (!no_raw && tlm__dpdk_raw_blast(&(struct tlm__raw_cfg){ .mtu = mtu,
+								.seconds = seconds }, &raw)) {
+		fprintf(stderr, "raw phase failed\n");
+		return 1;
 	}
 	if (run_lanes(&dl))
 		return 1;
@@ -463,16 +313,10 @@ int main(int argc, char **argv)
 		targs = dargs;
 		live = dlive;
 	}
-	double hz = (double)rte_get_tsc_hz();
-	if (hz <= 0) {
-		/* rte_get_tsc_hz needs the EAL; estimate the TSC over 100 ms */
-		uint64_t a = rte_rdtsc();
-		usleep(100000);
-		hz = (double)(rte_rdtsc() - a) * 10.0;
-	}
-	double raw_Bps = (double)raw_frames * UDP_PAYLOAD / raw_t;
-	if (no_raw)
-		raw_frames = 1;   /* keeps the per-frame figure finite */
+	double hz = raw.tsc_hz > 0 ? raw.tsc_hz : tlm__dpdk_tsc_hz();
+	/* --no-raw: zeros, not divisions by zero */
+	double raw_fps = raw.seconds > 0 ? (double)raw.frames_rx / raw.seconds : 0;
+	double raw_cpf = raw.frames_rx ? raw.cpu_rx * hz / (double)raw.frames_rx : 0;
 	double good_Bps = (double)dl.pages_rx * 4096 / dl.t;
 	double cpp_tx = dl.ctx * hz / (double)dl.pages_tx, cpp_rx = dl.crx * hz / (double)dl.pages_rx;
 	FILE *f = json ? fopen(json, "w") : stdout;
@@ -485,9 +329,9 @@ int main(int argc, char **argv)
 		" \"cycles_per_page_tx\": %.0f, \"cycles_per_page_rx\": %.0f,\n"
 		" \"pages_per_s_per_core_tx\": %.0f, \"pages_per_s_per_core_rx\": %.0f, "
 		"\"pages_per_s_per_core\": %.0f,\n",
-		FRAME_BYTES, UDP_PAYLOAD, seconds, live ? "true" : "false", raw_Bps,
-		raw_frames / raw_t, raw_c * hz / (double)raw_frames, good_Bps, dl.pages_rx,
-		good_Bps / raw_Bps, cpp_tx, cpp_rx, hz / cpp_tx, hz / cpp_rx,
+		raw.frame_bytes, raw.payload, seconds, live ? "true" : "false", raw.Bps,
+		raw_fps, raw_cpf, good_Bps, dl.pages_rx,
+		raw.Bps > 0 ? good_Bps / raw.Bps : 0, cpp_tx, cpp_rx, hz / cpp_tx, hz / cpp_rx,
 		hz / (cpp_tx > cpp_rx ? cpp_tx : cpp_rx));
 	if (!no_tcp)
 		fprintf(f, " \"tcp_loopback\": {\"goodput_Bps\": %.0f, \"cycles_per_page_tx\": %.0f, "

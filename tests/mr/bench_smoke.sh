@@ -27,7 +27,8 @@ echo "$out" | grep -q '"verified":true,"verify":"crc"' || bad "verify crc not ve
 "$TLM" bench transport --help | grep -q -- '--lanes' || bad "--help"
 for args in "--lanes 0" "--lanes 64" "--bytes 12Q" "--page-size 3000" "--transport nope" \
 	    "--listen 127.0.0.1:1 --connect 127.0.0.1:1" "--frobnicate" "--lanes" \
-	    "--connect 127.0.0.1:9" "--verify bytes"; do
+	    "--connect 127.0.0.1:9" "--verify bytes" "--fault drop=0.01" "--dpdk-args -m" \
+	    "--compare tcp" "--no-raw"; do
 	# shellcheck disable=SC2086
 	"$TLM" bench transport $args >/dev/null 2>&1
 	rc=$?

@@ -1,0 +1,71 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# `tlm bench transport --transport dpdk` end to end on loopback (embedded
+# memif): every page verified, none placed (dpdk sends from registered
+# memory but the receiver copies out of its ring), the raw PMD blast and
+# the per-page figures reported; with loss, reordering and duplication on
+# the sender still every page verified; the tcp comparison verified too;
+# the dpdk flags refused for other transports with exit status 2.
+# Behaviour only: no figure is compared with a threshold.
+#   bench_cli.sh PATH-TO-tlm
+set -u
+TLM=$1
+fail=0
+bad() { echo "FAIL: $*" >&2; fail=1; }
+# The number after "KEY": in a one-line JSON object.
+num() { echo "$1" | grep -o "\"$2\":[0-9.e+-]*" | head -n 1 | cut -d: -f2; }
+positive() { awk -v v="${1:-0}" 'BEGIN { exit !(v + 0 > 0) }'; }
+
+"$TLM" --help | grep -q '^transports built in:.* dpdk' ||
+	{ echo "tlm is built without the dpdk transport"; exit 77; }
+
+tmp=$(mktemp)
+trap 'rm -f "$tmp"' EXIT
+# In the background for its pid: the raw children's EAL runtime directories
+# are named after it.
+"$TLM" bench transport --transport dpdk --lanes 2 --bytes 64M --raw-seconds 1 --json >"$tmp" &
+pid=$!
+wait $pid || bad "bench exited $?"
+out=$(cat "$tmp")
+echo "$out"
+echo "$out" | grep -q '"verified":true' || bad "not verified"
+echo "$out" | grep -q '"pages":16384,' || bad "wrong page count"
+echo "$out" | grep -q '"live_send":true,"pages_placed":0,' || bad "live send / placed"
+positive "$(num "$out" raw_Bps)" || bad "raw_Bps missing or 0"
+positive "$(num "$out" ratio)" || bad "ratio missing or 0"
+for k in cycles_per_page_tx cycles_per_page_rx pages_per_s_per_core_tx pages_per_s_per_core_rx; do
+	positive "$(num "$out" $k)" || bad "$k missing or 0"
+done
+echo "$out" | grep -Eq '"line_rate_10GbE_one_core":(true|false)' || bad "line rate verdict"
+for d in /var/run/dpdk /tmp/dpdk "${XDG_RUNTIME_DIR:-/nonexistent}/dpdk"; do
+	ls -d "$d/tlm-raw-$pid-"* 2>/dev/null && bad "the raw blast left its EAL runtime directories"
+done
+
+out=$("$TLM" bench transport --transport dpdk --lanes 2 --bytes 64M --json --no-raw \
+	--fault drop=0.01,reorder=0.01,dup=0.01 --dpdk-args "--no-huge --no-pci -m 512") ||
+	bad "faults: bench exited $?"
+echo "$out"
+echo "$out" | grep -q '"verified":true' || bad "faults: not verified"
+echo "$out" | grep -q '"pages":16384,' || bad "faults: wrong page count"
+echo "$out" | grep -q '"raw_skipped":"--no-raw"' || bad "--no-raw not reported"
+
+out=$("$TLM" bench transport --transport dpdk --lanes 1 --bytes 16M --json --no-raw \
+	--compare tcp) || bad "compare: bench exited $?"
+echo "$out"
+echo "$out" | grep -q '"verified":true' || bad "compare: not verified"
+echo "$out" | grep -q '"tcp_verified":true' || bad "compare: tcp not verified"
+positive "$(num "$out" tcp_goodput_Bps)" || bad "tcp_goodput_Bps missing or 0"
+
+for args in "--fault drop=0.01" "--transport tcp --fault drop=0.01" \
+	    "--transport tcp --dpdk-args -m" "--transport dpdk --fault drop=2" \
+	    "--transport dpdk --fault lose=0.1" "--transport tcp --no-raw" \
+	    "--transport tcp --compare tcp" "--transport dpdk --compare udp" \
+	    "--transport dpdk --raw-seconds 0"; do
+	# shellcheck disable=SC2086
+	"$TLM" bench transport $args >/dev/null 2>&1
+	rc=$?
+	[ $rc -eq 2 ] || bad "'$args' gave exit $rc, want 2"
+done
+"$TLM" bench transport --help | grep -q -- '--raw-seconds' || bad "--help"
+[ $fail -eq 0 ] && echo "bench_cli: passed"
+exit $fail

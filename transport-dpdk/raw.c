@@ -1,0 +1,382 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The raw PMD blast (raw.h): the physical limit of a DPDK lane's path,
+ * same PMD (net_memif between two processes, as the embedded default
+ * lanes), same frame size, no protocol.
+ *
+ *   caller --fork--> rx child: EAL on the first CPU the caller may use,
+ *                    memif server; "DIR" (its EAL runtime directory) and
+ *                    "ready" on its pipe; rx_bursts and counts until
+ *                    0.5 s pass without a frame; "frames secs cpu tsc_hz"
+ *          --fork--> tx child: EAL on the second CPU, memif client; "DIR";
+ *                    waits for the link, tx_bursts for seconds; "sent cpu";
+ *                    stays until the caller closes the hold pipe
+ *   caller: reads both pipes, lets the tx child go once the rx child has
+ *   its count, reaps both, removes both DIRs (the EAL leaves them behind,
+ *   and a killed child cannot clean up).
+ *
+ * The tx child outlives the rx child's polling on purpose: when a memif
+ * peer goes, the PMD's interrupt thread unmaps the shared rings while the
+ * other side may be inside rx_burst on them (a SEGV, seen under ASan).
+ *
+ * The children take an lcore each so that two EALs do not busy-wait on one
+ * core, then give their thread back every CPU, as lanes do: on a shared
+ * machine a pinned blaster measures whoever else runs on its core. They
+ * start in fresh processes because a process whose EAL is up cannot fork
+ * one that starts another; they _exit so nothing of the caller's (stdio
+ * buffers, atexit handlers) runs twice.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_log.h>
+#include <rte_mbuf.h>
+
+#include "tlm-internal.h"
+#include "raw.h"
+
+#define BURST        32
+#define L2L4_HDR     (14 + 20 + 8 + 32)   /* Ethernet, IPv4, UDP, lane header */
+#define FIRST_NS     (20ull * 1000000000) /* rx: the first frame must come by then */
+#define QUIET_NS     (500ull * 1000000)   /* rx: the sender is done after this */
+#define LINK_MS      10000                /* tx: memif link up */
+#define DEF_EAL      "--no-huge --no-pci -m 512"
+
+/* What the children share. */
+struct blast {
+	const struct tlm__raw_cfg *c;
+	char sock[64];          /* the memif socket (abstract) */
+	int hold[2];            /* the tx child waits for EOF on hold[0] */
+};
+
+static double cpu_s(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+static ssize_t log_write(void *cookie, const char *buf, size_t n)
+{
+	(void)cookie;
+	tlm__dbg("dpdk raw: %.*s", (int)(n && buf[n - 1] == '\n' ? n - 1 : n), buf);
+	return (ssize_t)n;
+}
+
+/* The idx-th CPU this process may run on (the first one if it has fewer). */
+static int nth_cpu(int idx)
+{
+	cpu_set_t s;
+	int first = -1;
+
+	if (sched_getaffinity(0, sizeof(s), &s))
+		return 0;
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &s)) {
+			if (first < 0)
+				first = c;
+			if (idx-- == 0)
+				return c;
+		}
+	return first < 0 ? 0 : first;
+}
+
+/* Child side: EAL and a one-queue port on the memif end of role (rx: the
+ * server, on the first CPU; tx: the client, on the second); says its
+ * runtime directory on fd out first, so the caller can remove it whatever
+ * happens next. Returns the port's pool, or NULL after logging why. */
+static struct rte_mempool *child_port(const struct blast *b, const char *role, int out,
+				      uint16_t *port)
+{
+	const struct tlm__raw_cfg *c = b->c;
+	char buf[1024], *argv[72];
+	struct rte_eth_conf conf = { 0 };
+	struct rte_mempool *mp;
+	cpu_set_t cpus;
+	int argc = 0, have, cpu_idx = strcmp(role, "rx") != 0;
+	uint16_t room;
+	FILE *lf;
+
+	snprintf(buf, sizeof(buf), "tlm-raw %s --file-prefix tlm-raw-%d-%s -l %d --no-telemetry "
+		 "--vdev net_memif0,role=%s,id=0,socket=%s,socket-abstract=yes%s",
+		 c->eal_args ? c->eal_args : DEF_EAL, (int)getppid(), role, nth_cpu(cpu_idx),
+		 cpu_idx ? "client" : "server", b->sock, c->mtu > 1500 ? ",bsize=9216" : "");
+	for (char *s = strtok(buf, " "); s && argc < 70; s = strtok(NULL, " "))
+		argv[argc++] = s;
+	argv[argc] = NULL;
+	lf = fopencookie(NULL, "w", (cookie_io_functions_t){ .write = log_write });
+	if (lf) {
+		setvbuf(lf, NULL, _IOLBF, 0);
+		rte_openlog_stream(lf);
+	}
+	have = pthread_getaffinity_np(pthread_self(), sizeof(cpus), &cpus) == 0;
+	if (rte_eal_init(argc, argv) < 0) {
+		tlm__err("dpdk raw %s: EAL init failed: %s%s", role, rte_strerror(rte_errno),
+			 rte_errno == EALREADY ? " (the caller had started an EAL already)" : "");
+		return NULL;
+	}
+	if (have)
+		pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus);
+	dprintf(out, "%s\n", rte_eal_get_runtime_dir());
+	room = (uint16_t)RTE_MAX(c->mtu + 14 + RTE_PKTMBUF_HEADROOM,
+				 (unsigned)RTE_MBUF_DEFAULT_BUF_SIZE);
+	mp = rte_pktmbuf_pool_create("raw", 8191, 256, 0, room, (int)rte_socket_id());
+	if (!mp || rte_eth_dev_get_port_by_name("net_memif0", port) ||
+	    rte_eth_dev_configure(*port, 1, 1, &conf) ||
+	    rte_eth_rx_queue_setup(*port, 0, 1024, 0, NULL, mp) ||
+	    rte_eth_tx_queue_setup(*port, 0, 1024, 0, NULL) || rte_eth_dev_start(*port)) {
+		tlm__err("dpdk raw %s: port setup failed", role);
+		return NULL;
+	}
+	return mp;
+}
+
+static void rx_child(const struct blast *bl, int out)
+{
+	struct rte_mbuf *b[BURST];
+	uint64_t frames = 0, start, t0 = 0, t1 = 0, tc = 0, now;
+	double c0 = 0, c1 = 0;
+	uint16_t port;
+
+	if (!child_port(bl, "rx", out, &port))
+		_exit(1);
+	dprintf(out, "ready\n");
+	start = tlm__now_ns();
+	for (;;) {
+		uint16_t n = rte_eth_rx_burst(port, 0, b, BURST);
+
+		now = tlm__now_ns();
+		if (n) {
+			/* CPU from the first frame to (within 1 ms of) the
+			 * last, not the quiet spell that follows */
+			if (!frames) {
+				t0 = tc = now;
+				c0 = c1 = cpu_s();
+			} else if (now - tc > 1000000) {
+				tc = now;
+				c1 = cpu_s();
+			}
+			frames += n;
+			t1 = now;
+			rte_pktmbuf_free_bulk(b, n);
+		} else if (frames ? now - t1 > QUIET_NS : now - start > FIRST_NS) {
+			break;
+		}
+	}
+	if (!frames) {
+		tlm__err("dpdk raw rx: no frame arrived");
+		_exit(1);
+	}
+	dprintf(out, "%" PRIu64 " %.9f %.9f %.0f\n", frames, (double)(t1 - t0) / 1e9,
+		c1 - c0, (double)rte_get_tsc_hz());
+	_exit(0);
+}
+
+static void tx_child(const struct blast *bl, int out)
+{
+	const struct tlm__raw_cfg *c = bl->c;
+	struct rte_mbuf *b[BURST];
+	struct rte_eth_link link;
+	struct rte_mempool *mp;
+	uint64_t sent = 0, end;
+	double c0;
+	uint16_t port;
+	char x;
+
+	close(bl->hold[1]);
+	mp = child_port(bl, "tx", out, &port);
+	if (!mp)
+		_exit(1);
+	for (int i = 0; ; i++) {
+		if (rte_eth_link_get_nowait(port, &link) == 0 && link.link_status)
+			break;
+		if (i == LINK_MS) {
+			tlm__err("dpdk raw tx: the memif link did not come up");
+			_exit(1);
+		}
+		usleep(1000);
+	}
+	c0 = cpu_s();
+	end = tlm__now_ns() + (uint64_t)(c->seconds * 1e9);
+	while (tlm__now_ns() < end) {
+		uint16_t k = 0;
+
+		if (rte_pktmbuf_alloc_bulk(mp, b, BURST))
+			continue;   /* the PMD still holds them all */
+		for (int i = 0; i < BURST; i++)   /* headers only: no payload copy */
+			memset(rte_pktmbuf_append(b[i], (uint16_t)(c->mtu + 14)), 0xff, 64);
+		for (int spin = 0; k < BURST && spin < 100000; spin++)
+			k += rte_eth_tx_burst(port, 0, b + k, (uint16_t)(BURST - k));
+		if (k < BURST)
+			rte_pktmbuf_free_bulk(b + k, BURST - k);   /* receiver gone */
+		sent += k;
+	}
+	dprintf(out, "%" PRIu64 " %.9f\n", sent, cpu_s() - c0);
+	while (read(bl->hold[0], &x, 1) < 0 && errno == EINTR)
+		;
+	_exit(0);
+}
+
+/* One line from a child by deadline (ns); 0, or -1 on EOF or timeout. */
+static int read_line(int fd, char *buf, size_t cap, uint64_t deadline)
+{
+	size_t k = 0;
+
+	while (k + 1 < cap) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		uint64_t now = tlm__now_ns();
+
+		if (now >= deadline || poll(&p, 1, (int)((deadline - now) / 1000000 + 1)) <= 0 ||
+		    read(fd, buf + k, 1) != 1)
+			break;
+		if (buf[k++] == '\n') {
+			buf[k - 1] = 0;
+			return 0;
+		}
+	}
+	buf[k] = 0;
+	return -1;
+}
+
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
+	(void)st;
+	(void)flag;
+	(void)f;
+	remove(path);
+	return 0;
+}
+
+/* A runtime directory a child named, if it is one of ours. */
+static void remove_rundir(const char *dir)
+{
+	if (strstr(dir, "/tlm-raw-") && !strstr(dir, ".."))
+		nftw(dir, remove_one, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Forks fn in a child writing to a pipe; returns its pid and the read end,
+ * or a negative errno. */
+static pid_t spawn(void (*fn)(const struct blast *, int), const struct blast *b, int *rd)
+{
+	int p[2], err;
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC))
+		return -errno;
+	pid = fork();
+	if (pid == 0) {
+		close(p[0]);
+		fn(b, p[1]);
+	}
+	err = errno;
+	close(p[1]);
+	if (pid < 0) {
+		close(p[0]);
+		return -err;
+	}
+	*rd = p[0];
+	return pid;
+}
+
+static int reap(pid_t pid, bool kill_it)
+{
+	int st;
+
+	if (pid <= 0)
+		return 0;
+	if (kill_it)
+		kill(pid, SIGKILL);
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -ECHILD;
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EIO;
+}
+
+int tlm__dpdk_raw_blast(const struct tlm__raw_cfg *c, struct tlm__raw_result *r)
+{
+	struct blast b = { .c = c, .hold = { -1, -1 } };
+	char rx_dir[256] = "", tx_dir[256] = "", line[256];
+	uint64_t deadline;
+	pid_t rx, tx = -1;
+	int rx_fd = -1, tx_fd = -1, rc = -EIO;
+	double hz;
+
+	memset(r, 0, sizeof(*r));
+	if (c->mtu < 576 || c->mtu > 9000 || !(c->seconds > 0))
+		return -EINVAL;
+	r->frame_bytes = c->mtu + 14;
+	r->payload = c->mtu + 14 - L2L4_HDR;
+	snprintf(b.sock, sizeof(b.sock), "/run/tlm-raw-%d.sock", (int)getpid());
+	/* EAL setup takes seconds on a busy machine; the blast, c->seconds */
+	deadline = tlm__now_ns() + (uint64_t)((c->seconds + 60) * 1e9);
+	rx = spawn(rx_child, &b, &rx_fd);
+	if (rx < 0)
+		return rx;
+	if (read_line(rx_fd, rx_dir, sizeof(rx_dir), deadline) ||
+	    read_line(rx_fd, line, sizeof(line), deadline) || strcmp(line, "ready"))
+		goto out;
+	if (pipe2(b.hold, O_CLOEXEC)) {
+		rc = -errno;
+		goto out;
+	}
+	tx = spawn(tx_child, &b, &tx_fd);
+	if (tx < 0 || read_line(tx_fd, tx_dir, sizeof(tx_dir), deadline) ||
+	    read_line(tx_fd, line, sizeof(line), deadline) ||
+	    sscanf(line, "%" SCNu64 " %lf", &r->frames_tx, &r->cpu_tx) != 2 ||
+	    read_line(rx_fd, line, sizeof(line), deadline) ||
+	    sscanf(line, "%" SCNu64 " %lf %lf %lf", &r->frames_rx, &r->seconds, &r->cpu_rx,
+		   &hz) != 4 || !(r->seconds > 0))
+		goto out;
+	r->tsc_hz = hz;
+	r->Bps = (double)r->frames_rx * r->payload / r->seconds;
+	rc = 0;
+out:
+	if (reap(rx, rc != 0) < 0)
+		rc = -EIO;
+	/* only now may the tx child go (see the top of this file) */
+	if (b.hold[1] >= 0)
+		close(b.hold[1]);
+	if (reap(tx, rc != 0) < 0)
+		rc = -EIO;
+	if (rc)
+		tlm__err("dpdk raw: the blast over net_memif failed");
+	remove_rundir(rx_dir);
+	remove_rundir(tx_dir);
+	if (b.hold[0] >= 0)
+		close(b.hold[0]);
+	if (rx_fd >= 0)
+		close(rx_fd);
+	if (tx_fd >= 0)
+		close(tx_fd);
+	return rc;
+}
+
+double tlm__dpdk_tsc_hz(void)
+{
+	uint64_t hz = rte_get_tsc_hz(), t0, c0;
+
+	if (hz)
+		return (double)hz;
+	t0 = tlm__now_ns();
+	c0 = rte_rdtsc();
+	usleep(50000);
+	return (double)(rte_rdtsc() - c0) * 1e9 / (double)(tlm__now_ns() - t0);
+}

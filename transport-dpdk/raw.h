@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/* The raw PMD blast (raw.c): what a DPDK lane's path carries with no
+ * protocol at all, for benchmarks to hold the lanes against. Internal:
+ * only in a build with the dpdk transport. */
+#ifndef TLM_DPDK_RAW_H
+#define TLM_DPDK_RAW_H
+
+#include <stdint.h>
+
+struct tlm__raw_cfg {
+	unsigned mtu;           /* the lanes' mtu=: frames of mtu + 14 bytes */
+	double seconds;         /* how long the sender blasts */
+	const char *eal_args;   /* NULL: --no-huge --no-pci -m 512, as the lanes */
+};
+
+struct tlm__raw_result {
+	uint32_t frame_bytes;   /* Ethernet frame, mtu + 14 */
+	uint32_t payload;       /* lane stream bytes such a frame would carry */
+	uint64_t frames_tx, frames_rx;
+	double seconds;         /* receiver: first frame to last */
+	double cpu_tx, cpu_rx;  /* process CPU seconds, each side, while blasting */
+	double Bps;             /* frames_rx * payload / seconds */
+	double tsc_hz;
+};
+
+/*
+ * Over net_memif between two fresh processes, one tx_bursts frames of
+ * frame_bytes (headers written, no payload copy), the other rx_bursts and
+ * counts them. Each child starts its own EAL: call this before the calling
+ * process starts one (a child of an EAL process cannot start another).
+ * Blocks for about seconds + 1 s; removes the children's EAL runtime
+ * directories. Returns 0 or a negative errno.
+ */
+int tlm__dpdk_raw_blast(const struct tlm__raw_cfg *c, struct tlm__raw_result *r);
+
+/* TSC ticks per second: the EAL's figure once one started in this
+ * process, else measured over 50 ms. */
+double tlm__dpdk_tsc_hz(void);
+
+#endif
