@@ -42,12 +42,12 @@ static int next_item(const char **pp, char *item, size_t cap)
 	return 1;
 }
 
-int tlm_cli_raw_blast(const char *targs, double seconds, struct tlm__raw_result *r)
+int tlm_cli_raw_blast(const char *targs, double seconds, bool copies, struct tlm__raw_result *r)
 {
 	static const char *const lane_keys[] = {
 		"mtu=", "queues=", "dead_ms=", "fault=", "drop=", "reorder=", "dup=",
 	};
-	struct tlm__raw_cfg c = { .mtu = 1500, .seconds = seconds };
+	struct tlm__raw_cfg c = { .mtu = 1500, .seconds = seconds, .copies = copies };
 	char item[512], eal[512] = "";
 	const char *p = targs ? targs : "";
 	size_t elen = 0;

@@ -57,6 +57,7 @@
 #define QUIET_NS     (500ull * 1000000)   /* rx: the sender is done after this */
 #define LINK_MS      10000                /* tx: memif link up */
 #define DEF_EAL      "--no-huge --no-pci -m 512"
+#define POOL_BYTES   (64 * 4096)          /* copies: source / destination pages */
 
 /* What the children share. */
 struct blast {
@@ -155,8 +156,10 @@ static void rx_child(const struct blast *bl, int out)
 	uint64_t frames = 0, start, t0 = 0, t1 = 0, tc = 0, now;
 	double c0 = 0, c1 = 0;
 	uint16_t port;
+	uint8_t *dst = bl->c->copies ? malloc(POOL_BYTES) : NULL;
+	size_t off = 0;
 
-	if (!child_port(bl, "rx", out, &port))
+	if ((bl->c->copies && !dst) || !child_port(bl, "rx", out, &port))
 		_exit(1);
 	dprintf(out, "ready\n");
 	start = tlm__now_ns();
@@ -176,6 +179,15 @@ static void rx_child(const struct blast *bl, int out)
 			}
 			frames += n;
 			t1 = now;
+			for (uint16_t i = 0; dst && i < n; i++) {
+				uint32_t len = rte_pktmbuf_data_len(b[i]) - L2L4_HDR;
+
+				if (off + len > POOL_BYTES)
+					off = 0;
+				memcpy(dst + off, rte_pktmbuf_mtod_offset(b[i], uint8_t *, L2L4_HDR),
+				       len);
+				off += len;
+			}
 			rte_pktmbuf_free_bulk(b, n);
 		} else if (frames ? now - t1 > QUIET_NS : now - start > FIRST_NS) {
 			break;
@@ -200,11 +212,17 @@ static void tx_child(const struct blast *bl, int out)
 	double c0;
 	uint16_t port;
 	char x;
+	uint8_t *src = c->copies ? malloc(POOL_BYTES) : NULL;
+	uint32_t len = c->mtu + 14 - L2L4_HDR;
+	size_t off = 0;
 
 	close(bl->hold[1]);
 	mp = child_port(bl, "tx", out, &port);
-	if (!mp)
+	if (!mp || (c->copies && !src))
 		_exit(1);
+	if (src)
+		for (size_t i = 0; i < POOL_BYTES; i++)
+			src[i] = (uint8_t)(i * 131 + (i >> 12));
 	for (int i = 0; ; i++) {
 		if (rte_eth_link_get_nowait(port, &link) == 0 && link.link_status)
 			break;
@@ -221,8 +239,17 @@ static void tx_child(const struct blast *bl, int out)
 
 		if (rte_pktmbuf_alloc_bulk(mp, b, BURST))
 			continue;   /* the PMD still holds them all */
-		for (int i = 0; i < BURST; i++)   /* headers only: no payload copy */
-			memset(rte_pktmbuf_append(b[i], (uint16_t)(c->mtu + 14)), 0xff, 64);
+		for (int i = 0; i < BURST; i++) {
+			uint8_t *f = (uint8_t *)rte_pktmbuf_append(b[i], (uint16_t)(c->mtu + 14));
+
+			memset(f, 0xff, L2L4_HDR);   /* headers; the payload only with copies */
+			if (!src)
+				continue;
+			if (off + len > POOL_BYTES)
+				off = 0;
+			memcpy(f + L2L4_HDR, src + off, len);
+			off += len;
+		}
 		for (int spin = 0; k < BURST && spin < 100000; spin++)
 			k += rte_eth_tx_burst(port, 0, b + k, (uint16_t)(BURST - k));
 		if (k < BURST)

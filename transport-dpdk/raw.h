@@ -5,12 +5,16 @@
 #ifndef TLM_DPDK_RAW_H
 #define TLM_DPDK_RAW_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct tlm__raw_cfg {
 	unsigned mtu;           /* the lanes' mtu=: frames of mtu + 14 bytes */
 	double seconds;         /* how long the sender blasts */
 	const char *eal_args;   /* NULL: --no-huge --no-pci -m 512, as the lanes */
+	bool copies;            /* move page bytes: the sender copies them from
+				 * source memory into each frame, the receiver
+				 * out of it into destination memory */
 };
 
 struct tlm__raw_result {
@@ -26,7 +30,9 @@ struct tlm__raw_result {
 /*
  * Over net_memif between two fresh processes, one tx_bursts frames of
  * frame_bytes (headers written, no payload copy), the other rx_bursts and
- * counts them. Each child starts its own EAL: call this before the calling
+ * counts them. With copies, the payload is page data: copied in from a
+ * 64-page source, copied out to a 64-page destination, as the least any
+ * page transfer does (no protocol, no check). Each child starts its own EAL: call this before the calling
  * process starts one (a child of an EAL process cannot start another).
  * Blocks for about seconds + 1 s; removes the children's EAL runtime
  * directories. Returns 0 or a negative errno.

@@ -10,6 +10,9 @@
  *            (headers written, no payload copy, no protocol), the other
  *            rx_bursts and counts; raw_Bps = frame payload bytes / s
  *            (transport-dpdk/raw.c, which `tlm bench transport` runs too)
+ *   raw_copy the same with page data copied into each frame at the sender
+ *            and out of it at the receiver (the least a page transfer does;
+ *            no protocol, no check): raw_copy_Bps, ratio_raw_copy
  *   lanes    one dpdk lane in page mode: 4 KiB page records, sender to
  *            receiver; the receiver verifies every crc (as always) and
  *            checks each page's stamp; goodput_Bps = page data bytes / s
@@ -254,7 +257,7 @@ int main(int argc, char **argv)
 	};
 	const char *json = NULL;
 	int opt;
-	struct tlm__raw_result raw = { 0 };
+	struct tlm__raw_result raw = { 0 }, rawc = { 0 };
 	struct lane_run dl = { 0 }, tl = { 0 };
 
 	static char args_buf[512];
@@ -293,8 +296,10 @@ int main(int argc, char **argv)
 	 * children too) */
 	raw.frame_bytes = mtu + 14;
 	raw.payload = mtu - 60;
-	if (!no_raw && tlm__dpdk_raw_blast(&(struct tlm__raw_cfg){ .mtu = mtu,
-								.seconds = seconds }, &raw)) {
+	if (!no_raw && (tlm__dpdk_raw_blast(&(struct tlm__raw_cfg){ .mtu = mtu,
+								 .seconds = seconds }, &raw) ||
+			tlm__dpdk_raw_blast(&(struct tlm__raw_cfg){ .mtu = mtu, .seconds = seconds,
+								 .copies = true }, &rawc))) {
 		fprintf(stderr, "raw phase failed\n");
 		return 1;
 	}
@@ -325,12 +330,13 @@ int main(int argc, char **argv)
 	fprintf(f, "{\"pmd\": \"net_memif\", \"frame_bytes\": %u, \"segment_payload\": %u, "
 		"\"page_size\": 4096, \"seconds\": %.1f, \"live\": %s,\n"
 		" \"raw_Bps\": %.0f, \"raw_frames_per_s\": %.0f, \"raw_rx_cycles_per_frame\": %.0f,\n"
+		" \"raw_copy_Bps\": %.0f, \"ratio_raw_copy\": %.3f,\n"
 		" \"goodput_Bps\": %.0f, \"pages\": %llu, \"ratio\": %.3f,\n"
 		" \"cycles_per_page_tx\": %.0f, \"cycles_per_page_rx\": %.0f,\n"
 		" \"pages_per_s_per_core_tx\": %.0f, \"pages_per_s_per_core_rx\": %.0f, "
 		"\"pages_per_s_per_core\": %.0f,\n",
 		raw.frame_bytes, raw.payload, seconds, live ? "true" : "false", raw.Bps,
-		raw_fps, raw_cpf, good_Bps, dl.pages_rx,
+		raw_fps, raw_cpf, rawc.Bps, rawc.Bps > 0 ? good_Bps / rawc.Bps : 0, good_Bps, dl.pages_rx,
 		raw.Bps > 0 ? good_Bps / raw.Bps : 0, cpp_tx, cpp_rx, hz / cpp_tx, hz / cpp_rx,
 		hz / (cpp_tx > cpp_rx ? cpp_tx : cpp_rx));
 	if (!no_tcp)

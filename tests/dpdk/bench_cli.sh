@@ -33,6 +33,8 @@ echo "$out" | grep -q '"pages":16384,' || bad "wrong page count"
 echo "$out" | grep -q '"live_send":true,"pages_placed":0,' || bad "live send / placed"
 positive "$(num "$out" raw_Bps)" || bad "raw_Bps missing or 0"
 positive "$(num "$out" ratio)" || bad "ratio missing or 0"
+positive "$(num "$out" raw_copy_Bps)" || bad "raw_copy_Bps missing or 0"
+positive "$(num "$out" ratio_raw_copy)" || bad "ratio_raw_copy missing or 0"
 for k in cycles_per_page_tx cycles_per_page_rx pages_per_s_per_core_tx pages_per_s_per_core_rx; do
 	positive "$(num "$out" $k)" || bad "$k missing or 0"
 done
