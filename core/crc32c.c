@@ -56,14 +56,18 @@ static uint32_t crc_sw(uint32_t crc, const uint8_t *p, size_t n)
 #if defined(__x86_64__)
 /*
  * crc32q has a latency of 3 cycles but a throughput of 1 per cycle, so one
- * dependency chain runs at a third of the unit's speed. Long input is cut
- * into rounds of three blocks of BLK bytes run as three chains at once and
+ * dependency chain runs at a third of the unit's speed. Input is cut into
+ * rounds of three blocks of BLK bytes run as three chains at once and
  * joined: for the raw register, crc(s, A||B) = Z_|B|(crc(s, A)) ^ crc(0, B),
  * where Z_n (feeding n zero bytes) is linear, tabulated per input byte.
+ * Block sizes step down so that little is left for one chain: a 4 KiB page
+ * is one round of 1360, a 1440-byte packet piece one of 440 and one of 40.
+ * The copying variant stores each word it has loaded, which costs next to
+ * nothing beside the crc (no second pass over the data).
  */
-#define BLK_LONG  1360   /* 3 * 1360 + 16 = 4096: one round per 4 KiB page */
-#define BLK_SHORT 168    /* 3 * 168 + 8 = 512 */
-static uint32_t zlong[4][256], zshort[4][256];
+static const size_t blk_len[] = { 1360, 440, 168, 40 };   /* 3 * 1360 + 16 = 4096 */
+#define N_BLK (sizeof(blk_len) / sizeof(blk_len[0]))
+static uint32_t zeros[N_BLK][4][256];
 static int zeros_ready;
 
 static uint32_t zeros_raw(uint32_t s, size_t n)
@@ -95,8 +99,10 @@ static inline uint32_t zshift(uint32_t z[4][256], uint32_t s)
 	return z[0][s & 0xff] ^ z[1][(s >> 8) & 0xff] ^ z[2][(s >> 16) & 0xff] ^ z[3][s >> 24];
 }
 
+/* One round: 3 * blk bytes from p; stored to d as well unless d is NULL. */
 __attribute__((target("sse4.2")))
-static uint64_t crc_hw3(uint64_t c0, const uint8_t *p, size_t blk, uint32_t z[4][256])
+static inline uint64_t crc_hw3(uint64_t c0, uint8_t *d, const uint8_t *p, size_t blk,
+			       uint32_t z[4][256])
 {
 	uint64_t c1 = 0, c2 = 0;
 
@@ -105,41 +111,58 @@ static uint64_t crc_hw3(uint64_t c0, const uint8_t *p, size_t blk, uint32_t z[4]
 		memcpy(&a, p + i, 8);
 		memcpy(&b, p + blk + i, 8);
 		memcpy(&c, p + 2 * blk + i, 8);
+		if (d)   /* what is summed is what is stored, even if p changes */
+			__asm__("" : "+r"(a), "+r"(b), "+r"(c));
 		c0 = __builtin_ia32_crc32di(c0, a);
 		c1 = __builtin_ia32_crc32di(c1, b);
 		c2 = __builtin_ia32_crc32di(c2, c);
+		if (d) {
+			memcpy(d + i, &a, 8);
+			memcpy(d + blk + i, &b, 8);
+			memcpy(d + 2 * blk + i, &c, 8);
+		}
 	}
 	return zshift(z, zshift(z, (uint32_t)c0) ^ (uint32_t)c1) ^ (uint32_t)c2;
 }
 
+/* The raw register over n bytes of p, copied to d unless d is NULL. */
 __attribute__((target("sse4.2")))
-static uint32_t crc_hw(uint32_t crc, const uint8_t *p, size_t n)
+static uint32_t crc_hw(uint32_t crc, uint8_t *d, const uint8_t *p, size_t n)
 {
 	uint64_t c = crc;
 
-	if (n >= 3 * BLK_SHORT && !__atomic_load_n(&zeros_ready, __ATOMIC_ACQUIRE)) {
+	if (n >= 3 * blk_len[N_BLK - 1] && !__atomic_load_n(&zeros_ready, __ATOMIC_ACQUIRE)) {
 		/* Racing first callers compute the same tables. */
-		make_zeros(zlong, BLK_LONG);
-		make_zeros(zshort, BLK_SHORT);
+		for (size_t b = 0; b < N_BLK; b++)
+			make_zeros(zeros[b], blk_len[b]);
 		__atomic_store_n(&zeros_ready, 1, __ATOMIC_RELEASE);
 	}
-	while (n && ((uintptr_t)p & 7)) {
-		c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
-		n--;
-	}
-	for (; n >= 3 * BLK_LONG; p += 3 * BLK_LONG, n -= 3 * BLK_LONG)
-		c = crc_hw3(c, p, BLK_LONG, zlong);
-	for (; n >= 3 * BLK_SHORT; p += 3 * BLK_SHORT, n -= 3 * BLK_SHORT)
-		c = crc_hw3(c, p, BLK_SHORT, zshort);
-	while (n >= 8) {
+	for (size_t b = 0; b < N_BLK; b++)
+		for (; n >= 3 * blk_len[b]; p += 3 * blk_len[b], n -= 3 * blk_len[b]) {
+			c = crc_hw3(c, d, p, blk_len[b], zeros[b]);
+			if (d)
+				d += 3 * blk_len[b];
+		}
+	for (; n >= 8; p += 8, n -= 8) {
 		uint64_t w;
 		memcpy(&w, p, 8);
+		if (d)
+			__asm__("" : "+r"(w));
 		c = __builtin_ia32_crc32di(c, w);
-		p += 8;
-		n -= 8;
+		if (d) {
+			memcpy(d, &w, 8);
+			d += 8;
+		}
 	}
-	while (n--)
-		c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+	for (; n; p++, n--) {
+		uint8_t v = *p;
+
+		if (d) {
+			__asm__("" : "+r"(v));
+			*d++ = v;
+		}
+		c = __builtin_ia32_crc32qi((uint32_t)c, v);
+	}
 	return (uint32_t)c;
 }
 
@@ -156,15 +179,29 @@ static int have_hw(void)
 	return v;
 }
 #else
-static uint32_t crc_hw(uint32_t crc, const uint8_t *p, size_t n) { return crc_sw(crc, p, n); }
+static uint32_t crc_hw(uint32_t crc, uint8_t *d, const uint8_t *p, size_t n)
+{
+	if (d)
+		memcpy(d, p, n);
+	return crc_sw(crc, p, n);
+}
 static int have_hw(void) { return 0; }
 #endif
 
 uint32_t tlm_crc32c(uint32_t crc, const void *buf, size_t len)
 {
 	crc = ~crc;
-	crc = have_hw() ? crc_hw(crc, buf, len) : crc_sw(crc, buf, len);
+	crc = have_hw() ? crc_hw(crc, NULL, buf, len) : crc_sw(crc, buf, len);
 	return ~crc;
+}
+
+uint32_t tlm__crc32c_copy(uint32_t crc, void *dst, const void *src, size_t len)
+{
+	if (!have_hw()) {
+		memcpy(dst, src, len);
+		return tlm_crc32c(crc, dst, len);
+	}
+	return ~crc_hw(~crc, dst, src, len);
 }
 
 /* The table version, exported for the unit test to check the two agree. */

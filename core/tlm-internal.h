@@ -126,6 +126,10 @@ int tlm__hmac(const struct tlm_psk *psk, const char *label, const uint8_t *sid,
 	      uint16_t lane, const uint8_t *n1, const uint8_t *n2,
 	      uint8_t mac[TLM_MAC_LEN]);
 int tlm__random(void *buf, size_t n);
+
+/* memcpy(dst, src, len), returning tlm_crc32c(crc, src, len): one pass over
+ * the data, and the crc is of exactly the bytes written to dst. */
+uint32_t tlm__crc32c_copy(uint32_t crc, void *dst, const void *src, size_t len);
 int tlm__ct_equal(const void *a, const void *b, size_t n);
 
 #endif /* TLM_CORE_INTERNAL_H */

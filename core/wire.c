@@ -113,17 +113,19 @@ int tlm__page_hdr_decode(const uint8_t in[TLM_PAGE_HDR], uint32_t frame_len,
 	return 0;
 }
 
-int tlm__page_verify(const struct tlm_page_rec *r)
+int tlm__page_verify_sum(const struct tlm_page_rec *r, uint32_t sum)
 {
-	uint32_t crc;
-
 	/* Only a transport that placed the data itself may accept these
 	 * (it checks them against what it registered, instead of this). */
 	if (r->flags & TLM_PF_PLACED)
 		return -TLM_EFRAME;
-	crc = r->len ? tlm_crc32c(0, r->data, r->len) : 0;
+	return (r->len ? sum : 0) == r->crc ? 0 : -TLM_ECRC;
+}
 
-	return crc == r->crc ? 0 : -TLM_ECRC;
+int tlm__page_verify(const struct tlm_page_rec *r)
+{
+	return tlm__page_verify_sum(r, r->len && !(r->flags & TLM_PF_PLACED) ?
+					  tlm_crc32c(0, r->data, r->len) : 0);
 }
 
 void tlm__region_encode(uint8_t out[TLM_REGION_LEN], const struct tlm_region_offer *o)

@@ -82,6 +82,8 @@ int tlm__page_hdr_decode(const uint8_t in[TLM_PAGE_HDR], uint32_t frame_len,
 			 uint32_t page_size, struct tlm_page_rec *out);
 /* Whole-record check once data is at hand: -TLM_ECRC on mismatch. */
 int tlm__page_verify(const struct tlm_page_rec *r);
+/* The same with the crc of r->data already summed (tlm__crc32c_copy). */
+int tlm__page_verify_sum(const struct tlm_page_rec *r, uint32_t sum);
 
 /* REGION payload (24 bytes), sent by a transport that places pages itself:
  *   u16 region, u16 offered (1, or 0: not offered, copy instead),

@@ -39,9 +39,11 @@
  * Zero copy. Records are copied once, from the caller's memory into the
  * packets (no intermediate ring); the PMD copies again (memif, af_packet)
  * or DMAs. A TLM_PF_LIVE record (region registered TLM_REG_SRC) is copied
- * the same way and its crc summed over the copy while it is hot: what is
- * summed is what is sent, so a page rewritten meanwhile arrives as some
- * mix of old and new words with a correct crc, never as a crc failure.
+ * the same way, its crc summed in the same pass over the words as they
+ * are stored (tlm__crc32c_copy): what is summed is what is sent, so a page
+ * rewritten meanwhile arrives as some mix of old and new words with a
+ * correct crc, never as a crc failure. The receiver likewise sums the crc
+ * while it gathers a record that spans packets into one piece.
  * Attaching the page as an external mbuf instead would sum live memory
  * that the PMD reads later, and a write between the two fails the crc at
  * the receiver; on memif and af_packet, whose PMDs copy anyway, it would
@@ -2372,9 +2374,10 @@ static int wr_bytes(struct dlane *l, const uint8_t *s, size_t n, uint32_t *crc)
 			return r;
 		uint8_t *d = wr_ptr(l);
 		size_t k = n < mss - l->olen ? n : mss - l->olen;
-		memcpy(d, s, k);
 		if (crc)
-			*crc = tlm_crc32c(*crc, d, k);
+			*crc = tlm__crc32c_copy(*crc, d, s, k);
+		else
+			memcpy(d, s, k);
 		l->olen += (uint32_t)k;
 		s += k;
 		n -= k;
@@ -2563,27 +2566,47 @@ static int wait_bytes(struct dlane *l, size_t want, uint64_t end)
 	return 0;
 }
 
-/* The next n readable bytes: from the packets kept, then the ring. */
-static void ring_peek(struct dlane *l, void *dst, size_t n)
+/* Copy k bytes; those from byte `from` of the whole on are summed into
+ * *sum as they are copied (at is where this piece starts). */
+static void peek_piece(uint8_t *d, const uint8_t *s, size_t k, size_t at, size_t from,
+		       uint32_t *sum)
+{
+	size_t plain = !sum ? k : at >= from ? 0 : from - at < k ? from - at : k;
+
+	memcpy(d, s, plain);
+	if (sum && k > plain)
+		*sum = tlm__crc32c_copy(*sum, d + plain, s + plain, k - plain);
+}
+
+/* The next n readable bytes: from the packets kept, then the ring. With
+ * sum, the crc32c of the bytes from `from` on, in the same pass. */
+static void ring_peek_sum(struct dlane *l, void *dst, size_t n, size_t from, uint32_t *sum)
 {
 	uint8_t *d = dst;
-	size_t h = (size_t)(l->rcv_held - l->rcv_rd), skip = l->hoff;
+	size_t h = (size_t)(l->rcv_held - l->rcv_rd), skip = l->hoff, at = 0;
 
+	if (sum)
+		*sum = 0;
 	for (unsigned i = 0; i < l->hn && h && n; i++) {
 		unsigned e = (l->hhead + i) % HELD_MAX;
 		size_t k = l->hq[e].len - skip;
 		if (k > n)
 			k = n;
-		memcpy(d, l->hq[e].p + skip, k);
-		d += k;
+		peek_piece(d + at, l->hq[e].p + skip, k, at, from, sum);
+		at += k;
 		n -= k;
 		h -= k;
 		skip = 0;
 	}
 	size_t off = (size_t)(l->rcv_held % RING_BYTES);
 	size_t k = RING_BYTES - off < n ? RING_BYTES - off : n;
-	memcpy(d, l->rbuf + off, k);
-	memcpy(d + k, l->rbuf, n - k);
+	peek_piece(d + at, l->rbuf + off, k, at, from, sum);
+	peek_piece(d + at + k, l->rbuf, n - k, at + k, from, sum);
+}
+
+static void ring_peek(struct dlane *l, void *dst, size_t n)
+{
+	ring_peek_sum(l, dst, n, 0, NULL);
 }
 
 /* The next n readable bytes in place, or NULL if they are not in one
@@ -2726,6 +2749,8 @@ static int d_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, i
 		struct tlm_page_rec rec;
 		uint8_t h[TLM_FRAME_HDR];
 		const uint8_t *f = NULL;
+		uint32_t sum = 0;
+		bool summed = false;
 
 		/* run to completion: keep our queue moving (acks, window) */
 		if (l->q && i && !(i & 15))
@@ -2761,8 +2786,11 @@ static int d_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, i
 			used = TLM_FRAME_HDR + fh.len;
 			f = ring_ptr(l, used);
 			if (!f) {
-				ring_peek(l, l->scratch, used);
+				/* gathered, and the data's crc summed on the way */
+				ring_peek_sum(l, l->scratch, used, TLM_FRAME_HDR + TLM_PAGE_HDR,
+					      &sum);
 				f = l->scratch;
+				summed = true;
 			}
 		}
 		pthread_mutex_unlock(&l->mu);
@@ -2776,7 +2804,7 @@ static int d_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, i
 		r = tlm__page_hdr_decode(f + TLM_FRAME_HDR, fh.len, tl->page_size, &rec);
 		if (!r) {
 			rec.data = f + TLM_FRAME_HDR + TLM_PAGE_HDR;
-			r = tlm__page_verify(&rec);
+			r = summed ? tlm__page_verify_sum(&rec, sum) : tlm__page_verify(&rec);
 		}
 		if (r) {
 			pthread_mutex_lock(&l->mu);

@@ -27,6 +27,20 @@ static void test_crc(void)
 	for (size_t off = 0; off < 9; off++)
 		for (size_t len = 0; len < 300; len += 13)
 			CHECK(tlm_crc32c(0, buf + off, len) == tlm__crc32c_sw(0, buf + off, len));
+	/* every size around the block sizes (40, 168, 440, 1360: rounds of
+	 * three) and the copying variant: same crc, same bytes */
+	{
+		static uint8_t d[5000];
+		for (size_t len = 0; len < 4300; len += len < 600 ? 1 : 37)
+			for (size_t off = 0; off < 3; off++) {
+				uint32_t want = tlm__crc32c_sw(0x1234u, buf + off, len);
+				memset(d, 0xa5, sizeof(d));
+				CHECK(tlm_crc32c(0x1234u, buf + off, len) == want);
+				CHECK(tlm__crc32c_copy(0x1234u, d + 1, buf + off, len) == want);
+				CHECK(memcmp(d + 1, buf + off, len) == 0 && d[0] == 0xa5 &&
+				      d[len + 1] == 0xa5);
+			}
+	}
 	/* chaining */
 	a = tlm_crc32c(0, buf, 10000);
 	b = tlm_crc32c(tlm_crc32c(0, buf, 4321), buf + 4321, 10000 - 4321);
