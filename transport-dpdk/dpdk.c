@@ -472,9 +472,10 @@ static double rnd01(uint64_t *s)
  * transport does not know are passed on as devargs of the vdev. */
 static int parse_fault_kv(struct fault *f, const char *k, const char *v)
 {
-	double d = strtod(v, NULL);
+	char *end;
+	double d = strtod(v, &end);
 
-	if (d < 0 || d > 1)
+	if (end == v || *end || !(d >= 0 && d <= 1))
 		return -EINVAL;
 	if (!strcmp(k, "drop"))
 		f->drop = d;
@@ -497,7 +498,7 @@ static int append(char *dst, size_t cap, const char *sep, const char *s)
 
 static int parse_args(const char *args, struct cfg *c)
 {
-	char tok[512];
+	char tok[512], item[512];
 	const char *p = args;
 	char extra[512] = "";
 
@@ -528,6 +529,7 @@ static int parse_args(const char *args, struct cfg *c)
 			tok[n++] = *p++;
 		}
 		tok[n] = 0;
+		snprintf(item, sizeof(item), "%s", tok);
 		char *k = tok, *v;
 		if (!strncmp(k, "--", 2))
 			k += 2;
@@ -547,42 +549,47 @@ static int parse_args(const char *args, struct cfg *c)
 			snprintf(c->dev, sizeof(c->dev), "%s", v);
 		} else if (!strcmp(k, "vdev")) {
 			if (append(c->vdev, sizeof(c->vdev), ",", v))
-				return -EINVAL;
+				goto bad;
 		} else if (!strcmp(k, "ip")) {
 			struct in_addr a;
 			if (inet_pton(AF_INET, v, &a) != 1)
-				return -EINVAL;
+				goto bad;
 			c->ip = ntohl(a.s_addr);
 		} else if (!strcmp(k, "peer-mac")) {
 			if (rte_ether_unformat_addr(v, &c->peer_mac))
-				return -EINVAL;
+				goto bad;
 			c->peer_mac_set = true;
 		} else if (!strcmp(k, "mtu")) {
 			c->mtu = (uint32_t)strtoul(v, NULL, 10);
 			if (c->mtu < 576 || c->mtu > 9000)
-				return -EINVAL;
+				goto bad;
 		} else if (!strcmp(k, "queues")) {
 			c->queues = (unsigned)strtoul(v, NULL, 10);
 			if (c->queues < 1 || c->queues > MAX_QUEUES)
-				return -EINVAL;
+				goto bad;
 		} else if (!strcmp(k, "dead_ms")) {
 			c->dead_ms = atoi(v);
 			if (c->dead_ms < 100)
-				return -EINVAL;
+				goto bad;
 		} else if (!strcmp(k, "fault")) {
-			char *v2 = strchr(v, '=');
-			if (!v2)
-				return -EINVAL;
-			*v2++ = 0;
-			if (parse_fault_kv(&c->fault, v, v2))
-				return -EINVAL;
+			/* fault=drop=P,reorder=P: the rest arrive as keys of
+			 * their own; quoted, they are all in v */
+			char *save = NULL;
+			for (char *kv = strtok_r(v, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+				char *v2 = strchr(kv, '=');
+				if (!v2)
+					goto bad;
+				*v2++ = 0;
+				if (parse_fault_kv(&c->fault, kv, v2))
+					goto bad;
+			}
 		} else if (!strcmp(k, "drop") || !strcmp(k, "reorder") || !strcmp(k, "dup")) {
 			if (parse_fault_kv(&c->fault, k, v))
-				return -EINVAL;
+				goto bad;
 		} else {
 			v[-1] = '=';
 			if (append(extra, sizeof(extra), ",", k))
-				return -EINVAL;
+				goto bad;
 		}
 	}
 	if (extra[0]) {
@@ -598,6 +605,9 @@ static int parse_args(const char *args, struct cfg *c)
 		snprintf(c->dev, sizeof(c->dev), "%.*s", (int)k, c->vdev);
 	}
 	return 0;
+bad:
+	tlm__err("dpdk: transport_args: '%s': bad or too long a value", item);
+	return -EINVAL;
 }
 
 /* ---- EAL ---- */

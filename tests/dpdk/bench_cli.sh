@@ -69,5 +69,15 @@ for args in "--fault drop=0.01" "--transport tcp --fault drop=0.01" \
 	[ $rc -eq 2 ] || bad "'$args' gave exit $rc, want 2"
 done
 "$TLM" bench transport --help | grep -q -- '--raw-seconds' || bad "--help"
+# Bad transport args: refused, and the message names the item (a quoted
+# fault= list is read whole, every value checked).
+for targs in 'fault="drop=0.01,dup=2"' 'fault=drop=x' 'mtu=100' 'queues=0'; do
+	msg=$("$TLM" bench transport --transport dpdk --no-raw --lanes 1 --bytes 1M \
+		--transport-args "$targs" 2>&1) && bad "'$targs' accepted"
+	echo "$msg" | grep -q "transport_args: '" || bad "'$targs': no message naming it: $msg"
+done
+out=$("$TLM" bench transport --transport dpdk --no-raw --lanes 1 --bytes 16M --json \
+	--transport-args 'fault="drop=0.01,reorder=0.01,dup=0.01"') || bad "quoted fault list: exit $?"
+echo "$out" | grep -q '"verified":true' || bad "quoted fault list: not verified"
 [ $fail -eq 0 ] && echo "bench_cli: passed"
 exit $fail
