@@ -1175,9 +1175,9 @@ static void usage(FILE *f)
 "(net_memif) at the lanes' mtu= (default 1500), no protocol, and reports\n"
 "raw_Bps and ratio = goodput / raw_Bps; the same blast copying page data in\n"
 "at the sender and out at the receiver gives raw_copy_Bps and ratio_raw_copy.\n"
-"For dpdk, cycles per page on each\n"
-"side (process CPU x TSC rate / pages), pages per second one core sustains,\n"
-"and whether both reach 10GbE line rate (290 k pages/s of 4 KiB) on one core.\n"
+"For dpdk also: cycles per page on each side (process CPU x TSC rate /\n"
+"pages), pages per second one core sustains, and whether both reach 10GbE\n"
+"line rate (290 k pages/s of 4 KiB) on one core.\n"
 "  --no-raw           skip the raw blast\n"
 "  --raw-seconds S    how long it blasts, 0.1..60 (default 2)\n",
 		TLM_MAX_LANES - 1);
