@@ -98,7 +98,8 @@
  * at the end of a call. What the PMD's TX ring cannot take stays queued
  * and the lane stops building data packets meanwhile (back-pressure, no
  * drops). Keepalive: a PING after KA_NS of silence (the peer answers with
- * an ACK); nothing heard for dead_ms (default 3000) fails the lane.
+ * an ACK); nothing heard for dead_ms (default 3000) fails the lane, and on
+ * memif a link found down after 20 ms of silence fails it at once.
  *
  * Lifetime: ports, like the EAL, live until the process exits (a memif
  * vdev removed and re-added in one process does not come back reliably).
@@ -158,6 +159,7 @@
 #define MAGIC        0x544c           /* "TL" */
 #define PROTO_VER    2
 #define KA_NS        (200ull * 1000000)
+#define LINK_CHECK_NS (20ull * 1000000) /* memif: look at the link after this much silence */
 #define SYN_NS       (100ull * 1000000)
 #define SPIN_NS      (100ull * 1000)  /* a waiting caller polls its queue this long */
 #define STALE_NS     (300ull * 1000)  /* the poll thread covers a queue left alone this long */
@@ -1516,6 +1518,14 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 	if (l->need_ack)
 		send_ctl(p, l, PT_DATA);
 timers:
+	/* memif: the link goes down when the peer's process is gone (ports
+	 * live until their process exits): fail now, not after dead_ms */
+	if (p->memif && l->state == LS_EST && since(now, l->last_rx) > LINK_CHECK_NS) {
+		struct rte_eth_link lk;
+		if (rte_eth_link_get_nowait(p->port_id, &lk) == 0 && !lk.link_status)
+			lane_fail(l, TLM_LOG_ERR, -TLM_EPEERCLOSED,
+				  "memif link down: the peer process is gone");
+	}
 	if (since(now, l->last_rx) > KA_NS && since(now, l->last_ping) > KA_NS) {
 		if (l->mac_known || p->p2p)
 			send_ctl(p, l, PT_PING);

@@ -9,7 +9,8 @@
  *   faults   bytes + pages with drop/reorder/dup 0.01 on both senders:
  *            every byte exactly once, in order
  *   dead     the connecting process is killed with SIGKILL mid-stream: the
- *            accepting side gets -TLM_EPEERCLOSED, not a hang
+ *            accepting side gets -TLM_EPEERCLOSED, not a hang, and learns
+ *            it from the memif link going down (not from dead_ms silence)
  *   afpacket bytes + pages + faults over net_af_packet on a veth pair
  *            between two network namespaces the test creates (198.18.x.x),
  *            peers found by our ARP
@@ -66,9 +67,13 @@ static char netns_a[64], netns_b[64];
 #define STREAM_BYTES (6u << 20)
 #define N_PAGES 3000
 
+static bool saw_link_down;   /* dead: which path noticed */
+
 static void log_cb(int level, const char *msg, void *arg)
 {
 	(void)arg;
+	if (strstr(msg, "memif link down"))
+		saw_link_down = true;
 	if (level <= TLM_LOG_WARN || getenv("TLM_TEST_DEBUG"))
 		fprintf(stderr, "    [%d] %s\n", (int)getpid(), msg);
 }
@@ -418,6 +423,8 @@ static void acceptor(const char *cas, int pfd)
 		for (int i = 0; i < 10 && w >= 0; i++)
 			w = ops->dp->write(b, "x", 1);
 		CHECK(w == -TLM_EPEERCLOSED);
+		/* memif: by the link going down, not by dead_ms of silence */
+		CHECK(saw_link_down);
 		printf("  dead peer detected after %llu ms\n",
 		       (unsigned long long)(tlm__now_ms() - t0));
 		ops->close(b);
