@@ -42,12 +42,14 @@ static int next_item(const char **pp, char *item, size_t cap)
 	return 1;
 }
 
-int tlm_cli_raw_blast(const char *targs, double seconds, bool copies, struct tlm__raw_result *r)
+int tlm_cli_raw_blast(const char *targs, double seconds, enum tlm_raw_mode mode,
+		      struct tlm__raw_result *r)
 {
 	static const char *const lane_keys[] = {
 		"mtu=", "queues=", "dead_ms=", "fault=", "drop=", "reorder=", "dup=",
 	};
-	struct tlm__raw_cfg c = { .mtu = 1500, .seconds = seconds, .copies = copies };
+	struct tlm__raw_cfg c = { .mtu = 1500, .seconds = seconds,
+				  .copies = mode != TLM_RAW_FRAMES, .place = mode == TLM_RAW_PLACE };
 	char item[512], eal[512] = "";
 	const char *p = targs ? targs : "";
 	size_t elen = 0;

@@ -72,7 +72,9 @@ void tlm_cli_reexec_in_vm(const char *cmd, int argc, char **argv, const char *fl
  * device, as the blast runs on the embedded memif pair only. And the TSC
  * rate, for cycle figures. */
 struct tlm__raw_result;
-int tlm_cli_raw_blast(const char *targs, double seconds, bool copies, struct tlm__raw_result *r);
+enum tlm_raw_mode { TLM_RAW_FRAMES, TLM_RAW_COPY, TLM_RAW_PLACE };
+int tlm_cli_raw_blast(const char *targs, double seconds, enum tlm_raw_mode mode,
+		      struct tlm__raw_result *r);
 double tlm_cli_tsc_hz(void);
 /* Minimal JSON writer for --json reports (one object per run). */
 struct tlm_json { FILE *f; int depth; bool first[16]; };

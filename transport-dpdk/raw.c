@@ -14,6 +14,14 @@
  *   caller: reads both pipes, lets the tx child go once the rx child has
  *   its count, reaps both, removes both DIRs (the EAL leaves them behind,
  *   and a killed child cannot clean up).
+ *   With place the roles swap (the rx child is the zero-copy memif client,
+ *   which only the client can be) and the tx child starts first: a DPDK
+ *   memif client tries its server once, when it starts.
+ *
+ * With copies the rx child checks at the end that every place in its
+ * destination a frame landed on holds the source's bytes (frames say
+ * where they come from), and fails the blast if not: the figure is of
+ * bytes moved, not of frames counted.
  *
  * The tx child outlives the rx child's polling on purpose: when a memif
  * peer goes, the PMD's interrupt thread unmaps the shared rings while the
@@ -113,13 +121,17 @@ static struct rte_mempool *child_port(const struct blast *b, const char *role, i
 	struct rte_mempool *mp;
 	cpu_set_t cpus;
 	int argc = 0, have, cpu_idx = strcmp(role, "rx") != 0;
+	bool server = c->place ? cpu_idx : !cpu_idx;   /* place: the receiver is the zc client */
 	uint16_t room;
 	FILE *lf;
 
-	snprintf(buf, sizeof(buf), "tlm-raw %s --file-prefix tlm-raw-%d-%s -l %d --no-telemetry "
-		 "--vdev net_memif0,role=%s,id=0,socket=%s,socket-abstract=yes%s",
-		 c->eal_args ? c->eal_args : DEF_EAL, (int)getppid(), role, nth_cpu(cpu_idx),
-		 cpu_idx ? "client" : "server", b->sock, c->mtu > 1500 ? ",bsize=9216" : "");
+	/* a zero-copy memif client shares its memsegs: one file each */
+	snprintf(buf, sizeof(buf), "tlm-raw %s%s --file-prefix tlm-raw-%d-%s -l %d --no-telemetry "
+		 "--vdev net_memif0,role=%s,id=0,socket=%s,socket-abstract=yes%s%s",
+		 c->eal_args ? c->eal_args : DEF_EAL, server || !c->place ? "" :
+		 " --single-file-segments", (int)getppid(), role, nth_cpu(cpu_idx),
+		 server ? "server" : "client", b->sock, c->mtu > 1500 ? ",bsize=9216" : "",
+		 server || !c->place ? "" : ",zero-copy=yes");
 	for (char *s = strtok(buf, " "); s && argc < 70; s = strtok(NULL, " "))
 		argv[argc++] = s;
 	argv[argc] = NULL;
@@ -140,14 +152,41 @@ static struct rte_mempool *child_port(const struct blast *b, const char *role, i
 	room = (uint16_t)RTE_MAX(c->mtu + 14 + RTE_PKTMBUF_HEADROOM,
 				 (unsigned)RTE_MBUF_DEFAULT_BUF_SIZE);
 	mp = rte_pktmbuf_pool_create("raw", 8191, 256, 0, room, (int)rte_socket_id());
-	if (!mp || rte_eth_dev_get_port_by_name("net_memif0", port) ||
-	    rte_eth_dev_configure(*port, 1, 1, &conf) ||
-	    rte_eth_rx_queue_setup(*port, 0, 1024, 0, NULL, mp) ||
-	    rte_eth_tx_queue_setup(*port, 0, 1024, 0, NULL) || rte_eth_dev_start(*port)) {
-		tlm__err("dpdk raw %s: port setup failed", role);
+	const char *step = !mp ? "mbuf pool"
+		: rte_eth_dev_get_port_by_name("net_memif0", port) ? "no port net_memif0"
+		: rte_eth_dev_configure(*port, 1, 1, &conf) ? "configure"
+		: rte_eth_rx_queue_setup(*port, 0, 1024, 0, NULL, mp) ? "rx queue"
+		: rte_eth_tx_queue_setup(*port, 0, 1024, 0, NULL) ? "tx queue"
+		: rte_eth_dev_start(*port) ? "start" : NULL;
+	if (step) {
+		tlm__err("dpdk raw %s: port setup failed at %s", role, step);
 		return NULL;
 	}
 	return mp;
+}
+
+/* The bytes the sender's source holds (and with copies, both ends). */
+static uint8_t pattern(size_t i)
+{
+	return (uint8_t)(i * 131 + (i >> 12));
+}
+
+/* With copies, each frame says in its lane-header bytes where its
+ * payload comes from in the source (OFF_AT, 4 bytes): the receiver copies
+ * it to the same place in its destination and marks that place seen. The
+ * sender gives up on a burst the PMD will not take for long (the receiver
+ * is not polling yet, or is gone), so a place may never be seen. */
+#define OFF_AT (14 + 20 + 8)
+#define SLOTS  (POOL_BYTES / 512 + 1)
+
+/* Every place frames landed now holds the source's bytes. */
+static bool payload_intact(const uint8_t *dst, const bool *seen, uint32_t len)
+{
+	for (size_t k = 0; k < SLOTS && len; k++)
+		for (size_t i = k * len; seen[k] && i < (k + 1) * len; i++)
+			if (dst[i] != pattern(i))
+				return false;
+	return true;
 }
 
 static void rx_child(const struct blast *bl, int out)
@@ -157,7 +196,9 @@ static void rx_child(const struct blast *bl, int out)
 	double c0 = 0, c1 = 0;
 	uint16_t port;
 	uint8_t *dst = bl->c->copies ? malloc(POOL_BYTES) : NULL;
-	size_t off = 0;
+	bool seen[SLOTS] = { false };
+	uint64_t misplaced = 0;
+	uint32_t flen = 0;
 
 	if ((bl->c->copies && !dst) || !child_port(bl, "rx", out, &port))
 		_exit(1);
@@ -180,13 +221,18 @@ static void rx_child(const struct blast *bl, int out)
 			frames += n;
 			t1 = now;
 			for (uint16_t i = 0; dst && i < n; i++) {
-				uint32_t len = rte_pktmbuf_data_len(b[i]) - L2L4_HDR;
+				const uint8_t *f = rte_pktmbuf_mtod(b[i], const uint8_t *);
+				uint32_t len = rte_pktmbuf_pkt_len(b[i]) - L2L4_HDR, off;
 
-				if (off + len > POOL_BYTES)
-					off = 0;
-				memcpy(dst + off, rte_pktmbuf_mtod_offset(b[i], uint8_t *, L2L4_HDR),
-				       len);
-				off += len;
+				memcpy(&off, f + OFF_AT, sizeof(off));
+				if (len && off % len == 0 && off + len <= POOL_BYTES &&
+				    off / len < SLOTS && (!flen || len == flen)) {
+					flen = len;
+					seen[off / len] = true;
+					memcpy(dst + off, f + L2L4_HDR, len);
+				} else {
+					misplaced++;
+				}
 			}
 			rte_pktmbuf_free_bulk(b, n);
 		} else if (frames ? now - t1 > QUIET_NS : now - start > FIRST_NS) {
@@ -197,9 +243,55 @@ static void rx_child(const struct blast *bl, int out)
 		tlm__err("dpdk raw rx: no frame arrived");
 		_exit(1);
 	}
+	if (dst && (misplaced || !payload_intact(dst, seen, flen))) {
+		tlm__err("dpdk raw rx: the payload did not arrive as sent");
+		_exit(1);
+	}
 	dprintf(out, "%" PRIu64 " %.9f %.9f %.0f\n", frames, (double)(t1 - t0) / 1e9,
 		c1 - c0, (double)rte_get_tsc_hz());
 	_exit(0);
+}
+
+/* place: BURST frames of a header mbuf chained to the next len bytes of
+ * src, attached in place (the PMD reads them there). The source stays
+ * mapped for the child's life, so nothing is ever given back (g_shinfo's
+ * count starts at 1 and only moves between 1 and 1 + in flight). */
+static struct rte_mbuf_ext_shared_info g_shinfo;
+
+static void no_free(void *addr, void *opaque)
+{
+	(void)addr;
+	(void)opaque;
+}
+
+static int place_burst(struct rte_mempool *mp, uint8_t *src, uint32_t len, size_t *off,
+		       struct rte_mbuf **b)
+{
+	struct rte_mbuf *d[BURST];
+
+	if (rte_pktmbuf_alloc_bulk(mp, b, BURST))
+		return -1;
+	if (rte_pktmbuf_alloc_bulk(mp, d, BURST)) {
+		rte_pktmbuf_free_bulk(b, BURST);
+		return -1;
+	}
+	for (int i = 0; i < BURST; i++) {
+		uint8_t *h = (uint8_t *)rte_pktmbuf_append(b[i], L2L4_HDR);
+
+		memset(h, 0xff, L2L4_HDR);
+		if (*off + len > POOL_BYTES)
+			*off = 0;
+		memcpy(h + OFF_AT, &(uint32_t){ (uint32_t)*off }, 4);
+		rte_mbuf_ext_refcnt_update(&g_shinfo, 1);
+		rte_pktmbuf_attach_extbuf(d[i], src + *off, (rte_iova_t)(uintptr_t)(src + *off),
+					  (uint16_t)len, &g_shinfo);
+		d[i]->data_off = 0;
+		d[i]->data_len = (uint16_t)len;
+		d[i]->pkt_len = len;
+		rte_pktmbuf_chain(b[i], d[i]);
+		*off += len;
+	}
+	return 0;
 }
 
 static void tx_child(const struct blast *bl, int out)
@@ -222,7 +314,9 @@ static void tx_child(const struct blast *bl, int out)
 		_exit(1);
 	if (src)
 		for (size_t i = 0; i < POOL_BYTES; i++)
-			src[i] = (uint8_t)(i * 131 + (i >> 12));
+			src[i] = pattern(i);
+	g_shinfo.free_cb = no_free;
+	rte_mbuf_ext_refcnt_set(&g_shinfo, 1);
 	for (int i = 0; ; i++) {
 		if (rte_eth_link_get_nowait(port, &link) == 0 && link.link_status)
 			break;
@@ -237,9 +331,13 @@ static void tx_child(const struct blast *bl, int out)
 	while (tlm__now_ns() < end) {
 		uint16_t k = 0;
 
-		if (rte_pktmbuf_alloc_bulk(mp, b, BURST))
+		if (c->place) {
+			if (place_burst(mp, src, len, &off, b))
+				continue;
+		} else if (rte_pktmbuf_alloc_bulk(mp, b, BURST)) {
 			continue;   /* the PMD still holds them all */
-		for (int i = 0; i < BURST; i++) {
+		}
+		for (int i = 0; !c->place && i < BURST; i++) {
 			uint8_t *f = (uint8_t *)rte_pktmbuf_append(b[i], (uint16_t)(c->mtu + 14));
 
 			memset(f, 0xff, L2L4_HDR);   /* headers; the payload only with copies */
@@ -247,6 +345,7 @@ static void tx_child(const struct blast *bl, int out)
 				continue;
 			if (off + len > POOL_BYTES)
 				off = 0;
+			memcpy(f + OFF_AT, &(uint32_t){ (uint32_t)off }, 4);
 			memcpy(f + L2L4_HDR, src + off, len);
 			off += len;
 		}
@@ -342,7 +441,7 @@ int tlm__dpdk_raw_blast(const struct tlm__raw_cfg *c, struct tlm__raw_result *r)
 	struct blast b = { .c = c, .hold = { -1, -1 } };
 	char rx_dir[256] = "", tx_dir[256] = "", line[256];
 	uint64_t deadline;
-	pid_t rx, tx = -1;
+	pid_t rx = -1, tx = -1;
 	int rx_fd = -1, tx_fd = -1, rc = -EIO;
 	double hz;
 
@@ -354,18 +453,22 @@ int tlm__dpdk_raw_blast(const struct tlm__raw_cfg *c, struct tlm__raw_result *r)
 	snprintf(b.sock, sizeof(b.sock), "/run/tlm-raw-%d.sock", (int)getpid());
 	/* EAL setup takes seconds on a busy machine; the blast, c->seconds */
 	deadline = tlm__now_ns() + (uint64_t)((c->seconds + 60) * 1e9);
+	if (pipe2(b.hold, O_CLOEXEC))
+		return -errno;
+	/* the memif client connects once, at start: the server goes first
+	 * (the receiver, or with place the sender) */
+	if (c->place) {
+		tx = spawn(tx_child, &b, &tx_fd);
+		if (tx < 0 || read_line(tx_fd, tx_dir, sizeof(tx_dir), deadline))
+			goto out;
+	}
 	rx = spawn(rx_child, &b, &rx_fd);
-	if (rx < 0)
-		return rx;
-	if (read_line(rx_fd, rx_dir, sizeof(rx_dir), deadline) ||
+	if (rx < 0 || read_line(rx_fd, rx_dir, sizeof(rx_dir), deadline) ||
 	    read_line(rx_fd, line, sizeof(line), deadline) || strcmp(line, "ready"))
 		goto out;
-	if (pipe2(b.hold, O_CLOEXEC)) {
-		rc = -errno;
-		goto out;
-	}
-	tx = spawn(tx_child, &b, &tx_fd);
-	if (tx < 0 || read_line(tx_fd, tx_dir, sizeof(tx_dir), deadline) ||
+	if (!c->place)
+		tx = spawn(tx_child, &b, &tx_fd);
+	if (tx < 0 || (!c->place && read_line(tx_fd, tx_dir, sizeof(tx_dir), deadline)) ||
 	    read_line(tx_fd, line, sizeof(line), deadline) ||
 	    sscanf(line, "%" SCNu64 " %lf", &r->frames_tx, &r->cpu_tx) != 2 ||
 	    read_line(rx_fd, line, sizeof(line), deadline) ||

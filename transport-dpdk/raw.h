@@ -15,6 +15,13 @@ struct tlm__raw_cfg {
 	bool copies;            /* move page bytes: the sender copies them from
 				 * source memory into each frame, the receiver
 				 * out of it into destination memory */
+	bool place;             /* with copies: one pass over the page per side,
+				 * the least a zero-copy lane could do: the
+				 * sender attaches source pages to its frames
+				 * (rte_pktmbuf_attach_extbuf; the PMD's copy
+				 * is the only one), the receiver is the memif
+				 * client in zero-copy mode (no PMD copy) and
+				 * copies the payload out to destination */
 };
 
 struct tlm__raw_result {
@@ -32,8 +39,11 @@ struct tlm__raw_result {
  * frame_bytes (headers written, no payload copy), the other rx_bursts and
  * counts them. With copies, the payload is page data: copied in from a
  * 64-page source, copied out to a 64-page destination, as the least any
- * page transfer does (no protocol, no check). Each child starts its own EAL: call this before the calling
- * process starts one (a child of an EAL process cannot start another).
+ * page transfer does (no protocol; the destination is checked against
+ * the source once, after the timed part: a mismatch fails the blast);
+ * with place, one pass over it per side instead of two. Each child starts
+ * its own EAL: call this before the calling process starts one (a child
+ * of an EAL process cannot start another).
  * Blocks for about seconds + 1 s; removes the children's EAL runtime
  * directories. Returns 0 or a negative errno.
  */

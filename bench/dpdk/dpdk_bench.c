@@ -13,6 +13,11 @@
  *   raw_copy the same with page data copied into each frame at the sender
  *            and out of it at the receiver (the least a page transfer does;
  *            no protocol, no check): raw_copy_Bps, ratio_raw_copy
+ *   raw_place one pass over each page per side, the least a zero-copy
+ *            lane could do: the sender's frames point at the source pages
+ *            (rte_pktmbuf_attach_extbuf, the PMD's copy is the only one),
+ *            the receiver is a zero-copy memif client and copies out:
+ *            raw_place_Bps, raw_place_over_raw, ratio_raw_place
  *   lanes    one dpdk lane in page mode: 4 KiB page records, sender to
  *            receiver; the receiver verifies every crc (as always) and
  *            checks each page's stamp; goodput_Bps = page data bytes / s
@@ -257,7 +262,7 @@ int main(int argc, char **argv)
 	};
 	const char *json = NULL;
 	int opt;
-	struct tlm__raw_result raw = { 0 }, rawc = { 0 };
+	struct tlm__raw_result raw = { 0 }, rawc = { 0 }, rawp = { 0 };
 	struct lane_run dl = { 0 }, tl = { 0 };
 
 	static char args_buf[512];
@@ -299,7 +304,10 @@ int main(int argc, char **argv)
 	if (!no_raw && (tlm__dpdk_raw_blast(&(struct tlm__raw_cfg){ .mtu = mtu,
 								 .seconds = seconds }, &raw) ||
 			tlm__dpdk_raw_blast(&(struct tlm__raw_cfg){ .mtu = mtu, .seconds = seconds,
-								 .copies = true }, &rawc))) {
+								 .copies = true }, &rawc) ||
+			tlm__dpdk_raw_blast(&(struct tlm__raw_cfg){ .mtu = mtu, .seconds = seconds,
+								 .copies = true, .place = true },
+					    &rawp))) {
 		fprintf(stderr, "raw phase failed\n");
 		return 1;
 	}
@@ -331,12 +339,15 @@ int main(int argc, char **argv)
 		"\"page_size\": 4096, \"seconds\": %.1f, \"live\": %s,\n"
 		" \"raw_Bps\": %.0f, \"raw_frames_per_s\": %.0f, \"raw_rx_cycles_per_frame\": %.0f,\n"
 		" \"raw_copy_Bps\": %.0f, \"ratio_raw_copy\": %.3f,\n"
+		" \"raw_place_Bps\": %.0f, \"raw_place_over_raw\": %.3f, \"ratio_raw_place\": %.3f,\n"
 		" \"goodput_Bps\": %.0f, \"pages\": %llu, \"ratio\": %.3f,\n"
 		" \"cycles_per_page_tx\": %.0f, \"cycles_per_page_rx\": %.0f,\n"
 		" \"pages_per_s_per_core_tx\": %.0f, \"pages_per_s_per_core_rx\": %.0f, "
 		"\"pages_per_s_per_core\": %.0f,\n",
 		raw.frame_bytes, raw.payload, seconds, live ? "true" : "false", raw.Bps,
-		raw_fps, raw_cpf, rawc.Bps, rawc.Bps > 0 ? good_Bps / rawc.Bps : 0, good_Bps, dl.pages_rx,
+		raw_fps, raw_cpf, rawc.Bps, rawc.Bps > 0 ? good_Bps / rawc.Bps : 0, rawp.Bps,
+		raw.Bps > 0 ? rawp.Bps / raw.Bps : 0, rawp.Bps > 0 ? good_Bps / rawp.Bps : 0,
+		good_Bps, dl.pages_rx,
 		raw.Bps > 0 ? good_Bps / raw.Bps : 0, cpp_tx, cpp_rx, hz / cpp_tx, hz / cpp_rx,
 		hz / (cpp_tx > cpp_rx ? cpp_tx : cpp_rx));
 	if (!no_tcp)

@@ -35,6 +35,9 @@ positive "$(num "$out" raw_Bps)" || bad "raw_Bps missing or 0"
 positive "$(num "$out" ratio)" || bad "ratio missing or 0"
 positive "$(num "$out" raw_copy_Bps)" || bad "raw_copy_Bps missing or 0"
 positive "$(num "$out" ratio_raw_copy)" || bad "ratio_raw_copy missing or 0"
+for k in raw_place_Bps raw_place_over_raw ratio_raw_place; do
+	positive "$(num "$out" $k)" || bad "$k missing or 0"
+done
 for k in cycles_per_page_tx cycles_per_page_rx pages_per_s_per_core_tx pages_per_s_per_core_rx; do
 	positive "$(num "$out" $k)" || bad "$k missing or 0"
 done
