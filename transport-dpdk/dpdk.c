@@ -142,6 +142,7 @@
 #include <rte_udp.h>
 
 #include "tlm-internal.h"
+#include "raw.h"
 
 #define BURST        32
 #define WR_CHUNK     65536 /* bytes per commit in byte mode (d_write, inject_raw) */
@@ -689,12 +690,13 @@ static int eal_init(const struct cfg *c)
 	/* rte_eal_init pins the calling thread to lcore 0; give it back its
 	 * cores, it is the application's thread, not ours */
 	r = pthread_getaffinity_np(pthread_self(), sizeof(cpus), &cpus);
-	int n = rte_eal_init(argc, argv);
+	int n = tlm__dpdk_eal_init(argc, argv);
 	if (!r)
 		pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus);
 	if (n < 0) {
 		g_eal_err = rte_errno ? -rte_errno : -EINVAL;
-		tlm__err("dpdk: EAL init failed: %s", rte_strerror(rte_errno));
+		tlm__err("dpdk: EAL init failed: %s (EAL arguments: %s)", rte_strerror(rte_errno),
+			 c->eal[0] ? c->eal : "the default, --no-huge --no-pci -m 512");
 		return g_eal_err;
 	}
 	g_eal_up = true;

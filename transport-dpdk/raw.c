@@ -45,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -141,7 +142,7 @@ static struct rte_mempool *child_port(const struct blast *b, const char *role, i
 		rte_openlog_stream(lf);
 	}
 	have = pthread_getaffinity_np(pthread_self(), sizeof(cpus), &cpus) == 0;
-	if (rte_eal_init(argc, argv) < 0) {
+	if (tlm__dpdk_eal_init(argc, argv) < 0) {
 		tlm__err("dpdk raw %s: EAL init failed: %s%s", role, rte_strerror(rte_errno),
 			 rte_errno == EALREADY ? " (the caller had started an EAL already)" : "");
 		return NULL;
@@ -497,6 +498,70 @@ out:
 	if (tx_fd >= 0)
 		close(tx_fd);
 	return rc;
+}
+
+/* One line of what the EAL printed: the complaints (getopt's, which start
+ * with argv[0], and the EAL's own errors) at error level, its usage text
+ * at debug. */
+static void eal_line(const char *argv0, const char *l, size_t n, const char **prev,
+		     size_t *pn)
+{
+	size_t a = strlen(argv0);
+	bool complaint = (n > a + 2 && !strncmp(l, argv0, a) && l[a] == ':') ||
+			 (n > 5 && !strncmp(l, "EAL: ", 5) && memmem(l, n, "rror", 4)) ||
+			 (n > 5 && !strncmp(l, "EAL: ", 5) && memmem(l, n, "FATAL", 5));
+
+	if (!n)
+		return;
+	if (complaint && *prev && *pn == n && !memcmp(*prev, l, n))
+		return;   /* the EAL reads its arguments twice */
+	if (complaint) {
+		tlm__err("dpdk: %.*s", (int)n, l);
+		*prev = l;
+		*pn = n;
+	} else {
+		tlm__dbg("dpdk: %.*s", (int)n, l);
+	}
+}
+
+int tlm__dpdk_eal_init(int argc, char **argv)
+{
+	int mf = memfd_create("tlm-eal-output", MFD_CLOEXEC), o1 = -1, o2 = -1, r;
+
+	fflush(stdout);
+	fflush(stderr);
+	if (mf >= 0) {
+		o1 = dup(1);
+		o2 = dup(2);
+	}
+	bool caught = mf >= 0 && o1 >= 0 && o2 >= 0 && dup2(mf, 1) == 1 && dup2(mf, 2) == 2;
+	r = rte_eal_init(argc, argv);
+	fflush(stdout);
+	fflush(stderr);
+	if (o1 >= 0)
+		dup2(o1, 1);
+	if (o2 >= 0)
+		dup2(o2, 2);
+	if (caught) {
+		char buf[8192];
+		ssize_t n = pread(mf, buf, sizeof(buf) - 1, 0);
+		size_t at = 0, pn = 0;
+		const char *prev = NULL;
+
+		buf[n > 0 ? n : 0] = 0;
+		for (size_t i = 0; n > 0 && i <= (size_t)n; i++)
+			if (i == (size_t)n || buf[i] == '\n') {
+				eal_line(argv[0], buf + at, i - at, &prev, &pn);
+				at = i + 1;
+			}
+	}
+	if (o1 >= 0)
+		close(o1);
+	if (o2 >= 0)
+		close(o2);
+	if (mf >= 0)
+		close(mf);
+	return r;
 }
 
 double tlm__dpdk_tsc_hz(void)

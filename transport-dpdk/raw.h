@@ -49,6 +49,14 @@ struct tlm__raw_result {
  */
 int tlm__dpdk_raw_blast(const struct tlm__raw_cfg *c, struct tlm__raw_result *r);
 
+/* rte_eal_init(argc, argv), with what it writes on stdout and stderr
+ * (its usage text and getopt's complaints when an argument is bad) kept
+ * off them, since the library never prints: error lines go to the log at
+ * error level, the rest at debug. The two descriptors point elsewhere
+ * while it runs, for the whole process: call it before other threads
+ * print. Returns what rte_eal_init returns. */
+int tlm__dpdk_eal_init(int argc, char **argv);
+
 /* TSC ticks per second: the EAL's figure once one started in this
  * process, else measured over 50 ms. */
 double tlm__dpdk_tsc_hz(void);

@@ -5,7 +5,8 @@
 # memory but the receiver copies out of its ring), the raw PMD blast and
 # the per-page figures reported; with loss, reordering and duplication on
 # the sender still every page verified; the tcp comparison verified too;
-# the dpdk flags refused for other transports with exit status 2.
+# the dpdk flags refused for other transports with exit status 2; a bad
+# EAL argument named on stderr with stdout left empty.
 # Behaviour only: no figure is compared with a threshold.
 #   bench_cli.sh PATH-TO-tlm
 set -u
@@ -82,5 +83,19 @@ done
 out=$("$TLM" bench transport --transport dpdk --no-raw --lanes 1 --bytes 16M --json \
 	--transport-args 'fault="drop=0.01,reorder=0.01,dup=0.01"') || bad "quoted fault list: exit $?"
 echo "$out" | grep -q '"verified":true' || bad "quoted fault list: not verified"
+# A bad EAL argument: a clear error on stderr, nothing on stdout (the EAL's
+# usage text would break --json), for the lanes and for the raw blast.
+for raw in --no-raw ""; do
+	err=$(mktemp)
+	# shellcheck disable=SC2086
+	out=$("$TLM" bench transport --transport dpdk $raw --lanes 1 --bytes 1M --json \
+		--dpdk-args "--no-huge --bogus-flag" 2>"$err") && bad "bad --dpdk-args accepted ($raw)"
+	[ -z "$out" ] || bad "bad --dpdk-args ($raw): stdout not empty: $(echo "$out" | head -n 3)"
+	grep -q "unrecognized option '--bogus-flag'" "$err" ||
+		bad "bad --dpdk-args ($raw): stderr does not say which: $(head -n 5 "$err")"
+	[ "$(grep -c "unrecognized option" "$err")" -eq 1 ] ||
+		bad "bad --dpdk-args ($raw): said more than once: $(cat "$err")"
+	rm -f "$err"
+done
 [ $fail -eq 0 ] && echo "bench_cli: passed"
 exit $fail
