@@ -270,6 +270,7 @@ int tlm_cli_migrate(int argc, char **argv)
 		return 1;
 	tlm_cli_relay_signals(&stop);
 	o.qmp = q;
+	o.qmp_path = qmp_path;
 	o.transport = transport;
 	o.transport_args = targs;
 	o.host = host;

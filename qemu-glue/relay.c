@@ -49,6 +49,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -859,6 +860,105 @@ static void source_rollback(struct tlm_qmp *q, bool was_running)
 	}
 }
 
+/* ---- the guardian ---- */
+
+/* If this process dies mid-migration (a crash, SIGKILL, the OOM killer),
+ * nobody cancels QEMU's migration: a guest stopped at pre-switchover
+ * stays stopped, and the capabilities we set stay set. A guardian process,
+ * forked before anything starts (no lanes, no other threads yet), waits
+ * on a pipe: we write one byte once we have put everything back
+ * ourselves, and it exits. EOF without that byte means we are gone; our
+ * QMP connection went with us, so it connects anew and rolls back:
+ * migrate_cancel, cont if the guest ran before, the capabilities as they
+ * were. A migration QEMU completed is left alone (the destination may be
+ * running the guest): only the capabilities go back. */
+struct guardian {
+	pid_t pid;
+	int wr;
+};
+
+static void guardian_main(int rd, const char *path, const bool *caps, bool was_running)
+{
+	struct tlm_qmp_migstat st;
+	struct tlm_qmp *q = NULL;
+	char b;
+	ssize_t n;
+	int rc;
+
+	/* the relay decides what Ctrl-C and SIGTERM mean; nothing of its
+	 * (QMP connection, sockets) may stay open on our account */
+	signal(SIGINT, SIG_IGN);
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	if (rd != 3 && (dup2(rd, 3) < 0 || close(rd)))
+		_exit(1);
+	close_range(4, ~0u, 0);
+	while ((n = read(3, &b, 1)) < 0 && errno == EINTR)
+		;
+	if (n == 1)
+		_exit(0);
+	tlm__err("relay: the migrating process ended without rolling the source back; "
+		 "the guardian does it");
+	for (int i = 0; i < 3 && (rc = tlm_qmp_connect(path, 10000, &q)); i++)
+		sleep(1);
+	if (rc) {
+		tlm__err("relay guardian: cannot reach the source QEMU at %s: %s", path,
+			 strerror(-rc));
+		_exit(1);
+	}
+	rc = tlm_qmp_query_migrate(q, &st);
+	if (!rc && !strcmp(st.status, "completed"))
+		tlm__err("relay guardian: QEMU had completed the migration: the source stays "
+			 "stopped (the destination may be running the guest)");
+	else
+		source_rollback(q, was_running);
+	if (tlm_qmp_set_caps(q, relay_caps, caps, N_SRC_CAPS))
+		tlm__err("relay guardian: could not restore the migration capabilities: %s",
+			 tlm_qmp_last_error(q));
+	else
+		tlm__err("relay guardian: source rolled back (migration cancelled, capabilities "
+			 "restored%s)", was_running ? ", guest running" : "");
+	tlm_qmp_close(q);
+	_exit(0);
+}
+
+static int guardian_start(struct guardian *g, const char *path, const bool *caps,
+			  bool was_running)
+{
+	int p[2];
+
+	g->pid = -1;
+	g->wr = -1;
+	if (pipe2(p, O_CLOEXEC))
+		return -errno;
+	fflush(NULL);
+	g->pid = fork();
+	if (g->pid == 0) {
+		close(p[1]);
+		guardian_main(p[0], path, caps, was_running);
+	}
+	close(p[0]);
+	if (g->pid < 0) {
+		close(p[1]);
+		return -errno;
+	}
+	g->wr = p[1];
+	return 0;
+}
+
+/* We have put the source back ourselves (or never touched it). */
+static void guardian_stop(struct guardian *g)
+{
+	if (g->pid <= 0)
+		return;
+	if (write(g->wr, "d", 1) != 1)
+		tlm__warn("relay: guardian: %s", strerror(errno));
+	close(g->wr);
+	while (waitpid(g->pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	g->pid = -1;
+}
+
 int tlm_relay_migrate(const struct tlm_relay_src_opts *o, struct tlm_relay_result *res)
 {
 	struct tlm_qmp *q = o->qmp;
@@ -868,6 +968,7 @@ int tlm_relay_migrate(const struct tlm_relay_src_opts *o, struct tlm_relay_resul
 	struct relay r;
 	bool relay_on = false, migrating = false, continued = false, was_running;
 	bool caps[N_SRC_CAPS], caps_saved = false;
+	struct guardian guard = { .pid = -1, .wr = -1 };
 	char line[CTRL_LINE], status[32], uri[160];
 	int rc, timeout = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
 	int pms = o->progress_ms > 0 ? o->progress_ms : 500;
@@ -888,12 +989,21 @@ int tlm_relay_migrate(const struct tlm_relay_src_opts *o, struct tlm_relay_resul
 		return rc;
 	rc = tlm_qmp_query_status(q, status, sizeof(status), NULL);
 	was_running = !rc && !strcmp(status, "running");
+	caps_saved = !tlm_qmp_get_caps(q, relay_caps, caps, N_SRC_CAPS);
+	if (o->qmp_path && caps_saved) {
+		rc = guardian_start(&guard, o->qmp_path, caps, was_running);
+		if (rc) {
+			res_err(res, "cannot start the guardian process: %s", strerror(-rc));
+			return rc;
+		}
+	}
 
 	cfg = session_cfg(o->transport, o->transport_args, o->psk, o->multifd + 1);
 	rc = tlm_connect(&cfg, o->host, o->port, &s);
 	if (rc) {
 		res_err(res, "cannot open %u lanes to %s:%s: %s", o->multifd + 2, o->host,
 			o->port, tlm_strerror(rc));
+		guardian_stop(&guard);
 		return rc;
 	}
 	rc = ctrl_start(&ctrl, tlm_session_lane(s, 0));
@@ -918,7 +1028,6 @@ int tlm_relay_migrate(const struct tlm_relay_src_opts *o, struct tlm_relay_resul
 	}
 
 	bw = o->max_bandwidth ? o->max_bandwidth : 64ull << 30;
-	caps_saved = !tlm_qmp_get_caps(q, relay_caps, caps, N_SRC_CAPS);
 	rc = set_multifd(q, true, o->policy, o->multifd, bw);
 	if (rc) {
 		res_err(res, "source QEMU refused the migration settings: %s",
@@ -1097,6 +1206,7 @@ out_session:
 	if (!res->n_lanes)
 		take_stats(s, res);
 	tlm_session_close(s);
+	guardian_stop(&guard);
 	return rc;
 }
 

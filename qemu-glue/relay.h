@@ -45,6 +45,10 @@ typedef void (*tlm_relay_progress_fn)(const struct tlm_qmp_migstat *st, void *ar
 
 struct tlm_relay_src_opts {
 	struct tlm_qmp *qmp;            /* the source QEMU */
+	const char *qmp_path;           /* where qmp was opened: if this process
+					 * dies mid-migration, a guardian process
+					 * reconnects there and rolls the source
+					 * back (NULL: no guardian) */
 	const char *transport;          /* NULL = "tcp" */
 	const char *transport_args;
 	const char *host, *port;        /* where `tlm receive` listens */

@@ -12,6 +12,9 @@ Cases:
       on the destination verifies every page (two full verification passes
       after the switchover) with zero errors.
   dest-killed   the destination QEMU is killed mid-migration
+  relay-killed  `tlm migrate` itself is SIGKILLed mid-migration: its
+                guardian process rolls the source back (migration
+                cancelled, guest running, capabilities as they were)
   lane-cut      one data lane is cut mid-migration (a TCP proxy in between)
   wrong-psk     the source holds another key
   garbage       random bytes on the receiver's port, then a good migration
@@ -463,6 +466,29 @@ def main():
             rc, out, err = finish(mig, 'tlm migrate')
             finish(recv, 'tlm receive')
             check(rc != 0, 'tlm migrate fails when the destination dies')
+        elif case == 'relay-killed':
+            mig = run_tlm(mig_args + ['--to', '%s:%d' % (addr, port), '--psk', psk,
+                                      '--max-bandwidth', '16M'])
+            procs.append(mig)
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                st = src.q.cmd('query-migrate')
+                if st.get('status') == 'active' and st.get('ram', {}).get('transferred', 0) > 8 << 20:
+                    break
+                time.sleep(0.05)
+            check(st.get('status') == 'active', 'migration under way (%d bytes sent)'
+                  % st.get('ram', {}).get('transferred', 0))
+            caps = {c['capability']: c['state'] for c in src.q.cmd('query-migrate-capabilities')}
+            check(caps.get('pause-before-switchover'), 'the relay had set its capabilities')
+            mig.kill()   # SIGKILL: no cleanup of its own
+            # Its guardian keeps its stdout and stderr open until the
+            # rollback is done: finish() waits for that.
+            rc, out, err = finish(mig, 'tlm migrate (killed) and its guardian', 60)
+            check(rc == -signal.SIGKILL, 'tlm migrate was killed')
+            check('guardian' in err and 'rolled back' in err,
+                  'the guardian says it rolled the source back')
+            rrc, _, _ = finish(recv, 'tlm receive')
+            check(rrc != 0, 'tlm receive fails')
         elif case == 'lane-cut':
             cutter = LaneCutter(port, victim=3, after=4 << 20)
             mig = run_tlm(mig_args + ['--to', '127.0.0.1:%d' % cutter.port, '--psk', psk,
