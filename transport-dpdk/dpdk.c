@@ -2581,7 +2581,13 @@ static int wait_bytes(struct dlane *l, size_t want, uint64_t end)
 		if (l->state == LS_DEAD)
 			return l->err;
 		if (l->peer_closed) {
-			lane_fail(l, TLM_LOG_WARN, -TLM_EPEERCLOSED, "peer closed the lane mid-stream");
+			/* between frames it is the end of the stream, inside
+			 * one the peer left it cut */
+			if (l->rcv_nxt == l->rcv_rd)
+				lane_fail(l, TLM_LOG_INFO, -TLM_EPEERCLOSED, "peer closed the lane");
+			else
+				lane_fail(l, TLM_LOG_WARN, -TLM_EPEERCLOSED,
+					  "peer closed the lane mid-stream");
 			return l->err;
 		}
 		l->rd_want = want;
