@@ -944,21 +944,20 @@ static void print_result(const struct opts *o, const struct outcome *r, const st
 	if (r->peer_Bps >= 0)
 		printf("  %s on %s: %.1f MB/s; tlm / %s = %.2f\n", o->peer, r->peer_dev,
 		       r->peer_Bps / 1e6, o->peer, r->peer_Bps > 0 ? gp / r->peer_Bps : 0.0);
-	if (x->raw_ran)
+	if (x->raw_ran) {
 		printf("  raw PMD blast (net_memif, %u-byte frames, no protocol, %.1f s):"
 		       " %.1f MB/s; lanes / raw = %.2f\n", x->raw.frame_bytes, x->raw.seconds,
 		       x->raw.Bps / 1e6, x->raw.Bps > 0 ? gp / x->raw.Bps : 0.0);
-	if (x->raw_ran)
 		printf("  raw PMD blast with the page copies (source -> frame, frame ->"
 		       " destination): %.1f MB/s; lanes / that = %.2f\n", x->raw_copy.Bps / 1e6,
 		       x->raw_copy.Bps > 0 ? gp / x->raw_copy.Bps : 0.0);
-	if (x->raw_ran)
 		printf("  raw PMD blast with one pass per side (source attached to the frame,"
 		       " zero-copy memif receiver): %.1f MB/s = %.2f x raw; lanes / that = %.2f\n",
 		       x->raw_place.Bps / 1e6, x->raw.Bps > 0 ? x->raw_place.Bps / x->raw.Bps : 0.0,
 		       x->raw_place.Bps > 0 ? gp / x->raw_place.Bps : 0.0);
-	else if (x->raw_skipped)
+	} else if (x->raw_skipped) {
 		printf("  raw PMD blast: skipped (%s)\n", x->raw_skipped);
+	}
 	if (x->tsc_hz > 0) {
 		struct cost c = cost_of(r, x->tsc_hz);
 		double line = line_rate_pps(o->page_size);

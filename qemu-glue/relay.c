@@ -860,6 +860,16 @@ static void source_rollback(struct tlm_qmp *q, bool was_running)
 	}
 }
 
+/* The source's migration capabilities back as saved; false if QEMU said no. */
+static bool restore_caps(struct tlm_qmp *q, const bool *caps)
+{
+	if (!tlm_qmp_set_caps(q, relay_caps, caps, N_SRC_CAPS))
+		return true;
+	tlm__warn("source QEMU: could not restore its migration capabilities: %s",
+		  tlm_qmp_last_error(q));
+	return false;
+}
+
 /* ---- the guardian ---- */
 
 /* If this process dies mid-migration (a crash, SIGKILL, the OOM killer),
@@ -906,16 +916,14 @@ static void guardian_main(int rd, const char *path, const bool *caps, bool was_r
 			 strerror(-rc));
 		_exit(1);
 	}
-	rc = tlm_qmp_query_migrate(q, &st);
-	if (!rc && !strcmp(st.status, "completed"))
+	bool completed = !tlm_qmp_query_migrate(q, &st) && !strcmp(st.status, "completed");
+
+	if (completed)
 		tlm__err("relay guardian: QEMU had completed the migration: the source stays "
 			 "stopped (the destination may be running the guest)");
 	else
 		source_rollback(q, was_running);
-	if (tlm_qmp_set_caps(q, relay_caps, caps, N_SRC_CAPS))
-		tlm__err("relay guardian: could not restore the migration capabilities: %s",
-			 tlm_qmp_last_error(q));
-	else
+	if (restore_caps(q, caps) && !completed)
 		tlm__err("relay guardian: source rolled back (migration cancelled, capabilities "
 			 "restored%s)", was_running ? ", guest running" : "");
 	tlm_qmp_close(q);
@@ -1198,9 +1206,8 @@ out_relay:
 	if (relay_on)
 		relay_stop(&r, false);
 out_ctrl:
-	if (caps_saved && tlm_qmp_set_caps(q, relay_caps, caps, N_SRC_CAPS))
-		tlm__warn("source QEMU: could not restore its migration capabilities: %s",
-			  tlm_qmp_last_error(q));
+	if (caps_saved)
+		restore_caps(q, caps);
 	ctrl_stop(&ctrl);
 out_session:
 	if (!res->n_lanes)

@@ -1017,6 +1017,17 @@ static void lane_fail(struct dlane *l, int level, int err, const char *why)
 	efd_signal(l);
 }
 
+/* The peer closed and the reader has taken all that came before: between
+ * frames that is the end of the stream, inside one (a frame's bytes still
+ * missing) the peer left it cut. */
+static void peer_closed_fail(struct dlane *l)
+{
+	if (l->rcv_nxt == l->rcv_rd && !l->data_left)
+		lane_fail(l, TLM_LOG_INFO, -TLM_EPEERCLOSED, "peer closed the lane");
+	else
+		lane_fail(l, TLM_LOG_WARN, -TLM_EPEERCLOSED, "peer closed the lane mid-stream");
+}
+
 /* ---- receive path (poll thread, port->lock held) ---- */
 
 static struct dlane *find_lane(struct dport *p, uint32_t lid)
@@ -1230,7 +1241,7 @@ static bool rx_lane(struct dlane *l, const struct pkt *k, uint64_t now)
 	if (type == PT_CLOSE || type == PT_RST) {
 		l->peer_closed = true;
 		if (l->rcv_rd == l->rcv_nxt)
-			lane_fail(l, TLM_LOG_INFO, -TLM_EPEERCLOSED, "peer closed the lane");
+			peer_closed_fail(l);
 		pthread_cond_broadcast(&l->cv);
 		goto out;
 	}
@@ -2582,13 +2593,7 @@ static int wait_bytes(struct dlane *l, size_t want, uint64_t end)
 		if (l->state == LS_DEAD)
 			return l->err;
 		if (l->peer_closed) {
-			/* between frames it is the end of the stream, inside
-			 * one the peer left it cut */
-			if (l->rcv_nxt == l->rcv_rd)
-				lane_fail(l, TLM_LOG_INFO, -TLM_EPEERCLOSED, "peer closed the lane");
-			else
-				lane_fail(l, TLM_LOG_WARN, -TLM_EPEERCLOSED,
-					  "peer closed the lane mid-stream");
+			peer_closed_fail(l);
 			return l->err;
 		}
 		l->rd_want = want;

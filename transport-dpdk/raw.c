@@ -183,10 +183,13 @@ static uint8_t pattern(size_t i)
 /* Every place frames landed now holds the source's bytes. */
 static bool payload_intact(const uint8_t *dst, const bool *seen, uint32_t len)
 {
-	for (size_t k = 0; k < SLOTS && len; k++)
-		for (size_t i = k * len; seen[k] && i < (k + 1) * len; i++)
+	for (size_t k = 0; k < SLOTS; k++) {
+		if (!seen[k])
+			continue;
+		for (size_t i = k * len; i < (k + 1) * len; i++)
 			if (dst[i] != pattern(i))
 				return false;
+	}
 	return true;
 }
 
@@ -253,6 +256,34 @@ static void rx_child(const struct blast *bl, int out)
 	_exit(0);
 }
 
+/* The place in the source of the next frame's len bytes, which the
+ * frame's header bytes at OFF_AT say. */
+static size_t next_off(size_t *off, uint32_t len, uint8_t *hdr)
+{
+	if (*off + len > POOL_BYTES)
+		*off = 0;
+	memcpy(hdr + OFF_AT, &(uint32_t){ (uint32_t)*off }, 4);
+	*off += len;
+	return *off - len;
+}
+
+/* BURST frames of headers and, with a source, the next len bytes of it
+ * copied in. */
+static int fill_burst(struct rte_mempool *mp, uint8_t *src, uint32_t len, size_t *off,
+		      struct rte_mbuf **b)
+{
+	if (rte_pktmbuf_alloc_bulk(mp, b, BURST))
+		return -1;
+	for (int i = 0; i < BURST; i++) {
+		uint8_t *f = (uint8_t *)rte_pktmbuf_append(b[i], (uint16_t)(L2L4_HDR + len));
+
+		memset(f, 0xff, L2L4_HDR);
+		if (src)
+			memcpy(f + L2L4_HDR, src + next_off(off, len, f), len);
+	}
+	return 0;
+}
+
 /* place: BURST frames of a header mbuf chained to the next len bytes of
  * src, attached in place (the PMD reads them there). The source stays
  * mapped for the child's life, so nothing is ever given back (g_shinfo's
@@ -280,17 +311,15 @@ static int place_burst(struct rte_mempool *mp, uint8_t *src, uint32_t len, size_
 		uint8_t *h = (uint8_t *)rte_pktmbuf_append(b[i], L2L4_HDR);
 
 		memset(h, 0xff, L2L4_HDR);
-		if (*off + len > POOL_BYTES)
-			*off = 0;
-		memcpy(h + OFF_AT, &(uint32_t){ (uint32_t)*off }, 4);
+		uint8_t *p = src + next_off(off, len, h);
+
 		rte_mbuf_ext_refcnt_update(&g_shinfo, 1);
-		rte_pktmbuf_attach_extbuf(d[i], src + *off, (rte_iova_t)(uintptr_t)(src + *off),
-					  (uint16_t)len, &g_shinfo);
+		rte_pktmbuf_attach_extbuf(d[i], p, (rte_iova_t)(uintptr_t)p, (uint16_t)len,
+					  &g_shinfo);
 		d[i]->data_off = 0;
 		d[i]->data_len = (uint16_t)len;
 		d[i]->pkt_len = len;
 		rte_pktmbuf_chain(b[i], d[i]);
-		*off += len;
 	}
 	return 0;
 }
@@ -332,24 +361,8 @@ static void tx_child(const struct blast *bl, int out)
 	while (tlm__now_ns() < end) {
 		uint16_t k = 0;
 
-		if (c->place) {
-			if (place_burst(mp, src, len, &off, b))
-				continue;
-		} else if (rte_pktmbuf_alloc_bulk(mp, b, BURST)) {
+		if ((c->place ? place_burst : fill_burst)(mp, src, len, &off, b))
 			continue;   /* the PMD still holds them all */
-		}
-		for (int i = 0; !c->place && i < BURST; i++) {
-			uint8_t *f = (uint8_t *)rte_pktmbuf_append(b[i], (uint16_t)(c->mtu + 14));
-
-			memset(f, 0xff, L2L4_HDR);   /* headers; the payload only with copies */
-			if (!src)
-				continue;
-			if (off + len > POOL_BYTES)
-				off = 0;
-			memcpy(f + OFF_AT, &(uint32_t){ (uint32_t)off }, 4);
-			memcpy(f + L2L4_HDR, src + off, len);
-			off += len;
-		}
 		for (int spin = 0; k < BURST && spin < 100000; spin++)
 			k += rte_eth_tx_burst(port, 0, b + k, (uint16_t)(BURST - k));
 		if (k < BURST)
@@ -508,8 +521,8 @@ static void eal_line(const char *argv0, const char *l, size_t n, const char **pr
 {
 	size_t a = strlen(argv0);
 	bool complaint = (n > a + 2 && !strncmp(l, argv0, a) && l[a] == ':') ||
-			 (n > 5 && !strncmp(l, "EAL: ", 5) && memmem(l, n, "rror", 4)) ||
-			 (n > 5 && !strncmp(l, "EAL: ", 5) && memmem(l, n, "FATAL", 5));
+			 (n > 5 && !strncmp(l, "EAL: ", 5) &&
+			  (memmem(l, n, "rror", 4) || memmem(l, n, "FATAL", 5)));
 
 	if (!n)
 		return;

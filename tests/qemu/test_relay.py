@@ -176,6 +176,18 @@ def finish(p, what, timeout=120):
     return p.returncode, out, err
 
 
+def wait_under_way(src):
+    """Until the source has sent 8 MiB of an active migration (30 s)."""
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        st = src.q.cmd('query-migrate')
+        if st.get('status') == 'active' and st.get('ram', {}).get('transferred', 0) > 8 << 20:
+            break
+        time.sleep(0.05)
+    check(st.get('status') == 'active', 'migration under way (%d bytes sent)'
+          % st.get('ram', {}).get('transferred', 0))
+
+
 def free_port():
     s = socket.socket()
     s.bind(('127.0.0.1', 0))
@@ -398,14 +410,7 @@ def main():
                                       '--max-bandwidth', '16M'] + extra)
             procs.append(mig)
             if case == 'sigint':
-                end = time.monotonic() + 30
-                while time.monotonic() < end:
-                    st = src.q.cmd('query-migrate')
-                    if st.get('status') == 'active' and \
-                            st.get('ram', {}).get('transferred', 0) > 8 << 20:
-                        break
-                    time.sleep(0.05)
-                check(st.get('status') == 'active', 'migration under way')
+                wait_under_way(src)
                 mig.send_signal(signal.SIGINT)
             rc, out, err = finish(mig, 'tlm migrate')
             rrc, _, _ = finish(recv, 'tlm receive')
@@ -454,14 +459,7 @@ def main():
             mig = run_tlm(mig_args + ['--to', '%s:%d' % (addr, port), '--psk', psk,
                                       '--max-bandwidth', '16M'])
             procs.append(mig)
-            end = time.monotonic() + 30
-            while time.monotonic() < end:
-                st = src.q.cmd('query-migrate')
-                if st.get('status') == 'active' and st.get('ram', {}).get('transferred', 0) > 8 << 20:
-                    break
-                time.sleep(0.05)
-            check(st.get('status') == 'active', 'migration under way (%d bytes sent)'
-                  % st.get('ram', {}).get('transferred', 0))
+            wait_under_way(src)
             dst.g.proc.kill()
             rc, out, err = finish(mig, 'tlm migrate')
             finish(recv, 'tlm receive')
@@ -470,14 +468,7 @@ def main():
             mig = run_tlm(mig_args + ['--to', '%s:%d' % (addr, port), '--psk', psk,
                                       '--max-bandwidth', '16M'])
             procs.append(mig)
-            end = time.monotonic() + 30
-            while time.monotonic() < end:
-                st = src.q.cmd('query-migrate')
-                if st.get('status') == 'active' and st.get('ram', {}).get('transferred', 0) > 8 << 20:
-                    break
-                time.sleep(0.05)
-            check(st.get('status') == 'active', 'migration under way (%d bytes sent)'
-                  % st.get('ram', {}).get('transferred', 0))
+            wait_under_way(src)
             caps = {c['capability']: c['state'] for c in src.q.cmd('query-migrate-capabilities')}
             check(caps.get('pause-before-switchover'), 'the relay had set its capabilities')
             mig.kill()   # SIGKILL: no cleanup of its own
