@@ -46,7 +46,7 @@ int tlm_cli_raw_blast(const char *targs, double seconds, enum tlm_raw_mode mode,
 		      struct tlm__raw_result *r)
 {
 	static const char *const lane_keys[] = {
-		"mtu=", "queues=", "dead_ms=", "fault=", "drop=", "reorder=", "dup=",
+		"mtu=", "queues=", "dead_ms=", "zc=", "fault=", "drop=", "reorder=", "dup=",
 	};
 	struct tlm__raw_cfg c = { .mtu = 1500, .seconds = seconds,
 				  .copies = mode != TLM_RAW_FRAMES, .place = mode == TLM_RAW_PLACE };

@@ -9,7 +9,8 @@
 #include "tlm-internal.h"
 #include "wire.h"
 
-#define PF_KNOWN (TLM_PF_ZERO | TLM_PF_XBZRLE | TLM_PF_PS | TLM_PF_PLACED | TLM_PF_LAST)
+#define PF_KNOWN (TLM_PF_ZERO | TLM_PF_XBZRLE | TLM_PF_PS | TLM_PF_PLACED | TLM__PF_NOSUM | \
+		  TLM_PF_LAST)
 
 static uint16_t hdr_check(uint32_t len, uint8_t type)
 {
@@ -109,6 +110,9 @@ int tlm__page_hdr_decode(const uint8_t in[TLM_PAGE_HDR], uint32_t frame_len,
 		return -TLM_EFRAME;
 	if ((r.flags & TLM_PF_XBZRLE) && (r.len == 0 || (r.flags & TLM_PF_ZERO)))
 		return -TLM_EFRAME;
+	if ((r.flags & TLM__PF_NOSUM) &&
+	    (r.len == 0 || r.crc || (r.flags & (TLM_PF_PLACED | TLM_PF_XBZRLE))))
+		return -TLM_EFRAME;
 	*out = r;
 	return 0;
 }
@@ -119,12 +123,16 @@ int tlm__page_verify_sum(const struct tlm_page_rec *r, uint32_t sum)
 	 * (it checks them against what it registered, instead of this). */
 	if (r->flags & TLM_PF_PLACED)
 		return -TLM_EFRAME;
+	/* Nor an unsummed one: only a transport whose link guards the bytes
+	 * accepts it, and clears the flag before it gets here. */
+	if (r->flags & TLM__PF_NOSUM)
+		return -TLM_ECRC;
 	return (r->len ? sum : 0) == r->crc ? 0 : -TLM_ECRC;
 }
 
 int tlm__page_verify(const struct tlm_page_rec *r)
 {
-	return tlm__page_verify_sum(r, r->len && !(r->flags & TLM_PF_PLACED) ?
+	return tlm__page_verify_sum(r, r->len && !(r->flags & (TLM_PF_PLACED | TLM__PF_NOSUM)) ?
 					  tlm_crc32c(0, r->data, r->len) : 0);
 }
 

@@ -72,6 +72,13 @@ void tlm__frame_hdr_encode(uint8_t out[TLM_FRAME_HDR], uint32_t len, uint8_t typ
 int tlm__frame_hdr_decode(const uint8_t in[TLM_FRAME_HDR], uint32_t page_size,
 			  struct tlm_frame_hdr *out);
 
+/* Page record flag, on the wire only: the crc field is 0, not summed. A
+ * DPDK lane sends it for a page it sent zero-copy (the PMD reads the live
+ * page after the header is written), where its link guards the bytes;
+ * only such a receiver accepts it (tlm__page_verify refuses it). Never with
+ * PLACED or XBZRLE. */
+#define TLM__PF_NOSUM (1u << 4)
+
 /* Page record header (24 bytes):
  *   u64 index, u32 epoch, u16 flags, u16 region, u32 len, u32 crc32c(data) */
 void tlm__page_hdr_encode(uint8_t out[TLM_PAGE_HDR], const struct tlm_page_rec *r);

@@ -119,6 +119,9 @@
  * port->lock, only ever trylocks qmu. wmu/rmu keep one writer / one
  * reader per lane and come before all of them.
  */
+/* rte_dev_dma_map/unmap (zero copy on devices that DMA) are experimental
+ * in DPDK 22.11 */
+#define ALLOW_EXPERIMENTAL_API
 #include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
@@ -134,6 +137,7 @@
 #include <unistd.h>
 
 #include <rte_arp.h>
+#include <rte_bus.h>
 #include <rte_dev.h>
 #include <rte_cycles.h>
 #include <rte_eal.h>
@@ -159,6 +163,9 @@
 #define SQ_SLOTS     4096             /* packets in flight per lane (>= RING_BYTES / min mss) */
 #define STASH        16               /* tx mbufs a writer takes at once */
 #define HELD_MAX     64               /* rx packets a lane keeps uncopied */
+#define ZC_MIN       512              /* LIVE data shorter than this is copied */
+#define ZC_SEGS      8                /* segments per zero-copy packet, at most */
+#define ZC_MBUFS     32767            /* data-less mbufs for zero-copy segments, per port */
 #define MAX_QUEUES   16
 #define DEF_QUEUES   4                /* memif: queue pairs per port, both ends alike */
 #define HDR_LEN      32               /* our header inside UDP */
@@ -194,8 +201,11 @@ struct cfg {
 	uint32_t mtu;
 	int dead_ms;
 	unsigned queues;        /* queue pairs wanted (memif: both ends must agree) */
+	int zc;                 /* ZC_AUTO, ZC_ON, ZC_OFF */
 	struct fault fault;
 };
+
+enum { ZC_AUTO, ZC_ON, ZC_OFF };
 
 struct dport;
 
@@ -278,6 +288,14 @@ struct dlane {
 	struct { uint64_t records, seq; } sent_at[64];
 	uint64_t nsent_at;
 	uint32_t src_regions;   /* bit per region registered TLM_REG_SRC */
+	uint32_t zc_regions;    /* ... of those, the ones sent zero-copy */
+	void *zc_base[32];
+	size_t zc_len[32];
+	uint64_t live_zc, live_copied; /* LIVE records sent each way (stats) */
+	bool zc_tx;             /* LIVE pages go zero-copy (NOSUM) */
+	bool zc_rx;             /* NOSUM records accepted: our link guards bytes */
+	struct rte_mbuf *ot;    /* the open packet's last segment (NULL: om) */
+	uint32_t ohlen;         /* stream bytes in om itself */
 	/* receive ring: bytes [rcv_rd, rcv_nxt) wait for the reader; those
 	 * in [rcv_rd, rcv_held) are in packets kept as they came (in order,
 	 * nothing in the ring after them), not copied to the ring */
@@ -336,6 +354,11 @@ struct dport {
 	struct dlane *qowner[MAX_QUEUES];   /* under lock */
 	struct rte_mempool *pool;   /* rx and control packets */
 	struct rte_mempool *txpool; /* data packets (held until acked) */
+	struct rte_mempool *zcpool; /* data-less mbufs that point at LIVE pages */
+	struct rte_mbuf_ext_shared_info zc_shinfo; /* theirs, shared; frees nothing */
+	uint64_t txoff;         /* tx offloads the port offers */
+	bool dma;               /* the device reads memory itself (not a vdev) */
+	unsigned zc_segs;       /* segments per packet it takes (0: one only) */
 	struct rte_ether_addr mac;
 	uint32_t ip;
 	uint32_t mss;
@@ -575,6 +598,15 @@ static int parse_args(const char *args, struct cfg *c)
 		} else if (!strcmp(k, "queues")) {
 			c->queues = (unsigned)strtoul(v, NULL, 10);
 			if (c->queues < 1 || c->queues > MAX_QUEUES)
+				goto bad;
+		} else if (!strcmp(k, "zc")) {
+			if (!strcmp(v, "auto"))
+				c->zc = ZC_AUTO;
+			else if (!strcmp(v, "on") || !strcmp(v, "yes") || !strcmp(v, "1"))
+				c->zc = ZC_ON;
+			else if (!strcmp(v, "off") || !strcmp(v, "no") || !strcmp(v, "0"))
+				c->zc = ZC_OFF;
+			else
 				goto bad;
 		} else if (!strcmp(k, "dead_ms")) {
 			c->dead_ms = atoi(v);
@@ -983,6 +1015,10 @@ static struct dlane *lane_new(struct dport *p, const struct cfg *c)
 	l->port = p;
 	l->dead_ms = c->dead_ms;
 	l->fault = c->fault;
+	/* zero copy where the link guards the bytes by itself: memif (shared
+	 * memory) unless told otherwise, any port when told zc=on */
+	l->zc_rx = c->zc == ZC_ON || (c->zc == ZC_AUTO && p->memif);
+	l->zc_tx = l->zc_rx && p->zcpool && p->zc_segs > 1;
 	l->rng = tlm__now_ns() | 1;
 	l->rto_ns = RTO_INIT_NS;
 	l->peer_edge = RING_BYTES;  /* the peer starts with an empty ring */
@@ -1763,16 +1799,26 @@ static void port_destroy(struct dport *p)
 		rte_mempool_free(p->pool);
 	if (p->txpool)
 		rte_mempool_free(p->txpool);
+	if (p->zcpool)
+		rte_mempool_free(p->zcpool);
 	pthread_mutex_destroy(&p->lock);
 	pthread_mutex_destroy(&p->kmu);
 	pthread_cond_destroy(&p->kcv);
 	free(p);
 }
 
+/* A zero-copy segment let go of a LIVE page: the page is the caller's,
+ * nothing to free (so the shared count's value does not matter). */
+static void zc_free(void *addr, void *opaque)
+{
+	(void)addr;
+	(void)opaque;
+}
+
 /* Configure p->nq queue pairs and start. */
 static int port_start(struct dport *p)
 {
-	struct rte_eth_conf conf = { 0 };
+	struct rte_eth_conf conf = { .txmode.offloads = p->txoff };
 	uint16_t nrx = NB_DESC, ntx = NB_DESC;
 	int r = rte_eth_dev_configure(p->port_id, p->nq, p->nq, &conf);
 
@@ -1852,6 +1898,7 @@ static int port_get(const struct cfg *c, const char *name, const char *devargs,
 	/* memif reports a 1518-byte limit but carries larger frames in
 	 * chained ring buffers (bsize): let mtu= go up to 9000 there */
 	p->memif = !strncmp(info.driver_name, "net_memif", 9);
+	p->dma = strcmp(rte_bus_name(rte_dev_bus(info.device)), "vdev") != 0;
 	if (info.max_rx_pktlen && c->mtu + RTE_ETHER_HDR_LEN > info.max_rx_pktlen && !p->memif) {
 		tlm__err("dpdk: %s: mtu %u above the port's %u", name, c->mtu, info.max_rx_pktlen);
 		r = -EINVAL;
@@ -1874,6 +1921,19 @@ static int port_get(const struct cfg *c, const char *name, const char *devargs,
 		tlm__err("dpdk: mbuf pool: %s", rte_strerror(rte_errno));
 		r = -ENOMEM;
 		goto fail;
+	}
+	/* zero copy: a packet is a chain (headers, then segments that point
+	 * into LIVE pages), which the port must take whole */
+	if (info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_MULTI_SEGS) {
+		p->txoff |= RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
+		p->zc_segs = RTE_MIN((unsigned)info.tx_desc_lim.nb_seg_max, (unsigned)ZC_SEGS);
+		snprintf(pname, sizeof(pname), "tlm%u", g_pool_seq++);
+		p->zcpool = rte_pktmbuf_pool_create(pname, ZC_MBUFS, 256, 0, 0, rte_socket_id());
+		if (!p->zcpool)
+			tlm__dbg("dpdk: %s: no zero-copy pool (%s): LIVE pages are copied", name,
+				 rte_strerror(rte_errno));
+		p->zc_shinfo.free_cb = zc_free;
+		rte_mbuf_ext_refcnt_set(&p->zc_shinfo, 1);
 	}
 	r = port_start(p);
 	/* lanes get queues of their own where the sender picks the queue
@@ -2317,7 +2377,7 @@ static int wr_commit(struct dlane *l)
 		return 0;
 	pthread_mutex_lock(&l->mu);
 	while (i < l->npend) {
-		uint32_t len = rte_pktmbuf_data_len(l->pend[i]) - L2L4_LEN - HDR_LEN;
+		uint32_t len = rte_pktmbuf_pkt_len(l->pend[i]) - L2L4_LEN - HDR_LEN;
 		if (l->state != LS_EST || l->peer_closed) {
 			r = l->state != LS_EST && l->err ? l->err : -TLM_EPEERCLOSED;
 			break;
@@ -2358,7 +2418,9 @@ static int wr_open(struct dlane *l)
 			/* buffers come back cold (acked a window ago): fetch
 			 * the next one while this one fills */
 			l->om = l->stash[--l->nstash];
+			l->ot = NULL;
 			l->olen = 0;
+			l->ohlen = 0;
 			if (l->nstash) {
 				struct rte_mbuf *nx = l->stash[l->nstash - 1];
 				uint8_t *d = (uint8_t *)nx->buf_addr + nx->data_off;
@@ -2378,9 +2440,22 @@ static int wr_open(struct dlane *l)
 	return r;
 }
 
+/* Where copied bytes go next: om after the headers, or the segment of
+ * their own that follows a zero-copy one (wr_direct). */
 static uint8_t *wr_ptr(const struct dlane *l)
 {
-	return rte_pktmbuf_mtod(l->om, uint8_t *) + L2L4_LEN + HDR_LEN + l->olen;
+	if (!l->ot)
+		return rte_pktmbuf_mtod(l->om, uint8_t *) + L2L4_LEN + HDR_LEN + l->ohlen;
+	return rte_pktmbuf_mtod(l->ot, uint8_t *) + l->ot->data_len;
+}
+
+static void wr_took(struct dlane *l, uint32_t k)
+{
+	if (l->ot)
+		l->ot->data_len = (uint16_t)(l->ot->data_len + k);
+	else
+		l->ohlen += k;
+	l->olen += k;
 }
 
 /* The open packet is done: its headers, then it waits in pend. */
@@ -2391,14 +2466,43 @@ static void wr_seal(struct dlane *l)
 	if (!m)
 		return;
 	l->om = NULL;
+	l->ot = NULL;
 	if (!l->olen) {
 		rte_pktmbuf_free(m);
 		return;
 	}
-	uint8_t *b = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(L2L4_LEN + HDR_LEN + l->olen));
+	/* (not rte_pktmbuf_append: that grows the last segment) */
+	uint8_t *b = rte_pktmbuf_mtod(m, uint8_t *);
+	m->data_len = (uint16_t)(L2L4_LEN + HDR_LEN + l->ohlen);
+	m->pkt_len = L2L4_LEN + HDR_LEN + l->olen;
 	put_l2l4(l->port, b, l->mac_known ? &l->peer_mac : NULL, l->peer_ip, l->lport,
 		 l->rport, l->olen);
 	l->pend[l->npend++] = m;
+}
+
+static void wr_chain(struct dlane *l, struct rte_mbuf *m)
+{
+	(l->ot ? l->ot : l->om)->next = m;
+	l->ot = m;
+	l->om->nb_segs++;
+}
+
+/* An open packet whose tail takes copied bytes: after a zero-copy
+ * segment, a segment of their own (or the next packet). */
+static int wr_direct(struct dlane *l)
+{
+	int r = wr_open(l);
+
+	if (r || !l->ot || RTE_MBUF_DIRECT(l->ot))
+		return r;
+	struct rte_mbuf *m = l->om->nb_segs < l->port->zc_segs ?
+			     rte_pktmbuf_alloc(l->port->txpool) : NULL;
+	if (!m) {
+		wr_seal(l);
+		return wr_open(l);
+	}
+	wr_chain(l, m);
+	return 0;
 }
 
 /* Append n bytes to the stream. crc: sum them as copied, from the copy
@@ -2408,7 +2512,7 @@ static int wr_bytes(struct dlane *l, const uint8_t *s, size_t n, uint32_t *crc)
 	uint32_t mss = l->port->mss;
 
 	while (n) {
-		int r = wr_open(l);
+		int r = wr_direct(l);
 		if (r)
 			return r;
 		uint8_t *d = wr_ptr(l);
@@ -2417,11 +2521,48 @@ static int wr_bytes(struct dlane *l, const uint8_t *s, size_t n, uint32_t *crc)
 			*crc = tlm__crc32c_copy(*crc, d, s, k);
 		else
 			memcpy(d, s, k);
-		l->olen += (uint32_t)k;
+		wr_took(l, (uint32_t)k);
 		s += k;
 		n -= k;
 		if (l->olen == mss)
 			wr_seal(l);
+	}
+	return 0;
+}
+
+/* Append n bytes of a LIVE page by reference: segments that point into
+ * the page, which the PMD reads when it sends the packet (and again if it
+ * re-sends it). With no segment to spare, the bytes are copied. */
+static int wr_ext(struct dlane *l, const uint8_t *s, size_t n)
+{
+	struct dport *p = l->port;
+	uint32_t mss = p->mss;
+
+	while (n) {
+		int r = wr_open(l);
+		if (r)
+			return r;
+		size_t k = n < mss - l->olen ? n : mss - l->olen;
+		struct rte_mbuf *m = l->om->nb_segs < p->zc_segs ? rte_pktmbuf_alloc(p->zcpool) :
+				     NULL;
+		if (!m) {
+			r = wr_bytes(l, s, k, NULL);
+			if (r)
+				return r;
+		} else {
+			rte_iova_t iova = rte_eal_iova_mode() == RTE_IOVA_VA ?
+					  (rte_iova_t)(uintptr_t)s : RTE_BAD_IOVA;
+			rte_pktmbuf_attach_extbuf(m, (void *)(uintptr_t)s, iova, (uint16_t)k,
+						  &p->zc_shinfo);
+			m->data_len = (uint16_t)k;
+			m->pkt_len = (uint32_t)k;
+			wr_chain(l, m);
+			l->olen += (uint32_t)k;
+			if (l->olen == mss)
+				wr_seal(l);
+		}
+		s += k;
+		n -= k;
 	}
 	return 0;
 }
@@ -2456,25 +2597,36 @@ static int d_send_pages(struct tlm_lane *tl, const struct tlm_page_rec *recs, un
 	for (unsigned i = 0; i < n && !r; i++) {
 		struct tlm_page_rec hr = recs[i];
 		bool live = hr.flags & TLM_PF_LIVE;
+		bool zc = live && hr.len >= ZC_MIN && (l->zc_regions & (1u << hr.region)) &&
+			  !l->local;
 		uint32_t crc = 0;
 
 		hr.flags &= (uint16_t)~TLM_PF_LIVE;
+		if (zc) {
+			hr.flags |= TLM__PF_NOSUM;
+			hr.crc = 0;
+			l->live_zc++;
+		} else if (live) {
+			l->live_copied++;
+		}
 		tlm__frame_hdr_encode(h, TLM_PAGE_HDR + hr.len, TLM_FT_PAGE);
 		tlm__page_hdr_encode(h + TLM_FRAME_HDR, &hr);
 		/* a LIVE record's header stays in one packet, and its packets
 		 * stay with us until the crc is written in */
 		if (l->om && l->port->mss - l->olen < sizeof(h))
 			wr_seal(l);
-		r = wr_open(l);
+		r = wr_direct(l);
 		if (r)
 			break;
 		uint8_t *crcp = wr_ptr(l) + TLM_FRAME_HDR + 20;
 		r = wr_bytes(l, h, sizeof(h), NULL);
-		if (!r)
+		if (!r && zc)
+			r = wr_ext(l, recs[i].data, hr.len);
+		else if (!r)
 			r = wr_bytes(l, recs[i].data, hr.len, live ? &crc : NULL);
 		if (r)
 			break;
-		if (live)
+		if (live && !zc)
 			tlm__put32(crcp, crc);
 		tl->tx_bytes += hr.len;
 		if (l->npend >= BURST)
@@ -2825,9 +2977,13 @@ static int d_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, i
 			used = TLM_FRAME_HDR + fh.len;
 			f = ring_ptr(l, used);
 			if (!f) {
-				/* gathered, and the data's crc summed on the way */
-				ring_peek_sum(l, l->scratch, used, TLM_FRAME_HDR + TLM_PAGE_HDR,
-					      &sum);
+				/* gathered, and the data's crc summed on the way
+				 * (unless the record has none) */
+				uint8_t ph[TLM_FRAME_HDR + TLM_PAGE_HDR];
+				ring_peek(l, ph, sizeof(ph));
+				bool nosum = tlm__get16(ph + TLM_FRAME_HDR + 12) & TLM__PF_NOSUM;
+				ring_peek_sum(l, l->scratch, used,
+					      nosum ? used : TLM_FRAME_HDR + TLM_PAGE_HDR, &sum);
 				f = l->scratch;
 				summed = true;
 			}
@@ -2841,14 +2997,25 @@ static int d_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, i
 		/* decode, verify and apply unlocked: the lane keeps receiving
 		 * while the sink copies */
 		r = tlm__page_hdr_decode(f + TLM_FRAME_HDR, fh.len, tl->page_size, &rec);
+		const char *why = "malformed page record";
 		if (!r) {
 			rec.data = f + TLM_FRAME_HDR + TLM_PAGE_HDR;
-			r = summed ? tlm__page_verify_sum(&rec, sum) : tlm__page_verify(&rec);
+			if (!(rec.flags & TLM__PF_NOSUM)) {
+				why = "page record failed its crc";
+				r = summed ? tlm__page_verify_sum(&rec, sum) : tlm__page_verify(&rec);
+			} else if (l->zc_rx) {
+				/* sent zero-copy, over a link that guards it */
+				rec.flags &= (uint16_t)~TLM__PF_NOSUM;
+			} else {
+				why = "page record without a crc on a link that does not guard "
+				      "its bytes (the sender has zc=on: give it zc=off, or this "
+				      "side zc=on)";
+				r = -TLM_ECRC;
+			}
 		}
 		if (r) {
 			pthread_mutex_lock(&l->mu);
-			bad_frame(l, r, r == -TLM_ECRC ? "page record failed its crc" :
-					"malformed page record");
+			bad_frame(l, r, why);
 			pthread_mutex_unlock(&l->mu);
 			used = 0;
 			if (delivered)
@@ -2901,15 +3068,77 @@ static int d_pollfd(const struct tlm_lane *tl)
 	return l->efd;
 }
 
-/* Zero copy, as far as it goes here: a LIVE record is copied into its
- * packets once and its crc summed from that copy, inside send_pages. No
- * PMD reads the region itself, so there is nothing to map for IOVA
- * (rte_extmem_register) and nothing to wait for before the memory may
- * change again. Receiving, we copy out of our ring: nothing to offer. */
+/* Regions sent zero-copy, process-wide, for ports whose device reads
+ * memory itself (DMA): registered with the EAL as external memory and
+ * mapped for the device once, however many lanes send from them. Ports
+ * whose PMD copies by virtual address (memif, af_packet) need neither.
+ * Under g_lock. */
+static struct zc_map {
+	void *base;
+	size_t len;
+	uint16_t port_id;
+	unsigned refs;
+} g_zc[64];
+
+static int zc_map(const struct dport *p, void *base, size_t len)
+{
+	struct rte_eth_dev_info info;
+	struct zc_map *e = NULL;
+	int r;
+
+	for (unsigned i = 0; i < RTE_DIM(g_zc); i++) {
+		if (g_zc[i].refs && g_zc[i].base == base && g_zc[i].len == len &&
+		    g_zc[i].port_id == p->port_id) {
+			g_zc[i].refs++;
+			return 0;
+		}
+		if (!g_zc[i].refs && !e)
+			e = &g_zc[i];
+	}
+	if (!e || rte_eal_iova_mode() != RTE_IOVA_VA)
+		return -ENOSPC;
+	r = rte_extmem_register(base, len, NULL, 0, (size_t)sysconf(_SC_PAGESIZE));
+	if (r && rte_errno != EEXIST)
+		return -rte_errno;
+	r = rte_eth_dev_info_get(p->port_id, &info);
+	if (!r)
+		r = rte_dev_dma_map(info.device, base, (uint64_t)(uintptr_t)base, len);
+	if (r) {
+		rte_extmem_unregister(base, len);
+		return r < 0 ? r : -EIO;
+	}
+	*e = (struct zc_map){ .base = base, .len = len, .port_id = p->port_id, .refs = 1 };
+	return 0;
+}
+
+static void zc_unmap(const struct dport *p, void *base, size_t len)
+{
+	struct rte_eth_dev_info info;
+
+	for (unsigned i = 0; i < RTE_DIM(g_zc); i++) {
+		struct zc_map *e = &g_zc[i];
+		if (!e->refs || e->base != base || e->len != len || e->port_id != p->port_id)
+			continue;
+		if (--e->refs)
+			return;
+		if (rte_eth_dev_info_get(p->port_id, &info) == 0)
+			rte_dev_dma_unmap(info.device, base, (uint64_t)(uintptr_t)base, len);
+		rte_extmem_unregister(base, len);
+		return;
+	}
+}
+
+/* Zero copy. Sending, a LIVE record of a region registered TLM_REG_SRC
+ * goes by reference where the lane's link guards the bytes (zc_tx): its
+ * packets point into the region until acked (wr_ext), so the region must
+ * outlive them (d_unregister_regions waits). Otherwise it is copied into
+ * its packets once, its crc summed from that copy, inside send_pages.
+ * Receiving, we copy out of our ring: nothing to offer. */
 static int d_register_region(struct tlm_lane *tl, unsigned region, void *base, size_t len,
 			     unsigned how, int timeout_ms)
 {
 	struct dlane *l = (struct dlane *)tl;
+	struct dport *p = l->port;
 
 	(void)timeout_ms;
 	if (how != TLM_REG_SRC)
@@ -2917,9 +3146,57 @@ static int d_register_region(struct tlm_lane *tl, unsigned region, void *base, s
 	if (region >= 32 || !base || !len)
 		return -EINVAL;
 	pthread_mutex_lock(&l->wmu);
+	if (l->src_regions & (1u << region)) {
+		pthread_mutex_unlock(&l->wmu);
+		return 0;
+	}
 	l->src_regions |= 1u << region;
+	if (l->zc_tx && !l->local) {
+		int r = 0;
+		if (p->dma) {
+			pthread_mutex_lock(&g_lock);
+			r = zc_map(p, base, len);
+			pthread_mutex_unlock(&g_lock);
+			if (r)
+				tlm__dbg("dpdk: region %u not mapped for %s (%d): its pages are copied",
+					 region, p->name, r);
+		}
+		if (!r) {
+			l->zc_regions |= 1u << region;
+			l->zc_base[region] = base;
+			l->zc_len[region] = len;
+		}
+	}
 	pthread_mutex_unlock(&l->wmu);
 	return 0;
+}
+
+/* Packets that point into the regions are gone: acked, or (the lane
+ * failing) dropped; the PMD has let go of them too. */
+static void zc_drain(struct dlane *l)
+{
+	struct dport *p = l->port;
+	uint64_t end = deadline_ns(l->dead_ms), spin_end = 0;
+
+	pthread_mutex_lock(&l->mu);
+	while (l->snd_una < l->snd_end && l->state == LS_EST &&
+	       lane_wait(l, &spin_end, end) != ETIMEDOUT) {
+	}
+	if (l->snd_una < l->snd_end) {
+		lane_fail(l, TLM_LOG_ERR, -ETIMEDOUT,
+			  "zero-copy pages still unacked when their region was unregistered");
+		while (l->sq_head != l->sq_tail)
+			rte_pktmbuf_free(l->sq[l->sq_head++ % SQ_SLOTS].m);
+		l->sq_next = l->sq_head;
+	}
+	pthread_mutex_unlock(&l->mu);
+	pthread_mutex_lock(&l->qmu);
+	if (l->nqtx)
+		rte_pktmbuf_free_bulk(l->qtx, l->nqtx);
+	l->nqtx = 0;
+	if (p->dma)
+		rte_eth_tx_done_cleanup(p->port_id, l->q, 0);
+	pthread_mutex_unlock(&l->qmu);
 }
 
 static void d_unregister_regions(struct tlm_lane *tl)
@@ -2927,7 +3204,19 @@ static void d_unregister_regions(struct tlm_lane *tl)
 	struct dlane *l = (struct dlane *)tl;
 
 	pthread_mutex_lock(&l->wmu);
+	if (l->zc_regions) {
+		zc_drain(l);
+		pthread_mutex_lock(&g_lock);
+		for (unsigned i = 0; i < 32; i++)
+			if ((l->zc_regions & (1u << i)) && l->port->dma)
+				zc_unmap(l->port, l->zc_base[i], l->zc_len[i]);
+		pthread_mutex_unlock(&g_lock);
+	}
+	if (l->src_regions)
+		tlm__dbg("dpdk: lane %x: LIVE records sent zero-copy %llu, copied %llu", l->lid,
+			 (unsigned long long)l->live_zc, (unsigned long long)l->live_copied);
 	l->src_regions = 0;
+	l->zc_regions = 0;
 	pthread_mutex_unlock(&l->wmu);
 }
 

@@ -21,11 +21,23 @@
  *            as TLM_PF_LIVE records (crc 0, the lane sums it), mixed with
  *            plain records; every page arrives byte-equal; DST registration
  *            and LIVE records of an unregistered region are refused
+ *            On memif (zc=auto) every LIVE record goes zero-copy: its
+ *            packets point into the buffer, the record has no crc (NOSUM)
+ *            and the lane's log counts them all as such
  *   live-mutate
  *            the same while a thread rewrites pages word by word under the
- *            lane: no record may fail its crc (the lane sums what it sends,
- *            not what memory holds later), every word received is one the
- *            page held, and a last pass after the writer stops is exact
+ *            lane: every word received is one the page held, and a last
+ *            pass after the writer stops is exact
+ *   live-copy
+ *            live-mutate with zc=off on both sides: LIVE records are copied,
+ *            their crc summed from the copy, and none may fail it
+ *   live-faults
+ *            live-mutate, zero-copy, with drop/reorder/dup 0.01 on both
+ *            senders (re-sends read the pages again)
+ *   live-refused
+ *            a zc=on sender and a zc=off receiver: the receiver refuses the
+ *            first record without a crc (-TLM_ECRC, with a message that
+ *            says which setting to change) and applies nothing of it
  *   queues1, queues2, queues-mismatch
  *            pages + bytes with queues=1 (every lane on the shared queue,
  *            the software demux that af_packet and NICs without rte_flow
@@ -68,12 +80,21 @@ static char netns_a[64], netns_b[64];
 #define N_PAGES 3000
 
 static bool saw_link_down;   /* dead: which path noticed */
+static bool saw_nosum_refused;
+static long long live_zc = -1, live_copied = -1;  /* from the lane's log */
+static bool zc_expected = true, refused_case;
 
 static void log_cb(int level, const char *msg, void *arg)
 {
 	(void)arg;
 	if (strstr(msg, "memif link down"))
 		saw_link_down = true;
+	if (strstr(msg, "page record without a crc") && strstr(msg, "zc=off"))
+		saw_nosum_refused = true;
+	const char *z = strstr(msg, "LIVE records sent zero-copy ");
+	if (z && sscanf(z, "LIVE records sent zero-copy %lld, copied %lld", &live_zc,
+			&live_copied) != 2)
+		live_zc = live_copied = -1;
 	if (level <= TLM_LOG_WARN || getenv("TLM_TEST_DEBUG"))
 		fprintf(stderr, "    [%d] %s\n", (int)getpid(), msg);
 }
@@ -260,7 +281,8 @@ static void send_live(struct tlm_lane *l, bool mutating)
 	struct tlm_page_rec recs[32];
 	struct mutator m = { .mem = mem };
 	pthread_t thr;
-	uint64_t sent = 0;
+	uint64_t sent = 0, live = 0;
+	int r = 0;
 
 	CHECK(mem);
 	for (uint64_t i = 0; i < LIVE_PAGES; i++)
@@ -294,21 +316,44 @@ static void send_live(struct tlm_lane *l, bool mutating)
 					recs[k].flags = 0;
 					recs[k].data = snap[k];
 					recs[k].crc = tlm_crc32c(0, snap[k], 4096);
+				} else {
+					live++;
 				}
 			}
-			int r = ops->dp->send_pages(l, recs, 32);
+			r = ops->dp->send_pages(l, recs, 32);
 			if (r != 32)
-				FAIL("send_pages: %s", tlm_strerror(r));
+				break;
 			sent += 32;
 		}
-		CHECK_OK(tlm_lane_wait_sent(l, sent, 20000));
+		if (r == 32)
+			r = tlm_lane_wait_sent(l, sent, 20000);
+		if (r < 0)
+			break;
 	}
+	if (refused_case) {
+		/* the receiver gave up on the first record: so do we */
+		CHECK(r < 0);
+		if (mutating) {
+			atomic_store(&m.stop, true);
+			pthread_join(thr, NULL);
+		}
+		tlm_lane_unregister_regions(l);
+		free(mem);
+		return;
+	}
+	if (r < 0)
+		FAIL("send_pages/wait_sent: %s", tlm_strerror(r));
 	struct tlm_page_rec last = { .flags = TLM_PF_LAST };
 	CHECK(ops->dp->send_pages(l, &last, 1) == 1);
 	CHECK_OK(ops->dp->flush(l));
 	tlm_lane_unregister_regions(l);
 	if (mutating)
 		printf("  %llu page rewrites while sending\n", (unsigned long long)m.writes);
+	printf("  LIVE records: %lld zero-copy, %lld copied (of %llu)\n", live_zc, live_copied,
+	       (unsigned long long)live);
+	if (zc_expected ? live_zc != (long long)live || live_copied != 0 :
+			  live_zc != 0 || live_copied != (long long)live)
+		FAIL("LIVE records should all go %s", zc_expected ? "zero-copy" : "copied");
 	free(mem);
 }
 
@@ -362,8 +407,18 @@ static void recv_live(struct tlm_lane *l, bool mutating)
 		int n = ops->dp->recv_pages(l, &sink, 20000);
 		if (n == 0)
 			FAIL("recv_pages: timeout after %llu", (unsigned long long)s.records);
+		if (n < 0 && refused_case) {
+			if (n != -TLM_ECRC || !saw_nosum_refused || s.records)
+				FAIL("recv_pages: %s after %llu records, refusal %slogged",
+				     tlm_strerror(n), (unsigned long long)s.records,
+				     saw_nosum_refused ? "" : "not ");
+			printf("  the first record without a crc was refused\n");
+			return;
+		}
 		if (n < 0)
 			FAIL("recv_pages: %s", tlm_strerror(n));
+		if (refused_case)
+			FAIL("records without a crc accepted over zc=off");
 	}
 	printf("  %llu LIVE/plain records verified, %llu read mid-rewrite\n",
 	       (unsigned long long)s.records, (unsigned long long)s.mixed);
@@ -435,7 +490,7 @@ static void acceptor(const char *cas, int pfd)
 	set_pages(pg);
 	bool live = !strncmp(cas, "live", 4);
 	if (live) {
-		recv_live(pg, !strcmp(cas, "live-mutate"));
+		recv_live(pg, strcmp(cas, "live") != 0);
 	} else if (strcmp(cas, "pages")) {
 		/* the lane's pollfd turns readable once bytes are in */
 		struct pollfd pf = { .fd = ops->pollfd(b), .events = POLLIN };
@@ -479,7 +534,7 @@ static void connector(const char *cas, const char *port)
 	set_pages(pg);
 	bool live = !strncmp(cas, "live", 4);
 	if (live) {
-		send_live(pg, !strcmp(cas, "live-mutate"));
+		send_live(pg, strcmp(cas, "live") != 0);
 	} else if (strcmp(cas, "pages")) {
 		write_stream(b, 0, STREAM_BYTES);
 		read_stream(b, 1, STREAM_BYTES / 2);
@@ -662,6 +717,17 @@ int main(int argc, char **argv)
 	} else if (!strcmp(cas, "queues-mismatch")) {
 		snprintf(srv_args, sizeof(srv_args), "queues=2");
 		snprintf(cli_args, sizeof(cli_args), "queues=8");
+	} else if (!strcmp(cas, "live-copy")) {
+		snprintf(srv_args, sizeof(srv_args), "zc=off");
+		snprintf(cli_args, sizeof(cli_args), "zc=off");
+		zc_expected = false;
+	} else if (!strcmp(cas, "live-faults")) {
+		snprintf(srv_args, sizeof(srv_args), "fault=drop=0.01,reorder=0.01,dup=0.01");
+		snprintf(cli_args, sizeof(cli_args), "fault=drop=0.01,reorder=0.01,dup=0.01");
+	} else if (!strcmp(cas, "live-refused")) {
+		snprintf(srv_args, sizeof(srv_args), "zc=off");
+		snprintf(cli_args, sizeof(cli_args), "zc=on");
+		refused_case = true;
 	} else if (strcmp(cas, "bytes") && strcmp(cas, "pages") && strcmp(cas, "session") &&
 		   strcmp(cas, "live") && strcmp(cas, "live-mutate")) {
 		fprintf(stderr, "unknown case %s\n", cas);
