@@ -164,14 +164,15 @@
 #define STASH        16               /* tx mbufs a writer takes at once */
 #define HELD_MAX     64               /* rx packets a lane keeps uncopied */
 #define ZC_MIN       512              /* LIVE data shorter than this is copied */
+#define ZC_ALIGN     16               /* zero-copy data keeps its alignment in the frame */
 #define ZC_SEGS      8                /* segments per zero-copy packet, at most */
 #define ZC_MBUFS     32767            /* data-less mbufs for zero-copy segments, per port */
 #define MAX_QUEUES   16
 #define DEF_QUEUES   4                /* memif: queue pairs per port, both ends alike */
-#define HDR_LEN      32               /* our header inside UDP */
+#define HDR_LEN      38               /* our header inside UDP (32 + 6 pad: see ZC_ALIGN) */
 #define L2L4_LEN     (14 + 20 + 8)    /* Ethernet + IPv4 + UDP */
 #define MAGIC        0x544c           /* "TL" */
-#define PROTO_VER    2
+#define PROTO_VER    3
 #define KA_NS        (200ull * 1000000)
 #define LINK_CHECK_NS (20ull * 1000000) /* memif: look at the link after this much silence */
 #define SYN_NS       (100ull * 1000000)
@@ -761,6 +762,7 @@ static void put_hdr(uint8_t *h, uint8_t type, uint32_t dst, uint32_t src,
 	tlm__put32(h + 12, wnd);
 	tlm__put64(h + 16, seq);
 	tlm__put64(h + 24, ack);
+	memset(h + 32, 0, HDR_LEN - 32);
 }
 
 /* IPv4 header checksum from the fields we set, without reading the
@@ -2543,6 +2545,8 @@ static int wr_ext(struct dlane *l, const uint8_t *s, size_t n)
 		if (r)
 			return r;
 		size_t k = n < mss - l->olen ? n : mss - l->olen;
+		if (k < n && k > ZC_ALIGN)
+			k &= ~(size_t)(ZC_ALIGN - 1);
 		struct rte_mbuf *m = l->om->nb_segs < p->zc_segs ? rte_pktmbuf_alloc(p->zcpool) :
 				     NULL;
 		if (!m) {

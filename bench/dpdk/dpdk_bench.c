@@ -93,7 +93,7 @@ static int count_apply(void *arg, const struct tlm_page_rec *r)
 		st[1] = 1;
 		return 0;
 	}
-	if (r->len != 4096 || ((const uint8_t *)r->data)[0] != (uint8_t)r->index)
+	if (r->len != 4096 || ((const uint8_t *)r->data)[0] != (uint8_t)(r->index % 64))
 		return -EINVAL;
 	st[0]++;
 	return 0;
@@ -149,16 +149,22 @@ static void lane_tx(const char *port, int out)
 		fprintf(stderr, "lane tx: --live: register_region refused\n");
 		exit(1);
 	}
+	/* page i of the 64 starts with byte i, always: a LIVE page (--live)
+	 * is read when its packet goes out, maybe after send_pages returned */
+	for (unsigned i = 0; i < 64; i++)
+		pages[i][0] = (uint8_t)i;
 	double c0 = cpu_s(), end = now_s() + seconds;
 	while (now_s() < end) {
 		for (unsigned i = 0; i < 64; i++) {
-			pages[i][0] = (uint8_t)(sent + i);
 			recs[i] = (struct tlm_page_rec){ .index = sent + i, .len = 4096,
 				.data = pages[i], .flags = live ? TLM_PF_LIVE : 0,
 				.crc = live ? 0 : tlm_crc32c(0, pages[i], 4096) };
 		}
-		if (ops->dp->send_pages(l, recs, 64) != 64)
+		int r = ops->dp->send_pages(l, recs, 64);
+		if (r != 64) {
+			fprintf(stderr, "lane tx: send_pages: %s\n", tlm_strerror(r));
 			exit(1);
+		}
 		sent += 64;
 	}
 	recs[0] = (struct tlm_page_rec){ .flags = TLM_PF_LAST };
