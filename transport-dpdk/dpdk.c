@@ -36,29 +36,33 @@
  * traffic flows: their callers kick it and sleep on the lane's condition
  * variable until it has moved their packets.
  *
- * Zero copy. Records are copied once, from the caller's memory into the
- * packets (no intermediate ring); the PMD copies again (memif, af_packet)
- * or DMAs. A TLM_PF_LIVE record (region registered TLM_REG_SRC) is copied
- * the same way, its crc summed in the same pass over the words as they
- * are stored (tlm__crc32c_copy): what is summed is what is sent, so a page
- * rewritten meanwhile arrives as some mix of old and new words with a
- * correct crc, never as a crc failure. The receiver likewise sums the crc
- * while it gathers a record that spans packets into one piece.
- * Attaching the page as an external mbuf instead would sum live memory
- * that the PMD reads later, and a write between the two fails the crc at
- * the receiver; on memif and af_packet, whose PMDs copy anyway, it would
- * save nothing but the engine's staging copy, which LIVE already saves.
- * Measured on memif (`tlm bench transport --transport dpdk`, raw_place
- * against raw_copy): frames that point at the source pages
- * (rte_pktmbuf_attach_extbuf, the PMD's copy the only one) with a
- * zero-copy memif receiver move pages no faster than frames they are
- * copied into at mtu 1500 and 9000 (the second mbuf per frame and its
- * shared-info count cost what the copy saved), ~10% faster at 4200.
- * Since no PMD reads the region, nothing is mapped for IOVA
- * (rte_extmem_register), the region may change again as soon as
- * send_pages returns, and wait_sent waits only for the peer's ACK: the
- * destination arbitrates by epoch, so one page on two lanes is harmless.
+ * Zero copy. A TLM_PF_LIVE record (region registered TLM_REG_SRC) goes
+ * by reference where the lane's link guards the bytes by itself (zc_tx:
+ * memif's shared memory by default, any port with zc=on): its packet is a
+ * chain, the headers in one mbuf, then mbufs attached to the page
+ * (rte_pktmbuf_attach_extbuf, ZC_SEGS at most), so the PMD's copy or DMA
+ * is the only pass over the page. The record carries NOSUM and crc 0: a
+ * crc summed before the PMD reads live memory would fail whenever the
+ * page is written meanwhile. The page is read when the packet goes out,
+ * and again if it is re-sent, so it may arrive as a mix of old and new
+ * words (the dirty log sends it again, as on RDMA); the receiver accepts
+ * NOSUM only when its own link is trusted alike (zc_rx), and fails the
+ * lane otherwise. Page data keeps its 16-byte alignment in the frame
+ * (HDR_LEN 38 puts the record header and each packet's data on 16, and
+ * zero-copy chunks are multiples of 16): the PMD's copy of a misaligned
+ * source runs the slow shifted path, which made zero copy slower than
+ * copying. Devices that DMA (not vdevs) need the region registered
+ * (rte_extmem_register) and mapped (rte_dev_dma_map) once per process;
+ * where that fails the pages are copied. The region must outlive the
+ * packets that point into it: unregister_regions waits for their ACKs (or
+ * fails the lane and drops them). Everything else, and LIVE pages with
+ * zc=off, is copied once from the caller's memory into the packets (no
+ * intermediate ring), a LIVE page's crc summed in the same pass
+ * (tlm__crc32c_copy), so what is summed is what is sent. The receiver
+ * sums the crc while it gathers a record that spans packets.
  * TLM_REG_DST is refused: the receiver copies out of its ring.
+ * Measured on memif (bench/dpdk, `tlm bench transport`): see the figures
+ * in the issue notes; zero copy helps most at mtu 4200.
  *
  * transport_args (comma-separated key=value; values may be quoted):
  *   dpdk-args="..."   EAL arguments (first lane of the process only)
@@ -72,6 +76,8 @@
  *   queues=N          queue pairs, 1..16 (default 4; ignored by the
  *                     embedded memif server, which offers 16)
  *   dead_ms=N         keepalive silence that fails a lane (default 3000)
+ *   zc=auto|on|off    LIVE pages by reference, without crc (NOSUM), and
+ *                     NOSUM accepted: auto = on memif only
  *   fault=drop=P,reorder=P,dup=P   fault injection on what we send
  * No device keys: the embedded default, a memif pair per UDP port (server
  * on the listening side, client on the connecting side, abstract socket
@@ -240,6 +246,8 @@ struct dlane {
 	int err;                /* sticky error once dead */
 	int bad;                /* -TLM_EFRAME/-TLM_ECRC: the stream is unusable */
 	bool peer_closed;       /* CLOSE received: error after buffered data */
+	bool tell_peer;         /* we refused its stream: RST it, once */
+	bool peer_reset;        /* it refused ours (RST) */
 	bool closing, gone;     /* close(): poll thread sends CLOSE, unlinks */
 	int close_sent;
 	bool local;             /* peer lane is on this port in this process */
@@ -1060,7 +1068,10 @@ static void lane_fail(struct dlane *l, int level, int err, const char *why)
  * missing) the peer left it cut. */
 static void peer_closed_fail(struct dlane *l)
 {
-	if (l->rcv_nxt == l->rcv_rd && !l->data_left)
+	if (l->peer_reset)
+		lane_fail(l, TLM_LOG_ERR, -TLM_EPEERCLOSED,
+			  "peer refused what we sent and reset the lane (its log says why)");
+	else if (l->rcv_nxt == l->rcv_rd && !l->data_left)
 		lane_fail(l, TLM_LOG_INFO, -TLM_EPEERCLOSED, "peer closed the lane");
 	else
 		lane_fail(l, TLM_LOG_WARN, -TLM_EPEERCLOSED, "peer closed the lane mid-stream");
@@ -1278,7 +1289,8 @@ static bool rx_lane(struct dlane *l, const struct pkt *k, uint64_t now)
 	l->last_rx = now;
 	if (type == PT_CLOSE || type == PT_RST) {
 		l->peer_closed = true;
-		if (l->rcv_rd == l->rcv_nxt)
+		l->peer_reset = type == PT_RST;
+		if (l->rcv_rd == l->rcv_nxt || l->peer_reset)
 			peer_closed_fail(l);
 		pthread_cond_broadcast(&l->cv);
 		goto out;
@@ -1490,8 +1502,8 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 {
 	pthread_mutex_lock(&l->mu);
 	if (l->closing) {
-		if (l->close_sent < 3 && l->state == LS_EST && l->rid) {
-			send_ctl(p, l, PT_CLOSE);
+		if (l->close_sent < 3 && (l->state == LS_EST || l->tell_peer) && l->rid) {
+			send_ctl(p, l, l->state == LS_EST ? PT_CLOSE : PT_RST);
 			l->close_sent++;
 		} else {
 			l->gone = true;
@@ -1499,8 +1511,14 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 		}
 		goto out;
 	}
-	if (l->state == LS_DEAD)
+	if (l->state == LS_DEAD) {
+		/* a stream we refused (bad frame): the peer learns it now, not
+		 * after dead_ms of silence */
+		if (l->tell_peer && l->rid && (l->mac_known || p->p2p))
+			send_ctl(p, l, PT_RST);
+		l->tell_peer = false;
 		goto out;
+	}
 	if (!l->mac_known && !p->p2p) {
 		if (arp_lookup(p, l->peer_ip, &l->peer_mac)) {
 			l->mac_known = true;
@@ -2850,6 +2868,7 @@ static int bad_frame(struct dlane *l, int err, const char *why)
 {
 	lane_fail(l, TLM_LOG_ERR, err, why);
 	l->bad = err;
+	l->tell_peer = true;
 	return err;
 }
 

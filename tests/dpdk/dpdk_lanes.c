@@ -37,7 +37,8 @@
  *   live-refused
  *            a zc=on sender and a zc=off receiver: the receiver refuses the
  *            first record without a crc (-TLM_ECRC, with a message that
- *            says which setting to change) and applies nothing of it
+ *            says which setting to change) and applies nothing of it;
+ *            the sender learns it from the receiver's RST
  *   queues1, queues2, queues-mismatch
  *            pages + bytes with queues=1 (every lane on the shared queue,
  *            the software demux that af_packet and NICs without rte_flow
@@ -80,7 +81,7 @@ static char netns_a[64], netns_b[64];
 #define N_PAGES 3000
 
 static bool saw_link_down;   /* dead: which path noticed */
-static bool saw_nosum_refused;
+static bool saw_nosum_refused, saw_reset;
 static long long live_zc = -1, live_copied = -1;  /* from the lane's log */
 static bool zc_expected = true, refused_case;
 
@@ -91,6 +92,8 @@ static void log_cb(int level, const char *msg, void *arg)
 		saw_link_down = true;
 	if (strstr(msg, "page record without a crc") && strstr(msg, "zc=off"))
 		saw_nosum_refused = true;
+	if (strstr(msg, "peer refused what we sent"))
+		saw_reset = true;
 	const char *z = strstr(msg, "LIVE records sent zero-copy ");
 	if (z && sscanf(z, "LIVE records sent zero-copy %lld, copied %lld", &live_zc,
 			&live_copied) != 2)
@@ -331,8 +334,10 @@ static void send_live(struct tlm_lane *l, bool mutating)
 			break;
 	}
 	if (refused_case) {
-		/* the receiver gave up on the first record: so do we */
+		/* the receiver gave up on the first record and said so at once
+		 * (RST), not by going silent */
 		CHECK(r < 0);
+		CHECK(saw_reset);
 		if (mutating) {
 			atomic_store(&m.stop, true);
 			pthread_join(thr, NULL);
