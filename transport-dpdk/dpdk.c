@@ -131,6 +131,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -248,6 +249,7 @@ struct dlane {
 	bool peer_closed;       /* CLOSE received: error after buffered data */
 	bool tell_peer;         /* we refused its stream: RST it, once */
 	bool peer_reset;        /* it refused ours (RST) */
+	unsigned torn_seen;     /* port->torn when we began */
 	bool closing, gone;     /* close(): poll thread sends CLOSE, unlinks */
 	int close_sent;
 	bool local;             /* peer lane is on this port in this process */
@@ -367,6 +369,7 @@ struct dport {
 	struct rte_mbuf_ext_shared_info zc_shinfo; /* theirs, shared; frees nothing */
 	uint64_t txoff;         /* tx offloads the port offers */
 	bool dma;               /* the device reads memory itself (not a vdev) */
+	atomic_uint torn;       /* memif bursts cut short by the unmap race */
 	unsigned zc_segs;       /* segments per packet it takes (0: one only) */
 	struct rte_ether_addr mac;
 	uint32_t ip;
@@ -855,16 +858,98 @@ static void out_pkt(struct dport *p, struct dlane *l, struct rte_mbuf *m)
 		q_add(p->txq, &p->ntx, RTE_DIM(p->txq), m);
 }
 
+/* ---- memif's unmap race ----
+ * When the peer process goes, memif's interrupt thread unmaps the shared
+ * rings (memif_disconnect) with no lock against a burst that runs on
+ * another thread: a burst that passed its "connected" check can then
+ * touch a ring that is gone. On memif ports the bursts run guarded: such a
+ * fault (SIGSEGV or SIGBUS inside a burst, on the thread that runs it)
+ * ends the burst, the port counts it (torn), and the lanes fail as for
+ * any peer that vanished (the link is down). An rx burst that faulted
+ * moved nothing; a tx burst's packets count as sent and are not freed,
+ * since the PMD may have freed some (a leak, never a double free). A
+ * fault anywhere else goes to the handler installed before ours, or ends
+ * the process as it would have. */
+static __thread sigjmp_buf *t_guard;
+static struct sigaction g_old_segv, g_old_bus;
+static pthread_once_t g_guard_once = PTHREAD_ONCE_INIT;
+
+static void guard_sig(int sig, siginfo_t *si, void *uc)
+{
+	sigjmp_buf *jb = t_guard;
+	const struct sigaction *old = sig == SIGBUS ? &g_old_bus : &g_old_segv;
+
+	if (jb) {
+		t_guard = NULL;
+		siglongjmp(*jb, 1);
+	}
+	if (old->sa_flags & SA_SIGINFO) {
+		old->sa_sigaction(sig, si, uc);
+	} else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
+		old->sa_handler(sig);
+	} else {
+		/* returning runs the access again, which now kills */
+		signal(sig, SIG_DFL);
+	}
+}
+
+static void guard_install(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = guard_sig;
+	/* not blocked in the handler: siglongjmp leaves the mask alone */
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSEGV, &sa, &g_old_segv);
+	sigaction(SIGBUS, &sa, &g_old_bus);
+}
+
+static uint16_t rx_burst(struct dport *p, uint16_t q, struct rte_mbuf **v, uint16_t n)
+{
+	sigjmp_buf jb;
+	uint16_t r;
+
+	if (!p->memif)
+		return rte_eth_rx_burst(p->port_id, q, v, n);
+	if (sigsetjmp(jb, 0)) {
+		atomic_fetch_add(&p->torn, 1);
+		return 0;
+	}
+	t_guard = &jb;
+	r = rte_eth_rx_burst(p->port_id, q, v, n);
+	t_guard = NULL;
+	return r;
+}
+
+static uint16_t tx_burst(struct dport *p, uint16_t q, struct rte_mbuf **v, uint16_t n)
+{
+	sigjmp_buf jb;
+	uint16_t r;
+
+	if (!p->memif)
+		return rte_eth_tx_burst(p->port_id, q, v, n);
+	if (sigsetjmp(jb, 0)) {
+		atomic_fetch_add(&p->torn, 1);
+		return n;
+	}
+	t_guard = &jb;
+	r = rte_eth_tx_burst(p->port_id, q, v, n);
+	t_guard = NULL;
+	return r;
+}
+
 /* Hand queued packets to the PMD. What its ring cannot take now stays
  * queued for the next round (lanes stop making data packets meanwhile):
  * dropping it would cost a retransmission timeout each time the peer's
  * poll thread naps and the ring fills. */
-static unsigned flush_q(uint16_t port_id, uint16_t q, struct rte_mbuf **v, unsigned *n)
+static unsigned flush_q(struct dport *p, uint16_t q, struct rte_mbuf **v, unsigned *n)
 {
 	unsigned done = 0;
 
 	for (int tries = 0; done < *n && tries < 4; tries++) {
-		done += rte_eth_tx_burst(port_id, q, v + done, (uint16_t)(*n - done));
+		done += tx_burst(p, q, v + done, (uint16_t)(*n - done));
 		if (done < *n)
 			rte_pause();
 	}
@@ -876,7 +961,7 @@ static unsigned flush_q(uint16_t port_id, uint16_t q, struct rte_mbuf **v, unsig
 
 static unsigned flush_tx(struct dport *p)
 {
-	return flush_q(p->port_id, 0, p->txq, &p->ntx);
+	return flush_q(p, 0, p->txq, &p->ntx);
 }
 
 /* Room for a whole data burst in the lane's tx queue? */
@@ -1034,6 +1119,7 @@ static struct dlane *lane_new(struct dport *p, const struct cfg *c)
 	l->peer_edge = RING_BYTES;  /* the peer starts with an empty ring */
 	l->adv_edge = RING_BYTES;
 	l->last_rx = tlm__now_ns();
+	l->torn_seen = atomic_load(&p->torn);
 	l->lid = ++p->next_lid;
 	if (!l->lid)
 		l->lid = ++p->next_lid;
@@ -1595,6 +1681,9 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 timers:
 	/* memif: the link goes down when the peer's process is gone (ports
 	 * live until their process exits): fail now, not after dead_ms */
+	if (p->memif && l->state == LS_EST && atomic_load(&p->torn) != l->torn_seen)
+		lane_fail(l, TLM_LOG_ERR, -TLM_EPEERCLOSED,
+			  "memif rings unmapped under a burst: the peer process is gone");
 	if (p->memif && l->state == LS_EST && since(now, l->last_rx) > LINK_CHECK_NS) {
 		struct rte_eth_link lk;
 		if (rte_eth_link_get_nowait(p->port_id, &lk) == 0 && !lk.link_status)
@@ -1639,7 +1728,7 @@ static unsigned pump(struct dport *p, struct dlane *l, bool port_locked)
 	struct rte_mbuf *rx[BURST], *slow[BURST];
 	unsigned ns = 0;
 	uint64_t now = tlm__now_ns(), before = l->tx_pkts;
-	uint16_t n = rte_eth_rx_burst(p->port_id, l->q, rx, BURST);
+	uint16_t n = rx_burst(p, l->q, rx, BURST);
 
 	if (n)
 		pthread_mutex_lock(&l->mu);
@@ -1661,7 +1750,7 @@ static unsigned pump(struct dport *p, struct dlane *l, bool port_locked)
 			rte_pktmbuf_free_bulk(rx, nd);
 	}
 	lane_tx(p, l, now);
-	unsigned sent = flush_q(p->port_id, l->q, l->qtx, &l->nqtx);
+	unsigned sent = flush_q(p, l->q, l->qtx, &l->nqtx);
 	atomic_store(&l->last_pump, now);
 	if (ns) {
 		if (!port_locked)
@@ -1727,7 +1816,7 @@ static void *poll_main(void *arg)
 
 		pthread_mutex_lock(&p->lock);
 		for (int i = 0; i < 4; i++) {
-			uint16_t n = rte_eth_rx_burst(p->port_id, 0, rx, BURST);
+			uint16_t n = rx_burst(p, 0, rx, BURST);
 			for (uint16_t j = 0; j < n; j++)
 				rx_pkt(p, rx[j], false, 0);
 			work += n;
@@ -1739,7 +1828,7 @@ static void *poll_main(void *arg)
 		for (uint16_t q = 1; q < p->nq; q++) {
 			if (!p->qowner[q] || p->qowner[q]->q)
 				continue;
-			uint16_t n = rte_eth_rx_burst(p->port_id, q, rx, BURST);
+			uint16_t n = rx_burst(p, q, rx, BURST);
 			for (uint16_t j = 0; j < n; j++)
 				rx_pkt(p, rx[j], false, q);
 			work += n;
@@ -1918,6 +2007,8 @@ static int port_get(const struct cfg *c, const char *name, const char *devargs,
 	/* memif reports a 1518-byte limit but carries larger frames in
 	 * chained ring buffers (bsize): let mtu= go up to 9000 there */
 	p->memif = !strncmp(info.driver_name, "net_memif", 9);
+	if (p->memif)
+		pthread_once(&g_guard_once, guard_install);
 	p->dma = strcmp(rte_bus_name(rte_dev_bus(info.device)), "vdev") != 0;
 	if (info.max_rx_pktlen && c->mtu + RTE_ETHER_HDR_LEN > info.max_rx_pktlen && !p->memif) {
 		tlm__err("dpdk: %s: mtu %u above the port's %u", name, c->mtu, info.max_rx_pktlen);

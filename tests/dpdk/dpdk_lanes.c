@@ -39,6 +39,11 @@
  *            first record without a crc (-TLM_ECRC, with a message that
  *            says which setting to change) and applies nothing of it;
  *            the sender learns it from the receiver's RST
+ *   torn     memif's rings vanish under the receiving process while it
+ *            polls them (as when memif unmaps them because the peer
+ *            exited): the acceptor makes every memif mapping inaccessible
+ *            mid-stream; its bursts fault, are cut short, and the lane
+ *            fails with a clear error instead of the process dying
  *   queues1, queues2, queues-mismatch
  *            pages + bytes with queues=1 (every lane on the shared queue,
  *            the software demux that af_packet and NICs without rte_flow
@@ -50,6 +55,7 @@
  */
 
 #include <errno.h>
+#include <sys/mman.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
@@ -81,7 +87,7 @@ static char netns_a[64], netns_b[64];
 #define N_PAGES 3000
 
 static bool saw_link_down;   /* dead: which path noticed */
-static bool saw_nosum_refused, saw_reset;
+static bool saw_nosum_refused, saw_reset, saw_torn;
 static long long live_zc = -1, live_copied = -1;  /* from the lane's log */
 static bool zc_expected = true, refused_case;
 
@@ -94,6 +100,8 @@ static void log_cb(int level, const char *msg, void *arg)
 		saw_nosum_refused = true;
 	if (strstr(msg, "peer refused what we sent"))
 		saw_reset = true;
+	if (strstr(msg, "memif rings unmapped under a burst"))
+		saw_torn = true;
 	const char *z = strstr(msg, "LIVE records sent zero-copy ");
 	if (z && sscanf(z, "LIVE records sent zero-copy %lld, copied %lld", &live_zc,
 			&live_copied) != 2)
@@ -231,6 +239,85 @@ static void recv_pages(struct tlm_lane *l)
 		if (n < 0)
 			FAIL("recv_pages: %s", tlm_strerror(n));
 	}
+}
+
+/* ---- torn: memif's rings vanish while we poll ---- */
+
+/* Every memif mapping of this process made inaccessible: what memif's
+ * disconnect does to a burst running on another thread when it unmaps
+ * them. Returns how many mappings. */
+static unsigned protect_memif(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	unsigned n = 0;
+
+	CHECK(f);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long a, b;
+		if (!strstr(line, "memif") || sscanf(line, "%lx-%lx", &a, &b) != 2)
+			continue;
+		CHECK(mprotect((void *)a, b - a, PROT_NONE) == 0);
+		n++;
+	}
+	fclose(f);
+	return n;
+}
+
+static void torn_recv(struct tlm_lane *l)
+{
+	struct pstate s = { 0 };
+	struct tlm_page_sink sink = { apply, &s };
+	int n;
+
+	while (s.next < 200) {
+		n = ops->dp->recv_pages(l, &sink, 20000);
+		if (n <= 0)
+			FAIL("recv_pages before: %s", n ? tlm_strerror(n) : "timeout");
+	}
+	unsigned maps = protect_memif();
+	if (!maps)
+		FAIL("no memif mapping found in /proc/self/maps");
+	do
+		n = ops->dp->recv_pages(l, &sink, 20000);
+	while (n > 0);
+	if (n != -TLM_EPEERCLOSED || !saw_torn)
+		FAIL("after the rings went: %s, %slogged as torn", n ? tlm_strerror(n) : "timeout",
+		     saw_torn ? "" : "not ");
+	printf("  %u memif mappings made inaccessible after %llu records: the lane failed, "
+	       "the process lives\n", maps, (unsigned long long)s.next);
+	/* the rings are still inaccessible: leave without tearing the port
+	 * down (the EAL's runtime directory goes by hand, as for 'dead') */
+	char cmd[96];
+	snprintf(cmd, sizeof(cmd), "rm -rf /var/run/dpdk/tlm-%d", (int)getpid());
+	if (system(cmd)) {
+		/* nothing there */
+	}
+	printf("  acceptor ok\n");
+	_exit(0);
+}
+
+/* Pages until the lane fails (the acceptor's rings went). */
+static void torn_send(struct tlm_lane *l)
+{
+	static uint8_t data[16][4096];
+	struct tlm_page_rec recs[16];
+	int r;
+
+	for (uint64_t i = 0;; i += 16) {
+		for (unsigned n = 0; n < 16; n++) {
+			uint32_t len = page_len(i + n);
+			fill_page(data[n], len, i + n);
+			recs[n] = (struct tlm_page_rec){ .index = i + n,
+				.epoch = (uint32_t)((i + n) / 100), .flags = len ? 0 : TLM_PF_ZERO,
+				.region = (uint16_t)((i + n) % 3), .len = len,
+				.crc = tlm_crc32c(0, data[n], len), .data = data[n] };
+		}
+		r = ops->dp->send_pages(l, recs, 16);
+		if (r < 0)
+			break;
+	}
+	printf("  sender stopped: %s\n", tlm_strerror(r));
 }
 
 /* ---- LIVE records ---- */
@@ -494,6 +581,8 @@ static void acceptor(const char *cas, int pfd)
 	CHECK_OK(ops->accept(xl, 20000, &pg));
 	set_pages(pg);
 	bool live = !strncmp(cas, "live", 4);
+	if (!strcmp(cas, "torn"))
+		torn_recv(pg);
 	if (live) {
 		recv_live(pg, strcmp(cas, "live") != 0);
 	} else if (strcmp(cas, "pages")) {
@@ -538,6 +627,13 @@ static void connector(const char *cas, const char *port)
 	CHECK_OK(ops->connect(cli_addr, port, cli_args, 2, 20000, &pg));
 	set_pages(pg);
 	bool live = !strncmp(cas, "live", 4);
+	if (!strcmp(cas, "torn")) {
+		torn_send(pg);
+		ops->close(pg);
+		ops->close(b);
+		printf("  connector ok\n");
+		return;
+	}
 	if (live) {
 		send_live(pg, strcmp(cas, "live") != 0);
 	} else if (strcmp(cas, "pages")) {
@@ -722,6 +818,9 @@ int main(int argc, char **argv)
 	} else if (!strcmp(cas, "queues-mismatch")) {
 		snprintf(srv_args, sizeof(srv_args), "queues=2");
 		snprintf(cli_args, sizeof(cli_args), "queues=8");
+	} else if (!strcmp(cas, "torn")) {
+		snprintf(srv_args, sizeof(srv_args), "dead_ms=1500");
+		snprintf(cli_args, sizeof(cli_args), "dead_ms=1500");
 	} else if (!strcmp(cas, "live-copy")) {
 		snprintf(srv_args, sizeof(srv_args), "zc=off");
 		snprintf(cli_args, sizeof(cli_args), "zc=off");
