@@ -64,6 +64,11 @@
  *            copies out): raw_place_Bps, raw_place_over_raw, ratio_raw_place
  *   tcp      --compare tcp: the same bench over tcp lanes on 127.0.0.1
  *   lanes    the run itself; --fault goes to the sender only
+ * --rounds N repeats raw and lanes N times (each round's lanes in a child,
+ * so this process never starts an EAL) and reports the median round by
+ * lanes / raw, with every round in per_round: on a host whose speed
+ * changes from run to run (a VM whose vCPUs the host moves), a ratio is
+ * only meaningful within one round.
  * For dpdk, cycles per page = process CPU (sender: this process, all
  * threads, the poll thread too; receiver: the child's) x TSC rate / pages,
  * pages per second per core = pages / CPU seconds; line_rate_10GbE_one_core
@@ -118,6 +123,7 @@ struct opts {
 	bool no_raw;               /* dpdk: no raw PMD blast */
 	double raw_seconds;        /* dpdk: how long the raw blast lasts */
 	bool compare_tcp;          /* --compare tcp */
+	unsigned rounds;           /* --rounds N: raw blasts and lanes, N times */
 	struct tlm_cli_targs ta;   /* --transport-args, --rdma-dev, ..., --fault */
 	char targs[512];
 	char rx_targs[512];        /* loopback receiver's: no --fault */
@@ -740,6 +746,15 @@ struct outcome {
 	char peer_dev[64];
 };
 
+/* One of --rounds: the raw blasts, then the lanes in a child (an EAL in
+ * this process would keep the next round's raw blast from starting). */
+struct round {
+	struct outcome out;
+	bool raw_ran;
+	struct tlm__raw_result raw, raw_copy, raw_place;
+	uint64_t sender_rss;
+};
+
 /* What goes around the run: dpdk's raw blast, the tcp comparison. */
 struct extra {
 	double tsc_hz;             /* > 0: cycle figures */
@@ -748,7 +763,11 @@ struct extra {
 	struct tlm__raw_result raw, raw_copy;   /* raw_copy: with the page copies */
 	struct tlm__raw_result raw_place;       /* one pass over each page per side */
 	const struct outcome *tcp; /* --compare tcp */
+	const struct round *rounds; /* --rounds N > 1: each; the figures are rounds[median] */
+	unsigned nrounds, median;
 };
+
+static double round_key(const struct round *d);
 
 /* CPU per page on each side: process CPU (all threads, a transport's poll
  * threads too) x TSC rate / pages, and the pages per second one core at
@@ -883,8 +902,32 @@ static void print_json(const struct opts *o, const struct outcome *r, const stru
 		tlm_json_end_obj(&j);
 		json_cost(&j, "tcp_", &tc, x->tsc_hz);
 	}
+	if (x->nrounds) {
+		tlm_json_u64(&j, "rounds", x->nrounds);
+		tlm_json_u64(&j, "median_round", x->median + 1);
+		tlm_json_arr(&j, "per_round");
+		for (unsigned i = 0; i < x->nrounds; i++) {
+			const struct round *d = &x->rounds[i];
+			double g = goodput(&d->out);
+
+			tlm_json_obj(&j, NULL);
+			tlm_json_u64(&j, "goodput_Bps", (uint64_t)g);
+			tlm_json_bool(&j, "verified", d->out.verified);
+			if (d->raw_ran) {
+				tlm_json_u64(&j, "raw_Bps", (uint64_t)d->raw.Bps);
+				tlm_json_u64(&j, "raw_copy_Bps", (uint64_t)d->raw_copy.Bps);
+				tlm_json_u64(&j, "raw_place_Bps", (uint64_t)d->raw_place.Bps);
+				tlm_json_dbl(&j, "ratio", d->raw.Bps > 0 ? g / d->raw.Bps : 0);
+				tlm_json_dbl(&j, "ratio_raw_place",
+					     d->raw_place.Bps > 0 ? g / d->raw_place.Bps : 0);
+			}
+			tlm_json_end_obj(&j);
+		}
+		tlm_json_end_arr(&j);
+	}
 	tlm_json_obj(&j, "peak_rss_bytes");
-	tlm_json_u64(&j, "sender", tlm_cli_peak_rss());
+	tlm_json_u64(&j, "sender", x->nrounds ? x->rounds[x->median].sender_rss :
+						tlm_cli_peak_rss());
 	tlm_json_u64(&j, "receiver", rep->rss);
 	tlm_json_end_obj(&j);
 	tlm_json_obj(&j, "cpu_seconds");
@@ -979,8 +1022,22 @@ static void print_result(const struct opts *o, const struct outcome *r, const st
 			printf(" (%.0f and %.0f cycles)", c.cycles_tx, c.cycles_rx);
 		printf("\n");
 	}
+	if (x->nrounds) {
+		double lo = 1e300, hi = 0;
+
+		for (unsigned i = 0; i < x->nrounds; i++) {
+			double k = round_key(&x->rounds[i]);
+			lo = k < lo ? k : lo;
+			hi = k > hi ? k : hi;
+		}
+		printf("  rounds: %u, these figures from round %u, the median by %s; "
+		       "across rounds %.2f .. %.2f%s\n", x->nrounds, x->median + 1,
+		       x->raw_ran ? "lanes / raw" : "goodput", x->raw_ran ? lo : lo / 1e6,
+		       x->raw_ran ? hi : hi / 1e6, x->raw_ran ? "" : " MB/s");
+	}
 	printf("  peak RSS: sender %.1f MiB, receiver %.1f MiB\n",
-	       (double)tlm_cli_peak_rss() / 1048576.0, (double)rep->rss / 1048576.0);
+	       (double)(x->nrounds ? x->rounds[x->median].sender_rss : tlm_cli_peak_rss()) /
+	       1048576.0, (double)rep->rss / 1048576.0);
 	printf("  CPU: sender %.3f s, receiver %.3f s\n", (double)r->cpu / 1e9,
 	       (double)rep->cpu / 1e9);
 }
@@ -1149,6 +1206,7 @@ static void usage(FILE *f)
 "                           [--peer ib_write_bw] [--in-vm]\n"
 "                           [--dpdk-args \"ARGS\"] [--fault SPEC]\n"
 "                           [--compare tcp] [--no-raw] [--raw-seconds S]\n"
+"                           [--rounds N]\n"
 "\n"
 "Moves SIZE bytes of page records over N data lanes and reports goodput\n"
 "(page data per second) per lane and in total; the receiver checks every\n"
@@ -1197,7 +1255,12 @@ static void usage(FILE *f)
 "pages), pages per second one core sustains, and whether both reach 10GbE\n"
 "line rate (290 k pages/s of 4 KiB) on one core.\n"
 "  --no-raw           skip the raw blast\n"
-"  --raw-seconds S    how long it blasts, 0.1..60 (default 2)\n",
+"  --raw-seconds S    how long it blasts, 0.1..60 (default 2)\n"
+"  --rounds N         loopback: raw blasts then lanes, N times over (1..50,\n"
+"                     default 1); the figures are those of the median round\n"
+"                     (by lanes / raw, else goodput) and per_round lists all:\n"
+"                     on a shared or virtual host whose speed changes from\n"
+"                     run to run, a ratio taken within one round holds\n",
 		TLM_MAX_LANES - 1);
 }
 
@@ -1207,7 +1270,7 @@ static bool takes_value(const char *a)
 		"--transport", "--transport-args", "--lanes", "--bytes", "--page-size",
 		"--listen", "--connect", "--psk", "--timeout", "--verify", "--local-addr",
 		"--peer", "--rdma-dev", "--rdma-gid", "--dpdk-args", "--fault", "--compare",
-		"--raw-seconds",
+		"--raw-seconds", "--rounds",
 	};
 
 	for (size_t i = 0; i < sizeof(with_value) / sizeof(with_value[0]); i++)
@@ -1273,6 +1336,12 @@ static int parse_args(int argc, char **argv, struct opts *o)
 				return -1;
 			}
 			o->compare_tcp = true;
+		} else if (!strcmp(a, "--rounds")) {
+			if (tlm_cli_parse_size(v, &n) || n < 1 || n > 50) {
+				tlm_cli_err("--rounds %s: want 1..50", v);
+				return -1;
+			}
+			o->rounds = (unsigned)n;
 		} else if (!strcmp(a, "--raw-seconds")) {
 			char *end;
 
@@ -1350,6 +1419,10 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			    "no --listen/--connect, no --transport tcp");
 		return -1;
 	}
+	if (o->rounds > 1 && (o->listen || o->connect || o->in_vm || o->peer)) {
+		tlm_cli_err("--rounds runs both ends here: no --listen/--connect/--in-vm/--peer");
+		return -1;
+	}
 	if ((o->no_raw || raw_seconds_set) && strcmp(o->transport, "dpdk")) {
 		tlm_cli_err("--no-raw and --raw-seconds need --transport dpdk");
 		return -1;
@@ -1405,6 +1478,88 @@ static int raw_phase(const struct opts *o, struct extra *x)
 		return -1;
 	}
 	x->raw_ran = true;
+	return 0;
+}
+
+static double round_key(const struct round *d)
+{
+	double g = goodput(&d->out);
+
+	return d->raw_ran && d->raw.Bps > 0 ? g / d->raw.Bps : g;
+}
+
+/* --rounds: each round's raw blasts here, its lanes in a child; the
+ * median round (by lanes / raw, else goodput) gives the figures. */
+static int run_rounds(const struct opts *o, struct tlm_session_cfg *cfg, const char *host,
+		      struct outcome *r, struct extra *x)
+{
+	size_t sz = o->rounds * sizeof(struct round);
+	struct round *rd = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+				-1, 0);
+	unsigned order[50];
+
+	if (rd == MAP_FAILED) {
+		tlm_cli_err("--rounds: %s", strerror(errno));
+		return -1;
+	}
+	memset(rd, 0, sz);
+	x->rounds = rd;
+	for (unsigned i = 0; i < o->rounds; i++) {
+		struct extra xi = { 0 };
+		pid_t pid;
+		int st;
+
+		if (!strcmp(o->transport, "dpdk")) {
+			if (raw_phase(o, &xi))
+				return -1;
+			x->raw_skipped = xi.raw_skipped;
+			rd[i].raw_ran = xi.raw_ran;
+			rd[i].raw = xi.raw;
+			rd[i].raw_copy = xi.raw_copy;
+			rd[i].raw_place = xi.raw_place;
+		}
+		fflush(stdout);
+		fflush(stderr);
+		pid = fork();
+		if (pid < 0) {
+			tlm_cli_err("--rounds: fork: %s", strerror(errno));
+			return -1;
+		}
+		if (pid == 0) {
+			int rc = loopback(o, cfg, o->rx_targs, host, &rd[i].out);
+
+			rd[i].sender_rss = tlm_cli_peak_rss();
+			exit(rc || !rd[i].out.verified ? 1 : 0);
+		}
+		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+			;
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+			tlm_cli_err("round %u of %u failed", i + 1, o->rounds);
+			return -1;
+		}
+		if (!o->json)
+			fprintf(stderr, "tlm: round %u/%u: lanes %.1f MB/s%s", i + 1, o->rounds,
+				goodput(&rd[i].out) / 1e6, rd[i].raw_ran ? "" : "\n");
+		if (!o->json && rd[i].raw_ran)
+			fprintf(stderr, ", raw %.1f MB/s, lanes / raw %.2f\n",
+				rd[i].raw.Bps / 1e6, round_key(&rd[i]));
+	}
+	/* the median round, by insertion sort of at most 50 */
+	for (unsigned i = 0; i < o->rounds; i++) {
+		unsigned k = i;
+		while (k && round_key(&rd[order[k - 1]]) > round_key(&rd[i])) {
+			order[k] = order[k - 1];
+			k--;
+		}
+		order[k] = i;
+	}
+	x->nrounds = o->rounds;
+	x->median = order[o->rounds / 2];
+	*r = rd[x->median].out;
+	x->raw_ran = rd[x->median].raw_ran;
+	x->raw = rd[x->median].raw;
+	x->raw_copy = rd[x->median].raw_copy;
+	x->raw_place = rd[x->median].raw_place;
 	return 0;
 }
 
@@ -1488,7 +1643,7 @@ int tlm_cli_bench_transport(int argc, char **argv)
 		/* Loopback: the raw blast first, while this process has no
 		 * EAL; the receivers are children (tlm_cli_fork_listener). */
 		snprintf(host, sizeof(host), "%s", o.local_addr ? o.local_addr : "127.0.0.1");
-		if (!strcmp(o.transport, "dpdk") && raw_phase(&o, &x))
+		if (o.rounds <= 1 && !strcmp(o.transport, "dpdk") && raw_phase(&o, &x))
 			goto out;
 		if (tcp) {
 			struct tlm_session_cfg tcfg = cfg;
@@ -1499,7 +1654,8 @@ int tlm_cli_bench_transport(int argc, char **argv)
 				goto out;
 			x.tcp = tcp;
 		}
-		if (loopback(&o, &cfg, o.rx_targs, host, r))
+		if (o.rounds > 1 ? run_rounds(&o, &cfg, host, r, &x) :
+				   loopback(&o, &cfg, o.rx_targs, host, r))
 			goto out;
 	}
 	if (!strcmp(o.transport, "dpdk") && tlm_cli_tsc_hz)
@@ -1512,6 +1668,8 @@ int tlm_cli_bench_transport(int argc, char **argv)
 	}
 	rc = 0;
 out:
+	if (x.rounds)
+		munmap((void *)x.rounds, o.rounds * sizeof(*x.rounds));
 	free(tcp);
 	free(r);
 	return rc;

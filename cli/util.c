@@ -252,7 +252,10 @@ pid_t tlm_cli_fork_listener(const struct tlm_session_cfg *cfg, const char *addr,
 		close(pfd[1]);
 		rc = fn(li, arg);
 		tlm_listener_close(li);
-		_exit(rc == 0 ? 0 : 1);
+		/* exit, not _exit: a transport's own cleanup runs (dpdk removes
+		 * the EAL runtime directory it made); stdio was flushed before
+		 * the fork, so nothing of the parent's is written twice */
+		exit(rc == 0 ? 0 : 1);
 	}
 	close(pfd[1]);
 	n = read(pfd[0], port, plen - 1);

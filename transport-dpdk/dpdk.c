@@ -692,13 +692,15 @@ static int forked(void)
  * piles up. Remove ours at exit when we chose the prefix. Not earlier:
  * hotplug (our vdevs) looks for peers in that directory. */
 static char g_rundir[256];
+static pid_t g_rundir_pid;
 
 static void remove_rundir(void)
 {
-	DIR *d = opendir(g_rundir);
+	DIR *d;
 	struct dirent *e;
 
-	if (!d)
+	/* a child forked after we started exits too: not its directory */
+	if (getpid() != g_rundir_pid || !(d = opendir(g_rundir)))
 		return;
 	while ((e = readdir(d)))
 		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
@@ -754,6 +756,7 @@ static int eal_init(const struct cfg *c)
 	if (!strstr(c->eal, "--file-prefix") && !strstr(c->eal, "--in-memory")) {
 		/* the prefix is ours (tlm-<pid>): so is the directory */
 		snprintf(g_rundir, sizeof(g_rundir), "%s", rte_eal_get_runtime_dir());
+		g_rundir_pid = getpid();
 		if (g_rundir[0])
 			atexit(remove_rundir);
 	}

@@ -6,7 +6,8 @@
 # the per-page figures reported; with loss, reordering and duplication on
 # the sender still every page verified; the tcp comparison verified too;
 # the dpdk flags refused for other transports with exit status 2; a bad
-# EAL argument named on stderr with stdout left empty.
+# EAL argument named on stderr with stdout left empty; --rounds lists every
+# round, each verified.
 # Behaviour only: no figure is compared with a threshold.
 #   bench_cli.sh PATH-TO-tlm
 set -u
@@ -22,6 +23,9 @@ positive() { awk -v v="${1:-0}" 'BEGIN { exit !(v + 0 > 0) }'; }
 
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
+# EAL runtime directories of lane processes (tlm-<pid>): each removes its own
+rundirs() { ls -d /var/run/dpdk/tlm-[0-9]* 2>/dev/null | wc -l; }
+dirs0=$(rundirs)
 # In the background for its pid: the raw children's EAL runtime directories
 # are named after it.
 "$TLM" bench transport --transport dpdk --lanes 2 --bytes 64M --raw-seconds 1 --json >"$tmp" &
@@ -46,6 +50,7 @@ echo "$out" | grep -Eq '"line_rate_10GbE_one_core":(true|false)' || bad "line ra
 for d in /var/run/dpdk /tmp/dpdk "${XDG_RUNTIME_DIR:-/nonexistent}/dpdk"; do
 	ls -d "$d/tlm-raw-$pid-"* 2>/dev/null && bad "the raw blast left its EAL runtime directories"
 done
+[ "$(rundirs)" -le "$dirs0" ] || bad "the lanes' processes left EAL runtime directories: $(rundirs) > $dirs0"
 
 out=$("$TLM" bench transport --transport dpdk --lanes 2 --bytes 64M --json --no-raw \
 	--fault drop=0.01,reorder=0.01,dup=0.01 --dpdk-args "--no-huge --no-pci -m 512") ||
@@ -62,11 +67,28 @@ echo "$out" | grep -q '"verified":true' || bad "compare: not verified"
 echo "$out" | grep -q '"tcp_verified":true' || bad "compare: tcp not verified"
 positive "$(num "$out" tcp_goodput_Bps)" || bad "tcp_goodput_Bps missing or 0"
 
+# --rounds: raw blasts and lanes per round, lanes in a child each time;
+# every round verified and listed, the figures from the median one
+"$TLM" bench transport --transport dpdk --lanes 1 --bytes 16M --rounds 3 \
+	--raw-seconds 0.2 --json >"$tmp" &
+pid=$!
+wait $pid || bad "rounds: bench exited $?"
+out=$(cat "$tmp")
+echo "$out"
+echo "$out" | grep -q '"rounds":3,"median_round":[123],' || bad "rounds: count or median"
+[ "$(echo "$out" | grep -o '{"goodput_Bps":[0-9]*,"verified":true,"raw_Bps":[1-9]' | wc -l)" -eq 3 ] ||
+	bad "rounds: per_round does not list 3 verified rounds with their raw blasts"
+positive "$(num "$out" ratio)" || bad "rounds: ratio missing or 0"
+for d in /var/run/dpdk /tmp/dpdk "${XDG_RUNTIME_DIR:-/nonexistent}/dpdk"; do
+	ls -d "$d/tlm-raw-$pid-"* 2>/dev/null && bad "rounds: raw EAL runtime directories left"
+done
+
 for args in "--fault drop=0.01" "--transport tcp --fault drop=0.01" \
 	    "--transport tcp --dpdk-args -m" "--transport dpdk --fault drop=2" \
 	    "--transport dpdk --fault lose=0.1" "--transport tcp --no-raw" \
 	    "--transport tcp --compare tcp" "--transport dpdk --compare udp" \
-	    "--transport dpdk --raw-seconds 0"; do
+	    "--transport dpdk --raw-seconds 0" "--rounds 0" "--rounds 51" \
+	    "--rounds 2 --connect 127.0.0.1:1"; do
 	# shellcheck disable=SC2086
 	"$TLM" bench transport $args >/dev/null 2>&1
 	rc=$?
