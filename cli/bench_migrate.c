@@ -406,10 +406,16 @@ out:
 		tlm_session_close(s);
 	if (child > 0) {
 		int status;
-		if (!st.completed)
-			usleep(100000);
-		kill(child, SIGTERM);
-		waitpid(child, &status, 0);
+		pid_t w8 = 0;
+		/* the destination ends once the session does (and cleans up
+		 * after itself, the dpdk lanes' EAL directory among it); one
+		 * that does not within 2 s is told to */
+		for (int i = 0; i < 200 && (w8 = waitpid(child, &status, WNOHANG)) == 0; i++)
+			usleep(10000);
+		if (w8 == 0) {
+			kill(child, SIGTERM);
+			waitpid(child, &status, 0);
+		}
 	}
 	if (w)
 		tlm_workload_stop(w);
