@@ -34,6 +34,9 @@
  *   live-faults
  *            live-mutate, zero-copy, with drop/reorder/dup 0.01 on both
  *            senders (re-sends read the pages again)
+ *   live-afpacket
+ *            live-faults over net_af_packet on the veth pair, zc=on on
+ *            both ends: zero-copy (chained) frames through a second PMD
  *   live-refused
  *            a zc=on sender and a zc=off receiver: the receiver refuses the
  *            first record without a crc (-TLM_ECRC, with a message that
@@ -797,7 +800,8 @@ int main(int argc, char **argv)
 	tlm_set_log_fn(log_cb, NULL);
 	bool session = !strncmp(cas, "session", 7);
 	CHECK_OK(tlm_psk_random(&psk));
-	if (!strcmp(cas, "afpacket") || !strcmp(cas, "session-afpacket")) {
+	if (!strcmp(cas, "afpacket") || !strcmp(cas, "session-afpacket") ||
+	    !strcmp(cas, "live-afpacket")) {
 		if (geteuid() != 0) {
 			printf("SKIP: needs root for network namespaces\n");
 			return 77;
@@ -805,6 +809,12 @@ int main(int argc, char **argv)
 		if (netns_up()) {
 			printf("SKIP: cannot create network namespaces / veth\n");
 			return 77;
+		}
+		if (!strcmp(cas, "live-afpacket")) {
+			/* zero copy told on (auto is memif only): chained
+			 * frames through the kernel's packet socket */
+			strcat(srv_args, ",zc=on");
+			strcat(cli_args, ",zc=on");
 		}
 	} else if (!strcmp(cas, "faults")) {
 		snprintf(srv_args, sizeof(srv_args), "fault=drop=0.01,reorder=0.01,dup=0.01");
