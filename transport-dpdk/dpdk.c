@@ -224,6 +224,8 @@ struct txp {
 	struct rte_mbuf *m;
 	uint64_t seq;
 	uint32_t len;
+	uint32_t zl;            /* > 0: a light zero-copy packet (zc_chain) */
+	const uint8_t *za;
 };
 
 /* A received packet kept for the reader: len stream bytes at p. */
@@ -292,7 +294,10 @@ struct dlane {
 	struct rte_mbuf *stash[STASH];   /* from the pool, in bulk */
 	unsigned nstash;
 	struct rte_mbuf *pend[TLM_MAX_PAGE_SIZE / 256]; /* > WR_CHUNK / smallest mss */
+	struct { const uint8_t *a; uint32_t l; } pendz[TLM_MAX_PAGE_SIZE / 256];
 	unsigned npend;
+	const uint8_t *oza;     /* the open packet's light range (zc_chain) */
+	uint32_t ozl;
 	uint64_t wr_records;    /* records handed to send_pages */
 	/* (records so far, snd_end) after each send_pages, for wait_sent;
 	 * under mu */
@@ -1058,6 +1063,56 @@ static void arp_send(struct dport *p, uint16_t op, uint32_t tip, const struct rt
 
 /* ---- lanes: allocation ---- */
 
+static void zc_attach(struct dport *p, struct rte_mbuf *m, const uint8_t *a, uint32_t n);
+
+/* Light zero-copy packets. A packet whose page data is one range of a
+ * LIVE page after its headers is kept as the header mbuf alone plus the
+ * range (txp.za, zl); each time it goes out, a fresh segment is attached
+ * to the range and chained (zc_chain). Only the header mbuf carries our
+ * reference, so the PMD frees the segment once it has sent it, and the
+ * next packet's segment comes back from the mempool cache instead of
+ * one freed a window of packets ago. While the PMD still holds the last
+ * send (a NIC not done with it), the re-send is a flat copy. */
+static struct rte_mbuf *zc_chain(struct dport *p, const struct txp *t)
+{
+	struct rte_mbuf *h = t->m, *e;
+
+	if (rte_mbuf_refcnt_read(h) == 1 && (e = rte_pktmbuf_alloc(p->zcpool))) {
+		zc_attach(p, e, t->za, t->zl);
+		h->next = e;
+		h->nb_segs = 2;
+		rte_mbuf_refcnt_update(h, 1);   /* the header mbuf's only */
+		return h;
+	}
+	struct rte_mbuf *c = rte_pktmbuf_alloc(p->txpool);
+	if (!c)
+		return NULL;
+	uint8_t *d = rte_pktmbuf_mtod(c, uint8_t *);
+	memcpy(d, rte_pktmbuf_mtod(h, const uint8_t *), h->data_len);
+	memcpy(d + h->data_len, t->za, t->zl);
+	c->data_len = (uint16_t)(h->data_len + t->zl);
+	c->pkt_len = c->data_len;
+	return c;
+}
+
+/* Ready to free a kept packet with rte_pktmbuf_free? A light one's header
+ * mbuf only once the PMD has let go of it (its next then points at a
+ * segment the PMD freed): cut it off; else drop just our reference. */
+static bool txp_headonly(struct txp *t)
+{
+	struct rte_mbuf *h = t->m;
+
+	if (!t->zl)
+		return true;
+	if (rte_mbuf_refcnt_read(h) == 1) {
+		h->next = NULL;
+		h->nb_segs = 1;
+		return true;
+	}
+	rte_mbuf_refcnt_update(h, -1);
+	return false;
+}
+
 static void lane_free(struct dlane *l)
 {
 	if (!l)
@@ -1067,7 +1122,8 @@ static void lane_free(struct dlane *l)
 	if (l->efd >= 0)
 		close(l->efd);
 	for (unsigned i = l->sq_head; l->sq && i != l->sq_tail; i++)
-		rte_pktmbuf_free(l->sq[i % SQ_SLOTS].m);
+		if (txp_headonly(&l->sq[i % SQ_SLOTS]))
+			rte_pktmbuf_free(l->sq[i % SQ_SLOTS].m);
 	for (unsigned i = 0; i < l->hn; i++)
 		rte_pktmbuf_free(l->hq[(l->hhead + i) % HELD_MAX].m);
 	rte_pktmbuf_free(l->om);
@@ -1393,7 +1449,8 @@ static bool rx_lane(struct dlane *l, const struct pkt *k, uint64_t now)
 			struct txp *t = &l->sq[l->sq_head % SQ_SLOTS];
 			if (t->seq + t->len > ack)
 				break;
-			done[nd++] = t->m;
+			if (txp_headonly(t))
+				done[nd++] = t->m;
 			l->sq_head++;
 			if (nd == RTE_DIM(done)) {
 				rte_pktmbuf_free_bulk(done, nd);
@@ -1648,7 +1705,9 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 		/* the packet stays ours for a re-send: the PMD gets another
 		 * reference, or a copy while it still holds the last one */
 		struct rte_mbuf *m = t->m;
-		if (rte_mbuf_refcnt_read(m) > 1)
+		if (t->zl)
+			m = zc_chain(p, t);
+		else if (rte_mbuf_refcnt_read(m) > 1)
 			m = rte_pktmbuf_copy(m, p->txpool, 0, UINT32_MAX);
 		else
 			rte_pktmbuf_refcnt_update(m, 1);
@@ -2501,6 +2560,8 @@ static int wr_commit(struct dlane *l)
 			continue;
 		}
 		struct txp *t = &l->sq[l->sq_tail % SQ_SLOTS];
+		t->za = l->pendz[i].a;
+		t->zl = l->pendz[i].l;
 		t->m = l->pend[i++];
 		t->seq = l->snd_end;
 		t->len = len;
@@ -2535,6 +2596,7 @@ static int wr_open(struct dlane *l)
 			l->ot = NULL;
 			l->olen = 0;
 			l->ohlen = 0;
+			l->ozl = 0;
 			if (l->nstash) {
 				struct rte_mbuf *nx = l->stash[l->nstash - 1];
 				uint8_t *d = (uint8_t *)nx->buf_addr + nx->data_off;
@@ -2585,6 +2647,9 @@ static void wr_seal(struct dlane *l)
 		rte_pktmbuf_free(m);
 		return;
 	}
+	l->pendz[l->npend].a = l->oza;
+	l->pendz[l->npend].l = l->ozl;
+	l->ozl = 0;
 	/* (not rte_pktmbuf_append: that grows the last segment) */
 	uint8_t *b = rte_pktmbuf_mtod(m, uint8_t *);
 	m->data_len = (uint16_t)(L2L4_LEN + HDR_LEN + l->ohlen);
@@ -2601,12 +2666,45 @@ static void wr_chain(struct dlane *l, struct rte_mbuf *m)
 	l->om->nb_segs++;
 }
 
+static int wr_bytes(struct dlane *l, const uint8_t *s, size_t n, uint32_t *crc);
+
+static void zc_attach(struct dport *p, struct rte_mbuf *m, const uint8_t *a, uint32_t n)
+{
+	rte_iova_t iova = rte_eal_iova_mode() == RTE_IOVA_VA ? (rte_iova_t)(uintptr_t)a :
+							       RTE_BAD_IOVA;
+
+	rte_pktmbuf_attach_extbuf(m, (void *)(uintptr_t)a, iova, (uint16_t)n, &p->zc_shinfo);
+	m->data_len = (uint16_t)n;
+	m->pkt_len = n;
+}
+
+/* More than one range in the packet after all: the light range becomes
+ * a segment of its own now (copied, if no segment is to be had). */
+static int wr_unlight(struct dlane *l)
+{
+	struct dport *p = l->port;
+	const uint8_t *a = l->oza;
+	uint32_t n = l->ozl;
+	struct rte_mbuf *m = rte_pktmbuf_alloc(p->zcpool);
+
+	l->ozl = 0;
+	l->olen -= n;
+	if (!m)
+		return wr_bytes(l, a, n, NULL);
+	zc_attach(p, m, a, n);
+	wr_chain(l, m);
+	l->olen += n;
+	return 0;
+}
+
 /* An open packet whose tail takes copied bytes: after a zero-copy
  * segment, a segment of their own (or the next packet). */
 static int wr_direct(struct dlane *l)
 {
 	int r = wr_open(l);
 
+	if (!r && l->ozl)
+		r = wr_unlight(l);
 	if (r || !l->ot || RTE_MBUF_DIRECT(l->ot))
 		return r;
 	struct rte_mbuf *m = l->om->nb_segs < l->port->zc_segs ?
@@ -2659,6 +2757,23 @@ static int wr_ext(struct dlane *l, const uint8_t *s, size_t n)
 		size_t k = n < mss - l->olen ? n : mss - l->olen;
 		if (k < n && k > ZC_ALIGN)
 			k &= ~(size_t)(ZC_ALIGN - 1);
+		if (!l->ot && !l->ozl) {
+			/* the packet's only range: noted, its segment made
+			 * when the packet goes out (zc_chain) */
+			l->oza = s;
+			l->ozl = (uint32_t)k;
+			l->olen += (uint32_t)k;
+			if (l->olen == mss)
+				wr_seal(l);
+			s += k;
+			n -= k;
+			continue;
+		}
+		if (l->ozl) {
+			r = wr_unlight(l);
+			if (r)
+				return r;
+		}
 		struct rte_mbuf *m = l->om->nb_segs < p->zc_segs ? rte_pktmbuf_alloc(p->zcpool) :
 				     NULL;
 		if (!m) {
@@ -2666,12 +2781,7 @@ static int wr_ext(struct dlane *l, const uint8_t *s, size_t n)
 			if (r)
 				return r;
 		} else {
-			rte_iova_t iova = rte_eal_iova_mode() == RTE_IOVA_VA ?
-					  (rte_iova_t)(uintptr_t)s : RTE_BAD_IOVA;
-			rte_pktmbuf_attach_extbuf(m, (void *)(uintptr_t)s, iova, (uint16_t)k,
-						  &p->zc_shinfo);
-			m->data_len = (uint16_t)k;
-			m->pkt_len = (uint32_t)k;
+			zc_attach(p, m, s, (uint32_t)k);
 			wr_chain(l, m);
 			l->olen += (uint32_t)k;
 			if (l->olen == mss)
@@ -3302,8 +3412,11 @@ static void zc_drain(struct dlane *l)
 	if (l->snd_una < l->snd_end) {
 		lane_fail(l, TLM_LOG_ERR, -ETIMEDOUT,
 			  "zero-copy pages still unacked when their region was unregistered");
-		while (l->sq_head != l->sq_tail)
-			rte_pktmbuf_free(l->sq[l->sq_head++ % SQ_SLOTS].m);
+		while (l->sq_head != l->sq_tail) {
+			struct txp *t = &l->sq[l->sq_head++ % SQ_SLOTS];
+			if (txp_headonly(t))
+				rte_pktmbuf_free(t->m);
+		}
 		l->sq_next = l->sq_head;
 	}
 	pthread_mutex_unlock(&l->mu);
