@@ -65,10 +65,11 @@
  * at mtu 1500 and 4200) is kept as its header mbuf plus the range, and
  * gets its page segment only when it goes out (zc_chain, "light").
  * Measured on memif (`tlm bench transport --no-raw`, 4 GiB, zc=on and
- * zc=off alternating, 8 pairs, a 2-vCPU AMD EPYC VM): median goodput
- * equal at mtu 1500 (4.4 GB/s either way: the sender's per-packet work,
- * not the copy, bounds it there), +60% at 4200 (5.8 against 3.6 GB/s,
- * one page per packet) and +18% at 9000.
+ * zc=off alternating, 6 pairs each, a 2-vCPU AMD EPYC VM): median goodput
+ * equal at mtu 1500 (3.8 and 3.9 GB/s: the sender's per-packet work, not
+ * the copy, bounds it there), 7.1 against 5.0 GB/s at 4200 (one page per
+ * packet; 1430 against 2008 cycles per page sent) and 7.6 against 5.0 at
+ * 9000.
  *
  * transport_args (comma-separated key=value; values may be quoted):
  *   dpdk-args="..."   EAL arguments (first lane of the process only)
