@@ -166,6 +166,7 @@
 #include <rte_udp.h>
 
 #include "tlm-internal.h"
+#include "extbuf.h"
 #include "raw.h"
 
 #define BURST        32
@@ -381,6 +382,7 @@ struct dport {
 	struct rte_mbuf_ext_shared_info zc_shinfo; /* theirs, shared; frees nothing */
 	uint64_t txoff;         /* tx offloads the port offers */
 	bool dma;               /* the device reads memory itself (not a vdev) */
+	bool iova_va;           /* IOVA is the virtual address (extbuf, DMA map) */
 	atomic_uint torn;       /* memif bursts cut short by the unmap race */
 	unsigned zc_segs;       /* segments per packet it takes (0: one only) */
 	struct rte_ether_addr mac;
@@ -921,36 +923,19 @@ static void guard_install(void)
 	sigaction(SIGBUS, &sa, &g_old_bus);
 }
 
-static uint16_t rx_burst(struct dport *p, uint16_t q, struct rte_mbuf **v, uint16_t n)
+static uint16_t burst(struct dport *p, bool tx, uint16_t q, struct rte_mbuf **v, uint16_t n)
 {
 	sigjmp_buf jb;
 	uint16_t r;
 
-	if (!p->memif)
-		return rte_eth_rx_burst(p->port_id, q, v, n);
-	if (sigsetjmp(jb, 0)) {
-		atomic_fetch_add(&p->torn, 1);
-		return 0;
+	if (p->memif) {
+		if (sigsetjmp(jb, 0)) {
+			atomic_fetch_add(&p->torn, 1);
+			return tx ? n : 0;
+		}
+		t_guard = &jb;
 	}
-	t_guard = &jb;
-	r = rte_eth_rx_burst(p->port_id, q, v, n);
-	t_guard = NULL;
-	return r;
-}
-
-static uint16_t tx_burst(struct dport *p, uint16_t q, struct rte_mbuf **v, uint16_t n)
-{
-	sigjmp_buf jb;
-	uint16_t r;
-
-	if (!p->memif)
-		return rte_eth_tx_burst(p->port_id, q, v, n);
-	if (sigsetjmp(jb, 0)) {
-		atomic_fetch_add(&p->torn, 1);
-		return n;
-	}
-	t_guard = &jb;
-	r = rte_eth_tx_burst(p->port_id, q, v, n);
+	r = tx ? rte_eth_tx_burst(p->port_id, q, v, n) : rte_eth_rx_burst(p->port_id, q, v, n);
 	t_guard = NULL;
 	return r;
 }
@@ -964,7 +949,7 @@ static unsigned flush_q(struct dport *p, uint16_t q, struct rte_mbuf **v, unsign
 	unsigned done = 0;
 
 	for (int tries = 0; done < *n && tries < 4; tries++) {
-		done += tx_burst(p, q, v + done, (uint16_t)(*n - done));
+		done += burst(p, true, q, v + done, (uint16_t)(*n - done));
 		if (done < *n)
 			rte_pause();
 	}
@@ -1797,7 +1782,7 @@ static unsigned pump(struct dport *p, struct dlane *l, bool port_locked)
 	struct rte_mbuf *rx[BURST], *slow[BURST];
 	unsigned ns = 0;
 	uint64_t now = tlm__now_ns(), before = l->tx_pkts;
-	uint16_t n = rx_burst(p, l->q, rx, BURST);
+	uint16_t n = burst(p, false, l->q, rx, BURST);
 
 	if (n)
 		pthread_mutex_lock(&l->mu);
@@ -1885,7 +1870,7 @@ static void *poll_main(void *arg)
 
 		pthread_mutex_lock(&p->lock);
 		for (int i = 0; i < 4; i++) {
-			uint16_t n = rx_burst(p, 0, rx, BURST);
+			uint16_t n = burst(p, false, 0, rx, BURST);
 			for (uint16_t j = 0; j < n; j++)
 				rx_pkt(p, rx[j], false, 0);
 			work += n;
@@ -1897,7 +1882,7 @@ static void *poll_main(void *arg)
 		for (uint16_t q = 1; q < p->nq; q++) {
 			if (!p->qowner[q] || p->qowner[q]->q)
 				continue;
-			uint16_t n = rx_burst(p, q, rx, BURST);
+			uint16_t n = burst(p, false, q, rx, BURST);
 			for (uint16_t j = 0; j < n; j++)
 				rx_pkt(p, rx[j], false, q);
 			work += n;
@@ -1983,14 +1968,6 @@ static void port_destroy(struct dport *p)
 	pthread_mutex_destroy(&p->kmu);
 	pthread_cond_destroy(&p->kcv);
 	free(p);
-}
-
-/* A zero-copy segment let go of a LIVE page: the page is the caller's,
- * nothing to free (so the shared count's value does not matter). */
-static void zc_free(void *addr, void *opaque)
-{
-	(void)addr;
-	(void)opaque;
 }
 
 /* Configure p->nq queue pairs and start. */
@@ -2079,6 +2056,7 @@ static int port_get(const struct cfg *c, const char *name, const char *devargs,
 	if (p->memif)
 		pthread_once(&g_guard_once, guard_install);
 	p->dma = strcmp(rte_bus_name(rte_dev_bus(info.device)), "vdev") != 0;
+	p->iova_va = rte_eal_iova_mode() == RTE_IOVA_VA;
 	if (info.max_rx_pktlen && c->mtu + RTE_ETHER_HDR_LEN > info.max_rx_pktlen && !p->memif) {
 		tlm__err("dpdk: %s: mtu %u above the port's %u", name, c->mtu, info.max_rx_pktlen);
 		r = -EINVAL;
@@ -2112,8 +2090,7 @@ static int port_get(const struct cfg *c, const char *name, const char *devargs,
 		if (!p->zcpool)
 			tlm__dbg("dpdk: %s: no zero-copy pool (%s): LIVE pages are copied", name,
 				 rte_strerror(rte_errno));
-		p->zc_shinfo.free_cb = zc_free;
-		rte_mbuf_ext_refcnt_set(&p->zc_shinfo, 1);
+		tlm__extbuf_shinfo_init(&p->zc_shinfo);
 	}
 	r = port_start(p);
 	/* lanes get queues of their own where the sender picks the queue
@@ -2677,12 +2654,7 @@ static int wr_bytes(struct dlane *l, const uint8_t *s, size_t n, uint32_t *crc);
 
 static void zc_attach(struct dport *p, struct rte_mbuf *m, const uint8_t *a, uint32_t n)
 {
-	rte_iova_t iova = rte_eal_iova_mode() == RTE_IOVA_VA ? (rte_iova_t)(uintptr_t)a :
-							       RTE_BAD_IOVA;
-
-	rte_pktmbuf_attach_extbuf(m, (void *)(uintptr_t)a, iova, (uint16_t)n, &p->zc_shinfo);
-	m->data_len = (uint16_t)n;
-	m->pkt_len = n;
+	tlm__extbuf_attach(m, a, (uint16_t)n, &p->zc_shinfo, p->iova_va);
 }
 
 /* More than one range in the packet after all: the light range becomes
@@ -3329,7 +3301,7 @@ static int zc_map(const struct dport *p, void *base, size_t len)
 		if (!g_zc[i].refs && !e)
 			e = &g_zc[i];
 	}
-	if (!e || rte_eal_iova_mode() != RTE_IOVA_VA)
+	if (!e || !p->iova_va)
 		return -ENOSPC;
 	r = rte_extmem_register(base, len, NULL, 0, (size_t)sysconf(_SC_PAGESIZE));
 	if (r && rte_errno != EEXIST)
@@ -3406,7 +3378,8 @@ static int d_register_region(struct tlm_lane *tl, unsigned region, void *base, s
 }
 
 /* Packets that point into the regions are gone: acked, or (the lane
- * failing) dropped; the PMD has let go of them too. */
+ * failing) dropped; re-sends queued for the PMD sent or dropped; the PMD
+ * has let go of them too. */
 static void zc_drain(struct dlane *l)
 {
 	struct dport *p = l->port;
@@ -3434,6 +3407,13 @@ static void zc_drain(struct dlane *l)
 	if (p->dma)
 		rte_eth_tx_done_cleanup(p->port_id, l->q, 0);
 	pthread_mutex_unlock(&l->qmu);
+	if (!l->q) {
+		/* ours may wait among the other lanes' on the shared queue */
+		lock_port(p);
+		for (int tries = 0; p->ntx && tries < 100; tries++)
+			flush_tx(p);
+		pthread_mutex_unlock(&p->lock);
+	}
 }
 
 static void d_unregister_regions(struct tlm_lane *tl)

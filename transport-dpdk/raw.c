@@ -58,6 +58,7 @@
 #include <rte_mbuf.h>
 
 #include "tlm-internal.h"
+#include "extbuf.h"
 #include "raw.h"
 
 #define BURST        32
@@ -286,15 +287,8 @@ static int fill_burst(struct rte_mempool *mp, uint8_t *src, uint32_t len, size_t
 
 /* place: BURST frames of a header mbuf chained to the next len bytes of
  * src, attached in place (the PMD reads them there). The source stays
- * mapped for the child's life, so nothing is ever given back (g_shinfo's
- * count starts at 1 and only moves between 1 and 1 + in flight). */
+ * mapped for the child's life, so nothing is ever given back. */
 static struct rte_mbuf_ext_shared_info g_shinfo;
-
-static void no_free(void *addr, void *opaque)
-{
-	(void)addr;
-	(void)opaque;
-}
 
 static int place_burst(struct rte_mempool *mp, uint8_t *src, uint32_t len, size_t *off,
 		       struct rte_mbuf **b)
@@ -313,12 +307,7 @@ static int place_burst(struct rte_mempool *mp, uint8_t *src, uint32_t len, size_
 		memset(h, 0xff, L2L4_HDR);
 		uint8_t *p = src + next_off(off, len, h);
 
-		rte_mbuf_ext_refcnt_update(&g_shinfo, 1);
-		rte_pktmbuf_attach_extbuf(d[i], p, (rte_iova_t)(uintptr_t)p, (uint16_t)len,
-					  &g_shinfo);
-		d[i]->data_off = 0;
-		d[i]->data_len = (uint16_t)len;
-		d[i]->pkt_len = len;
+		tlm__extbuf_attach(d[i], p, (uint16_t)len, &g_shinfo, true);
 		rte_pktmbuf_chain(b[i], d[i]);
 	}
 	return 0;
@@ -345,8 +334,7 @@ static void tx_child(const struct blast *bl, int out)
 	if (src)
 		for (size_t i = 0; i < POOL_BYTES; i++)
 			src[i] = pattern(i);
-	g_shinfo.free_cb = no_free;
-	rte_mbuf_ext_refcnt_set(&g_shinfo, 1);
+	tlm__extbuf_shinfo_init(&g_shinfo);
 	for (int i = 0; ; i++) {
 		if (rte_eth_link_get_nowait(port, &link) == 0 && link.link_status)
 			break;
