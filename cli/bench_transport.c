@@ -746,12 +746,19 @@ struct outcome {
 	char peer_dev[64];
 };
 
+/* dpdk's raw blasts (raw_phase). */
+struct raws {
+	bool ran;
+	struct tlm__raw_result frames; /* headers only */
+	struct tlm__raw_result copy;   /* with the page copies */
+	struct tlm__raw_result place;  /* one pass over each page per side */
+};
+
 /* One of --rounds: the raw blasts, then the lanes in a child (an EAL in
  * this process would keep the next round's raw blast from starting). */
 struct round {
 	struct outcome out;
-	bool raw_ran;
-	struct tlm__raw_result raw, raw_copy, raw_place;
+	struct raws raw;
 	uint64_t sender_rss;
 };
 
@@ -759,9 +766,7 @@ struct round {
 struct extra {
 	double tsc_hz;             /* > 0: cycle figures */
 	const char *raw_skipped;   /* why there is no raw blast, or NULL */
-	bool raw_ran;
-	struct tlm__raw_result raw, raw_copy;   /* raw_copy: with the page copies */
-	struct tlm__raw_result raw_place;       /* one pass over each page per side */
+	struct raws raw;
 	const struct outcome *tcp; /* --compare tcp */
 	const struct round *rounds; /* --rounds N > 1: each; the figures are rounds[median] */
 	unsigned nrounds, median;
@@ -863,22 +868,22 @@ static void print_json(const struct opts *o, const struct outcome *r, const stru
 		tlm_json_u64(&j, "peer_Bps", (uint64_t)r->peer_Bps);
 		tlm_json_dbl(&j, "ratio", r->peer_Bps > 0 ? gp / r->peer_Bps : 0);
 	}
-	if (x->raw_ran) {
+	if (x->raw.ran) {
 		tlm_json_str(&j, "raw_pmd", "net_memif");
-		tlm_json_u64(&j, "raw_frame_bytes", x->raw.frame_bytes);
-		tlm_json_u64(&j, "raw_payload_per_frame", x->raw.payload);
-		tlm_json_dbl(&j, "raw_seconds", x->raw.seconds);
-		tlm_json_u64(&j, "raw_frames_per_s", (uint64_t)((double)x->raw.frames_rx /
-								 x->raw.seconds));
-		tlm_json_u64(&j, "raw_Bps", (uint64_t)x->raw.Bps);
-		tlm_json_dbl(&j, "ratio", x->raw.Bps > 0 ? gp / x->raw.Bps : 0);
-		tlm_json_u64(&j, "raw_copy_Bps", (uint64_t)x->raw_copy.Bps);
-		tlm_json_dbl(&j, "ratio_raw_copy", x->raw_copy.Bps > 0 ? gp / x->raw_copy.Bps : 0);
-		tlm_json_u64(&j, "raw_place_Bps", (uint64_t)x->raw_place.Bps);
+		tlm_json_u64(&j, "raw_frame_bytes", x->raw.frames.frame_bytes);
+		tlm_json_u64(&j, "raw_payload_per_frame", x->raw.frames.payload);
+		tlm_json_dbl(&j, "raw_seconds", x->raw.frames.seconds);
+		tlm_json_u64(&j, "raw_frames_per_s", (uint64_t)((double)x->raw.frames.frames_rx /
+								 x->raw.frames.seconds));
+		tlm_json_u64(&j, "raw_Bps", (uint64_t)x->raw.frames.Bps);
+		tlm_json_dbl(&j, "ratio", x->raw.frames.Bps > 0 ? gp / x->raw.frames.Bps : 0);
+		tlm_json_u64(&j, "raw_copy_Bps", (uint64_t)x->raw.copy.Bps);
+		tlm_json_dbl(&j, "ratio_raw_copy", x->raw.copy.Bps > 0 ? gp / x->raw.copy.Bps : 0);
+		tlm_json_u64(&j, "raw_place_Bps", (uint64_t)x->raw.place.Bps);
 		tlm_json_dbl(&j, "raw_place_over_raw",
-			     x->raw.Bps > 0 ? x->raw_place.Bps / x->raw.Bps : 0);
+			     x->raw.frames.Bps > 0 ? x->raw.place.Bps / x->raw.frames.Bps : 0);
 		tlm_json_dbl(&j, "ratio_raw_place",
-			     x->raw_place.Bps > 0 ? gp / x->raw_place.Bps : 0);
+			     x->raw.place.Bps > 0 ? gp / x->raw.place.Bps : 0);
 	} else if (x->raw_skipped) {
 		tlm_json_str(&j, "raw_skipped", x->raw_skipped);
 	}
@@ -913,13 +918,13 @@ static void print_json(const struct opts *o, const struct outcome *r, const stru
 			tlm_json_obj(&j, NULL);
 			tlm_json_u64(&j, "goodput_Bps", (uint64_t)g);
 			tlm_json_bool(&j, "verified", d->out.verified);
-			if (d->raw_ran) {
-				tlm_json_u64(&j, "raw_Bps", (uint64_t)d->raw.Bps);
-				tlm_json_u64(&j, "raw_copy_Bps", (uint64_t)d->raw_copy.Bps);
-				tlm_json_u64(&j, "raw_place_Bps", (uint64_t)d->raw_place.Bps);
-				tlm_json_dbl(&j, "ratio", d->raw.Bps > 0 ? g / d->raw.Bps : 0);
+			if (d->raw.ran) {
+				tlm_json_u64(&j, "raw_Bps", (uint64_t)d->raw.frames.Bps);
+				tlm_json_u64(&j, "raw_copy_Bps", (uint64_t)d->raw.copy.Bps);
+				tlm_json_u64(&j, "raw_place_Bps", (uint64_t)d->raw.place.Bps);
+				tlm_json_dbl(&j, "ratio", d->raw.frames.Bps > 0 ? g / d->raw.frames.Bps : 0);
 				tlm_json_dbl(&j, "ratio_raw_place",
-					     d->raw_place.Bps > 0 ? g / d->raw_place.Bps : 0);
+					     d->raw.place.Bps > 0 ? g / d->raw.place.Bps : 0);
 			}
 			tlm_json_end_obj(&j);
 		}
@@ -987,17 +992,17 @@ static void print_result(const struct opts *o, const struct outcome *r, const st
 	if (r->peer_Bps >= 0)
 		printf("  %s on %s: %.1f MB/s; tlm / %s = %.2f\n", o->peer, r->peer_dev,
 		       r->peer_Bps / 1e6, o->peer, r->peer_Bps > 0 ? gp / r->peer_Bps : 0.0);
-	if (x->raw_ran) {
+	if (x->raw.ran) {
 		printf("  raw PMD blast (net_memif, %u-byte frames, no protocol, %.1f s):"
-		       " %.1f MB/s; lanes / raw = %.2f\n", x->raw.frame_bytes, x->raw.seconds,
-		       x->raw.Bps / 1e6, x->raw.Bps > 0 ? gp / x->raw.Bps : 0.0);
+		       " %.1f MB/s; lanes / raw = %.2f\n", x->raw.frames.frame_bytes, x->raw.frames.seconds,
+		       x->raw.frames.Bps / 1e6, x->raw.frames.Bps > 0 ? gp / x->raw.frames.Bps : 0.0);
 		printf("  raw PMD blast with the page copies (source -> frame, frame ->"
-		       " destination): %.1f MB/s; lanes / that = %.2f\n", x->raw_copy.Bps / 1e6,
-		       x->raw_copy.Bps > 0 ? gp / x->raw_copy.Bps : 0.0);
+		       " destination): %.1f MB/s; lanes / that = %.2f\n", x->raw.copy.Bps / 1e6,
+		       x->raw.copy.Bps > 0 ? gp / x->raw.copy.Bps : 0.0);
 		printf("  raw PMD blast with one pass per side (source attached to the frame,"
 		       " zero-copy memif receiver): %.1f MB/s = %.2f x raw; lanes / that = %.2f\n",
-		       x->raw_place.Bps / 1e6, x->raw.Bps > 0 ? x->raw_place.Bps / x->raw.Bps : 0.0,
-		       x->raw_place.Bps > 0 ? gp / x->raw_place.Bps : 0.0);
+		       x->raw.place.Bps / 1e6, x->raw.frames.Bps > 0 ? x->raw.place.Bps / x->raw.frames.Bps : 0.0,
+		       x->raw.place.Bps > 0 ? gp / x->raw.place.Bps : 0.0);
 	} else if (x->raw_skipped) {
 		printf("  raw PMD blast: skipped (%s)\n", x->raw_skipped);
 	}
@@ -1032,8 +1037,8 @@ static void print_result(const struct opts *o, const struct outcome *r, const st
 		}
 		printf("  rounds: %u, these figures from round %u, the median by %s; "
 		       "across rounds %.2f .. %.2f%s\n", x->nrounds, x->median + 1,
-		       x->raw_ran ? "lanes / raw" : "goodput", x->raw_ran ? lo : lo / 1e6,
-		       x->raw_ran ? hi : hi / 1e6, x->raw_ran ? "" : " MB/s");
+		       x->raw.ran ? "lanes / raw" : "goodput", x->raw.ran ? lo : lo / 1e6,
+		       x->raw.ran ? hi : hi / 1e6, x->raw.ran ? "" : " MB/s");
 	}
 	printf("  peak RSS: sender %.1f MiB, receiver %.1f MiB\n",
 	       (double)(x->nrounds ? x->rounds[x->median].sender_rss : tlm_cli_peak_rss()) /
@@ -1455,19 +1460,16 @@ static int parse_args(int argc, char **argv, struct opts *o)
  * -1 after saying why it failed. */
 static int raw_phase(const struct opts *o, struct extra *x)
 {
-	int rc;
+	static const enum tlm_raw_mode mode[] = { TLM_RAW_FRAMES, TLM_RAW_COPY, TLM_RAW_PLACE };
+	struct tlm__raw_result *res[] = { &x->raw.frames, &x->raw.copy, &x->raw.place };
+	int rc = 0;
 
 	if (o->no_raw) {
 		x->raw_skipped = "--no-raw";
 		return 0;
 	}
-	rc = tlm_cli_raw_blast(o->transport_args, o->raw_seconds, TLM_RAW_FRAMES, &x->raw);
-	if (!rc)
-		rc = tlm_cli_raw_blast(o->transport_args, o->raw_seconds, TLM_RAW_COPY,
-				       &x->raw_copy);
-	if (!rc)
-		rc = tlm_cli_raw_blast(o->transport_args, o->raw_seconds, TLM_RAW_PLACE,
-				       &x->raw_place);
+	for (size_t i = 0; i < 3 && !rc; i++)
+		rc = tlm_cli_raw_blast(o->transport_args, o->raw_seconds, mode[i], res[i]);
 	if (rc == -ENODEV) {
 		x->raw_skipped = "the transport args name a device; the blast runs on the "
 				 "embedded memif only";
@@ -1477,7 +1479,7 @@ static int raw_phase(const struct opts *o, struct extra *x)
 		tlm_cli_err("the raw PMD blast failed: %s (--no-raw skips it)", tlm_strerror(rc));
 		return -1;
 	}
-	x->raw_ran = true;
+	x->raw.ran = true;
 	return 0;
 }
 
@@ -1485,7 +1487,7 @@ static double round_key(const struct round *d)
 {
 	double g = goodput(&d->out);
 
-	return d->raw_ran && d->raw.Bps > 0 ? g / d->raw.Bps : g;
+	return d->raw.ran && d->raw.frames.Bps > 0 ? g / d->raw.frames.Bps : g;
 }
 
 /* --rounds: each round's raw blasts here, its lanes in a child; the
@@ -1513,10 +1515,7 @@ static int run_rounds(const struct opts *o, struct tlm_session_cfg *cfg, const c
 			if (raw_phase(o, &xi))
 				return -1;
 			x->raw_skipped = xi.raw_skipped;
-			rd[i].raw_ran = xi.raw_ran;
 			rd[i].raw = xi.raw;
-			rd[i].raw_copy = xi.raw_copy;
-			rd[i].raw_place = xi.raw_place;
 		}
 		fflush(stdout);
 		fflush(stderr);
@@ -1539,10 +1538,10 @@ static int run_rounds(const struct opts *o, struct tlm_session_cfg *cfg, const c
 		}
 		if (!o->json)
 			fprintf(stderr, "tlm: round %u/%u: lanes %.1f MB/s%s", i + 1, o->rounds,
-				goodput(&rd[i].out) / 1e6, rd[i].raw_ran ? "" : "\n");
-		if (!o->json && rd[i].raw_ran)
+				goodput(&rd[i].out) / 1e6, rd[i].raw.ran ? "" : "\n");
+		if (!o->json && rd[i].raw.ran)
 			fprintf(stderr, ", raw %.1f MB/s, lanes / raw %.2f\n",
-				rd[i].raw.Bps / 1e6, round_key(&rd[i]));
+				rd[i].raw.frames.Bps / 1e6, round_key(&rd[i]));
 	}
 	/* the median round, by insertion sort of at most 50 */
 	for (unsigned i = 0; i < o->rounds; i++) {
@@ -1556,10 +1555,7 @@ static int run_rounds(const struct opts *o, struct tlm_session_cfg *cfg, const c
 	x->nrounds = o->rounds;
 	x->median = order[o->rounds / 2];
 	*r = rd[x->median].out;
-	x->raw_ran = rd[x->median].raw_ran;
 	x->raw = rd[x->median].raw;
-	x->raw_copy = rd[x->median].raw_copy;
-	x->raw_place = rd[x->median].raw_place;
 	return 0;
 }
 
@@ -1659,7 +1655,7 @@ int tlm_cli_bench_transport(int argc, char **argv)
 			goto out;
 	}
 	if (!strcmp(o.transport, "dpdk") && tlm_cli_tsc_hz)
-		x.tsc_hz = x.raw_ran ? x.raw.tsc_hz : tlm_cli_tsc_hz();
+		x.tsc_hz = x.raw.ran ? x.raw.frames.tsc_hz : tlm_cli_tsc_hz();
 	print_result(&o, r, &x);
 	if (!r->verified || (tcp && !tcp->verified)) {
 		tlm_cli_err("the receiver did not verify every page%s",
