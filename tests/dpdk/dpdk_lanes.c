@@ -88,6 +88,7 @@ static char netns_a[64], netns_b[64];
 
 #define STREAM_BYTES (6u << 20)
 #define N_PAGES 3000
+#define FAULTS "fault=drop=0.01,reorder=0.01,dup=0.01"
 
 static bool saw_link_down;   /* dead: which path noticed */
 static bool saw_nosum_refused, saw_reset, saw_torn;
@@ -177,6 +178,17 @@ static void fill_page(uint8_t *p, uint32_t len, uint64_t i)
 		p[k] = pat(3, i * 4099 + k);
 }
 
+/* Record i as apply() expects it, its data in buf. */
+static struct tlm_page_rec page_rec(uint64_t i, uint8_t *buf)
+{
+	uint32_t len = page_len(i);
+
+	fill_page(buf, len, i);
+	return (struct tlm_page_rec){ .index = i, .epoch = (uint32_t)(i / 100),
+		.flags = len ? 0 : TLM_PF_ZERO, .region = (uint16_t)(i % 3), .len = len,
+		.crc = tlm_crc32c(0, buf, len), .data = buf };
+}
+
 static void send_pages(struct tlm_lane *l)
 {
 	static uint8_t data[16][4096];
@@ -184,13 +196,8 @@ static void send_pages(struct tlm_lane *l)
 
 	for (uint64_t i = 0; i < N_PAGES; ) {
 		unsigned n = 0;
-		for (; n < 16 && i < N_PAGES; n++, i++) {
-			uint32_t len = page_len(i);
-			fill_page(data[n], len, i);
-			recs[n] = (struct tlm_page_rec){ .index = i, .epoch = (uint32_t)(i / 100),
-				.flags = len ? 0 : TLM_PF_ZERO, .region = (uint16_t)(i % 3),
-				.len = len, .crc = tlm_crc32c(0, data[n], len), .data = data[n] };
-		}
+		for (; n < 16 && i < N_PAGES; n++, i++)
+			recs[n] = page_rec(i, data[n]);
 		int r = ops->dp->send_pages(l, recs, n);
 		if (r != (int)n)
 			FAIL("send_pages: %s", tlm_strerror(r));
@@ -308,14 +315,8 @@ static void torn_send(struct tlm_lane *l)
 	int r;
 
 	for (uint64_t i = 0;; i += 16) {
-		for (unsigned n = 0; n < 16; n++) {
-			uint32_t len = page_len(i + n);
-			fill_page(data[n], len, i + n);
-			recs[n] = (struct tlm_page_rec){ .index = i + n,
-				.epoch = (uint32_t)((i + n) / 100), .flags = len ? 0 : TLM_PF_ZERO,
-				.region = (uint16_t)((i + n) % 3), .len = len,
-				.crc = tlm_crc32c(0, data[n], len), .data = data[n] };
-		}
+		for (unsigned n = 0; n < 16; n++)
+			recs[n] = page_rec(i + n, data[n]);
 		r = ops->dp->send_pages(l, recs, 16);
 		if (r < 0)
 			break;
@@ -747,10 +748,10 @@ static int netns_up(void)
 		return -1;
 	}
 	snprintf(srv_args, sizeof(srv_args),
-		 "vdev=net_af_packet0,iface=tdv%da,ip=198.18.7.1,fault=drop=0.01,reorder=0.01,dup=0.01",
+		 "vdev=net_af_packet0,iface=tdv%da,ip=198.18.7.1," FAULTS,
 		 id);
 	snprintf(cli_args, sizeof(cli_args),
-		 "vdev=net_af_packet0,iface=tdv%db,ip=198.18.7.2,fault=drop=0.01,reorder=0.01,dup=0.01",
+		 "vdev=net_af_packet0,iface=tdv%db,ip=198.18.7.2," FAULTS,
 		 id);
 	cli_addr = "198.18.7.1";
 	srv_addr = "198.18.7.1";
@@ -777,6 +778,41 @@ static int wait_child(pid_t p, int secs, const char *who)
 	return 1;
 }
 
+/* Each case's transport args on the accepting and the connecting side
+ * (the af_packet cases add theirs to what netns_up sets). */
+static const struct {
+	const char *cas, *srv, *cli;
+} cases[] = {
+	{ "bytes", "", "" },
+	{ "pages", "", "" },
+	{ "session", "", "" },
+	{ "live", "", "" },
+	{ "live-mutate", "", "" },
+	{ "afpacket", "", "" },
+	{ "session-afpacket", "", "" },
+	/* zero copy told on (auto is memif only): chained frames through
+	 * the kernel's packet socket */
+	{ "live-afpacket", "zc=on", "zc=on" },
+	{ "faults", FAULTS, FAULTS },
+	{ "live-faults", FAULTS, FAULTS },
+	{ "dead", "dead_ms=1500", "dead_ms=1500" },
+	{ "torn", "dead_ms=1500", "dead_ms=1500" },
+	{ "queues1", "queues=1", "queues=1" },
+	{ "queues2", "queues=2", "queues=2" },
+	{ "queues-mismatch", "queues=2", "queues=8" },
+	{ "live-copy", "zc=off", "zc=off" },
+	{ "live-refused", "zc=off", "zc=on" },
+};
+#define N_CASES (sizeof(cases) / sizeof(cases[0]))
+
+static void add_args(char *dst, size_t cap, const char *a)
+{
+	size_t n = strlen(dst);
+
+	if (a && *a)
+		snprintf(dst + n, cap - n, "%s%s", n ? "," : "", a);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -800,8 +836,14 @@ int main(int argc, char **argv)
 	tlm_set_log_fn(log_cb, NULL);
 	bool session = !strncmp(cas, "session", 7);
 	CHECK_OK(tlm_psk_random(&psk));
-	if (!strcmp(cas, "afpacket") || !strcmp(cas, "session-afpacket") ||
-	    !strcmp(cas, "live-afpacket")) {
+	size_t ci = 0;
+	while (ci < N_CASES && strcmp(cases[ci].cas, cas))
+		ci++;
+	if (ci == N_CASES) {
+		fprintf(stderr, "unknown case %s\n", cas);
+		return 2;
+	}
+	if (strstr(cas, "afpacket")) {
 		if (geteuid() != 0) {
 			printf("SKIP: needs root for network namespaces\n");
 			return 77;
@@ -810,49 +852,13 @@ int main(int argc, char **argv)
 			printf("SKIP: cannot create network namespaces / veth\n");
 			return 77;
 		}
-		if (!strcmp(cas, "live-afpacket")) {
-			/* zero copy told on (auto is memif only): chained
-			 * frames through the kernel's packet socket */
-			strcat(srv_args, ",zc=on");
-			strcat(cli_args, ",zc=on");
-		}
-	} else if (!strcmp(cas, "faults")) {
-		snprintf(srv_args, sizeof(srv_args), "fault=drop=0.01,reorder=0.01,dup=0.01");
-		snprintf(cli_args, sizeof(cli_args), "fault=drop=0.01,reorder=0.01,dup=0.01");
-	} else if (!strcmp(cas, "dead")) {
-		snprintf(srv_args, sizeof(srv_args), "dead_ms=1500");
-		snprintf(cli_args, sizeof(cli_args), "dead_ms=1500");
-	} else if (!strcmp(cas, "queues1") || !strcmp(cas, "queues2")) {
-		snprintf(srv_args, sizeof(srv_args), "queues=%c", cas[6]);
-		snprintf(cli_args, sizeof(cli_args), "queues=%c", cas[6]);
-	} else if (!strcmp(cas, "queues-mismatch")) {
-		snprintf(srv_args, sizeof(srv_args), "queues=2");
-		snprintf(cli_args, sizeof(cli_args), "queues=8");
-	} else if (!strcmp(cas, "torn")) {
-		snprintf(srv_args, sizeof(srv_args), "dead_ms=1500");
-		snprintf(cli_args, sizeof(cli_args), "dead_ms=1500");
-	} else if (!strcmp(cas, "live-copy")) {
-		snprintf(srv_args, sizeof(srv_args), "zc=off");
-		snprintf(cli_args, sizeof(cli_args), "zc=off");
-		zc_expected = false;
-	} else if (!strcmp(cas, "live-faults")) {
-		snprintf(srv_args, sizeof(srv_args), "fault=drop=0.01,reorder=0.01,dup=0.01");
-		snprintf(cli_args, sizeof(cli_args), "fault=drop=0.01,reorder=0.01,dup=0.01");
-	} else if (!strcmp(cas, "live-refused")) {
-		snprintf(srv_args, sizeof(srv_args), "zc=off");
-		snprintf(cli_args, sizeof(cli_args), "zc=on");
-		refused_case = true;
-	} else if (strcmp(cas, "bytes") && strcmp(cas, "pages") && strcmp(cas, "session") &&
-		   strcmp(cas, "live") && strcmp(cas, "live-mutate")) {
-		fprintf(stderr, "unknown case %s\n", cas);
-		return 2;
 	}
-	if (extra) {
-		size_t n = strlen(srv_args);
-		snprintf(srv_args + n, sizeof(srv_args) - n, "%s%s", n ? "," : "", extra);
-		n = strlen(cli_args);
-		snprintf(cli_args + n, sizeof(cli_args) - n, "%s%s", n ? "," : "", extra);
-	}
+	add_args(srv_args, sizeof(srv_args), cases[ci].srv);
+	add_args(cli_args, sizeof(cli_args), cases[ci].cli);
+	add_args(srv_args, sizeof(srv_args), extra);
+	add_args(cli_args, sizeof(cli_args), extra);
+	zc_expected = strcmp(cas, "live-copy") != 0;
+	refused_case = !strcmp(cas, "live-refused");
 	const char *sub = !strcmp(cas, "afpacket") || !strcmp(cas, "faults") ||
 			  !strncmp(cas, "queues", 6) ? "all" : cas;
 
