@@ -80,7 +80,7 @@
  *                     NICs); without it the port is point-to-point (memif)
  *   peer-mac=MAC      static peer MAC instead of ARP (connecting side)
  *   mtu=N             576..9000 (memif: up to 9000 in 9216-byte buffers)
- *   queues=N          queue pairs, 1..16 (default 4; ignored by the
+ *   queues=N          queue pairs, 1..16 (default 8; ignored by the
  *                     embedded memif server, which offers 16)
  *   dead_ms=N         keepalive silence that fails a lane (default 3000)
  *   zc=auto|on|off    LIVE pages by reference, without crc (NOSUM), and
@@ -183,7 +183,8 @@
 #define ZC_SEGS      8                /* segments per zero-copy packet, at most */
 #define ZC_MBUFS     32767            /* data-less mbufs for zero-copy segments, per port */
 #define MAX_QUEUES   16
-#define DEF_QUEUES   4                /* memif: queue pairs per port, both ends alike */
+#define DEF_QUEUES   8                /* queue pairs per port: the control lane and
+				       * six data lanes on queues of their own */
 #define HDR_LEN      38               /* our header inside UDP (32 + 6 pad: see ZC_ALIGN) */
 #define L2L4_LEN     (14 + 20 + 8)    /* Ethernet + IPv4 + UDP */
 #define MAGIC        0x544c           /* "TL" */
