@@ -32,7 +32,11 @@
  * the lane's condition variable. So such a lane needs its caller's core
  * and nothing else; the poll thread only covers queues left alone for
  * STALE_NS (timers, keepalive, acks while nobody calls) and sleeps when
- * nothing moves. Lanes on queue 0 also cost the poll thread's core while
+ * nothing moves. Spinning is budgeted per port (spinners=, default one
+ * per core, half on memif whose peer shares the cores): a caller that
+ * finds every slot taken sleeps, and the spinners poll its queue for it
+ * and wake it as its packets come. Unbudgeted, 4 lanes on 2 cores had 8
+ * callers spinning on each other's time. Lanes on queue 0 also cost the poll thread's core while
  * traffic flows: their callers kick it and sleep on the lane's condition
  * variable until it has moved their packets.
  *
@@ -80,6 +84,9 @@
  *                     NICs); without it the port is point-to-point (memif)
  *   peer-mac=MAC      static peer MAC instead of ARP (connecting side)
  *   mtu=N             576..9000 (memif: up to 9000 in 9216-byte buffers)
+ *   spinners=N        callers that may spin-poll at once on the port
+ *                     (default: the cores this process may use, half of
+ *                     them on memif; set by whoever opens the port first)
  *   queues=N          queue pairs, 1..16 (default 8; ignored by the
  *                     embedded memif server, which offers 16)
  *   dead_ms=N         keepalive silence that fails a lane (default 3000)
@@ -194,6 +201,7 @@
 #define SYN_NS       (100ull * 1000000)
 #define SPIN_NS      (100ull * 1000)  /* a waiting caller polls its queue this long */
 #define STALE_NS     (300ull * 1000)  /* the poll thread covers a queue left alone this long */
+#define SLOTLESS_NS  (200ull * 1000)  /* a caller with no spin slot sleeps this long at most */
 #define RTO_INIT_NS  (20ull * 1000000)
 #define RTO_MAX_NS   (400ull * 1000000)
 #define LINGER_MS    2000
@@ -218,6 +226,7 @@ struct cfg {
 	uint32_t mtu;
 	int dead_ms;
 	unsigned queues;        /* queue pairs wanted (memif: both ends must agree) */
+	unsigned spinners;      /* spin slots per port (0: spin_budget) */
 	int zc;                 /* ZC_AUTO, ZC_ON, ZC_OFF */
 	struct fault fault;
 };
@@ -285,6 +294,7 @@ struct dlane {
 	struct rte_mbuf *qtx[BURST * 4];
 	unsigned nqtx;
 	_Atomic uint64_t last_pump;
+	atomic_uint asleep;     /* callers waiting without a spin slot */
 
 	/* send queue: packets [sq_head, sq_tail) hold bytes [snd_una,
 	 * snd_end); sq_next is the packet at snd_nxt, the next to go */
@@ -385,6 +395,15 @@ struct dport {
 	bool dma;               /* the device reads memory itself (not a vdev) */
 	bool iova_va;           /* IOVA is the virtual address (extbuf, DMA map) */
 	atomic_uint torn;       /* memif bursts cut short by the unmap race */
+	/* Spinning callers: at most spin_max at once (the cores this process
+	 * may use; memif: half, the peer process shares them). Callers of
+	 * lanes with a queue of their own that find no slot sleep (asleep),
+	 * and the spinners poll their queues too (qlane, read under swmu). */
+	atomic_uint spinners;
+	unsigned spin_max;
+	atomic_uint nasleep;
+	pthread_mutex_t swmu;
+	struct dlane *_Atomic qlane[MAX_QUEUES];
 	unsigned zc_segs;       /* segments per packet it takes (0: one only) */
 	struct rte_ether_addr mac;
 	uint32_t ip;
@@ -625,6 +644,10 @@ static int parse_args(const char *args, struct cfg *c)
 		} else if (!strcmp(k, "queues")) {
 			c->queues = (unsigned)strtoul(v, NULL, 10);
 			if (c->queues < 1 || c->queues > MAX_QUEUES)
+				goto bad;
+		} else if (!strcmp(k, "spinners")) {
+			c->spinners = (unsigned)strtoul(v, NULL, 10);
+			if (c->spinners < 1 || c->spinners > 256)
 				goto bad;
 		} else if (!strcmp(k, "zc")) {
 			if (!strcmp(v, "auto"))
@@ -1829,32 +1852,108 @@ static unsigned own_pump(struct dlane *l)
 	return n;
 }
 
-/* Wait for the lane to change; l->mu held (released meanwhile), the
- * caller re-checks. A lane on its own queue polls it itself, spinning
- * while that moves packets or until spin_end; then, like a lane on the
- * shared queue, it sleeps until the poll thread signals (it polls a queue
- * left alone for STALE_NS) or end. ETIMEDOUT once past end. */
-static int lane_wait(struct dlane *l, uint64_t *spin_end, uint64_t end)
+/* A caller's wait: how long it may spin, and whether it holds one of the
+ * port's spin slots (released by wait_done, or when it goes to sleep). */
+struct waiter {
+	uint64_t spin_end;
+	bool slot;
+};
+
+static bool slot_take(struct dport *p, struct waiter *w)
 {
+	unsigned n = atomic_load(&p->spinners);
+
+	while (!w->slot && n < p->spin_max)
+		if (atomic_compare_exchange_weak(&p->spinners, &n, n + 1))
+			w->slot = true;
+	return w->slot;
+}
+
+/* Poll the queues of lanes whose callers sleep for want of a slot; their
+ * condition variables are signalled as their packets come (rx_lane). */
+static void spin_sweep(struct dport *p, const struct dlane *self)
+{
+	if (pthread_mutex_trylock(&p->swmu))
+		return;   /* another spinner is at it */
+	for (uint16_t q = 1; q < p->nq; q++) {
+		struct dlane *s = atomic_load(&p->qlane[q]);
+		if (!s || s == self || s->q != q || !atomic_load(&s->asleep) ||
+		    pthread_mutex_trylock(&s->qmu))
+			continue;
+		pump(p, s, false);
+		pthread_mutex_unlock(&s->qmu);
+	}
+	pthread_mutex_unlock(&p->swmu);
+}
+
+/* Give the slot back; a sleeper takes it over (or its timeout does). */
+static void slot_put(struct dport *p, struct waiter *w)
+{
+	if (!w->slot)
+		return;
+	w->slot = false;
+	atomic_fetch_sub(&p->spinners, 1);
+	if (!atomic_load(&p->nasleep) || pthread_mutex_trylock(&p->swmu))
+		return;
+	for (uint16_t q = 1; q < p->nq; q++) {
+		struct dlane *s = atomic_load(&p->qlane[q]);
+		if (s && atomic_load(&s->asleep)) {
+			pthread_cond_broadcast(&s->cv);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&p->swmu);
+}
+
+static void wait_done(struct dlane *l, struct waiter *w)
+{
+	slot_put(l->port, w);
+}
+
+/* Wait for the lane to change; l->mu held (released meanwhile), the
+ * caller re-checks, and calls wait_done when it stops waiting. A lane on
+ * its own queue polls it itself while it holds a spin slot, spinning
+ * while that moves packets or until spin_end, and polls the queues of
+ * lanes whose callers found no slot; those sleep SLOTLESS_NS at most, so
+ * they get a slot soon after one is free. Past spin_end, like a lane on
+ * the shared queue, it sleeps until the poll thread signals (it polls a
+ * queue left alone for STALE_NS) or end. ETIMEDOUT once past end. */
+static int lane_wait(struct dlane *l, struct waiter *w, uint64_t end)
+{
+	struct dport *p = l->port;
 	uint64_t now = tlm__now_ns();
 
 	if (now >= end)
 		return ETIMEDOUT;
-	if (!*spin_end)
-		*spin_end = now + SPIN_NS;
-	if (!l->q || now >= *spin_end) {
+	if (!w->spin_end)
+		w->spin_end = now + SPIN_NS;
+	if (!l->q || now >= w->spin_end) {
 		/* asleep from the caller's check on (no lost wakeup) */
+		slot_put(p, w);
 		if (!l->q)
-			kick(l->port);
+			kick(p);
 		return cv_wait_until(&l->cv, &l->mu, end);
+	}
+	if (!slot_take(p, w)) {
+		atomic_store(&p->qlane[l->q], l);
+		atomic_fetch_add(&l->asleep, 1);
+		atomic_fetch_add(&p->nasleep, 1);
+		int r = cv_wait_until(&l->cv, &l->mu, now + SLOTLESS_NS < end ? now + SLOTLESS_NS : end);
+		atomic_fetch_sub(&p->nasleep, 1);
+		atomic_fetch_sub(&l->asleep, 1);
+		if (r != ETIMEDOUT)
+			w->spin_end = tlm__now_ns() + SPIN_NS;   /* woken: things move */
+		return r == ETIMEDOUT && tlm__now_ns() >= end ? ETIMEDOUT : 0;
 	}
 	pthread_mutex_unlock(&l->mu);
 	unsigned work = own_pump(l);
+	if (atomic_load(&p->nasleep))
+		spin_sweep(p, l);
 	if (!work)
 		rte_pause();
 	pthread_mutex_lock(&l->mu);
 	if (work)
-		*spin_end = now + SPIN_NS;
+		w->spin_end = now + SPIN_NS;
 	return 0;
 }
 
@@ -1967,6 +2066,7 @@ static void port_destroy(struct dport *p)
 		rte_mempool_free(p->zcpool);
 	pthread_mutex_destroy(&p->lock);
 	pthread_mutex_destroy(&p->kmu);
+	pthread_mutex_destroy(&p->swmu);
 	pthread_cond_destroy(&p->kcv);
 	free(p);
 }
@@ -1998,6 +2098,22 @@ static int port_start(struct dport *p)
 	return r;
 }
 
+/* How many callers may spin-poll at once: one per core this process may
+ * run on, half of them on memif, whose peer process runs on the same
+ * cores. More spinners than cores only take turns at the CPU while the
+ * one with packets waits for its slice. */
+static unsigned spin_budget(bool memif)
+{
+	cpu_set_t cs;
+	unsigned n = 1;
+
+	if (sched_getaffinity(0, sizeof(cs), &cs) == 0 && CPU_COUNT(&cs) > 0)
+		n = (unsigned)CPU_COUNT(&cs);
+	if (memif)
+		n /= 2;
+	return n ? n : 1;
+}
+
 /* Find or make the port; under g_lock. Takes a reference. */
 static int port_get(const struct cfg *c, const char *name, const char *devargs,
 		    bool p2p, struct dport **out)
@@ -2018,6 +2134,7 @@ static int port_get(const struct cfg *c, const char *name, const char *devargs,
 	snprintf(p->name, sizeof(p->name), "%s", name);
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_mutex_init(&p->kmu, NULL);
+	pthread_mutex_init(&p->swmu, NULL);
 	cv_init_mono(&p->kcv);
 	p->p2p = p2p;
 	p->next_eph = (uint16_t)(49152 + (getpid() % 8192));
@@ -2054,6 +2171,7 @@ static int port_get(const struct cfg *c, const char *name, const char *devargs,
 	/* memif reports a 1518-byte limit but carries larger frames in
 	 * chained ring buffers (bsize): let mtu= go up to 9000 there */
 	p->memif = !strncmp(info.driver_name, "net_memif", 9);
+	p->spin_max = c->spinners ? c->spinners : spin_budget(p->memif);
 	if (p->memif)
 		pthread_once(&g_guard_once, guard_install);
 	p->dma = strcmp(rte_bus_name(rte_dev_bus(info.device)), "vdev") != 0;
@@ -2323,7 +2441,13 @@ static void lane_release(struct dlane *l)
 		cv_wait_until(&l->cv, &l->mu, tlm__now_ns() + 10000000ull);
 	pthread_mutex_unlock(&l->mu);
 	/* gone is set by whoever polled it last: make sure no poll of it is
-	 * still running, and that it is off the port */
+	 * still running (no spinner holds it: see spin_sweep), and that it is
+	 * off the port */
+	pthread_mutex_lock(&p->swmu);
+	for (unsigned q = 0; q < MAX_QUEUES; q++)
+		if (atomic_load(&p->qlane[q]) == l)
+			atomic_store(&p->qlane[q], NULL);
+	pthread_mutex_unlock(&p->swmu);
 	pthread_mutex_lock(&l->qmu);
 	lock_port(p);
 	lane_unlink(p, l);
@@ -2468,10 +2592,11 @@ static int d_connect(const char *addr, const char *port, const char *args,
 	pthread_mutex_unlock(&p->lock);
 	kick(p);
 
-	uint64_t spin_end = 0;
+	struct waiter w = { 0 };
 	pthread_mutex_lock(&l->mu);
-	while (l->state == LS_SYN_SENT && lane_wait(l, &spin_end, end) != ETIMEDOUT)
+	while (l->state == LS_SYN_SENT && lane_wait(l, &w, end) != ETIMEDOUT)
 		;
+	wait_done(l, &w);
 	r = l->state == LS_EST ? 0 : l->state == LS_DEAD ? l->err : -ETIMEDOUT;
 	if (!r)
 		l->last_rx = tlm__now_ns();
@@ -2505,11 +2630,12 @@ static void d_close(struct tlm_lane *tl)
 	if (g_forked)
 		return;   /* the parent's lane: not ours to touch */
 	/* linger: let what was written reach the peer, like a socket close */
-	uint64_t spin_end = 0;
+	struct waiter w = { 0 };
 	pthread_mutex_lock(&l->mu);
 	while (l->state == LS_EST && l->snd_una < l->snd_end &&
-	       lane_wait(l, &spin_end, end) != ETIMEDOUT)
+	       lane_wait(l, &w, end) != ETIMEDOUT)
 		;
+	wait_done(l, &w);
 	pthread_mutex_unlock(&l->mu);
 	lane_release(l);
 	pthread_mutex_lock(&g_lock);
@@ -2527,7 +2653,7 @@ static void d_close(struct tlm_lane *tl)
  * unacked is kept: back-pressure), then out. */
 static int wr_commit(struct dlane *l)
 {
-	uint64_t spin_end = 0;
+	struct waiter w = { 0 };
 	unsigned i = 0;
 	int r = 0;
 
@@ -2541,7 +2667,7 @@ static int wr_commit(struct dlane *l)
 			break;
 		}
 		if (l->snd_end + len - l->snd_una > RING_BYTES || l->sq_tail - l->sq_head == SQ_SLOTS) {
-			lane_wait(l, &spin_end, UINT64_MAX / 2);
+			lane_wait(l, &w, UINT64_MAX / 2);
 			continue;
 		}
 		struct txp *t = &l->sq[l->sq_tail % SQ_SLOTS];
@@ -2553,6 +2679,7 @@ static int wr_commit(struct dlane *l)
 		l->snd_end += len;
 		l->sq_tail++;
 	}
+	wait_done(l, &w);
 	pthread_mutex_unlock(&l->mu);
 	if (i < l->npend)
 		rte_pktmbuf_free_bulk(l->pend + i, l->npend - i);
@@ -2568,7 +2695,7 @@ static int wr_commit(struct dlane *l)
  * due to give mbufs back). */
 static int wr_open(struct dlane *l)
 {
-	uint64_t spin_end = 0;
+	struct waiter w = { 0 };
 	int r = 0;
 
 	while (!l->om && !r) {
@@ -2595,9 +2722,10 @@ static int wr_open(struct dlane *l)
 		if (l->state != LS_EST)
 			r = l->err ? l->err : -TLM_EPEERCLOSED;
 		else
-			lane_wait(l, &spin_end, tlm__now_ns() + 1000000ull);
+			lane_wait(l, &w, tlm__now_ns() + 1000000ull);
 		pthread_mutex_unlock(&l->mu);
 	}
+	wait_done(l, &w);
 	return r;
 }
 
@@ -2943,24 +3071,31 @@ static int d_inject_raw(struct tlm_lane *tl, const void *buf, size_t n)
  * -ETIMEDOUT, or the lane's error once buffered bytes are not enough. */
 static int wait_bytes(struct dlane *l, size_t want, uint64_t end)
 {
-	uint64_t spin_end = 0;
+	struct waiter w = { 0 };
+	int r = 0;
 
 	if (l->bad)
 		return l->bad;
 	while (l->rcv_nxt - l->rcv_rd < want) {
-		if (l->state == LS_DEAD)
-			return l->err;
+		if (l->state == LS_DEAD) {
+			r = l->err;
+			break;
+		}
 		if (l->peer_closed) {
 			peer_closed_fail(l);
-			return l->err;
+			r = l->err;
+			break;
 		}
 		l->rd_want = want;
-		int w = lane_wait(l, &spin_end, end);
+		int t = lane_wait(l, &w, end);
 		l->rd_want = 0;
-		if (w == ETIMEDOUT && l->rcv_nxt - l->rcv_rd < want)
-			return -ETIMEDOUT;
+		if (t == ETIMEDOUT && l->rcv_nxt - l->rcv_rd < want) {
+			r = -ETIMEDOUT;
+			break;
+		}
 	}
-	return 0;
+	wait_done(l, &w);
+	return r;
 }
 
 /* Copy k bytes; those from byte `from` of the whole on are summed into
@@ -3384,12 +3519,14 @@ static int d_register_region(struct tlm_lane *tl, unsigned region, void *base, s
 static void zc_drain(struct dlane *l)
 {
 	struct dport *p = l->port;
-	uint64_t end = deadline_ns(l->dead_ms), spin_end = 0;
+	uint64_t end = deadline_ns(l->dead_ms);
+	struct waiter w = { 0 };
 
 	pthread_mutex_lock(&l->mu);
 	while (l->snd_una < l->snd_end && l->state == LS_EST &&
-	       lane_wait(l, &spin_end, end) != ETIMEDOUT) {
+	       lane_wait(l, &w, end) != ETIMEDOUT) {
 	}
+	wait_done(l, &w);
 	if (l->snd_una < l->snd_end) {
 		lane_fail(l, TLM_LOG_ERR, -ETIMEDOUT,
 			  "zero-copy pages still unacked when their region was unregistered");
@@ -3447,7 +3584,8 @@ static void d_unregister_regions(struct tlm_lane *tl)
 static int d_wait_sent(struct tlm_lane *tl, uint64_t records, int timeout_ms)
 {
 	struct dlane *l = (struct dlane *)tl;
-	uint64_t end = deadline_ns(timeout_ms), spin_end = 0, target = 0;
+	uint64_t end = deadline_ns(timeout_ms), target = 0;
+	struct waiter w = { 0 };
 	int r = 0;
 
 	pthread_mutex_lock(&l->mu);
@@ -3466,9 +3604,10 @@ static int d_wait_sent(struct tlm_lane *tl, uint64_t records, int timeout_ms)
 	while (l->snd_una < target && !r) {
 		if (l->state != LS_EST || l->peer_closed)
 			r = l->err ? l->err : -TLM_EPEERCLOSED;
-		else if (lane_wait(l, &spin_end, end) == ETIMEDOUT)
+		else if (lane_wait(l, &w, end) == ETIMEDOUT)
 			r = -ETIMEDOUT;
 	}
+	wait_done(l, &w);
 	pthread_mutex_unlock(&l->mu);
 	return r;
 }
