@@ -84,6 +84,11 @@
  *                     NICs); without it the port is point-to-point (memif)
  *   peer-mac=MAC      static peer MAC instead of ARP (connecting side)
  *   mtu=N             576..9000 (memif: up to 9000 in 9216-byte buffers)
+ *   window=N[K|M]     unacked bytes a lane keeps in flight, 16K..2M
+ *                     (default 512K: enough for a LAN's round trip at
+ *                     100 Gb/s, small enough that the packets held for
+ *                     re-sends stay in cache and memif's 1024-slot rings
+ *                     do not overflow)
  *   spinners=N        callers that may spin-poll at once on the port
  *                     (default: the cores this process may use, half of
  *                     them on memif; set by whoever opens the port first)
@@ -182,6 +187,7 @@
 #define POOL_MBUFS   8191             /* rx and control packets, per port */
 #define TXPOOL_BYTES (40u << 20)      /* data packets kept until acked, per port */
 #define RING_BYTES   (2u << 20)       /* per lane and direction */
+#define DEF_WINDOW   (512u << 10)     /* unacked bytes a lane keeps (window=) */
 #define SQ_SLOTS     4096             /* packets in flight per lane (>= RING_BYTES / min mss) */
 #define STASH        16               /* tx mbufs a writer takes at once */
 #define HELD_MAX     64               /* rx packets a lane keeps uncopied */
@@ -227,6 +233,7 @@ struct cfg {
 	int dead_ms;
 	unsigned queues;        /* queue pairs wanted (memif: both ends must agree) */
 	unsigned spinners;      /* spin slots per port (0: spin_budget) */
+	uint32_t window;        /* unacked bytes per lane, at most */
 	int zc;                 /* ZC_AUTO, ZC_ON, ZC_OFF */
 	struct fault fault;
 };
@@ -301,6 +308,7 @@ struct dlane {
 	struct txp *sq;
 	unsigned sq_head, sq_next, sq_tail;
 	uint64_t snd_una, snd_nxt, snd_end, peer_edge;
+	uint32_t window;        /* snd_end - snd_una at most */
 	uint64_t rto_at, rto_ns;
 	uint64_t recover;       /* snd_nxt at the last rewind */
 	uint64_t snd_max;       /* highest byte ever sent (re-send stats) */
@@ -584,6 +592,7 @@ static int parse_args(const char *args, struct cfg *c)
 	c->dead_ms = DEFAULT_DEAD_MS;
 	c->mtu = 1500;
 	c->queues = DEF_QUEUES;
+	c->window = DEF_WINDOW;
 	while (p && *p) {
 		size_t n = 0;
 		char q = 0;
@@ -645,6 +654,16 @@ static int parse_args(const char *args, struct cfg *c)
 			c->queues = (unsigned)strtoul(v, NULL, 10);
 			if (c->queues < 1 || c->queues > MAX_QUEUES)
 				goto bad;
+		} else if (!strcmp(k, "window")) {
+			char *end;
+			unsigned long long w = strtoull(v, &end, 10);
+			if (*end == 'K' || *end == 'k')
+				w <<= 10, end++;
+			else if (*end == 'M' || *end == 'm')
+				w <<= 20, end++;
+			if (*end || w < (16u << 10) || w > RING_BYTES)
+				goto bad;
+			c->window = (uint32_t)w;
 		} else if (!strcmp(k, "spinners")) {
 			c->spinners = (unsigned)strtoul(v, NULL, 10);
 			if (c->spinners < 1 || c->spinners > 256)
@@ -1184,6 +1203,7 @@ static struct dlane *lane_new(struct dport *p, const struct cfg *c)
 	l->base.page_size = TLM_DEFAULT_PAGE_SIZE;
 	l->port = p;
 	l->dead_ms = c->dead_ms;
+	l->window = c->window;
 	l->fault = c->fault;
 	/* zero copy where the link guards the bytes by itself: memif (shared
 	 * memory) unless told otherwise, any port when told zc=on */
@@ -2666,7 +2686,7 @@ static int wr_commit(struct dlane *l)
 			r = l->state != LS_EST && l->err ? l->err : -TLM_EPEERCLOSED;
 			break;
 		}
-		if (l->snd_end + len - l->snd_una > RING_BYTES || l->sq_tail - l->sq_head == SQ_SLOTS) {
+		if (l->snd_end + len - l->snd_una > l->window || l->sq_tail - l->sq_head == SQ_SLOTS) {
 			lane_wait(l, &w, UINT64_MAX / 2);
 			continue;
 		}

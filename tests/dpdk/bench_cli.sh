@@ -97,7 +97,7 @@ done
 "$TLM" bench transport --help | grep -q -- '--raw-seconds' || bad "--help"
 # Bad transport args: refused, and the message names the item (a quoted
 # fault= list is read whole, every value checked).
-for targs in 'fault="drop=0.01,dup=2"' 'fault=drop=x' 'mtu=100' 'queues=0' 'spinners=0'; do
+for targs in 'fault="drop=0.01,dup=2"' 'fault=drop=x' 'mtu=100' 'queues=0' 'spinners=0' 'window=8K'; do
 	msg=$("$TLM" bench transport --transport dpdk --no-raw --lanes 1 --bytes 1M \
 		--transport-args "$targs" 2>&1) && bad "'$targs' accepted"
 	echo "$msg" | grep -q "transport_args: '" || bad "'$targs': no message naming it: $msg"
