@@ -85,8 +85,9 @@
  *   peer-mac=MAC      static peer MAC instead of ARP (connecting side)
  *   mtu=N             576..9000 (memif: up to 9000 in 9216-byte buffers)
  *   window=N[K|M]     unacked bytes a lane keeps in flight, 16K..2M
- *                     (default 512K: enough for a LAN's round trip at
- *                     100 Gb/s, small enough that the packets held for
+ *                     (default 320 full packets, at most 2M: 450K at mtu
+ *                     1500, 2M at 9000; more than a LAN's round trip at
+ *                     100 Gb/s, few enough that the packets kept for
  *                     re-sends stay in cache and memif's 1024-slot rings
  *                     do not overflow)
  *   spinners=N        callers that may spin-poll at once on the port
@@ -187,7 +188,7 @@
 #define POOL_MBUFS   8191             /* rx and control packets, per port */
 #define TXPOOL_BYTES (40u << 20)      /* data packets kept until acked, per port */
 #define RING_BYTES   (2u << 20)       /* per lane and direction */
-#define DEF_WINDOW   (512u << 10)     /* unacked bytes a lane keeps (window=) */
+#define WINDOW_PKTS  320              /* default window= in full packets */
 #define SQ_SLOTS     4096             /* packets in flight per lane (>= RING_BYTES / min mss) */
 #define STASH        16               /* tx mbufs a writer takes at once */
 #define HELD_MAX     64               /* rx packets a lane keeps uncopied */
@@ -233,7 +234,7 @@ struct cfg {
 	int dead_ms;
 	unsigned queues;        /* queue pairs wanted (memif: both ends must agree) */
 	unsigned spinners;      /* spin slots per port (0: spin_budget) */
-	uint32_t window;        /* unacked bytes per lane, at most */
+	uint32_t window;        /* unacked bytes per lane, at most (0: WINDOW_PKTS) */
 	int zc;                 /* ZC_AUTO, ZC_ON, ZC_OFF */
 	struct fault fault;
 };
@@ -592,7 +593,6 @@ static int parse_args(const char *args, struct cfg *c)
 	c->dead_ms = DEFAULT_DEAD_MS;
 	c->mtu = 1500;
 	c->queues = DEF_QUEUES;
-	c->window = DEF_WINDOW;
 	while (p && *p) {
 		size_t n = 0;
 		char q = 0;
@@ -1203,7 +1203,7 @@ static struct dlane *lane_new(struct dport *p, const struct cfg *c)
 	l->base.page_size = TLM_DEFAULT_PAGE_SIZE;
 	l->port = p;
 	l->dead_ms = c->dead_ms;
-	l->window = c->window;
+	l->window = c->window ? c->window : RTE_MIN(RING_BYTES, WINDOW_PKTS * p->mss);
 	l->fault = c->fault;
 	/* zero copy where the link guards the bytes by itself: memif (shared
 	 * memory) unless told otherwise, any port when told zc=on */
@@ -2966,8 +2966,13 @@ static int d_send_pages(struct tlm_lane *tl, const struct tlm_page_rec *recs, un
 		tlm__frame_hdr_encode(h, TLM_PAGE_HDR + hr.len, TLM_FT_PAGE);
 		tlm__page_hdr_encode(h + TLM_FRAME_HDR, &hr);
 		/* a LIVE record's header stays in one packet, and its packets
-		 * stay with us until the crc is written in */
-		if (l->om && l->port->mss - l->olen < sizeof(h))
+		 * stay with us until the crc is written in. A record that
+		 * fits a packet of its own is not split either (jumbo frames:
+		 * two whole pages each), so the receiver reads it in place
+		 * instead of gathering its pieces. */
+		uint32_t room = l->om ? l->port->mss - l->olen : 0;
+		if (l->om && (room < sizeof(h) ||
+			      (room < sizeof(h) + hr.len && sizeof(h) + hr.len <= l->port->mss)))
 			wr_seal(l);
 		r = wr_direct(l);
 		if (r)
