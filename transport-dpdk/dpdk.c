@@ -191,7 +191,7 @@
 #define WINDOW_PKTS  320              /* default window= in full packets */
 #define SQ_SLOTS     4096             /* packets in flight per lane (>= RING_BYTES / min mss) */
 #define STASH        16               /* tx mbufs a writer takes at once */
-#define HELD_MAX     64               /* rx packets a lane keeps uncopied */
+#define HELD_MAX     256              /* rx packets a lane keeps uncopied (a window of jumbo frames) */
 #define ZC_MIN       512              /* LIVE data shorter than this is copied */
 #define ZC_ALIGN     16               /* zero-copy data keeps its alignment in the frame */
 #define ZC_SEGS      8                /* segments per zero-copy packet, at most */
