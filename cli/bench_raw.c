@@ -47,8 +47,9 @@ int tlm_cli_raw_blast(const char *targs, double seconds, enum tlm_raw_mode mode,
 {
 	static const char *const lane_keys[] = {
 		"mtu=", "queues=", "dead_ms=", "zc=", "fault=", "drop=", "reorder=", "dup=",
+		"window=", "spinners=",
 	};
-	struct tlm__raw_cfg c = { .mtu = 1500, .seconds = seconds,
+	struct tlm__raw_cfg c = { .mtu = TLM__DPDK_MEMIF_MTU, .seconds = seconds,
 				  .copies = mode != TLM_RAW_FRAMES, .place = mode == TLM_RAW_PLACE };
 	char item[512], eal[512] = "";
 	const char *p = targs ? targs : "";

@@ -1249,7 +1249,7 @@ static void usage(FILE *f)
 "\n"
 "dpdk on loopback with the embedded memif (no device in the transport args)\n"
 "first blasts raw frames between two fresh processes over the same PMD\n"
-"(net_memif) at the lanes' mtu= (default 1500), no protocol, and reports\n"
+"(net_memif) at the lanes' mtu= (default 9000 there), no protocol, and reports\n"
 "raw_Bps and ratio = goodput / raw_Bps; the same blast copying page data in\n"
 "at the sender and out at the receiver gives raw_copy_Bps and ratio_raw_copy;\n"
 "with one pass over each page per side (the sender attaches source pages to\n"

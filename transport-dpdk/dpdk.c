@@ -83,7 +83,9 @@
  *   ip=A.B.C.D        our address: turns on ARP and IP filtering (af_packet,
  *                     NICs); without it the port is point-to-point (memif)
  *   peer-mac=MAC      static peer MAC instead of ARP (connecting side)
- *   mtu=N             576..9000 (memif: up to 9000 in 9216-byte buffers)
+ *   mtu=N             576..9000 (default: 9000 on the embedded memif, in
+ *                     9216-byte buffers, two whole pages a frame; 1500 on
+ *                     a device port)
  *   window=N[K|M]     unacked bytes a lane keeps in flight, 16K..2M
  *                     (default 320 full packets, at most 2M: 450K at mtu
  *                     1500, 2M at 9000; more than a LAN's round trip at
@@ -591,7 +593,6 @@ static int parse_args(const char *args, struct cfg *c)
 
 	memset(c, 0, sizeof(*c));
 	c->dead_ms = DEFAULT_DEAD_MS;
-	c->mtu = 1500;
 	c->queues = DEF_QUEUES;
 	while (p && *p) {
 		size_t n = 0;
@@ -714,6 +715,8 @@ static int parse_args(const char *args, struct cfg *c)
 		size_t k = strcspn(c->vdev, ",");
 		snprintf(c->dev, sizeof(c->dev), "%.*s", (int)k, c->vdev);
 	}
+	if (!c->mtu)
+		c->mtu = c->dev[0] ? TLM__DPDK_PORT_MTU : TLM__DPDK_MEMIF_MTU;
 	return 0;
 bad:
 	tlm__err("dpdk: transport_args: '%s': bad or too long a value", item);

@@ -62,7 +62,7 @@
 #include "raw.h"
 
 #define BURST        32
-#define L2L4_HDR     (14 + 20 + 8 + 32)   /* Ethernet, IPv4, UDP, lane header */
+#define L2L4_HDR     (14 + 20 + 8 + 38)   /* Ethernet, IPv4, UDP, lane header (dpdk.c HDR_LEN) */
 #define FIRST_NS     (20ull * 1000000000) /* rx: the first frame must come by then */
 #define QUIET_NS     (500ull * 1000000)   /* rx: the sender is done after this */
 #define LINK_MS      10000                /* tx: memif link up */

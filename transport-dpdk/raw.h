@@ -8,6 +8,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* mtu= when none is given: the embedded memif pair is shared memory, with
+ * no wire to hold frames to 1500 bytes, so its frames carry two whole
+ * pages (9216-byte buffers); a device port keeps Ethernet's 1500. */
+#define TLM__DPDK_MEMIF_MTU 9000
+#define TLM__DPDK_PORT_MTU  1500
+
 struct tlm__raw_cfg {
 	unsigned mtu;           /* the lanes' mtu=: frames of mtu + 14 bytes */
 	double seconds;         /* how long the sender blasts */

@@ -55,7 +55,7 @@ static const char *peer_addr;   /* NULL: the transport's default */
 static bool live;
 
 /* A full lane segment: Ethernet frame of mtu + 14 bytes, of which
- * mtu - 60 (IPv4 20, UDP 8, lane header 32) are stream payload. */
+ * mtu - 66 (IPv4 20, UDP 8, lane header 38) are stream payload. */
 static unsigned mtu = 1500;
 
 static double seconds = 2.0;
@@ -306,7 +306,7 @@ int main(int argc, char **argv)
 	 * this process has no EAL (nor has it later: the lanes run in
 	 * children too) */
 	raw.frame_bytes = mtu + 14;
-	raw.payload = mtu - 60;
+	raw.payload = mtu - 66;
 	if (!no_raw && (tlm__dpdk_raw_blast(&(struct tlm__raw_cfg){ .mtu = mtu,
 								 .seconds = seconds }, &raw) ||
 			tlm__dpdk_raw_blast(&(struct tlm__raw_cfg){ .mtu = mtu, .seconds = seconds,

@@ -34,6 +34,10 @@
  *   live-faults
  *            live-mutate, zero-copy, with drop/reorder/dup 0.01 on both
  *            senders (re-sends read the pages again)
+ *   live-1500, live-faults-1500, faults-1500
+ *            live-mutate, live-faults and faults at mtu 1500 (the embedded
+ *            memif's default is 9000): every page in chains of light
+ *            packets, one range of it each
  *   live-afpacket
  *            live-faults over net_af_packet on the veth pair, zc=on on
  *            both ends: zero-copy (chained) frames through a second PMD
@@ -801,6 +805,11 @@ static const struct {
 	{ "queues2", "queues=2", "queues=2" },
 	{ "queues-mismatch", "queues=2", "queues=8" },
 	{ "live-copy", "zc=off", "zc=off" },
+	/* the embedded memif's default is mtu 9000: light packets (one
+	 * range of a page each) are what Ethernet's 1500 makes */
+	{ "live-1500", "mtu=1500", "mtu=1500" },
+	{ "live-faults-1500", "mtu=1500," FAULTS, "mtu=1500," FAULTS },
+	{ "faults-1500", "mtu=1500," FAULTS, "mtu=1500," FAULTS },
 	{ "live-refused", "zc=off", "zc=on" },
 };
 #define N_CASES (sizeof(cases) / sizeof(cases[0]))
@@ -859,7 +868,7 @@ int main(int argc, char **argv)
 	add_args(cli_args, sizeof(cli_args), extra);
 	zc_expected = strcmp(cas, "live-copy") != 0;
 	refused_case = !strcmp(cas, "live-refused");
-	const char *sub = !strcmp(cas, "afpacket") || !strcmp(cas, "faults") ||
+	const char *sub = !strcmp(cas, "afpacket") || !strncmp(cas, "faults", 6) ||
 			  !strncmp(cas, "queues", 6) ? "all" : cas;
 
 	CHECK(pipe(pfd) == 0);
