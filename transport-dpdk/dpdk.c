@@ -193,6 +193,7 @@
 #define WINDOW_PKTS  320              /* default window= in full packets */
 #define SQ_SLOTS     4096             /* packets in flight per lane (>= RING_BYTES / min mss) */
 #define STASH        16               /* tx mbufs a writer takes at once */
+#define RX_BACKLOG   (256u << 10)     /* recv_pages polls for more below this */
 #define HELD_MAX     256              /* rx packets a lane keeps uncopied (a window of jumbo frames) */
 #define ZC_MIN       512              /* LIVE data shorter than this is copied */
 #define ZC_ALIGN     16               /* zero-copy data keeps its alignment in the frame */
@@ -3291,6 +3292,7 @@ static int d_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, i
 	struct dlane *l = (struct dlane *)tl;
 	uint64_t end = deadline_ns(timeout_ms);
 	size_t used = 0;        /* the record just applied, still in the ring */
+	uint64_t backlog = 0;
 	int delivered = 0, r = 0;
 
 	lcore_join();
@@ -3313,11 +3315,15 @@ static int d_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, i
 		uint32_t sum = 0;
 		bool summed = false;
 
-		/* run to completion: keep our queue moving (acks, window) */
-		if (l->q && i && !(i & 15))
+		/* run to completion: keep our queue moving (acks, window), but
+		 * take more packets in only while what we hold is little, so
+		 * what the PMD just copied in is still in cache when we read
+		 * it (taking a burst per 16 records ran a window ahead) */
+		if (l->q && i && !(i & 15) && backlog < RX_BACKLOG)
 			own_pump(l);
 		pthread_mutex_lock(&l->mu);
 		ring_consume(l, used);
+		backlog = l->rcv_nxt - l->rcv_rd;
 		used = 0;
 		if (l->eof) {
 			r = 0;
