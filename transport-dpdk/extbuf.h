@@ -10,19 +10,24 @@
 
 #include <rte_mbuf.h>
 
+/* Letting go of a segment frees nothing; the count goes back to 1. */
 static inline void tlm__extbuf_no_free(void *addr, void *opaque)
 {
 	(void)addr;
-	(void)opaque;
+	rte_mbuf_ext_refcnt_set((struct rte_mbuf_ext_shared_info *)opaque, 1);
 }
 
-/* Shared info for segments that point into memory their owner keeps:
- * letting go of a segment frees nothing, so the shared count's value
- * never matters and nobody keeps it up to date (no atomic per frame). */
+/* Shared info for segments that point into memory their owner keeps.
+ * Freeing such a segment takes DPDK's count from 1 to 0 without an atomic
+ * and calls free_cb, which puts it back to 1: so it stays 1, and no free
+ * takes the atomic path (a count left at 0 made every later free a locked
+ * add, which waits for the PMD's copy of the frame to drain from the
+ * store buffer). The value itself never matters, as nothing is freed:
+ * two threads racing on it at worst send one free down the atomic path. */
 static inline void tlm__extbuf_shinfo_init(struct rte_mbuf_ext_shared_info *sh)
 {
 	sh->free_cb = tlm__extbuf_no_free;
-	sh->fcb_opaque = NULL;
+	sh->fcb_opaque = sh;
 	rte_mbuf_ext_refcnt_set(sh, 1);
 }
 
