@@ -73,7 +73,10 @@
  * equal at mtu 1500 (3.8 and 3.9 GB/s: the sender's per-packet work, not
  * the copy, bounds it there), 7.1 against 5.0 GB/s at 4200 (one page per
  * packet; 1430 against 2008 cycles per page sent) and 7.6 against 5.0 at
- * 9000.
+ * 9000. Since then (same machine kind, 1 lane, defaults: mtu 9000, a
+ * window of 320 packets, records not split, 256 packets held, a bounded
+ * receive backlog): 13-17 GB/s in its fast periods, about 600 cycles per
+ * page on each side.
  *
  * transport_args (comma-separated key=value; values may be quoted):
  *   dpdk-args="..."   EAL arguments (first lane of the process only)
