@@ -56,7 +56,7 @@ static bool live;
 
 /* A full lane segment: Ethernet frame of mtu + 14 bytes, of which
  * mtu - 66 (IPv4 20, UDP 8, lane header 38) are stream payload. */
-static unsigned mtu = 1500;
+static unsigned mtu = TLM__DPDK_MEMIF_MTU;   /* as the lanes on the embedded memif */
 
 static double seconds = 2.0;
 static const char *targs = "";
