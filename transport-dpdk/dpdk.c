@@ -98,7 +98,7 @@
  *   spinners=N        callers that may spin-poll at once on the port
  *                     (default: the cores this process may use, half of
  *                     them on memif; set by whoever opens the port first)
- *   queues=N          queue pairs, 1..16 (default 8; ignored by the
+ *   queues=N          queue pairs, 1..16 (default 16; ignored by the
  *                     embedded memif server, which offers 16)
  *   dead_ms=N         keepalive silence that fails a lane (default 3000)
  *   zc=auto|on|off    LIVE pages by reference, without crc (NOSUM), and
@@ -204,8 +204,9 @@
 #define ZC_SEGS      8                /* segments per zero-copy packet, at most */
 #define ZC_MBUFS     32767            /* data-less mbufs for zero-copy segments, per port */
 #define MAX_QUEUES   16
-#define DEF_QUEUES   8                /* queue pairs per port: the control lane and
-				       * six data lanes on queues of their own */
+#define DEF_QUEUES   MAX_QUEUES       /* queue pairs per port: the control lane and
+				       * 14 data lanes on queues of their own (unused
+				       * memif queues cost no memory) */
 #define HDR_LEN      38               /* our header inside UDP (32 + 6 pad: see ZC_ALIGN) */
 #define L2L4_LEN     (14 + 20 + 8)    /* Ethernet + IPv4 + UDP */
 #define MAGIC        0x544c           /* "TL" */
