@@ -125,6 +125,13 @@ class VM:
     def alive(self):
         return self.g.proc.poll() is None
 
+    def state(self):
+        """What became of the QEMU process, for a failure message."""
+        rc = self.g.proc.poll()
+        if rc is None:
+            return 'still running'
+        return 'killed by signal %d' % -rc if rc < 0 else 'exited with status %d' % rc
+
     def stop(self):
         self.q.close()
         self.g.stop()
@@ -501,7 +508,10 @@ def main():
             fail('unknown case ' + case)
 
         # Every failure case: the source VM runs on, and its guest is intact.
-        st = src.q.status()
+        try:
+            st = src.q.status()
+        except (OSError, EOFError) as e:
+            fail('source QMP connection broke (%r); source QEMU %s' % (e, src.state()))
         check(st == 'running', 'source VM still running (%s)' % st)
         mst = src.q.cmd('query-migrate').get('status', 'none')
         check(mst in ('none', 'cancelled', 'failed'), 'source migration state %s' % mst)
