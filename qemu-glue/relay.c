@@ -271,7 +271,15 @@ static void relay_fail(struct relay *r, int err, const char *fmt, ...)
 	}
 	pthread_mutex_unlock(&r->mu);
 	atomic_store(&r->stop, 1);
-	/* Unblock every pump stuck in a socket call. */
+	/* The source's channels stay open: its pumps drain them (pump_up)
+	 * until migrate_cancel has QEMU close them itself. Shut under a live
+	 * migration, they fail in QEMU 7.2's multifd threads, and the source
+	 * QEMU sometimes aborts in its cleanup (yank_unregister_instance:
+	 * Assertion `QLIST_EMPTY(&entry->yankfns)' failed; 2 runs in 32 of
+	 * relay-lane-cut), taking the VM with it. The destination's QEMU
+	 * holds nothing yet: unblock every pump stuck in a socket call. */
+	if (!r->dest)
+		return;
 	for (unsigned i = 1; i <= r->n; i++) {
 		int fd = atomic_load(&r->ch[i].fd);
 
@@ -334,12 +342,17 @@ static void *pump_up(void *arg)
 			break;
 		}
 		atomic_fetch_add(&c->rd, (uint64_t)n);
-		if (atomic_load(&r->stop))
-			break;
+		if (atomic_load(&r->stop)) {
+			if (r->dest)
+				break;
+			continue;   /* source: drop it, QEMU must not block or fail */
+		}
 		n = tlm_lane_write(c->lane, buf, (size_t)n);
 		if (n < 0) {
 			relay_fail(r, (int)n, "lane %u: %s", c->idx, tlm_strerror((int)n));
-			break;
+			if (r->dest)
+				break;
+			continue;
 		}
 		atomic_fetch_add(&c->wr, (uint64_t)n);
 	}

@@ -130,7 +130,12 @@ class VM:
         rc = self.g.proc.poll()
         if rc is None:
             return 'still running'
-        return 'killed by signal %d' % -rc if rc < 0 else 'exited with status %d' % rc
+        what = 'killed by signal %d' % -rc if rc < 0 else 'exited with status %d' % rc
+        try:
+            tail = self.g.proc.stdout.read().decode(errors='replace').strip().splitlines()[-8:]
+        except (OSError, ValueError):
+            tail = []
+        return what + (', its last words:\n  ' + '\n  '.join(tail) if tail else '')
 
     def stop(self):
         self.q.close()
