@@ -253,6 +253,7 @@ struct relay {
 	pthread_t acc;
 	bool acc_on;
 	atomic_int accepted;           /* source: channels classified */
+	atomic_int closing;            /* relay_stop is joining the acceptor */
 };
 
 static void relay_fail(struct relay *r, int err, const char *fmt, ...)
@@ -551,6 +552,30 @@ static void *acceptor(void *arg)
 		}
 	}
 out:
+	/* Channels QEMU opened but has not named yet stay open, drained,
+	 * until relay_stop, like the named ones (see relay_fail). */
+	while (np && !atomic_load(&r->closing)) {
+		struct pollfd pfd[TLM_MAX_LANES];
+		uint8_t drop[4096];
+		int rc;
+
+		for (unsigned i = 0; i < np; i++)
+			pfd[i] = (struct pollfd){ .fd = pend[i].fd, .events = POLLIN };
+		rc = poll(pfd, np, POLL_MS);
+		if (rc < 0 && errno != EINTR)
+			break;
+		for (unsigned i = np; rc > 0 && i-- > 0;) {
+			ssize_t n;
+
+			if (!pfd[i].revents)
+				continue;
+			n = recv(pend[i].fd, drop, sizeof(drop), MSG_DONTWAIT);
+			if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+				close(pend[i].fd);
+				pend[i] = pend[--np];
+			}
+		}
+	}
 	for (unsigned i = 0; i < np; i++)
 		close(pend[i].fd);
 	return NULL;
@@ -692,6 +717,7 @@ static void relay_stop(struct relay *r, bool force)
 	if (force)
 		relay_fail(r, -TLM_EABORTED, "aborted");
 	atomic_store(&r->stop, 1);
+	atomic_store(&r->closing, 1);
 	if (r->acc_on) {
 		pthread_join(r->acc, NULL);
 		r->acc_on = false;
