@@ -7,7 +7,7 @@
 # the sender still every page verified; the tcp comparison verified too;
 # the dpdk flags refused for other transports with exit status 2; a bad
 # EAL argument named on stderr with stdout left empty; --rounds lists every
-# round, each verified.
+# round, each verified, and its best figures are those of the fastest rounds.
 # Behaviour only: no figure is compared with a threshold.
 #   bench_cli.sh PATH-TO-tlm
 set -u
@@ -79,6 +79,19 @@ echo "$out" | grep -q '"rounds":3,"median_round":[123],' || bad "rounds: count o
 [ "$(echo "$out" | grep -o '{"goodput_Bps":[0-9]*,"verified":true,"raw_Bps":[1-9]' | wc -l)" -eq 3 ] ||
 	bad "rounds: per_round does not list 3 verified rounds with their raw blasts"
 positive "$(num "$out" ratio)" || bad "rounds: ratio missing or 0"
+# best: each path's fastest round, and the ratios of those
+best=$(echo "$out" | grep -o '"best":{[^}]*}')
+[ -n "$best" ] || bad "rounds: no best"
+echo "$out" | grep -o '"per_round":\[[^]]*\]' | grep -o '"[a-z_]*_Bps":[0-9]*' |
+	awk -F'[":]+' -v b="$best" '
+	function val(k,  m) { m = b; sub(".*\"" k "\":", "", m); return m + 0 }
+	{ if ($2 != "goodput_Bps" && $2 != "raw_Bps" && $2 != "raw_place_Bps") next
+	  if ($3 + 0 > max[$2]) max[$2] = $3 + 0 }
+	END {
+		for (k in max) if (val(k) != max[k]) { print "best " k " " val(k) " is not the fastest round, " max[k]; bad = 1 }
+		r = val("goodput_Bps") / val("raw_Bps"); q = val("ratio")
+		if (q < r * 0.999 || q > r * 1.001) { print "best ratio " q " is not goodput / raw " r; bad = 1 }
+		exit bad }' >&2 || bad "rounds: best figures are not the fastest rounds"
 for d in /var/run/dpdk /tmp/dpdk "${XDG_RUNTIME_DIR:-/nonexistent}/dpdk"; do
 	ls -d "$d/tlm-raw-$pid-"* 2>/dev/null && bad "rounds: raw EAL runtime directories left"
 done
