@@ -120,7 +120,12 @@
  * Reliability (per lane): the lane carries one byte stream each way, made
  * of core/wire.h frames (DATA/FIN in byte mode, PAGE in page mode).
  * Packets carry 64-bit byte sequence numbers, a cumulative ACK and a credit
- * window (free bytes of the receiver's ring) on every packet. The sender
+ * window (free bytes of the receiver's ring) on every packet. A data
+ * packet with more queued behind it says so (HF_MORE); a receiver with
+ * nothing to send ACKs such packets once ACK_EVERY of them or
+ * ACK_DELAY_NS have passed (its pumps look), anything else at once (the
+ * last packet of a burst, out of order, old data, a hole filled, a PING,
+ * a window update). Senders that set no flags get an ACK a packet. The sender
  * keeps every packet it built, unchanged, until it is acked (at most
  * RING_BYTES per lane, from the port's tx pool), and goes back N: on a
  * retransmission timeout or 3 duplicate ACKs it rewinds to the oldest
@@ -207,7 +212,8 @@
 #define DEF_QUEUES   MAX_QUEUES       /* queue pairs per port: the control lane and
 				       * 14 data lanes on queues of their own (unused
 				       * memif queues cost no memory) */
-#define HDR_LEN      38               /* our header inside UDP (32 + 6 pad: see ZC_ALIGN) */
+#define HDR_LEN      38               /* our header inside UDP (32, flags, 5 pad: see ZC_ALIGN) */
+#define HF_MORE      0x01             /* flags: more data is queued right behind this packet */
 #define L2L4_LEN     (14 + 20 + 8)    /* Ethernet + IPv4 + UDP */
 #define MAGIC        0x544c           /* "TL" */
 #define PROTO_VER    3
@@ -217,6 +223,8 @@
 #define SPIN_NS      (100ull * 1000)  /* a waiting caller polls its queue this long */
 #define STALE_NS     (300ull * 1000)  /* the poll thread covers a queue left alone this long */
 #define SLOTLESS_NS  (200ull * 1000)  /* a caller with no spin slot sleeps this long at most */
+#define ACK_EVERY    16               /* in-order packets an ACK may wait for ... */
+#define ACK_DELAY_NS (20ull * 1000)   /* ... or this long after the first of them */
 #define RTO_INIT_NS  (20ull * 1000000)
 #define RTO_MAX_NS   (400ull * 1000000)
 #define LINGER_MS    2000
@@ -358,7 +366,9 @@ struct dlane {
 	uint32_t hoff;          /* bytes of hq[hhead] already read */
 	struct { uint64_t a, b; } ooo[16];
 	unsigned nooo;
-	bool need_ack, need_synack;
+	bool need_ack, need_synack;   /* need_ack: an ACK goes at once */
+	unsigned ack_pkts;      /* in-order data packets not acked yet ... */
+	uint64_t ack_first;     /* ... since then (ACK_EVERY, ACK_DELAY_NS) */
 	uint64_t last_rx, last_ping, last_syn;
 	uint32_t data_left;     /* bytes left in the current DATA frame */
 	size_t rd_want;         /* bytes the waiting reader needs (0: none) */
@@ -378,6 +388,7 @@ struct pkt {
 	uint16_t sport, dport;
 	uint32_t dst, src, sip, wnd, dlen;
 	uint64_t seq, ack;
+	uint8_t flags;          /* HF_MORE */
 	const uint8_t *data;
 	struct rte_mbuf *m;
 	uint16_t qid;           /* the queue it came in on */
@@ -832,7 +843,7 @@ static int eal_init(const struct cfg *c)
 /* ---- packets ---- */
 
 static void put_hdr(uint8_t *h, uint8_t type, uint32_t dst, uint32_t src,
-		    uint32_t wnd, uint64_t seq, uint64_t ack)
+		    uint32_t wnd, uint64_t seq, uint64_t ack, uint8_t flags)
 {
 	tlm__put16(h, MAGIC);
 	h[2] = PROTO_VER;
@@ -842,7 +853,8 @@ static void put_hdr(uint8_t *h, uint8_t type, uint32_t dst, uint32_t src,
 	tlm__put32(h + 12, wnd);
 	tlm__put64(h + 16, seq);
 	tlm__put64(h + 24, ack);
-	memset(h + 32, 0, HDR_LEN - 32);
+	h[32] = flags;
+	memset(h + 33, 0, HDR_LEN - 33);
 }
 
 /* IPv4 header checksum from the fields we set, without reading the
@@ -1041,9 +1053,10 @@ static void send_ctl(struct dport *p, struct dlane *l, uint8_t type)
 	/* SYN: the queue we want the peer to use (memif); SYNACK: the one
 	 * granted, 0 for the shared one */
 	put_hdr(h, type, l->rid, l->lid, wnd,
-		type == PT_SYN || type == PT_SYNACK ? l->qown : l->snd_nxt, l->rcv_nxt);
+		type == PT_SYN || type == PT_SYNACK ? l->qown : l->snd_nxt, l->rcv_nxt, 0);
 	l->adv_edge = l->rcv_nxt + wnd;
 	l->need_ack = false;
+	l->ack_pkts = 0;
 	l->tx_pkts++;
 	out_data(p, l, m);
 }
@@ -1446,7 +1459,7 @@ static void go_back(struct dlane *l)
 }
 static bool rx_lane(struct dlane *l, const struct pkt *k, uint64_t now)
 {
-	bool kept = false;
+	bool kept = false, advanced = false;
 	uint8_t type = k->type;
 	uint32_t wnd = k->wnd, dlen = k->dlen;
 	uint64_t seq = k->seq, ack = k->ack;
@@ -1530,6 +1543,7 @@ static bool rx_lane(struct dlane *l, const struct pkt *k, uint64_t now)
 		l->need_ack = true;
 	if (dlen) {
 		uint64_t fill = l->rcv_nxt - l->rcv_rd;
+		unsigned ooo_before = l->nooo;
 		/* anything inside our window is kept, in order or not: bytes
 		 * past rcv_nxt wait in the ring (invisible to the reader) until
 		 * the hole before them fills, so the sender's go-back-N rewind
@@ -1556,6 +1570,7 @@ static bool rx_lane(struct dlane *l, const struct pkt *k, uint64_t now)
 				memcpy(l->rbuf, d + k1, len - k1);
 			}
 			if (from == l->rcv_nxt) {
+				advanced = true;
 				l->rcv_nxt += len;
 				ooo_drain(l);
 				if (fill == 0)
@@ -1568,9 +1583,20 @@ static bool rx_lane(struct dlane *l, const struct pkt *k, uint64_t now)
 				ooo_add(l, from, from + len);
 			}
 		}
-		/* in order or not, tell the sender where we are; out of order
-		 * this is the duplicate ACK that triggers its rewind */
-		l->need_ack = true;
+		/* in order with more behind it (HF_MORE), the ACK waits for
+		 * more (ACK_EVERY packets or ACK_DELAY_NS, whichever first);
+		 * the last of what the sender had queued (the end of a write,
+		 * a request), a hole filled, out of order or old: it goes now
+		 * (out of order, the duplicate ACK that triggers the sender's
+		 * rewind). An ACK a packet or two was half the frames on
+		 * net_af_packet, a syscall a burst there, and the receiver's
+		 * per-packet work on memif. */
+		if (advanced && !ooo_before && !l->nooo && (k->flags & HF_MORE)) {
+			if (!l->ack_pkts++)
+				l->ack_first = now;
+		} else {
+			l->need_ack = true;
+		}
 	}
 out:
 	return kept;
@@ -1616,6 +1642,7 @@ static int parse_pkt(const struct dport *p, struct rte_mbuf *m, bool local, stru
 	k->wnd = tlm__get32(h + 12);
 	k->seq = tlm__get64(h + 16);
 	k->ack = tlm__get64(h + 24);
+	k->flags = h[32];
 	k->sip = rte_be_to_cpu_32(ip->src_addr);
 	k->sport = rte_be_to_cpu_16(uh->src_port);
 	k->dport = rte_be_to_cpu_16(uh->dst_port);
@@ -1761,7 +1788,8 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 		uint8_t *b = rte_pktmbuf_mtod(m, uint8_t *);
 		if (l->mac_known)
 			rte_ether_addr_copy(&l->peer_mac, (struct rte_ether_addr *)b);
-		put_hdr(b + L2L4_LEN, PT_DATA, l->rid, l->lid, wnd, t->seq, l->rcv_nxt);
+		put_hdr(b + L2L4_LEN, PT_DATA, l->rid, l->lid, wnd, t->seq, l->rcv_nxt,
+			l->sq_next + 1 != l->sq_tail ? HF_MORE : 0);
 		l->adv_edge = l->rcv_nxt + wnd;
 		if (t->seq < l->snd_max)
 			l->retrans++;
@@ -1770,6 +1798,7 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 		if (l->snd_nxt > l->snd_max)
 			l->snd_max = l->snd_nxt;
 		l->need_ack = false;
+		l->ack_pkts = 0;
 		l->tx_pkts++;
 		if (!l->rto_at)
 			l->rto_at = now + l->rto_ns;
@@ -1783,7 +1812,8 @@ static void lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 	/* window update once the reader freed a quarter of the ring */
 	if (l->rcv_rd + RING_BYTES - l->adv_edge >= RING_BYTES / 4)
 		l->need_ack = true;
-	if (l->need_ack)
+	if (l->need_ack || l->ack_pkts >= ACK_EVERY ||
+	    (l->ack_pkts && since(now, l->ack_first) >= ACK_DELAY_NS))
 		send_ctl(p, l, PT_DATA);
 timers:
 	/* memif: the link goes down when the peer's process is gone (ports
