@@ -68,13 +68,15 @@ void tlm_cli_reexec_in_vm(const char *cmd, int argc, char **argv, const char *fl
 			  const char *vm_addr, bool add_addr);
 /* bench_raw.c APIs, only in a build with dpdk (bench_transport.c declares
  * them weak): the raw PMD blast (transport-dpdk/raw.h) at the mtu= and
- * with the dpdk-args= of dpdk transport args; -ENODEV when these name a
- * device, as the blast runs on the embedded memif pair only. And the TSC
- * rate, for cycle figures. */
+ * with the dpdk-args= of dpdk transport args: on the embedded memif pair,
+ * or where the sender's and the receiver's args (rx_targs, NULL: the
+ * same) each name a vdev=, from one to the other (place: memif only,
+ * -EINVAL). -ENODEV when they name a port= or a single device both ends
+ * would share. And the TSC rate, for cycle figures. */
 struct tlm__raw_result;
 enum tlm_raw_mode { TLM_RAW_FRAMES, TLM_RAW_COPY, TLM_RAW_PLACE };
-int tlm_cli_raw_blast(const char *targs, double seconds, enum tlm_raw_mode mode,
-		      struct tlm__raw_result *r);
+int tlm_cli_raw_blast(const char *targs, const char *rx_targs, double seconds,
+		      enum tlm_raw_mode mode, struct tlm__raw_result *r);
 double tlm_cli_tsc_hz(void);
 /* Minimal JSON writer for --json reports (one object per run). */
 struct tlm_json { FILE *f; int depth; bool first[16]; };

@@ -2244,6 +2244,15 @@ static int port_get(const struct cfg *c, const char *name, const char *devargs,
 		r = rte_eal_hotplug_add("vdev", name, a ? a + 1 : "");
 		if (r) {
 			tlm__dbg("dpdk: cannot create %s (%s): %d", name, devargs, r);
+			/* the PMD names its PACKET_FANOUT group pid ^ ifindex: two
+			 * processes on two interfaces of one namespace can clash */
+			if (!strncmp(name, "net_af_packet", 13))
+				tlm__err("dpdk: cannot create %s (%s); the PMD's reason is in the "
+					 "debug log (-v -v); if it could not set PACKET_FANOUT, "
+					 "another process here uses the same group (the PMD's is "
+					 "its pid xor the interface index): give the interfaces "
+					 "far-apart indexes (ip link add NAME index N ...)", name,
+					 devargs);
 			r = r < 0 ? r : -r;
 			goto fail;
 		}

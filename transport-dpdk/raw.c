@@ -2,7 +2,8 @@
 /*
  * The raw PMD blast (raw.h): the physical limit of a DPDK lane's path,
  * same PMD (net_memif between two processes, as the embedded default
- * lanes), same frame size, no protocol.
+ * lanes, or the vdev each end of a device run names: net_af_packet on the
+ * two ends of a veth pair), same frame size, no protocol.
  *
  *   caller --fork--> rx child: EAL on the first CPU the caller may use,
  *                    memif server; "DIR" (its EAL runtime directory) and
@@ -88,7 +89,7 @@ static double cpu_s(void)
 static ssize_t log_write(void *cookie, const char *buf, size_t n)
 {
 	(void)cookie;
-	tlm__dbg("dpdk raw: %.*s", (int)(n && buf[n - 1] == '\n' ? n - 1 : n), buf);
+	tlm__dpdk_log_line("dpdk raw", buf, n);
 	return (ssize_t)n;
 }
 
@@ -111,7 +112,8 @@ static int nth_cpu(int idx)
 }
 
 /* Child side: EAL and a one-queue port on the memif end of role (rx: the
- * server, on the first CPU; tx: the client, on the second); says its
+ * server, on the first CPU; tx: the client, on the second), or on the
+ * role's own vdev (vdev_rx, vdev_tx); says its
  * runtime directory on fd out first, so the caller can remove it whatever
  * happens next. Returns the port's pool, or NULL after logging why. */
 static struct rte_mempool *child_port(const struct blast *b, const char *role, int out,
@@ -127,13 +129,24 @@ static struct rte_mempool *child_port(const struct blast *b, const char *role, i
 	uint16_t room;
 	FILE *lf;
 
+	const char *vdev = cpu_idx ? c->vdev_tx : c->vdev_rx;
+	char name[64];
+
 	/* a zero-copy memif client shares its memsegs: one file each */
-	snprintf(buf, sizeof(buf), "tlm-raw %s%s --file-prefix tlm-raw-%d-%s -l %d --no-telemetry "
-		 "--vdev net_memif0,role=%s,id=0,socket=%s,socket-abstract=yes%s%s",
-		 c->eal_args ? c->eal_args : DEF_EAL, server || !c->place ? "" :
-		 " --single-file-segments", (int)getppid(), role, nth_cpu(cpu_idx),
-		 server ? "server" : "client", b->sock, c->mtu > 1500 ? ",bsize=9216" : "",
-		 server || !c->place ? "" : ",zero-copy=yes");
+	if (vdev)
+		snprintf(buf, sizeof(buf), "tlm-raw %s --file-prefix tlm-raw-%d-%s -l %d "
+			 "--no-telemetry --vdev %s", c->eal_args ? c->eal_args : DEF_EAL,
+			 (int)getppid(), role, nth_cpu(cpu_idx), vdev);
+	else
+		snprintf(buf, sizeof(buf), "tlm-raw %s%s --file-prefix tlm-raw-%d-%s -l %d "
+			 "--no-telemetry --vdev net_memif0,role=%s,id=0,socket=%s,"
+			 "socket-abstract=yes%s%s", c->eal_args ? c->eal_args : DEF_EAL,
+			 server || !c->place ? "" : " --single-file-segments", (int)getppid(),
+			 role, nth_cpu(cpu_idx), server ? "server" : "client", b->sock,
+			 c->mtu > 1500 ? ",bsize=9216" : "", server || !c->place ? "" :
+			 ",zero-copy=yes");
+	snprintf(name, sizeof(name), "%.*s", vdev ? (int)strcspn(vdev, ",") : 63,
+		 vdev ? vdev : "net_memif0");
 	for (char *s = strtok(buf, " "); s && argc < 70; s = strtok(NULL, " "))
 		argv[argc++] = s;
 	argv[argc] = NULL;
@@ -155,13 +168,13 @@ static struct rte_mempool *child_port(const struct blast *b, const char *role, i
 				 (unsigned)RTE_MBUF_DEFAULT_BUF_SIZE);
 	mp = rte_pktmbuf_pool_create("raw", 8191, 256, 0, room, (int)rte_socket_id());
 	const char *step = !mp ? "mbuf pool"
-		: rte_eth_dev_get_port_by_name("net_memif0", port) ? "no port net_memif0"
+		: rte_eth_dev_get_port_by_name(name, port) ? "no port of that name"
 		: rte_eth_dev_configure(*port, 1, 1, &conf) ? "configure"
 		: rte_eth_rx_queue_setup(*port, 0, 1024, 0, NULL, mp) ? "rx queue"
 		: rte_eth_tx_queue_setup(*port, 0, 1024, 0, NULL) ? "tx queue"
 		: rte_eth_dev_start(*port) ? "start" : NULL;
 	if (step) {
-		tlm__err("dpdk raw %s: port setup failed at %s", role, step);
+		tlm__err("dpdk raw %s: port %s setup failed at %s", role, name, step);
 		return NULL;
 	}
 	return mp;
@@ -339,7 +352,7 @@ static void tx_child(const struct blast *bl, int out)
 		if (rte_eth_link_get_nowait(port, &link) == 0 && link.link_status)
 			break;
 		if (i == LINK_MS) {
-			tlm__err("dpdk raw tx: the memif link did not come up");
+			tlm__err("dpdk raw tx: the link did not come up");
 			_exit(1);
 		}
 		usleep(1000);
@@ -448,8 +461,13 @@ int tlm__dpdk_raw_blast(const struct tlm__raw_cfg *c, struct tlm__raw_result *r)
 	double hz;
 
 	memset(r, 0, sizeof(*r));
-	if (c->mtu < 576 || c->mtu > 9000 || !(c->seconds > 0))
+	if (c->mtu < 576 || c->mtu > 9000 || !(c->seconds > 0) || !c->vdev_tx != !c->vdev_rx ||
+	    (c->vdev_tx && c->place))
 		return -EINVAL;
+	snprintf(r->pmd, sizeof(r->pmd), "%.*s", c->vdev_tx ? (int)strcspn(c->vdev_tx, ",") : 31,
+		 c->vdev_tx ? c->vdev_tx : "net_memif");
+	for (size_t n = strlen(r->pmd); n && r->pmd[n - 1] >= '0' && r->pmd[n - 1] <= '9'; n--)
+		r->pmd[n - 1] = 0;   /* the vdev's name, less its instance number */
 	r->frame_bytes = c->mtu + 14;
 	r->payload = c->mtu + 14 - L2L4_HDR;
 	snprintf(b.sock, sizeof(b.sock), "/run/tlm-raw-%d.sock", (int)getpid());
@@ -489,7 +507,7 @@ out:
 	if (reap(tx, rc != 0) < 0)
 		rc = -EIO;
 	if (rc)
-		tlm__err("dpdk raw: the blast over net_memif failed");
+		tlm__err("dpdk raw: the blast over %s failed", c->vdev_tx ? c->vdev_tx : "net_memif");
 	remove_rundir(rx_dir);
 	remove_rundir(tx_dir);
 	if (b.hold[0] >= 0)
@@ -525,6 +543,47 @@ static void eal_line(const char *argv0, const char *l, size_t n, const char **pr
 	}
 }
 
+/* Log lines held back while the EAL starts (tlm__dpdk_eal_init). */
+static pthread_mutex_t g_held_mu = PTHREAD_MUTEX_INITIALIZER;
+static bool g_holding;
+static char g_held[8192];
+static size_t g_nheld;
+
+void tlm__dpdk_log_line(const char *who, const char *buf, size_t n)
+{
+	if (n && buf[n - 1] == '\n')
+		n--;
+	pthread_mutex_lock(&g_held_mu);
+	if (g_holding) {
+		int k = snprintf(g_held + g_nheld, sizeof(g_held) - g_nheld, "%s: %.*s\n", who,
+				 (int)n, buf);
+		if (k > 0)
+			g_nheld += RTE_MIN((size_t)k, sizeof(g_held) - 1 - g_nheld);
+		pthread_mutex_unlock(&g_held_mu);
+		return;
+	}
+	pthread_mutex_unlock(&g_held_mu);
+	tlm__dbg("%s: %.*s", who, (int)n, buf);
+}
+
+static void hold_log(bool on)
+{
+	char out[sizeof(g_held)];
+	size_t n;
+
+	pthread_mutex_lock(&g_held_mu);
+	g_holding = on;
+	n = g_nheld;
+	memcpy(out, g_held, n);
+	g_nheld = 0;
+	pthread_mutex_unlock(&g_held_mu);
+	for (size_t at = 0, i = 0; i < n; i++)
+		if (out[i] == '\n') {
+			tlm__dbg("%.*s", (int)(i - at), out + at);
+			at = i + 1;
+		}
+}
+
 int tlm__dpdk_eal_init(int argc, char **argv)
 {
 	int mf = memfd_create("tlm-eal-output", MFD_CLOEXEC), o1 = -1, o2 = -1, r;
@@ -535,6 +594,7 @@ int tlm__dpdk_eal_init(int argc, char **argv)
 		o1 = dup(1);
 		o2 = dup(2);
 	}
+	hold_log(true);
 	bool caught = mf >= 0 && o1 >= 0 && o2 >= 0 && dup2(mf, 1) == 1 && dup2(mf, 2) == 2;
 	r = rte_eal_init(argc, argv);
 	fflush(stdout);
@@ -543,6 +603,7 @@ int tlm__dpdk_eal_init(int argc, char **argv)
 		dup2(o1, 1);
 	if (o2 >= 0)
 		dup2(o2, 2);
+	hold_log(false);
 	if (caught) {
 		char buf[8192];
 		ssize_t n = pread(mf, buf, sizeof(buf) - 1, 0);

@@ -6,6 +6,7 @@
 #define TLM_DPDK_RAW_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* mtu= when none is given: the embedded memif pair is shared memory, with
@@ -18,6 +19,9 @@ struct tlm__raw_cfg {
 	unsigned mtu;           /* the lanes' mtu=: frames of mtu + 14 bytes */
 	double seconds;         /* how long the sender blasts */
 	const char *eal_args;   /* NULL: --no-huge --no-pci -m 512, as the lanes */
+	const char *vdev_tx;    /* NULL: the memif pair; else "NAME,k=v..." for */
+	const char *vdev_rx;    /* each end's own vdev (e.g. net_af_packet on
+				 * the two ends of a veth pair); not with place */
 	bool copies;            /* move page bytes: the sender copies them from
 				 * source memory into each frame, the receiver
 				 * out of it into destination memory */
@@ -38,10 +42,12 @@ struct tlm__raw_result {
 	double cpu_tx, cpu_rx;  /* process CPU seconds, each side, while blasting */
 	double Bps;             /* frames_rx * payload / seconds */
 	double tsc_hz;
+	char pmd[32];           /* the driver: net_memif, net_af_packet, ... */
 };
 
 /*
- * Over net_memif between two fresh processes, one tx_bursts frames of
+ * Over net_memif (or vdev_tx to vdev_rx) between two fresh processes, one
+ * tx_bursts frames of
  * frame_bytes (headers written, no payload copy), the other rx_bursts and
  * counts them. With copies, the payload is page data: copied in from a
  * 64-page source, copied out to a 64-page destination, as the least any
@@ -62,6 +68,12 @@ int tlm__dpdk_raw_blast(const struct tlm__raw_cfg *c, struct tlm__raw_result *r)
  * while it runs, for the whole process: call it before other threads
  * print. Returns what rte_eal_init returns. */
 int tlm__dpdk_eal_init(int argc, char **argv);
+
+/* One line of EAL or PMD log output (a log stream's write), to our log at
+ * debug level as "<who>: <line>"; held back while tlm__dpdk_eal_init has
+ * the process's stdout and stderr (our log callback may print there, and
+ * what it printed would come back as EAL output), then logged. */
+void tlm__dpdk_log_line(const char *who, const char *buf, size_t n);
 
 /* TSC ticks per second: the EAL's figure once one started in this
  * process, else measured over 50 ms. */

@@ -101,7 +101,8 @@ for args in "--fault drop=0.01" "--transport tcp --fault drop=0.01" \
 	    "--transport dpdk --fault lose=0.1" "--transport tcp --no-raw" \
 	    "--transport tcp --compare tcp" "--transport dpdk --compare udp" \
 	    "--transport dpdk --raw-seconds 0" "--rounds 0" "--rounds 51" \
-	    "--rounds 2 --connect 127.0.0.1:1"; do
+	    "--rounds 2 --connect 127.0.0.1:1" \
+	    "--transport dpdk --rx-transport-args mtu=1500 --connect 127.0.0.1:1"; do
 	# shellcheck disable=SC2086
 	"$TLM" bench transport $args >/dev/null 2>&1
 	rc=$?

@@ -1,0 +1,48 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# `tlm bench transport --transport dpdk` on loopback from one vdev to
+# another: net_af_packet on the two ends of a veth pair, both in a network
+# namespace the test creates (no addresses on the kernel side). Every page
+# verified; the raw blast runs over the same pair (raw_pmd net_af_packet,
+# raw_Bps, raw_copy_Bps and their ratios) and, being the zero-copy memif
+# client's, no raw_place; the sender connects to the receiver's ip=.
+# Behaviour only: no figure is compared with a threshold.
+#   bench_afpacket.sh PATH-TO-tlm
+set -u
+TLM=$1
+fail=0
+bad() { echo "FAIL: $*" >&2; fail=1; }
+num() { echo "$1" | grep -o "\"$2\":[0-9.e+-]*" | head -n 1 | cut -d: -f2; }
+positive() { awk -v v="${1:-0}" 'BEGIN { exit !(v + 0 > 0) }'; }
+
+"$TLM" --help | grep -q '^transports built in:.* dpdk' ||
+	{ echo "tlm is built without the dpdk transport"; exit 77; }
+[ "$(id -u)" = 0 ] || { echo "needs root for a network namespace"; exit 77; }
+ns=tlmbaf$$
+ip netns add "$ns" 2>/dev/null || { echo "cannot create a network namespace"; exit 77; }
+trap 'ip netns del "$ns" 2>/dev/null' EXIT
+# far-apart indexes: net_af_packet's PACKET_FANOUT group is pid ^ ifindex,
+# and processes forked in turn (pids n, n ^ 1) on interfaces 2 and 3
+# would name the same group, which the kernel refuses the second
+ip -n "$ns" link add tba$$ index 16386 type veth peer name tbb$$ index 3 &&
+	ip -n "$ns" link set tba$$ up && ip -n "$ns" link set tbb$$ up &&
+	ip -n "$ns" link set lo up &&
+	ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 ||
+	{ echo "cannot set up the veth pair"; exit 77; }
+
+tx="vdev=net_af_packet0,iface=tba$$,ip=198.18.8.1"
+rx="vdev=net_af_packet0,iface=tbb$$,ip=198.18.8.2"
+out=$(ip netns exec "$ns" "$TLM" bench transport --transport dpdk --lanes 2 --bytes 16M \
+	--raw-seconds 0.3 --transport-args "$tx" --rx-transport-args "$rx" --json) ||
+	bad "bench exited $?"
+echo "$out"
+echo "$out" | grep -q '"verified":true' || bad "not verified"
+echo "$out" | grep -q '"pages":4096,' || bad "wrong page count"
+echo "$out" | grep -q '"raw_pmd":"net_af_packet"' || bad "raw_pmd is not net_af_packet"
+echo "$out" | grep -q '"raw_frame_bytes":1514,' || bad "raw frames are not of mtu 1500"
+for k in raw_Bps ratio raw_copy_Bps ratio_raw_copy; do
+	positive "$(num "$out" $k)" || bad "$k missing or 0"
+done
+echo "$out" | grep -q 'raw_place' && bad "raw_place reported for af_packet"
+
+exit $fail
