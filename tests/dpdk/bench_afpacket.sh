@@ -10,13 +10,8 @@
 #   bench_afpacket.sh PATH-TO-tlm
 set -u
 TLM=$1
-fail=0
-bad() { echo "FAIL: $*" >&2; fail=1; }
-num() { echo "$1" | grep -o "\"$2\":[0-9.e+-]*" | head -n 1 | cut -d: -f2; }
-positive() { awk -v v="${1:-0}" 'BEGIN { exit !(v + 0 > 0) }'; }
-
-"$TLM" --help | grep -q '^transports built in:.* dpdk' ||
-	{ echo "tlm is built without the dpdk transport"; exit 77; }
+# shellcheck source=tests/dpdk/bench_lib.sh
+. "$(dirname "$0")/bench_lib.sh"
 [ "$(id -u)" = 0 ] || { echo "needs root for a network namespace"; exit 77; }
 ns=tlmbaf$$
 ip netns add "$ns" 2>/dev/null || { echo "cannot create a network namespace"; exit 77; }

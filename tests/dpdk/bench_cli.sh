@@ -12,14 +12,8 @@
 #   bench_cli.sh PATH-TO-tlm
 set -u
 TLM=$1
-fail=0
-bad() { echo "FAIL: $*" >&2; fail=1; }
-# The number after "KEY": in a one-line JSON object.
-num() { echo "$1" | grep -o "\"$2\":[0-9.e+-]*" | head -n 1 | cut -d: -f2; }
-positive() { awk -v v="${1:-0}" 'BEGIN { exit !(v + 0 > 0) }'; }
-
-"$TLM" --help | grep -q '^transports built in:.* dpdk' ||
-	{ echo "tlm is built without the dpdk transport"; exit 77; }
+# shellcheck source=tests/dpdk/bench_lib.sh
+. "$(dirname "$0")/bench_lib.sh"
 
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
