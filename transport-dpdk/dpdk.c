@@ -2253,7 +2253,8 @@ static int port_get(const struct cfg *c, const char *name, const char *devargs,
 					 "its pid xor the interface index): give the interfaces "
 					 "far-apart indexes (ip link add NAME index N ...)", name,
 					 devargs);
-			r = r < 0 ? r : -r;
+			/* -1 is the bus's "could not" (not EPERM) */
+			r = r == -1 ? -ENODEV : r < 0 ? r : -r;
 			goto fail;
 		}
 		p->made_vdev = true;

@@ -168,13 +168,14 @@ static struct rte_mempool *child_port(const struct blast *b, const char *role, i
 				 (unsigned)RTE_MBUF_DEFAULT_BUF_SIZE);
 	mp = rte_pktmbuf_pool_create("raw", 8191, 256, 0, room, (int)rte_socket_id());
 	const char *step = !mp ? "mbuf pool"
-		: rte_eth_dev_get_port_by_name(name, port) ? "no port of that name"
+		: rte_eth_dev_get_port_by_name(name, port) ? "creation (the PMD refused its devargs; "
+							      "-v -v shows why)"
 		: rte_eth_dev_configure(*port, 1, 1, &conf) ? "configure"
 		: rte_eth_rx_queue_setup(*port, 0, 1024, 0, NULL, mp) ? "rx queue"
 		: rte_eth_tx_queue_setup(*port, 0, 1024, 0, NULL) ? "tx queue"
 		: rte_eth_dev_start(*port) ? "start" : NULL;
 	if (step) {
-		tlm__err("dpdk raw %s: port %s setup failed at %s", role, name, step);
+		tlm__err("dpdk raw %s: port %s failed at %s", role, vdev ? vdev : name, step);
 		return NULL;
 	}
 	return mp;
@@ -507,7 +508,8 @@ out:
 	if (reap(tx, rc != 0) < 0)
 		rc = -EIO;
 	if (rc)
-		tlm__err("dpdk raw: the blast over %s failed", c->vdev_tx ? c->vdev_tx : "net_memif");
+		tlm__err("dpdk raw: the blast over %s%s%s failed", c->vdev_tx ? c->vdev_tx : "net_memif",
+			 c->vdev_tx ? " to " : "", c->vdev_tx ? c->vdev_rx : "");
 	remove_rundir(rx_dir);
 	remove_rundir(tx_dir);
 	if (b.hold[0] >= 0)
