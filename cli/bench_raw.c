@@ -114,6 +114,8 @@ int tlm_cli_raw_blast(const char *targs, const char *rx_targs, double seconds,
 	unsigned mtu, rx_mtu;
 	int rc = end_args(targs, eal, sizeof(eal), vtx, sizeof(vtx), &mtu);
 
+	/* the receiver's vdev; the blast runs both children with the
+	 * sender's EAL arguments and mtu= */
 	if (!rc)
 		rc = end_args(rx_targs ? rx_targs : targs, rx_eal, sizeof(rx_eal), vrx, sizeof(vrx),
 			      &rx_mtu);

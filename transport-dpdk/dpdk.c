@@ -746,7 +746,7 @@ static ssize_t log_write(void *cookie, const char *buf, size_t n)
 {
 	(void)cookie;
 	/* EAL and PMD chatter goes to our log at debug level, never stderr */
-	tlm__dbg("dpdk: %.*s", (int)(n && buf[n - 1] == '\n' ? n - 1 : n), buf);
+	tlm__dpdk_log_line("dpdk", buf, n);
 	return (ssize_t)n;
 }
 
@@ -2241,18 +2241,12 @@ static int port_get(const struct cfg *c, const char *name, const char *devargs,
 			goto fail;
 		}
 		const char *a = strchr(devargs, ',');
+		tlm__dpdk_clear_error();
 		r = rte_eal_hotplug_add("vdev", name, a ? a + 1 : "");
 		if (r) {
-			tlm__dbg("dpdk: cannot create %s (%s): %d", name, devargs, r);
-			/* the PMD names its PACKET_FANOUT group pid ^ ifindex: two
-			 * processes on two interfaces of one namespace can clash */
-			if (!strncmp(name, "net_af_packet", 13))
-				tlm__err("dpdk: cannot create %s (%s); the PMD's reason is in the "
-					 "debug log (-v -v); if it could not set PACKET_FANOUT, "
-					 "another process here uses the same group (the PMD's is "
-					 "its pid xor the interface index): give the interfaces "
-					 "far-apart indexes (ip link add NAME index N ...)", name,
-					 devargs);
+			/* the PMD's own words: its first error line while it probed */
+			tlm__err("dpdk: cannot create %s: %s", devargs,
+				 *tlm__dpdk_first_error() ? tlm__dpdk_first_error() : "the bus says no more");
 			/* -1 is the bus's "could not" (not EPERM) */
 			r = r == -1 ? -ENODEV : r < 0 ? r : -r;
 			goto fail;

@@ -111,6 +111,13 @@ static int nth_cpu(int idx)
 	return first < 0 ? 0 : first;
 }
 
+/* The port a vdev string ("NAME,k=v...") makes: NAME; NULL: memif's. */
+static void port_name(const char *vdev, char *out, size_t cap)
+{
+	snprintf(out, cap, "%.*s", vdev ? (int)strcspn(vdev, ",") : (int)cap,
+		 vdev ? vdev : "net_memif0");
+}
+
 /* Child side: EAL and a one-queue port on the memif end of role (rx: the
  * server, on the first CPU; tx: the client, on the second), or on the
  * role's own vdev (vdev_rx, vdev_tx); says its
@@ -145,8 +152,7 @@ static struct rte_mempool *child_port(const struct blast *b, const char *role, i
 			 role, nth_cpu(cpu_idx), server ? "server" : "client", b->sock,
 			 c->mtu > 1500 ? ",bsize=9216" : "", server || !c->place ? "" :
 			 ",zero-copy=yes");
-	snprintf(name, sizeof(name), "%.*s", vdev ? (int)strcspn(vdev, ",") : 63,
-		 vdev ? vdev : "net_memif0");
+	port_name(vdev, name, sizeof(name));
 	for (char *s = strtok(buf, " "); s && argc < 70; s = strtok(NULL, " "))
 		argv[argc++] = s;
 	argv[argc] = NULL;
@@ -168,14 +174,14 @@ static struct rte_mempool *child_port(const struct blast *b, const char *role, i
 				 (unsigned)RTE_MBUF_DEFAULT_BUF_SIZE);
 	mp = rte_pktmbuf_pool_create("raw", 8191, 256, 0, room, (int)rte_socket_id());
 	const char *step = !mp ? "mbuf pool"
-		: rte_eth_dev_get_port_by_name(name, port) ? "creation (the PMD refused its devargs; "
-							      "-v -v shows why)"
+		: rte_eth_dev_get_port_by_name(name, port) ? "creation"
 		: rte_eth_dev_configure(*port, 1, 1, &conf) ? "configure"
 		: rte_eth_rx_queue_setup(*port, 0, 1024, 0, NULL, mp) ? "rx queue"
 		: rte_eth_tx_queue_setup(*port, 0, 1024, 0, NULL) ? "tx queue"
 		: rte_eth_dev_start(*port) ? "start" : NULL;
 	if (step) {
-		tlm__err("dpdk raw %s: port %s failed at %s", role, vdev ? vdev : name, step);
+		tlm__err("dpdk raw %s: port %s failed at %s%s%s", role, vdev ? vdev : name, step,
+			 *tlm__dpdk_first_error() ? ": " : "", tlm__dpdk_first_error());
 		return NULL;
 	}
 	return mp;
@@ -465,10 +471,9 @@ int tlm__dpdk_raw_blast(const struct tlm__raw_cfg *c, struct tlm__raw_result *r)
 	if (c->mtu < 576 || c->mtu > 9000 || !(c->seconds > 0) || !c->vdev_tx != !c->vdev_rx ||
 	    (c->vdev_tx && c->place))
 		return -EINVAL;
-	snprintf(r->pmd, sizeof(r->pmd), "%.*s", c->vdev_tx ? (int)strcspn(c->vdev_tx, ",") : 31,
-		 c->vdev_tx ? c->vdev_tx : "net_memif");
+	port_name(c->vdev_tx, r->pmd, sizeof(r->pmd));
 	for (size_t n = strlen(r->pmd); n && r->pmd[n - 1] >= '0' && r->pmd[n - 1] <= '9'; n--)
-		r->pmd[n - 1] = 0;   /* the vdev's name, less its instance number */
+		r->pmd[n - 1] = 0;   /* the driver: the port's name less its instance number */
 	r->frame_bytes = c->mtu + 14;
 	r->payload = c->mtu + 14 - L2L4_HDR;
 	snprintf(b.sock, sizeof(b.sock), "/run/tlm-raw-%d.sock", (int)getpid());
@@ -551,10 +556,28 @@ static bool g_holding;
 static char g_held[8192];
 static size_t g_nheld;
 
+/* The first error line since the last clear: the cause, not the EAL's
+ * "failed to attach" that follows it. */
+static __thread char t_first_err[200];
+
+const char *tlm__dpdk_first_error(void)
+{
+	return t_first_err;
+}
+
+void tlm__dpdk_clear_error(void)
+{
+	t_first_err[0] = 0;
+}
+
 void tlm__dpdk_log_line(const char *who, const char *buf, size_t n)
 {
+	int level = rte_log_cur_msg_loglevel();
+
 	if (n && buf[n - 1] == '\n')
 		n--;
+	if (level > 0 && level <= (int)RTE_LOG_ERR && !t_first_err[0])
+		snprintf(t_first_err, sizeof(t_first_err), "%.*s", (int)n, buf);
 	pthread_mutex_lock(&g_held_mu);
 	if (g_holding) {
 		int k = snprintf(g_held + g_nheld, sizeof(g_held) - g_nheld, "%s: %.*s\n", who,

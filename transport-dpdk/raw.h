@@ -75,6 +75,11 @@ int tlm__dpdk_eal_init(int argc, char **argv);
  * what it printed would come back as EAL output), then logged. */
 void tlm__dpdk_log_line(const char *who, const char *buf, size_t n);
 
+/* The first line this thread's EAL or PMD logged at error level or worse
+ * since tlm__dpdk_clear_error ("" if none): why a probe failed. */
+const char *tlm__dpdk_first_error(void);
+void tlm__dpdk_clear_error(void);
+
 /* TSC ticks per second: the EAL's figure once one started in this
  * process, else measured over 50 ms. */
 double tlm__dpdk_tsc_hz(void);
