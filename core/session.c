@@ -45,6 +45,7 @@ struct tlm_session {
 	uint8_t sid[TLM_SID_LEN];
 	unsigned n;
 	struct tlm_lane *lanes[TLM_MAX_LANES];
+	char names[TLM_MAX_REGIONS][TLM_REGION_NAME_MAX + 1]; /* cfg.region_name */
 };
 
 static int step_ms(const struct tlm_session_cfg *cfg)
@@ -64,6 +65,12 @@ static int check_cfg(const struct tlm_session_cfg *cfg, bool connecting)
 	}
 	if (cfg->n_lanes >= TLM_MAX_LANES || cfg->n_regions > TLM_MAX_REGIONS)
 		return -EINVAL;
+	for (unsigned i = 0; i < cfg->n_regions; i++)
+		if (cfg->region_name[i] &&
+		    strnlen(cfg->region_name[i], TLM_REGION_NAME_MAX + 1) > TLM_REGION_NAME_MAX) {
+			tlm__err("region %u: name longer than %d bytes", i, TLM_REGION_NAME_MAX);
+			return -ENAMETOOLONG;
+		}
 	return 0;
 }
 
@@ -224,6 +231,51 @@ static int client_auth(struct tlm_lane *l, const struct tlm_psk *psk,
 
 static bool pow2(uint32_t v) { return v && !(v & (v - 1)); }
 
+static const char *name_or(const char *name)
+{
+	return name && *name ? name : "(unnamed)";
+}
+
+/* Accepting side that described its memory: the peer's regions must be the
+ * same ones, in the same order, each of the same size (or, where this side
+ * can resize, no larger than it can grow). */
+static int check_regions(struct tlm_lane *l, const struct tlm_session_cfg *mine,
+			 const struct tlm_params *p)
+{
+	if (mine->n_regions != p->n_regions) {
+		tlm__err("%s: peer migrates %u memory regions, this side has %u", l->peer,
+			 p->n_regions, mine->n_regions);
+		send_error(l, -TLM_EPARAM, "memory regions differ: %u here, %u sent",
+			   mine->n_regions, p->n_regions);
+		return -TLM_EPARAM;
+	}
+	for (unsigned i = 0; i < p->n_regions; i++) {
+		const char *want = mine->region_name[i];
+		uint64_t max = mine->region_max[i];
+
+		if (want && *want && strcmp(want, p->region_name[i])) {
+			tlm__err("%s: peer's region %u is '%s', this side's is '%s'", l->peer, i,
+				 name_or(p->region_name[i]), want);
+			send_error(l, -TLM_EPARAM, "memory region %u: '%s' here, '%s' sent", i,
+				   want, name_or(p->region_name[i]));
+			return -TLM_EPARAM;
+		}
+		if (max ? p->region_len[i] > max : p->region_len[i] != mine->region_len[i]) {
+			tlm__err("%s: peer's region %u ('%s') has %llu bytes, this side %s %llu",
+				 l->peer, i, name_or(p->region_name[i]),
+				 (unsigned long long)p->region_len[i], max ? "at most" : "",
+				 (unsigned long long)(max ? max : mine->region_len[i]));
+			send_error(l, -TLM_EPARAM,
+				   "memory region %u ('%s'): %llu bytes sent, %s%llu here", i,
+				   name_or(p->region_name[i]), (unsigned long long)p->region_len[i],
+				   max ? "at most " : "",
+				   (unsigned long long)(max ? max : mine->region_len[i]));
+			return -TLM_EPARAM;
+		}
+	}
+	return 0;
+}
+
 /* Accepting side: decide on the connecting side's parameters. */
 static int check_params(struct tlm_lane *l, const struct tlm_session_cfg *mine,
 			const struct tlm_params *p)
@@ -248,16 +300,8 @@ static int check_params(struct tlm_lane *l, const struct tlm_session_cfg *mine,
 			   mine->n_lanes, p->n_lanes);
 		return -TLM_EPARAM;
 	}
-	if (mine->n_regions) {
-		bool same = mine->n_regions == p->n_regions;
-		for (unsigned i = 0; same && i < p->n_regions; i++)
-			same = mine->region_len[i] == p->region_len[i];
-		if (!same) {
-			tlm__err("%s: peer's memory regions differ from this side's", l->peer);
-			send_error(l, -TLM_EPARAM, "memory regions differ (count or sizes)");
-			return -TLM_EPARAM;
-		}
-	}
+	if (mine->n_regions)
+		return check_regions(l, mine, p);
 	return 0;
 }
 
@@ -428,6 +472,10 @@ int tlm_accept(struct tlm_listener *li, int timeout_ms, struct tlm_session **out
 	s->cfg.n_lanes = p.n_lanes;
 	s->cfg.n_regions = p.n_regions;
 	memcpy(s->cfg.region_len, p.region_len, sizeof(p.region_len));
+	memset(s->cfg.region_max, 0, sizeof(s->cfg.region_max));
+	memcpy(s->names, p.region_name, sizeof(s->names));
+	for (unsigned i = 0; i < TLM_MAX_REGIONS; i++)
+		s->cfg.region_name[i] = i < p.n_regions ? s->names[i] : NULL;
 	s->cfg.caps = p.caps & li->cfg.caps;
 	for (unsigned i = 1; i <= p.n_lanes; i++)
 		s->cfg.lane_modes[i] = (p.page_lanes >> (i - 1)) & 1 ? TLM_MODE_PAGES : TLM_MODE_BYTES;
@@ -499,6 +547,11 @@ int tlm_connect(const struct tlm_session_cfg *cfg, const char *addr,
 	if (!s)
 		return -ENOMEM;
 	s->cfg = *cfg;
+	for (unsigned i = 0; i < TLM_MAX_REGIONS; i++) {
+		snprintf(s->names[i], sizeof(s->names[i]), "%s",
+			 i < cfg->n_regions && cfg->region_name[i] ? cfg->region_name[i] : "");
+		s->cfg.region_name[i] = i < cfg->n_regions ? s->names[i] : NULL;
+	}
 	s->psk = *cfg->psk;
 	s->cfg.psk = &s->psk;
 	if (!s->cfg.page_size)
@@ -525,6 +578,10 @@ int tlm_connect(const struct tlm_session_cfg *cfg, const char *addr,
 		if (cfg->lane_modes[i] == TLM_MODE_PAGES)
 			p.page_lanes |= 1ull << (i - 1);
 	memcpy(p.region_len, cfg->region_len, sizeof(p.region_len));
+	for (unsigned i = 0; i < cfg->n_regions; i++)
+		if (cfg->region_name[i])
+			snprintf(p.region_name[i], sizeof(p.region_name[i]), "%s",
+				 cfg->region_name[i]);
 	n = tlm__params_encode(buf, sizeof(buf), &p);
 	if (n < 0) {
 		err = n;

@@ -227,10 +227,12 @@ int tlm__challenge_decode(const uint8_t *in, size_t len, struct tlm_challenge *c
 
 int tlm__params_encode(uint8_t *out, size_t cap, const struct tlm_params *p)
 {
-	size_t need = TLM_PARAMS_FIXED + 8 * (size_t)p->n_regions;
+	size_t need = TLM_PARAMS_FIXED + 8 * (size_t)p->n_regions, off;
 
 	if (p->n_regions > TLM_MAX_REGIONS)
 		return -EINVAL;
+	for (unsigned i = 0; i < p->n_regions; i++)
+		need += 1 + strnlen(p->region_name[i], TLM_REGION_NAME_MAX + 1);
 	if (cap < need)
 		return -ENOSPC;
 	tlm__put32(out, p->page_size);
@@ -240,11 +242,23 @@ int tlm__params_encode(uint8_t *out, size_t cap, const struct tlm_params *p)
 	tlm__put64(out + 12, p->page_lanes);
 	for (unsigned i = 0; i < p->n_regions; i++)
 		tlm__put64(out + TLM_PARAMS_FIXED + 8 * i, p->region_len[i]);
+	off = TLM_PARAMS_FIXED + 8 * (size_t)p->n_regions;
+	for (unsigned i = 0; i < p->n_regions; i++) {
+		size_t nl = strnlen(p->region_name[i], TLM_REGION_NAME_MAX + 1);
+
+		if (nl > TLM_REGION_NAME_MAX)
+			return -ENAMETOOLONG;
+		out[off] = (uint8_t)nl;
+		memcpy(out + off + 1, p->region_name[i], nl);
+		off += 1 + nl;
+	}
 	return (int)need;
 }
 
 int tlm__params_decode(const uint8_t *in, size_t len, struct tlm_params *p)
 {
+	size_t off;
+
 	if (len < TLM_PARAMS_FIXED)
 		return -TLM_EFRAME;
 	memset(p, 0, sizeof(*p));
@@ -254,11 +268,24 @@ int tlm__params_decode(const uint8_t *in, size_t len, struct tlm_params *p)
 	p->caps = tlm__get32(in + 8);
 	p->page_lanes = tlm__get64(in + 12);
 	if (p->n_regions > TLM_MAX_REGIONS ||
-	    len != TLM_PARAMS_FIXED + 8 * (size_t)p->n_regions)
+	    len < TLM_PARAMS_FIXED + 9 * (size_t)p->n_regions)
 		return -TLM_EFRAME;
 	for (unsigned i = 0; i < p->n_regions; i++)
 		p->region_len[i] = tlm__get64(in + TLM_PARAMS_FIXED + 8 * i);
-	return 0;
+	off = TLM_PARAMS_FIXED + 8 * (size_t)p->n_regions;
+	for (unsigned i = 0; i < p->n_regions; i++) {
+		size_t nl;
+
+		if (off >= len)
+			return -TLM_EFRAME;
+		nl = in[off];
+		if (nl > TLM_REGION_NAME_MAX || off + 1 + nl > len ||
+		    memchr(in + off + 1, 0, nl))
+			return -TLM_EFRAME;
+		memcpy(p->region_name[i], in + off + 1, nl);
+		off += 1 + nl;
+	}
+	return off == len ? 0 : -TLM_EFRAME;
 }
 
 int tlm__errmsg_encode(uint8_t *out, size_t cap, const struct tlm_errmsg *e)

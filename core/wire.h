@@ -22,14 +22,14 @@
 #include "tlm/tlm.h"
 
 #define TLM_WIRE_MAGIC   0x544c4d57u /* "TLMW" */
-#define TLM_WIRE_VERSION 1
+#define TLM_WIRE_VERSION 2
 
 #define TLM_FRAME_HDR     8
 #define TLM_PAGE_HDR      24          /* page record header inside a PAGE frame */
 #define TLM_MAX_PAGE_SIZE 65536
 #define TLM_MIN_PAGE_SIZE 512
 #define TLM_MAX_DATA_FRAME (256 * 1024) /* largest DATA payload */
-#define TLM_MAX_MSG       1024        /* largest handshake message payload */
+#define TLM_MAX_MSG       4096        /* largest handshake message payload */
 #define TLM_MAX_FRAME     (TLM_MAX_DATA_FRAME > TLM_PAGE_HDR + TLM_MAX_PAGE_SIZE ? \
 			   TLM_MAX_DATA_FRAME : TLM_PAGE_HDR + TLM_MAX_PAGE_SIZE)
 
@@ -134,6 +134,7 @@ struct tlm_params {
 	uint32_t caps;
 	uint64_t page_lanes;   /* bit i set: data lane i+1 runs in page mode */
 	uint64_t region_len[TLM_MAX_REGIONS];
+	char region_name[TLM_MAX_REGIONS][TLM_REGION_NAME_MAX + 1];
 };
 #define TLM_PARAMS_FIXED (4 + 2 + 2 + 4 + 8)
 

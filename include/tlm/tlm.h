@@ -93,6 +93,7 @@ enum tlm_lane_mode { TLM_MODE_BYTES = 0, TLM_MODE_PAGES = 1 };
 
 #define TLM_MAX_LANES 64
 #define TLM_MAX_REGIONS 16
+#define TLM_REGION_NAME_MAX 200   /* bytes of a region name, without the NUL */
 
 /* Capability bits negotiated in the handshake. */
 enum {
@@ -109,6 +110,13 @@ struct tlm_session_cfg {
 	uint32_t page_size;        /* 4096 by default (0 = default) */
 	unsigned n_regions;        /* regions described for page mode */
 	uint64_t region_len[TLM_MAX_REGIONS];
+	/* Region names (NULL or "" = unnamed), carried in the handshake. An
+	 * accepting side that names its regions refuses a peer whose names
+	 * differ, region by region. After tlm_accept() they are the peer's. */
+	const char *region_name[TLM_MAX_REGIONS];
+	/* Accepting side only: region i may be any size up to region_max[i]
+	 * (memory the caller can still resize); 0 = exactly region_len[i]. */
+	uint64_t region_max[TLM_MAX_REGIONS];
 	uint32_t caps;             /* TLM_CAP_* offered / accepted */
 	const struct tlm_psk *psk; /* required */
 	int timeout_ms;            /* per blocking step; 0 = 10000 */
@@ -118,7 +126,8 @@ struct tlm_listener;
 struct tlm_session;
 struct tlm_lane;
 
-/* Accepting side. addr may be NULL (any), "::" or an IPv4/IPv6 literal or
+/* Accepting side (cfg, region names included, must stay valid while the
+ * listener lives). addr may be NULL (any), "::" or an IPv4/IPv6 literal or
  * name; port "0" picks a free one (see tlm_listener_port). */
 int tlm_listen(const struct tlm_session_cfg *cfg, const char *addr,
 	       const char *port, struct tlm_listener **out);

@@ -750,7 +750,10 @@ static void auth_conn(struct tlm_listener *l, const char *port, void *arg)
 		CHECK(type == TLM_FT_ERROR);
 		CHECK_OK(tlm__errmsg_decode(buf, len, &e));
 		CHECK(e.code == -TLM_EVERSION && e.version == TLM_WIRE_VERSION);
-		if (!strstr(e.text, "version 1") || !strstr(e.text, "9"))
+		char mine[32];
+
+		snprintf(mine, sizeof(mine), "version %d", TLM_WIRE_VERSION);
+		if (!strstr(e.text, mine) || !strstr(e.text, "9"))
 			FAIL("version error does not name both versions: '%s'", e.text);
 	}
 	ops->close(raw);

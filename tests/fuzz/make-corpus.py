@@ -20,14 +20,15 @@ def page(index, epoch, flags, region, data):
     return frame(3, struct.pack(">QIHHII", index, epoch, flags, region, len(data),
                                 crc32c(data) if data else 0) + data)
 
-MAGIC, V = 0x544c4d57, 1
+MAGIC, V = 0x544c4d57, 2
 hello = struct.pack(">IHH", MAGIC, V, 0) + bytes(range(16)) + bytes(32)
 chal = struct.pack(">IHH", MAGIC, V, 0) + bytes(32) + bytes(range(32))
-params = struct.pack(">IHHIQ", 4096, 4, 2, 3, 0xf) + struct.pack(">QQ", 1 << 20, 1 << 16)
+params = (struct.pack(">IHHIQ", 4096, 4, 2, 3, 0xf) + struct.pack(">QQ", 1 << 20, 1 << 16)
+          + b"\x06pc.ram" + b"\x15" + b"0000:00:02.0/vga.vram")
 err = struct.pack(">iHH", -4098, 1, 11) + b"bad version"
 seeds = {
     "hello": b"\x00" + frame(16, hello),
-    "hello-v2": b"\x00" + frame(16, struct.pack(">IHH", MAGIC, 2, 0) + bytes(48)),
+    "hello-v3": b"\x00" + frame(16, struct.pack(">IHH", MAGIC, 3, 0) + bytes(48)),
     "challenge": b"\x00" + frame(17, chal),
     "auth": b"\x00" + frame(18, bytes(32)),
     "welcome-params": b"\x00" + frame(19, b"") + frame(20, params) + frame(21, b"\x00\x00\x00\x03"),

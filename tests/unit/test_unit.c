@@ -168,7 +168,8 @@ static void test_handshake_msgs(void)
 	struct tlm_hello h = { .magic = TLM_WIRE_MAGIC, .version = TLM_WIRE_VERSION, .lane = 5 }, h2;
 	struct tlm_challenge c = { .magic = TLM_WIRE_MAGIC, .version = TLM_WIRE_VERSION }, c2;
 	struct tlm_params p = { .page_size = 4096, .n_lanes = 4, .n_regions = 2, .caps = 3,
-				.page_lanes = 0xf, .region_len = { 1 << 20, 5 << 12 } }, p2;
+				.page_lanes = 0xf, .region_len = { 1 << 20, 5 << 12 },
+				.region_name = { "pc.ram", "" } }, p2;
 	struct tlm_errmsg e = { .code = -TLM_EAUTH, .version = 1 }, e2;
 	int n;
 
@@ -178,8 +179,9 @@ static void test_handshake_msgs(void)
 	CHECK(n == TLM_HELLO_LEN);
 	CHECK(tlm__hello_decode(b, (size_t)n, &h2) == 0 && h2.lane == 5 && !memcmp(h2.sid, h.sid, 16));
 	CHECK(tlm__hello_decode(b, (size_t)n - 1, &h2) == -TLM_EFRAME);
-	tlm__put16(b + 4, 2);
-	CHECK(tlm__hello_decode(b, (size_t)n, &h2) == -TLM_EVERSION && h2.version == 2);
+	tlm__put16(b + 4, TLM_WIRE_VERSION + 1);
+	CHECK(tlm__hello_decode(b, (size_t)n, &h2) == -TLM_EVERSION &&
+	      h2.version == TLM_WIRE_VERSION + 1);
 	b[0] = 'X';
 	CHECK(tlm__hello_decode(b, (size_t)n, &h2) == -TLM_EFRAME);
 
@@ -188,12 +190,25 @@ static void test_handshake_msgs(void)
 	CHECK(tlm__challenge_decode(b, 5, &c2) == -TLM_EFRAME);
 
 	n = tlm__params_encode(b, sizeof(b), &p);
-	CHECK(n == TLM_PARAMS_FIXED + 16);
+	CHECK(n == TLM_PARAMS_FIXED + 16 + 1 + 6 + 1);
 	CHECK(tlm__params_decode(b, (size_t)n, &p2) == 0 && p2.n_lanes == 4 &&
-	      p2.region_len[1] == 5 << 12 && p2.page_lanes == 0xf);
+	      p2.region_len[1] == 5 << 12 && p2.page_lanes == 0xf &&
+	      !strcmp(p2.region_name[0], "pc.ram") && !strcmp(p2.region_name[1], ""));
 	CHECK(tlm__params_decode(b, (size_t)n + 8, &p2) == -TLM_EFRAME);
+	CHECK(tlm__params_decode(b, (size_t)n - 1, &p2) == -TLM_EFRAME);
+	b[TLM_PARAMS_FIXED + 16 + 3] = 0;     /* a NUL inside a name */
+	CHECK(tlm__params_decode(b, (size_t)n, &p2) == -TLM_EFRAME);
+	b[TLM_PARAMS_FIXED + 16 + 3] = 'r';
+	b[TLM_PARAMS_FIXED + 16] = 7;         /* name runs past the end */
+	CHECK(tlm__params_decode(b, (size_t)n, &p2) == -TLM_EFRAME);
+	b[TLM_PARAMS_FIXED + 16] = 6;
+	CHECK(tlm__params_decode(b, (size_t)n, &p2) == 0);
 	tlm__put16(b + 6, 200);
 	CHECK(tlm__params_decode(b, (size_t)n, &p2) == -TLM_EFRAME);
+	memset(p.region_name[1], 'x', TLM_REGION_NAME_MAX);
+	CHECK(tlm__params_encode(b, sizeof(b), &p) > 0);
+	p.region_name[1][TLM_REGION_NAME_MAX] = 'x'; /* no NUL: too long */
+	CHECK(tlm__params_encode(b, sizeof(b), &p) == -ENAMETOOLONG);
 
 	strcpy(e.text, "bad\nthing\x01");
 	n = tlm__errmsg_encode(b, sizeof(b), &e);
