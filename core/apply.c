@@ -16,6 +16,19 @@
  * (core/engine.h) replaces the arbitration by key. The offer is withdrawn
  * before we return, whatever happened.
  *
+ * Zero pages: a page that must end up zero is only read while it still
+ * reads zero, never written, so memory the guest never wrote is never
+ * faulted in here (a read of untouched anonymous memory maps the shared
+ * zero page). That holds for any region the caller gives, guest RAM
+ * included, since the page itself is checked, not an assumption about it.
+ *
+ * Flow control the source can see: SYNC asks for an answer once every
+ * lane has applied a given number of records, so the source knows the
+ * destination is not behind before it pauses. PAUSED says what the source
+ * had sent when it paused: the difference from what was applied is the
+ * backlog the downtime has to wait for, reported back with COMMIT along
+ * with how long each lane took to drain.
+ *
  * Stage 3 is confirmed (COMMIT) only when STAGE3 has arrived, every lane
  * has delivered its LAST record, and each lane's record count equals what
  * the source says it sent. Any error discards the whole attempt: a FAIL
@@ -42,6 +55,7 @@ struct dst {
 	char why[160];
 	volatile bool stop;
 	bool offered;             /* regions offered to the lanes */
+	bool syncing;             /* the control thread waits for a SYNC */
 	struct tlm_dest_stats *st;
 };
 
@@ -49,10 +63,28 @@ struct rx {
 	struct dst *d;
 	unsigned lane;
 	pthread_t t;
-	uint64_t records;
+	uint64_t records;         /* applied (rx thread writes, atomic) */
+	uint64_t bytes;           /* their payload bytes (atomic) */
+	uint64_t t_data_ns;       /* when the lane last applied records */
 	bool last;
 	uint8_t *tmp;
 };
+
+/* Only the lane's rx thread writes its counters; the control thread reads. */
+static void rx_count(struct rx *x, uint32_t len)
+{
+	__atomic_store_n(&x->records, x->records + 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&x->bytes, x->bytes + len, __ATOMIC_RELEASE);
+}
+
+/* Write zeros over a page only if it is not zero already (see above). */
+static bool zero_page(uint8_t *page, uint32_t n)
+{
+	if (tlm__page_zero(page, n))
+		return false;
+	memset(page, 0, n);
+	return true;
+}
 
 static void dst_fail(struct dst *d, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -92,7 +124,6 @@ static int apply(void *arg, const struct tlm_page_rec *rec)
 	if ((rec->flags & TLM_PF_XBZRLE) ? rec->len < 6 :
 	    !(rec->flags & TLM_PF_ZERO) && rec->len != d->page_size)
 		return -TLM_EFRAME;
-	x->records++;
 	if (rec->flags & TLM_PF_PLACED) {
 		/* The transport checked it against what we offered; the data
 		 * is in place and the source ordered the writes (core/engine.h),
@@ -100,6 +131,7 @@ static int apply(void *arg, const struct tlm_page_rec *rec)
 		__atomic_fetch_add(&d->st->pages_placed, 1, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&d->st->pages_applied, 1, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&d->st->bytes, rec->len, __ATOMIC_RELAXED);
+		rx_count(x, rec->len);
 		return 0;
 	}
 	key = 2 * rec->epoch + ((rec->flags & TLM_PF_PS) ? 1 : 0) + 1;
@@ -109,12 +141,15 @@ static int apply(void *arg, const struct tlm_page_rec *rec)
 	if (key < d->r[rec->region].key[rec->index]) {
 		pthread_spin_unlock(lk);
 		__atomic_fetch_add(&d->st->pages_stale, 1, __ATOMIC_RELAXED);
+		rx_count(x, rec->len);
 		/* A stale delta would have been encoded against a copy we
 		 * never kept: that cannot happen (core/xbzrle.c), so say so. */
 		return (rec->flags & TLM_PF_XBZRLE) ? -TLM_EFRAME : 0;
 	}
-	if (rec->flags & TLM_PF_ZERO) {
-		memset(page, 0, d->page_size);
+	if ((rec->flags & TLM_PF_ZERO) ||
+	    (!(rec->flags & TLM_PF_XBZRLE) && tlm__page_zero(rec->data, d->page_size))) {
+		if (!zero_page(page, d->page_size))
+			__atomic_fetch_add(&d->st->pages_zero_kept, 1, __ATOMIC_RELAXED);
 	} else if (rec->flags & TLM_PF_XBZRLE) {
 		memcpy(x->tmp, page, d->page_size);
 		err = tlm__xbz_decode(rec->data, rec->len, x->tmp, d->page_size);
@@ -130,6 +165,7 @@ static int apply(void *arg, const struct tlm_page_rec *rec)
 		return err;
 	__atomic_fetch_add(&d->st->pages_applied, 1, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&d->st->bytes, rec->len, __ATOMIC_RELAXED);
+	rx_count(x, rec->len);
 	return 0;
 }
 
@@ -174,10 +210,19 @@ static void *rx_thread(void *arg)
 	struct tlm_page_sink sink = { apply, x };
 
 	while (!x->last && !d->stop) {
+		uint64_t before = x->records;
 		int n = tlm_lane_recv_pages(l, &sink, 200);
+
+		if (x->records != before)
+			__atomic_store_n(&x->t_data_ns, tlm__now_ns(), __ATOMIC_RELEASE);
 		if (n < 0) {
 			dst_fail(d, n, "lane %u: %s", x->lane, tlm_strerror(n));
 			break;
+		}
+		if (n > 0 && __atomic_load_n(&d->syncing, __ATOMIC_ACQUIRE)) {
+			pthread_mutex_lock(&d->lock);
+			pthread_cond_broadcast(&d->cond);
+			pthread_mutex_unlock(&d->lock);
 		}
 	}
 	pthread_mutex_lock(&d->lock);
@@ -186,6 +231,115 @@ static void *rx_thread(void *arg)
 	pthread_cond_broadcast(&d->cond);
 	pthread_mutex_unlock(&d->lock);
 	return NULL;
+}
+
+/* What the destination knew when the source paused (PAUSED). */
+struct pause_info {
+	bool seen;
+	uint64_t t_ns;
+	uint64_t records[TLM_MAX_LANES];   /* backlog per lane */
+	uint64_t bytes;                    /* backlog, all lanes */
+};
+
+static int on_paused(struct dst *d, struct rx *x, unsigned nl, const uint8_t *m, uint32_t len,
+		     struct pause_info *pi)
+{
+	if (pi->seen || len != 3 + 16 * nl || tlm__get16(m + 1) != nl)
+		return -TLM_EFRAME;
+	pi->seen = true;
+	pi->t_ns = tlm__now_ns();
+	for (unsigned i = 1; i <= nl; i++) {
+		uint64_t sent = tlm__get64(m + 3 + 16 * (i - 1));
+		uint64_t sent_b = tlm__get64(m + 3 + 16 * (i - 1) + 8);
+		uint64_t got = __atomic_load_n(&x[i].records, __ATOMIC_ACQUIRE);
+		uint64_t got_b = __atomic_load_n(&x[i].bytes, __ATOMIC_ACQUIRE);
+
+		pi->records[i] = sent > got ? sent - got : 0;
+		pi->bytes += sent_b > got_b ? sent_b - got_b : 0;
+		d->st->backlog_records += pi->records[i];
+	}
+	return 0;
+}
+
+/* SYNC: answer once every lane has applied what the source names. */
+static int on_sync(struct dst *d, struct rx *x, unsigned nl, const uint8_t *m, uint32_t len)
+{
+	struct tlm_lane *c = tlm_session_lane(d->s, 0);
+	uint64_t want[TLM_MAX_LANES], t0 = tlm__now_ns();
+	uint8_t ans[5];
+	bool ok = false;
+	int err;
+
+	if (len != 3 + 8 * nl || tlm__get16(m + 1) != nl)
+		return -TLM_EFRAME;
+	for (unsigned i = 1; i <= nl; i++)
+		want[i] = tlm__get64(m + 3 + 8 * (i - 1));
+	__atomic_store_n(&d->syncing, true, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&d->lock);
+	while (!d->stop) {
+		struct timespec ts;
+
+		ok = true;
+		for (unsigned i = 1; i <= nl; i++)
+			if (__atomic_load_n(&x[i].records, __ATOMIC_ACQUIRE) < want[i])
+				ok = false;
+		if (ok)
+			break;
+		/* The receivers wake us as records come; the timeout only
+		 * covers a wake-up that raced with the check. */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 10 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_nsec -= 1000000000L;
+			ts.tv_sec++;
+		}
+		pthread_cond_timedwait(&d->cond, &d->lock, &ts);
+	}
+	pthread_mutex_unlock(&d->lock);
+	__atomic_store_n(&d->syncing, false, __ATOMIC_RELEASE);
+	if (!ok)
+		return 0;       /* failing already: the failure answers */
+	ans[0] = TLM_CM_SYNCED;
+	tlm__put32(ans + 1, (uint32_t)((tlm__now_ns() - t0) / 1000));
+	err = tlm__msg_send(c, TLM_FT_CTRL, ans, sizeof(ans));
+	return err ? err : tlm_lane_flush(c);
+}
+
+static uint32_t us_since(uint64_t t0, uint64_t t)
+{
+	uint64_t us = t > t0 ? (t - t0) / 1000 : 0;
+	return us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+}
+
+/* COMMIT, with the stage-3 accounting when the source said when it paused. */
+static int send_commit(struct dst *d, struct rx *x, unsigned nl, const struct pause_info *pi)
+{
+	struct tlm_lane *c = tlm_session_lane(d->s, 0);
+	uint8_t m[3 + 8 * TLM_MAX_LANES + 12];
+	uint32_t len = 1;
+	uint64_t now = tlm__now_ns();
+	int err;
+
+	m[0] = TLM_CM_COMMIT;
+	if (pi->seen) {
+		tlm__put16(m + 1, (uint16_t)nl);
+		len = 3;
+		for (unsigned i = 1; i <= nl; i++) {
+			uint32_t drain = us_since(pi->t_ns, x[i].t_data_ns);
+
+			tlm__put32(m + len, pi->records[i] > UINT32_MAX ? UINT32_MAX
+								       : (uint32_t)pi->records[i]);
+			tlm__put32(m + len + 4, drain);
+			len += 8;
+			if (drain / 1000.0 > d->st->drain_ms)
+				d->st->drain_ms = drain / 1000.0;
+		}
+		tlm__put64(m + len, pi->bytes);
+		tlm__put32(m + len + 8, us_since(pi->t_ns, now));
+		len += 12;
+	}
+	err = tlm__msg_send(c, TLM_FT_CTRL, m, len);
+	return err ? err : tlm_lane_flush(c);
 }
 
 static void send_fail(struct dst *d)
@@ -212,6 +366,7 @@ int tlm_migrate_dest(struct tlm_session *s, const struct tlm_region *regions,
 	struct rx x[TLM_MAX_LANES];
 	uint8_t *dev = NULL, *buf;
 	bool stage3 = false, started_msg = false, joined = false;
+	struct pause_info pi = { 0 };
 	struct dst *d;
 	int err = 0;
 
@@ -344,6 +499,16 @@ int tlm_migrate_dest(struct tlm_session *s, const struct tlm_region *regions,
 			memcpy(dev + devgot, buf + 1, len - 1);
 			devgot += len - 1;
 			break;
+		case TLM_CM_PAUSED:
+			if (stage3 || on_paused(d, x, nl, buf, len, &pi))
+				dst_fail(d, -TLM_EFRAME, "bad PAUSED message");
+			break;
+		case TLM_CM_SYNC:
+			err = stage3 ? -TLM_EFRAME : on_sync(d, x, nl, buf, len);
+			if (err)
+				dst_fail(d, err, "SYNC: %s", tlm_strerror(err));
+			err = 0;
+			break;
 		case TLM_CM_ABORT:
 			dst_fail(d, -TLM_EABORTED, "the source aborted the migration");
 			break;
@@ -363,10 +528,7 @@ int tlm_migrate_dest(struct tlm_session *s, const struct tlm_region *regions,
 	/* From here on the source cannot write into the regions. */
 	withdraw_regions(d);
 	if (!err) {
-		uint8_t m = TLM_CM_COMMIT;
-		err = tlm__msg_send(c, TLM_FT_CTRL, &m, 1);
-		if (!err)
-			err = tlm_lane_flush(c);
+		err = send_commit(d, x, nl, &pi);
 		if (err)
 			snprintf(d->why, sizeof(d->why), "could not confirm: %s", tlm_strerror(err));
 	} else if (err != -TLM_EABORTED) {

@@ -6,13 +6,20 @@
  *            start dirty tracking, start the PS threads
  *   STAGE 1  tlm:        CHK threads (one per CHK lane) make one pass while
  *            + 2         the epoch tick hands dirty pages to the PS threads
- *                        (one per PS lane) every epoch_ms
+ *                        (one per PS lane) every epoch_ms; then the tail:
+ *                        short rounds (PS round, SYNC, tick) while the dirty
+ *                        set still shrinks, at most TAIL_MAX
  *            precopy/frs/mp: CHK pass alone, then iterations: tick, ask the
- *                        policy, send the dirty set on the PS lanes
+ *                        policy, send the dirty set on the PS lanes; SYNC
  *            stop-copy:  nothing (the guest is paused first)
- *   STAGE 3  pause; final tick (with the highest epoch); last PS round;
- *            a LAST record on every data lane; STAGE3 with the record count
- *            of every lane and the device state; wait for COMMIT
+ *   STAGE 3  pause, PAUSED; final tick (with the highest epoch); last PS
+ *            round; a LAST record on every data lane; STAGE3 with the
+ *            record count of every lane and the device state; wait for
+ *            COMMIT. Each step is timed into st->stage3.
+ *
+ * SYNC (answered once the destination has applied every record sent so
+ * far) before the pause keeps the destination's backlog out of the
+ * downtime: stage 3 then waits only for what it sends itself.
  *   DONE     completed: the source stays paused, the caller decides
  *   FAILED   anything else: stop every thread, ABORT to the peer, resume
  *            the memory source if we paused it. Never left paused.
@@ -69,16 +76,6 @@ void tlm__batch_free(struct send_batch *b)
 	b->buf = b->enc = NULL;
 }
 
-static bool is_zero(const uint8_t *p, uint32_t n)
-{
-	const uint64_t *w = (const uint64_t *)(const void *)p;
-
-	for (uint32_t i = 0; i < n / 8; i += 4)
-		if (w[i] | w[i + 1] | w[i + 2] | w[i + 3])
-			return false;
-	return true;
-}
-
 /* The page is copied first: the guest may keep writing it, and the crc and
  * the bytes on the wire must be of one and the same snapshot. Zero copy
  * leaves both to the transport (TLM_PF_LIVE, core/tlm-internal.h). */
@@ -101,7 +98,7 @@ int tlm__batch_add(struct src *e, struct send_batch *b, unsigned region, uint64_
 	memcpy(snap, e->r[region].base + page * ps, ps);
 	*r = (struct tlm_page_rec){ .index = page, .epoch = epoch, .region = (uint16_t)region,
 				    .flags = b->flags };
-	if (e->o.zero_pages && is_zero(snap, ps)) {
+	if (e->o.zero_pages && tlm__page_zero(snap, ps)) {
 		r->flags |= TLM_PF_ZERO;
 		if (xc) /* keep the cache's idea of the page right */
 			(void)tlm__xbz_encode(xc, src_pos(region, page), snap, b->enc);
@@ -159,6 +156,8 @@ int tlm__batch_flush(struct src *e, struct send_batch *b)
 
 /* ---- control messages ---- */
 
+static unsigned n_data(const struct src *e) { return e->o.chk_lanes + e->o.ps_lanes; }
+
 static int send_ctrl(struct src *e, const uint8_t *msg, uint32_t len)
 {
 	struct tlm_lane *c = tlm_session_lane(e->s, 0);
@@ -173,26 +172,48 @@ static void send_abort(struct src *e)
 	(void)send_ctrl(e, &m, 1);
 }
 
-/* Wait for the destination's verdict on stage 3. */
-static int wait_commit(struct src *e)
+static double ms_since(uint64_t t0_ns)
+{
+	return (double)(tlm__now_ns() - t0_ns) / 1e6;
+}
+
+/* The destination's stage-3 accounting, after COMMIT (engine.h). */
+static void commit_stats(struct src *e, const uint8_t *m, uint32_t len)
+{
+	struct tlm_stage3_stats *s3 = &e->st->stage3;
+	unsigned n = n_data(e);
+
+	if (len != 3 + 8 * n + 12 || tlm__get16(m + 1) != n)
+		return;
+	for (unsigned i = 1; i <= n; i++) {
+		s3->lane_backlog_records[i] = tlm__get32(m + 3 + 8 * (i - 1));
+		s3->lane_drain_ms[i] = tlm__get32(m + 3 + 8 * (i - 1) + 4) / 1000.0;
+		s3->backlog_records += s3->lane_backlog_records[i];
+	}
+	s3->backlog_bytes = tlm__get64(m + 3 + 8 * n);
+	s3->dest_commit_ms = tlm__get32(m + 3 + 8 * n + 8) / 1000.0;
+}
+
+/* Wait for the destination's answer: COMMIT to stage 3, or SYNCED. */
+static int wait_answer(struct src *e, uint8_t want, uint8_t *buf, uint32_t *len)
 {
 	struct tlm_lane *c = tlm_session_lane(e->s, 0);
 	int ms = e->o.timeout_ms > 0 ? e->o.timeout_ms : 30000;
-	uint8_t buf[TLM_MAX_MSG];
-	uint32_t len;
 	uint8_t type;
 	int err;
 
-	err = tlm__msg_recv(c, &type, buf, sizeof(buf), &len, ms);
+	err = tlm__msg_recv(c, &type, buf, TLM_MAX_MSG, len, ms);
 	if (err) {
-		tlm__src_fail(e, err, "no confirmation from the destination: %s", tlm_strerror(err));
+		tlm__src_fail(e, err, "no %s from the destination: %s",
+			      want == TLM_CM_COMMIT ? "confirmation" : "answer to SYNC",
+			      tlm_strerror(err));
 		return err;
 	}
-	if (type == TLM_FT_CTRL && len >= 1 && buf[0] == TLM_CM_COMMIT)
+	if (type == TLM_FT_CTRL && *len >= 1 && buf[0] == want)
 		return 0;
-	if (type == TLM_FT_CTRL && len >= 5 && buf[0] == TLM_CM_FAIL) {
+	if (type == TLM_FT_CTRL && *len >= 5 && buf[0] == TLM_CM_FAIL) {
 		int code = (int32_t)tlm__get32(buf + 1);
-		buf[len < sizeof(buf) ? len : sizeof(buf) - 1] = 0;
+		buf[*len < TLM_MAX_MSG ? *len : TLM_MAX_MSG - 1] = 0;
 		tlm__src_fail(e, code < 0 ? code : -EIO, "destination failed: %.120s",
 			      (const char *)buf + 5);
 		return code < 0 ? code : -EIO;
@@ -201,9 +222,111 @@ static int wait_commit(struct src *e)
 	return -TLM_EFRAME;
 }
 
-/* ---- threads ---- */
+static int wait_commit(struct src *e)
+{
+	uint8_t buf[TLM_MAX_MSG];
+	uint32_t len;
+	int err = wait_answer(e, TLM_CM_COMMIT, buf, &len);
 
-static unsigned n_data(const struct src *e) { return e->o.chk_lanes + e->o.ps_lanes; }
+	if (!err)
+		commit_stats(e, buf, len);
+	return err;
+}
+
+/* Flush every data lane: what the engine handed them goes out now. */
+static int flush_data(struct src *e)
+{
+	for (unsigned i = 1; i <= n_data(e); i++) {
+		int err = tlm_lane_flush(tlm_session_lane(e->s, i));
+		if (err < 0) {
+			tlm__src_fail(e, err, "lane %u: %s", i, tlm_strerror(err));
+			return err;
+		}
+	}
+	return 0;
+}
+
+/*
+ * SYNC: returns once the destination has applied every record sent so far
+ * on every data lane. Only while no CHK or PS thread is sending. Measures
+ * the control round trip for the downtime model.
+ */
+static int sync_dest(struct src *e)
+{
+	uint8_t msg[3 + 8 * TLM_MAX_LANES], buf[TLM_MAX_MSG];
+	unsigned n = n_data(e);
+	uint64_t t0 = tlm__now_ns();
+	uint32_t len;
+	int err = flush_data(e);
+
+	if (err)
+		return err;
+	msg[0] = TLM_CM_SYNC;
+	tlm__put16(msg + 1, (uint16_t)n);
+	for (unsigned i = 1; i <= n; i++)
+		tlm__put64(msg + 3 + 8 * (i - 1), e->lane_records[i]);
+	err = send_ctrl(e, msg, 3 + 8 * n);
+	if (err) {
+		tlm__src_fail(e, err, "control lane: %s", tlm_strerror(err));
+		return err;
+	}
+	err = wait_answer(e, TLM_CM_SYNCED, buf, &len);
+	if (err)
+		return err;
+	if (len == 5) {
+		double rtt = ms_since(t0) - tlm__get32(buf + 1) / 1000.0;
+		e->rtt_ms = rtt > 0 ? rtt : 0;
+	}
+	return 0;
+}
+
+/* Tell the destination what each lane had carried when the source paused. */
+static int send_paused(struct src *e)
+{
+	uint8_t msg[3 + 16 * TLM_MAX_LANES];
+	unsigned n = n_data(e);
+	int err;
+
+	msg[0] = TLM_CM_PAUSED;
+	tlm__put16(msg + 1, (uint16_t)n);
+	for (unsigned i = 1; i <= n; i++) {
+		tlm__put64(msg + 3 + 16 * (i - 1), __atomic_load_n(&e->lane_records[i], __ATOMIC_RELAXED));
+		tlm__put64(msg + 3 + 16 * (i - 1) + 8, __atomic_load_n(&e->lane_bytes[i], __ATOMIC_RELAXED));
+	}
+	err = send_ctrl(e, msg, 3 + 16 * n);
+	if (err)
+		tlm__src_fail(e, err, "control lane: %s", tlm_strerror(err));
+	return err;
+}
+
+static int pause_source(struct src *e, uint64_t *t_pause)
+{
+	uint64_t t0 = tlm__now_ns();
+	int err = e->m->ops->pause(e->m->ctx);
+
+	if (err) {
+		tlm__src_fail(e, err, "cannot pause the memory source: %s", tlm_strerror(err));
+		return err;
+	}
+	e->paused = true;
+	*t_pause = t0;
+	err = send_paused(e);
+	e->st->stage3.pause_ms = ms_since(t0);
+	return err;
+}
+
+static uint64_t pending_pages(const struct src *e)
+{
+	uint64_t n = 0;
+
+	for (unsigned i = 0; i < e->n_regions; i++)
+		for (uint64_t w = 0; w < e->r[i].words; w++)
+			n += (uint64_t)__builtin_popcountll(__atomic_load_n(&e->r[i].pending[w],
+									   __ATOMIC_RELAXED));
+	return n;
+}
+
+/* ---- threads ---- */
 
 static int start_chk(struct src *e, struct chk_arg *ca, bool paused_pass)
 {
@@ -230,34 +353,46 @@ static void join_chk(struct src *e, struct chk_arg *ca)
 
 static int stage3(struct src *e, uint64_t *t_pause)
 {
+	struct tlm_stage3_stats *s3 = &e->st->stage3;
 	uint8_t msg[TLM_MAX_MSG];
 	const void *dev = NULL;
 	size_t devlen = 0;
 	unsigned n = n_data(e);
+	uint64_t t, pages0, bytes0;
 	int err;
 
 	if (!e->paused) {
-		err = e->m->ops->pause(e->m->ctx);
-		if (err) {
-			tlm__src_fail(e, err, "cannot pause the memory source: %s", tlm_strerror(err));
+		err = pause_source(e, t_pause);
+		if (err)
 			return err;
-		}
-		e->paused = true;
-		*t_pause = tlm__now_ms();
 	}
+	/* The model's prediction, from what was measured before the pause. */
+	s3->bandwidth_Bps = e->bw_Bps;
+	s3->fixed_ms = e->tick_ms + e->rtt_ms;
+	s3->write_rate_pps = e->rate_pps;
+	s3->lanes_keep_up = e->bw_Bps > 0 && e->rate_pps * e->page_size < e->bw_Bps;
+
 	/* Everything written up to the pause, with the highest epoch. */
+	t = tlm__now_ns();
 	if (e->tracking && tlm__epoch_tick(e) < 0)
 		return e->err;
+	s3->dirty_pages = pending_pages(e);
+	s3->sync_ms = ms_since(t);
+	s3->predicted_ms = e->tracking ? tlm__downtime_model(s3->dirty_pages, e->page_size,
+							     e->bw_Bps, s3->fixed_ms) : 0;
+
+	t = tlm__now_ns();
+	pages0 = e->st->pages_ps;
+	bytes0 = e->st->bytes_ps;
 	err = tlm__ps_round(e);
 	if (err)
 		return err;
-	if (e->m->ops->device_state) {
-		err = e->m->ops->device_state(e->m->ctx, &dev, &devlen);
-		if (err) {
-			tlm__src_fail(e, err, "device state: %s", tlm_strerror(err));
-			return err;
-		}
-	}
+	s3->ps_pages = e->st->pages_ps - pages0;
+	s3->ps_bytes = e->st->bytes_ps - bytes0;
+	e->st->pages_final = s3->ps_pages;
+	s3->ps_ms = ms_since(t);
+
+	t = tlm__now_ns();
 	for (unsigned i = 1; i <= n; i++) {
 		struct tlm_page_rec last = { .flags = TLM_PF_LAST };
 		struct tlm_lane *l = tlm_session_lane(e->s, i);
@@ -267,6 +402,16 @@ static int stage3(struct src *e, uint64_t *t_pause)
 			err = tlm_lane_flush(l);
 		if (err < 0) {
 			tlm__src_fail(e, err, "lane %u: %s", i, tlm_strerror(err));
+			return err;
+		}
+	}
+	s3->last_ms = ms_since(t);
+
+	t = tlm__now_ns();
+	if (e->m->ops->device_state) {
+		err = e->m->ops->device_state(e->m->ctx, &dev, &devlen);
+		if (err) {
+			tlm__src_fail(e, err, "device state: %s", tlm_strerror(err));
 			return err;
 		}
 	}
@@ -291,8 +436,63 @@ static int stage3(struct src *e, uint64_t *t_pause)
 		tlm__src_fail(e, err, "control lane: %s", tlm_strerror(err));
 		return err;
 	}
-	e->st->pages_final = 0;
-	return wait_commit(e);
+	s3->devstate_ms = ms_since(t);
+
+	t = tlm__now_ns();
+	err = wait_commit(e);
+	s3->wait_ms = ms_since(t);
+	return err;
+}
+
+/*
+ * tlm, once CHK is done: the tail. Send what is pending, wait until the
+ * destination has applied everything (SYNC), take the dirty set again; go
+ * on while the set still halves and sending it would take longer than a
+ * tick, at most TAIL_MAX rounds. With lanes faster than the guest writes,
+ * the set at the pause is what the guest wrote during the last short
+ * round; with a guest that writes faster, the set does not shrink and the
+ * pause comes after the first round.
+ */
+#define TAIL_MAX 4
+#define TAIL_BW_MIN_BYTES (1u << 20)  /* a round this big measures bandwidth */
+
+static int tail(struct src *e)
+{
+	struct tlm_stage3_stats *s3 = &e->st->stage3;
+	uint64_t t0 = tlm__now_ns(), prev = UINT64_MAX;
+	int err = 0;
+
+	for (;;) {
+		uint64_t t = tlm__now_ns(), b0 = e->st->bytes_ps;
+		double ms;
+		int64_t dirty;
+
+		err = tlm__ps_round(e);
+		if (!err)
+			err = sync_dest(e);
+		if (err)
+			break;
+		ms = ms_since(t);
+		if (e->bw_Bps <= 0) /* the whole pass, until applied */
+			e->bw_Bps = (double)(e->st->bytes_chk + e->st->bytes_ps) * 1e9 /
+				    (double)(tlm__now_ns() - e->t_pass_ns);
+		if (e->st->bytes_ps - b0 >= TAIL_BW_MIN_BYTES && ms > 0)
+			e->bw_Bps = (double)(e->st->bytes_ps - b0) * 1000.0 / ms;
+		if (s3->tail_rounds >= TAIL_MAX)
+			break;
+		dirty = tlm__epoch_tick(e);
+		if (dirty < 0) {
+			err = e->err;
+			break;
+		}
+		s3->tail_rounds++;
+		if (tlm__downtime_model((uint64_t)dirty, e->page_size, e->bw_Bps, 0) <= e->tick_ms + 1.0 ||
+		    (uint64_t)dirty * 2 > prev)
+			break;
+		prev = (uint64_t)dirty;
+	}
+	s3->tail_ms = ms_since(t0);
+	return err;
 }
 
 /* precopy, frs, mp: iterate on the PS lanes after the CHK pass. */
@@ -350,6 +550,8 @@ static int iterate(struct src *e, uint64_t t_start, bool *stop_now)
 		it.dirty = (uint64_t)dirty;
 		it.overlap = overlap(e, prev);
 		it.dirty_rate_pps = now > t_prev ? (double)dirty * 1000.0 / (double)(now - t_prev) : 0;
+		it.fixed_ms = e->tick_ms + e->rtt_ms;
+		e->bw_Bps = it.bw_Bps;
 		if (e->o.progress)
 			e->o.progress(e->st, e->total_pages, e->total_pages, e->o.progress_arg);
 		d = tlm__policy_decide(&e->o, &it);
@@ -508,6 +710,7 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 	bool tick_on = false, tracking = false, stop_now = false;
 	unsigned ps_started = 0;
 	uint64_t t_start = tlm__now_ms(), t_pause = 0;
+	pthread_condattr_t ca_attr;
 	struct src *e;
 	int err;
 
@@ -521,7 +724,11 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 	e->st = st;
 	e->epoch = 1;
 	pthread_mutex_init(&e->lock, NULL);
-	pthread_cond_init(&e->cond, NULL);
+	/* The epoch tick waits on it with a deadline (core/pagesaver.c). */
+	pthread_condattr_init(&ca_attr);
+	pthread_condattr_setclock(&ca_attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&e->cond, &ca_attr);
+	pthread_condattr_destroy(&ca_attr);
 
 	err = setup(e);
 	if (err) {
@@ -546,18 +753,18 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 	}
 
 	if (e->o.policy == TLM_POLICY_STOPCOPY) {
-		err = m->ops->pause(m->ctx);
-		if (err) {
-			tlm__src_fail(e, err, "cannot pause: %s", tlm_strerror(err));
+		uint64_t t;
+
+		if (pause_source(e, &t_pause))
 			goto fail;
-		}
-		e->paused = true;
-		t_pause = tlm__now_ms();
+		t = tlm__now_ns();
+		e->t_pass_ns = t;
 		if (start_chk(e, ca, true))
 			goto fail;
 		join_chk(e, ca);
 		if (e->err)
 			goto fail;
+		st->stage3.chk_ms = ms_since(t);
 		st->converged = true;
 		st->iterations = 1;
 	} else {
@@ -575,6 +782,7 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 			}
 			tick_on = true;
 		}
+		e->t_pass_ns = tlm__now_ns();
 		if (start_chk(e, ca, false))
 			goto fail;
 		join_chk(e, ca);
@@ -592,6 +800,8 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 		st->iterations = 1;
 		if (e->o.policy == TLM_POLICY_TLM) {
 			st->converged = true;
+			if (tail(e))
+				goto fail;
 		} else {
 			err = iterate(e, t_start, &stop_now);
 			if (err == -TLM_ENOTCONV) {
@@ -601,6 +811,9 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 			}
 			if (err || !stop_now)
 				goto fail;
+			/* The last iteration's round, applied before the pause. */
+			if (sync_dest(e))
+				goto fail;
 		}
 	}
 	err = stage3(e, &t_pause);
@@ -608,7 +821,8 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 		goto fail;
 	st->completed = true;
 	st->elapsed_ms = tlm__now_ms() - t_start;
-	st->downtime_ms = tlm__now_ms() - t_pause;
+	st->stage3.downtime_ms = ms_since(t_pause);
+	st->downtime_ms = (uint64_t)(st->stage3.downtime_ms + 0.5);
 	err = 0;
 	goto stop_threads;
 

@@ -61,7 +61,15 @@ enum {
 	TLM_CM_START = 1,    /* src->dst: u16 chk, u16 ps, u8 policy, u32 epoch_ms,
 			      * u8 flags (TLM_START_ZC) */
 	TLM_CM_STAGE3 = 2,   /* src->dst: u16 n, u64 records[n], u64 devstate_len */
-	TLM_CM_COMMIT = 3,   /* dst->src: every lane drained, all applied */
+	TLM_CM_COMMIT = 3,   /* dst->src: every lane drained, all applied;
+			      * then (optional, stage-3 accounting) u16 n,
+			      * n x { u32 backlog records, u32 drain us },
+			      * u64 backlog bytes, u32 commit us */
+	TLM_CM_PAUSED = 7,   /* src->dst: u16 n, n x { u64 records, u64 bytes }
+			      * sent on each data lane when the source paused */
+	TLM_CM_SYNC = 8,     /* src->dst: u16 n, u64 records[n]: answer SYNCED
+			      * once each lane has applied that many */
+	TLM_CM_SYNCED = 9,   /* dst->src: u32 us the destination waited */
 	TLM_CM_DEVSTATE = 4, /* src->dst: a chunk of the device-state blob */
 	TLM_CM_FAIL = 5,     /* either way: i32 code, text */
 	TLM_CM_ABORT = 6,    /* src->dst: give up, discard */
@@ -115,7 +123,26 @@ struct src {
 	struct tlm_xbz_cache *xbz[TLM_MAX_LANES];
 	bool paused;
 	bool tracking;             /* dirty tracking on (not for stop-copy) */
+
+	/* For the downtime model (tlm__downtime_model), all before the pause. */
+	double bw_Bps;             /* data lanes, end to end (sent to applied) */
+	double tick_ms;            /* cost of the last tick */
+	double rtt_ms;             /* control round trip, destination's wait excluded */
+	double rate_pps;           /* pages found dirty per second, last tick */
+	uint64_t t_tick_ns;        /* when the last tick started */
+	uint64_t t_pass_ns;        /* when the CHK pass started */
 };
+
+/* An all-zero page? Whole cache lines at a time; n is a multiple of 64. */
+static inline bool tlm__page_zero(const uint8_t *p, uint32_t n)
+{
+	const uint64_t *w = (const uint64_t *)(const void *)p;
+
+	for (uint32_t i = 0; i < n / 8; i += 8)
+		if (w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7])
+			return false;
+	return true;
+}
 
 static inline uint64_t src_pos(unsigned region, uint64_t page)
 {
@@ -184,9 +211,13 @@ int tlm__xbz_decode(const uint8_t *enc, uint32_t len, uint8_t *page, uint32_t pa
 struct iter_info {
 	uint64_t iteration, dirty, prev_dirty, overlap, sent_bytes;
 	double bw_Bps, dirty_rate_pps;
+	double fixed_ms;     /* stage 3's fixed costs (tick, round trip) */
 	uint32_t page_size;
 };
 enum { POL_CONTINUE, POL_STOP_CONVERGED, POL_STOP_HEURISTIC, POL_GIVE_UP };
 int tlm__policy_decide(const struct tlm_migrate_opts *o, const struct iter_info *it);
+/* The downtime model: ms to send pages over lanes carrying bw_Bps end to
+ * end, plus stage 3's fixed costs. HUGE_VAL when bw_Bps is unknown. */
+double tlm__downtime_model(uint64_t pages, uint32_t page_size, double bw_Bps, double fixed_ms);
 
 #endif /* TLM_CORE_ENGINE_H */

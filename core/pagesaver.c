@@ -53,7 +53,7 @@ void tlm__epoch_account(struct src *e, uint32_t epoch, uint64_t dirtied, uint64_
 
 int64_t tlm__epoch_tick(struct src *e)
 {
-	uint64_t total = 0;
+	uint64_t total = 0, t0 = tlm__now_ns(), prev = e->t_tick_ns;
 	uint32_t ep;
 
 	for (unsigned i = 0; i < e->n_regions; i++) {
@@ -75,6 +75,12 @@ int64_t tlm__epoch_tick(struct src *e)
 	 * on is stamped ep + 1 or later. */
 	ep = __atomic_fetch_add(&e->epoch, 1, __ATOMIC_ACQ_REL);
 	tlm__epoch_account(e, ep, total, 0);
+	/* For the downtime model: what a tick costs, how fast pages get
+	 * dirty (only the thread that ticks reads or writes these). */
+	e->tick_ms = (double)(tlm__now_ns() - t0) / 1e6;
+	if (prev && t0 > prev)
+		e->rate_pps = (double)total * 1e9 / (double)(t0 - prev);
+	e->t_tick_ns = t0;
 	return (int64_t)total;
 }
 
@@ -92,9 +98,12 @@ void *tlm__tick_thread(void *arg)
 			ts.tv_nsec -= 1000000000L;
 			ts.tv_sec++;
 		}
-		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-			;
+		/* e->cond runs on CLOCK_MONOTONIC: tick_stop wakes us at once,
+		 * so stage 3 never waits out the rest of an epoch. */
 		pthread_mutex_lock(&e->lock);
+		while (!e->tick_stop && !e->stop &&
+		       pthread_cond_timedwait(&e->cond, &e->lock, &ts) != ETIMEDOUT)
+			;
 		leave = e->tick_stop || e->stop;
 		pthread_mutex_unlock(&e->lock);
 		if (leave || tlm__src_stopping(e))

@@ -7,6 +7,7 @@
  * dirty set found, the bandwidth of the last pass and the overlap between
  * the last two dirty sets.
  */
+#include <math.h>
 #include <string.h>
 
 #include "engine.h"
@@ -34,14 +35,22 @@ const char *tlm_policy_name(enum tlm_policy p)
 	return (unsigned)p < sizeof(names) / sizeof(names[0]) ? names[p] : "?";
 }
 
-/* Would sending what is dirty now fit the downtime target? */
+double tlm__downtime_model(uint64_t pages, uint32_t page_size, double bw_Bps, double fixed_ms)
+{
+	if (pages == 0)
+		return fixed_ms;
+	if (bw_Bps <= 0)
+		return HUGE_VAL;
+	return (double)pages * page_size / bw_Bps * 1000.0 + fixed_ms;
+}
+
+/* Would stage 3 with what is dirty now fit the downtime target? */
 static bool fits(const struct tlm_migrate_opts *o, const struct iter_info *it)
 {
-	double bytes = (double)it->dirty * it->page_size;
-
 	if (it->dirty == 0)
 		return true;
-	return it->bw_Bps > 0 && bytes / it->bw_Bps * 1000.0 <= (double)o->downtime_ms;
+	return tlm__downtime_model(it->dirty, it->page_size, it->bw_Bps, it->fixed_ms) <=
+	       (double)o->downtime_ms;
 }
 
 /* FRS: a page dirtied in consecutive passes belongs to the frequently

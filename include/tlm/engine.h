@@ -39,6 +39,42 @@ struct tlm_epoch_stat {
 	uint64_t sent_ps;   /* pages the page saver sent for it */
 };
 
+/*
+ * Stage 3 step by step, in milliseconds on the source's clock. The steps
+ * follow one another, so pause_ms + chk_ms + sync_ms + ps_ms + last_ms +
+ * devstate_ms + wait_ms is the downtime. The destination's part (its
+ * backlog and drain) is measured on its clock from the moment it learnt of
+ * the pause. docs/downtime.md explains each figure and the model.
+ */
+struct tlm_stage3_stats {
+	double pause_ms;        /* stopping the memory source */
+	double chk_ms;          /* stop-copy: the whole checkpoint pass */
+	double sync_ms;         /* the final get-and-clear of the dirty set */
+	uint64_t dirty_pages;   /* pages it found written */
+	uint64_t ps_pages, ps_bytes; /* the last page-saver round */
+	double ps_ms;           /* ... reading and handing them to the lanes */
+	double last_ms;         /* the LAST record on every data lane */
+	double devstate_ms;     /* device state fetched, STAGE3 and it sent */
+	double wait_ms;         /* STAGE3 sent until COMMIT came back */
+	double downtime_ms;     /* the downtime itself, to the microsecond */
+	/* Destination: records (and their payload bytes) the source had sent
+	 * but the destination had not applied when it learnt of the pause. */
+	uint64_t backlog_records, backlog_bytes;
+	uint64_t lane_backlog_records[TLM_MAX_LANES]; /* per data lane, [1..n] */
+	double lane_drain_ms[TLM_MAX_LANES]; /* pause until the lane's last
+					      * record was applied (0: before) */
+	double dest_commit_ms;  /* pause until the destination sent COMMIT */
+	/* The downtime model: predicted = final dirty bytes / bandwidth_Bps
+	 * + fixed_ms, from figures measured before the pause. */
+	double bandwidth_Bps;   /* the data lanes, end to end, before the pause */
+	double fixed_ms;        /* the last tick's cost + a control round trip */
+	double predicted_ms;
+	double write_rate_pps;  /* pages the guest dirtied per second, lately */
+	bool lanes_keep_up;     /* write_rate x page size below bandwidth */
+	unsigned tail_rounds;   /* tlm: short page-saver rounds after CHK */
+	double tail_ms;         /* ... and their time (not downtime) */
+};
+
 struct tlm_migrate_stats {
 	bool completed;      /* destination confirmed stage 3 */
 	bool converged;      /* the policy reached its stop condition itself */
@@ -54,6 +90,7 @@ struct tlm_migrate_stats {
 	unsigned n_epochs;
 	struct tlm_epoch_stat *epochs; /* malloc'ed; tlm_migrate_stats_free() */
 	char why[160];       /* why it did not complete, when it did not */
+	struct tlm_stage3_stats stage3; /* where the downtime went */
 };
 void tlm_migrate_stats_free(struct tlm_migrate_stats *st);
 
@@ -93,10 +130,17 @@ struct tlm_dest_stats {
 	uint64_t pages_placed;  /* placed by the transport, not copied by us */
 	uint64_t register_ms;   /* offering the regions for zero copy */
 	char why[160];
+	uint64_t pages_zero_kept; /* zero records for pages already zero:
+				   * left untouched (never faulted in) */
+	uint64_t backlog_records; /* sent but not applied at the pause */
+	double drain_ms;        /* pause until every lane's last record was applied */
 };
 
 /* Destination side: regions[] must match the session's region sizes (the
- * caller allocates them, zero-filled). Returns 0 once stage 3 is confirmed
+ * caller allocates them, zero-filled). A page the source sends as zeros is
+ * only read, never written, while it still reads zero: memory the guest
+ * never wrote stays unallocated (an anonymous mapping, or guest RAM, is
+ * zero where untouched). Returns 0 once stage 3 is confirmed
  * with every lane drained; on any error the regions hold garbage and must
  * be discarded. devstate (optional) receives the device-state blob
  * (malloc'ed, caller frees). */
