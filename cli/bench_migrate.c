@@ -27,7 +27,7 @@ struct bm_opts {
 	const char *transport, *targs, *workload, *psk_path, *tracker;
 	const char *listen, *connect, *local_addr;
 	uint64_t mem, rate, xbzrle, seed;
-	unsigned threads, warmup_ms;
+	unsigned threads, warmup_ms, fill;
 	struct tlm_migrate_opts mo;
 	bool json;
 };
@@ -51,6 +51,10 @@ TLM_CLI_TARGS_HELP
 "  --mem SIZE           memory to migrate (default 1G)\n"
 "  --threads N          workload threads (default 1)\n"
 "  --rate N             page writes per second, 0 = unlimited (default 0)\n"
+"  --fill PERCENT       write this share of memory once before the workload\n"
+"                       starts, as an application initialising its arrays\n"
+"                       (default 100; 0 leaves memory the workload does not\n"
+"                       write zero)\n"
 "  --warmup-ms N        let the workload run before migrating (default 300)\n"
 "  --epoch-ms N         epoch length (default 100)\n"
 "  --chk-lanes N        checkpoint lanes (default 1)\n"
@@ -175,8 +179,9 @@ static int run_dest(struct tlm_listener *li, const struct bm_opts *o, bool quiet
 	if (!err)
 		err = send_digest(tlm_session_lane(s, 0), &d);
 	if (!err) {
-		uint64_t st[5] = { ds.pages_applied, ds.pages_stale, tlm_cli_peak_rss(),
-				   ds.pages_placed, ds.register_ms };
+		uint64_t st[7] = { ds.pages_applied, ds.pages_stale, tlm_cli_peak_rss(),
+				   ds.pages_placed, ds.register_ms, ds.pages_zero_kept,
+				   ds.backlog_records };
 		err = write_all(tlm_session_lane(s, 0), st, sizeof(st));
 		if (!err)
 			err = tlm_lane_flush(tlm_session_lane(s, 0));
@@ -197,6 +202,75 @@ static int dest_child(struct tlm_listener *li, void *arg)
 }
 
 /* ---- source ---- */
+
+static double r1(double v) { return (double)(long long)(v * 1000.0 + 0.5) / 1000.0; }
+
+/* st->stage3 as a JSON object: docs/downtime.md. */
+static void json_stage3(struct tlm_json *j, const struct tlm_migrate_stats *st, unsigned chk,
+			unsigned nl)
+{
+	const struct tlm_stage3_stats *s = &st->stage3;
+	double sum = s->pause_ms + s->chk_ms + s->sync_ms + s->ps_ms + s->last_ms +
+		     s->devstate_ms + s->wait_ms;
+
+	tlm_json_obj(j, "stage3");
+	tlm_json_dbl(j, "downtime_ms", r1(s->downtime_ms));
+	tlm_json_dbl(j, "steps_sum_ms", r1(sum));
+	tlm_json_dbl(j, "pause_ms", r1(s->pause_ms));
+	tlm_json_dbl(j, "chk_ms", r1(s->chk_ms));
+	tlm_json_dbl(j, "sync_ms", r1(s->sync_ms));
+	tlm_json_u64(j, "dirty_pages", s->dirty_pages);
+	tlm_json_u64(j, "ps_pages", s->ps_pages);
+	tlm_json_u64(j, "ps_bytes", s->ps_bytes);
+	tlm_json_dbl(j, "ps_ms", r1(s->ps_ms));
+	tlm_json_dbl(j, "last_ms", r1(s->last_ms));
+	tlm_json_dbl(j, "devstate_ms", r1(s->devstate_ms));
+	tlm_json_dbl(j, "wait_ms", r1(s->wait_ms));
+	tlm_json_u64(j, "backlog_records", s->backlog_records);
+	tlm_json_u64(j, "backlog_bytes", s->backlog_bytes);
+	tlm_json_dbl(j, "dest_commit_ms", r1(s->dest_commit_ms));
+	tlm_json_arr(j, "lanes");
+	for (unsigned i = 1; i <= nl; i++) {
+		tlm_json_obj(j, NULL);
+		tlm_json_u64(j, "lane", i);
+		tlm_json_str(j, "stream", i <= chk ? "chk" : "ps");
+		tlm_json_u64(j, "backlog_records", s->lane_backlog_records[i]);
+		tlm_json_dbl(j, "drain_ms", r1(s->lane_drain_ms[i]));
+		tlm_json_end_obj(j);
+	}
+	tlm_json_end_arr(j);
+	tlm_json_obj(j, "model");
+	tlm_json_dbl(j, "bandwidth_MBps", r1(s->bandwidth_Bps / 1e6));
+	tlm_json_dbl(j, "fixed_ms", r1(s->fixed_ms));
+	tlm_json_dbl(j, "predicted_ms", r1(s->predicted_ms));
+	tlm_json_dbl(j, "measured_ms", r1(s->downtime_ms));
+	tlm_json_dbl(j, "write_rate_pps", r1(s->write_rate_pps));
+	tlm_json_bool(j, "lanes_keep_up", s->lanes_keep_up);
+	tlm_json_end_obj(j);
+	tlm_json_u64(j, "tail_rounds", s->tail_rounds);
+	tlm_json_dbl(j, "tail_ms", r1(s->tail_ms));
+	tlm_json_end_obj(j);
+}
+
+/* The same in one line. */
+static void print_stage3(const struct tlm_migrate_stats *st)
+{
+	const struct tlm_stage3_stats *s = &st->stage3;
+
+	printf("  stage 3: pause %.1f", s->pause_ms);
+	if (s->chk_ms > 0)
+		printf(" + paused pass %.1f", s->chk_ms);
+	printf(" + sync %.1f (%llu dirty) + ps %.1f (%llu pages, %.1f MiB) + last %.1f"
+	       " + devstate %.1f + wait %.1f = %.1f ms; backlog at pause %llu records"
+	       " (%.1f MiB), lanes drained %.1f ms after it;"
+	       " model %.1f ms (%.0f MB/s, fixed %.1f)%s\n",
+	       s->sync_ms, (unsigned long long)s->dirty_pages, s->ps_ms,
+	       (unsigned long long)s->ps_pages, (double)s->ps_bytes / 1048576.0, s->last_ms,
+	       s->devstate_ms, s->wait_ms, s->downtime_ms,
+	       (unsigned long long)s->backlog_records, (double)s->backlog_bytes / 1048576.0,
+	       s->dest_commit_ms, s->predicted_ms, s->bandwidth_Bps / 1e6, s->fixed_ms,
+	       s->lanes_keep_up || s->predicted_ms == 0 ? "" : "; the guest writes faster than the lanes carry");
+}
 
 struct prog { bool tty; uint64_t t0; };
 
@@ -226,7 +300,8 @@ static int run_source(const struct bm_opts *o, const char *host, const char *por
 	struct tlm_memsrc *ms;
 	struct digest mine = { 0 }, theirs = { 0 };
 	struct prog pr = { isatty(2) && !o->json, tlm_cli_now_ms() };
-	uint64_t dst_stats[5] = { 0 }, writes0 = 0;
+	uint64_t dst_stats[7] = { 0 }, writes0 = 0, fill_ms = 0;
+	int64_t filled = 0;
 	enum tlm_tracker tr = TLM_TRACK_AUTO;
 	unsigned nr, mismatched = 0, nl = o->mo.chk_lanes + o->mo.ps_lanes;
 	bool verified = false, dst_ok = false;
@@ -245,6 +320,13 @@ static int run_source(const struct bm_opts *o, const char *host, const char *por
 	}
 	ms = tlm_local_memsrc(m);
 	ms->ops->regions(ms->ctx, &regs, &nr);
+	fill_ms = tlm_cli_now_ms();
+	filled = tlm_workload_fill(m, o->fill, o->threads > 2 ? o->threads : 2);
+	fill_ms = tlm_cli_now_ms() - fill_ms;
+	if (filled < 0) {
+		tlm_cli_err("cannot fill memory: %s", tlm_strerror((int)filled));
+		goto out;
+	}
 	err = tlm_workload_start(m, o->workload, o->threads, o->rate, o->seed, &w);
 	if (err) {
 		tlm_cli_err("workload %s: %s", o->workload, tlm_strerror(err));
@@ -330,6 +412,9 @@ static int run_source(const struct bm_opts *o, const char *host, const char *por
 		tlm_json_str(&j, "transport", o->transport);
 		tlm_json_u64(&j, "mem", o->mem);
 		tlm_json_u64(&j, "rate", o->rate);
+		tlm_json_u64(&j, "fill", o->fill);
+		tlm_json_u64(&j, "pages_filled", (uint64_t)filled);
+		tlm_json_u64(&j, "fill_ms", fill_ms);
 		tlm_json_u64(&j, "threads", o->threads);
 		tlm_json_u64(&j, "chk_lanes", o->mo.chk_lanes);
 		tlm_json_u64(&j, "ps_lanes", o->mo.ps_lanes);
@@ -353,6 +438,7 @@ static int run_source(const struct bm_opts *o, const char *host, const char *por
 		tlm_json_u64(&j, "workload_writes", tlm_workload_writes(w) - writes0);
 		tlm_json_u64(&j, "peak_rss_source_bytes", tlm_cli_peak_rss());
 		tlm_json_u64(&j, "peak_rss_destination_bytes", dst_stats[2]);
+		tlm_json_u64(&j, "pages_zero_kept_at_destination", dst_stats[5]);
 		tlm_json_bool(&j, "zero_copy", st.zero_copy);
 		tlm_json_u64(&j, "pages_placed_at_destination", dst_stats[3]);
 		tlm_json_u64(&j, "register_ms_source", st.register_ms);
@@ -362,6 +448,7 @@ static int run_source(const struct bm_opts *o, const char *host, const char *por
 			     st.zero_copy ? (double)st.register_ms / 1000.0 /
 					    ((double)o->mem / (1024.0 * 1024.0 * 1024.0)) : 0);
 		tlm_json_str(&j, "error", st.completed ? NULL : st.why);
+		json_stage3(&j, &st, o->mo.chk_lanes, nl);
 		tlm_json_arr(&j, "epochs");
 		for (unsigned i = 0; i < st.n_epochs; i++) {
 			tlm_json_obj(&j, NULL);
@@ -373,14 +460,17 @@ static int run_source(const struct bm_opts *o, const char *host, const char *por
 		tlm_json_end_arr(&j);
 		tlm_json_finish(&j);
 	} else {
-		printf("policy %s, workload %s, %llu MiB over %s (%u CHK + %u PS lanes), tracker %s\n",
-		       tlm_policy_name(o->mo.policy), o->workload,
-		       (unsigned long long)(o->mem >> 20), o->transport, o->mo.chk_lanes,
+		printf("policy %s, workload %s at %llu writes/s, %llu MiB (%u%% filled) over %s"
+		       " (%u CHK + %u PS lanes), tracker %s\n",
+		       tlm_policy_name(o->mo.policy), o->workload, (unsigned long long)o->rate,
+		       (unsigned long long)(o->mem >> 20), o->fill, o->transport, o->mo.chk_lanes,
 		       o->mo.ps_lanes, tlm_local_tracker_name(m));
 		if (st.completed)
 			printf("  completed in %llu ms, downtime %llu ms, %llu iteration(s)%s\n",
 			       (unsigned long long)st.elapsed_ms, (unsigned long long)st.downtime_ms,
 			       (unsigned long long)st.iterations, st.converged ? "" : " (heuristic stop)");
+		if (st.completed)
+			print_stage3(&st);
 		else
 			printf("  NOT completed after %llu ms: %s (the workload kept running)\n",
 			       (unsigned long long)st.elapsed_ms, st.why);
@@ -430,7 +520,7 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 {
 	struct bm_opts o = {
 		.transport = "tcp", .workload = "mg", .mem = 1ull << 30, .threads = 1,
-		.warmup_ms = 300, .seed = 1, .local_addr = "127.0.0.1",
+		.warmup_ms = 300, .seed = 1, .local_addr = "127.0.0.1", .fill = 100,
 		.mo = { .policy = TLM_POLICY_TLM, .chk_lanes = 1, .ps_lanes = 1, .epoch_ms = 100,
 			.downtime_ms = 300, .max_iterations = 30, .zero_pages = true,
 			.timeout_ms = 60000 },
@@ -447,6 +537,7 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 		{ "mem", required_argument, NULL, 'm' },
 		{ "threads", required_argument, NULL, 'T' },
 		{ "rate", required_argument, NULL, 'r' },
+		{ "fill", required_argument, NULL, 'f' },
 		{ "warmup-ms", required_argument, NULL, 'W' },
 		{ "epoch-ms", required_argument, NULL, 'e' },
 		{ "chk-lanes", required_argument, NULL, 'c' },
@@ -500,9 +591,10 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 		case 'z': o.mo.zero_pages = false; break;
 		case 'h': usage(stdout); return 0;
 		case 'm': case 'x': case 'r': case 'T': case 'W': case 'e': case 'c': case 's':
-		case 'd': case 'i': case 'S':
+		case 'd': case 'i': case 'S': case 'f':
 			if (tlm_cli_parse_size(optarg, &v) || (v == 0 && opt != 'r' && opt != 'W' &&
-							       opt != 'x' && opt != 'S')) {
+							       opt != 'x' && opt != 'S' && opt != 'f') ||
+			    (opt == 'f' && v > 100)) {
 				tlm_cli_err("bad value '%s' for --%s", optarg, lo[li_idx].name);
 				return 2;
 			}
@@ -516,6 +608,7 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 			else if (opt == 's') o.mo.ps_lanes = (unsigned)v;
 			else if (opt == 'd') o.mo.downtime_ms = (unsigned)v;
 			else if (opt == 'i') o.mo.max_iterations = (unsigned)v;
+			else if (opt == 'f') o.fill = (unsigned)v;
 			else o.seed = v;
 			break;
 		default:

@@ -301,6 +301,82 @@ out:
 	return NULL;
 }
 
+struct fill_arg {
+	const struct tlm_region *regs;
+	unsigned nregs;
+	uint32_t page_size;
+	unsigned percent;
+	uint64_t first, end;     /* global page indexes [first, end) */
+	uint64_t written;
+	pthread_t tid;
+};
+
+/* Page gidx is filled iff (gidx * percent) mod 100 < percent: evenly
+ * spread, every page at 100, none at 0. */
+static void *fill_main(void *arg)
+{
+	struct fill_arg *f = arg;
+	uint64_t gidx = 0;
+
+	for (unsigned r = 0; r < f->nregs; r++) {
+		uint64_t pages = f->regs[r].len / f->page_size;
+
+		for (uint64_t p = 0; p < pages; p++, gidx++)
+			if (gidx >= f->first && gidx < f->end &&
+			    gidx * f->percent % 100 < f->percent) {
+				page_write((char *)f->regs[r].base + (size_t)p * f->page_size,
+					   f->page_size, gidx);
+				f->written++;
+			}
+	}
+	return NULL;
+}
+
+int64_t tlm_workload_fill(struct tlm_local *m, unsigned percent, unsigned threads)
+{
+	struct tlm_memsrc *src;
+	const struct tlm_region *regs;
+	struct fill_arg f[16];
+	unsigned nregs, started = 0;
+	uint64_t total = 0;
+	int64_t written = 0;
+	int err;
+
+	if (!m || percent > 100)
+		return -EINVAL;
+	src = tlm_local_memsrc(m);
+	err = src->ops->regions(src->ctx, &regs, &nregs);
+	if (err)
+		return err;
+	if (percent == 0)
+		return 0;
+	for (unsigned r = 0; r < nregs; r++)
+		total += regs[r].len / src->page_size;
+	if (threads == 0)
+		threads = 1;
+	if (threads > sizeof(f) / sizeof(f[0]))
+		threads = sizeof(f) / sizeof(f[0]);
+	for (unsigned i = 0; i < threads; i++)
+		f[i] = (struct fill_arg){ .regs = regs, .nregs = nregs, .page_size = src->page_size,
+					  .percent = percent, .first = total * i / threads,
+					  .end = total * (i + 1) / threads };
+	for (started = 1; started < threads; started++)
+		if (pthread_create(&f[started].tid, NULL, fill_main, &f[started]))
+			break;
+	fill_main(&f[0]);
+	for (unsigned i = 0; i < started; i++) {
+		if (i > 0)
+			pthread_join(f[i].tid, NULL);
+		written += (int64_t)f[i].written;
+	}
+	/* A thread that could not start leaves its share to this one. */
+	for (unsigned i = started; i < threads; i++) {
+		fill_main(&f[i]);
+		written += (int64_t)f[i].written;
+	}
+	return written;
+}
+
 static int kind_of(const char *name)
 {
 	for (int i = 0; tlm_workload_names[i]; i++)

@@ -80,6 +80,12 @@ size_t tlm_local_tracker_bytes(const struct tlm_local *m);
 struct tlm_workload;
 int tlm_workload_start(struct tlm_local *m, const char *kind, unsigned threads,
 		       uint64_t rate, uint64_t seed, struct tlm_workload **out);
+/* Before tlm_workload_start: write percent% of the pages (spread evenly
+ * over the regions) once, with the same stamps the workloads write, as an
+ * application that allocated and initialised its arrays. threads: how
+ * many threads share the work (0 = 1). Returns pages written, or a
+ * negative errno. */
+int64_t tlm_workload_fill(struct tlm_local *m, unsigned percent, unsigned threads);
 /* Page writes done so far. */
 uint64_t tlm_workload_writes(const struct tlm_workload *w);
 void tlm_workload_stop(struct tlm_workload *w);
