@@ -8,6 +8,8 @@
 
 #include "tlm-internal.h"
 
+#define TLM_MSG_REST_MS 30000   /* the rest of a message once it has begun */
+
 int tlm__msg_send(struct tlm_lane *l, uint8_t type, const void *payload, uint32_t len)
 {
 	uint8_t buf[TLM_FRAME_HDR + TLM_MAX_MSG];
@@ -56,7 +58,15 @@ int tlm__msg_recv(struct tlm_lane *l, uint8_t *type, void *buf, uint32_t max,
 	struct tlm_frame_hdr fh;
 	int err;
 
-	err = read_full(l, hdr, sizeof(hdr), deadline);
+	/* Only the first byte waits until the caller's deadline: once a
+	 * message has begun, the rest is in flight and is read whole, or a
+	 * deadline falling inside it would cost the stream its framing. */
+	err = read_full(l, hdr, 1, deadline);
+	if (err)
+		return err;
+	deadline = tlm__now_ms() + (uint64_t)(timeout_ms > TLM_MSG_REST_MS ? timeout_ms
+									    : TLM_MSG_REST_MS);
+	err = read_full(l, hdr + 1, sizeof(hdr) - 1, deadline);
 	if (err)
 		return err;
 	err = tlm__frame_hdr_decode(hdr, 0, &fh);
