@@ -30,6 +30,7 @@ struct bm_opts {
 	unsigned threads, warmup_ms, fill;
 	struct tlm_migrate_opts mo;
 	bool json;
+	bool dest_nonzero;
 };
 
 static volatile int interrupted;
@@ -63,6 +64,8 @@ TLM_CLI_TARGS_HELP
 "  --max-iterations N   precopy cap (default 30)\n"
 "  --xbzrle-cache SIZE  delta-encode re-sent pages with this cache (default off)\n"
 "  --no-zero-pages      send zero pages in full\n"
+"  --dest-nonzero       the destination's memory starts non-zero, as reused\n"
+"                       RAM would (zero pages must then be written)\n"
 "  --copy-pages         copy pages even where the transport could send them\n"
 "                       zero-copy (RDMA WRITE; the default there)\n"
 "  --tracker T          auto (default), pagemap-scan, mprotect\n"
@@ -150,7 +153,6 @@ static int run_dest(struct tlm_listener *li, const struct bm_opts *o, bool quiet
 	struct digest d;
 	int err;
 
-	(void)o;
 	err = tlm_accept(li, 120000, &s);
 	if (err) {
 		tlm_cli_err("destination: no session: %s", tlm_strerror(err));
@@ -167,6 +169,8 @@ static int run_dest(struct tlm_listener *li, const struct bm_opts *o, bool quiet
 			tlm_session_close(s);
 			return 1;
 		}
+		if (o->dest_nonzero)
+			memset(regs[i].base, 0xa5, regs[i].len);
 	}
 	err = tlm_migrate_dest(s, regs, cfg->n_regions, NULL, NULL, &ds);
 	if (err) {
@@ -546,6 +550,7 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 		{ "max-iterations", required_argument, NULL, 'i' },
 		{ "xbzrle-cache", required_argument, NULL, 'x' },
 		{ "no-zero-pages", no_argument, NULL, 'z' },
+		{ "dest-nonzero", no_argument, NULL, 'N' },
 		{ "copy-pages", no_argument, NULL, 'Z' },
 		{ "tracker", required_argument, NULL, 'k' },
 		{ "seed", required_argument, NULL, 'S' },
@@ -589,6 +594,7 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 		case 'L': o.local_addr = optarg; break;
 		case 'j': o.json = true; break;
 		case 'z': o.mo.zero_pages = false; break;
+		case 'N': o.dest_nonzero = true; break;
 		case 'h': usage(stdout); return 0;
 		case 'm': case 'x': case 'r': case 'T': case 'W': case 'e': case 'c': case 's':
 		case 'd': case 'i': case 'S': case 'f':

@@ -2,20 +2,24 @@
 """Runs `tlm bench migrate ... --json` and asserts on the report.
 
 usage: check_migrate.py TLM [--expect completed|not-completed] [--xbzrle]
-                            [--zero-copy yes|no] -- <bench migrate args>
-completed:      completed, verified byte-equal, every epoch accounted.
+                            [--zero-copy yes|no] [--max-dest-rss BYTES]
+                            -- <bench migrate args>
+completed:      completed, verified byte-equal, every epoch accounted, and
+                the stage-3 steps add up to the downtime (within 10%).
 not-completed:  completed false, a reason given, and the source's workload
                 kept running (it wrote pages after the attempt), exit code 1.
 --zero-copy:    whether the pages must (yes) or must not (no) have gone
                 zero-copy; with yes, the destination placed every record
                 and touched none.
+--max-dest-rss: the destination's peak RSS must stay below BYTES, and some
+                zero pages must have been left untouched there.
 """
 import json, subprocess, sys
 
 def main():
     argv = sys.argv[1:]
     tlm = argv.pop(0)
-    expect, xbzrle, zero_copy = "completed", False, None
+    expect, xbzrle, zero_copy, max_rss = "completed", False, None, None
     while argv and argv[0] != "--":
         a = argv.pop(0)
         if a == "--expect":
@@ -24,6 +28,8 @@ def main():
             xbzrle = True
         elif a == "--zero-copy":
             zero_copy = argv.pop(0) == "yes"
+        elif a == "--max-dest-rss":
+            max_rss = int(argv.pop(0))
         else:
             sys.exit("unknown option " + a)
     args = argv[1:]
@@ -45,7 +51,7 @@ def main():
             fails.append(what)
     for key in ("policy", "workload", "transport", "completed", "converged", "verified",
                 "downtime_ms", "elapsed_ms", "bytes_chk", "bytes_ps", "pages_chk", "pages_ps",
-                "dirty_tracker", "epochs"):
+                "dirty_tracker", "epochs", "stage3"):
         check(key in r, "report lacks " + key)
     if expect == "completed":
         check(p.returncode == 0, "exit code %d" % p.returncode)
@@ -63,8 +69,32 @@ def main():
         if r["policy"] == "stop-copy":
             # paused before the first page: nothing is ever dirty, no PS traffic
             check(r["pages_ps"] == 0 and r["pages_chk"] == mem_pages, "stop-copy: one paused pass")
+        s3 = r.get("stage3", {})
+        steps = ("pause_ms", "chk_ms", "sync_ms", "ps_ms", "last_ms", "devstate_ms", "wait_ms")
+        for k in steps + ("downtime_ms", "dirty_pages", "ps_pages", "backlog_records", "model"):
+            check(k in s3, "stage3 lacks " + k)
+        if all(k in s3 for k in steps + ("downtime_ms",)):
+            total = sum(s3[k] for k in steps)
+            print("stage3: %s = %.3f ms, downtime %.3f ms" %
+                  (" + ".join("%s %.3f" % (k[:-3], s3[k]) for k in steps), total, s3["downtime_ms"]))
+            check(all(s3[k] >= 0 for k in steps), "a negative stage-3 step")
+            # the steps follow one another: only the clock reads between them are missing
+            check(abs(total - s3["downtime_ms"]) <= max(0.1 * s3["downtime_ms"], 0.05),
+                  "stage-3 steps add up to %.3f ms, downtime %.3f ms" % (total, s3["downtime_ms"]))
+            check(abs(r["downtime_ms"] - s3["downtime_ms"]) <= 1,
+                  "downtime_ms %d against stage3 %.3f" % (r["downtime_ms"], s3["downtime_ms"]))
+            check(s3["ps_pages"] <= s3["dirty_pages"], "last round sent more than was dirty")
+            if r["policy"] == "stop-copy":
+                check(s3["chk_ms"] > 0, "stop-copy: the paused pass is not in stage 3")
+            else:
+                check(s3["chk_ms"] == 0, "a CHK pass inside stage 3")
+                check(s3["model"]["predicted_ms"] > 0, "no predicted downtime")
         if xbzrle:
             check(r["pages_xbzrle"] > 0, "no page was delta-encoded")
+        if max_rss is not None:
+            check(r["peak_rss_destination_bytes"] < max_rss,
+                  "destination peak RSS %d >= %d" % (r["peak_rss_destination_bytes"], max_rss))
+            check(r["pages_zero_kept_at_destination"] > 0, "no zero page left untouched")
         if zero_copy is not None:
             check(r["zero_copy"] is zero_copy, "zero_copy is %s" % r["zero_copy"])
             placed = r["pages_placed_at_destination"]
