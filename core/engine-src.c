@@ -450,18 +450,46 @@ static int stage3(struct src *e, uint64_t *t_pause)
  * on while the set still halves and sending it would take longer than a
  * tick, at most TAIL_MAX rounds. With lanes faster than the guest writes,
  * the set at the pause is what the guest wrote during the last short
- * round; with a guest that writes faster, the set does not shrink and the
- * pause comes after the first round.
+ * round.
+ *
+ * A guest that dirties pages faster than the lanes carry them (measured
+ * over the pass) gains nothing from more rounds: each would find more
+ * pages dirty than it sent. The round under way is cut short, the
+ * destination catches up, and the pause comes at once; the downtime is
+ * then the guest's working set over the bandwidth, as it must be without
+ * slowing the guest down (stats: stage3.lanes_keep_up false).
  */
 #define TAIL_MAX 4
 #define TAIL_BW_MIN_BYTES (1u << 20)  /* a round this big measures bandwidth */
+#define TAIL_KEEP_UP 0.8              /* write rate / bandwidth below this */
 
 static int tail(struct src *e)
 {
 	struct tlm_stage3_stats *s3 = &e->st->stage3;
 	uint64_t t0 = tlm__now_ns(), prev = UINT64_MAX;
+	double bw = (double)(e->st->bytes_chk + e->st->bytes_ps) * 1e9 /
+		    (double)(t0 - e->t_pass_ns + 1);
+	uint64_t ps_ns = __atomic_load_n(&e->ps_ns, __ATOMIC_RELAXED);
 	int err = 0;
 
+	/* Over the pass, zero pages carry no bytes; the page saver's rounds
+	 * carry written pages. Whichever saw the lanes do more. */
+	if (ps_ns && __atomic_load_n(&e->ps_bytes, __ATOMIC_RELAXED) >= TAIL_BW_MIN_BYTES) {
+		double ps_bw = (double)__atomic_load_n(&e->ps_bytes, __ATOMIC_RELAXED) * 1e9 /
+			       (double)ps_ns * e->o.ps_lanes;
+		if (ps_bw > bw)
+			bw = ps_bw;
+	}
+	if (e->rate_pps * e->page_size >= TAIL_KEEP_UP * bw) {
+		err = tlm__ps_cut(e);
+		if (!err)
+			err = sync_dest(e);
+		if (!err)
+			e->bw_Bps = (double)(e->st->bytes_chk + e->st->bytes_ps) * 1e9 /
+				    (double)(tlm__now_ns() - e->t_pass_ns);
+		s3->tail_ms = ms_since(t0);
+		return err;
+	}
 	for (;;) {
 		uint64_t t = tlm__now_ns(), b0 = e->st->bytes_ps;
 		double ms;

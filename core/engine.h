@@ -116,6 +116,8 @@ struct src {
 	bool stop;                /* threads: finish up */
 	int err;                  /* first error of any thread */
 	unsigned ps_busy;         /* PS threads inside a round */
+	bool ps_cut;              /* PS threads: end the round after this word,
+				   * leaving the rest pending (atomic) */
 	unsigned n_epochs, cap_epochs;
 
 	uint64_t lane_records[TLM_MAX_LANES]; /* records sent per data lane */
@@ -131,6 +133,8 @@ struct src {
 	double rate_pps;           /* pages found dirty per second, last tick */
 	uint64_t t_tick_ns;        /* when the last tick started */
 	uint64_t t_pass_ns;        /* when the CHK pass started */
+	uint64_t ps_ns, ps_bytes;  /* PS threads: time inside rounds, bytes sent
+				    * in them (atomics) */
 };
 
 /* An all-zero page? Whole cache lines at a time; n is a multiple of 64. */
@@ -189,6 +193,9 @@ int64_t tlm__epoch_tick(struct src *e);
 void *tlm__tick_thread(void *arg);
 /* Run one page-saver round on every PS thread and wait for it. */
 int tlm__ps_round(struct src *e);
+/* Cut the round under way short (what it has not sent stays pending) and
+ * wait until every PS thread is idle. */
+int tlm__ps_cut(struct src *e);
 void tlm__epoch_account(struct src *e, uint32_t epoch, uint64_t dirtied, uint64_t sent);
 
 /* xbzrle.c APIs: delta encoding of re-sent pages against the last copy

@@ -141,6 +141,25 @@ int tlm__ps_round(struct src *e)
 	return e->err;
 }
 
+int tlm__ps_cut(struct src *e)
+{
+	bool waiting = true;
+
+	pthread_mutex_lock(&e->lock);
+	__atomic_store_n(&e->ps_cut, true, __ATOMIC_RELEASE);
+	while (waiting && !e->stop) {
+		waiting = false;
+		for (unsigned i = 0; i < e->o.ps_lanes; i++)
+			if (e->ps[i].done_round < e->round)
+				waiting = true;
+		if (waiting)
+			pthread_cond_wait(&e->cond, &e->lock);
+	}
+	__atomic_store_n(&e->ps_cut, false, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&e->lock);
+	return e->err;
+}
+
 /* Pages are booked to the epoch in which they were sent: a round that
  * spans several ticks spreads over them. */
 struct ps_acct { uint32_t ep; uint64_t sent; };
@@ -197,6 +216,8 @@ static int ps_pass(struct src *e, struct ps_arg *a, struct send_batch *b, struct
 				__atomic_fetch_or(&r->pending[w], keep, __ATOMIC_RELEASE);
 			if (tlm__src_stopping(e))
 				return e->err;
+			if (__atomic_load_n(&e->ps_cut, __ATOMIC_ACQUIRE))
+				return tlm__batch_flush(e, b);
 		}
 	}
 	return tlm__batch_flush(e, b);
@@ -213,7 +234,7 @@ void *tlm__ps_thread(void *arg)
 		return NULL;
 	}
 	for (;;) {
-		uint64_t r;
+		uint64_t r, t0, b0;
 		struct ps_acct ac;
 
 		pthread_mutex_lock(&e->lock);
@@ -231,9 +252,16 @@ void *tlm__ps_thread(void *arg)
 
 		ac.ep = __atomic_load_n(&e->epoch, __ATOMIC_ACQUIRE) - 1;
 		ac.sent = 0;
+		t0 = tlm__now_ns();
+		b0 = __atomic_load_n(&e->lane_bytes[a->lane], __ATOMIC_RELAXED);
 		if (ps_pass(e, a, &b, &ac) && !e->err)
 			tlm__src_fail(e, -EIO, "PS lane %u failed", a->lane);
 		tlm__epoch_account(e, ac.ep, 0, ac.sent);
+		/* The lanes' bandwidth, as the page saver sees it (engine-src.c). */
+		__atomic_fetch_add(&e->ps_ns, tlm__now_ns() - t0, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&e->ps_bytes, __atomic_load_n(&e->lane_bytes[a->lane],
+								 __ATOMIC_RELAXED) - b0,
+				   __ATOMIC_RELAXED);
 
 		pthread_mutex_lock(&e->lock);
 		a->done_round = r;
