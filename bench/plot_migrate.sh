@@ -1,7 +1,13 @@
 #!/bin/bash
 # Turns a bench/migrate_policies.sh JSON document into gnuplot PNGs like the
-# paper's figures: dirty pages per epoch and pages sent by the page saver per
-# epoch (tlm policy), and downtime/elapsed per policy, for each workload.
+# paper's figures, for each workload:
+#   <w>-downtime-vs-mem.png  downtime against memory size, one line per
+#                            policy (and per write rate for tlm)
+#   <w>-elapsed-vs-mem.png   the same for elapsed time
+#   <w>-epochs.png           tlm: pages dirtied and sent by the page saver
+#                            per epoch, at the largest memory size
+#   <w>-stage3.png           tlm: where each millisecond of stage 3 went
+#                            (stacked bars, one per memory size and rate)
 #   bench/plot_migrate.sh bench/results/migrate-<stamp>.json [outdir]
 set -euo pipefail
 in=$1
@@ -12,30 +18,74 @@ trap 'rm -rf "$tmp"' EXIT
 python3 - "$in" "$tmp" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); tmp = sys.argv[2]
-for w in sorted({r["workload"] for r in d["runs"]}):
-    runs = [r for r in d["runs"] if r["workload"] == w]
-    with open(f"{tmp}/{w}-policies.dat", "w") as f:
-        for r in runs:
-            f.write(f'{r["policy"]} {r["downtime_ms"] if r["completed"] else 0} {r["elapsed_ms"]}\n')
-    t = [r for r in runs if r["policy"] == "tlm"]
-    with open(f"{tmp}/{w}-epochs.dat", "w") as f:
-        for e in (t[0]["epochs"] if t else []):
-            f.write(f'{e["epoch"]} {e["dirtied"]} {e["sent_ps"]}\n')
+runs = [r for r in d["runs"] if r.get("completed")]
+def rate_name(r):
+    return "unlimited" if r == 0 else "%dk/s" % (r // 1000) if r % 1000 == 0 else "%d/s" % r
+for w in sorted({r["workload"] for r in runs}):
+    wr = [r for r in runs if r["workload"] == w]
+    series = {}
+    for r in wr:
+        name = "stop-copy" if r["policy"] == "stop-copy" else "%s %s" % (r["policy"], rate_name(r["rate"]))
+        series.setdefault(name, []).append(r)
+    names = sorted(series, key=lambda n: (n.split()[0] != "stop-copy", n.split()[0] != "tlm", n))
+    with open(f"{tmp}/{w}-series", "w") as f:
+        for i, n in enumerate(names):
+            with open(f"{tmp}/{w}-s{i}.dat", "w") as g:
+                for r in sorted(series[n], key=lambda r: r["mem"]):
+                    g.write("%g %d %d\n" % (r["mem"] / 2**30, max(r["downtime_ms"], 1), r["elapsed_ms"]))
+            f.write(f"{i}\t{n}\n")
+    tl = [r for r in wr if r["policy"] == "tlm"]
+    big = max((r["mem"] for r in tl), default=0)
+    with open(f"{tmp}/{w}-epochs-series", "w") as f:
+        for i, r in enumerate(sorted((r for r in tl if r["mem"] == big), key=lambda r: r["rate"])):
+            with open(f"{tmp}/{w}-e{i}.dat", "w") as g:
+                for e in r["epochs"]:
+                    g.write("%d %d %d\n" % (e["epoch"], e["dirtied"], e["sent_ps"]))
+            f.write("%d\t%s, %s\n" % (i, r["mem_arg"], rate_name(r["rate"])))
+    with open(f"{tmp}/{w}-stage3.dat", "w") as g:
+        for r in sorted(tl, key=lambda r: (r["mem"], r["rate"] or 1e12)):
+            s = r["stage3"]
+            g.write('"%s %s" %.3f %.3f %.3f %.3f %.3f %.3f\n' % (
+                r["mem_arg"], rate_name(r["rate"]), s["pause_ms"], s["sync_ms"], s["ps_ms"],
+                s["last_ms"] + s["devstate_ms"], s["wait_ms"], s["model"]["predicted_ms"]))
     open(f"{tmp}/workloads", "a").write(w + "\n")
 PY
 while read -r w; do
+	plots_d="" plots_e=""
+	while IFS=$'\t' read -r i name; do
+		plots_d+="${plots_d:+, }\"$tmp/$w-s$i.dat\" using 1:2 with linespoints lw 2 title \"$name\""
+		plots_e+="${plots_e:+, }\"$tmp/$w-s$i.dat\" using 1:3 with linespoints lw 2 title \"$name\""
+	done < "$tmp/$w-series"
+	plots_ep=""
+	while IFS=$'\t' read -r i name; do
+		plots_ep+="${plots_ep:+, }\"$tmp/$w-e$i.dat\" using 1:2 with linespoints title \"dirtied ($name)\""
+		plots_ep+=", \"$tmp/$w-e$i.dat\" using 1:3 with lines dt 2 title \"sent by PS ($name)\""
+	done < "$tmp/$w-epochs-series"
 	gnuplot <<GP
-set terminal png size 900,500
+set terminal png size 900,520
+set grid; set key outside right
+set output "$outdir/$w-downtime-vs-mem.png"
+set title "$w: downtime against memory size"
+set xlabel "memory (GiB)"; set ylabel "downtime (ms, log)"; set logscale y
+plot $plots_d
+set output "$outdir/$w-elapsed-vs-mem.png"
+set title "$w: elapsed time against memory size"
+set ylabel "elapsed (ms, log)"
+plot $plots_e
+unset logscale y
 set output "$outdir/$w-epochs.png"
-set title "tlm policy, $w: pages per epoch"
-set xlabel "epoch"; set ylabel "pages"; set key top right; set grid
-plot "$tmp/$w-epochs.dat" using 1:2 with linespoints title "dirtied in the epoch", \
-     "" using 1:3 with linespoints title "sent by the page saver"
-set output "$outdir/$w-policies.png"
-set title "$w: downtime and elapsed time per policy (0 = did not complete)"
-set style data histogram; set style histogram cluster gap 1; set style fill solid 0.8
-set ylabel "ms"; set xlabel ""; set logscale y
-plot "$tmp/$w-policies.dat" using 2:xtic(1) title "downtime", "" using 3 title "elapsed"
+set title "tlm, $w, largest memory: pages per epoch"
+set xlabel "epoch"; set ylabel "pages"
+plot $plots_ep
+set output "$outdir/$w-stage3.png"
+set title "tlm, $w: stage 3 step by step (x: predicted by the model)"
+set xlabel ""; set ylabel "ms"
+set style data histogram; set style histogram rowstacked; set style fill solid 0.85 border -1
+set boxwidth 0.7; set xtics rotate by -30
+plot "$tmp/$w-stage3.dat" using 2:xtic(1) title "pause", "" using 3 title "final dirty sync", \
+     "" using 4 title "last PS round", "" using 5 title "LAST + device state", \
+     "" using 6 title "wait for COMMIT", \
+     "" using 0:7 with points pt 2 ps 2 lc rgb "black" title "model"
 GP
-	echo "plots: $outdir/$w-epochs.png $outdir/$w-policies.png"
+	echo "plots: $outdir/$w-downtime-vs-mem.png $outdir/$w-elapsed-vs-mem.png $outdir/$w-epochs.png $outdir/$w-stage3.png"
 done < "$tmp/workloads"
