@@ -158,7 +158,7 @@ def run(scen, mode):
             if st.get('status') != 'completed':
                 src.qmp.cmd('migrate_cancel')
         else:
-            policy = mode.split('-')[1]
+            policy = {'tlm': 'one-pass'}.get(mode.split('-')[1], mode.split('-')[1])
             port = socket.socket()
             port.bind(('127.0.0.1', 0))
             p = port.getsockname()[1]

@@ -101,6 +101,23 @@ void tlm_cli_relay_progress_end(void);
 void tlm_cli_relay_report(FILE *f, const struct tlm_relay_result *r, const char *transport,
 			  int policy, bool json, struct tlm_json *j);
 void tlm_cli_relay_signals(volatile sig_atomic_t *flag);
+
+/* inside.c APIs: mode `inside`, a QEMU that runs the tlm engine. */
+struct tlm_inside_result;
+struct tlm_cli_inside {
+	struct tlm_qmp *qmp;
+	bool source, json;
+	const char *host, *port, *transport, *transport_args, *psk_path, *policy;
+	unsigned chk_lanes, ps_lanes, epoch_ms;
+	int timeout_ms;
+	volatile sig_atomic_t *cancel;
+};
+/* --mode auto|inside|relay (NULL = auto) against what the QEMU is:
+ * 1 inside, 0 relay, negative (said why) when they do not fit. */
+int tlm_cli_pick_mode(struct tlm_qmp *q, const char *mode);
+int tlm_cli_inside_run(const struct tlm_cli_inside *c);
+void tlm_cli_inside_report(FILE *f, const struct tlm_inside_result *r, const char *side,
+			   bool json, struct tlm_json *j);
 /* Connects to a QEMU's QMP socket; says why not (no socket, nobody there). */
 struct tlm_qmp;
 int tlm_cli_qmp_open(const char *path, struct tlm_qmp **q);

@@ -15,6 +15,7 @@
 
 #include "cli.h"
 #include "relay.h"
+#include "tlm/engine.h"
 
 static volatile sig_atomic_t *sig_flag;
 static bool progress_shown;
@@ -135,23 +136,34 @@ void tlm_cli_relay_report(FILE *f, const struct tlm_relay_result *r, const char 
 static void usage(FILE *f)
 {
 	fprintf(f,
-"usage: tlm migrate --qmp SRC.qmp --to HOST:PORT [--transport tcp] [--lanes N]\n"
-"                   [--policy qemu|tlm|auto-converge] [--psk FILE] [--json]\n"
-"                   [--timeout SEC] [--max-bandwidth SIZE]\n"
+"usage: tlm migrate --qmp SRC.qmp --to HOST:PORT --psk FILE [--mode auto]\n"
+"                   [--transport tcp] [--policy P] [--json] [--timeout SEC]\n"
+"                   [--chk-lanes N] [--ps-lanes N] [--epoch-ms MS]      (inside)\n"
+"                   [--lanes N] [--max-bandwidth SIZE]                  (relay)\n"
 "\n"
-"Source side of the relay for stock QEMU: QEMU migrates to a private unix\n"
-"socket with multifd on; tlm carries its main channel and each multifd channel\n"
-"over its own lane to `tlm receive` on HOST:PORT.\n"
+"Migrates the running VM behind --qmp to `tlm receive` on HOST:PORT.\n"
+"Mode inside (a QEMU built with tlm's patch series, scripts/build-qemu.sh):\n"
+"QEMU runs the tlm engine itself, a checkpoint stream on the CHK lanes and\n"
+"each epoch's dirty pages on the PS lanes. Mode relay (stock QEMU): QEMU\n"
+"migrates to a private unix socket with multifd on, and tlm carries its main\n"
+"channel and each multifd channel over a lane of its own.\n"
 "\n"
 "  --qmp PATH         QMP unix socket of the running source QEMU\n"
 "  --to HOST:PORT     where `tlm receive` listens\n"
+"  --mode M           auto (inside if this QEMU has the tlm engine, else\n"
+"                     relay; default), inside or relay; both sides alike\n"
 "  --transport NAME   lane transport (default tcp)\n"
 TLM_CLI_TARGS_HELP
-"  --lanes N          multifd channels, one data lane each, plus the main\n"
-"                     channel's lane (default 4)\n"
-"  --policy P         qemu: QEMU's own precopy; tlm: switch over after the\n"
-"                     first full pass (bounded time); auto-converge: QEMU's\n"
-"                     throttling (default tlm)\n"
+"  --policy P         inside: tlm (one checkpoint pass, page saver alongside;\n"
+"                     default), precopy, stop-copy, frs, mp.\n"
+"                     relay: one-pass (switch over after QEMU's first full\n"
+"                     pass; default), qemu (QEMU's own precopy),\n"
+"                     auto-converge (QEMU's throttling)\n"
+"  --chk-lanes N      inside: checkpoint lanes (default 1)\n"
+"  --ps-lanes N       inside: page-saver lanes (default 1)\n"
+"  --epoch-ms MS      inside: epoch length (default 100)\n"
+"  --lanes N          relay: multifd channels, one data lane each, plus the\n"
+"                     main channel's lane (default 4)\n"
 "  --psk FILE         pre-shared key (same file on both hosts; required)\n"
 "  --timeout SEC      give up (and cancel) after SEC seconds (default 600)\n"
 "  --max-bandwidth S  QEMU's max-bandwidth, bytes/s (default 64G)\n"
@@ -187,6 +199,10 @@ int tlm_cli_migrate(int argc, char **argv)
 		{ "timeout", required_argument, NULL, 'o' },
 		{ "max-bandwidth", required_argument, NULL, 'b' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "mode", required_argument, NULL, 'm' },
+		{ "chk-lanes", required_argument, NULL, 'c' },
+		{ "ps-lanes", required_argument, NULL, 's' },
+		{ "epoch-ms", required_argument, NULL, 'e' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -199,8 +215,9 @@ int tlm_cli_migrate(int argc, char **argv)
 	struct tlm_psk psk;
 	struct tlm_qmp *q;
 	bool json = false;
-	long lanes = 4, timeout = 600;
-	int policy = TLM_RELAY_POLICY_TLM, c, rc;
+	long lanes = 4, timeout = 600, chk = 1, ps = 1, epoch = 0;
+	const char *mode = NULL, *policy_name = NULL;
+	int policy = TLM_RELAY_POLICY_TLM, c, rc, inside;
 	uint64_t bw = 0;
 
 	optind = 1;
@@ -238,13 +255,28 @@ int tlm_cli_migrate(int argc, char **argv)
 				return 2;
 			}
 			break;
-		case 'p':
-			policy = tlm_relay_policy_parse(optarg);
-			if (policy < 0) {
-				tlm_cli_err("--policy: qemu, tlm or auto-converge, not '%s'", optarg);
+		case 'p': policy_name = optarg; break;
+		case 'm':
+			if (strcmp(optarg, "auto") && strcmp(optarg, "inside") &&
+			    strcmp(optarg, "relay")) {
+				tlm_cli_err("--mode: auto, inside or relay, not '%s'", optarg);
 				return 2;
 			}
+			mode = optarg;
 			break;
+		case 'c':
+		case 's':
+		case 'e': {
+			long v = strtol(optarg, &end, 10);
+
+			if (*end || v < 1 || v > (c == 'e' ? 60000 : 16)) {
+				tlm_cli_err("--%s: 1..%d", c == 'c' ? "chk-lanes" :
+					    c == 's' ? "ps-lanes" : "epoch-ms", c == 'e' ? 60000 : 16);
+				return 2;
+			}
+			*(c == 'c' ? &chk : c == 's' ? &ps : &epoch) = v;
+			break;
+		}
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -266,9 +298,50 @@ int tlm_cli_migrate(int argc, char **argv)
 		return 2;
 	if (tlm_cli_get_psk(psk_path, false, &psk))
 		return 2;
+	if (policy_name && tlm_policy_parse(policy_name) < 0 &&
+	    tlm_relay_policy_parse(policy_name) < 0) {
+		tlm_cli_err("--policy: tlm, precopy, stop-copy, frs, mp (inside) or one-pass, "
+			    "qemu, auto-converge (relay), not '%s'", policy_name);
+		return 2;
+	}
 	if (tlm_cli_qmp_open(qmp_path, &q))
 		return 1;
+	inside = tlm_cli_pick_mode(q, mode);
+	if (inside < 0) {
+		tlm_qmp_close(q);
+		return 2;
+	}
 	tlm_cli_relay_signals(&stop);
+	if (inside) {
+		struct tlm_cli_inside in = {
+			.qmp = q, .source = true, .json = json, .host = host, .port = port,
+			.transport = transport, .transport_args = targs, .psk_path = psk_path,
+			.policy = policy_name ? policy_name : "tlm", .chk_lanes = (unsigned)chk,
+			.ps_lanes = (unsigned)ps, .epoch_ms = (unsigned)epoch,
+			.timeout_ms = (int)timeout * 1000, .cancel = &stop,
+		};
+
+		if (tlm_policy_parse(in.policy) < 0) {
+			tlm_cli_err("--policy %s is a relay policy; this QEMU runs the tlm engine: "
+				    "tlm, precopy, stop-copy, frs or mp", in.policy);
+			rc = 2;
+		} else {
+			rc = tlm_cli_inside_run(&in);
+		}
+		tlm_qmp_close(q);
+		memset(&psk, 0, sizeof(psk));
+		return rc;
+	}
+	if (policy_name) {
+		policy = tlm_relay_policy_parse(policy_name);
+		if (policy < 0) {
+			tlm_cli_err("--policy %s needs QEMU with tlm's patch series "
+				    "(scripts/build-qemu.sh); with stock QEMU (mode relay): "
+				    "one-pass, qemu or auto-converge", policy_name);
+			tlm_qmp_close(q);
+			return 2;
+		}
+	}
 	o.qmp = q;
 	o.qmp_path = qmp_path;
 	o.transport = transport;

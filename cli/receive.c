@@ -19,17 +19,21 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-"usage: tlm receive --qmp DST.qmp --listen ADDR:PORT [--transport tcp]\n"
-"                   [--lanes N] [--psk FILE] [--json] [--accept-timeout SEC]\n"
-"                   [--timeout SEC]\n"
+"usage: tlm receive --qmp DST.qmp --listen ADDR:PORT --psk FILE [--mode auto]\n"
+"                   [--transport tcp] [--lanes N] [--json]\n"
+"                   [--accept-timeout SEC] [--timeout SEC]\n"
 "\n"
-"Destination side of the relay for stock QEMU. Start QEMU with the same\n"
-"machine options as the source plus `-incoming defer` and a -qmp socket; tlm\n"
-"waits for `tlm migrate`, configures the QEMU to match the source (multifd,\n"
-"same channel count) and hands each lane to it.\n"
+"Destination side. Start QEMU with the same machine options as the source\n"
+"plus `-incoming defer` and a -qmp socket. Mode inside (QEMU built with\n"
+"tlm's patch series): QEMU itself listens and places every page straight\n"
+"into guest RAM; tlm waits until the VM runs here. Mode relay (stock QEMU):\n"
+"tlm waits for `tlm migrate`, configures the QEMU to match the source\n"
+"(multifd, same channel count) and hands each lane to it.\n"
 "\n"
 "  --qmp PATH            QMP unix socket of the waiting destination QEMU\n"
-"  --listen ADDR:PORT    where to wait for the source (port 0 picks one)\n"
+"  --listen ADDR:PORT    where to wait for the source (relay: port 0 picks one)\n"
+"  --mode M              auto (inside if this QEMU has the tlm engine; default),\n"
+"                        inside or relay; both sides alike\n"
 "  --transport NAME      lane transport (default tcp)\n"
 TLM_CLI_TARGS_HELP
 "  --lanes N             expected multifd channels (default: the source's)\n"
@@ -61,6 +65,7 @@ int tlm_cli_receive(int argc, char **argv)
 		{ "accept-timeout", required_argument, NULL, 'a' },
 		{ "timeout", required_argument, NULL, 'o' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "mode", required_argument, NULL, 'm' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -74,7 +79,8 @@ int tlm_cli_receive(int argc, char **argv)
 	struct tlm_qmp *q;
 	bool json = false;
 	long lanes = 0, timeout = 600, acc_timeout = 600;
-	int c, rc;
+	const char *mode = NULL;
+	int c, rc, inside;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
@@ -91,6 +97,14 @@ int tlm_cli_receive(int argc, char **argv)
 		case 'F': ta.fault = optarg; break;
 		case 'k': psk_path = optarg; break;
 		case 'j': json = true; break;
+		case 'm':
+			if (strcmp(optarg, "auto") && strcmp(optarg, "inside") &&
+			    strcmp(optarg, "relay")) {
+				tlm_cli_err("--mode: auto, inside or relay, not '%s'", optarg);
+				return 2;
+			}
+			mode = optarg;
+			break;
 		case 'n':
 			lanes = strtol(optarg, &end, 10);
 			if (*end || lanes < 1 || lanes > TLM_RELAY_MAX_MULTIFD) {
@@ -136,7 +150,24 @@ int tlm_cli_receive(int argc, char **argv)
 		return 2;
 	if (tlm_cli_qmp_open(qmp_path, &q))
 		return 1;
+	inside = tlm_cli_pick_mode(q, mode);
+	if (inside < 0) {
+		tlm_qmp_close(q);
+		return 2;
+	}
 	tlm_cli_relay_signals(&stop);
+	if (inside) {
+		struct tlm_cli_inside in = {
+			.qmp = q, .source = false, .json = json, .host = host, .port = port,
+			.transport = transport, .transport_args = targs, .psk_path = psk_path,
+			.timeout_ms = (int)(acc_timeout + timeout) * 1000, .cancel = &stop,
+		};
+
+		rc = tlm_cli_inside_run(&in);
+		tlm_qmp_close(q);
+		memset(&psk, 0, sizeof(psk));
+		return rc;
+	}
 	o.qmp = q;
 	o.transport = transport;
 	o.transport_args = targs;

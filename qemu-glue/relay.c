@@ -776,7 +776,7 @@ int tlm_relay_policy_parse(const char *s)
 		return -EINVAL;
 	if (!strcmp(s, "qemu"))
 		return TLM_RELAY_POLICY_QEMU;
-	if (!strcmp(s, "tlm"))
+	if (!strcmp(s, "one-pass"))
 		return TLM_RELAY_POLICY_TLM;
 	if (!strcmp(s, "auto-converge"))
 		return TLM_RELAY_POLICY_AUTOCONVERGE;
@@ -787,7 +787,7 @@ const char *tlm_relay_policy_name(int policy)
 {
 	switch (policy) {
 	case TLM_RELAY_POLICY_QEMU: return "qemu";
-	case TLM_RELAY_POLICY_TLM: return "tlm";
+	case TLM_RELAY_POLICY_TLM: return "one-pass";
 	case TLM_RELAY_POLICY_AUTOCONVERGE: return "auto-converge";
 	default: return "?";
 	}

@@ -36,7 +36,8 @@ enum tlm_relay_policy {
 	TLM_RELAY_POLICY_AUTOCONVERGE,  /* QEMU's auto-converge throttling */
 };
 
-/* "qemu", "tlm", "auto-converge" -> policy, or -EINVAL. */
+/* "qemu", "one-pass", "auto-converge" -> policy, or -EINVAL. ("tlm" names
+ * the engine inside QEMU, mode inside.) */
 int tlm_relay_policy_parse(const char *s);
 const char *tlm_relay_policy_name(int policy);
 

@@ -51,6 +51,14 @@ if ! bash scripts/build.sh build; then
 	echo "0 passed, 1 failed"
 	exit 1
 fi
+# The QEMU with tlm's patch series, for the qemu suite's inside-QEMU cases
+# (cached: rebuilt only when the series or libtlm's headers change).
+if [ "${TLM_SKIP_QEMU_BUILD:-0}" != 1 ]; then
+	if ! bash scripts/build-qemu.sh >/dev/null; then
+		echo "building QEMU with the tlm patch series failed" >&2
+		fail=$((fail + 1))
+	fi
+fi
 run_suites build normal
 
 if [ "$sanitize" = 1 ]; then

@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""TLM inside QEMU: the test guest migrated between two QEMUs built with
+tlm's patch series (qemu-glue/qemu-7.2/, scripts/build-qemu.sh), through
+QMP `migrate uri=tlm:...` and `migrate-incoming uri=tlm:...`, under TCG.
+
+    test_inside.py --qemu build/qemu-tlm/bin/qemu-system-x86_64
+                   --kernel guest.elf --guest-py DIR [--mem 128M] CASE
+
+Cases that must complete (the destination runs, the source ends in
+postmigrate, the guest on the destination verifies every page twice over
+with zero errors and its serial output goes on, query-migrate carries the
+engine's figures):
+  idle, mg, random      1 CHK + 1 PS lane over tcp
+  mg-2x2                2 CHK + 2 PS lanes
+  numa                  two RAM blocks (memory backends of two NUMA nodes),
+                        the guest writing in both: writes outside the first
+                        RAM block are tracked too
+  mg-dpdk               DPDK lanes (the embedded net_memif pair)
+  policy-P              P = stop-copy, precopy, frs, mp: completes, or
+                        fails cleanly (then as the failure cases below)
+Cases that must fail cleanly (the migration ends failed or cancelled with
+a clear error, and the source VM keeps running and verifies clean):
+  dest-killed   the destination QEMU is killed mid-migration
+  lane-cut      a data lane is cut mid-migration (a TCP proxy in between)
+  wrong-psk     the source holds another key
+  cancel        migrate_cancel in stage 1
+  refused       multifd on, a URI without psk, a bad key: refused at once
+  mismatch      the destination has another RAM size: refused, naming it
+
+Exit 0 pass, 1 fail, 77 skip (no patched QEMU / no guest).
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_relay as tr  # noqa: E402  (QMP, VM, checks, the lane cutter)
+from test_relay import check, fail  # noqa: E402
+
+
+def wait_migrate(vm, states, timeout=240):
+    end = time.monotonic() + timeout
+    st = {}
+    while time.monotonic() < end:
+        st = vm.q.cmd('query-migrate')
+        if st.get('status') in states:
+            return st
+        if not vm.alive():
+            fail('QEMU died: ' + vm.state())
+        time.sleep(0.1)
+    fail('migration still %s after %d s: %s' % (st.get('status'), timeout, st))
+
+
+def under_way(src, min_bytes=4 << 20, timeout=60):
+    end = time.monotonic() + timeout
+    st = {}
+    while time.monotonic() < end:
+        st = src.q.cmd('query-migrate')
+        if st.get('status') == 'active' and st.get('ram', {}).get('transferred', 0) >= min_bytes:
+            return st
+        if st.get('status') in ('completed', 'failed', 'cancelled'):
+            break
+        time.sleep(0.02)
+    fail('migration not under way: %s' % st)
+
+
+def uri(port, psk, extra=''):
+    return 'tlm:127.0.0.1:%d?psk=%s%s' % (port, psk, extra)
+
+
+def source_survives(src, what):
+    """The source runs again after a failure, and its guest verifies."""
+    end = time.monotonic() + 20
+    while src.q.status() != 'running' and time.monotonic() < end:
+        time.sleep(0.1)
+    check(src.q.status() == 'running', '%s: source VM running again' % what)
+    tr.wait_verified(src, '%s: source after the failure' % what)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--qemu', required=True)
+    ap.add_argument('--kernel', required=True)
+    ap.add_argument('--guest-py', required=True)
+    ap.add_argument('--mem', default='128M')
+    ap.add_argument('case')
+    a = ap.parse_args()
+
+    sys.path.insert(0, a.guest_py)
+    import guestrun
+    if not os.access(a.qemu, os.X_OK):
+        print('SKIP: no QEMU with the tlm patch series (run scripts/build-qemu.sh)')
+        sys.exit(77)
+    if not os.path.exists(a.kernel):
+        print('SKIP: test guest not built')
+        sys.exit(77)
+    os.environ['QEMU'] = a.qemu
+    # The patched QEMU has the TCG dirty-bit fix: whole MiB, fast sync path.
+    tr.MEM_MIB = a.mem
+    case = a.case
+    extra_src = ''
+    transport = 'tcp'
+    if case.endswith('-dpdk'):
+        transport = 'dpdk'
+        extra_src = '&transport=dpdk'
+    pattern = case.split('-')[0]
+    if pattern not in ('idle', 'mg', 'random'):
+        pattern = 'mg'
+    append = {'idle': 'pattern=idle rate=16384',
+              'random': 'pattern=random rate=20000 verify=2'}.get(
+                  pattern, 'pattern=mg rate=20000 verify=2')
+    numa = []
+    if case == 'numa':
+        half = int(a.mem.rstrip('M')) // 2
+        numa = ['-object', 'memory-backend-ram,id=m0,size=%dM' % half,
+                '-object', 'memory-backend-ram,id=m1,size=%dM' % half,
+                '-numa', 'node,nodeid=0,memdev=m0', '-numa', 'node,nodeid=1,memdev=m1']
+    policy = case[len('policy-'):] if case.startswith('policy-') else None
+    if policy:
+        extra_src += '&policy=' + policy
+    if case == 'mg-2x2':
+        extra_src += '&chk=2&ps=2'
+
+    workdir = tempfile.mkdtemp(prefix='tlm-inside-test-')
+    vms = []
+    try:
+        old = os.umask(0o077)
+        psk = os.path.join(workdir, 'psk')
+        with open(psk, 'w') as f:
+            f.write(os.urandom(32).hex())
+        other = os.path.join(workdir, 'psk2')
+        with open(other, 'w') as f:
+            f.write(os.urandom(32).hex())
+        os.umask(old)
+
+        tr.VM.__init__.__defaults__  # the VM class takes extra args through Guest
+        src = make_vm(tr, guestrun, a.kernel, workdir, 'src', append, False, numa)
+        vms.append(src)
+        dst_numa = numa
+        if case == 'mismatch':
+            tr.MEM_MIB = '%dM' % (int(a.mem.rstrip('M')) + 64)
+        dst = make_vm(tr, guestrun, a.kernel, workdir, 'dst', append, True, dst_numa)
+        tr.MEM_MIB = a.mem
+        vms.append(dst)
+        src.g.wait_filled(90)
+        src.g.wait_status(1, 30)
+        check(src.q.status() == 'running', 'source guest running')
+        check(dst.q.status() == 'inmigrate', 'destination waiting (inmigrate)')
+        port = tr.free_port()
+
+        if case == 'refused':
+            for caps, u, why in (
+                    ([{'capability': 'multifd', 'state': True}], uri(port, psk), 'multifd'),
+                    ([], 'tlm:127.0.0.1:%d' % port, 'psk=FILE'),
+                    ([], uri(port, psk, '&chk=0'), 'chk must be'),
+                    ([], uri(port, psk, '&policy=fast'), 'policy must be'),
+                    ([], uri(port, psk, '&transport=carrier-pigeon'), 'not built into libtlm'),
+                    ([], uri(port, '/nonexistent/key'), 'key file')):
+                if caps:
+                    src.q.cmd('migrate-set-capabilities', capabilities=caps)
+                try:
+                    src.q.cmd('migrate', uri=u)
+                    err = ''
+                except RuntimeError as e:
+                    err = str(e)
+                if caps:
+                    src.q.cmd('migrate-set-capabilities', capabilities=[
+                        dict(c, state=False) for c in caps])
+                    if not err:  # refused in the migration thread instead
+                        st = wait_migrate(src, ('failed',), 30)
+                        err = st.get('error-desc', '')
+                check(why in err, 'refused with a clear error (%s): %s' % (why, err))
+            check(src.q.status() == 'running', 'source still running')
+            tr.wait_verified(src, 'source after the refusals')
+            return
+
+        dst.q.cmd('migrate-incoming', uri=uri(port, psk, '&transport=%s' % transport))
+        cutter = None
+        target = port
+        if case == 'lane-cut':
+            cutter = tr.LaneCutter(port, 1, 8 << 20)
+            target = cutter.port
+        key = other if case == 'wrong-psk' else psk
+        t0 = time.monotonic()
+        src.q.cmd('migrate', uri=uri(target, key, extra_src))
+
+        if case in ('dest-killed', 'cancel'):
+            under_way(src)
+            if case == 'dest-killed':
+                dst.g.proc.kill()
+            else:
+                src.q.cmd('migrate_cancel')
+            st = wait_migrate(src, ('failed', 'cancelled'), 120)
+            check(st['status'] in ('failed', 'cancelled'),
+                  '%s: migration ended %s (%s)' % (case, st['status'], st.get('error-desc', '')))
+            source_survives(src, case)
+            return
+        if case in ('lane-cut', 'wrong-psk', 'mismatch'):
+            st = wait_migrate(src, ('failed', 'completed', 'cancelled'), 120)
+            check(st['status'] == 'failed', '%s: migration failed: %s'
+                  % (case, st.get('error-desc', '')))
+            desc = st.get('error-desc', '')
+            if case == 'wrong-psk':
+                check('auth' in desc.lower() or 'key' in desc.lower(),
+                      'the error names authentication: ' + desc)
+            if case == 'mismatch':
+                check('region' in desc or 'memory' in desc,
+                      'the error names the memory that differs: ' + desc)
+            if case == 'lane-cut':
+                check(cutter.cut.is_set(), 'a data lane was cut')
+            source_survives(src, case)
+            check(dst.alive() and dst.q.status() == 'inmigrate',
+                  'destination still waiting for a migration')
+            return
+
+        st = wait_migrate(src, ('completed', 'failed', 'cancelled'), 300)
+        took = time.monotonic() - t0
+        if policy and st['status'] != 'completed':
+            check(st['status'] == 'failed', 'policy %s failed cleanly: %s'
+                  % (policy, st.get('error-desc', '')))
+            source_survives(src, 'policy ' + policy)
+            return
+        check(st['status'] == 'completed', 'migration completed in %.1f s: %s'
+              % (took, st.get('error-desc', '')))
+        t = st.get('tlm')
+        check(t is not None and t['chk-pages'] > 0, 'query-migrate has the tlm section: %s' % t)
+        check(t['transport'] == transport and t['chk-lanes'] == (2 if case == 'mg-2x2' else 1),
+              'transport %s, %d CHK + %d PS lanes' % (t['transport'], t['chk-lanes'], t['ps-lanes']))
+        check(len(t['lane-bytes']) == t['chk-lanes'] + t['ps-lanes'] and
+              all(b > 0 for b in t['lane-bytes'][:t['chk-lanes']]),
+              'bytes on every CHK lane: %s' % t['lane-bytes'])
+        if pattern != 'idle' and policy in (None, 'tlm'):
+            check(t['ps-pages'] > 0, 'the page saver sent %d pages' % t['ps-pages'])
+        check('downtime' in st and 'total-time' in st,
+              'downtime %s ms, total %s ms' % (st.get('downtime'), st.get('total-time')))
+        print('figures: ' + str({k: st.get(k) for k in ('downtime', 'total-time', 'ram')}))
+        check(src.q.status() == 'postmigrate', 'source stopped (postmigrate)')
+        end = time.monotonic() + 30
+        while dst.q.status() != 'running' and time.monotonic() < end:
+            time.sleep(0.1)
+        check(dst.q.status() == 'running', 'destination running')
+        before = dst.g.log.last('status')
+        tr.wait_verified(dst, 'destination', idle=(pattern == 'idle'))
+        after = dst.g.log.last('status')
+        check(after is not None and (before is None or after['ms'] > before['ms']),
+              'the guest serial output goes on at the destination')
+    finally:
+        for vm in vms:
+            try:
+                vm.stop()
+            except Exception:
+                pass
+        subprocess.run(['rm', '-rf', workdir])
+
+
+def make_vm(tr_mod, guestrun, kernel, workdir, name, append, incoming, extra):
+    vm = tr_mod.VM.__new__(tr_mod.VM)
+    vm.dir = os.path.join(workdir, name)
+    os.mkdir(vm.dir)
+    vm.tlm_qmp = os.path.join(vm.dir, 'tlm.qmp')
+    vm.test_qmp = os.path.join(vm.dir, 'test.qmp')
+    args = ['-qmp', 'unix:%s,server=on,wait=off' % vm.tlm_qmp,
+            '-qmp', 'unix:%s,server=on,wait=off' % vm.test_qmp] + list(extra)
+    if incoming:
+        args += ['-incoming', 'defer']
+    vm.g = guestrun.Guest(kernel, append=append, mem_mib=tr_mod.MEM_MIB, workdir=vm.dir,
+                          gdb=False, extra_args=args)
+    vm.g.start()
+    vm.q = tr_mod.QMP(vm.test_qmp)
+    return vm
+
+
+if __name__ == '__main__':
+    main()
+    print('PASS')
