@@ -116,6 +116,9 @@ struct tlm_cli_inside {
  * 1 inside, 0 relay, negative (said why) when they do not fit. */
 int tlm_cli_pick_mode(struct tlm_qmp *q, const char *mode);
 int tlm_cli_inside_run(const struct tlm_cli_inside *c);
+struct tlm_inside_stat;
+void tlm_cli_inside_progress(const struct tlm_inside_stat *st, void *arg);
+void tlm_cli_inside_progress_end(void);
 void tlm_cli_inside_report(FILE *f, const struct tlm_inside_result *r, const char *side,
 			   bool json, struct tlm_json *j);
 /* Connects to a QEMU's QMP socket; says why not (no socket, nobody there). */

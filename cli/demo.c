@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * `tlm demo`: two QEMUs on this machine (TCG), the test guest dirtying its
- * RAM on the source, a relay migration over tcp lanes with the tlm policy,
- * then a few more guest sweeps on the destination, whose own page
- * verification says whether anything was lost.
+ * RAM on the source, a live migration, then a few more guest sweeps on the
+ * destination, whose own page verification says whether anything was lost.
+ * Mode inside (the default once scripts/build-qemu.sh has built QEMU with
+ * tlm's patch series): the QEMUs run the tlm engine, CHK and PS streams on
+ * lanes of their own. Mode relay (stock QEMU): QEMU's own multifd streams
+ * carried over tcp lanes.
  *
  * Threads: the main thread starts and stops both VMs (vmproc ties
  * PDEATHSIG to the forking thread) and runs the source side; a second
@@ -19,9 +22,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "cli.h"
+#include "inside.h"
 #include "relay.h"
+#include "tlm/engine.h"
 #include "vmproc.h"
 
 static volatile sig_atomic_t stop;
@@ -162,6 +170,112 @@ static int find_kernel(const char *given, char *out, size_t len)
 	return -ENOENT;
 }
 
+/* The QEMU that scripts/build-qemu.sh built next to this tlm
+ * (<build>/cli/tlm -> <build>/qemu-tlm/bin/qemu-system-x86_64). */
+static int find_patched_qemu(char *out, size_t len)
+{
+	char exe[PATH_MAX], *slash;
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+	if (n <= 0)
+		return -ENOENT;
+	exe[n] = '\0';
+	slash = strrchr(exe, '/');
+	if (!slash)
+		return -ENOENT;
+	*slash = '\0';
+	if ((size_t)snprintf(out, len, "%s/../qemu-tlm/bin/qemu-system-x86_64", exe) >= len)
+		return -ENAMETOOLONG;
+	return access(out, X_OK) ? -ENOENT : 0;
+}
+
+/* A key file QEMU can read (0600, in a private directory). */
+static int psk_file(const struct tlm_psk *psk, char *dir, size_t dlen, char *path, size_t plen)
+{
+	char hex[2 * TLM_PSK_MAX + 2];
+	FILE *f;
+
+	snprintf(dir, dlen, "/tmp/tlm-demo-XXXXXX");
+	if (!mkdtemp(dir))
+		return -errno;
+	snprintf(path, plen, "%s/psk", dir);
+	if (tlm_psk_to_hex(psk, hex, sizeof(hex)) < 0)
+		return -EINVAL;
+	f = fopen(path, "wx");
+	if (!f)
+		return -errno;
+	fprintf(f, "%s\n", hex);
+	return fclose(f) ? -errno : 0;
+}
+
+static int free_port(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t al = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+
+	if (fd < 0)
+		return -errno;
+	if (!bind(fd, (struct sockaddr *)&a, sizeof(a)) &&
+	    !getsockname(fd, (struct sockaddr *)&a, &al))
+		port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+/* Mode inside: migrate-incoming on dst, migrate on src, until dst runs. */
+static int run_inside(struct tlm_vmproc *src, struct tlm_vmproc *dst, const char *psk_path,
+		      const char *policy, unsigned chk, unsigned ps, bool json,
+		      struct tlm_inside_result *r)
+{
+	struct tlm_inside_opts o = {
+		.host = "127.0.0.1", .transport = "tcp", .psk_path = psk_path,
+		.chk_lanes = chk, .ps_lanes = ps, .policy = policy, .timeout_ms = 300000,
+		.cancel = &stop,
+	};
+	char port[16], uri[1024];
+	int rc, running = 0;
+	uint64_t end;
+
+	memset(r, 0, sizeof(*r));
+	rc = free_port();
+	if (rc < 0) {
+		snprintf(r->error, sizeof(r->error), "no free port: %s", strerror(-rc));
+		return rc;
+	}
+	snprintf(port, sizeof(port), "%d", rc);
+	o.port = port;
+	o.qmp = tlm_vmproc_qmp(dst);
+	rc = tlm_inside_uri(&o, false, uri, sizeof(uri), r->error, sizeof(r->error));
+	if (!rc && (rc = tlm_qmp_migrate_incoming(o.qmp, uri)))
+		snprintf(r->error, sizeof(r->error), "destination refused migrate-incoming: %s",
+			 tlm_qmp_last_error(o.qmp));
+	if (rc)
+		return rc;
+	o.qmp = tlm_vmproc_qmp(src);
+	o.progress = json ? NULL : tlm_cli_inside_progress;
+	rc = tlm_inside_migrate(&o, r);
+	tlm_cli_inside_progress_end();
+	if (rc)
+		return rc;
+	end = tlm_cli_now_ms() + 30000;
+	while (!running && tlm_cli_now_ms() < end) {
+		if (tlm_qmp_query_status(tlm_vmproc_qmp(dst), r->vm_status, sizeof(r->vm_status),
+					 &running))
+			break;
+		if (!running)
+			usleep(50000);
+	}
+	if (!running) {
+		snprintf(r->error, sizeof(r->error), "the destination VM is %s, not running",
+			 r->vm_status);
+		r->completed = false;
+		return -EIO;
+	}
+	return 0;
+}
+
 struct recv_job {
 	struct tlm_relay_dst_opts o;
 	struct tlm_relay_result r;
@@ -194,23 +308,33 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 "usage: tlm demo [--kernel GUEST.ELF] [--mem MIB] [--pattern mg|sp|random|idle]\n"
-"                [--rate PAGES/S] [--lanes N] [--policy tlm|qemu|auto-converge]\n"
+"                [--rate PAGES/S] [--policy P] [--mode auto|inside|relay]\n"
+"                [--chk-lanes N] [--ps-lanes N] [--lanes N]\n"
 "                [--sweeps N] [--qemu BINARY] [--json] [--keep]\n"
 "\n"
 "Starts two QEMUs on this machine (TCG) with the tlm test guest, which keeps\n"
 "rewriting and verifying its memory; migrates it live from one to the other\n"
-"through the relay over tcp lanes; lets the guest run a few more sweeps on\n"
-"the destination and reports, with the guest's own count of bad pages.\n"
+"over tcp lanes; lets the guest run a few more sweeps on the destination and\n"
+"reports, with the guest's own count of bad pages. Mode inside (default once\n"
+"scripts/build-qemu.sh has built QEMU with tlm's patch series): the QEMUs run\n"
+"the tlm engine, a checkpoint stream and a page-saver stream on lanes of\n"
+"their own. Mode relay (stock QEMU): QEMU's own multifd migration carried\n"
+"over tlm lanes.\n"
 "\n"
 "  --kernel FILE   the test guest (default: tests/guest/guest.elf in the build\n"
 "                  tree of this tlm, or <prefix>/share/tlm/guest.elf)\n"
 "  --mem MIB       guest RAM (default 512)\n"
 "  --pattern P     guest write pattern (default mg)\n"
 "  --rate N        guest page writes per second, 0 = unlimited (default 0)\n"
-"  --lanes N       multifd channels / data lanes (default 4)\n"
-"  --policy P      switchover policy (default tlm)\n"
+"  --mode M        auto (inside if the QEMU runs the tlm engine), inside, relay\n"
+"  --policy P      inside: tlm (default), stop-copy, precopy, frs, mp;\n"
+"                  relay: one-pass (default), qemu, auto-converge\n"
+"  --chk-lanes N   inside: checkpoint lanes (default 1)\n"
+"  --ps-lanes N    inside: page-saver lanes (default 1)\n"
+"  --lanes N       relay: multifd channels / data lanes (default 4)\n"
 "  --sweeps N      guest sweeps to wait for on the destination (default 2)\n"
-"  --qemu BINARY   QEMU to use (default qemu-system-x86_64 in PATH)\n"
+"  --qemu BINARY   QEMU to use (default: the one scripts/build-qemu.sh built,\n"
+"                  else qemu-system-x86_64 in PATH)\n"
 "  --json          print the report as one JSON object\n"
 "  --keep          keep the VMs' directories (logs) for inspection\n");
 }
@@ -228,12 +352,19 @@ int tlm_cli_demo(int argc, char **argv)
 		{ "qemu", required_argument, NULL, 'Q' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "keep", no_argument, NULL, 'K' },
+		{ "mode", required_argument, NULL, 'M' },
+		{ "chk-lanes", required_argument, NULL, 'c' },
+		{ "ps-lanes", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *kernel_arg = NULL, *pattern = "mg", *qemu = NULL;
-	long mem = 512, rate = 0, lanes = 4, sweeps = 2;
-	int policy = TLM_RELAY_POLICY_TLM, c, rc, status = 1;
+	long mem = 512, rate = 0, lanes = 4, sweeps = 2, chk = 1, ps = 1;
+	int policy = TLM_RELAY_POLICY_TLM, c, rc, status = 1, inside = 0;
+	const char *mode = NULL, *policy_name = NULL;
+	char psk_dir[64] = "", psk_path[96] = "";
+	struct tlm_inside_result ir = { 0 };
+	bool patched = false;
 	bool json = false, keep = false, recv_on = false;
 	char kernel[PATH_MAX], qemu_path[PATH_MAX], mem_s[24], append[128], port_s[16];
 	struct tlm_vmproc *src = NULL, *dst = NULL;
@@ -252,14 +383,16 @@ int tlm_cli_demo(int argc, char **argv)
 		char *end = NULL;
 		long v = 0;
 
-		if (c == 'm' || c == 'r' || c == 'n' || c == 's') {
+		if (c == 'm' || c == 'r' || c == 'n' || c == 's' || c == 'c' || c == 'S') {
 			v = strtol(optarg, &end, 10);
 			if (*end || v < 0 || (c == 'm' && (v < 16 || v > 16384)) ||
 			    (c == 'n' && (v < 1 || v > TLM_RELAY_MAX_MULTIFD)) ||
+			    ((c == 'c' || c == 'S') && (v < 1 || v > 16)) ||
 			    (c == 's' && v > 1000)) {
 				tlm_cli_err("bad value '%s' for --%s", optarg,
 					    c == 'm' ? "mem" : c == 'r' ? "rate" :
-					    c == 'n' ? "lanes" : "sweeps");
+					    c == 'n' ? "lanes" : c == 'c' ? "chk-lanes" :
+					    c == 'S' ? "ps-lanes" : "sweeps");
 				return 2;
 			}
 		}
@@ -280,12 +413,23 @@ int tlm_cli_demo(int argc, char **argv)
 			}
 			pattern = optarg;
 			break;
+		case 'c': chk = v; break;
+		case 'S': ps = v; break;
 		case 'P':
-			policy = tlm_relay_policy_parse(optarg);
-			if (policy < 0) {
-				tlm_cli_err("--policy: qemu, tlm or auto-converge, not '%s'", optarg);
+			if (tlm_policy_parse(optarg) < 0 && tlm_relay_policy_parse(optarg) < 0) {
+				tlm_cli_err("--policy: tlm, stop-copy, precopy, frs, mp (inside) or "
+					    "one-pass, qemu, auto-converge (relay), not '%s'", optarg);
 				return 2;
 			}
+			policy_name = optarg;
+			break;
+		case 'M':
+			if (strcmp(optarg, "auto") && strcmp(optarg, "inside") &&
+			    strcmp(optarg, "relay")) {
+				tlm_cli_err("--mode: auto, inside or relay, not '%s'", optarg);
+				return 2;
+			}
+			mode = optarg;
 			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -300,8 +444,13 @@ int tlm_cli_demo(int argc, char **argv)
 				    "tests/guest/guest.elf) or pass --kernel FILE");
 		return 1;
 	}
-	rc = tlm_vmproc_find_qemu(qemu ? qemu : "qemu-system-x86_64", qemu_path,
-				  sizeof(qemu_path));
+	if (!qemu && !(mode && !strcmp(mode, "relay")) &&
+	    !find_patched_qemu(qemu_path, sizeof(qemu_path))) {
+		patched = true;
+		qemu = qemu_path;
+	}
+	rc = patched ? 0 : tlm_vmproc_find_qemu(qemu ? qemu : "qemu-system-x86_64", qemu_path,
+						 sizeof(qemu_path));
 	if (rc) {
 		tlm_cli_err("%s not found: install it (Debian: apt-get install "
 			    "qemu-system-x86) or pass --qemu", qemu ? qemu : "qemu-system-x86_64");
@@ -311,11 +460,12 @@ int tlm_cli_demo(int argc, char **argv)
 		return 1;
 	tlm_cli_relay_signals(&stop);
 
-	/* QEMU < 9.0 (Debian 12 ships 7.2) drops TCG guest writes during live
-	 * migration when the RAM block is a multiple of 256 KiB (its fast
+	/* Stock QEMU < 9.0 (Debian 12 ships 7.2) drops TCG guest writes during
+	 * live migration when the RAM block is a multiple of 256 KiB (its fast
 	 * dirty-bitmap sync never resets the TCG TLB's dirty state; fixed
-	 * upstream in 03bfc2188f). 8 KiB less forces the page-by-page sync. */
-	snprintf(mem_s, sizeof(mem_s), "%ldK", mem * 1024 - 8);
+	 * upstream in 03bfc2188f). 8 KiB less forces the page-by-page sync.
+	 * The patched QEMU carries the fix (qemu-glue/qemu-7.2/0001). */
+	snprintf(mem_s, sizeof(mem_s), "%ldK", mem * 1024 - (patched ? 0 : 8));
 	snprintf(append, sizeof(append), "pattern=%s rate=%ld", pattern, rate);
 	{
 		const char *src_args[] = { "-accel", "tcg", "-m", mem_s, "-kernel", kernel,
@@ -325,11 +475,6 @@ int tlm_cli_demo(int argc, char **argv)
 		struct tlm_vmproc_opts vo = { .qemu = qemu_path, .args = src_args,
 					      .keep_dir = keep };
 
-		if (!json)
-			printf("tlm demo: %s, guest %ld MiB, pattern %s, rate %s, %ld tcp lanes, "
-			       "policy %s\n", qemu_path, mem, pattern,
-			       rate ? strchr(append, ' ') + 6 : "unlimited", lanes,
-			       tlm_relay_policy_name(policy));
 		rc = tlm_vmproc_start(&vo, &src);
 		if (rc) {
 			tlm_cli_err("cannot start the source QEMU: %s", tlm_strerror(rc));
@@ -341,6 +486,38 @@ int tlm_cli_demo(int argc, char **argv)
 			tlm_cli_err("cannot start the destination QEMU: %s", tlm_strerror(rc));
 			goto out;
 		}
+	}
+	inside = tlm_cli_pick_mode(tlm_vmproc_qmp(src), mode);
+	if (inside < 0)
+		goto out;
+	if (inside) {
+		if (!policy_name)
+			policy_name = "tlm";
+		if (tlm_policy_parse(policy_name) < 0) {
+			tlm_cli_err("--policy %s is a relay policy; the QEMU runs the tlm engine: "
+				    "tlm, stop-copy, precopy, frs or mp", policy_name);
+			goto out;
+		}
+	} else if (policy_name) {
+		policy = tlm_relay_policy_parse(policy_name);
+		if (policy < 0) {
+			tlm_cli_err("--policy %s needs QEMU with tlm's patch series (run "
+				    "scripts/build-qemu.sh); with stock QEMU: one-pass, qemu or "
+				    "auto-converge", policy_name);
+			goto out;
+		}
+	}
+	if (!json) {
+		if (inside)
+			printf("tlm demo: mode inside (QEMU runs the tlm engine), %s, guest %ld MiB, "
+			       "pattern %s, rate %s, %ld CHK + %ld PS tcp lanes, policy %s\n",
+			       qemu_path, mem, pattern, rate ? strchr(append, ' ') + 6 : "unlimited",
+			       chk, ps, policy_name);
+		else
+			printf("tlm demo: mode relay (stock QEMU's multifd over tlm lanes), %s, "
+			       "guest %ld MiB, pattern %s, rate %s, %ld tcp lanes, policy %s\n",
+			       qemu_path, mem, pattern, rate ? strchr(append, ' ') + 6 : "unlimited",
+			       lanes, tlm_relay_policy_name(policy));
 	}
 	if (!json)
 		printf("source VM %d and destination VM %d started; waiting for the guest "
@@ -357,6 +534,17 @@ int tlm_cli_demo(int argc, char **argv)
 		printf("guest running: sweep %lld, %lld page writes so far, errors %lld\n",
 		       gs.sweep, gs.writes, gs.errors);
 
+	if (inside) {
+		rc = psk_file(&psk, psk_dir, sizeof(psk_dir), psk_path, sizeof(psk_path));
+		if (rc) {
+			tlm_cli_err("cannot write a key file for QEMU: %s", strerror(-rc));
+			goto out;
+		}
+		rc = run_inside(src, dst, psk_path, policy_name, (unsigned)chk, (unsigned)ps,
+				json, &ir);
+		res.completed = ir.completed;
+		goto migrated;
+	}
 	job.o.qmp = tlm_vmproc_qmp(dst);
 	job.o.addr = "127.0.0.1";
 	job.o.port = "0";
@@ -401,6 +589,7 @@ int tlm_cli_demo(int argc, char **argv)
 	recv_on = false;
 	if (!rc && job.rc)
 		rc = job.rc;
+migrated:
 	tlm_qmp_query_status(tlm_vmproc_qmp(src), src_status, sizeof(src_status), NULL);
 
 	if (!rc) {
@@ -425,7 +614,12 @@ int tlm_cli_demo(int argc, char **argv)
 			struct tlm_json j;
 
 			tlm_json_begin(&j, stdout);
-			tlm_cli_relay_report(stdout, &res, "tcp", policy, true, &j);
+			if (inside) {
+				tlm_cli_inside_report(stdout, &ir, "source", true, &j);
+			} else {
+				tlm_json_str(&j, "mode", "relay");
+				tlm_cli_relay_report(stdout, &res, "tcp", policy, true, &j);
+			}
 			tlm_json_i64(&j, "guest_errors", errors);
 			tlm_json_i64(&j, "guest_sweeps_after", gd.statuses ? gd.sweep - gd.first_sweep : 0);
 			tlm_json_i64(&j, "guest_vpasses", gd.vpasses);
@@ -436,7 +630,10 @@ int tlm_cli_demo(int argc, char **argv)
 			tlm_json_bool(&j, "ok", ok);
 			tlm_json_finish(&j);
 		} else {
-			tlm_cli_relay_report(stdout, &res, "tcp", policy, false, NULL);
+			if (inside)
+				tlm_cli_inside_report(stdout, &ir, "source", false, NULL);
+			else
+				tlm_cli_relay_report(stdout, &res, "tcp", policy, false, NULL);
 			printf("  source VM       %s\n", src_status[0] ? src_status : "?");
 			if (!rc)
 				printf("  guest           %lld sweeps on the destination, "
@@ -455,6 +652,10 @@ out:
 	}
 	tlm_vmproc_stop(dst, 3000, NULL);
 	tlm_vmproc_stop(src, 3000, NULL);
+	if (psk_path[0])
+		unlink(psk_path);
+	if (psk_dir[0])
+		rmdir(psk_dir);
 	memset(&psk, 0, sizeof(psk));
 	return status;
 }

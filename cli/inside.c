@@ -23,7 +23,7 @@ static double mib(uint64_t b)
 }
 
 /* A live line on a terminal; nothing otherwise. */
-static void progress(const struct tlm_inside_stat *st, void *arg)
+void tlm_cli_inside_progress(const struct tlm_inside_stat *st, void *arg)
 {
 	(void)arg;
 	if (!isatty(STDERR_FILENO))
@@ -36,7 +36,7 @@ static void progress(const struct tlm_inside_stat *st, void *arg)
 	shown = true;
 }
 
-static void progress_end(void)
+void tlm_cli_inside_progress_end(void)
 {
 	if (shown)
 		fputc('\n', stderr);
@@ -57,8 +57,7 @@ void tlm_cli_inside_report(FILE *f, const struct tlm_inside_result *r, const cha
 			tlm_json_str(j, "error", r->error);
 		tlm_json_str(j, "vm", r->vm_status);
 		tlm_json_i64(j, "wall_ms", (int64_t)r->wall_ms);
-		if (!s->has_tlm)
-			return;
+		tlm_json_bool(j, "engine_figures", s->has_tlm);
 		tlm_json_i64(j, "total_ms", s->mig.total_time_ms);
 		tlm_json_i64(j, "downtime_ms", s->mig.downtime_ms);
 		tlm_json_i64(j, "engine_downtime_ms", s->engine_downtime_ms);
@@ -129,7 +128,8 @@ int tlm_cli_inside_run(const struct tlm_cli_inside *c)
 		.qmp = c->qmp, .host = c->host, .port = c->port, .transport = c->transport,
 		.transport_args = c->transport_args, .chk_lanes = c->chk_lanes,
 		.ps_lanes = c->ps_lanes, .policy = c->policy, .epoch_ms = c->epoch_ms,
-		.timeout_ms = c->timeout_ms, .progress = progress, .cancel = c->cancel,
+		.timeout_ms = c->timeout_ms, .progress = tlm_cli_inside_progress,
+		.cancel = c->cancel,
 	};
 	struct tlm_inside_result r;
 	char psk[PATH_MAX];
@@ -146,7 +146,7 @@ int tlm_cli_inside_run(const struct tlm_cli_inside *c)
 				c->host, c->port);
 		rc = tlm_inside_receive(&o, &r);
 	}
-	progress_end();
+	tlm_cli_inside_progress_end();
 	if (c->json) {
 		struct tlm_json j;
 
