@@ -14,6 +14,7 @@
  * main thread does not touch until that thread is joined.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
@@ -194,6 +195,7 @@ static int psk_file(const struct tlm_psk *psk, char *dir, size_t dlen, char *pat
 {
 	char hex[2 * TLM_PSK_MAX + 2];
 	FILE *f;
+	int fd;
 
 	snprintf(dir, dlen, "/tmp/tlm-demo-XXXXXX");
 	if (!mkdtemp(dir))
@@ -201,9 +203,13 @@ static int psk_file(const struct tlm_psk *psk, char *dir, size_t dlen, char *pat
 	snprintf(path, plen, "%s/psk", dir);
 	if (tlm_psk_to_hex(psk, hex, sizeof(hex)) < 0)
 		return -EINVAL;
-	f = fopen(path, "wx");
-	if (!f)
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	f = fd < 0 ? NULL : fdopen(fd, "w");
+	if (!f) {
+		if (fd >= 0)
+			close(fd);
 		return -errno;
+	}
 	fprintf(f, "%s\n", hex);
 	return fclose(f) ? -errno : 0;
 }
@@ -234,7 +240,7 @@ static int run_inside(struct tlm_vmproc *src, struct tlm_vmproc *dst, const char
 		.chk_lanes = chk, .ps_lanes = ps, .policy = policy, .timeout_ms = 300000,
 		.cancel = &stop,
 	};
-	char port[16], uri[1024];
+	char port[16], uri[1024], dst_status[32] = "";
 	int rc, running = 0;
 	uint64_t end;
 
@@ -261,7 +267,7 @@ static int run_inside(struct tlm_vmproc *src, struct tlm_vmproc *dst, const char
 		return rc;
 	end = tlm_cli_now_ms() + 30000;
 	while (!running && tlm_cli_now_ms() < end) {
-		if (tlm_qmp_query_status(tlm_vmproc_qmp(dst), r->vm_status, sizeof(r->vm_status),
+		if (tlm_qmp_query_status(tlm_vmproc_qmp(dst), dst_status, sizeof(dst_status),
 					 &running))
 			break;
 		if (!running)
@@ -269,7 +275,7 @@ static int run_inside(struct tlm_vmproc *src, struct tlm_vmproc *dst, const char
 	}
 	if (!running) {
 		snprintf(r->error, sizeof(r->error), "the destination VM is %s, not running",
-			 r->vm_status);
+			 dst_status);
 		r->completed = false;
 		return -EIO;
 	}

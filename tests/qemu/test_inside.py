@@ -19,6 +19,10 @@ engine's figures):
   mg-dpdk               DPDK lanes (the embedded net_memif pair)
   policy-P              P = stop-copy, precopy, frs, mp: completes, or
                         fails cleanly (then as the failure cases below)
+  cli                   the same through `tlm receive` / `tlm migrate` (mode
+                        inside detected from QMP), their JSON checked
+  demo                  `tlm demo --json` with this QEMU: mode inside, no
+                        guest error
 Cases that must fail cleanly (the migration ends failed or cancelled with
 a clear error, and the source VM keeps running and verifies clean):
   dest-killed   the destination QEMU is killed mid-migration
@@ -31,6 +35,7 @@ a clear error, and the source VM keeps running and verifies clean):
 Exit 0 pass, 1 fail, 77 skip (no patched QEMU / no guest).
 """
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -87,6 +92,7 @@ def main():
     ap.add_argument('--kernel', required=True)
     ap.add_argument('--guest-py', required=True)
     ap.add_argument('--mem', default='128M')
+    ap.add_argument('--tlm', help='the tlm command (cases cli, demo)')
     ap.add_argument('case')
     a = ap.parse_args()
 
@@ -125,6 +131,8 @@ def main():
     if case == 'mg-2x2':
         extra_src += '&chk=2&ps=2'
 
+    if case == 'demo':
+        return demo(a)
     workdir = tempfile.mkdtemp(prefix='tlm-inside-test-')
     vms = []
     try:
@@ -178,6 +186,8 @@ def main():
             tr.wait_verified(src, 'source after the refusals')
             return
 
+        if case == 'cli':
+            return cli(a, src, dst, port, psk)
         dst.q.cmd('migrate-incoming', uri=uri(port, psk, '&transport=%s' % transport))
         cutter = None
         target = port
@@ -255,6 +265,46 @@ def main():
             except Exception:
                 pass
         subprocess.run(['rm', '-rf', workdir])
+
+
+def cli(a, src, dst, port, psk):
+    """tlm receive + tlm migrate in mode inside, through their JSON."""
+    recv = tr.run_tlm([a.tlm, 'receive', '--qmp', dst.tlm_qmp, '--listen',
+                       '127.0.0.1:%d' % port, '--psk', psk, '--json', '--timeout', '200'])
+    time.sleep(0.5)
+    mig = tr.run_tlm([a.tlm, 'migrate', '--qmp', src.tlm_qmp, '--to', '127.0.0.1:%d' % port,
+                      '--psk', psk, '--chk-lanes', '1', '--ps-lanes', '2', '--json',
+                      '--timeout', '200'])
+    rc, out, _ = tr.finish(mig, 'tlm migrate', 240)
+    check(rc == 0, 'tlm migrate exit 0')
+    r = json.loads(out.strip().splitlines()[-1])
+    check(r['mode'] == 'inside' and r['completed'] and r['side'] == 'source',
+          'tlm migrate: mode inside, completed')
+    check(r['chk_lanes'] == 1 and r['ps_lanes'] == 2 and len(r['lane_bytes']) == 3 and
+          r['chk']['pages'] > 0 and r['policy'] == 'tlm' and r['transport'] == 'tcp',
+          'report: 1 CHK + 2 PS lanes, %d CHK pages, %d PS pages, lane bytes %s'
+          % (r['chk']['pages'], r['ps']['pages'], r['lane_bytes']))
+    check(r['downtime_ms'] >= 0 and r['total_ms'] > 0 and r['vm'] == 'postmigrate',
+          'downtime %d ms, total %d ms, source %s' % (r['downtime_ms'], r['total_ms'], r['vm']))
+    rc, out, _ = tr.finish(recv, 'tlm receive', 60)
+    d = json.loads(out.strip().splitlines()[-1])
+    check(rc == 0 and d['mode'] == 'inside' and d['completed'] and d['vm'] == 'running',
+          'tlm receive: mode inside, destination running')
+    tr.wait_verified(dst, 'destination after tlm migrate')
+
+
+def demo(a):
+    """tlm demo --json runs mode inside with this QEMU."""
+    p = tr.run_tlm([a.tlm, 'demo', '--qemu', a.qemu, '--mem', '64', '--sweeps', '1',
+                    '--json'])
+    rc, out, _ = tr.finish(p, 'tlm demo', 280)
+    r = json.loads(out.strip().splitlines()[-1])
+    check(rc == 0 and r['ok'], 'demo ok')
+    for k in ('mode', 'completed', 'guest_errors', 'downtime_ms', 'total_ms', 'policy',
+              'transport', 'chk_lanes', 'ps_lanes'):
+        check(k in r, 'demo JSON has %s: %s' % (k, r.get(k)))
+    check(r['mode'] == 'inside' and r['completed'] and r['guest_errors'] == 0,
+          'demo: mode inside, completed, 0 guest errors')
 
 
 def make_vm(tr_mod, guestrun, kernel, workdir, name, append, incoming, extra):
