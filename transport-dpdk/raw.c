@@ -60,6 +60,7 @@
 
 #include "tlm-internal.h"
 #include "extbuf.h"
+#include "eal.h"
 #include "raw.h"
 
 #define BURST        32
@@ -524,131 +525,6 @@ out:
 	if (tx_fd >= 0)
 		close(tx_fd);
 	return rc;
-}
-
-/* One line of what the EAL printed: the complaints (getopt's, which start
- * with argv[0], and the EAL's own errors) at error level, its usage text
- * at debug. */
-static void eal_line(const char *argv0, const char *l, size_t n, const char **prev,
-		     size_t *pn)
-{
-	size_t a = strlen(argv0);
-	bool complaint = (n > a + 2 && !strncmp(l, argv0, a) && l[a] == ':') ||
-			 (n > 5 && !strncmp(l, "EAL: ", 5) &&
-			  (memmem(l, n, "rror", 4) || memmem(l, n, "FATAL", 5)));
-
-	if (!n)
-		return;
-	if (complaint && *prev && *pn == n && !memcmp(*prev, l, n))
-		return;   /* the EAL reads its arguments twice */
-	if (complaint) {
-		tlm__err("dpdk: %.*s", (int)n, l);
-		*prev = l;
-		*pn = n;
-	} else {
-		tlm__dbg("dpdk: %.*s", (int)n, l);
-	}
-}
-
-/* Log lines held back while the EAL starts (tlm__dpdk_eal_init). */
-static pthread_mutex_t g_held_mu = PTHREAD_MUTEX_INITIALIZER;
-static bool g_holding;
-static char g_held[8192];
-static size_t g_nheld;
-
-/* The first error line since the last clear: the cause, not the EAL's
- * "failed to attach" that follows it. */
-static __thread char t_first_err[200];
-
-const char *tlm__dpdk_first_error(void)
-{
-	return t_first_err;
-}
-
-void tlm__dpdk_clear_error(void)
-{
-	t_first_err[0] = 0;
-}
-
-void tlm__dpdk_log_line(const char *who, const char *buf, size_t n)
-{
-	int level = rte_log_cur_msg_loglevel();
-
-	if (n && buf[n - 1] == '\n')
-		n--;
-	if (level > 0 && level <= (int)RTE_LOG_ERR && !t_first_err[0])
-		snprintf(t_first_err, sizeof(t_first_err), "%.*s", (int)n, buf);
-	pthread_mutex_lock(&g_held_mu);
-	if (g_holding) {
-		int k = snprintf(g_held + g_nheld, sizeof(g_held) - g_nheld, "%s: %.*s\n", who,
-				 (int)n, buf);
-		if (k > 0)
-			g_nheld += RTE_MIN((size_t)k, sizeof(g_held) - 1 - g_nheld);
-		pthread_mutex_unlock(&g_held_mu);
-		return;
-	}
-	pthread_mutex_unlock(&g_held_mu);
-	tlm__dbg("%s: %.*s", who, (int)n, buf);
-}
-
-static void hold_log(bool on)
-{
-	char out[sizeof(g_held)];
-	size_t n;
-
-	pthread_mutex_lock(&g_held_mu);
-	g_holding = on;
-	n = g_nheld;
-	memcpy(out, g_held, n);
-	g_nheld = 0;
-	pthread_mutex_unlock(&g_held_mu);
-	for (size_t at = 0, i = 0; i < n; i++)
-		if (out[i] == '\n') {
-			tlm__dbg("%.*s", (int)(i - at), out + at);
-			at = i + 1;
-		}
-}
-
-int tlm__dpdk_eal_init(int argc, char **argv)
-{
-	int mf = memfd_create("tlm-eal-output", MFD_CLOEXEC), o1 = -1, o2 = -1, r;
-
-	fflush(stdout);
-	fflush(stderr);
-	if (mf >= 0) {
-		o1 = dup(1);
-		o2 = dup(2);
-	}
-	hold_log(true);
-	bool caught = mf >= 0 && o1 >= 0 && o2 >= 0 && dup2(mf, 1) == 1 && dup2(mf, 2) == 2;
-	r = rte_eal_init(argc, argv);
-	fflush(stdout);
-	fflush(stderr);
-	if (o1 >= 0)
-		dup2(o1, 1);
-	if (o2 >= 0)
-		dup2(o2, 2);
-	hold_log(false);
-	if (caught) {
-		char buf[8192];
-		ssize_t n = pread(mf, buf, sizeof(buf) - 1, 0);
-		size_t at = 0, pn = 0;
-		const char *prev = NULL;
-
-		buf[n > 0 ? n : 0] = 0;
-		for (size_t i = 0; n > 0 && i <= (size_t)n; i++)
-			if (i == (size_t)n || buf[i] == '\n') {
-				eal_line(argv[0], buf + at, i - at, &prev, &pn);
-				at = i + 1;
-			}
-	}
-	if (o1 >= 0)
-		close(o1);
-	if (o2 >= 0)
-		close(o2);
-	if (mf >= 0)
-		close(mf);
-	return r;
 }
 
 double tlm__dpdk_tsc_hz(void)

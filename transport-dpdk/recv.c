@@ -1,0 +1,528 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The receive path. Packets come from a burst on the lane's own queue
+ * (poll.c's pump, the lane's callers or the poll thread) or on the shared
+ * queue (the poll thread, port->lock held, tlm__dpdk_rx_pkt demultiplexes
+ * by lane id). A lane's packet (tlm__dpdk_rx_lane, lane->mu held) moves
+ * the connection's state (conn.c), ACKs and credit, and its stream bytes
+ * into the lane's receive ring (reliab.c).
+ *
+ * The ring: bytes [rcv_rd, rcv_nxt) wait for the reader. The next bytes
+ * in order, when nothing waits in the ring before them, stay in the packet
+ * they came in (up to HELD_MAX packets, a window of jumbo frames): the
+ * reader parses records in place there, or in the ring unless they wrap,
+ * and gathers them into scratch otherwise (summing the crc on the way).
+ * Readers (read, recv_pages) are one at a time (rmu); a malformed frame
+ * or a failed crc poisons the lane, and the peer is told (RST).
+ */
+#include "dpdk-internal.h"
+
+/* A packet for lane l; l->mu held. True if the lane keeps k->m. */
+bool tlm__dpdk_rx_lane(struct dlane *l, const struct pkt *k, uint64_t now)
+{
+	bool kept = false, advanced = false;
+	uint8_t type = k->type;
+	uint32_t wnd = k->wnd, dlen = k->dlen;
+	uint64_t seq = k->seq, ack = k->ack;
+	const uint8_t *data = k->data;
+
+	if (l->state == LS_SYN_SENT) {
+		if (type == PT_RST) {
+			tlm__dpdk_lane_fail(l, TLM_LOG_DEBUG, -ECONNREFUSED, "connection refused");
+			goto out;
+		}
+		l->rid = k->src;
+		l->state = LS_EST;
+		/* memif: the peer granted our queue (its SYNACK says so, or
+		 * its first packet came on it) or not; this packet came the
+		 * shared way, under port->lock (an inactive lane is nobody's
+		 * to poll) */
+		if (l->qown && !l->q) {
+			if ((type == PT_SYNACK && seq == l->qown) || k->qid == l->qown)
+				l->q = l->qown;
+			else
+				tlm__dpdk_queue_put(l->port, l);
+		}
+		pthread_cond_broadcast(&l->cv);
+	}
+	if (l->rid != k->src || l->state == LS_DEAD) {
+		l->rx_ignored++;
+		goto out;
+	}
+	l->rx_pkts++;
+	l->last_rx = now;
+	if (type == PT_CLOSE || type == PT_RST) {
+		l->peer_closed = true;
+		l->peer_reset = type == PT_RST;
+		if (l->rcv_rd == l->rcv_nxt || l->peer_reset)
+			tlm__dpdk_peer_closed_fail(l);
+		pthread_cond_broadcast(&l->cv);
+		goto out;
+	}
+	/* acks and credit: only within what we have sent */
+	if (ack > l->snd_una && ack <= l->snd_end) {
+		struct rte_mbuf *done[64];
+		unsigned nd = 0;
+		l->snd_una = ack;
+		while (l->sq_head != l->sq_tail) {
+			struct txp *t = &l->sq[l->sq_head % SQ_SLOTS];
+			if (t->seq + t->len > ack)
+				break;
+			if (tlm__dpdk_txp_headonly(t))
+				done[nd++] = t->m;
+			l->sq_head++;
+			if (nd == RTE_DIM(done)) {
+				rte_pktmbuf_free_bulk(done, nd);
+				nd = 0;
+			}
+		}
+		if (nd)
+			rte_pktmbuf_free_bulk(done, nd);
+		if (l->snd_nxt < ack)
+			l->snd_nxt = ack;
+		/* partial ACK in recovery: the receiver holds what follows the
+		 * next hole, probably, so re-send from the hole on */
+		if (ack < l->recover)
+			l->snd_nxt = ack;
+		if (l->snd_nxt == ack || (int)(l->sq_next - l->sq_head) < 0)
+			l->sq_next = l->sq_head;
+		l->dupacks = 0;
+		l->rto_ns = RTO_INIT_NS;
+		l->rto_at = l->snd_una < l->snd_nxt ? now + l->rto_ns : 0;
+		pthread_cond_broadcast(&l->cv);
+	} else if (ack == l->snd_una && !dlen && type == PT_DATA && l->snd_nxt > l->snd_una &&
+		   l->snd_una >= l->recover) {
+		/* one rewind per loss: the copies a rewind re-sends come back
+		 * as duplicate ACKs too, and must not trigger another */
+		if (++l->dupacks == 3) {
+			tlm__dpdk_go_back(l);
+		}
+	}
+	if (ack >= l->snd_una && ack + wnd > l->peer_edge)
+		l->peer_edge = ack + wnd;
+	if (type == PT_PING)
+		l->need_ack = true;
+	if (dlen) {
+		uint64_t fill = l->rcv_nxt - l->rcv_rd;
+		unsigned ooo_before = l->nooo;
+		/* anything inside our window is kept, in order or not: bytes
+		 * past rcv_nxt wait in the ring (invisible to the reader) until
+		 * the hole before them fills, so the sender's go-back-N rewind
+		 * costs one round trip, not the whole window again */
+		if (seq + dlen > l->rcv_nxt && seq + dlen <= l->rcv_rd + RING_BYTES &&
+		    seq <= l->rcv_nxt + RING_BYTES) {
+			uint64_t from = seq < l->rcv_nxt ? l->rcv_nxt : seq;
+			const uint8_t *d = data + (from - seq);
+			size_t len = (size_t)(seq + dlen - from);
+			/* the next bytes, and nothing waits in the ring: keep
+			 * the packet, the reader parses it in place */
+			kept = k->m && seq == l->rcv_nxt && l->rcv_held == l->rcv_nxt && !l->nooo &&
+			       l->hn < HELD_MAX;
+			if (kept) {
+				unsigned i = (l->hhead + l->hn++) % HELD_MAX;
+				l->hq[i].m = k->m;
+				l->hq[i].p = d;
+				l->hq[i].len = (uint32_t)len;
+				l->rcv_held = from + len;
+			} else {
+				size_t off = (size_t)(from % RING_BYTES);
+				size_t k1 = RING_BYTES - off < len ? RING_BYTES - off : len;
+				memcpy(l->rbuf + off, d, k1);
+				memcpy(l->rbuf, d + k1, len - k1);
+			}
+			if (from == l->rcv_nxt) {
+				advanced = true;
+				l->rcv_nxt += len;
+				tlm__dpdk_ooo_drain(l);
+				if (fill == 0)
+					tlm__dpdk_efd_signal(l);
+				/* wake the reader once what it waits for is here,
+				 * not for every segment of a page */
+				if (l->rcv_nxt - l->rcv_rd >= l->rd_want)
+					pthread_cond_broadcast(&l->cv);
+			} else {
+				tlm__dpdk_ooo_add(l, from, from + len);
+			}
+		}
+		/* in order with more behind it (HF_MORE), the ACK waits for
+		 * more (ACK_EVERY packets or ACK_DELAY_NS, whichever first);
+		 * the last of what the sender had queued (the end of a write,
+		 * a request), a hole filled, out of order or old: it goes now
+		 * (out of order, the duplicate ACK that triggers the sender's
+		 * rewind). An ACK a packet or two was half the frames on
+		 * net_af_packet, a syscall a burst there, and the receiver's
+		 * per-packet work on memif. */
+		if (advanced && !ooo_before && !l->nooo && (k->flags & HF_MORE)) {
+			if (!l->ack_pkts++)
+				l->ack_first = now;
+		} else {
+			l->need_ack = true;
+		}
+	}
+out:
+	return kept;
+}
+
+/* Any packet, any lane: port->lock held. qid: the queue it came in on. */
+void tlm__dpdk_rx_pkt(struct dport *p, struct rte_mbuf *m, bool local, uint16_t qid)
+{
+	struct pkt k;
+	int r = tlm__dpdk_parse_pkt(p, m, local, &k);
+
+	k.qid = qid;
+	if (r == 0) {
+		const struct rte_arp_hdr *a = (const struct rte_arp_hdr *)(k.eh + 1);
+		uint32_t sip = rte_be_to_cpu_32(a->arp_data.arp_sip);
+		uint32_t tip = rte_be_to_cpu_32(a->arp_data.arp_tip);
+		if (tip == p->ip) {
+			tlm__dpdk_arp_learn(p, sip, &a->arp_data.arp_sha);
+			if (a->arp_opcode == rte_cpu_to_be_16(RTE_ARP_OP_REQUEST))
+				tlm__dpdk_arp_send(p, RTE_ARP_OP_REPLY, sip, &a->arp_data.arp_sha);
+		}
+	} else if (r > 0) {
+		if (!p->p2p)
+			tlm__dpdk_arp_learn(p, k.sip, &k.eh->src_addr);
+		if (k.type == PT_SYN) {
+			tlm__dpdk_rx_syn(p, &k, local, qid);
+		} else {
+			struct dlane *l = tlm__dpdk_find_lane(p, k.dst);
+			if (l && !l->gone) {
+				pthread_mutex_lock(&l->mu);
+				bool kept = tlm__dpdk_rx_lane(l, &k, tlm__now_ns());
+				pthread_mutex_unlock(&l->mu);
+				if (kept)
+					return;
+			}
+		}
+	}
+	rte_pktmbuf_free(m);
+}
+
+/* Wait (l->mu held) until at least want bytes are readable. 0, or
+ * -ETIMEDOUT, or the lane's error once buffered bytes are not enough. */
+static int wait_bytes(struct dlane *l, size_t want, uint64_t end)
+{
+	struct waiter w = { 0 };
+	int r = 0;
+
+	if (l->bad)
+		return l->bad;
+	while (l->rcv_nxt - l->rcv_rd < want) {
+		if (l->state == LS_DEAD) {
+			r = l->err;
+			break;
+		}
+		if (l->peer_closed) {
+			tlm__dpdk_peer_closed_fail(l);
+			r = l->err;
+			break;
+		}
+		l->rd_want = want;
+		int t = tlm__dpdk_lane_wait(l, &w, end);
+		l->rd_want = 0;
+		if (t == ETIMEDOUT && l->rcv_nxt - l->rcv_rd < want) {
+			r = -ETIMEDOUT;
+			break;
+		}
+	}
+	tlm__dpdk_wait_done(l, &w);
+	return r;
+}
+
+/* Copy k bytes; those from byte `from` of the whole on are summed into
+ * *sum as they are copied (at is where this piece starts). */
+static void peek_piece(uint8_t *d, const uint8_t *s, size_t k, size_t at, size_t from,
+		       uint32_t *sum)
+{
+	size_t plain = !sum ? k : at >= from ? 0 : from - at < k ? from - at : k;
+
+	memcpy(d, s, plain);
+	if (sum && k > plain)
+		*sum = tlm__crc32c_copy(*sum, d + plain, s + plain, k - plain);
+}
+
+/* The next n readable bytes: from the packets kept, then the ring. With
+ * sum, the crc32c of the bytes from `from` on, in the same pass. */
+static void ring_peek_sum(struct dlane *l, void *dst, size_t n, size_t from, uint32_t *sum)
+{
+	uint8_t *d = dst;
+	size_t h = (size_t)(l->rcv_held - l->rcv_rd), skip = l->hoff, at = 0;
+
+	if (sum)
+		*sum = 0;
+	for (unsigned i = 0; i < l->hn && h && n; i++) {
+		unsigned e = (l->hhead + i) % HELD_MAX;
+		size_t k = l->hq[e].len - skip;
+		if (k > n)
+			k = n;
+		peek_piece(d + at, l->hq[e].p + skip, k, at, from, sum);
+		at += k;
+		n -= k;
+		h -= k;
+		skip = 0;
+	}
+	size_t off = (size_t)(l->rcv_held % RING_BYTES);
+	size_t k = RING_BYTES - off < n ? RING_BYTES - off : n;
+	peek_piece(d + at, l->rbuf + off, k, at, from, sum);
+	peek_piece(d + at + k, l->rbuf, n - k, at + k, from, sum);
+}
+
+static void ring_peek(struct dlane *l, void *dst, size_t n)
+{
+	ring_peek_sum(l, dst, n, 0, NULL);
+}
+
+/* The next n readable bytes in place, or NULL if they are not in one
+ * piece (then ring_peek them). Valid until they are consumed. */
+static const uint8_t *ring_ptr(const struct dlane *l, size_t n)
+{
+	if (l->rcv_held > l->rcv_rd) {
+		const struct rxp *e = &l->hq[l->hhead];
+		return e->len - l->hoff >= n ? e->p + l->hoff : NULL;
+	}
+	size_t off = (size_t)(l->rcv_rd % RING_BYTES);
+	return off + n <= RING_BYTES ? l->rbuf + off : NULL;
+}
+
+static void ring_consume(struct dlane *l, size_t n)
+{
+	size_t h = (size_t)(l->rcv_held - l->rcv_rd);
+
+	if (h > n)
+		h = n;
+	while (h) {
+		size_t left = l->hq[l->hhead].len - l->hoff;
+		if (h < left) {
+			l->hoff += (uint32_t)h;
+			break;
+		}
+		h -= left;
+		rte_pktmbuf_free(l->hq[l->hhead].m);
+		l->hhead = (l->hhead + 1) % HELD_MAX;
+		l->hn--;
+		l->hoff = 0;
+	}
+	l->rcv_rd += n;
+	if (l->rcv_held < l->rcv_rd)
+		l->rcv_held = l->rcv_rd;
+	if (l->rcv_rd == l->rcv_nxt && atomic_load(&l->efd_on)) {
+		uint64_t v;
+		if (read(l->efd, &v, sizeof(v)) < 0) {
+			/* already drained */
+		}
+	}
+}
+
+/* Poison the lane: a bad frame leaves the stream unsynchronized. */
+static int bad_frame(struct dlane *l, int err, const char *why)
+{
+	tlm__dpdk_lane_fail(l, TLM_LOG_ERR, err, why);
+	l->bad = err;
+	l->tell_peer = true;
+	return err;
+}
+
+ssize_t tlm__dpdk_read(struct tlm_lane *tl, void *buf, size_t n, int timeout_ms)
+{
+	struct dlane *l = (struct dlane *)tl;
+	uint64_t end = deadline_ns(timeout_ms);
+	ssize_t r;
+
+	if (!n)
+		return 0;
+	tlm__dpdk_lcore_join();
+	pthread_mutex_lock(&l->rmu);
+	pthread_mutex_lock(&l->mu);
+	while (!l->data_left) {
+		uint8_t h[TLM_FRAME_HDR];
+		struct tlm_frame_hdr fh;
+
+		if (l->eof) {
+			r = 0;
+			goto out;
+		}
+		r = wait_bytes(l, TLM_FRAME_HDR, end);
+		if (r)
+			goto out;
+		ring_peek(l, h, sizeof(h));
+		r = tlm__frame_hdr_decode(h, tl->page_size, &fh);
+		if (r) {
+			r = bad_frame(l, r, "malformed frame header");
+			goto out;
+		}
+		if (fh.type == TLM_FT_FIN && fh.len == 0) {
+			ring_consume(l, TLM_FRAME_HDR);
+			l->eof = true;
+			r = 0;
+			goto out;
+		}
+		if (fh.type != TLM_FT_DATA) {
+			r = bad_frame(l, -TLM_EFRAME, "unexpected frame type in byte mode");
+			goto out;
+		}
+		ring_consume(l, TLM_FRAME_HDR);
+		l->data_left = fh.len;
+	}
+	r = wait_bytes(l, 1, end);
+	if (r)
+		goto out;
+	size_t avail = (size_t)(l->rcv_nxt - l->rcv_rd);
+	size_t k = n < avail ? n : avail;
+	if (k > l->data_left)
+		k = l->data_left;
+	ring_peek(l, buf, k);
+	ring_consume(l, k);
+	l->data_left -= (uint32_t)k;
+	tl->rx_bytes += k;
+	r = (ssize_t)k;
+out:;
+	bool upd = r > 0 && l->rcv_rd + RING_BYTES - l->adv_edge >= RING_BYTES / 4;
+	pthread_mutex_unlock(&l->mu);
+	pthread_mutex_unlock(&l->rmu);
+	if (upd) {
+		/* a window update is due */
+		if (l->q)
+			tlm__dpdk_own_pump(l);
+		else
+			tlm__dpdk_kick(l->port);
+	}
+	return r;
+}
+
+int tlm__dpdk_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, int timeout_ms)
+{
+	struct dlane *l = (struct dlane *)tl;
+	uint64_t end = deadline_ns(timeout_ms);
+	size_t used = 0;        /* the record just applied, still in the ring */
+	uint64_t backlog = 0;
+	int delivered = 0, r = 0;
+
+	tlm__dpdk_lcore_join();
+
+	if (tl->mode != TLM_MODE_PAGES)
+		return -EINVAL;
+	pthread_mutex_lock(&l->rmu);
+	if (!l->scratch) {
+		l->scratch = malloc(TLM_FRAME_HDR + TLM_PAGE_HDR + TLM_MAX_PAGE_SIZE);
+		if (!l->scratch) {
+			r = -ENOMEM;
+			goto unlock_r;
+		}
+	}
+	for (int i = 0; i < 256; i++) {
+		struct tlm_frame_hdr fh;
+		struct tlm_page_rec rec;
+		uint8_t h[TLM_FRAME_HDR];
+		const uint8_t *f = NULL;
+		uint32_t sum = 0;
+		bool summed = false;
+
+		/* run to completion: keep our queue moving (acks, window), but
+		 * take more packets in only while what we hold is little, so
+		 * what the PMD just copied in is still in cache when we read
+		 * it (taking a burst per 16 records ran a window ahead) */
+		if (l->q && i && !(i & 15) && backlog < RX_BACKLOG)
+			tlm__dpdk_own_pump(l);
+		pthread_mutex_lock(&l->mu);
+		ring_consume(l, used);
+		backlog = l->rcv_nxt - l->rcv_rd;
+		used = 0;
+		if (l->eof) {
+			r = 0;
+			pthread_mutex_unlock(&l->mu);
+			break;
+		}
+		r = wait_bytes(l, TLM_FRAME_HDR, delivered ? 0 : end);
+		if (!r) {
+			ring_peek(l, h, TLM_FRAME_HDR);
+			r = tlm__frame_hdr_decode(h, tl->page_size, &fh);
+			if (r)
+				r = bad_frame(l, r, "malformed frame header");
+			else if (fh.type == TLM_FT_FIN && fh.len == 0) {
+				ring_consume(l, TLM_FRAME_HDR);
+				l->eof = true;
+				pthread_mutex_unlock(&l->mu);
+				break;
+			} else if (fh.type != TLM_FT_PAGE || fh.len < TLM_PAGE_HDR)
+				r = bad_frame(l, -TLM_EFRAME, "unexpected frame in page mode");
+		}
+		if (!r)
+			r = wait_bytes(l, TLM_FRAME_HDR + fh.len, delivered ? 0 : end);
+		if (!r) {
+			/* the bytes [rcv_rd, rcv_rd + used) are ours until we
+			 * consume them: the poll side only writes past rcv_nxt.
+			 * Read them in place if they are in one piece. */
+			used = TLM_FRAME_HDR + fh.len;
+			f = ring_ptr(l, used);
+			if (!f) {
+				/* gathered, and the data's crc summed on the way
+				 * (unless the record has none) */
+				uint8_t ph[TLM_FRAME_HDR + TLM_PAGE_HDR];
+				ring_peek(l, ph, sizeof(ph));
+				bool nosum = tlm__get16(ph + TLM_FRAME_HDR + 12) & TLM__PF_NOSUM;
+				ring_peek_sum(l, l->scratch, used,
+					      nosum ? used : TLM_FRAME_HDR + TLM_PAGE_HDR, &sum);
+				f = l->scratch;
+				summed = true;
+			}
+		}
+		pthread_mutex_unlock(&l->mu);
+		if (r) {
+			if (delivered)
+				r = 0;   /* the error (sticky) comes with the next call */
+			break;
+		}
+		/* decode, verify and apply unlocked: the lane keeps receiving
+		 * while the sink copies */
+		r = tlm__page_hdr_decode(f + TLM_FRAME_HDR, fh.len, tl->page_size, &rec);
+		const char *why = "malformed page record";
+		if (!r) {
+			rec.data = f + TLM_FRAME_HDR + TLM_PAGE_HDR;
+			if (!(rec.flags & TLM__PF_NOSUM)) {
+				why = "page record failed its crc";
+				r = summed ? tlm__page_verify_sum(&rec, sum) : tlm__page_verify(&rec);
+			} else if (l->zc_rx) {
+				/* sent zero-copy, over a link that guards it */
+				rec.flags &= (uint16_t)~TLM__PF_NOSUM;
+			} else {
+				why = "page record without a crc on a link that does not guard "
+				      "its bytes (the sender has zc=on: give it zc=off, or this "
+				      "side zc=on)";
+				r = -TLM_ECRC;
+			}
+		}
+		if (r) {
+			pthread_mutex_lock(&l->mu);
+			bad_frame(l, r, why);
+			pthread_mutex_unlock(&l->mu);
+			used = 0;
+			if (delivered)
+				r = 0;
+			break;
+		}
+		tl->rx_bytes += rec.len;
+		r = sink->apply(sink->arg, &rec);
+		if (r < 0)
+			break;
+		r = 0;
+		delivered++;
+	}
+	pthread_mutex_lock(&l->mu);
+	ring_consume(l, used);
+	bool upd = l->rcv_rd + RING_BYTES - l->adv_edge >= RING_BYTES / 4;
+	pthread_mutex_unlock(&l->mu);
+	if (upd) {
+		/* a window update is due */
+		if (l->q)
+			tlm__dpdk_own_pump(l);
+		else
+			tlm__dpdk_kick(l->port);
+	}
+unlock_r:
+	pthread_mutex_unlock(&l->rmu);
+	if (delivered && (r == -ETIMEDOUT || r == 0))
+		return delivered;
+	if (r == -ETIMEDOUT)
+		return 0;
+	return r ? r : delivered;
+}
