@@ -21,7 +21,7 @@ void tlm__dpdk_arp_learn(struct dport *p, uint32_t ip, const struct rte_ether_ad
 	rte_ether_addr_copy(mac, &p->arp[i].mac);
 }
 
-bool tlm__dpdk_arp_lookup(struct dport *p, uint32_t ip, struct rte_ether_addr *mac)
+static bool arp_lookup(struct dport *p, uint32_t ip, struct rte_ether_addr *mac)
 {
 	for (unsigned i = 0; i < p->narp; i++)
 		if (p->arp[i].ip == ip) {
@@ -31,7 +31,8 @@ bool tlm__dpdk_arp_lookup(struct dport *p, uint32_t ip, struct rte_ether_addr *m
 	return false;
 }
 
-void tlm__dpdk_arp_send(struct dport *p, uint16_t op, uint32_t tip, const struct rte_ether_addr *tmac)
+static void arp_send(struct dport *p, uint16_t op, uint32_t tip,
+		     const struct rte_ether_addr *tmac)
 {
 	struct rte_mbuf *m = rte_pktmbuf_alloc(p->pool);
 
@@ -64,4 +65,34 @@ void tlm__dpdk_arp_send(struct dport *p, uint16_t op, uint32_t tip, const struct
 		memset(&a->arp_data.arp_tha, 0, sizeof(a->arp_data.arp_tha));
 	a->arp_data.arp_tip = rte_cpu_to_be_32(tip);
 	tlm__dpdk_out_pkt(p, NULL, m);
+}
+
+/* An ARP packet (eh, checked long enough by tlm__dpdk_parse_pkt): learn
+ * the sender if it is asking us or answering, and answer a request. */
+void tlm__dpdk_arp_input(struct dport *p, const struct rte_ether_hdr *eh)
+{
+	const struct rte_arp_hdr *a = (const struct rte_arp_hdr *)(eh + 1);
+	uint32_t sip = rte_be_to_cpu_32(a->arp_data.arp_sip);
+	uint32_t tip = rte_be_to_cpu_32(a->arp_data.arp_tip);
+
+	if (tip != p->ip)
+		return;
+	tlm__dpdk_arp_learn(p, sip, &a->arp_data.arp_sha);
+	if (a->arp_opcode == rte_cpu_to_be_16(RTE_ARP_OP_REQUEST))
+		arp_send(p, RTE_ARP_OP_REPLY, sip, &a->arp_data.arp_sha);
+}
+
+/* Does lane l know its peer's MAC (or need none)? If not, ask, when the
+ * port's ARP retry timer says so. */
+bool tlm__dpdk_arp_resolve(struct dport *p, struct dlane *l, uint64_t now)
+{
+	if (l->mac_known || p->p2p)
+		return true;
+	if (arp_lookup(p, l->peer_ip, &l->peer_mac)) {
+		l->mac_known = true;
+		return true;
+	}
+	if (tlm__dpdk_timers_arp_due(p, now))
+		arp_send(p, RTE_ARP_OP_REQUEST, l->peer_ip, NULL);
+	return false;
 }

@@ -131,6 +131,63 @@ void tlm__dpdk_peer_closed_fail(struct dlane *l)
 		tlm__dpdk_lane_fail(l, TLM_LOG_WARN, -TLM_EPEERCLOSED, "peer closed the lane mid-stream");
 }
 
+/* A packet for a lane in SYN_SENT: the peer's answer. An RST refuses the
+ * lane (false: nothing more to do with the packet); anything else
+ * establishes it, and says whether the queue it asked for was granted
+ * (memif: the SYNACK says so, or the first packet came on it). The packet
+ * came the shared way, under port->lock (an inactive lane's queue is
+ * nobody's to poll). l->mu held. */
+bool tlm__dpdk_conn_rx_syn_sent(struct dlane *l, const struct pkt *k)
+{
+	if (k->type == PT_RST) {
+		tlm__dpdk_lane_fail(l, TLM_LOG_DEBUG, -ECONNREFUSED, "connection refused");
+		return false;
+	}
+	l->rid = k->src;
+	l->state = LS_EST;
+	if (l->qown && !l->q) {
+		if ((k->type == PT_SYNACK && k->seq == l->qown) || k->qid == l->qown)
+			l->q = l->qown;
+		else
+			tlm__dpdk_queue_put(l->port, l);
+	}
+	pthread_cond_broadcast(&l->cv);
+	return true;
+}
+
+/* A CLOSE or RST from the peer: the lane fails once the reader has taken
+ * what came before (at once for an RST). l->mu held. */
+void tlm__dpdk_conn_rx_close(struct dlane *l, const struct pkt *k)
+{
+	l->peer_closed = true;
+	l->peer_reset = k->type == PT_RST;
+	if (l->rcv_rd == l->rcv_nxt || l->peer_reset)
+		tlm__dpdk_peer_closed_fail(l);
+	pthread_cond_broadcast(&l->cv);
+}
+
+/* The transmit step of a lane that is closing or dead. Closing: CLOSE
+ * (RST if we refused its stream) up to three times, then the lane is
+ * gone, for close() to unlink and free. Dead after refusing the peer's
+ * stream (a bad frame): the peer learns it now, not after dead_ms of
+ * silence. l->mu held. */
+void tlm__dpdk_conn_tx_ending(struct dport *p, struct dlane *l)
+{
+	if (l->closing) {
+		if (l->close_sent < 3 && (l->state == LS_EST || l->tell_peer) && l->rid) {
+			tlm__dpdk_send_ctl(p, l, l->state == LS_EST ? PT_CLOSE : PT_RST);
+			l->close_sent++;
+		} else {
+			l->gone = true;
+			pthread_cond_broadcast(&l->cv);
+		}
+		return;
+	}
+	if (l->tell_peer && l->rid && (l->mac_known || p->p2p))
+		tlm__dpdk_send_ctl(p, l, PT_RST);
+	l->tell_peer = false;
+}
+
 struct dlane *tlm__dpdk_find_lane(struct dport *p, uint32_t lid)
 {
 	for (struct dlane *l = p->lanes; l; l = l->next)
@@ -351,7 +408,7 @@ static void lane_release(struct dlane *l)
 		cv_wait_until(&l->cv, &l->mu, tlm__now_ns() + 10000000ull);
 	pthread_mutex_unlock(&l->mu);
 	/* gone is set by whoever polled it last: make sure no poll of it is
-	 * still running (no spinner holds it: see tlm__dpdk_spin_sweep), and that it is
+	 * still running (no spinner holds it: see spin_sweep in poll.c), and that it is
 	 * off the port */
 	pthread_mutex_lock(&p->swmu);
 	for (unsigned q = 0; q < MAX_QUEUES; q++)
@@ -400,6 +457,111 @@ void tlm__dpdk_listener_close(struct tlm_xlistener *xl)
 	free(x);
 }
 
+/* The port a connect to UDP port udp at pip goes out of (a reference
+ * taken); *local: the listener is in this process, reached in software. */
+static int connect_port(const struct cfg *c, uint16_t udp, uint32_t pip, struct dport **out,
+			bool *local)
+{
+	struct dport *p = NULL;
+	int r;
+
+	*local = false;
+	pthread_mutex_lock(&tlm__dpdk_lock);
+	r = tlm__dpdk_eal_start(c);
+	if (r) {
+		pthread_mutex_unlock(&tlm__dpdk_lock);
+		return r;
+	}
+	if (c->dev[0]) {
+		r = tlm__dpdk_port_get(c, c->dev, c->vdev[0] ? c->vdev : NULL, !c->ip, &p);
+		/* listening here too on the same port and address: loop */
+		if (!r) {
+			tlm__dpdk_lock_port(p);
+			*local = find_listener(p, udp) && (p->p2p || pip == p->ip);
+			pthread_mutex_unlock(&p->lock);
+		}
+	} else {
+		char name[64], dargs[256];
+		/* the listener may live in this very process: a memif socket
+		 * cannot be both ends, so loop through the server port */
+		memif_names(udp, true, name, sizeof(name), dargs, sizeof(dargs), c->mtu);
+		for (p = tlm__dpdk_ports; p; p = p->next)
+			if (!strcmp(p->name, name))
+				break;
+		if (p) {
+			p->refs++;
+			*local = true;
+		} else {
+			memif_names(udp, false, name, sizeof(name), dargs, sizeof(dargs), c->mtu);
+			r = tlm__dpdk_port_get(c, name, dargs, true, &p);
+			if (!r && !p->ip)
+				p->ip = 0xc6120002;
+		}
+	}
+	pthread_mutex_unlock(&tlm__dpdk_lock);
+	if (r)
+		tlm__err("dpdk: connect: no port: %d", r);
+	*out = p;
+	return r;
+}
+
+/* A lane in SYN_SENT to pip:udp, on the port's list for its pumps to
+ * send the SYN; NULL if out of memory. */
+static struct dlane *connect_lane(struct dport *p, const struct cfg *c, const char *addr,
+				  uint32_t pip, uint16_t udp, bool local, unsigned index)
+{
+	struct dlane *l;
+
+	tlm__dpdk_lock_port(p);
+	l = lane_new(p, c);
+	if (!l) {
+		pthread_mutex_unlock(&p->lock);
+		return NULL;
+	}
+	l->state = LS_SYN_SENT;
+	l->peer_ip = pip;
+	l->rport = udp;
+	l->lport = p->next_eph++;
+	if (p->next_eph < 49152)
+		p->next_eph = 49152;
+	l->local = local;
+	if (c->peer_mac_set) {
+		l->peer_mac = c->peer_mac;
+		l->mac_known = true;
+	}
+	l->base.index = index;
+	snprintf(l->base.peer, sizeof(l->base.peer), "%s:%u", addr ? addr : "198.18.0.1", udp);
+	tlm__dpdk_queue_take(p, l, -1);   /* memif: reserved, asked for in the SYN */
+	l->next = p->lanes;
+	p->lanes = l;
+	pthread_mutex_unlock(&p->lock);
+	tlm__dpdk_kick(p);
+	return l;
+}
+
+/* Wait for the peer's answer: 0 once established, else why not. */
+static int handshake(struct dport *p, struct dlane *l, uint64_t end)
+{
+	struct waiter w = { 0 };
+	int r;
+
+	pthread_mutex_lock(&l->mu);
+	while (l->state == LS_SYN_SENT && tlm__dpdk_lane_wait(l, &w, end) != ETIMEDOUT)
+		;
+	tlm__dpdk_wait_done(l, &w);
+	r = l->state == LS_EST ? 0 : l->state == LS_DEAD ? l->err : -ETIMEDOUT;
+	if (!r)
+		l->last_rx = tlm__now_ns();
+	pthread_mutex_unlock(&l->mu);
+	if (!r && !l->qown) {
+		/* the peer's MAC is known now: rte_flow can steer us */
+		tlm__dpdk_lock_port(p);
+		tlm__dpdk_queue_take(p, l, -1);
+		pthread_mutex_unlock(&p->lock);
+	}
+	return r;
+}
+
 int tlm__dpdk_connect(const char *addr, const char *port, const char *args,
 		      unsigned index, int timeout_ms, struct tlm_lane **out)
 {
@@ -409,6 +571,7 @@ int tlm__dpdk_connect(const char *addr, const char *port, const char *args,
 	uint16_t udp;
 	uint32_t pip = 0xc6120001;   /* default peer: 198.18.0.1 */
 	uint64_t end;
+	bool local;
 	int r;
 
 	if (tlm__dpdk_fork_check())
@@ -431,44 +594,9 @@ int tlm__dpdk_connect(const char *addr, const char *port, const char *args,
 			return -EINVAL;
 		}
 	}
-	pthread_mutex_lock(&tlm__dpdk_lock);
-	r = tlm__dpdk_eal_start(&c);
-	if (r) {
-		pthread_mutex_unlock(&tlm__dpdk_lock);
+	r = connect_port(&c, udp, pip, &p, &local);
+	if (r)
 		return r;
-	}
-	bool local = false;
-	if (c.dev[0]) {
-		r = tlm__dpdk_port_get(&c, c.dev, c.vdev[0] ? c.vdev : NULL, !c.ip, &p);
-		/* listening here too on the same port and address: loop */
-		if (!r) {
-			tlm__dpdk_lock_port(p);
-			local = find_listener(p, udp) && (p->p2p || pip == p->ip);
-			pthread_mutex_unlock(&p->lock);
-		}
-	} else {
-		char name[64], dargs[256];
-		/* the listener may live in this very process: a memif socket
-		 * cannot be both ends, so loop through the server port */
-		memif_names(udp, true, name, sizeof(name), dargs, sizeof(dargs), c.mtu);
-		for (p = tlm__dpdk_ports; p; p = p->next)
-			if (!strcmp(p->name, name))
-				break;
-		if (p) {
-			p->refs++;
-			local = true;
-		} else {
-			memif_names(udp, false, name, sizeof(name), dargs, sizeof(dargs), c.mtu);
-			r = tlm__dpdk_port_get(&c, name, dargs, true, &p);
-			if (!r && !p->ip)
-				p->ip = 0xc6120002;
-		}
-	}
-	pthread_mutex_unlock(&tlm__dpdk_lock);
-	if (r) {
-		tlm__err("dpdk: connect: no port: %d", r);
-		return r;
-	}
 	if (!local) {
 		r = tlm__dpdk_wait_link(p, tlm__left_ms(end / 1000000ull));
 		if (r) {
@@ -476,47 +604,12 @@ int tlm__dpdk_connect(const char *addr, const char *port, const char *args,
 			goto put;
 		}
 	}
-	tlm__dpdk_lock_port(p);
-	l = lane_new(p, &c);
+	l = connect_lane(p, &c, addr, pip, udp, local, index);
 	if (!l) {
-		pthread_mutex_unlock(&p->lock);
 		r = -ENOMEM;
 		goto put;
 	}
-	l->state = LS_SYN_SENT;
-	l->peer_ip = pip;
-	l->rport = udp;
-	l->lport = p->next_eph++;
-	if (p->next_eph < 49152)
-		p->next_eph = 49152;
-	l->local = local;
-	if (c.peer_mac_set) {
-		l->peer_mac = c.peer_mac;
-		l->mac_known = true;
-	}
-	l->base.index = index;
-	snprintf(l->base.peer, sizeof(l->base.peer), "%s:%u", addr ? addr : "198.18.0.1", udp);
-	tlm__dpdk_queue_take(p, l, -1);   /* memif: reserved, asked for in the SYN */
-	l->next = p->lanes;
-	p->lanes = l;
-	pthread_mutex_unlock(&p->lock);
-	tlm__dpdk_kick(p);
-
-	struct waiter w = { 0 };
-	pthread_mutex_lock(&l->mu);
-	while (l->state == LS_SYN_SENT && tlm__dpdk_lane_wait(l, &w, end) != ETIMEDOUT)
-		;
-	tlm__dpdk_wait_done(l, &w);
-	r = l->state == LS_EST ? 0 : l->state == LS_DEAD ? l->err : -ETIMEDOUT;
-	if (!r)
-		l->last_rx = tlm__now_ns();
-	pthread_mutex_unlock(&l->mu);
-	if (!r && !l->qown) {
-		/* the peer's MAC is known now: rte_flow can steer us */
-		tlm__dpdk_lock_port(p);
-		tlm__dpdk_queue_take(p, l, -1);
-		pthread_mutex_unlock(&p->lock);
-	}
+	r = handshake(p, l, end);
 	if (r) {
 		tlm__dbg("dpdk: connect to %s: %d", l->base.peer, r);
 		lane_release(l);

@@ -351,20 +351,20 @@ struct waiter {
 	bool slot;
 };
 
-/* dpdk.c: the process's ports (ports live as long as the process) and
- * the lock over that list, the EAL's start and zero-copy mappings. */
+/* dpdk.c: the process's ports (they live as long as the process) and the
+ * lock over that list, the EAL's start and the zero-copy mappings. */
 extern pthread_mutex_t tlm__dpdk_lock;
 extern struct dport *tlm__dpdk_ports;
 extern const struct tlm_lane_ops tlm__dpdk_ops;
 
 /* eal.c APIs: */
-void tlm__dpdk_lcore_join(void);
 /* Set in a child forked after the EAL started: the poll threads, the
  * hugepage-less memory and the memif sockets stayed with the parent, and
  * a lock may have been held across the fork. Every op refuses there. */
 extern volatile sig_atomic_t tlm__dpdk_forked;
-int tlm__dpdk_fork_check(void);
-int tlm__dpdk_eal_start(const struct cfg *c);
+int tlm__dpdk_fork_check(void);                 /* 0, or -EOPNOTSUPP in such a child */
+int tlm__dpdk_eal_start(const struct cfg *c);   /* once per process; tlm__dpdk_lock held */
+void tlm__dpdk_lcore_join(void);                /* a data-moving thread takes an lcore id */
 
 /* args.c APIs: */
 int tlm__dpdk_parse_args(const char *args, struct cfg *c);
@@ -374,31 +374,31 @@ void tlm__dpdk_put_hdr(uint8_t *h, uint8_t type, uint32_t dst, uint32_t src,
 		       uint32_t wnd, uint64_t seq, uint64_t ack, uint8_t flags);
 void tlm__dpdk_put_l2l4(const struct dport *p, uint8_t *b, const struct rte_ether_addr *dmac,
 			uint32_t dip, uint16_t sport, uint16_t dport, uint32_t plen);
-void tlm__dpdk_out_pkt(struct dport *p, struct dlane *l, struct rte_mbuf *m);
-void tlm__dpdk_send_ctl(struct dport *p, struct dlane *l, uint8_t type);
+/* 1: one of our UDP packets, parsed into k; 0: ARP; -1: not for us. */
 int tlm__dpdk_parse_pkt(const struct dport *p, struct rte_mbuf *m, bool local, struct pkt *k);
+/* A control frame (SYN, SYNACK, an ACK as PT_DATA, PING, CLOSE, RST). */
+void tlm__dpdk_send_ctl(struct dport *p, struct dlane *l, uint8_t type);
+/* Queue m for the next tx_burst of l's queue (l NULL: the shared one);
+ * out_data passes it through l's fault injection first. */
+void tlm__dpdk_out_pkt(struct dport *p, struct dlane *l, struct rte_mbuf *m);
 void tlm__dpdk_out_data(struct dport *p, struct dlane *l, struct rte_mbuf *m);
 
-/* arp.c APIs: */
+/* arp.c APIs (port->lock held): */
 void tlm__dpdk_arp_learn(struct dport *p, uint32_t ip, const struct rte_ether_addr *mac);
-bool tlm__dpdk_arp_lookup(struct dport *p, uint32_t ip, struct rte_ether_addr *mac);
-void tlm__dpdk_arp_send(struct dport *p, uint16_t op, uint32_t tip, const struct rte_ether_addr *tmac);
+void tlm__dpdk_arp_input(struct dport *p, const struct rte_ether_hdr *eh);
+bool tlm__dpdk_arp_resolve(struct dport *p, struct dlane *l, uint64_t now);
 
 /* port.c APIs: */
+int tlm__dpdk_port_get(const struct cfg *c, const char *name, const char *devargs,
+		       bool p2p, struct dport **out);   /* tlm__dpdk_lock held */
+void tlm__dpdk_port_put(struct dport *p);               /* tlm__dpdk_lock held */
+int tlm__dpdk_wait_link(struct dport *p, int timeout_ms);
+/* A queue of its own for l, if one is free (want: the queue the peer's
+ * SYN asked for, -1 on the connecting side); port->lock held. */
 void tlm__dpdk_queue_take(struct dport *p, struct dlane *l, int want);
 void tlm__dpdk_queue_put(struct dport *p, struct dlane *l);
-int tlm__dpdk_port_get(const struct cfg *c, const char *name, const char *devargs,
-		       bool p2p, struct dport **out);
-void tlm__dpdk_port_put(struct dport *p);
-int tlm__dpdk_wait_link(struct dport *p, int timeout_ms);
 
 /* conn.c APIs: */
-void tlm__dpdk_efd_signal(struct dlane *l);
-void tlm__dpdk_lane_fail(struct dlane *l, int level, int err, const char *why);
-void tlm__dpdk_peer_closed_fail(struct dlane *l);
-struct dlane *tlm__dpdk_find_lane(struct dport *p, uint32_t lid);
-void tlm__dpdk_rx_syn(struct dport *p, const struct pkt *k, bool local, uint16_t qid);
-void tlm__dpdk_lane_unlink(struct dport *p, struct dlane *l);
 int tlm__dpdk_listen(const char *addr, const char *port, const char *args,
 		     struct tlm_xlistener **out);
 int tlm__dpdk_listener_port(const struct tlm_xlistener *xl);
@@ -407,23 +407,49 @@ void tlm__dpdk_listener_close(struct tlm_xlistener *xl);
 int tlm__dpdk_connect(const char *addr, const char *port, const char *args,
 		      unsigned index, int timeout_ms, struct tlm_lane **out);
 void tlm__dpdk_close(struct tlm_lane *tl);
+struct dlane *tlm__dpdk_find_lane(struct dport *p, uint32_t lid);   /* port->lock held */
+void tlm__dpdk_lane_unlink(struct dport *p, struct dlane *l);       /* port->lock held */
+void tlm__dpdk_rx_syn(struct dport *p, const struct pkt *k, bool local, uint16_t qid);
+bool tlm__dpdk_conn_rx_syn_sent(struct dlane *l, const struct pkt *k);
+void tlm__dpdk_conn_rx_close(struct dlane *l, const struct pkt *k);
+void tlm__dpdk_conn_tx_ending(struct dport *p, struct dlane *l);
+/* The lane is dead from now on, with err (sticky) and why (logged at level). */
+void tlm__dpdk_lane_fail(struct dlane *l, int level, int err, const char *why);
+void tlm__dpdk_peer_closed_fail(struct dlane *l);
+void tlm__dpdk_efd_signal(struct dlane *l);   /* the pollfd turns readable */
 
-/* reliab.c APIs: */
-void tlm__dpdk_ooo_add(struct dlane *l, uint64_t a, uint64_t b);
-void tlm__dpdk_ooo_drain(struct dlane *l);
-void tlm__dpdk_go_back(struct dlane *l);
+/* reliab.c APIs (l->mu held): */
+bool tlm__dpdk_rel_may_send(const struct dlane *l, const struct txp *t);
+void tlm__dpdk_rel_sent(struct dlane *l, const struct txp *t);
+void tlm__dpdk_rel_timeout(struct dlane *l);
+bool tlm__dpdk_rel_ack_owed(struct dlane *l, uint64_t now);
+void tlm__dpdk_rel_rx_ack(struct dlane *l, const struct pkt *k, uint64_t now);
+bool tlm__dpdk_rel_rx_data(struct dlane *l, const struct pkt *k, uint64_t now);
+
+/* timers.c APIs (l->mu held; timers.c lists every timer): */
+void tlm__dpdk_timers_any_received(struct dlane *l, uint64_t now);
+void tlm__dpdk_timers_data_sent(struct dlane *l, uint64_t now);
+void tlm__dpdk_timers_ack_received(struct dlane *l, uint64_t now);
+void tlm__dpdk_timers_ack_deferred(struct dlane *l, uint64_t now);
+void tlm__dpdk_timers_ack_sent(struct dlane *l);
+bool tlm__dpdk_timers_ack_due(const struct dlane *l, uint64_t now);
+void tlm__dpdk_timers_retransmit(struct dlane *l, uint64_t now);
+bool tlm__dpdk_timers_syn_due(struct dlane *l, uint64_t now);
+bool tlm__dpdk_timers_arp_due(struct dport *p, uint64_t now);
+void tlm__dpdk_timers_liveness(struct dport *p, struct dlane *l, uint64_t now);
 
 /* poll.c APIs: */
-void tlm__dpdk_lock_port(struct dport *p);
-void tlm__dpdk_kick(struct dport *p);
+void *tlm__dpdk_poll_main(void *arg);           /* the port's poll thread */
+void tlm__dpdk_lock_port(struct dport *p);      /* port->lock, ahead of the poll thread */
+void tlm__dpdk_kick(struct dport *p);           /* work for the poll thread */
 /* Bursts on memif ports may run into its unmap race: catch the fault. */
 void tlm__dpdk_guard_bursts(void);
-unsigned tlm__dpdk_flush_tx(struct dport *p);
-unsigned tlm__dpdk_own_pump(struct dlane *l);
-void tlm__dpdk_spin_sweep(struct dport *p, const struct dlane *self);
-void tlm__dpdk_wait_done(struct dlane *l, struct waiter *w);
+unsigned tlm__dpdk_flush_tx(struct dport *p);   /* queue 0's packets to the PMD */
+unsigned tlm__dpdk_own_pump(struct dlane *l);   /* poll l's own queue, once */
+/* Wait for l to change (l->mu held, released meanwhile); 0 or ETIMEDOUT
+ * past end. wait_done ends a series of waits. */
 int tlm__dpdk_lane_wait(struct dlane *l, struct waiter *w, uint64_t end);
-void *tlm__dpdk_poll_main(void *arg);
+void tlm__dpdk_wait_done(struct dlane *l, struct waiter *w);
 
 /* send.c APIs: */
 void tlm__dpdk_lane_tx(struct dport *p, struct dlane *l, uint64_t now);
@@ -435,17 +461,22 @@ int tlm__dpdk_inject_raw(struct tlm_lane *tl, const void *buf, size_t n);
 int tlm__dpdk_wait_sent(struct tlm_lane *tl, uint64_t records, int timeout_ms);
 
 /* recv.c APIs: */
-bool tlm__dpdk_rx_lane(struct dlane *l, const struct pkt *k, uint64_t now);
+/* Any packet, any lane (port->lock held); qid: the queue it came in on. */
 void tlm__dpdk_rx_pkt(struct dport *p, struct rte_mbuf *m, bool local, uint16_t qid);
+/* A packet for lane l (l->mu held); true if the lane keeps k->m. */
+bool tlm__dpdk_rx_lane(struct dlane *l, const struct pkt *k, uint64_t now);
 ssize_t tlm__dpdk_read(struct tlm_lane *tl, void *buf, size_t n, int timeout_ms);
 int tlm__dpdk_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, int timeout_ms);
 
 /* zc.c APIs: */
-struct rte_mbuf *tlm__dpdk_zc_chain(struct dport *p, const struct txp *t);
-bool tlm__dpdk_txp_headonly(struct txp *t);
-void tlm__dpdk_zc_attach(struct dport *p, struct rte_mbuf *m, const uint8_t *a, uint32_t n);
 int tlm__dpdk_register_region(struct tlm_lane *tl, unsigned region, void *base, size_t len,
 			      unsigned how, int timeout_ms);
 void tlm__dpdk_unregister_regions(struct tlm_lane *tl);
+/* m (data-less) becomes a segment of the n bytes at a. */
+void tlm__dpdk_zc_attach(struct dport *p, struct rte_mbuf *m, const uint8_t *a, uint32_t n);
+/* A light packet ready to go: its header mbuf chained to a fresh segment. */
+struct rte_mbuf *tlm__dpdk_zc_chain(struct dport *p, const struct txp *t);
+/* May a kept packet be freed now (a light one's header mbuf cut loose)? */
+bool tlm__dpdk_txp_headonly(struct txp *t);
 
 #endif

@@ -44,8 +44,7 @@ void tlm__dpdk_put_hdr(uint8_t *h, uint8_t type, uint32_t dst, uint32_t src,
 }
 
 /* IPv4 header checksum from the fields we set, without reading the
- * header back: loads of just-stored bytes stall on store forwarding
- * (rte_ipv4_cksum here cost hundreds of cycles a packet). */
+ * header back: loads of just-stored bytes stall on store forwarding. */
 static uint16_t ip_cksum(uint32_t tot, uint32_t src, uint32_t dst)
 {
 	uint32_t sum = 0x4500 + tot + (64 << 8 | IPPROTO_UDP) + (src >> 16) + (src & 0xffff) +
@@ -141,7 +140,7 @@ void tlm__dpdk_send_ctl(struct dport *p, struct dlane *l, uint8_t type)
 		type == PT_SYN || type == PT_SYNACK ? l->qown : l->snd_nxt, l->rcv_nxt, 0);
 	l->adv_edge = l->rcv_nxt + wnd;
 	l->need_ack = false;
-	l->ack_pkts = 0;
+	tlm__dpdk_timers_ack_sent(l);
 	l->tx_pkts++;
 	tlm__dpdk_out_data(p, l, m);
 }

@@ -205,7 +205,7 @@ static bool slot_take(struct dport *p, struct waiter *w)
 
 /* Poll the queues of lanes whose callers sleep for want of a slot; their
  * condition variables are signalled as their packets come (tlm__dpdk_rx_lane). */
-void tlm__dpdk_spin_sweep(struct dport *p, const struct dlane *self)
+static void spin_sweep(struct dport *p, const struct dlane *self)
 {
 	if (pthread_mutex_trylock(&p->swmu))
 		return;   /* another spinner is at it */
@@ -282,10 +282,9 @@ int tlm__dpdk_lane_wait(struct dlane *l, struct waiter *w, uint64_t end)
 		if (tlm__now_ns() >= end)
 			return ETIMEDOUT;
 		/* nobody woke us: look at our queue once. Busy, we stay in
-		 * the spin window (without, a lane short of a slot for
-		 * SPIN_NS fell into the long sleep, which only the poll
-		 * thread ends, at a millisecond a step: seen as 16 lanes on
-		 * 16 queues taking 10 s instead of 0.3) */
+		 * the spin window: otherwise a lane short of a slot for
+		 * SPIN_NS falls into the long sleep, which only the poll
+		 * thread ends, at a millisecond a step */
 		pthread_mutex_unlock(&l->mu);
 		unsigned work = tlm__dpdk_own_pump(l);
 		pthread_mutex_lock(&l->mu);
@@ -296,7 +295,7 @@ int tlm__dpdk_lane_wait(struct dlane *l, struct waiter *w, uint64_t end)
 	pthread_mutex_unlock(&l->mu);
 	unsigned work = tlm__dpdk_own_pump(l);
 	if (atomic_load(&p->nasleep))
-		tlm__dpdk_spin_sweep(p, l);
+		spin_sweep(p, l);
 	if (!work)
 		rte_pause();
 	pthread_mutex_lock(&l->mu);

@@ -148,9 +148,8 @@ static int port_start(struct dport *p)
 
 /* An mbuf pool the lanes' threads share. They may outnumber the cores,
  * and a ring-based pool stalls every other thread while one is preempted
- * between moving the ring's head and its tail (seen: 16 lanes on 2 cores
- * taking 10 s instead of 0.35, every sender spinning in a dequeue). So the
- * lock-free stack, unless the EAL was told which ops to use
+ * between moving the ring's head and its tail, every other sender
+ * spinning in its dequeue meanwhile. So the lock-free stack, unless the EAL was told which ops to use
  * (--mbuf-pool-ops-name) or cannot do it. */
 static struct rte_mempool *pool_new(const char *name, unsigned n, uint16_t room)
 {
@@ -182,6 +181,130 @@ static unsigned spin_budget(bool memif)
 	return n ? n : 1;
 }
 
+/* p->port_id for the port called name: probed already, or the vdev
+ * devargs describes, created now. */
+static int port_find(struct dport *p, const char *name, const char *devargs)
+{
+	int r;
+
+	if (rte_eth_dev_get_port_by_name(name, &p->port_id) == 0)
+		return 0;
+	p->port_id = UINT16_MAX;
+	if (!devargs) {
+		tlm__err("dpdk: no port named '%s'", name);
+		return -ENODEV;
+	}
+	const char *a = strchr(devargs, ',');
+	tlm__dpdk_clear_error();
+	r = rte_eal_hotplug_add("vdev", name, a ? a + 1 : "");
+	if (r) {
+		/* the PMD's own words: its first error line while it probed */
+		tlm__err("dpdk: cannot create %s: %s", devargs,
+			 *tlm__dpdk_first_error() ? tlm__dpdk_first_error() : "the bus says no more");
+		/* -1 is the bus's "could not" (not EPERM) */
+		return r == -1 ? -ENODEV : r < 0 ? r : -r;
+	}
+	p->made_vdev = true;
+	if (rte_eth_dev_get_port_by_name(name, &p->port_id) != 0) {
+		p->port_id = UINT16_MAX;
+		return -ENODEV;
+	}
+	return 0;
+}
+
+/* The port's mbuf pools, for buffers of room bytes. rx: NICs (not memif)
+ * fill every rx ring up front; tx: data kept until acked; zero copy (if
+ * the port takes chains: headers, then segments that point into LIVE
+ * pages), data-less mbufs. */
+static int port_pools(struct dport *p, const struct rte_eth_dev_info *info, uint16_t room)
+{
+	char pname[RTE_MEMPOOL_NAMESIZE];
+
+	snprintf(pname, sizeof(pname), "tlm%u", g_pool_seq++);
+	p->pool = pool_new(pname, POOL_MBUFS + (p->memif ? 0 : (p->nq - 1u) * NB_DESC), room);
+	snprintf(pname, sizeof(pname), "tlm%u", g_pool_seq++);
+	p->txpool = pool_new(pname, TXPOOL_BYTES / (room + 256u) | 1023, room);
+	if (!p->pool || !p->txpool) {
+		tlm__err("dpdk: mbuf pool: %s", rte_strerror(rte_errno));
+		return -ENOMEM;
+	}
+	if (info->tx_offload_capa & RTE_ETH_TX_OFFLOAD_MULTI_SEGS) {
+		p->txoff |= RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
+		p->zc_segs = RTE_MIN((unsigned)info->tx_desc_lim.nb_seg_max, (unsigned)ZC_SEGS);
+		snprintf(pname, sizeof(pname), "tlm%u", g_pool_seq++);
+		p->zcpool = pool_new(pname, ZC_MBUFS, 0);
+		if (!p->zcpool)
+			tlm__dbg("dpdk: %s: no zero-copy pool (%s): LIVE pages are copied", p->name,
+				 rte_strerror(rte_errno));
+		tlm__extbuf_shinfo_init(&p->zc_shinfo);
+	}
+	return 0;
+}
+
+/* Start with p->nq queue pairs. Lanes get queues of their own where the
+ * sender picks the queue (memif) or rte_flow can steer them there;
+ * elsewhere one queue, demultiplexed in software. */
+static int port_queues(struct dport *p)
+{
+	int r = port_start(p);
+
+	if (!r && p->nq > 1 && !p->memif) {
+		struct rte_flow *f = flow_steer(p, 9, 9, 1);
+		if (f) {
+			rte_flow_destroy(p->port_id, f, NULL);
+			p->flow = true;
+		} else {
+			rte_eth_dev_stop(p->port_id);
+			p->nq = 1;
+			r = port_start(p);
+		}
+	}
+	if (r)
+		tlm__err("dpdk: %s: start failed: %d", p->name, r);
+	return r;
+}
+
+/* Set up the port p->port_id for mtu c->mtu and start it. */
+static int port_setup(struct dport *p, const struct cfg *c)
+{
+	uint32_t frame = c->mtu + RTE_ETHER_HDR_LEN;
+	uint16_t room = (uint16_t)RTE_MAX(frame + RTE_PKTMBUF_HEADROOM,
+					  (uint32_t)RTE_MBUF_DEFAULT_BUF_SIZE);
+	struct rte_eth_dev_info info;
+	int r = rte_eth_dev_info_get(p->port_id, &info);
+
+	if (r)
+		return r;
+	/* memif reports a 1518-byte limit but carries larger frames in
+	 * chained ring buffers (bsize): let mtu= go up to 9000 there */
+	p->memif = !strncmp(info.driver_name, "net_memif", 9);
+	p->spin_max = c->spinners ? c->spinners : spin_budget(p->memif);
+	if (p->memif)
+		tlm__dpdk_guard_bursts();
+	p->dma = strcmp(rte_bus_name(rte_dev_bus(info.device)), "vdev") != 0;
+	p->iova_va = rte_eal_iova_mode() == RTE_IOVA_VA;
+	if (info.max_rx_pktlen && c->mtu + RTE_ETHER_HDR_LEN > info.max_rx_pktlen && !p->memif) {
+		tlm__err("dpdk: %s: mtu %u above the port's %u", p->name, c->mtu, info.max_rx_pktlen);
+		return -EINVAL;
+	}
+	unsigned nq = RTE_MIN(info.max_rx_queues, info.max_tx_queues);
+	if (nq > c->queues)
+		nq = c->queues;
+	p->nq = (uint16_t)(nq ? nq : 1);
+	r = port_pools(p, &info, room);
+	if (!r)
+		r = port_queues(p);
+	if (r)
+		return r;
+	tlm__dbg("dpdk: %s: %u queue pair(s)%s", p->name, p->nq,
+		 p->memif ? " (memif)" : p->flow ? " (rte_flow)" : "");
+	rte_eth_macaddr_get(p->port_id, &p->mac);
+	p->mss = c->mtu - (uint32_t)(sizeof(struct rte_ipv4_hdr) + sizeof(struct rte_udp_hdr)) -
+		 HDR_LEN;
+	p->ip = c->ip;
+	return 0;
+}
+
 /* Find or make the port; under tlm__dpdk_lock. Takes a reference. */
 int tlm__dpdk_port_get(const struct cfg *c, const char *name, const char *devargs,
 		       bool p2p, struct dport **out)
@@ -208,103 +331,11 @@ int tlm__dpdk_port_get(const struct cfg *c, const char *name, const char *devarg
 	p->next_eph = (uint16_t)(49152 + (getpid() % 8192));
 	p->next_lid = (uint32_t)rte_rand();
 
-	if (rte_eth_dev_get_port_by_name(name, &p->port_id) != 0) {
-		p->port_id = UINT16_MAX;
-		if (!devargs) {
-			tlm__err("dpdk: no port named '%s'", name);
-			r = -ENODEV;
-			goto fail;
-		}
-		const char *a = strchr(devargs, ',');
-		tlm__dpdk_clear_error();
-		r = rte_eal_hotplug_add("vdev", name, a ? a + 1 : "");
-		if (r) {
-			/* the PMD's own words: its first error line while it probed */
-			tlm__err("dpdk: cannot create %s: %s", devargs,
-				 *tlm__dpdk_first_error() ? tlm__dpdk_first_error() : "the bus says no more");
-			/* -1 is the bus's "could not" (not EPERM) */
-			r = r == -1 ? -ENODEV : r < 0 ? r : -r;
-			goto fail;
-		}
-		p->made_vdev = true;
-		if (rte_eth_dev_get_port_by_name(name, &p->port_id) != 0) {
-			p->port_id = UINT16_MAX;
-			r = -ENODEV;
-			goto fail;
-		}
-	}
-	uint32_t frame = c->mtu + RTE_ETHER_HDR_LEN;
-	uint16_t room = (uint16_t)RTE_MAX(frame + RTE_PKTMBUF_HEADROOM,
-					  (uint32_t)RTE_MBUF_DEFAULT_BUF_SIZE);
-	struct rte_eth_dev_info info;
-	r = rte_eth_dev_info_get(p->port_id, &info);
+	r = port_find(p, name, devargs);
+	if (!r)
+		r = port_setup(p, c);
 	if (r)
 		goto fail;
-	/* memif reports a 1518-byte limit but carries larger frames in
-	 * chained ring buffers (bsize): let mtu= go up to 9000 there */
-	p->memif = !strncmp(info.driver_name, "net_memif", 9);
-	p->spin_max = c->spinners ? c->spinners : spin_budget(p->memif);
-	if (p->memif)
-		tlm__dpdk_guard_bursts();
-	p->dma = strcmp(rte_bus_name(rte_dev_bus(info.device)), "vdev") != 0;
-	p->iova_va = rte_eal_iova_mode() == RTE_IOVA_VA;
-	if (info.max_rx_pktlen && c->mtu + RTE_ETHER_HDR_LEN > info.max_rx_pktlen && !p->memif) {
-		tlm__err("dpdk: %s: mtu %u above the port's %u", name, c->mtu, info.max_rx_pktlen);
-		r = -EINVAL;
-		goto fail;
-	}
-	unsigned nq = RTE_MIN(info.max_rx_queues, info.max_tx_queues);
-	if (nq > c->queues)
-		nq = c->queues;
-	p->nq = (uint16_t)(nq ? nq : 1);
-	/* rx: NICs (not memif) fill every rx ring up front; tx: data kept
-	 * until acked */
-	char pname[RTE_MEMPOOL_NAMESIZE];
-	snprintf(pname, sizeof(pname), "tlm%u", g_pool_seq++);
-	p->pool = pool_new(pname, POOL_MBUFS + (p->memif ? 0 : (p->nq - 1u) * NB_DESC), room);
-	snprintf(pname, sizeof(pname), "tlm%u", g_pool_seq++);
-	p->txpool = pool_new(pname, TXPOOL_BYTES / (room + 256u) | 1023, room);
-	if (!p->pool || !p->txpool) {
-		tlm__err("dpdk: mbuf pool: %s", rte_strerror(rte_errno));
-		r = -ENOMEM;
-		goto fail;
-	}
-	/* zero copy: a packet is a chain (headers, then segments that point
-	 * into LIVE pages), which the port must take whole */
-	if (info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_MULTI_SEGS) {
-		p->txoff |= RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
-		p->zc_segs = RTE_MIN((unsigned)info.tx_desc_lim.nb_seg_max, (unsigned)ZC_SEGS);
-		snprintf(pname, sizeof(pname), "tlm%u", g_pool_seq++);
-		p->zcpool = pool_new(pname, ZC_MBUFS, 0);
-		if (!p->zcpool)
-			tlm__dbg("dpdk: %s: no zero-copy pool (%s): LIVE pages are copied", name,
-				 rte_strerror(rte_errno));
-		tlm__extbuf_shinfo_init(&p->zc_shinfo);
-	}
-	r = port_start(p);
-	/* lanes get queues of their own where the sender picks the queue
-	 * (memif) or rte_flow can steer them there; elsewhere one queue,
-	 * demultiplexed in software */
-	if (!r && p->nq > 1 && !p->memif) {
-		struct rte_flow *f = flow_steer(p, 9, 9, 1);
-		if (f) {
-			rte_flow_destroy(p->port_id, f, NULL);
-			p->flow = true;
-		} else {
-			rte_eth_dev_stop(p->port_id);
-			p->nq = 1;
-			r = port_start(p);
-		}
-	}
-	if (r) {
-		tlm__err("dpdk: %s: start failed: %d", name, r);
-		goto fail;
-	}
-	tlm__dbg("dpdk: %s: %u queue pair(s)%s", name, p->nq,
-		 p->memif ? " (memif)" : p->flow ? " (rte_flow)" : "");
-	rte_eth_macaddr_get(p->port_id, &p->mac);
-	p->mss = c->mtu - (uint32_t)(sizeof(struct rte_ipv4_hdr) + sizeof(struct rte_udp_hdr)) - HDR_LEN;
-	p->ip = c->ip;
 	r = pthread_create(&p->thr, NULL, tlm__dpdk_poll_main, p);
 	if (r) {
 		p->thr = 0;

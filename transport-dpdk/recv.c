@@ -20,147 +20,22 @@
 /* A packet for lane l; l->mu held. True if the lane keeps k->m. */
 bool tlm__dpdk_rx_lane(struct dlane *l, const struct pkt *k, uint64_t now)
 {
-	bool kept = false, advanced = false;
-	uint8_t type = k->type;
-	uint32_t wnd = k->wnd, dlen = k->dlen;
-	uint64_t seq = k->seq, ack = k->ack;
-	const uint8_t *data = k->data;
-
-	if (l->state == LS_SYN_SENT) {
-		if (type == PT_RST) {
-			tlm__dpdk_lane_fail(l, TLM_LOG_DEBUG, -ECONNREFUSED, "connection refused");
-			goto out;
-		}
-		l->rid = k->src;
-		l->state = LS_EST;
-		/* memif: the peer granted our queue (its SYNACK says so, or
-		 * its first packet came on it) or not; this packet came the
-		 * shared way, under port->lock (an inactive lane is nobody's
-		 * to poll) */
-		if (l->qown && !l->q) {
-			if ((type == PT_SYNACK && seq == l->qown) || k->qid == l->qown)
-				l->q = l->qown;
-			else
-				tlm__dpdk_queue_put(l->port, l);
-		}
-		pthread_cond_broadcast(&l->cv);
-	}
+	if (l->state == LS_SYN_SENT && !tlm__dpdk_conn_rx_syn_sent(l, k))
+		return false;
 	if (l->rid != k->src || l->state == LS_DEAD) {
 		l->rx_ignored++;
-		goto out;
+		return false;
 	}
 	l->rx_pkts++;
-	l->last_rx = now;
-	if (type == PT_CLOSE || type == PT_RST) {
-		l->peer_closed = true;
-		l->peer_reset = type == PT_RST;
-		if (l->rcv_rd == l->rcv_nxt || l->peer_reset)
-			tlm__dpdk_peer_closed_fail(l);
-		pthread_cond_broadcast(&l->cv);
-		goto out;
+	tlm__dpdk_timers_any_received(l, now);
+	if (k->type == PT_CLOSE || k->type == PT_RST) {
+		tlm__dpdk_conn_rx_close(l, k);
+		return false;
 	}
-	/* acks and credit: only within what we have sent */
-	if (ack > l->snd_una && ack <= l->snd_end) {
-		struct rte_mbuf *done[64];
-		unsigned nd = 0;
-		l->snd_una = ack;
-		while (l->sq_head != l->sq_tail) {
-			struct txp *t = &l->sq[l->sq_head % SQ_SLOTS];
-			if (t->seq + t->len > ack)
-				break;
-			if (tlm__dpdk_txp_headonly(t))
-				done[nd++] = t->m;
-			l->sq_head++;
-			if (nd == RTE_DIM(done)) {
-				rte_pktmbuf_free_bulk(done, nd);
-				nd = 0;
-			}
-		}
-		if (nd)
-			rte_pktmbuf_free_bulk(done, nd);
-		if (l->snd_nxt < ack)
-			l->snd_nxt = ack;
-		/* partial ACK in recovery: the receiver holds what follows the
-		 * next hole, probably, so re-send from the hole on */
-		if (ack < l->recover)
-			l->snd_nxt = ack;
-		if (l->snd_nxt == ack || (int)(l->sq_next - l->sq_head) < 0)
-			l->sq_next = l->sq_head;
-		l->dupacks = 0;
-		l->rto_ns = RTO_INIT_NS;
-		l->rto_at = l->snd_una < l->snd_nxt ? now + l->rto_ns : 0;
-		pthread_cond_broadcast(&l->cv);
-	} else if (ack == l->snd_una && !dlen && type == PT_DATA && l->snd_nxt > l->snd_una &&
-		   l->snd_una >= l->recover) {
-		/* one rewind per loss: the copies a rewind re-sends come back
-		 * as duplicate ACKs too, and must not trigger another */
-		if (++l->dupacks == 3) {
-			tlm__dpdk_go_back(l);
-		}
-	}
-	if (ack >= l->snd_una && ack + wnd > l->peer_edge)
-		l->peer_edge = ack + wnd;
-	if (type == PT_PING)
+	tlm__dpdk_rel_rx_ack(l, k, now);
+	if (k->type == PT_PING)
 		l->need_ack = true;
-	if (dlen) {
-		uint64_t fill = l->rcv_nxt - l->rcv_rd;
-		unsigned ooo_before = l->nooo;
-		/* anything inside our window is kept, in order or not: bytes
-		 * past rcv_nxt wait in the ring (invisible to the reader) until
-		 * the hole before them fills, so the sender's go-back-N rewind
-		 * costs one round trip, not the whole window again */
-		if (seq + dlen > l->rcv_nxt && seq + dlen <= l->rcv_rd + RING_BYTES &&
-		    seq <= l->rcv_nxt + RING_BYTES) {
-			uint64_t from = seq < l->rcv_nxt ? l->rcv_nxt : seq;
-			const uint8_t *d = data + (from - seq);
-			size_t len = (size_t)(seq + dlen - from);
-			/* the next bytes, and nothing waits in the ring: keep
-			 * the packet, the reader parses it in place */
-			kept = k->m && seq == l->rcv_nxt && l->rcv_held == l->rcv_nxt && !l->nooo &&
-			       l->hn < HELD_MAX;
-			if (kept) {
-				unsigned i = (l->hhead + l->hn++) % HELD_MAX;
-				l->hq[i].m = k->m;
-				l->hq[i].p = d;
-				l->hq[i].len = (uint32_t)len;
-				l->rcv_held = from + len;
-			} else {
-				size_t off = (size_t)(from % RING_BYTES);
-				size_t k1 = RING_BYTES - off < len ? RING_BYTES - off : len;
-				memcpy(l->rbuf + off, d, k1);
-				memcpy(l->rbuf, d + k1, len - k1);
-			}
-			if (from == l->rcv_nxt) {
-				advanced = true;
-				l->rcv_nxt += len;
-				tlm__dpdk_ooo_drain(l);
-				if (fill == 0)
-					tlm__dpdk_efd_signal(l);
-				/* wake the reader once what it waits for is here,
-				 * not for every segment of a page */
-				if (l->rcv_nxt - l->rcv_rd >= l->rd_want)
-					pthread_cond_broadcast(&l->cv);
-			} else {
-				tlm__dpdk_ooo_add(l, from, from + len);
-			}
-		}
-		/* in order with more behind it (HF_MORE), the ACK waits for
-		 * more (ACK_EVERY packets or ACK_DELAY_NS, whichever first);
-		 * the last of what the sender had queued (the end of a write,
-		 * a request), a hole filled, out of order or old: it goes now
-		 * (out of order, the duplicate ACK that triggers the sender's
-		 * rewind). An ACK a packet or two was half the frames on
-		 * net_af_packet, a syscall a burst there, and the receiver's
-		 * per-packet work on memif. */
-		if (advanced && !ooo_before && !l->nooo && (k->flags & HF_MORE)) {
-			if (!l->ack_pkts++)
-				l->ack_first = now;
-		} else {
-			l->need_ack = true;
-		}
-	}
-out:
-	return kept;
+	return k->dlen && tlm__dpdk_rel_rx_data(l, k, now);
 }
 
 /* Any packet, any lane: port->lock held. qid: the queue it came in on. */
@@ -171,14 +46,7 @@ void tlm__dpdk_rx_pkt(struct dport *p, struct rte_mbuf *m, bool local, uint16_t 
 
 	k.qid = qid;
 	if (r == 0) {
-		const struct rte_arp_hdr *a = (const struct rte_arp_hdr *)(k.eh + 1);
-		uint32_t sip = rte_be_to_cpu_32(a->arp_data.arp_sip);
-		uint32_t tip = rte_be_to_cpu_32(a->arp_data.arp_tip);
-		if (tip == p->ip) {
-			tlm__dpdk_arp_learn(p, sip, &a->arp_data.arp_sha);
-			if (a->arp_opcode == rte_cpu_to_be_16(RTE_ARP_OP_REQUEST))
-				tlm__dpdk_arp_send(p, RTE_ARP_OP_REPLY, sip, &a->arp_data.arp_sha);
-		}
+		tlm__dpdk_arp_input(p, k.eh);
 	} else if (r > 0) {
 		if (!p->p2p)
 			tlm__dpdk_arp_learn(p, k.sip, &k.eh->src_addr);
@@ -313,6 +181,22 @@ static void ring_consume(struct dlane *l, size_t n)
 	}
 }
 
+/* Has the reader freed enough of the ring (a quarter) since we last
+ * told the peer, for a window update to be due? l->mu held. */
+static bool window_due(const struct dlane *l)
+{
+	return l->rcv_rd + RING_BYTES - l->adv_edge >= RING_BYTES / 4;
+}
+
+/* Send the window update now (not l->mu). */
+static void window_update(struct dlane *l)
+{
+	if (l->q)
+		tlm__dpdk_own_pump(l);
+	else
+		tlm__dpdk_kick(l->port);
+}
+
 /* Poison the lane: a bad frame leaves the stream unsynchronized. */
 static int bad_frame(struct dlane *l, int err, const char *why)
 {
@@ -376,17 +260,81 @@ ssize_t tlm__dpdk_read(struct tlm_lane *tl, void *buf, size_t n, int timeout_ms)
 	tl->rx_bytes += k;
 	r = (ssize_t)k;
 out:;
-	bool upd = r > 0 && l->rcv_rd + RING_BYTES - l->adv_edge >= RING_BYTES / 4;
+	bool upd = r > 0 && window_due(l);
 	pthread_mutex_unlock(&l->mu);
 	pthread_mutex_unlock(&l->rmu);
-	if (upd) {
-		/* a window update is due */
-		if (l->q)
-			tlm__dpdk_own_pump(l);
-		else
-			tlm__dpdk_kick(l->port);
-	}
+	if (upd)
+		window_update(l);
 	return r;
+}
+
+/* The next record's frame, l->mu held: 1 with *fh and *f, in place or
+ * gathered into scratch (then its data's crc, unless it has none, summed
+ * on the way: *summed, *sum), its bytes [rcv_rd, rcv_rd + *used) the
+ * caller's until it consumes them (the poll side only writes past
+ * rcv_nxt); 0 at the end of the stream (FIN); or a negative error. */
+static int next_record(struct dlane *l, uint64_t end, struct tlm_frame_hdr *fh,
+		       const uint8_t **f, size_t *used, uint32_t *sum, bool *summed)
+{
+	uint8_t h[TLM_FRAME_HDR];
+	int r;
+
+	if (l->eof)
+		return 0;
+	r = wait_bytes(l, TLM_FRAME_HDR, end);
+	if (r)
+		return r;
+	ring_peek(l, h, TLM_FRAME_HDR);
+	r = tlm__frame_hdr_decode(h, l->base.page_size, fh);
+	if (r)
+		return bad_frame(l, r, "malformed frame header");
+	if (fh->type == TLM_FT_FIN && fh->len == 0) {
+		ring_consume(l, TLM_FRAME_HDR);
+		l->eof = true;
+		return 0;
+	}
+	if (fh->type != TLM_FT_PAGE || fh->len < TLM_PAGE_HDR)
+		return bad_frame(l, -TLM_EFRAME, "unexpected frame in page mode");
+	r = wait_bytes(l, TLM_FRAME_HDR + fh->len, end);
+	if (r)
+		return r;
+	*used = TLM_FRAME_HDR + fh->len;
+	*f = ring_ptr(l, *used);
+	if (!*f) {
+		uint8_t ph[TLM_FRAME_HDR + TLM_PAGE_HDR];
+		ring_peek(l, ph, sizeof(ph));
+		bool nosum = tlm__get16(ph + TLM_FRAME_HDR + 12) & TLM__PF_NOSUM;
+		ring_peek_sum(l, l->scratch, *used, nosum ? *used : TLM_FRAME_HDR + TLM_PAGE_HDR,
+			      sum);
+		*f = l->scratch;
+		*summed = true;
+	}
+	return 1;
+}
+
+/* Decode and verify the record in frame f: 0, or the error and *why. A
+ * record without a crc (sent zero-copy) passes only over a link that
+ * guards its bytes (zc_rx). */
+static int check_record(const struct dlane *l, const struct tlm_frame_hdr *fh, const uint8_t *f,
+			uint32_t sum, bool summed, struct tlm_page_rec *rec, const char **why)
+{
+	int r = tlm__page_hdr_decode(f + TLM_FRAME_HDR, fh->len, l->base.page_size, rec);
+
+	*why = "malformed page record";
+	if (r)
+		return r;
+	rec->data = f + TLM_FRAME_HDR + TLM_PAGE_HDR;
+	if (!(rec->flags & TLM__PF_NOSUM)) {
+		*why = "page record failed its crc";
+		return summed ? tlm__page_verify_sum(rec, sum) : tlm__page_verify(rec);
+	}
+	if (!l->zc_rx) {
+		*why = "page record without a crc on a link that does not guard its bytes (the "
+		       "sender has zc=on: give it zc=off, or this side zc=on)";
+		return -TLM_ECRC;
+	}
+	rec->flags &= (uint16_t)~TLM__PF_NOSUM;
+	return 0;
 }
 
 int tlm__dpdk_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, int timeout_ms)
@@ -412,85 +360,31 @@ int tlm__dpdk_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, 
 	for (int i = 0; i < 256; i++) {
 		struct tlm_frame_hdr fh;
 		struct tlm_page_rec rec;
-		uint8_t h[TLM_FRAME_HDR];
 		const uint8_t *f = NULL;
+		const char *why;
 		uint32_t sum = 0;
 		bool summed = false;
 
 		/* run to completion: keep our queue moving (acks, window), but
 		 * take more packets in only while what we hold is little, so
 		 * what the PMD just copied in is still in cache when we read
-		 * it (taking a burst per 16 records ran a window ahead) */
+		 * it */
 		if (l->q && i && !(i & 15) && backlog < RX_BACKLOG)
 			tlm__dpdk_own_pump(l);
 		pthread_mutex_lock(&l->mu);
 		ring_consume(l, used);
 		backlog = l->rcv_nxt - l->rcv_rd;
 		used = 0;
-		if (l->eof) {
-			r = 0;
-			pthread_mutex_unlock(&l->mu);
-			break;
-		}
-		r = wait_bytes(l, TLM_FRAME_HDR, delivered ? 0 : end);
-		if (!r) {
-			ring_peek(l, h, TLM_FRAME_HDR);
-			r = tlm__frame_hdr_decode(h, tl->page_size, &fh);
-			if (r)
-				r = bad_frame(l, r, "malformed frame header");
-			else if (fh.type == TLM_FT_FIN && fh.len == 0) {
-				ring_consume(l, TLM_FRAME_HDR);
-				l->eof = true;
-				pthread_mutex_unlock(&l->mu);
-				break;
-			} else if (fh.type != TLM_FT_PAGE || fh.len < TLM_PAGE_HDR)
-				r = bad_frame(l, -TLM_EFRAME, "unexpected frame in page mode");
-		}
-		if (!r)
-			r = wait_bytes(l, TLM_FRAME_HDR + fh.len, delivered ? 0 : end);
-		if (!r) {
-			/* the bytes [rcv_rd, rcv_rd + used) are ours until we
-			 * consume them: the poll side only writes past rcv_nxt.
-			 * Read them in place if they are in one piece. */
-			used = TLM_FRAME_HDR + fh.len;
-			f = ring_ptr(l, used);
-			if (!f) {
-				/* gathered, and the data's crc summed on the way
-				 * (unless the record has none) */
-				uint8_t ph[TLM_FRAME_HDR + TLM_PAGE_HDR];
-				ring_peek(l, ph, sizeof(ph));
-				bool nosum = tlm__get16(ph + TLM_FRAME_HDR + 12) & TLM__PF_NOSUM;
-				ring_peek_sum(l, l->scratch, used,
-					      nosum ? used : TLM_FRAME_HDR + TLM_PAGE_HDR, &sum);
-				f = l->scratch;
-				summed = true;
-			}
-		}
+		r = next_record(l, delivered ? 0 : end, &fh, &f, &used, &sum, &summed);
 		pthread_mutex_unlock(&l->mu);
-		if (r) {
+		if (r <= 0) {
 			if (delivered)
 				r = 0;   /* the error (sticky) comes with the next call */
 			break;
 		}
 		/* decode, verify and apply unlocked: the lane keeps receiving
 		 * while the sink copies */
-		r = tlm__page_hdr_decode(f + TLM_FRAME_HDR, fh.len, tl->page_size, &rec);
-		const char *why = "malformed page record";
-		if (!r) {
-			rec.data = f + TLM_FRAME_HDR + TLM_PAGE_HDR;
-			if (!(rec.flags & TLM__PF_NOSUM)) {
-				why = "page record failed its crc";
-				r = summed ? tlm__page_verify_sum(&rec, sum) : tlm__page_verify(&rec);
-			} else if (l->zc_rx) {
-				/* sent zero-copy, over a link that guards it */
-				rec.flags &= (uint16_t)~TLM__PF_NOSUM;
-			} else {
-				why = "page record without a crc on a link that does not guard "
-				      "its bytes (the sender has zc=on: give it zc=off, or this "
-				      "side zc=on)";
-				r = -TLM_ECRC;
-			}
-		}
+		r = check_record(l, &fh, f, sum, summed, &rec, &why);
 		if (r) {
 			pthread_mutex_lock(&l->mu);
 			bad_frame(l, r, why);
@@ -509,15 +403,10 @@ int tlm__dpdk_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, 
 	}
 	pthread_mutex_lock(&l->mu);
 	ring_consume(l, used);
-	bool upd = l->rcv_rd + RING_BYTES - l->adv_edge >= RING_BYTES / 4;
+	bool upd = window_due(l);
 	pthread_mutex_unlock(&l->mu);
-	if (upd) {
-		/* a window update is due */
-		if (l->q)
-			tlm__dpdk_own_pump(l);
-		else
-			tlm__dpdk_kick(l->port);
-	}
+	if (upd)
+		window_update(l);
 unlock_r:
 	pthread_mutex_unlock(&l->rmu);
 	if (delivered && (r == -ETIMEDOUT || r == 0))

@@ -26,63 +26,14 @@ static bool tx_room(const struct dport *p, const struct dlane *l)
 	return p->ntx + 2 <= RTE_DIM(p->txq);
 }
 
-void tlm__dpdk_lane_tx(struct dport *p, struct dlane *l, uint64_t now)
+/* The queued data packets the window allows, as many as a burst. */
+static void tx_data(struct dport *p, struct dlane *l, uint64_t now)
 {
-	pthread_mutex_lock(&l->mu);
-	if (l->closing) {
-		if (l->close_sent < 3 && (l->state == LS_EST || l->tell_peer) && l->rid) {
-			tlm__dpdk_send_ctl(p, l, l->state == LS_EST ? PT_CLOSE : PT_RST);
-			l->close_sent++;
-		} else {
-			l->gone = true;
-			pthread_cond_broadcast(&l->cv);
-		}
-		goto out;
-	}
-	if (l->state == LS_DEAD) {
-		/* a stream we refused (bad frame): the peer learns it now, not
-		 * after dead_ms of silence */
-		if (l->tell_peer && l->rid && (l->mac_known || p->p2p))
-			tlm__dpdk_send_ctl(p, l, PT_RST);
-		l->tell_peer = false;
-		goto out;
-	}
-	if (!l->mac_known && !p->p2p) {
-		if (tlm__dpdk_arp_lookup(p, l->peer_ip, &l->peer_mac)) {
-			l->mac_known = true;
-		} else {
-			if (since(now, p->last_arp_req) > SYN_NS) {
-				tlm__dpdk_arp_send(p, RTE_ARP_OP_REQUEST, l->peer_ip, NULL);
-				p->last_arp_req = now;
-			}
-			goto timers;
-		}
-	}
-	if (l->state == LS_SYN_SENT) {
-		if (since(now, l->last_syn) > SYN_NS) {
-			tlm__dpdk_send_ctl(p, l, PT_SYN);
-			l->last_syn = now;
-		}
-		goto out;
-	}
-	if (l->need_synack)
-		tlm__dpdk_send_ctl(p, l, PT_SYNACK), l->need_synack = false;
-
-	/* retransmission timeout: go back to the oldest unacked byte */
-	if (l->rto_at && now >= l->rto_at && l->snd_una < l->snd_nxt) {
-		tlm__dpdk_go_back(l);
-		l->rto_ns = l->rto_ns * 2 > RTO_MAX_NS ? RTO_MAX_NS : l->rto_ns * 2;
-		l->rto_at = 0;
-		l->dupacks = 0;
-	}
 	uint32_t wnd = (uint32_t)(RING_BYTES - (l->rcv_nxt - l->rcv_rd));
+
 	for (unsigned n = 0; n < BURST && l->sq_next != l->sq_tail && tx_room(p, l); n++) {
 		struct txp *t = &l->sq[l->sq_next % SQ_SLOTS];
-		/* in recovery, one segment per hole until the ACKs pass the
-		 * point of the rewind (the timer covers a lost re-send) */
-		if (l->snd_una < l->recover && l->sq_next != l->sq_head && l->snd_nxt < l->recover)
-			break;
-		if (t->seq + t->len > l->peer_edge)
+		if (!tlm__dpdk_rel_may_send(l, t))
 			break;
 		/* the packet stays ours for a re-send: the PMD gets another
 		 * reference, or a copy while it still holds the last one */
@@ -99,19 +50,13 @@ void tlm__dpdk_lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 		if (l->mac_known)
 			rte_ether_addr_copy(&l->peer_mac, (struct rte_ether_addr *)b);
 		tlm__dpdk_put_hdr(b + L2L4_LEN, PT_DATA, l->rid, l->lid, wnd, t->seq, l->rcv_nxt,
-			l->sq_next + 1 != l->sq_tail ? HF_MORE : 0);
+				  l->sq_next + 1 != l->sq_tail ? HF_MORE : 0);
 		l->adv_edge = l->rcv_nxt + wnd;
-		if (t->seq < l->snd_max)
-			l->retrans++;
-		l->snd_nxt = t->seq + t->len;
-		l->sq_next++;
-		if (l->snd_nxt > l->snd_max)
-			l->snd_max = l->snd_nxt;
+		tlm__dpdk_rel_sent(l, t);
 		l->need_ack = false;
-		l->ack_pkts = 0;
+		tlm__dpdk_timers_ack_sent(l);
 		l->tx_pkts++;
-		if (!l->rto_at)
-			l->rto_at = now + l->rto_ns;
+		tlm__dpdk_timers_data_sent(l, now);
 		tlm__dpdk_out_data(p, l, m);
 	}
 	if (l->held) {
@@ -119,38 +64,34 @@ void tlm__dpdk_lane_tx(struct dport *p, struct dlane *l, uint64_t now)
 		tlm__dpdk_out_pkt(p, l, l->held);
 		l->held = NULL;
 	}
-	/* window update once the reader freed a quarter of the ring */
-	if (l->rcv_rd + RING_BYTES - l->adv_edge >= RING_BYTES / 4)
-		l->need_ack = true;
-	if (l->need_ack || l->ack_pkts >= ACK_EVERY ||
-	    (l->ack_pkts && since(now, l->ack_first) >= ACK_DELAY_NS))
+}
+
+/* A lane's transmit step, run by whoever pumps it (poll.c): what its
+ * state, the window and its timers say is due. */
+void tlm__dpdk_lane_tx(struct dport *p, struct dlane *l, uint64_t now)
+{
+	pthread_mutex_lock(&l->mu);
+	if (l->closing || l->state == LS_DEAD) {
+		tlm__dpdk_conn_tx_ending(p, l);
+		goto out;
+	}
+	if (!tlm__dpdk_arp_resolve(p, l, now))
+		goto timers;
+	if (l->state == LS_SYN_SENT) {
+		if (tlm__dpdk_timers_syn_due(l, now))
+			tlm__dpdk_send_ctl(p, l, PT_SYN);
+		goto out;
+	}
+	if (l->need_synack) {
+		tlm__dpdk_send_ctl(p, l, PT_SYNACK);
+		l->need_synack = false;
+	}
+	tlm__dpdk_timers_retransmit(l, now);
+	tx_data(p, l, now);
+	if (tlm__dpdk_rel_ack_owed(l, now))
 		tlm__dpdk_send_ctl(p, l, PT_DATA);
 timers:
-	/* memif: the link goes down when the peer's process is gone (ports
-	 * live until their process exits): fail now, not after dead_ms */
-	if (p->memif && l->state == LS_EST && atomic_load(&p->torn) != l->torn_seen)
-		tlm__dpdk_lane_fail(l, TLM_LOG_ERR, -TLM_EPEERCLOSED,
-			  "memif rings unmapped under a burst: the peer process is gone");
-	if (p->memif && l->state == LS_EST && since(now, l->last_rx) > LINK_CHECK_NS) {
-		struct rte_eth_link lk;
-		if (rte_eth_link_get_nowait(p->port_id, &lk) == 0 && !lk.link_status)
-			tlm__dpdk_lane_fail(l, TLM_LOG_ERR, -TLM_EPEERCLOSED,
-				  "memif link down: the peer process is gone");
-	}
-	if (since(now, l->last_rx) > KA_NS && since(now, l->last_ping) > KA_NS) {
-		if (l->mac_known || p->p2p)
-			tlm__dpdk_send_ctl(p, l, PT_PING);
-		l->last_ping = now;
-	}
-	if (since(now, l->last_rx) > (uint64_t)l->dead_ms * 1000000ull) {
-		char why[160];
-		struct rte_eth_link lk = { 0 };
-		rte_eth_link_get_nowait(p->port_id, &lk);
-		snprintf(why, sizeof(why), "peer silent for %d ms: dead (link %d pool %u lid %x rid %x, rx %llu/%llu tx %llu pkts)",
-			 l->dead_ms, lk.link_status, rte_mempool_avail_count(p->pool), l->lid, l->rid, (unsigned long long)l->rx_pkts,
-			 (unsigned long long)l->rx_ignored, (unsigned long long)l->tx_pkts);
-		tlm__dpdk_lane_fail(l, TLM_LOG_ERR, -TLM_EPEERCLOSED, why);
-	}
+	tlm__dpdk_timers_liveness(p, l, now);
 out:
 	pthread_mutex_unlock(&l->mu);
 }
