@@ -20,16 +20,12 @@
 #include <unistd.h>
 
 #include "tlm-internal.h"
+#include "tests/check.h"
 
 static const char *transport = "tcp";
 static const char *targs;
 static const char *addr = "127.0.0.1"; /* --addr: rdma_cm needs an rxe address */
 static struct tlm_psk psk, wrong_psk;
-
-#define FAIL(...) do { fprintf(stderr, "  FAIL %s:%d: ", __func__, __LINE__); \
-	fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
-#define CHECK(c) do { if (!(c)) FAIL("%s", #c); } while (0)
-#define CHECK_OK(e) do { int e_ = (e); if (e_ < 0) FAIL("%s: %s", #e, tlm_strerror(e_)); } while (0)
 
 static void log_cb(int level, const char *msg, void *arg)
 {

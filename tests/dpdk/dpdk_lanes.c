@@ -77,13 +77,9 @@
 #include <unistd.h>
 
 #include "tlm-internal.h"
+#include "tests/check.h"
 
 extern const struct tlm_lane_ops tlm__dpdk_ops;
-
-#define FAIL(...) do { fprintf(stderr, "  FAIL [%d] %s:%d: ", (int)getpid(), __func__, __LINE__); \
-	fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
-#define CHECK(c) do { if (!(c)) FAIL("%s", #c); } while (0)
-#define CHECK_OK(e) do { long e_ = (long)(e); if (e_ < 0) FAIL("%s: %s", #e, tlm_strerror((int)e_)); } while (0)
 
 static const struct tlm_lane_ops *ops = &tlm__dpdk_ops;
 static char srv_args[512], cli_args[512];

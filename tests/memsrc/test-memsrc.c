@@ -25,24 +25,9 @@
 #include "memsrc-internal.h"
 #include "tlm/memsrc.h"
 #include "tlm/tlm.h"
+#include "tests/check.h"
 
 #define PS 4096u
-
-#define CHECK(c) do { \
-	if (!(c)) { \
-		fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-		exit(1); \
-	} \
-} while (0)
-
-#define CHECK_RC(e) do { \
-	int rc_ = (e); \
-	if (rc_ < 0) { \
-		fprintf(stderr, "%s:%d: %s = %d (%s)\n", __FILE__, __LINE__, #e, \
-			rc_, tlm_strerror(rc_)); \
-		exit(1); \
-	} \
-} while (0)
 
 static enum tlm_tracker tracker;
 
@@ -95,7 +80,7 @@ static struct tlm_local *mk(const size_t *sizes, unsigned n)
 {
 	struct tlm_local *m;
 
-	CHECK_RC(tlm_local_create(sizes, n, tracker, &m));
+	CHECK_OK(tlm_local_create(sizes, n, tracker, &m));
 	return m;
 }
 
@@ -145,7 +130,7 @@ static int t_exact(void)
 	uint64_t *bm[4];
 	volatile uint8_t sink = 0;
 
-	CHECK_RC(src->ops->regions(src->ctx, &rg, &n));
+	CHECK_OK(src->ops->regions(src->ctx, &rg, &n));
 	CHECK(n == 4 && src->page_size == PS);
 	CHECK(rg[2].len == 3 * PS);
 	CHECK(src->ops->device_state == NULL);
@@ -162,7 +147,7 @@ static int t_exact(void)
 	for (size_t p = 0; p < 10; p++)
 		touch(&rg[0], p, 1);
 	touch(&rg[1], 100, 1);
-	CHECK_RC(src->ops->start_tracking(src->ctx));
+	CHECK_OK(src->ops->start_tracking(src->ctx));
 	CHECK(src->ops->get_dirty(src->ctx, 4, bm[0]) == -EINVAL);
 	for (unsigned r = 0; r < n; r++) {
 		CHECK(src->ops->get_dirty(src->ctx, r, bm[r]) == 0);
@@ -226,15 +211,15 @@ static int t_exact(void)
 	bm[0][0] = 0;
 
 	/* Writes while not tracking are not reported after a restart. */
-	CHECK_RC(src->ops->stop_tracking(src->ctx));
+	CHECK_OK(src->ops->stop_tracking(src->ctx));
 	touch(&rg[0], 40, 9);
 	touch(&rg[1], 2000, 9);
-	CHECK_RC(src->ops->start_tracking(src->ctx));
+	CHECK_OK(src->ops->start_tracking(src->ctx));
 	CHECK(src->ops->get_dirty(src->ctx, 0, bm[0]) == 0);
 	CHECK(src->ops->get_dirty(src->ctx, 1, bm[1]) == 0);
 	touch(&rg[0], 41, 9);
 	CHECK(src->ops->get_dirty(src->ctx, 0, bm[0]) == 1 && bm_test(bm[0], 41));
-	CHECK_RC(src->ops->stop_tracking(src->ctx));
+	CHECK_OK(src->ops->stop_tracking(src->ctx));
 
 	for (unsigned r = 0; r < n; r++)
 		free(bm[r]);
@@ -261,9 +246,9 @@ static int t_vmas(void)
 	int got;
 	size_t missing = 0;
 
-	CHECK_RC(src->ops->regions(src->ctx, &rg, &n));
+	CHECK_OK(src->ops->regions(src->ctx, &rg, &n));
 	bm = bm_alloc(&rg[0]);
-	CHECK_RC(src->ops->start_tracking(src->ctx));
+	CHECK_OK(src->ops->start_tracking(src->ctx));
 	for (size_t p = 0; p < np; p += 2)
 		touch(&rg[0], p, 5);
 	got = src->ops->get_dirty(src->ctx, 0, bm);
@@ -280,7 +265,7 @@ static int t_vmas(void)
 	touch(&rg[0], np - 1, 6);
 	got = src->ops->get_dirty(src->ctx, 0, bm);
 	CHECK(got == 3 && bm_test(bm, 1) && bm_test(bm, 70001) && bm_test(bm, np - 1));
-	CHECK_RC(src->ops->stop_tracking(src->ctx));
+	CHECK_OK(src->ops->stop_tracking(src->ctx));
 	free(bm);
 	tlm_local_destroy(m);
 	printf("vmas: ok\n");
@@ -303,7 +288,7 @@ static void shadow_init(struct shadow *s, struct tlm_local *m)
 {
 	memset(s, 0, sizeof(*s));
 	s->src = tlm_local_memsrc(m);
-	CHECK_RC(s->src->ops->regions(s->src->ctx, &s->rg, &s->n));
+	CHECK_OK(s->src->ops->regions(s->src->ctx, &s->rg, &s->n));
 	CHECK(s->n <= 4);
 	for (unsigned r = 0; r < s->n; r++) {
 		s->copy[r] = malloc(s->rg[r].len);
@@ -328,7 +313,7 @@ static void shadow_sync(struct shadow *s)
 
 		memset(s->bm[r], 0, words * 8);
 		got = s->src->ops->get_dirty(s->src->ctx, r, s->bm[r]);
-		CHECK_RC(got);
+		CHECK_OK(got);
 		s->reported += (uint64_t)got;
 		for (size_t w = 0; w < words; w++) {
 			uint64_t x = s->bm[r][w];
@@ -443,7 +428,7 @@ static int t_race(void)
 		CHECK(pthread_create(&wr[i].tid, NULL, writer_main, &wr[i]) == 0);
 	}
 	sleep_ms(20);
-	CHECK_RC(s.src->ops->start_tracking(s.src->ctx));
+	CHECK_OK(s.src->ops->start_tracking(s.src->ctx));
 	shadow_full(&s);
 	t0 = now_s();
 	/* 2 s, or longer until both writers got going on a loaded machine. */
@@ -474,7 +459,7 @@ static int t_race(void)
 	CHECK(atomic_load(&wr[0].writes) > 0 && atomic_load(&wr[1].writes) > 0);
 	CHECK(s.reported > 0);
 	CHECK(bad == 0);
-	CHECK_RC(s.src->ops->stop_tracking(s.src->ctx));
+	CHECK_OK(s.src->ops->stop_tracking(s.src->ctx));
 	shadow_free(&s);
 	tlm_local_destroy(m);
 	printf("race: ok\n");
@@ -507,8 +492,8 @@ static int t_race_workload(void)
 	shadow_init(&s, m);
 	/* Rate limited: at full speed a V-cycle (~0.2 ms) rewrites every page
 	 * while the shadow is being copied, which would hide a lost write. */
-	CHECK_RC(tlm_workload_start(m, "mg", 2, 200000, 7, &w));
-	CHECK_RC(s.src->ops->start_tracking(s.src->ctx));
+	CHECK_OK(tlm_workload_start(m, "mg", 2, 200000, 7, &w));
+	CHECK_OK(s.src->ops->start_tracking(s.src->ctx));
 	shadow_full(&s);
 	t0 = now_s();
 	for (double next = t0 + 0.05; now_s() - t0 < 1.5 ||
@@ -518,15 +503,15 @@ static int t_race_workload(void)
 			sleep_ms(1);
 			continue;
 		}
-		CHECK_RC(s.src->ops->pause(s.src->ctx));
+		CHECK_OK(s.src->ops->pause(s.src->ctx));
 		shadow_sync(&s);
 		bad += shadow_diff(&s);
 		torn += shadow_torn(&s);
 		stages++;
-		CHECK_RC(s.src->ops->resume(s.src->ctx));
+		CHECK_OK(s.src->ops->resume(s.src->ctx));
 		next = now_s() + 0.05;
 	}
-	CHECK_RC(s.src->ops->pause(s.src->ctx));
+	CHECK_OK(s.src->ops->pause(s.src->ctx));
 	shadow_sync(&s);
 	writes = tlm_workload_writes(w);
 	bad += shadow_diff(&s);
@@ -536,9 +521,9 @@ static int t_race_workload(void)
 	       stages + 1, (unsigned long long)writes,
 	       (unsigned long long)s.reported, bad, torn);
 	CHECK(writes > 0 && bad == 0 && torn == 0);
-	CHECK_RC(s.src->ops->resume(s.src->ctx));
+	CHECK_OK(s.src->ops->resume(s.src->ctx));
 	tlm_workload_stop(w);
-	CHECK_RC(s.src->ops->stop_tracking(s.src->ctx));
+	CHECK_OK(s.src->ops->stop_tracking(s.src->ctx));
 	shadow_free(&s);
 	tlm_local_destroy(m);
 	printf("race-workload: ok\n");
@@ -581,18 +566,18 @@ static int t_pause(void)
 	uint64_t h1, h2, w1, w2, w3;
 	unsigned n;
 
-	CHECK_RC(src->ops->regions(src->ctx, &rg, &n));
-	CHECK_RC(src->ops->start_tracking(src->ctx));
-	CHECK_RC(tlm_workload_start(m, "random", 2, 0, 42, &w));
+	CHECK_OK(src->ops->regions(src->ctx, &rg, &n));
+	CHECK_OK(src->ops->start_tracking(src->ctx));
+	CHECK_OK(tlm_workload_start(m, "random", 2, 0, 42, &w));
 	wait_writes(w, 1000);
 	/* Many short pauses: each must catch the workers between pages. */
 	for (int i = 0; i < 30; i++) {
-		CHECK_RC(src->ops->pause(src->ctx));
+		CHECK_OK(src->ops->pause(src->ctx));
 		CHECK(inconsistent(rg, n) == 0);
-		CHECK_RC(src->ops->resume(src->ctx));
+		CHECK_OK(src->ops->resume(src->ctx));
 		sleep_ms(3);
 	}
-	CHECK_RC(src->ops->pause(src->ctx));
+	CHECK_OK(src->ops->pause(src->ctx));
 	h1 = mem_hash(rg, n);
 	w1 = tlm_workload_writes(w);
 	sleep_ms(300);
@@ -603,16 +588,16 @@ static int t_pause(void)
 	       (unsigned long long)w2, h1 == h2 ? "unchanged" : "CHANGED");
 	CHECK(w1 > 0 && h1 == h2 && w1 == w2);
 	CHECK(inconsistent(rg, n) == 0);
-	CHECK_RC(src->ops->resume(src->ctx));
+	CHECK_OK(src->ops->resume(src->ctx));
 	w3 = wait_writes(w, w2 + 1000);
 	printf("pause: %llu writes after resume\n", (unsigned long long)(w3 - w2));
 	CHECK(w3 > w2 && mem_hash(rg, n) != h2);
 	/* stop while paused: parked workers must still leave. */
-	CHECK_RC(src->ops->pause(src->ctx));
+	CHECK_OK(src->ops->pause(src->ctx));
 	tlm_workload_stop(w);
-	CHECK_RC(src->ops->resume(src->ctx));
+	CHECK_OK(src->ops->resume(src->ctx));
 	CHECK(inconsistent(rg, n) == 0);
-	CHECK_RC(src->ops->stop_tracking(src->ctx));
+	CHECK_OK(src->ops->stop_tracking(src->ctx));
 	tlm_local_destroy(m);
 	printf("pause: ok\n");
 	return 0;
@@ -623,7 +608,7 @@ static int t_pause(void)
 static void dirty_union(struct tlm_memsrc *src, unsigned n, uint64_t **u)
 {
 	for (unsigned r = 0; r < n; r++)
-		CHECK_RC(src->ops->get_dirty(src->ctx, r, u[r]));
+		CHECK_OK(src->ops->get_dirty(src->ctx, r, u[r]));
 }
 
 /* Each workload writes, within the rate, consistent stamps, in its pattern. */
@@ -643,16 +628,16 @@ static int t_workloads(void)
 		unsigned n;
 		double t0, el;
 
-		CHECK_RC(src->ops->regions(src->ctx, &rg, &n));
+		CHECK_OK(src->ops->regions(src->ctx, &rg, &n));
 		for (unsigned r = 0; r < n; r++) {
 			u[r] = bm_alloc(&rg[r]);
 			total += npages(&rg[r]);
 		}
-		CHECK_RC(src->ops->start_tracking(src->ctx));
+		CHECK_OK(src->ops->start_tracking(src->ctx));
 
 		/* Rate limited. */
 		t0 = now_s();
-		CHECK_RC(tlm_workload_start(m, kind, 2, rate, 99, &w));
+		CHECK_OK(tlm_workload_start(m, kind, 2, rate, 99, &w));
 		sleep_ms(300);
 		if (strcmp(kind, "idle"))
 			wait_writes(w, 1);
@@ -680,7 +665,7 @@ static int t_workloads(void)
 		for (unsigned r = 0; r < n; r++)
 			memset(u[r], 0, (npages(&rg[r]) + 63) / 64 * 8);
 		t0 = now_s();
-		CHECK_RC(tlm_workload_start(m, kind, 1, 0, 99, &w));
+		CHECK_OK(tlm_workload_start(m, kind, 1, 0, 99, &w));
 		while ((writes = tlm_workload_writes(w)) < 4 * total &&
 		       now_s() - t0 < 30 && strcmp(kind, "idle"))
 			sleep_ms(5);
@@ -711,7 +696,7 @@ static int t_workloads(void)
 			CHECK(distinct <= total / 20 + 2);
 		CHECK(inconsistent(rg, n) == 0);
 
-		CHECK_RC(src->ops->stop_tracking(src->ctx));
+		CHECK_OK(src->ops->stop_tracking(src->ctx));
 		for (unsigned r = 0; r < n; r++)
 			free(u[r]);
 		tlm_local_destroy(m);
@@ -764,10 +749,10 @@ static int t_chain(void)
 	b = mk(sz2, 2);
 	sa_ = tlm_local_memsrc(a);
 	sb = tlm_local_memsrc(b);
-	CHECK_RC(sa_->ops->regions(sa_->ctx, &ra, &na));
-	CHECK_RC(sb->ops->regions(sb->ctx, &rb, &nb));
-	CHECK_RC(sa_->ops->start_tracking(sa_->ctx));
-	CHECK_RC(sb->ops->start_tracking(sb->ctx));
+	CHECK_OK(sa_->ops->regions(sa_->ctx, &ra, &na));
+	CHECK_OK(sb->ops->regions(sb->ctx, &rb, &nb));
+	CHECK_OK(sa_->ops->start_tracking(sa_->ctx));
+	CHECK_OK(sb->ops->start_tracking(sb->ctx));
 
 	/* A read-only page of our own: ACCERR, not ours. */
 	ro = mmap(NULL, PS, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -814,12 +799,12 @@ static int t_auto(void)
 	struct tlm_local *m;
 	int sup = tlm_local_pagemap_scan_supported();
 
-	CHECK_RC(tlm_local_create(sz, 1, TLM_TRACK_AUTO, &m));
+	CHECK_OK(tlm_local_create(sz, 1, TLM_TRACK_AUTO, &m));
 	printf("pagemap-scan supported: %d; auto picked %s (%zu tracker bytes)\n",
 	       sup, tlm_local_tracker_name(m), tlm_local_tracker_bytes(m));
 	CHECK(!strcmp(tlm_local_tracker_name(m), sup ? "pagemap-scan" : "mprotect"));
 	tlm_local_destroy(m);
-	CHECK_RC(tlm_local_create(sz, 1, TLM_TRACK_MPROTECT, &m));
+	CHECK_OK(tlm_local_create(sz, 1, TLM_TRACK_MPROTECT, &m));
 	CHECK(!strcmp(tlm_local_tracker_name(m), "mprotect"));
 	CHECK(tlm_local_tracker_bytes(m) == 16);
 	tlm_local_destroy(m);

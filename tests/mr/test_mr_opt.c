@@ -8,15 +8,8 @@
 #include <unistd.h>
 
 #include <mr.h>
-
-static int failures;
-
-#define CHECK(cond) do { \
-	if (!(cond)) { \
-		fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-		failures++; \
-	} \
-} while (0)
+#define CHECK_COUNTS
+#include "tests/check.h"
 
 static char dir[] = "/tmp/tlm-mr-opt-XXXXXX";
 
@@ -45,7 +38,7 @@ static void expect_fail(const char *name, const char *text, int err)
 	if (ap || errno != err || n != 0) {
 		fprintf(stderr, "%s: expected NULL/errno %d, got %p/errno %d n=%d\n",
 			name, err, (void *)ap, errno, n);
-		failures++;
+		test_failures++;
 	}
 	free(ap);
 }
@@ -148,8 +141,8 @@ int main(void)
 		if (system(cmd) != 0)
 			fprintf(stderr, "warning: could not remove %s\n", dir);
 	}
-	if (failures) {
-		fprintf(stderr, "test_mr_opt: %d failure(s)\n", failures);
+	if (test_failures) {
+		fprintf(stderr, "test_mr_opt: %d failure(s)\n", test_failures);
 		return 1;
 	}
 	printf("test_mr_opt: all checks passed\n");

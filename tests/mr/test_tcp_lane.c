@@ -14,15 +14,8 @@
 #include <unistd.h>
 
 #include "tlm-internal.h"
-
-static int failures;
-
-#define CHECK(cond) do { \
-	if (!(cond)) { \
-		fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-		failures++; \
-	} \
-} while (0)
+#define CHECK_COUNTS
+#include "tests/check.h"
 
 static const struct tlm_lane_ops *ops;
 
@@ -115,7 +108,7 @@ static void test_basics(void)
 	uint8_t buf[64];
 
 	CHECK(pair("127.0.0.1", "127.0.0.1", NULL, 0, &c, &a) == 0);
-	if (failures)
+	if (test_failures)
 		return;
 	CHECK(c->ops == ops && a->ops == ops);
 	CHECK(c->mode == TLM_MODE_BYTES && a->mode == TLM_MODE_BYTES);
@@ -135,7 +128,7 @@ static void test_pollfd(void)
 	uint8_t msg[100], buf[100];
 
 	CHECK(pair("127.0.0.1", "127.0.0.1", NULL, 1, &c, &a) == 0);
-	if (failures)
+	if (test_failures)
 		return;
 	for (int i = 0; i < 100; i++)
 		msg[i] = (uint8_t)i;
@@ -172,7 +165,7 @@ static void test_wrong_kind(void)
 	struct tlm_page_sink sink = { NULL, NULL };
 
 	CHECK(pair("127.0.0.1", "127.0.0.1", NULL, 1, &c, &a) == 0);
-	if (failures)
+	if (test_failures)
 		return;
 	r.crc = tlm_crc32c(0, r.data, 8);
 	tlm__frame_hdr_encode(hdr, TLM_PAGE_HDR + 8, TLM_FT_PAGE);
@@ -191,7 +184,7 @@ static void test_wrong_kind(void)
 
 	/* A DATA frame on a page-mode lane. */
 	CHECK(pair("127.0.0.1", "127.0.0.1", NULL, 1, &c, &a) == 0);
-	if (failures)
+	if (test_failures)
 		return;
 	CHECK(ops->set_mode(a, TLM_MODE_PAGES) == 0);
 	CHECK(ops->dp->write(c, "xyz", 3) == 3);
@@ -215,7 +208,7 @@ static void test_goodbye(void)
 	ssize_t w = 0;
 
 	CHECK(pair("127.0.0.1", "127.0.0.1", NULL, 1, &c, &a) == 0);
-	if (failures)
+	if (test_failures)
 		return;
 	CHECK(ops->dp->write(c, "bye", 3) == 3);
 	CHECK(ops->dp->shutdown(c) == 0);
@@ -280,7 +273,7 @@ static void test_truncated(void)
 	int rc;
 
 	CHECK(pair("127.0.0.1", "127.0.0.1", NULL, 2, &c, &a) == 0);
-	if (failures)
+	if (test_failures)
 		return;
 	CHECK(ops->set_mode(c, TLM_MODE_PAGES) == 0);
 	CHECK(ops->set_mode(a, TLM_MODE_PAGES) == 0);
@@ -305,7 +298,7 @@ static void test_errors(void)
 
 	/* Nobody connects: accept times out. */
 	CHECK(ops->listen("127.0.0.1", "0", NULL, &xl) == 0);
-	if (failures)
+	if (test_failures)
 		return;
 	snprintf(port, sizeof(port), "%d", ops->listener_port(xl));
 	CHECK(ops->accept(xl, 200, &l) == -ETIMEDOUT);
@@ -344,7 +337,7 @@ static void test_families(void)
 
 	/* Any address: IPv4 clients are welcome (dual stack or IPv4 only). */
 	CHECK(pair(NULL, "127.0.0.1", "sndbuf=256K,rcvbuf=256K", 0, &c, &a) == 0);
-	if (!failures) {
+	if (!test_failures) {
 		test_stream(c, a);
 		ops->close(c);
 		ops->close(a);
@@ -354,14 +347,14 @@ static void test_families(void)
 		return;
 	}
 	CHECK(pair("::1", "::1", NULL, 3, &c, &a) == 0);
-	if (failures)
+	if (test_failures)
 		return;
 	CHECK(!strncmp(c->peer, "[::1]:", 6) && !strncmp(a->peer, "[::1]:", 6));
 	test_stream(c, a);
 	ops->close(c);
 	ops->close(a);
 	CHECK(pair("::", "::1", NULL, 3, &c, &a) == 0);
-	if (failures)
+	if (test_failures)
 		return;
 	test_stream(c, a);
 	ops->close(c);
@@ -382,8 +375,8 @@ int main(void)
 	test_truncated();
 	test_errors();
 	test_families();
-	if (failures) {
-		fprintf(stderr, "test_tcp_lane: %d failure(s)\n", failures);
+	if (test_failures) {
+		fprintf(stderr, "test_tcp_lane: %d failure(s)\n", test_failures);
 		return 1;
 	}
 	printf("test_tcp_lane: all checks passed\n");

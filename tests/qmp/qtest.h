@@ -27,15 +27,9 @@ static inline void qt_stop_all(void)
 	}
 }
 
-#define CHECK(cond, ...) do {                                                   \
-	if (!(cond)) {                                                          \
-		fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-		fprintf(stderr, __VA_ARGS__);                                   \
-		fputc('\n', stderr);                                            \
-		qt_stop_all();                                                  \
-		exit(1);                                                        \
-	}                                                                       \
-} while (0)
+/* tests/check.h's CHECK, with every VM stopped before the test ends. */
+#define CHECK_ON_EXIT() qt_stop_all()
+#include "tests/check.h"
 
 #define CHECK_RC(expr, want, q) do {                                            \
 	int rc_ = (expr);                                                       \

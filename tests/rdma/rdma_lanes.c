@@ -37,6 +37,8 @@
 #include <linux/capability.h>
 
 #include "tlm-internal.h"
+#define CHECK_WHO who
+#include "tests/check.h"
 
 extern const struct tlm_lane_ops tlm__rdma_ops;
 static const struct tlm_lane_ops *ops = &tlm__rdma_ops;
@@ -56,10 +58,6 @@ static void log_fn(int level, const char *msg, void *arg)
 	if (level <= TLM_LOG_INFO)
 		fprintf(stderr, "[%s] log: %s\n", who, msg);
 }
-
-#define CHECK(c, ...) do { if (!(c)) { \
-	fprintf(stderr, "[%s] FAIL %s:%d: ", who, __FILE__, __LINE__); \
-	fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } } while (0)
 
 static uint8_t pat(uint64_t i)
 {

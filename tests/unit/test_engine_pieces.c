@@ -7,9 +7,8 @@
 #include <string.h>
 
 #include "core/engine.h" /* the internal one, not include/tlm/engine.h */
-
-static int failures;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c); failures++; } } while (0)
+#define CHECK_COUNTS
+#include "tests/check.h"
 
 #define PS 4096
 
@@ -148,8 +147,8 @@ int main(void)
 	test_xbzrle();
 	test_policies();
 	test_chk_done();
-	if (failures) {
-		fprintf(stderr, "%d check(s) failed\n", failures);
+	if (test_failures) {
+		fprintf(stderr, "%d check(s) failed\n", test_failures);
 		return 1;
 	}
 	printf("engine pieces: all checks passed\n");

@@ -8,11 +8,10 @@
 #include <unistd.h>
 
 #include "tlm-internal.h"
+#define CHECK_COUNTS
+#include "tests/check.h"
 
 uint32_t tlm__crc32c_sw(uint32_t crc, const void *buf, size_t len);
-
-static int failures;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c); failures++; } } while (0)
 
 static void test_crc(void)
 {
@@ -287,8 +286,8 @@ int main(void)
 	test_psk();
 	test_hmac();
 	test_strerror();
-	if (failures) {
-		fprintf(stderr, "%d check(s) failed\n", failures);
+	if (test_failures) {
+		fprintf(stderr, "%d check(s) failed\n", test_failures);
 		return 1;
 	}
 	printf("all unit checks passed\n");
