@@ -92,6 +92,13 @@ const struct tlm_lane_ops *tlm__transport_find(const char *name);
 int tlm__lane_inject_raw(struct tlm_lane *l, const void *buf, size_t n);
 /* Each transport defines `const struct tlm_lane_ops tlm__<name>_ops`. */
 
+/* kv.c APIs: transport_args ("k=v,k=v", values may be quoted; kv.c says
+ * the whole syntax). next: the next item at *p into item (cap bytes),
+ * quotes and a leading "--" dropped: 1, 0 at the end, -EINVAL when it does
+ * not fit. split: item cut at its first '=', the value (NULL if none). */
+int tlm__kv_next(const char **p, char *item, size_t cap);
+char *tlm__kv_split(char *item);
+
 /* log.c APIs: */
 void tlm__log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define tlm__err(...)  tlm__log(TLM_LOG_ERR, __VA_ARGS__)

@@ -33,8 +33,7 @@
  */
 #include "dpdk-internal.h"
 
-/* Splits "k=v,k=v" where a value may be quoted ("..." or '...'). Keys the
- * transport does not know are passed on as devargs of the vdev. */
+/* drop=P, reorder=P or dup=P, 0 <= P <= 1. */
 static int parse_fault_kv(struct fault *f, const char *k, const char *v)
 {
 	char *end;
@@ -61,124 +60,110 @@ static int append(char *dst, size_t cap, const char *sep, const char *s)
 	return r < 0 || (size_t)r >= cap - n ? -EINVAL : 0;
 }
 
-int tlm__dpdk_parse_args(const char *args, struct cfg *c)
+/* window=N[K|M] */
+/* zc=auto|on|off (yes/no, 1/0) */
+static int parse_zc(const char *v, int *zc)
 {
-	char tok[512], item[512];
-	const char *p = args;
-	char extra[512] = "";
+	if (!strcmp(v, "auto"))
+		*zc = ZC_AUTO;
+	else if (!strcmp(v, "on") || !strcmp(v, "yes") || !strcmp(v, "1"))
+		*zc = ZC_ON;
+	else if (!strcmp(v, "off") || !strcmp(v, "no") || !strcmp(v, "0"))
+		*zc = ZC_OFF;
+	else
+		return -EINVAL;
+	return 0;
+}
 
-	memset(c, 0, sizeof(*c));
-	c->dead_ms = DEFAULT_DEAD_MS;
-	c->queues = DEF_QUEUES;
-	while (p && *p) {
-		size_t n = 0;
-		char q = 0;
+static int parse_window(const char *v, uint32_t *out)
+{
+	char *end;
+	unsigned long long w = strtoull(v, &end, 10);
 
-		while (*p == ',' || *p == ' ')
-			p++;
-		if (!*p)
-			break;
-		while (*p && (q || *p != ',')) {
-			if (!q && (*p == '"' || *p == '\'')) {
-				q = *p++;
-				continue;
-			}
-			if (q && *p == q) {
-				q = 0;
-				p++;
-				continue;
-			}
-			if (n + 1 >= sizeof(tok))
-				return -EINVAL;
-			tok[n++] = *p++;
-		}
-		tok[n] = 0;
-		snprintf(item, sizeof(item), "%s", tok);
-		char *k = tok, *v;
-		if (!strncmp(k, "--", 2))
-			k += 2;
-		/* dpdk-args=... or "--dpdk-args ...": EAL args may hold '=' */
-		if (!strncmp(k, "dpdk-args", 9) && (k[9] == '=' || k[9] == ' ')) {
-			if (append(c->eal, sizeof(c->eal), " ", k + 10))
-				return -EINVAL;
-			continue;
-		}
-		v = strchr(k, '=');
-		if (!v) {
-			tlm__err("dpdk: transport_args: '%s' is not key=value", tok);
+	if (*end == 'K' || *end == 'k')
+		w <<= 10, end++;
+	else if (*end == 'M' || *end == 'm')
+		w <<= 20, end++;
+	if (*end || w < (16u << 10) || w > RING_BYTES)
+		return -EINVAL;
+	*out = (uint32_t)w;
+	return 0;
+}
+
+/* fault=drop=P,reorder=P: the rest arrive as keys of their own (drop=,
+ * ...); quoted, they are all in v. */
+static int parse_fault(struct fault *f, char *v)
+{
+	char *save = NULL;
+
+	for (char *kv = strtok_r(v, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+		char *v2 = tlm__kv_split(kv);
+		if (!v2 || parse_fault_kv(f, kv, v2))
 			return -EINVAL;
-		}
-		*v++ = 0;
-		if (!strcmp(k, "port")) {
-			snprintf(c->dev, sizeof(c->dev), "%s", v);
-		} else if (!strcmp(k, "vdev")) {
-			if (append(c->vdev, sizeof(c->vdev), ",", v))
-				goto bad;
-		} else if (!strcmp(k, "ip")) {
-			struct in_addr a;
-			if (inet_pton(AF_INET, v, &a) != 1)
-				goto bad;
-			c->ip = ntohl(a.s_addr);
-		} else if (!strcmp(k, "peer-mac")) {
-			if (rte_ether_unformat_addr(v, &c->peer_mac))
-				goto bad;
-			c->peer_mac_set = true;
-		} else if (!strcmp(k, "mtu")) {
-			c->mtu = (uint32_t)strtoul(v, NULL, 10);
-			if (c->mtu < 576 || c->mtu > 9000)
-				goto bad;
-		} else if (!strcmp(k, "queues")) {
-			c->queues = (unsigned)strtoul(v, NULL, 10);
-			if (c->queues < 1 || c->queues > MAX_QUEUES)
-				goto bad;
-		} else if (!strcmp(k, "window")) {
-			char *end;
-			unsigned long long w = strtoull(v, &end, 10);
-			if (*end == 'K' || *end == 'k')
-				w <<= 10, end++;
-			else if (*end == 'M' || *end == 'm')
-				w <<= 20, end++;
-			if (*end || w < (16u << 10) || w > RING_BYTES)
-				goto bad;
-			c->window = (uint32_t)w;
-		} else if (!strcmp(k, "spinners")) {
-			c->spinners = (unsigned)strtoul(v, NULL, 10);
-			if (c->spinners < 1 || c->spinners > 256)
-				goto bad;
-		} else if (!strcmp(k, "zc")) {
-			if (!strcmp(v, "auto"))
-				c->zc = ZC_AUTO;
-			else if (!strcmp(v, "on") || !strcmp(v, "yes") || !strcmp(v, "1"))
-				c->zc = ZC_ON;
-			else if (!strcmp(v, "off") || !strcmp(v, "no") || !strcmp(v, "0"))
-				c->zc = ZC_OFF;
-			else
-				goto bad;
-		} else if (!strcmp(k, "dead_ms")) {
-			c->dead_ms = atoi(v);
-			if (c->dead_ms < 100)
-				goto bad;
-		} else if (!strcmp(k, "fault")) {
-			/* fault=drop=P,reorder=P: the rest arrive as keys of
-			 * their own; quoted, they are all in v */
-			char *save = NULL;
-			for (char *kv = strtok_r(v, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-				char *v2 = strchr(kv, '=');
-				if (!v2)
-					goto bad;
-				*v2++ = 0;
-				if (parse_fault_kv(&c->fault, kv, v2))
-					goto bad;
-			}
-		} else if (!strcmp(k, "drop") || !strcmp(k, "reorder") || !strcmp(k, "dup")) {
-			if (parse_fault_kv(&c->fault, k, v))
-				goto bad;
-		} else {
-			v[-1] = '=';
-			if (append(extra, sizeof(extra), ",", k))
-				goto bad;
-		}
 	}
+	return 0;
+}
+
+/* A number in [lo, hi]. */
+static int parse_num(const char *v, unsigned long lo, unsigned long hi, unsigned *out)
+{
+	unsigned long n = strtoul(v, NULL, 10);
+
+	if (n < lo || n > hi)
+		return -EINVAL;
+	*out = (unsigned)n;
+	return 0;
+}
+
+/* One key of ours with its value: 0, -EINVAL, or 1 if the key is not
+ * ours (a devargs key). */
+static int parse_key(struct cfg *c, const char *k, char *v)
+{
+	struct in_addr a;
+
+	if (!strcmp(k, "port")) {
+		snprintf(c->dev, sizeof(c->dev), "%s", v);
+		return 0;
+	}
+	if (!strcmp(k, "vdev"))
+		return append(c->vdev, sizeof(c->vdev), ",", v);
+	if (!strcmp(k, "ip")) {
+		if (inet_pton(AF_INET, v, &a) != 1)
+			return -EINVAL;
+		c->ip = ntohl(a.s_addr);
+		return 0;
+	}
+	if (!strcmp(k, "peer-mac")) {
+		if (rte_ether_unformat_addr(v, &c->peer_mac))
+			return -EINVAL;
+		c->peer_mac_set = true;
+		return 0;
+	}
+	if (!strcmp(k, "mtu"))
+		return parse_num(v, 576, 9000, &c->mtu);
+	if (!strcmp(k, "queues"))
+		return parse_num(v, 1, MAX_QUEUES, &c->queues);
+	if (!strcmp(k, "spinners"))
+		return parse_num(v, 1, 256, &c->spinners);
+	if (!strcmp(k, "window"))
+		return parse_window(v, &c->window);
+	if (!strcmp(k, "zc"))
+		return parse_zc(v, &c->zc);
+	if (!strcmp(k, "dead_ms")) {
+		c->dead_ms = atoi(v);
+		return c->dead_ms < 100 ? -EINVAL : 0;
+	}
+	if (!strcmp(k, "fault"))
+		return parse_fault(&c->fault, v);
+	if (!strcmp(k, "drop") || !strcmp(k, "reorder") || !strcmp(k, "dup"))
+		return parse_fault_kv(&c->fault, k, v);
+	return 1;
+}
+
+/* Keys we do not know go to the vdev as its devargs; the port's name is
+ * the vdev's; mtu= has a default per kind of port. */
+static int finish(struct cfg *c, const char *extra)
+{
 	if (extra[0]) {
 		if (!c->vdev[0]) {
 			tlm__err("dpdk: transport_args: device args '%s' without vdev=", extra);
@@ -194,7 +179,54 @@ int tlm__dpdk_parse_args(const char *args, struct cfg *c)
 	if (!c->mtu)
 		c->mtu = c->dev[0] ? TLM__DPDK_PORT_MTU : TLM__DPDK_MEMIF_MTU;
 	return 0;
-bad:
-	tlm__err("dpdk: transport_args: '%s': bad or too long a value", item);
-	return -EINVAL;
+}
+
+int tlm__dpdk_parse_args(const char *args, struct cfg *c)
+{
+	char item[512], whole[512], extra[512] = "";
+	const char *p = args;
+	int r;
+
+	memset(c, 0, sizeof(*c));
+	c->dead_ms = DEFAULT_DEAD_MS;
+	c->queues = DEF_QUEUES;
+	while ((r = tlm__kv_next(&p, item, sizeof(item))) > 0) {
+		/* dpdk-args=... or "--dpdk-args ...": EAL args may hold '=' */
+		if (!strncmp(item, "dpdk-args", 9) && (item[9] == '=' || item[9] == ' ')) {
+			if (append(c->eal, sizeof(c->eal), " ", item + 10))
+				return -EINVAL;
+			continue;
+		}
+		snprintf(whole, sizeof(whole), "%s", item);
+		char *v = tlm__kv_split(item);
+		if (!v) {
+			tlm__err("dpdk: transport_args: '%s' is not key=value", whole);
+			return -EINVAL;
+		}
+		r = parse_key(c, item, v);
+		if (r == 1)
+			r = append(extra, sizeof(extra), ",", whole);
+		if (r) {
+			tlm__err("dpdk: transport_args: '%s': bad or too long a value", whole);
+			return -EINVAL;
+		}
+	}
+	return r < 0 ? r : finish(c, extra);
+}
+
+int tlm__dpdk_raw_end(const char *targs, char *eal, size_t ecap, char *vdev, size_t vcap,
+		      unsigned *mtu)
+{
+	struct cfg c;
+	int r = tlm__dpdk_parse_args(targs, &c);
+
+	if (r)
+		return r;
+	if (c.dev[0] && !c.vdev[0])
+		return -ENODEV;   /* port=: a probed device, not ours to make */
+	if ((size_t)snprintf(eal, ecap, "%s", c.eal) >= ecap ||
+	    (size_t)snprintf(vdev, vcap, "%s", c.vdev) >= vcap)
+		return -EINVAL;
+	*mtu = c.mtu;
+	return 0;
 }

@@ -61,6 +61,13 @@ struct tlm__raw_result {
  */
 int tlm__dpdk_raw_blast(const struct tlm__raw_cfg *c, struct tlm__raw_result *r);
 
+/* One end of a raw blast from dpdk transport args, read as the lanes read
+ * them: the EAL arguments (dpdk-args=), the mtu (mtu= or its default) and
+ * the vdev with its devargs ("" on the embedded memif). -ENODEV for port=
+ * (a probed device, not ours to make), -EINVAL for args the lanes refuse. */
+int tlm__dpdk_raw_end(const char *targs, char *eal, size_t ecap, char *vdev, size_t vcap,
+		      unsigned *mtu);
+
 /* TSC ticks per second: the EAL's figure once one started in this
  * process, else measured over 50 ms. */
 double tlm__dpdk_tsc_hz(void);
