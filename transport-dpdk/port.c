@@ -147,10 +147,10 @@ static int port_start(struct dport *p)
 }
 
 /* An mbuf pool the lanes' threads share. They may outnumber the cores,
- * and a ring-based pool stalls every other thread while one is preempted
- * between moving the ring's head and its tail, every other sender
- * spinning in its dequeue meanwhile. So the lock-free stack, unless the EAL was told which ops to use
- * (--mbuf-pool-ops-name) or cannot do it. */
+ * and a ring-based pool stalls every other sender, spinning in its
+ * dequeue, while one thread is preempted between moving the ring's head
+ * and its tail. So the lock-free stack, unless the EAL was told which
+ * ops to use (--mbuf-pool-ops-name) or cannot do it. */
 static struct rte_mempool *pool_new(const char *name, unsigned n, uint16_t room)
 {
 	struct rte_mempool *mp = NULL;

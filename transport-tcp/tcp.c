@@ -13,33 +13,8 @@
  *     SO_ERROR                           accept(): poll(POLLIN, timeout),
  *   back to blocking, TCP_NODELAY          accept4(), TCP_NODELAY
  *
- * Everything on the wire is a frame (core/wire.h): an 8-byte header, then
- * the payload. Page mode: one PAGE frame per record (24-byte record header
- * + data). Byte mode: DATA frames of at most TLM_MAX_DATA_FRAME, FIN at
- * the orderly end.
- *
- * Threads and ownership: one thread may send while another receives on the
- * same lane (the relay does). The tx side owns fd writes, the header
- * scratch, its sticky error and base.tx_bytes; the rx side owns the
- * receive buffer, the parse state (EOF included) and base.rx_bytes. The
- * only state both touch is `dead`, an atomic: once the rx side finds the
- * stream broken (malformed frame, bad crc, the sink refused a record)
- * every later call on either side fails the same way. A send error stays
- * on the tx side, so input that arrived before the peer went away can
- * still be read.
- * Two threads sending (or two receiving) on one lane at once is not
- * supported.
- *
- * Memory is bounded per lane: a fixed receive buffer (RBUF_SIZE) holds the
- * bytes read but not yet parsed; sends go straight from the caller's
- * memory to the kernel with sendmsg() on iovec arrays.
- *
- * pollfd: reads take big chunks from the socket, so input can sit in the
- * receive buffer while the socket itself is empty; polling the socket
- * would then hang with data at hand. The lane's pollfd is an epoll
- * instance watching the socket and an eventfd that the rx side keeps
- * readable exactly while buffered input can make progress (a whole frame,
- * stream bytes, an error to report). Only transitions cost a syscall.
+ * The send and receive paths are in datapath.c, which says what goes on
+ * the wire and who owns what.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -59,121 +34,13 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "tlm-internal.h"
+#include "tcp-internal.h"
 
 extern const struct tlm_lane_ops tlm__tcp_ops;
 
-#ifndef IOV_MAX
-#define IOV_MAX 1024
-#endif
 
-#define RBUF_SIZE      (2u * 1024 * 1024) /* receive buffer per lane */
-#define TX_IOV         (IOV_MAX < 1024 ? IOV_MAX : 1024)
-#define TX_RECS        (TX_IOV / 2)       /* records per sendmsg: hdr + data */
-#define TX_HDR         (TLM_FRAME_HDR + TLM_PAGE_HDR)
-#define SOCKBUF_DEFAULT (4 * 1024 * 1024)
-#define RX_FILLS_MAX   16  /* reads per recv_pages once records flow: bounds
-                              * the call (<= 17 buffers of records) */
 
-/* Room for one whole frame of the largest kind must always fit. */
-_Static_assert(RBUF_SIZE >= TLM_FRAME_HDR + TLM_MAX_FRAME, "receive buffer too small");
 
-struct tcp_opts {
-	int sndbuf;    /* bytes; 0 = kernel autotuning; -1 = SOCKBUF_DEFAULT
-			* unless autotuning may grow that far by itself */
-	int rcvbuf;
-	int nodelay;   /* on every lane (1) or only the control lane (0) */
-	int send_timeout; /* ms a send may make no progress before the lane
-			   * fails: a peer that is alive but stopped reading
-			   * must not block the sender (and a paused guest)
-			   * forever. 0 = wait forever. */
-};
-
-#define SEND_TIMEOUT_DEFAULT 30000
-
-struct tcp_listener {
-	struct tlm_xlistener base;
-	int fd;
-	struct tcp_opts opts;
-};
-
-struct tcp_lane {
-	struct tlm_lane base;
-	int fd;
-	struct tcp_opts opts;
-	atomic_int dead;           /* 0, or the error every call returns */
-
-	int epfd;                  /* pollfd: socket + evfd */
-	int evfd;
-
-	/* rx side */
-	bool ev_set;               /* evfd signalled */
-	uint8_t *rbuf;             /* RBUF_SIZE; [rstart, rend) unparsed */
-	size_t rstart, rend;
-	uint32_t data_left;        /* byte mode: payload left in this DATA frame */
-	bool rx_eof;               /* socket said EOF or reset */
-	bool rx_fin;               /* byte mode: peer's FIN frame seen */
-
-	/* tx side */
-	int tx_err;                /* sticky send error, 0 if none */
-	bool tx_fin;               /* we sent FIN: no more writes */
-	uint8_t (*thdr)[TX_HDR];   /* TX_RECS header slots */
-	struct iovec *iov;         /* TX_IOV */
-};
-
-static inline struct tcp_lane *to_tcp(struct tlm_lane *l)
-{
-	return (struct tcp_lane *)l;
-}
-
-/* Only the tx side writes tx_bytes and only the rx side rx_bytes, but
- * tlm_lane_stats() reads them from any thread. */
-static inline void count_bytes(uint64_t *ctr, uint64_t n)
-{
-	__atomic_store_n(ctr, *ctr + n, __ATOMIC_RELAXED);
-}
-
-/* ---- helpers ---- */
-
-/* Peer gone, in whatever way the kernel tells it. */
-static int map_sock_err(int err)
-{
-	switch (err) {
-	case ECONNRESET:
-	case EPIPE:
-	case ENOTCONN:
-	case ESHUTDOWN:
-	case ETIMEDOUT:   /* from the socket itself: the connection died */
-	case EHOSTUNREACH:
-		return -TLM_EPEERCLOSED;
-	default:
-		return -err;
-	}
-}
-
-/* The stream is broken for both directions. */
-static int lane_fail(struct tcp_lane *t, int err)
-{
-	int expected = 0;
-
-	atomic_compare_exchange_strong(&t->dead, &expected, err);
-	return atomic_load(&t->dead);
-}
-
-static uint64_t deadline_of(int timeout_ms)
-{
-	return timeout_ms < 0 ? UINT64_MAX : tlm__now_ms() + (uint64_t)timeout_ms;
-}
-
-static int poll_left(uint64_t deadline)
-{
-	uint64_t left;
-
-	if (deadline == UINT64_MAX)
-		return -1;
-	left = (uint64_t)tlm__left_ms(deadline);
-	return left > INT_MAX ? INT_MAX : (int)left;
-}
 
 static int parse_size(const char *s, size_t n, int *out)
 {
@@ -207,39 +74,38 @@ static int parse_size(const char *s, size_t n, int *out)
 static int parse_opts(const char *args, struct tcp_opts *o)
 {
 	const char *p = args;
+	char item[256], *v;
+	int rc;
 
 	o->sndbuf = -1;
 	o->rcvbuf = -1;
 	o->nodelay = 1;
 	o->send_timeout = SEND_TIMEOUT_DEFAULT;
-	while (p && *p) {
-		const char *end = strchr(p, ','), *eq;
-		size_t len = end ? (size_t)(end - p) : strlen(p);
-		size_t klen;
+	while ((rc = tlm__kv_next(&p, item, sizeof(item))) > 0) {
 		int *dst = NULL;
 
-		eq = memchr(p, '=', len);
-		if (!eq) {
-			tlm__err("tcp: bad transport argument '%.*s' (want key=value)", (int)len, p);
+		v = tlm__kv_split(item);
+		if (!v) {
+			tlm__err("tcp: bad transport argument '%s' (want key=value)", item);
 			return -EINVAL;
 		}
-		klen = (size_t)(eq - p);
-		if (klen == 6 && !memcmp(p, "sndbuf", 6))
+		if (!strcmp(item, "sndbuf"))
 			dst = &o->sndbuf;
-		else if (klen == 6 && !memcmp(p, "rcvbuf", 6))
+		else if (!strcmp(item, "rcvbuf"))
 			dst = &o->rcvbuf;
-		else if (klen == 7 && !memcmp(p, "nodelay", 7))
+		else if (!strcmp(item, "nodelay"))
 			dst = &o->nodelay;
-		else if (klen == 12 && !memcmp(p, "send_timeout", 12))
+		else if (!strcmp(item, "send_timeout"))
 			dst = &o->send_timeout;
-		if (!dst || parse_size(eq + 1, len - klen - 1, dst) < 0 ||
+		if (!dst || parse_size(v, strlen(v), dst) < 0 ||
 		    (dst == &o->nodelay && *dst > 1)) {
-			tlm__err("tcp: bad transport argument '%.*s'", (int)len, p);
+			tlm__err("tcp: bad transport argument '%s=%s'", item, v);
 			return -EINVAL;
 		}
-		p = end ? end + 1 : NULL;
 	}
-	return 0;
+	if (rc < 0)
+		tlm__err("tcp: transport argument '%s...' too long", item);
+	return rc;
 }
 
 /* The n-th number (0..) of a /proc/sys file, or -1. */
@@ -367,11 +233,12 @@ static int lane_new(int fd, const struct tcp_opts *o, unsigned index,
 
 	if (!t)
 		return -ENOMEM;
-	t->rbuf = malloc(RBUF_SIZE);
+	int rc = tlm__stream_init(&t->rx, &t->base, "tcp", RBUF_SIZE);
+
 	t->thdr = malloc(TX_RECS * sizeof(*t->thdr));
 	t->iov = malloc(TX_IOV * sizeof(*t->iov));
-	if (!t->rbuf || !t->thdr || !t->iov) {
-		free(t->rbuf);
+	if (rc || !t->thdr || !t->iov) {
+		tlm__stream_free(&t->rx);
 		free(t->thdr);
 		free(t->iov);
 		free(t);
@@ -387,7 +254,7 @@ static int lane_new(int fd, const struct tcp_opts *o, unsigned index,
 			close(t->evfd);
 		if (t->epfd >= 0)
 			close(t->epfd);
-		free(t->rbuf);
+		tlm__stream_free(&t->rx);
 		free(t->thdr);
 		free(t->iov);
 		free(t);
@@ -405,479 +272,6 @@ static int lane_new(int fd, const struct tcp_opts *o, unsigned index,
 	return 0;
 }
 
-/* ---- tx ---- */
-
-/* Send every byte the iovec array describes; the array is consumed (its
- * entries are adjusted after a partial write). */
-static int send_iov(struct tcp_lane *t, struct iovec *iov, int cnt)
-{
-	while (cnt > 0) {
-		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)cnt };
-		ssize_t w = sendmsg(t->fd, &mh, MSG_NOSIGNAL);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				/* SO_SNDTIMEO ran out with nothing sent. */
-				tlm__err("%s: lane %u: the peer has read nothing for %d ms; "
-					 "giving up", t->base.peer, t->base.index,
-					 t->opts.send_timeout);
-				t->tx_err = -ETIMEDOUT;
-				return t->tx_err;
-			}
-			t->tx_err = map_sock_err(errno);
-			return t->tx_err;
-		}
-		while (cnt > 0 && (size_t)w >= iov->iov_len) {
-			w -= (ssize_t)iov->iov_len;
-			iov++;
-			cnt--;
-		}
-		if (cnt > 0) {
-			iov->iov_base = (uint8_t *)iov->iov_base + w;
-			iov->iov_len -= (size_t)w;
-		}
-	}
-	return 0;
-}
-
-static int tx_check(struct tcp_lane *t, enum tlm_lane_mode mode)
-{
-	int dead = atomic_load(&t->dead);
-
-	if (dead)
-		return dead;
-	if (t->tx_err)
-		return t->tx_err;
-	if (t->base.mode != mode)
-		return -EINVAL;
-	if (t->tx_fin)
-		return -EPIPE;
-	return 0;
-}
-
-static int tcp_send_pages(struct tlm_lane *l, const struct tlm_page_rec *recs, unsigned n)
-{
-	struct tcp_lane *t = to_tcp(l);
-	unsigned i = 0;
-	int rc = tx_check(t, TLM_MODE_PAGES);
-
-	if (rc)
-		return rc;
-	if (n > INT_MAX)
-		return -EINVAL;
-	while (i < n) {
-		unsigned k = 0;
-		int cnt = 0;
-		uint64_t bytes = 0;
-
-		for (; i < n && k < TX_RECS; i++, k++) {
-			const struct tlm_page_rec *r = &recs[i];
-
-			if (r->len > l->page_size || (r->len && !r->data)) {
-				tlm__err("tcp %s: record %u: len %u with page size %u",
-					 l->peer, i, r->len, l->page_size);
-				return -EINVAL;
-			}
-			tlm__frame_hdr_encode(t->thdr[k], TLM_PAGE_HDR + r->len, TLM_FT_PAGE);
-			tlm__page_hdr_encode(t->thdr[k] + TLM_FRAME_HDR, r);
-			t->iov[cnt].iov_base = t->thdr[k];
-			t->iov[cnt++].iov_len = TX_HDR;
-			if (r->len) {
-				/* Straight from the caller's memory. */
-				t->iov[cnt].iov_base = (void *)r->data;
-				t->iov[cnt++].iov_len = r->len;
-			}
-			bytes += r->len;
-		}
-		rc = send_iov(t, t->iov, cnt);
-		if (rc)
-			return rc;
-		count_bytes(&l->tx_bytes, bytes);
-	}
-	return (int)n;
-}
-
-static ssize_t tcp_write(struct tlm_lane *l, const void *buf, size_t n)
-{
-	struct tcp_lane *t = to_tcp(l);
-	const uint8_t *p = buf;
-	size_t done = 0;
-	int rc = tx_check(t, TLM_MODE_BYTES);
-
-	if (rc)
-		return rc;
-	if (n > SSIZE_MAX)
-		return -EINVAL;
-	while (done < n) {
-		int cnt = 0;
-		size_t batch = 0;
-
-		for (unsigned k = 0; k < TX_RECS && done + batch < n; k++) {
-			size_t len = n - done - batch;
-
-			if (len > TLM_MAX_DATA_FRAME)
-				len = TLM_MAX_DATA_FRAME;
-			tlm__frame_hdr_encode(t->thdr[k], (uint32_t)len, TLM_FT_DATA);
-			t->iov[cnt].iov_base = t->thdr[k];
-			t->iov[cnt++].iov_len = TLM_FRAME_HDR;
-			t->iov[cnt].iov_base = (void *)(p + done + batch);
-			t->iov[cnt++].iov_len = len;
-			batch += len;
-		}
-		rc = send_iov(t, t->iov, cnt);
-		if (rc)
-			return rc;
-		done += batch;
-		count_bytes(&l->tx_bytes, batch);
-	}
-	return (ssize_t)n;
-}
-
-static int tcp_shutdown(struct tlm_lane *l)
-{
-	struct tcp_lane *t = to_tcp(l);
-	uint8_t hdr[TLM_FRAME_HDR];
-	struct iovec iov = { hdr, sizeof(hdr) };
-	int rc, dead = atomic_load(&t->dead);
-
-	if (dead)
-		return dead;
-	if (t->tx_err)
-		return t->tx_err;
-	if (t->tx_fin)
-		return 0;
-	tlm__frame_hdr_encode(hdr, 0, TLM_FT_FIN);
-	rc = send_iov(t, &iov, 1);
-	if (rc)
-		return rc;
-	t->tx_fin = true;
-	return 0;
-}
-
-static int tcp_flush(struct tlm_lane *l)
-{
-	struct tcp_lane *t = to_tcp(l);
-	int dead = atomic_load(&t->dead);
-
-	/* Nothing is batched in user space: every call hands its bytes to
-	 * the kernel before returning, and NODELAY pushes them out. */
-	return dead ? dead : t->tx_err;
-}
-
-static int tcp_inject_raw(struct tlm_lane *l, const void *buf, size_t n)
-{
-	struct tcp_lane *t = to_tcp(l);
-	struct iovec iov = { (void *)buf, n };
-
-	return send_iov(t, &iov, 1);
-}
-
-/* ---- rx ---- */
-
-static size_t rx_avail(const struct tcp_lane *t)
-{
-	return t->rend - t->rstart;
-}
-
-/*
- * One read into the free end of the receive buffer (compacting first when
- * the tail is short). Returns bytes read, -EAGAIN if nothing is there and
- * we may not wait, -ETIMEDOUT once the deadline passed, -TLM_EPEERCLOSED
- * at EOF or reset (rx_eof set), or another negative errno.
- */
-static int rx_fill(struct tcp_lane *t, bool wait, uint64_t deadline)
-{
-	if (t->rx_eof)
-		return -TLM_EPEERCLOSED;
-	if (t->rstart == t->rend) {
-		t->rstart = t->rend = 0;
-	} else if (RBUF_SIZE - t->rend < TLM_FRAME_HDR + TLM_MAX_FRAME) {
-		memmove(t->rbuf, t->rbuf + t->rstart, rx_avail(t));
-		t->rend -= t->rstart;
-		t->rstart = 0;
-	}
-	for (;;) {
-		ssize_t r = recv(t->fd, t->rbuf + t->rend, RBUF_SIZE - t->rend, MSG_DONTWAIT);
-
-		if (r > 0) {
-			t->rend += (size_t)r;
-			return (int)r;
-		}
-		if (r == 0) {
-			t->rx_eof = true;
-			return -TLM_EPEERCLOSED;
-		}
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK) {
-			int err = map_sock_err(errno);
-
-			if (err == -TLM_EPEERCLOSED)
-				t->rx_eof = true;
-			return err;
-		}
-		if (!wait)
-			return -EAGAIN;
-		for (;;) {
-			struct pollfd p = { .fd = t->fd, .events = POLLIN };
-			int left = poll_left(deadline);
-			int pr = poll(&p, 1, left);
-
-			if (pr > 0)
-				break;
-			if (pr == 0)
-				return -ETIMEDOUT;
-			if (errno != EINTR)
-				return -errno;
-		}
-	}
-}
-
-static int rx_check(struct tcp_lane *t, enum tlm_lane_mode mode)
-{
-	int dead = atomic_load(&t->dead);
-
-	if (dead)
-		return dead;
-	if (t->base.mode != mode)
-		return -EINVAL;
-	return 0;
-}
-
-/*
- * Parse whole PAGE frames from the buffer and hand them to the sink.
- * Returns records delivered (>= 0); *err gets the error that stopped the
- * parse, if any. A bad record fails the lane for good (the error is kept
- * in `dead`): nothing of it is applied, the records before it were.
- */
-static int rx_parse_pages(struct tcp_lane *t, const struct tlm_page_sink *sink, int *err)
-{
-	int delivered = 0;
-
-	*err = 0;
-	while (rx_avail(t) >= TLM_FRAME_HDR) {
-		const uint8_t *p = t->rbuf + t->rstart;
-		struct tlm_frame_hdr fh;
-		struct tlm_page_rec rec;
-		int rc;
-
-		rc = tlm__frame_hdr_decode(p, t->base.page_size, &fh);
-		if (rc < 0 || fh.type != TLM_FT_PAGE || fh.len < TLM_PAGE_HDR ||
-		    fh.len > RBUF_SIZE - TLM_FRAME_HDR) {
-			tlm__err("tcp %s: lane %u: %s in page mode", t->base.peer,
-				 t->base.index, rc < 0 ? "malformed frame header"
-						       : "frame of another kind");
-			*err = lane_fail(t, -TLM_EFRAME);
-			break;
-		}
-		if (rx_avail(t) < TLM_FRAME_HDR + (size_t)fh.len)
-			break;
-		rc = tlm__page_hdr_decode(p + TLM_FRAME_HDR, fh.len, t->base.page_size, &rec);
-		if (rc < 0) {
-			tlm__err("tcp %s: lane %u: malformed page record", t->base.peer,
-				 t->base.index);
-			*err = lane_fail(t, -TLM_EFRAME);
-			break;
-		}
-		rec.data = rec.len ? p + TLM_FRAME_HDR + TLM_PAGE_HDR : NULL;
-		rc = tlm__page_verify(&rec);
-		if (rc < 0) {
-			tlm__err("tcp %s: lane %u: page %u:%llu failed its crc",
-				 t->base.peer, t->base.index, rec.region,
-				 (unsigned long long)rec.index);
-			*err = lane_fail(t, rc);
-			break;
-		}
-		t->rstart += TLM_FRAME_HDR + fh.len;
-		rc = sink->apply(sink->arg, &rec);
-		if (rc < 0) {
-			*err = lane_fail(t, rc);
-			break;
-		}
-		count_bytes(&t->base.rx_bytes, rec.len);
-		delivered++;
-	}
-	return delivered;
-}
-
-static int recv_pages(struct tlm_lane *l, const struct tlm_page_sink *sink, int timeout_ms)
-{
-	struct tcp_lane *t = to_tcp(l);
-	uint64_t deadline = deadline_of(timeout_ms);
-	int delivered = 0, fills = 0, err, rc = rx_check(t, TLM_MODE_PAGES);
-
-	if (rc)
-		return rc;
-	for (;;) {
-		/* Records delivered before an error are reported first; the lane
-		 * is dead by then, so the next call returns the error. */
-		rc = rx_parse_pages(t, sink, &err);
-		delivered += rc;
-		if (err)
-			return delivered ? delivered : err;
-		if (delivered > 0 && fills >= RX_FILLS_MAX)
-			return delivered;
-		/* Wait only until the first record; after that take what the
-		 * socket already has and return. */
-		rc = rx_fill(t, delivered == 0, deadline);
-		fills++;
-		if (rc > 0)
-			continue;
-		if (delivered > 0)
-			return delivered;     /* an error shows on the next call */
-		if (rc == -ETIMEDOUT || rc == -EAGAIN)
-			return 0;
-		/* EOF is sticky by itself (rx_eof). */
-		if (rc == -TLM_EPEERCLOSED && rx_avail(t))
-			tlm__err("tcp %s: lane %u: peer closed mid-record", l->peer, l->index);
-		return rc;
-	}
-}
-
-/*
- * Byte mode: copy payload of DATA frames into buf, crossing frame
- * boundaries while bytes are already buffered, so one large read drains
- * what poll() reported. Waits (until the deadline) only while nothing has
- * been copied yet.
- */
-static ssize_t read_bytes(struct tlm_lane *l, void *buf, size_t n, int timeout_ms)
-{
-	struct tcp_lane *t = to_tcp(l);
-	uint64_t deadline = deadline_of(timeout_ms);
-	uint8_t *out = buf;
-	size_t got = 0;
-	int rc = rx_check(t, TLM_MODE_BYTES);
-
-	if (rc)
-		return rc;
-	if (n > SSIZE_MAX)
-		n = SSIZE_MAX;
-	if (t->rx_fin)
-		return 0;
-	while (got < n) {
-		if (t->data_left > 0) {
-			size_t take = rx_avail(t);
-
-			if (take > t->data_left)
-				take = t->data_left;
-			if (take > n - got)
-				take = n - got;
-			if (take == 0 && n - got >= 65536 && !t->rx_eof) {
-				/* Large read, nothing buffered: straight into the
-				 * caller's buffer, no copy. */
-				size_t want = n - got < t->data_left ? n - got : t->data_left;
-				ssize_t r = recv(t->fd, out + got, want, MSG_DONTWAIT);
-
-				if (r > 0) {
-					t->data_left -= (uint32_t)r;
-					count_bytes(&l->rx_bytes, (uint64_t)r);
-					got += (size_t)r;
-					continue;
-				}
-				if (r == 0) {
-					t->rx_eof = true;
-				} else if (errno != EAGAIN && errno != EWOULDBLOCK &&
-					   errno != EINTR) {
-					rc = map_sock_err(errno);
-					if (rc == -TLM_EPEERCLOSED)
-						t->rx_eof = true;
-					else
-						return got ? (ssize_t)got : rc;
-				}
-			}
-			if (take > 0) {
-				memcpy(out + got, t->rbuf + t->rstart, take);
-				t->rstart += take;
-				t->data_left -= (uint32_t)take;
-				count_bytes(&l->rx_bytes, take);
-				got += take;
-				continue;
-			}
-		} else if (rx_avail(t) >= TLM_FRAME_HDR) {
-			struct tlm_frame_hdr fh;
-
-			rc = tlm__frame_hdr_decode(t->rbuf + t->rstart, l->page_size, &fh);
-			if (rc < 0 || (fh.type != TLM_FT_DATA && fh.type != TLM_FT_FIN) ||
-			    (fh.type == TLM_FT_FIN && fh.len != 0)) {
-				if (got)
-					return (ssize_t)got;   /* error on the next call */
-				tlm__err("tcp %s: lane %u: %s in byte mode", l->peer, l->index,
-					 rc < 0 ? "malformed frame header" : "frame of another kind");
-				return lane_fail(t, -TLM_EFRAME);
-			}
-			t->rstart += TLM_FRAME_HDR;
-			if (fh.type == TLM_FT_FIN) {
-				t->rx_fin = true;
-				return (ssize_t)got;
-			}
-			t->data_left = fh.len;
-			continue;
-		}
-		/* Need more bytes from the socket. */
-		rc = rx_fill(t, got == 0, deadline);
-		if (rc > 0)
-			continue;
-		if (got)
-			return (ssize_t)got;
-		if (rc == -EAGAIN)
-			return -ETIMEDOUT;
-		return rc;   /* -ETIMEDOUT, or EOF (sticky by itself) */
-	}
-	return (ssize_t)got;
-}
-
-/* Could a call make progress without more input from the socket? */
-static bool rx_ready(struct tcp_lane *t)
-{
-	size_t avail = rx_avail(t);
-	struct tlm_frame_hdr fh;
-
-	if (atomic_load(&t->dead) || t->rx_fin)
-		return true;
-	if (t->base.mode == TLM_MODE_BYTES && t->data_left)
-		return avail > 0;
-	if (avail < TLM_FRAME_HDR)
-		return false;
-	if (t->base.mode == TLM_MODE_BYTES)
-		return true;   /* a header: data, FIN or an error */
-	if (tlm__frame_hdr_decode(t->rbuf + t->rstart, t->base.page_size, &fh) < 0)
-		return true;   /* an error to report */
-	return avail >= TLM_FRAME_HDR + (size_t)fh.len;
-}
-
-/* Keep the eventfd readable exactly while rx_ready(). */
-static void rx_sync_ready(struct tcp_lane *t)
-{
-	bool want = rx_ready(t);
-	uint64_t v = 1;
-
-	if (want == t->ev_set)
-		return;
-	if (want ? write(t->evfd, &v, sizeof(v)) == sizeof(v)
-		 : read(t->evfd, &v, sizeof(v)) == sizeof(v) || errno == EAGAIN)
-		t->ev_set = want;
-}
-
-static int tcp_recv_pages(struct tlm_lane *l, const struct tlm_page_sink *sink, int timeout_ms)
-{
-	int rc = recv_pages(l, sink, timeout_ms);
-
-	rx_sync_ready(to_tcp(l));
-	return rc;
-}
-
-static ssize_t tcp_read(struct tlm_lane *l, void *buf, size_t n, int timeout_ms)
-{
-	ssize_t rc = read_bytes(l, buf, n, timeout_ms);
-
-	rx_sync_ready(to_tcp(l));
-	return rc;
-}
-
-/* ---- control ---- */
-
 static int tcp_set_mode(struct tlm_lane *l, enum tlm_lane_mode mode)
 {
 	struct tcp_lane *t = to_tcp(l);
@@ -885,10 +279,10 @@ static int tcp_set_mode(struct tlm_lane *l, enum tlm_lane_mode mode)
 	if (mode != TLM_MODE_BYTES && mode != TLM_MODE_PAGES)
 		return -EINVAL;
 	/* Switching inside a DATA frame would misparse its rest. */
-	if (t->data_left)
+	if (t->rx.data_left)
 		return -EBUSY;
 	l->mode = mode;
-	rx_sync_ready(t);   /* what counts as ready depends on the mode */
+	tlm__tcp_rx_sync_ready(t);   /* what counts as ready depends on the mode */
 	return 0;
 }
 
@@ -909,7 +303,7 @@ static void tcp_close(struct tlm_lane *l)
 	close(t->epfd);
 	close(t->evfd);
 	close(t->fd);
-	free(t->rbuf);
+	tlm__stream_free(&t->rx);
 	free(t->thdr);
 	free(t->iov);
 	free(t);
@@ -1158,12 +552,12 @@ static int tcp_connect(const char *addr, const char *port, const char *args,
 }
 
 static const struct tlm_lane_dp tcp_dp = {
-	.send_pages = tcp_send_pages,
-	.recv_pages = tcp_recv_pages,
-	.write = tcp_write,
-	.read = tcp_read,
-	.shutdown = tcp_shutdown,
-	.flush = tcp_flush,
+	.send_pages = tlm__tcp_send_pages,
+	.recv_pages = tlm__tcp_recv_pages,
+	.write = tlm__tcp_write,
+	.read = tlm__tcp_read,
+	.shutdown = tlm__tcp_shutdown,
+	.flush = tlm__tcp_flush,
 };
 
 const struct tlm_lane_ops tlm__tcp_ops = {
@@ -1176,6 +570,6 @@ const struct tlm_lane_ops tlm__tcp_ops = {
 	.close = tcp_close,
 	.set_mode = tcp_set_mode,
 	.pollfd = tcp_pollfd,
-	.inject_raw = tcp_inject_raw,
+	.inject_raw = tlm__tcp_inject_raw,
 	.dp = &tcp_dp,
 };

@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The RDMA lanes' receive side (lane lock held): messages moved into the
+ * frame stream (core/stream.c) as their receives complete, frames parsed
+ * from there; PLACED records checked against the regions we offered.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#include <infiniband/verbs.h>
+#include <rdma/rdma_cma.h>
+
+#include "rdma-internal.h"
+
+/*
+ * Get more stream bytes into the reassembly buffer. Returns > 0 when some
+ * came, -EAGAIN if none and we may not wait, -ETIMEDOUT, -TLM_EPEERCLOSED
+ * once the peer is gone and everything it sent was taken, or a lane error.
+ */
+int tlm__rdma_rx_fill(struct rdma_lane *r, bool wait, uint64_t deadline)
+{
+	/* Bytes the caller has seen. The other thread's tlm__rdma_progress() may add
+	 * more while we sleep unlocked; those count as arrived too. */
+	size_t before = tlm__stream_avail(&r->rx);
+
+	for (;;) {
+		int rc;
+
+		if (r->pend_cnt)
+			tlm__rdma_rx_drain(r);
+		rc = tlm__rdma_progress(r);
+		if (rc < 0)
+			return rc;
+		if (r->dead)
+			return r->dead;
+		if (tlm__stream_avail(&r->rx) > before)
+			return 1;
+		if (r->gone && r->pend_cnt == 0)
+			return -TLM_EPEERCLOSED;
+		if (!wait)
+			return -EAGAIN;
+		rc = tlm__rdma_wait_io(r, deadline);
+		if (rc)
+			return rc;
+	}
+}
+
+static int rx_check(struct rdma_lane *r, enum tlm_lane_mode mode)
+{
+	if (r->dead)
+		return r->dead;
+	if (r->base.mode != mode)
+		return -EINVAL;
+	return 0;
+}
+
+/* A PLACED record: only into what we offered; the WRITE put it there. */
+static int placed_ok(void *arg, const struct tlm_page_rec *rec)
+{
+	const struct rdma_lane *r = arg;
+	const struct ibv_mr *mr = r->dst_mr[rec->region];
+
+	return mr && rec->len == r->base.page_size &&
+	       rec->index < mr->length / r->base.page_size ? 0 : -TLM_EFRAME;
+}
+
+/* Whole PAGE frames to the sink (tlm__stream_parse_pages); a bad one
+ * fails the lane. */
+static int rx_parse_pages(struct rdma_lane *r, const struct tlm_page_sink *sink, int *err)
+{
+	int delivered = tlm__stream_parse_pages(&r->rx, sink, placed_ok, r, err);
+
+	if (*err)
+		*err = tlm__rdma_lane_fail(r, *err);
+	return delivered;
+}
+
+int tlm__rdma_recv_pages(struct tlm_lane *l, const struct tlm_page_sink *sink, int timeout_ms)
+{
+	struct rdma_lane *r = to_rdma(l);
+	uint64_t deadline = deadline_of(timeout_ms);
+	int delivered = 0, fills = 0, err, rc;
+
+	pthread_mutex_lock(&r->mu);
+	rc = rx_check(r, TLM_MODE_PAGES);
+	while (!rc) {
+		/* Records before an error are reported first; the lane is dead
+		 * by then, so the next call returns the error. */
+		rc = rx_parse_pages(r, sink, &err);
+		delivered += rc;
+		rc = 0;
+		if (err) {
+			rc = delivered ? 0 : err;
+			break;
+		}
+		if (delivered > 0 && fills >= RX_FILLS_MAX)
+			break;
+		rc = tlm__rdma_rx_fill(r, delivered == 0, deadline);
+		fills++;
+		if (rc > 0) {
+			rc = 0;
+			continue;
+		}
+		if (delivered > 0 || rc == -ETIMEDOUT || rc == -EAGAIN) {
+			rc = 0;
+			break;
+		}
+		if (rc == -TLM_EPEERCLOSED && tlm__stream_avail(&r->rx))
+			tlm__err("rdma %s: lane %u: peer closed mid-record", l->peer, l->index);
+	}
+	pthread_mutex_unlock(&r->mu);
+	return rc ? rc : delivered;
+}
+
+ssize_t tlm__rdma_read(struct tlm_lane *l, void *buf, size_t n, int timeout_ms)
+{
+	struct rdma_lane *r = to_rdma(l);
+	uint64_t deadline = deadline_of(timeout_ms);
+	uint8_t *out = buf;
+	size_t got = 0;
+	ssize_t ret;
+	int rc;
+
+	if (n > SSIZE_MAX)
+		n = SSIZE_MAX;
+	pthread_mutex_lock(&r->mu);
+	rc = rx_check(r, TLM_MODE_BYTES);
+	if (rc) {
+		ret = rc;
+		goto out;
+	}
+	if (r->rx.fin) {
+		ret = 0;
+		goto out;
+	}
+	for (;;) {
+		ret = tlm__stream_read(&r->rx, out, n, got);
+		if (ret < 0) {
+			ret = tlm__rdma_lane_fail(r, (int)ret);
+			goto out;
+		}
+		got = (size_t)ret;
+		/* done, or a bad frame next (the next call says so) */
+		if (got == n || r->rx.fin || !tlm__stream_need(&r->rx))
+			break;
+		rc = tlm__rdma_rx_fill(r, got == 0, deadline);
+		if (rc > 0)
+			continue;
+		if (got)
+			break;
+		ret = rc == -EAGAIN ? -ETIMEDOUT : rc;
+		goto out;
+	}
+	ret = (ssize_t)got;
+out:
+	pthread_mutex_unlock(&r->mu);
+	return ret;
+}
