@@ -91,7 +91,7 @@ int tlm_cli_targs_build(const struct tlm_cli_targs *t, const char *transport, ch
 		return -1;
 	}
 	/* EAL arguments hold spaces and maybe commas: quoted, with whichever
-	 * quote they do not contain (dpdk.c strips either kind). */
+	 * quote they do not contain (core/kv.c strips either kind). */
 	if (t->dpdk_args && strchr(t->dpdk_args, '"') && strchr(t->dpdk_args, '\'')) {
 		tlm_cli_err("--dpdk-args: cannot hold both kinds of quotes");
 		return -1;

@@ -1,0 +1,226 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The relay's control lane (lane 0): text lines, one message each, read by
+ * a thread of their own into a small queue so the flows can look for a
+ * message without blocking (ctrl_recv with timeout 0), and written only by
+ * the thread that runs the flow. Every message is encoded and decoded
+ * here (ctrl_put, ctrl_say, ctrl_decode):
+ *
+ *   HELLO <proto> <multifd>  source: the relay protocol and channel count
+ *   READY                    receiver: its QEMU waits for the channels
+ *   ERR <why>                receiver: it refuses the session
+ *   FAILED <why>             either side: it gave up (its QEMU rolled back
+ *                            or quit)
+ *   RESULT ok <status>       receiver: its QEMU left inmigrate and runs
+ *   BYE                      source: it has read the RESULT
+ */
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "relay-internal.h"
+
+/* Truncating copy (lines from the peer may be longer than the slot). */
+void tlm__relay_copy_str(char *dst, size_t len, const char *src)
+{
+	size_t n = strlen(src);
+
+	if (n >= len)
+		n = len - 1;
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+static void *ctrl_thread(void *arg)
+{
+	struct ctrl *c = arg;
+
+	while (!atomic_load(&c->stop)) {
+		ssize_t n = tlm_lane_read(c->lane, c->buf + c->len,
+					  sizeof(c->buf) - c->len, 200);
+		char *nl;
+
+		if (n == -ETIMEDOUT)
+			continue;
+		if (n <= 0) {
+			pthread_mutex_lock(&c->mu);
+			c->dead = n == 0 ? -TLM_EPEERCLOSED : (int)n;
+			pthread_cond_broadcast(&c->cv);
+			pthread_mutex_unlock(&c->mu);
+			break;
+		}
+		c->len += (size_t)n;
+		while ((nl = memchr(c->buf, '\n', c->len))) {
+			size_t l = (size_t)(nl - c->buf);
+
+			*nl = '\0';
+			pthread_mutex_lock(&c->mu);
+			if (c->n < CTRL_QUEUE) {
+				tlm__relay_copy_str(c->q[(c->head + c->n) % CTRL_QUEUE], CTRL_LINE, c->buf);
+				c->n++;
+			}
+			pthread_cond_broadcast(&c->cv);
+			pthread_mutex_unlock(&c->mu);
+			memmove(c->buf, nl + 1, c->len - l - 1);
+			c->len -= l + 1;
+		}
+		if (c->len == sizeof(c->buf)) {
+			/* A line longer than we ever send: the peer is not us. */
+			pthread_mutex_lock(&c->mu);
+			c->dead = -TLM_EFRAME;
+			pthread_cond_broadcast(&c->cv);
+			pthread_mutex_unlock(&c->mu);
+			break;
+		}
+	}
+	return NULL;
+}
+
+int tlm__relay_ctrl_start(struct ctrl *c, struct tlm_lane *lane)
+{
+	memset(c, 0, sizeof(*c));
+	c->lane = lane;
+	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->cv, NULL);
+	if (pthread_create(&c->th, NULL, ctrl_thread, c))
+		return -EAGAIN;
+	c->started = true;
+	return 0;
+}
+
+void tlm__relay_ctrl_stop(struct ctrl *c)
+{
+	if (!c->started)
+		return;
+	atomic_store(&c->stop, 1);
+	pthread_join(c->th, NULL);
+	c->started = false;
+	pthread_mutex_destroy(&c->mu);
+	pthread_cond_destroy(&c->cv);
+}
+
+/* One line into out: 1, 0 if none within timeout_ms, or the lane's error
+ * once it is dead and nothing is queued. */
+static int ctrl_get(struct ctrl *c, char *out, size_t len, int timeout_ms)
+{
+	struct timespec ts;
+	int rc = 0;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += timeout_ms / 1000;
+	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&c->mu);
+	while (!c->n && !c->dead && timeout_ms > 0)
+		if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT)
+			break;
+	if (c->n) {
+		snprintf(out, len, "%s", c->q[c->head]);
+		c->head = (c->head + 1) % CTRL_QUEUE;
+		c->n--;
+		rc = 1;
+	} else if (c->dead) {
+		rc = c->dead;
+	}
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+static int ctrl_send(struct ctrl *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static int ctrl_send(struct ctrl *c, const char *fmt, ...)
+{
+	char line[CTRL_LINE];
+	va_list ap;
+	int n;
+	ssize_t w;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -EINVAL;
+	if ((size_t)n > sizeof(line) - 2)
+		n = (int)sizeof(line) - 2;
+	for (int i = 0; i < n; i++)
+		if (line[i] == '\n')
+			line[i] = ' ';
+	line[n++] = '\n';
+	w = tlm_lane_write(c->lane, line, (size_t)n);
+	if (w < 0)
+		return (int)w;
+	return tlm_lane_flush(c->lane);
+}
+
+static const char *const keyword[] = {
+	[CTRL_HELLO] = "HELLO", [CTRL_READY] = "READY", [CTRL_ERR] = "ERR",
+	[CTRL_FAILED] = "FAILED", [CTRL_RESULT] = "RESULT ok", [CTRL_BYE] = "BYE",
+};
+
+static bool starts(const char *line, const char *word)
+{
+	return !strncmp(line, word, strlen(word));
+}
+
+void tlm__relay_ctrl_decode(const char *line, struct ctrl_msg *m)
+{
+	memset(m, 0, sizeof(*m));
+	tlm__relay_copy_str(m->line, sizeof(m->line), line);
+	if (sscanf(line, "HELLO %d %u", &m->proto, &m->multifd) == 2) {
+		m->type = CTRL_HELLO;
+	} else if (starts(line, "READY")) {
+		m->type = CTRL_READY;
+	} else if (starts(line, "ERR ")) {
+		m->type = CTRL_ERR;
+		tlm__relay_copy_str(m->text, sizeof(m->text), line + 4);
+	} else if (starts(line, "FAILED")) {
+		m->type = CTRL_FAILED;
+		tlm__relay_copy_str(m->text, sizeof(m->text), line[6] ? line + 7 : "?");
+	} else if (starts(line, "RESULT")) {
+		/* a RESULT that is not ok ends the wait for one, as a failure */
+		m->type = CTRL_RESULT;
+		m->ok = starts(line, "RESULT ok ");
+		if (m->ok)
+			tlm__relay_copy_str(m->text, sizeof(m->text), line + 10);
+	} else if (starts(line, "BYE")) {
+		m->type = CTRL_BYE;
+	}
+}
+
+int tlm__relay_ctrl_recv(struct ctrl *c, struct ctrl_msg *m, int timeout_ms)
+{
+	char line[CTRL_LINE];
+	int rc = ctrl_get(c, line, sizeof(line), timeout_ms);
+
+	if (rc > 0)
+		tlm__relay_ctrl_decode(line, m);
+	return rc;
+}
+
+int tlm__relay_ctrl_put(struct ctrl *c, const struct ctrl_msg *m)
+{
+	if (m->type == CTRL_HELLO)
+		return ctrl_send(c, "HELLO %d %u", m->proto, m->multifd);
+	if (m->type == CTRL_READY || m->type == CTRL_BYE)
+		return ctrl_send(c, "%s", keyword[m->type]);
+	if (m->type > CTRL_NONE && m->type <= CTRL_BYE)
+		return ctrl_send(c, "%s %s", keyword[m->type], m->text);
+	return -EINVAL;
+}
+
+int tlm__relay_ctrl_say(struct ctrl *c, enum ctrl_type type, const char *fmt, ...)
+{
+	struct ctrl_msg m = { .type = type };
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(m.text, sizeof(m.text), fmt, ap);
+	va_end(ap);
+	return tlm__relay_ctrl_put(c, &m);
+}

@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the relay's files share (relay.c says which file holds what):
+ * the control lane, the channels and their pumps, the guardian.
+ */
+#ifndef TLM_QEMU_RELAY_INTERNAL_H
+#define TLM_QEMU_RELAY_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "tlm-internal.h"
+#include "relay.h"
+
+#define PUMP_BUF (256u << 10)
+#define MAGIC_QEVM 0x5145564du
+#define MAGIC_MULTIFD 0x11223344u
+#define MULTIFD_HDR 64
+#define CTRL_LINE 256
+#define CTRL_QUEUE 16
+#define POLL_MS 100
+#define DEFAULT_TIMEOUT_MS (10 * 60 * 1000)
+#define DOWNTIME_MAX_MS 2000000       /* QEMU 7.2's MAX_MIGRATE_DOWNTIME */
+#define DOWNTIME_DEFAULT_MS 300
+
+struct ctrl {
+	struct tlm_lane *lane;
+	pthread_t th;
+	bool started;
+	atomic_int stop;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	char q[CTRL_QUEUE][CTRL_LINE];
+	unsigned head, n;
+	int dead;                      /* <0 once the lane failed / ended */
+	char buf[CTRL_LINE * 2];
+	size_t len;
+};
+
+/* The control lane's messages (relay-ctrl.c lists them on the wire). */
+enum ctrl_type {
+	CTRL_NONE,              /* a line we do not know */
+	CTRL_HELLO,
+	CTRL_READY,
+	CTRL_ERR,
+	CTRL_FAILED,
+	CTRL_RESULT,
+	CTRL_BYE,
+};
+
+struct ctrl_msg {
+	enum ctrl_type type;
+	int proto;              /* HELLO: the relay protocol */
+	unsigned multifd;       /* HELLO: multifd channels */
+	bool ok;                /* RESULT: "ok" (the receiver's QEMU runs) */
+	char text[CTRL_LINE];   /* ERR, FAILED: why; RESULT: QEMU's status */
+	char line[CTRL_LINE];   /* the line as it came */
+};
+
+struct chan {
+	struct relay *r;
+	unsigned idx;                  /* data lane: 1 main, 2 + multifd id */
+	atomic_int fd;                 /* QEMU-side socket, -1 until known */
+	struct tlm_lane *lane;
+	pthread_t up, down;
+	atomic_bool up_on, down_on;
+	atomic_bool up_done, down_done;
+	atomic_uint_fast64_t rd, wr;   /* socket bytes read / handed to the lane */
+	uint8_t pre[MULTIFD_HDR];      /* bytes read to classify the channel */
+	size_t pre_len;
+};
+
+struct relay {
+	struct tlm_session *s;
+	bool dest;
+	unsigned n;                    /* data lanes */
+	struct chan ch[TLM_MAX_LANES];
+	atomic_int stop;
+	atomic_int err;
+	pthread_mutex_t mu;
+	char why[200];
+	char dir[64];
+	char path[108];
+	int lfd;
+	pthread_t acc;
+	bool acc_on;
+	atomic_int accepted;           /* source: channels classified */
+	atomic_int closing;            /* tlm__relay_stop is joining the acceptor */
+	int guard;                     /* source: socket to the guardian, or -1 */
+};
+
+/* The guardian process (relay-guard.c). */
+struct guardian {
+	pid_t pid;
+	int wr;
+};
+
+/* The capabilities the relay sets (relay.c): the first N_DST_CAPS on
+ * both sides, all N_SRC_CAPS on the source. */
+#define N_SRC_CAPS 4
+#define N_DST_CAPS 2
+extern const char *const tlm__relay_caps[N_SRC_CAPS];
+
+/* relay.c APIs: */
+void tlm__relay_res_err(struct tlm_relay_result *r, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+bool tlm__relay_cancelled(volatile sig_atomic_t *c);
+struct tlm_session_cfg tlm__relay_session_cfg(const char *transport, const char *targs,
+					      const struct tlm_psk *psk, unsigned lanes);
+int tlm__relay_set_multifd(struct tlm_qmp *q, bool source, int policy, unsigned n,
+			   uint64_t bw);
+
+/* relay-ctrl.c APIs: */
+void tlm__relay_copy_str(char *dst, size_t len, const char *src);
+int tlm__relay_ctrl_start(struct ctrl *c, struct tlm_lane *lane);
+void tlm__relay_ctrl_stop(struct ctrl *c);
+/* The next message (1), none within timeout_ms (0), or the lane's error. */
+int tlm__relay_ctrl_recv(struct ctrl *c, struct ctrl_msg *m, int timeout_ms);
+void tlm__relay_ctrl_decode(const char *line, struct ctrl_msg *m);
+int tlm__relay_ctrl_put(struct ctrl *c, const struct ctrl_msg *m);
+/* A message of type with its text (ERR, FAILED, RESULT: the status). */
+int tlm__relay_ctrl_say(struct ctrl *c, enum ctrl_type type, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* relay-pump.c APIs: */
+int tlm__relay_unix_connect(const char *path);
+int tlm__relay_chan_start(struct chan *c, bool up);
+
+/* relay-chan.c APIs: */
+void tlm__relay_fail(struct relay *r, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int tlm__relay_init(struct relay *r, struct tlm_session *s, bool dest);
+int tlm__relay_listen(struct relay *r);
+int tlm__relay_dest_start(struct relay *r);
+int tlm__relay_wait_finished(struct relay *r, int timeout_ms);
+int tlm__relay_drain(struct relay *r, int timeout_ms);
+void tlm__relay_stop(struct relay *r, bool force);
+void tlm__relay_take_stats(struct tlm_session *s, struct tlm_relay_result *res);
+
+/* relay-guard.c APIs: */
+int tlm__relay_guardian_start(struct guardian *g, const char *path, const bool *caps,
+			      bool was_running);
+void tlm__relay_guardian_hold(int sock, int fd);
+void tlm__relay_guardian_stop(struct guardian *g);
+
+/* relay-src.c APIs: */
+void tlm__relay_source_rollback(struct tlm_qmp *q, bool was_running);
+bool tlm__relay_restore_caps(struct tlm_qmp *q, const bool *caps);
+
+#endif
