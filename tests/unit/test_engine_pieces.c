@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Self-tests of the engine's pure pieces: the XBZRLE codec and the
  * policies' stop rules (docs/policies.md). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <errno.h>
@@ -118,6 +119,25 @@ static void test_policies(void)
 	CHECK(!strcmp(tlm_policy_name(TLM_POLICY_FRS), "frs"));
 }
 
+/* The downtime model: dirty bytes over bandwidth plus the fixed costs,
+ * and the precopy stop rule counts the fixed costs too. */
+static void test_downtime_model(void)
+{
+	struct tlm_migrate_opts o = { .policy = TLM_POLICY_PRECOPY, .downtime_ms = 300,
+				      .max_iterations = 5 };
+	struct iter_info it = { .page_size = 4096, .bw_Bps = 1e9, .iteration = 2 };
+	double ms = tlm__downtime_model(2500, 4096, 1e9, 2.0);
+
+	CHECK(ms > 12.23 && ms < 12.25);           /* 10.24 ms + 2 */
+	CHECK(tlm__downtime_model(0, 4096, 0, 1.5) == 1.5);
+	CHECK(tlm__downtime_model(1, 4096, 0, 1.5) == HUGE_VAL);
+	/* 70000 pages at 1 GB/s: 287 ms, fits 300 ms alone, not with 20 ms fixed */
+	it.dirty = 70000;
+	CHECK(tlm__policy_decide(&o, &it) == POL_STOP_CONVERGED);
+	it.fixed_ms = 20;
+	CHECK(tlm__policy_decide(&o, &it) == POL_CONTINUE);
+}
+
 /* Zero copy: the page saver's bound is the cursor, or the oldest chunk a
  * CHK thread may still be writing (core/engine.h). */
 static void test_chk_done(void)
@@ -146,6 +166,7 @@ int main(void)
 {
 	test_xbzrle();
 	test_policies();
+	test_downtime_model();
 	test_chk_done();
 	if (test_failures) {
 		fprintf(stderr, "%d check(s) failed\n", test_failures);
