@@ -370,7 +370,8 @@ static int stage3(struct src *e, uint64_t *t_pause)
 	s3->bandwidth_Bps = e->bw_Bps;
 	s3->fixed_ms = e->tick_ms + e->rtt_ms;
 	s3->write_rate_pps = e->rate_pps;
-	s3->lanes_keep_up = e->bw_Bps > 0 && e->rate_pps * e->page_size < e->bw_Bps;
+	if (e->o.policy != TLM_POLICY_TLM) /* tlm's tail decided it already */
+		s3->lanes_keep_up = e->bw_Bps > 0 && e->rate_pps * e->page_size < e->bw_Bps;
 
 	/* Everything written up to the pause, with the highest epoch. */
 	t = tlm__now_ns();
@@ -480,7 +481,8 @@ static int tail(struct src *e)
 		if (ps_bw > bw)
 			bw = ps_bw;
 	}
-	if (e->rate_pps * e->page_size >= TAIL_KEEP_UP * bw) {
+	s3->lanes_keep_up = e->rate_pps * e->page_size < TAIL_KEEP_UP * bw;
+	if (!s3->lanes_keep_up) {
 		err = tlm__ps_cut(e);
 		if (!err)
 			err = sync_dest(e);
