@@ -42,12 +42,16 @@ for w in sorted({r["workload"] for r in runs}):
                 for e in r["epochs"]:
                     g.write("%d %d %d\n" % (e["epoch"], e["dirtied"], e["sent_ps"]))
             f.write("%d\t%s, %s\n" % (i, r["mem_arg"], rate_name(r["rate"])))
-    with open(f"{tmp}/{w}-stage3.dat", "w") as g:
-        for r in sorted(tl, key=lambda r: (r["mem"], r["rate"] or 1e12)):
-            s = r["stage3"]
-            g.write('"%s %s" %.3f %.3f %.3f %.3f %.3f %.3f\n' % (
-                r["mem_arg"], rate_name(r["rate"]), s["pause_ms"], s["sync_ms"], s["ps_ms"],
-                s["last_ms"] + s["devstate_ms"], s["wait_ms"], s["model"]["predicted_ms"]))
+    # one panel per write rate: each has its own scale
+    with open(f"{tmp}/{w}-stage3-series", "w") as f:
+        for i, rate in enumerate(sorted({r["rate"] for r in tl}, key=lambda x: x or 1e12)):
+            with open(f"{tmp}/{w}-stage3-{i}.dat", "w") as g:
+                for r in sorted((r for r in tl if r["rate"] == rate), key=lambda r: r["mem"]):
+                    s = r["stage3"]
+                    g.write('"%s" %.3f %.3f %.3f %.3f %.3f %.3f\n' % (
+                        r["mem_arg"], s["pause_ms"], s["sync_ms"], s["ps_ms"],
+                        s["last_ms"] + s["devstate_ms"], s["wait_ms"], s["model"]["predicted_ms"]))
+            f.write("%d\t%s\n" % (i, rate_name(rate)))
     open(f"{tmp}/workloads", "a").write(w + "\n")
 PY
 while read -r w; do
@@ -56,7 +60,14 @@ while read -r w; do
 		plots_d+="${plots_d:+, }\"$tmp/$w-s$i.dat\" using 1:2 with linespoints lw 2 title \"$name\""
 		plots_e+="${plots_e:+, }\"$tmp/$w-s$i.dat\" using 1:3 with linespoints lw 2 title \"$name\""
 	done < "$tmp/$w-series"
-	plots_ep=""
+	plots_ep="" n3=0 plots_s3=""
+	while IFS=$'\t' read -r i name; do
+		n3=$((n3 + 1))
+		key="unset key"
+		[ "$i" = 0 ] && key="set key top left"
+		plots_s3+="$key; set title \"tlm, $w, $name\"; plot \"$tmp/$w-stage3-$i.dat\" using 2:xtic(1) title \"pause\", '' using 3 title \"final dirty sync\", '' using 4 title \"last PS round\", '' using 5 title \"LAST + device state\", '' using 6 title \"wait for COMMIT\", '' using 0:7 with points pt 2 ps 2 lc rgb \"black\" title \"model\"
+"
+	done < "$tmp/$w-stage3-series"
 	while IFS=$'\t' read -r i name; do
 		plots_ep+="${plots_ep:+, }\"$tmp/$w-e$i.dat\" using 1:2 with linespoints title \"dirtied ($name)\""
 		plots_ep+=", \"$tmp/$w-e$i.dat\" using 1:3 with lines dt 2 title \"sent by PS ($name)\""
@@ -77,15 +88,14 @@ set output "$outdir/$w-epochs.png"
 set title "tlm, $w, largest memory: pages per epoch"
 set xlabel "epoch"; set ylabel "pages"
 plot $plots_ep
+set terminal png size $((360 * n3 + 120)),520
 set output "$outdir/$w-stage3.png"
-set title "tlm, $w: stage 3 step by step (x: predicted by the model)"
-set xlabel ""; set ylabel "ms"
+set xlabel "memory"; set ylabel "ms"; set yrange [0:*]
 set style data histogram; set style histogram rowstacked; set style fill solid 0.85 border -1
-set boxwidth 0.7; set xtics rotate by -30
-plot "$tmp/$w-stage3.dat" using 2:xtic(1) title "pause", "" using 3 title "final dirty sync", \
-     "" using 4 title "last PS round", "" using 5 title "LAST + device state", \
-     "" using 6 title "wait for COMMIT", \
-     "" using 0:7 with points pt 2 ps 2 lc rgb "black" title "model"
+set boxwidth 0.7; set key inside font ",9"
+set multiplot layout 1,$n3 title "stage 3 step by step (x: the model's prediction); each panel its own scale"
+$plots_s3
+unset multiplot
 GP
 	echo "plots: $outdir/$w-downtime-vs-mem.png $outdir/$w-elapsed-vs-mem.png $outdir/$w-epochs.png $outdir/$w-stage3.png"
 done < "$tmp/workloads"
