@@ -8,6 +8,13 @@
  * (core/engine.h explains why it is enough). With zero copy the thread
  * also waits for its writes, TLM_CHK_DEPTH chunks behind, and says so in
  * `inflight`.
+ *
+ * Flow control: a CHK lane may run at most 2 x TLM_CHK_WINDOW records
+ * ahead of what the destination has applied. Bytes alone do not bound the
+ * destination's work (a zero page is a 32-byte record, so the lane's
+ * buffers could hold a million of them): every TLM_CHK_WINDOW records the
+ * thread asks (SYNC) for the previous window's records to be applied,
+ * which costs a round trip when the destination keeps up.
  */
 #include "engine.h"
 
@@ -99,6 +106,15 @@ void *tlm__chk_thread(void *arg)
 		if (tlm__batch_flush(e, &b))
 			goto out;
 		__atomic_fetch_add(&e->chk_sent, end - page, __ATOMIC_RELAXED);
+		{
+			uint64_t sent = __atomic_load_n(&e->lane_records[a->lane], __ATOMIC_RELAXED);
+
+			if (sent - a->mark >= TLM_CHK_WINDOW) {
+				if (a->mark && tlm__sync_lane(e, a->lane, a->mark))
+					goto out;
+				a->mark = sent;
+			}
+		}
 		if (e->live) {
 			q[nq].pos = src_pos(region, page);
 			q[nq].records = __atomic_load_n(&e->lane_records[a->lane], __ATOMIC_RELAXED);

@@ -246,6 +246,47 @@ static int flush_data(struct src *e)
 	return 0;
 }
 
+/* SYNC for want[1..n] records; the answer's round trip, without the
+ * destination's wait, in *rtt_ms. */
+static int sync_records(struct src *e, const uint64_t *want, double *rtt_ms)
+{
+	uint8_t msg[3 + 8 * TLM_MAX_LANES], buf[TLM_MAX_MSG];
+	unsigned n = n_data(e);
+	uint64_t t0 = tlm__now_ns();
+	uint32_t len;
+	int err;
+
+	msg[0] = TLM_CM_SYNC;
+	tlm__put16(msg + 1, (uint16_t)n);
+	for (unsigned i = 1; i <= n; i++)
+		tlm__put64(msg + 3 + 8 * (i - 1), want[i]);
+	pthread_mutex_lock(&e->ctrl);
+	err = send_ctrl(e, msg, 3 + 8 * n);
+	if (err)
+		tlm__src_fail(e, err, "control lane: %s", tlm_strerror(err));
+	else
+		err = wait_answer(e, TLM_CM_SYNCED, buf, &len);
+	pthread_mutex_unlock(&e->ctrl);
+	if (!err && len == 5 && rtt_ms) {
+		double rtt = ms_since(t0) - tlm__get32(buf + 1) / 1000.0;
+		*rtt_ms = rtt > 0 ? rtt : 0;
+	}
+	return err;
+}
+
+int tlm__sync_lane(struct src *e, unsigned lane, uint64_t records)
+{
+	uint64_t want[TLM_MAX_LANES] = { 0 };
+	int err = tlm_lane_flush(tlm_session_lane(e->s, lane));
+
+	if (err < 0) {
+		tlm__src_fail(e, err, "lane %u: %s", lane, tlm_strerror(err));
+		return err;
+	}
+	want[lane] = records;
+	return sync_records(e, want, NULL);
+}
+
 /*
  * SYNC: returns once the destination has applied every record sent so far
  * on every data lane. Only while no CHK or PS thread is sending. Measures
@@ -253,31 +294,9 @@ static int flush_data(struct src *e)
  */
 static int sync_dest(struct src *e)
 {
-	uint8_t msg[3 + 8 * TLM_MAX_LANES], buf[TLM_MAX_MSG];
-	unsigned n = n_data(e);
-	uint64_t t0 = tlm__now_ns();
-	uint32_t len;
 	int err = flush_data(e);
 
-	if (err)
-		return err;
-	msg[0] = TLM_CM_SYNC;
-	tlm__put16(msg + 1, (uint16_t)n);
-	for (unsigned i = 1; i <= n; i++)
-		tlm__put64(msg + 3 + 8 * (i - 1), e->lane_records[i]);
-	err = send_ctrl(e, msg, 3 + 8 * n);
-	if (err) {
-		tlm__src_fail(e, err, "control lane: %s", tlm_strerror(err));
-		return err;
-	}
-	err = wait_answer(e, TLM_CM_SYNCED, buf, &len);
-	if (err)
-		return err;
-	if (len == 5) {
-		double rtt = ms_since(t0) - tlm__get32(buf + 1) / 1000.0;
-		e->rtt_ms = rtt > 0 ? rtt : 0;
-	}
-	return 0;
+	return err ? err : sync_records(e, e->lane_records, &e->rtt_ms);
 }
 
 /* Tell the destination what each lane had carried when the source paused. */
@@ -754,6 +773,7 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 	e->st = st;
 	e->epoch = 1;
 	pthread_mutex_init(&e->lock, NULL);
+	pthread_mutex_init(&e->ctrl, NULL);
 	/* The epoch tick waits on it with a deadline (core/pagesaver.c). */
 	pthread_condattr_init(&ca_attr);
 	pthread_condattr_setclock(&ca_attr, CLOCK_MONOTONIC);
@@ -894,6 +914,7 @@ out:
 	if (err && !st->why[0])
 		snprintf(st->why, sizeof(st->why), "%s", tlm_strerror(err));
 	pthread_mutex_destroy(&e->lock);
+	pthread_mutex_destroy(&e->ctrl);
 	pthread_cond_destroy(&e->cond);
 	free(e);
 	return err;

@@ -55,6 +55,8 @@
 #define TLM_BURST 128            /* pages per send_pages call */
 #define TLM_CHUNK 256            /* pages CHK claims at a time */
 #define TLM_CHK_DEPTH 2          /* zero copy: chunks a CHK thread has in flight */
+#define TLM_CHK_WINDOW 16384     /* records a CHK lane may be ahead of the
+				  * destination's apply, twice over at most */
 
 /* Control messages (payload of CTRL frames on the control lane). */
 enum {
@@ -109,6 +111,7 @@ struct src {
 	/* epochs */
 	uint32_t epoch;           /* current epoch (atomic) */
 	pthread_mutex_t lock;     /* epochs[], round counters */
+	pthread_mutex_t ctrl;     /* a request and its answer on the control lane */
 	pthread_cond_t cond;
 	uint64_t round;           /* PS rounds started (a round per tick) */
 	bool tick_stop;           /* the epoch tick thread leaves */
@@ -154,6 +157,9 @@ static inline uint64_t src_pos(unsigned region, uint64_t page)
 }
 
 /* engine-src.c APIs: */
+/* Flow control: returns once the destination has applied `records` on
+ * data lane `lane` (SYNC). Any thread, while it alone sends on that lane. */
+int tlm__sync_lane(struct src *e, unsigned lane, uint64_t records);
 void tlm__src_fail(struct src *e, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 bool tlm__src_stopping(struct src *e);
@@ -180,6 +186,7 @@ struct chk_arg {
 	pthread_t t;
 	bool paused_pass;
 	uint64_t inflight;   /* zero copy: see above; UINT64_MAX = none (atomic) */
+	uint64_t mark;       /* flow control: records sent at the last window */
 };
 /* Zero copy: the first position whose CHK write may not have completed. */
 uint64_t tlm__chk_done(struct src *e, uint64_t *chk_next);

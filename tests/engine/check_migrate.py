@@ -88,6 +88,9 @@ def main():
                 check(s3["chk_ms"] > 0, "stop-copy: the paused pass is not in stage 3")
             else:
                 check(s3["chk_ms"] == 0, "a CHK pass inside stage 3")
+                # SYNC before the pause: the destination had applied everything
+                check(s3["backlog_records"] == 0,
+                      "destination %d records behind at the pause" % s3["backlog_records"])
                 check(s3["model"]["predicted_ms"] > 0, "no predicted downtime")
         if xbzrle:
             check(r["pages_xbzrle"] > 0, "no page was delta-encoded")
