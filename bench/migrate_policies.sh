@@ -54,7 +54,7 @@ print(int(float(s[:-1])*m[s[-1]]) if s[-1] in m else int(s))" "$1"
 run() { # policy workload mem rate
 	local need avail load r
 	need=$(( $(bytes "$3") * 2 + (512 << 20) ))
-	avail=$(awk '/MemAvailable/ {print $2 * 1024}' /proc/meminfo)
+	avail=$(awk '/MemAvailable/ {printf "%.0f", $2 * 1024}' /proc/meminfo)
 	if [ "$avail" -lt "$need" ]; then
 		echo "bench: skipping $1 on $2 ($3, rate $4): $((avail >> 20)) MiB available, $((need >> 20)) needed" >&2
 		echo "{\"skipped\": true, \"policy\": \"$1\", \"workload\": \"$2\", \"mem_arg\": \"$3\", \"rate\": $4}" >>"$runs"
