@@ -83,11 +83,11 @@ set output "$outdir/$w-elapsed-vs-mem.png"
 set title "$w: elapsed time against memory size"
 set ylabel "elapsed (ms, log)"
 plot $plots_e
-unset logscale y
 set output "$outdir/$w-epochs.png"
 set title "tlm, $w, largest memory: pages per epoch"
-set xlabel "epoch"; set ylabel "pages"
+set xlabel "epoch"; set ylabel "pages (log)"
 plot $plots_ep
+unset logscale y
 set terminal png size $((360 * n3 + 120)),520
 set output "$outdir/$w-stage3.png"
 set xlabel "memory"; set ylabel "ms"; set yrange [0:*]
