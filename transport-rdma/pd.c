@@ -5,22 +5,9 @@
  * QP or a port and are routed to the lanes they concern. All of it under
  * one lock (g_mu).
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <netdb.h>
-#include <poll.h>
-#include <pthread.h>
-#include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
-
-#include <infiniband/verbs.h>
-#include <rdma/rdma_cma.h>
 
 #include "rdma-internal.h"
 

@@ -21,22 +21,9 @@
  * sleep at most WAIT_SLICE_MS at a time: the two threads share the
  * channel, and an event taken by one must not leave the other asleep.
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <netdb.h>
 #include <poll.h>
-#include <pthread.h>
-#include <stdbool.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-
-#include <infiniband/verbs.h>
-#include <rdma/rdma_cma.h>
 
 #include "rdma-internal.h"
 

@@ -165,6 +165,7 @@ static inline int left_of(uint64_t deadline)
 }
 
 /* cm.c APIs: */
+struct addrinfo;
 int tlm__rdma_set_nonblock(int fd);
 void tlm__rdma_fmt_peer(const struct sockaddr *sa, char *out, size_t cap);
 int tlm__rdma_resolve(const char *addr, const char *port, bool passive,

@@ -4,23 +4,6 @@
  * frame stream (core/stream.c) as their receives complete, frames parsed
  * from there; PLACED records checked against the regions we offered.
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <netdb.h>
-#include <poll.h>
-#include <pthread.h>
-#include <stdbool.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <arpa/inet.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-
-#include <infiniband/verbs.h>
-#include <rdma/rdma_cma.h>
-
 #include "rdma-internal.h"
 
 /*

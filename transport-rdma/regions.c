@@ -18,22 +18,7 @@
  * process and protection domain (one PD per device, shared by the lanes),
  * so N lanes do not pin the same memory N times.
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <netdb.h>
-#include <poll.h>
-#include <pthread.h>
-#include <stdbool.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-
-#include <infiniband/verbs.h>
-#include <rdma/rdma_cma.h>
 
 #include "rdma-internal.h"
 

@@ -10,22 +10,7 @@
  * reassembly buffer and parses frames from there, so a frame may span
  * messages and a message may hold many frames.
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <netdb.h>
-#include <poll.h>
-#include <pthread.h>
-#include <stdbool.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-
-#include <infiniband/verbs.h>
-#include <rdma/rdma_cma.h>
 
 #include "rdma-internal.h"
 

@@ -16,31 +16,22 @@
  * The send and receive paths are in datapath.c, which says what goes on
  * the wire and who owns what.
  */
-#include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <stdatomic.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "tcp-internal.h"
 
 extern const struct tlm_lane_ops tlm__tcp_ops;
-
-
-
-
 
 static int parse_size(const char *s, size_t n, int *out)
 {
