@@ -28,8 +28,9 @@ with open(tmp + "/data", "w") as f:
                 row += ["NaN", "NaN"]
         f.write(" ".join(row) + "\n")
 with open(tmp + "/title", "w") as f:
-    f.write("%d MiB guest, %s, link %d Mbit/s (load %.1f)" % (
-        d["mem_mib"], d["pattern"], d["link_mbit"], d.get("load_before", 0)))
+    ws = " (working set %d MiB)" % d["set_mib"] if d.get("set_mib") else ""
+    f.write("%d MiB guest, %s%s, link %d Mbit/s (load %.1f)" % (
+        d["mem_mib"], d["pattern"], ws, d["link_mbit"], d.get("load_before", 0)))
 PY
 gnuplot <<GP
 set terminal pngcairo size 1100,520 font ",10"

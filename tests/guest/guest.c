@@ -7,6 +7,10 @@
  * Kernel command line (QEMU -append), space-separated key=value:
  *   pattern=mg|sp|random|idle   default mg
  *   mem=<MiB>        working set; default: all usable RAM above the kernel
+ *   fill=1           also write every usable page past the working set once
+ *                    (not verified), so RAM is not mostly zero: an
+ *                    application that initialised all its memory and keeps
+ *                    rewriting a part of it
  *   rate=<pages/s>   page writes per second, 0 = as fast as possible (default);
  *                    for idle it is the verification rate (0 means 4096/s)
  *   seed=<n>         random pattern and content salt, default 1
@@ -82,14 +86,15 @@ void guest_main(uint32_t magic, const struct mb_info *mbi);
 
 static struct {
 	enum pattern pattern;
-	uint32_t mem_mib, rate, seed, verify, report_ms;
-} cfg = { PAT_MG, 0, 0, 1, 4, 1000 };
+	uint32_t mem_mib, rate, seed, verify, report_ms, fill;
+} cfg = { PAT_MG, 0, 0, 1, 4, 1000, 0 };
 
 /* All guest state is in this one place; nothing else is global but hw.c's. */
 static struct {
 	uint8_t *base;          /* working set, page-aligned */
 	uint32_t *gentab;       /* last generation written, per page; 0 = never */
 	uint32_t npages;
+	uint32_t rest;          /* pages past the working set filled (fill=1) */
 
 	uint64_t sweeps, writes, verified, errors;
 	uint32_t vpasses, vcursor, vcount;
@@ -515,6 +520,7 @@ static void parse_option(char *key, char *val)
 	} nums[] = {
 		{ "mem", &cfg.mem_mib }, { "rate", &cfg.rate }, { "seed", &cfg.seed },
 		{ "verify", &cfg.verify }, { "report_ms", &cfg.report_ms },
+		{ "fill", &cfg.fill },
 	};
 
 	if (str_eq(key, "pattern")) {
@@ -668,10 +674,24 @@ void guest_main(uint32_t magic, const struct mb_info *mbi)
 		report_if_due();
 		write_page(p, 1);
 	}
+	if (cfg.fill) {
+		/* Past the working set: one non-zero word per 64 bytes is enough
+		 * to make every page non-zero for a migration's zero check. */
+		uint32_t *w = (uint32_t *)(void *)(g.base + (size_t)g.npages * PAGE_SIZE);
+
+		for (; (uint32_t)(uintptr_t)w + PAGE_SIZE <= end; w += PAGE_SIZE / 4) {
+			report_if_due();
+			for (uint32_t i = 0; i < PAGE_SIZE / 4; i += 16)
+				w[i] = (uint32_t)(uintptr_t)w ^ 0x9e3779b9u ^ i;
+			g.rest++;
+		}
+	}
 	ln_str("TLMG filled pages=");
 	ln_u64(g.npages);
 	ln_str(" ms=");
 	ln_u64(guest_ms(rdtsc()));
+	ln_str(" rest=");
+	ln_u64(g.rest);
 	ln_end();
 
 	mg_setup();
