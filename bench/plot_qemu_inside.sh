@@ -27,8 +27,21 @@ with open(tmp + "/data", "w") as f:
             else:
                 row += ["NaN", "NaN"]
         f.write(" ".join(row) + "\n")
+names = {"inside-tlm": "tlm inside QEMU", "relay-one-pass": "relay one-pass",
+         "stock-precopy": "stock precopy", "stock-stopcopy": "stock stop-and-copy",
+         "stock-multifd": "stock multifd (idle)"}
+plots = {0: [], 1: []}
+for i, m in enumerate(methods):
+    if any(r["method"] == m and r.get("completed") for r in d["runs"]):
+        for k in (0, 1):
+            col = 2 + 2 * i + k
+            plots[k].append(("'%s/data' using %d%s title \"%s\"" % (
+                tmp, col, ":xtic(1)" if not plots[k] else "", names[m])))
+for k in (0, 1):
+    with open(tmp + "/plot%d" % k, "w") as f:
+        f.write("plot " + ", ".join(plots[k]) + "\n")
 with open(tmp + "/title", "w") as f:
-    ws = " (working set %d MiB)" % d["set_mib"] if d.get("set_mib") else ""
+    ws = " (working set %d MiB%s)" % (d["set_mib"], ", RAM filled" if d.get("fill") else "") if d.get("set_mib") else ""
     f.write("%d MiB guest, %s%s, link %d Mbit/s (load %.1f)" % (
         d["mem_mib"], d["pattern"], ws, d["link_mbit"], d.get("load_before", 0)))
 PY
@@ -40,16 +53,14 @@ set style data histogram
 set style histogram clustered gap 1
 set style fill solid 0.8 border -1
 set logscale y
+set xrange [-0.6:*]
+set offsets 0.3, 0.3, 0, 0
 set key top left font ",8"
 set ylabel "ms"
 set title "downtime (missing bar: did not converge)"
-plot "$tmp/data" using 2:xtic(1) title "tlm inside QEMU", '' using 4 title "relay one-pass", \
-     '' using 6 title "stock precopy", '' using 8 title "stock stop-and-copy", \
-     '' using 10 title "stock multifd (idle)"
+load "$tmp/plot0"
 set title "total time"
-plot "$tmp/data" using 3:xtic(1) title "tlm inside QEMU", '' using 5 title "relay one-pass", \
-     '' using 7 title "stock precopy", '' using 9 title "stock stop-and-copy", \
-     '' using 11 title "stock multifd (idle)"
+load "$tmp/plot1"
 unset multiplot
 GP
 echo "$out"
