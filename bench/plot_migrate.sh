@@ -8,10 +8,11 @@
 #                            per epoch, at the largest memory size
 #   <w>-stage3.png           tlm: where each millisecond of stage 3 went
 #                            (stacked bars, one per memory size and rate)
-#   bench/plot_migrate.sh bench/results/migrate-<stamp>.json [outdir]
+#   bench/plot_migrate.sh bench/results/migrate-<stamp>.json [outdir [prefix]]
 set -euo pipefail
 in=$1
 outdir=${2:-$(dirname "$in")/plots}
+prefix=${3:-}
 mkdir -p "$outdir"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -75,21 +76,21 @@ while read -r w; do
 	gnuplot <<GP
 set terminal png size 900,520
 set grid; set key outside right
-set output "$outdir/$w-downtime-vs-mem.png"
+set output "$outdir/$prefix$w-downtime-vs-mem.png"
 set title "$w: downtime against memory size"
 set xlabel "memory (GiB)"; set ylabel "downtime (ms, log)"; set logscale y
 plot $plots_d
-set output "$outdir/$w-elapsed-vs-mem.png"
+set output "$outdir/$prefix$w-elapsed-vs-mem.png"
 set title "$w: elapsed time against memory size"
 set ylabel "elapsed (ms, log)"
 plot $plots_e
-set output "$outdir/$w-epochs.png"
+set output "$outdir/$prefix$w-epochs.png"
 set title "tlm, $w, largest memory: pages per epoch"
 set xlabel "epoch"; set ylabel "pages (log)"
 plot $plots_ep
 unset logscale y
 set terminal png size $((360 * n3 + 120)),520
-set output "$outdir/$w-stage3.png"
+set output "$outdir/$prefix$w-stage3.png"
 set xlabel "memory"; set ylabel "ms"; set yrange [0:*]
 set style data histogram; set style histogram rowstacked; set style fill solid 0.85 border -1
 set boxwidth 0.7; set key inside font ",9"
@@ -97,5 +98,5 @@ set multiplot layout 1,$n3 title "stage 3 step by step (x: the model's predictio
 $plots_s3
 unset multiplot
 GP
-	echo "plots: $outdir/$w-downtime-vs-mem.png $outdir/$w-elapsed-vs-mem.png $outdir/$w-epochs.png $outdir/$w-stage3.png"
+	echo "plots: $outdir/$prefix$w-downtime-vs-mem.png $outdir/$prefix$w-elapsed-vs-mem.png $outdir/$prefix$w-epochs.png $outdir/$prefix$w-stage3.png"
 done < "$tmp/workloads"
