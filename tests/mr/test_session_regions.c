@@ -12,14 +12,8 @@
 
 #include "tlm/tlm.h"
 
-static int failures;
-
-#define CHECK(cond) do { \
-	if (!(cond)) { \
-		fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-		failures++; \
-	} \
-} while (0)
+#define CHECK_COUNTS
+#include "tests/check.h"
 
 static char last_err[512];
 
@@ -144,9 +138,9 @@ int main(void)
 		CHECK(tlm_connect(&src, "127.0.0.1", "9", &s) == -ENAMETOOLONG);
 	}
 
-	if (failures)
-		fprintf(stderr, "%d check(s) failed\n", failures);
+	if (test_failures)
+		fprintf(stderr, "%d check(s) failed\n", test_failures);
 	else
 		printf("session regions: names, sizes and resizable regions checked\n");
-	return failures ? 1 : 0;
+	return test_failures ? 1 : 0;
 }
