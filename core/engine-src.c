@@ -873,6 +873,11 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 	st->elapsed_ms = tlm__now_ms() - t_start;
 	st->stage3.downtime_ms = ms_since(t_pause);
 	st->downtime_ms = (uint64_t)(st->stage3.downtime_ms + 0.5);
+	/* Downtime is part of the elapsed time; the two are read at different
+	 * resolutions (microseconds rounded, milliseconds truncated), so a
+	 * stop-copy, whose downtime is all of it, could read 1 ms over. */
+	if (st->elapsed_ms < st->downtime_ms)
+		st->elapsed_ms = st->downtime_ms;
 	err = 0;
 	goto stop_threads;
 
