@@ -48,6 +48,7 @@
 #define TLM_CORE_ENGINE_H
 
 #include <pthread.h>
+#include <string.h>
 
 #include "tlm-internal.h"
 #include "tlm/engine.h"
@@ -140,14 +141,18 @@ struct src {
 				    * in them (atomics) */
 };
 
-/* An all-zero page? Whole cache lines at a time; n is a multiple of 64. */
+/* An all-zero page? Whole cache lines at a time; n is a multiple of 64.
+ * p may be unaligned (page data inside a transport's receive buffer), so
+ * the words are loaded with memcpy, which compiles to plain loads. */
 static inline bool tlm__page_zero(const uint8_t *p, uint32_t n)
 {
-	const uint64_t *w = (const uint64_t *)(const void *)p;
+	for (uint32_t i = 0; i < n; i += 64) {
+		uint64_t w[8];
 
-	for (uint32_t i = 0; i < n / 8; i += 8)
-		if (w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7])
+		memcpy(w, p + i, sizeof(w));
+		if (w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7])
 			return false;
+	}
 	return true;
 }
 
