@@ -161,7 +161,7 @@ static inline uint64_t src_pos(unsigned region, uint64_t page)
 	return (uint64_t)region << 48 | page;
 }
 
-/* engine-src.c APIs: */
+/* engine-src.c and batch.c APIs: */
 /* Flow control: returns once the destination has applied `records` on
  * data lane `lane` (SYNC). Any thread, while it alone sends on that lane. */
 int tlm__sync_lane(struct src *e, unsigned lane, uint64_t records);
