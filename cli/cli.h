@@ -112,6 +112,8 @@ struct tlm_cli_inside {
 	int timeout_ms;
 	volatile sig_atomic_t *cancel;
 };
+/* --mode: "auto", "inside" or "relay" into *mode; -EINVAL (said why). */
+int tlm_cli_parse_mode(const char *arg, const char **mode);
 /* --mode auto|inside|relay (NULL = auto) against what the QEMU is:
  * 1 inside, 0 relay, negative (said why) when they do not fit. */
 int tlm_cli_pick_mode(struct tlm_qmp *q, const char *mode);

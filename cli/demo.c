@@ -430,12 +430,8 @@ int tlm_cli_demo(int argc, char **argv)
 			policy_name = optarg;
 			break;
 		case 'M':
-			if (strcmp(optarg, "auto") && strcmp(optarg, "inside") &&
-			    strcmp(optarg, "relay")) {
-				tlm_cli_err("--mode: auto, inside or relay, not '%s'", optarg);
+			if (tlm_cli_parse_mode(optarg, &mode))
 				return 2;
-			}
-			mode = optarg;
 			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;

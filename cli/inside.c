@@ -160,6 +160,16 @@ int tlm_cli_inside_run(const struct tlm_cli_inside *c)
 	return rc ? 1 : 0;
 }
 
+int tlm_cli_parse_mode(const char *arg, const char **mode)
+{
+	if (strcmp(arg, "auto") && strcmp(arg, "inside") && strcmp(arg, "relay")) {
+		tlm_cli_err("--mode: auto, inside or relay, not '%s'", arg);
+		return -EINVAL;
+	}
+	*mode = arg;
+	return 0;
+}
+
 int tlm_cli_pick_mode(struct tlm_qmp *q, const char *mode)
 {
 	int has;

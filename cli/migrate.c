@@ -257,12 +257,8 @@ int tlm_cli_migrate(int argc, char **argv)
 			break;
 		case 'p': policy_name = optarg; break;
 		case 'm':
-			if (strcmp(optarg, "auto") && strcmp(optarg, "inside") &&
-			    strcmp(optarg, "relay")) {
-				tlm_cli_err("--mode: auto, inside or relay, not '%s'", optarg);
+			if (tlm_cli_parse_mode(optarg, &mode))
 				return 2;
-			}
-			mode = optarg;
 			break;
 		case 'c':
 		case 's':

@@ -98,12 +98,8 @@ int tlm_cli_receive(int argc, char **argv)
 		case 'k': psk_path = optarg; break;
 		case 'j': json = true; break;
 		case 'm':
-			if (strcmp(optarg, "auto") && strcmp(optarg, "inside") &&
-			    strcmp(optarg, "relay")) {
-				tlm_cli_err("--mode: auto, inside or relay, not '%s'", optarg);
+			if (tlm_cli_parse_mode(optarg, &mode))
 				return 2;
-			}
-			mode = optarg;
 			break;
 		case 'n':
 			lanes = strtol(optarg, &end, 10);

@@ -41,19 +41,11 @@ int tlm_inside_detect(struct tlm_qmp *q)
 	return found;
 }
 
-static uint64_t u64_of(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-
-	return o && json_object_object_get_ex(o, key, &v) ? (uint64_t)json_object_get_int64(v) : 0;
-}
-
 static void str_of(struct json_object *o, const char *key, char *out, size_t cap)
 {
-	struct json_object *v;
+	const char *v = tlm_qmp_get_str(o, key);
 
-	snprintf(out, cap, "%s", o && json_object_object_get_ex(o, key, &v) ?
-		 json_object_get_string(v) : "");
+	snprintf(out, cap, "%s", v ? v : "");
 }
 
 int tlm_inside_query(struct tlm_qmp *q, struct tlm_inside_stat *st)
@@ -73,14 +65,14 @@ int tlm_inside_query(struct tlm_qmp *q, struct tlm_inside_stat *st)
 		st->has_tlm = true;
 		str_of(t, "transport", st->transport, sizeof(st->transport));
 		str_of(t, "policy", st->policy, sizeof(st->policy));
-		st->chk_lanes = (unsigned)u64_of(t, "chk-lanes");
-		st->ps_lanes = (unsigned)u64_of(t, "ps-lanes");
-		st->epochs = u64_of(t, "epochs");
-		st->chk_pages = u64_of(t, "chk-pages");
-		st->ps_pages = u64_of(t, "ps-pages");
-		st->chk_bytes = u64_of(t, "chk-bytes");
-		st->ps_bytes = u64_of(t, "ps-bytes");
-		st->zero_pages = u64_of(t, "zero-pages");
+		st->chk_lanes = (unsigned)tlm_qmp_get_u64(t, "chk-lanes");
+		st->ps_lanes = (unsigned)tlm_qmp_get_u64(t, "ps-lanes");
+		st->epochs = tlm_qmp_get_u64(t, "epochs");
+		st->chk_pages = tlm_qmp_get_u64(t, "chk-pages");
+		st->ps_pages = tlm_qmp_get_u64(t, "ps-pages");
+		st->chk_bytes = tlm_qmp_get_u64(t, "chk-bytes");
+		st->ps_bytes = tlm_qmp_get_u64(t, "ps-bytes");
+		st->zero_pages = tlm_qmp_get_u64(t, "zero-pages");
 		if (json_object_object_get_ex(t, "zero-copy", &v))
 			st->zero_copy = json_object_get_boolean(v);
 		if (json_object_object_get_ex(t, "engine-downtime", &v))

@@ -69,7 +69,7 @@ static int fail(struct tlm_qmp *q, int err)
 	return err;
 }
 
-static int64_t get_i64(struct json_object *o, const char *key)
+int64_t tlm_qmp_get_i64(struct json_object *o, const char *key)
 {
 	struct json_object *v;
 
@@ -78,14 +78,14 @@ static int64_t get_i64(struct json_object *o, const char *key)
 	return json_object_get_int64(v);
 }
 
-static uint64_t get_u64(struct json_object *o, const char *key)
+uint64_t tlm_qmp_get_u64(struct json_object *o, const char *key)
 {
-	int64_t v = get_i64(o, key);
+	int64_t v = tlm_qmp_get_i64(o, key);
 
 	return v < 0 ? 0 : (uint64_t)v;
 }
 
-static const char *get_str(struct json_object *o, const char *key)
+const char *tlm_qmp_get_str(struct json_object *o, const char *key)
 {
 	struct json_object *v;
 
@@ -192,7 +192,7 @@ static int read_msg(struct tlm_qmp *q, uint64_t deadline, struct json_object **o
 static void enqueue_event(struct tlm_qmp *q, struct json_object *ev)
 {
 	if (q->evn == TLM_QMP_MAX_QUEUED) {
-		tlm__warn("qmp: event queue full, dropping %s", get_str(q->evq[0], "event"));
+		tlm__warn("qmp: event queue full, dropping %s", tlm_qmp_get_str(q->evq[0], "event"));
 		json_object_put(q->evq[0]);
 		memmove(q->evq, q->evq + 1, (q->evn - 1) * sizeof(*q->evq));
 		q->evn--;
@@ -203,7 +203,7 @@ static void enqueue_event(struct tlm_qmp *q, struct json_object *ev)
 /* Sorts out a message that is not the one being waited for. Takes o. */
 static void stash(struct tlm_qmp *q, struct json_object *o)
 {
-	if (get_str(o, "event")) {
+	if (tlm_qmp_get_str(o, "event")) {
 		enqueue_event(q, o);
 		return;
 	}
@@ -285,7 +285,7 @@ int tlm_qmp_exec(struct tlm_qmp *q, const char *cmd, struct json_object *args,
 	drain_buffered(q);
 
 	if (json_object_object_get_ex(o, "error", &e)) {
-		const char *cls = get_str(e, "class"), *desc = get_str(e, "desc");
+		const char *cls = tlm_qmp_get_str(e, "class"), *desc = tlm_qmp_get_str(e, "desc");
 
 		seterr(q, cls ? cls : "GenericError", "%s: %s", cls ? cls : "GenericError",
 		       desc ? desc : "(no description)");
@@ -301,7 +301,7 @@ int tlm_qmp_exec(struct tlm_qmp *q, const char *cmd, struct json_object *args,
 
 static int event_matches(struct json_object *ev, const char *name)
 {
-	const char *n = get_str(ev, "event");
+	const char *n = tlm_qmp_get_str(ev, "event");
 
 	return !name || (n && !strcmp(n, name));
 }
@@ -336,7 +336,7 @@ int tlm_qmp_wait_event(struct tlm_qmp *q, const char *name, int timeout_ms,
 			       timeout_ms, name ? name : "(any)");
 		if (err)
 			return err;
-		if (get_str(o, "event") && event_matches(o, name))
+		if (tlm_qmp_get_str(o, "event") && event_matches(o, name))
 			break;
 		stash(q, o);
 	}
@@ -454,8 +454,8 @@ int tlm_qmp_connect(const char *unix_path, int timeout_ms, struct tlm_qmp **out)
 	}
 	if (json_object_object_get_ex(qmp, "version", &ver) &&
 	    json_object_object_get_ex(ver, "qemu", &ver))
-		q->version = (unsigned)(get_i64(ver, "major") * 10000 +
-					get_i64(ver, "minor") * 100 + get_i64(ver, "micro"));
+		q->version = (unsigned)(tlm_qmp_get_i64(ver, "major") * 10000 +
+					tlm_qmp_get_i64(ver, "minor") * 100 + tlm_qmp_get_i64(ver, "micro"));
 	tlm__dbg("qmp: %s: QEMU %u.%u.%u", unix_path, q->version / 10000,
 		 q->version / 100 % 100, q->version % 100);
 	err = tlm_qmp_exec(q, "qmp_capabilities", NULL, NULL, tlm__left_ms(deadline));
@@ -490,7 +490,7 @@ int tlm_qmp_query_status(struct tlm_qmp *q, char *status, size_t len, int *runni
 	err = tlm_qmp_exec(q, "query-status", NULL, &r, TLM_QMP_TIMEOUT_MS);
 	if (err)
 		return err;
-	s = get_str(r, "status");
+	s = tlm_qmp_get_str(r, "status");
 	if (!s) {
 		seterr(q, NULL, "query-status without a status");
 		json_object_put(r);
@@ -548,7 +548,7 @@ int tlm_qmp_get_caps(struct tlm_qmp *q, const char *const *names, bool *vals, un
 		vals[i] = false;
 		for (size_t k = 0; k < json_object_array_length(r); k++) {
 			struct json_object *c = json_object_array_get_idx(r, k), *v;
-			const char *name = get_str(c, "capability");
+			const char *name = tlm_qmp_get_str(c, "capability");
 
 			if (name && !strcmp(name, names[i]) &&
 			    json_object_object_get_ex(c, "state", &v))
@@ -605,24 +605,24 @@ int tlm_qmp_query_migrate(struct tlm_qmp *q, struct tlm_qmp_migstat *st)
 	err = tlm_qmp_exec(q, "query-migrate", NULL, &r, TLM_QMP_TIMEOUT_MS);
 	if (err)
 		return err;
-	s = get_str(r, "status");
+	s = tlm_qmp_get_str(r, "status");
 	snprintf(st->status, sizeof(st->status), "%s", s ? s : "");
-	st->total_time_ms = get_i64(r, "total-time");
-	st->downtime_ms = get_i64(r, "downtime");
-	st->expected_downtime_ms = get_i64(r, "expected-downtime");
-	st->setup_time_ms = get_i64(r, "setup-time");
-	s = get_str(r, "error-desc");
+	st->total_time_ms = tlm_qmp_get_i64(r, "total-time");
+	st->downtime_ms = tlm_qmp_get_i64(r, "downtime");
+	st->expected_downtime_ms = tlm_qmp_get_i64(r, "expected-downtime");
+	st->setup_time_ms = tlm_qmp_get_i64(r, "setup-time");
+	s = tlm_qmp_get_str(r, "error-desc");
 	snprintf(st->error_desc, sizeof(st->error_desc), "%s", s ? s : "");
 	json_object_object_get_ex(r, "ram", &ram);
-	st->ram_transferred = get_u64(ram, "transferred");
-	st->ram_remaining = get_u64(ram, "remaining");
-	st->ram_total = get_u64(ram, "total");
-	st->ram_duplicate = get_u64(ram, "duplicate");
-	st->ram_normal = get_u64(ram, "normal");
-	st->ram_dirty_sync_count = get_u64(ram, "dirty-sync-count");
-	st->ram_dirty_pages_rate = get_u64(ram, "dirty-pages-rate");
-	st->ram_postcopy_requests = get_u64(ram, "postcopy-requests");
-	st->ram_multifd_bytes = get_u64(ram, "multifd-bytes");
+	st->ram_transferred = tlm_qmp_get_u64(ram, "transferred");
+	st->ram_remaining = tlm_qmp_get_u64(ram, "remaining");
+	st->ram_total = tlm_qmp_get_u64(ram, "total");
+	st->ram_duplicate = tlm_qmp_get_u64(ram, "duplicate");
+	st->ram_normal = tlm_qmp_get_u64(ram, "normal");
+	st->ram_dirty_sync_count = tlm_qmp_get_u64(ram, "dirty-sync-count");
+	st->ram_dirty_pages_rate = tlm_qmp_get_u64(ram, "dirty-pages-rate");
+	st->ram_postcopy_requests = tlm_qmp_get_u64(ram, "postcopy-requests");
+	st->ram_multifd_bytes = tlm_qmp_get_u64(ram, "multifd-bytes");
 	if (ram && json_object_object_get_ex(ram, "mbps", &v))
 		st->ram_mbps = json_object_get_double(v);
 	json_object_put(r);

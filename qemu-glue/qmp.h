@@ -73,6 +73,12 @@ int tlm_qmp_fd(const struct tlm_qmp *q);
 
 void tlm_qmp_close(struct tlm_qmp *q);
 
+/* Members of a JSON object: 0 (a negative number also 0 for u64) or NULL
+ * when o is NULL or has no such member of that type. */
+int64_t tlm_qmp_get_i64(struct json_object *o, const char *key);
+uint64_t tlm_qmp_get_u64(struct json_object *o, const char *key);
+const char *tlm_qmp_get_str(struct json_object *o, const char *key);
+
 /* QEMU's version from the greeting, major * 10000 + minor * 100 + micro
  * (70222 for 7.2.22), so callers can work around version quirks. */
 unsigned tlm_qmp_version(const struct tlm_qmp *q);
