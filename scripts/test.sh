@@ -19,36 +19,35 @@ while [ $# -gt 0 ]; do
 done
 pass=0 fail=0 skip=0
 
-count() { # testlog.json -> adds to the totals
-	read -r p f s < <(python3 - "$1" <<'PY'
-import json, sys
-p = f = s = 0
-for line in open(sys.argv[1]):
-    r = json.loads(line).get("result")
-    if r in ("OK", "EXPECTEDFAIL"): p += 1
-    elif r == "SKIP": s += 1
-    else: f += 1
-print(p, f, s)
-PY
-)
-	pass=$((pass + p)) fail=$((fail + f)) skip=$((skip + s))
-}
-
-run_suites() { # builddir label
-	local dir=$1 label=$2
+# One meson run, counted by scripts/count-results.py: every result must
+# parse, the results must be exactly the tests `meson test --list` names for
+# the same suites, a skip must be in tests/expected-skips.txt, and meson's
+# own exit status must agree.
+run_suites() { # builddir label [meson test args]
+	local dir=$1 label=$2 rc=0 p f s
+	shift 2
 	rm -f "$dir/meson-logs/testlog.json"
-	meson test -C "$dir" --print-errorlogs --num-processes 2 "${suites[@]}" "${@:3}"
-	if [ -f "$dir/meson-logs/testlog.json" ]; then
-		count "$dir/meson-logs/testlog.json"
+	if ! meson test -C "$dir" --list "${suites[@]}" "$@" >"$dir/tests.list" 2>"$dir/tests.list.err"; then
+		cat "$dir/tests.list.err" >&2
+		echo "$label: meson test --list failed" >&2
+		fail=$((fail + 1))
+		return
+	fi
+	meson test -C "$dir" --print-errorlogs --num-processes 2 "${suites[@]}" "$@" || rc=$?
+	if read -r p f s < <(python3 scripts/count-results.py "$dir/meson-logs/testlog.json" \
+		"$dir/tests.list" tests/expected-skips.txt "$rc" | tail -n 1) &&
+		[[ "$p $f $s" =~ ^[0-9]+\ [0-9]+\ [0-9]+$ ]]; then
+		echo "$label: $p passed, $f failed, $s skipped" >&2
+		pass=$((pass + p)) fail=$((fail + f)) skip=$((skip + s))
 	else
-		echo "$label: no test results" >&2
+		echo "$label: the results could not be counted" >&2
 		fail=$((fail + 1))
 	fi
 }
 
 if ! bash scripts/build.sh build; then
 	echo "build failed" >&2
-	echo "0 passed, 1 failed"
+	echo "0 passed, 1 failed, 0 skipped"
 	exit 1
 fi
 # The QEMU with tlm's patch series, for the qemu suite's inside-QEMU cases

@@ -9,8 +9,8 @@
 # traffic really crosses a link between two kernels. CMD_A and CMD_B are
 # bash command strings run in each (cwd preserved); they coordinate by
 # themselves (B's client should retry until A's server listens). Output is
-# prefixed with [A] / [B]. Exit status: A's if it failed, else B's; 77 if
-# the VMs cannot run.
+# prefixed with [A] / [B]. Exit status: A's if it failed, else B's if it
+# failed, else 77 if either skipped (or the VMs cannot run), else 0.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -70,5 +70,9 @@ pa=
 wait "$pb" || rb=$?
 pb=
 echo "run-two-vms: A exited $ra, B exited $rb" >&2
-[ "$ra" -ne 0 ] && exit "$ra"
-exit "$rb"
+# A failure on either side is the result, whatever the other did: a skip
+# (77) on one side must not hide a failure on the other.
+[ "$ra" -ne 0 ] && [ "$ra" -ne 77 ] && exit "$ra"
+[ "$rb" -ne 0 ] && [ "$rb" -ne 77 ] && exit "$rb"
+[ "$ra" -eq 77 ] || [ "$rb" -eq 77 ] && exit 77
+exit 0
