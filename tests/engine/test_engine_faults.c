@@ -1,14 +1,21 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Faults in the middle of a migration: the destination killed, one data
- * lane cut, the source told to abort. In every case the source's engine
+ * lane cut, the source told to abort; and in stage 3: the destination
+ * killed the moment the source pauses, or frozen once the source has sent
+ * everything and waits for COMMIT. In every case the source's engine
  * must return an error, report the migration as not completed, and leave
  * the workload running (never paused); the destination must report
  * failure, never success. A destination that stops reading while alive
  * (SIGSTOP) must not block the source forever: the lane's send timeout
  * fails it.
  *
- *   test_engine_faults kill-destination|cut-lane|abort|stall-destination
+ * The memory source is wrapped to count pause and resume: after a failure
+ * every pause has its resume, and the workload writes again (sampled
+ * before and after a wait, once the engine returned).
+ *
+ *   test_engine_faults kill-destination|cut-lane|abort|stall-destination|
+ *                      stage3-kill-destination|commit-stall-destination
  */
 #include <signal.h>
 #include <stdio.h>
@@ -25,7 +32,13 @@
 
 #define MEM (512ull << 20)
 
-enum fault { KILL_DST, CUT_LANE, ABORT, STALL_DST };
+enum fault { KILL_DST, CUT_LANE, ABORT, STALL_DST, STAGE3_KILL, COMMIT_STALL };
+
+static const char *const fault_names[] = {
+	[KILL_DST] = "kill-destination", [CUT_LANE] = "cut-lane", [ABORT] = "abort",
+	[STALL_DST] = "stall-destination", [STAGE3_KILL] = "stage3-kill-destination",
+	[COMMIT_STALL] = "commit-stall-destination",
+};
 
 struct ctx {
 	enum fault f;
@@ -33,6 +46,67 @@ struct ctx {
 	struct tlm_session *s;
 	volatile int abort_flag;
 	int injected;
+	struct tlm_memsrc *inner;  /* the local memory source we wrap */
+	int pauses, resumes;
+};
+
+/* The wrapper: stage-3 faults are injected from inside pause() and
+ * device_state(), which the engine calls in stage 3 only. */
+static int w_regions(void *x, const struct tlm_region **out, unsigned *n)
+{ struct ctx *c = x; return c->inner->ops->regions(c->inner->ctx, out, n); }
+static int w_start(void *x) { struct ctx *c = x; return c->inner->ops->start_tracking(c->inner->ctx); }
+static int w_stop(void *x) { struct ctx *c = x; return c->inner->ops->stop_tracking(c->inner->ctx); }
+static int w_dirty(void *x, unsigned r, uint64_t *bm)
+{ struct ctx *c = x; return c->inner->ops->get_dirty(c->inner->ctx, r, bm); }
+
+static int w_pause(void *x)
+{
+	struct ctx *c = x;
+	int err = c->inner->ops->pause(c->inner->ctx);
+
+	if (!err)
+		c->pauses++;
+	if (c->f == STAGE3_KILL && !c->injected) {
+		c->injected = 1;
+		fprintf(stderr, "  injecting the fault at the pause (stage 3)\n");
+		kill(c->child, SIGKILL);
+		waitpid(c->child, NULL, 0);
+		c->child = 0;
+	}
+	return err;
+}
+
+static int w_resume(void *x)
+{
+	struct ctx *c = x;
+	int err = c->inner->ops->resume(c->inner->ctx);
+
+	if (!err)
+		c->resumes++;
+	return err;
+}
+
+static int w_devstate(void *x, const void **buf, size_t *len)
+{
+	struct ctx *c = x;
+	static const char state[] = "device state";
+
+	if (c->f == COMMIT_STALL && !c->injected) {
+		/* Every page and LAST are sent: the destination stops before
+		 * it can confirm. */
+		c->injected = 1;
+		fprintf(stderr, "  injecting the fault before COMMIT\n");
+		kill(c->child, SIGSTOP);
+	}
+	*buf = state;
+	*len = sizeof(state);
+	return 0;
+}
+
+static const struct tlm_memsrc_ops wrap_ops = {
+	.regions = w_regions, .start_tracking = w_start, .get_dirty = w_dirty,
+	.stop_tracking = w_stop, .pause = w_pause, .resume = w_resume,
+	.device_state = w_devstate,
 };
 
 static void log_cb(int level, const char *msg, void *arg)
@@ -77,7 +151,7 @@ static void progress(const struct tlm_migrate_stats *st, uint64_t sent, uint64_t
 	struct ctx *c = arg;
 
 	(void)st;
-	if (c->injected || sent == 0 || sent >= total)
+	if (c->injected || sent == 0 || sent >= total || c->f >= STAGE3_KILL)
 		return;
 	c->injected = 1;
 	fprintf(stderr, "  injecting the fault at %llu of %llu pages\n",
@@ -97,6 +171,9 @@ static void progress(const struct tlm_migrate_stats *st, uint64_t sent, uint64_t
 	case STALL_DST:
 		kill(c->child, SIGSTOP);
 		break;
+	case STAGE3_KILL:
+	case COMMIT_STALL:
+		break; /* from the memory source's pause and device_state */
 	}
 }
 
@@ -145,12 +222,20 @@ int main(int argc, char **argv)
 	ssize_t r;
 
 	if (argc != 2) {
-		fprintf(stderr, "usage: %s kill-destination|cut-lane|abort|stall-destination\n", argv[0]);
+		fprintf(stderr, "usage: %s kill-destination|cut-lane|abort|stall-destination|"
+			"stage3-kill-destination|commit-stall-destination\n", argv[0]);
 		return 2;
 	}
-	c.f = !strcmp(argv[1], "kill-destination") ? KILL_DST :
-	      !strcmp(argv[1], "cut-lane") ? CUT_LANE :
-	      !strcmp(argv[1], "stall-destination") ? STALL_DST : ABORT;
+	c.f = (enum fault)(sizeof(fault_names) / sizeof(fault_names[0]));
+	for (unsigned i = 0; i < sizeof(fault_names) / sizeof(fault_names[0]); i++)
+		if (!strcmp(argv[1], fault_names[i]))
+			c.f = (enum fault)i;
+	if (c.f == sizeof(fault_names) / sizeof(fault_names[0])) {
+		fprintf(stderr, "unknown fault case %s\n", argv[1]);
+		return 2;
+	}
+	if (c.f == COMMIT_STALL)
+		o.timeout_ms = 3000; /* the wait for COMMIT ends in seconds */
 	/* A short stall timeout, so the stalled case ends in seconds. */
 	cfg.transport_args = "send_timeout=2000";
 	signal(SIGPIPE, SIG_IGN);
@@ -185,7 +270,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "connect: %s\n", tlm_strerror(err));
 		return 2;
 	}
-	err = tlm_migrate_source(c.s, tlm_local_memsrc(m), &o, &st);
+	c.inner = tlm_local_memsrc(m);
+	{
+		struct tlm_memsrc wrapped = { &wrap_ops, &c, c.inner->page_size };
+
+		err = tlm_migrate_source(c.s, &wrapped, &o, &st);
+	}
 	fprintf(stderr, "  source: %s (%s)\n", tlm_strerror(err), st.why);
 	if (!c.injected) {
 		fprintf(stderr, "FAIL: the migration ended before the fault could be injected\n");
@@ -199,7 +289,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "FAIL: no reason given\n");
 		fails++;
 	}
-	/* Never left paused: the workload goes on writing. */
+	/* Never left paused: every pause resumed, the workload goes on writing. */
+	if (c.pauses != c.resumes || (c.f >= STAGE3_KILL && c.pauses != 1)) {
+		fprintf(stderr, "FAIL: %d pauses, %d resumes\n", c.pauses, c.resumes);
+		fails++;
+	}
 	w0 = tlm_workload_writes(w);
 	usleep(300000);
 	w1 = tlm_workload_writes(w);
@@ -208,10 +302,12 @@ int main(int argc, char **argv)
 		fails++;
 	}
 	tlm_session_close(c.s);
-	if (c.f == STALL_DST)
+	if (c.child && (c.f == STALL_DST || c.f == COMMIT_STALL))
 		kill(c.child, SIGKILL);
-	waitpid(c.child, &status, 0);
-	if (c.f != KILL_DST && c.f != STALL_DST && !(WIFEXITED(status) && WEXITSTATUS(status) == 3)) {
+	status = 3 << 8;
+	if (c.child)
+		waitpid(c.child, &status, 0);
+	if ((c.f == CUT_LANE || c.f == ABORT) && !(WIFEXITED(status) && WEXITSTATUS(status) == 3)) {
 		fprintf(stderr, "FAIL: the destination did not report failure (status 0x%x)\n", status);
 		fails++;
 	}
@@ -221,7 +317,7 @@ int main(int argc, char **argv)
 	if (!fails)
 		printf("%s: source kept running (%llu more writes), %s\n",
 		       argv[1], (unsigned long long)(w1 - w0),
-		       c.f == KILL_DST || c.f == STALL_DST ? "destination process gone"
+		       c.f != CUT_LANE && c.f != ABORT ? "destination process gone"
 						      : "destination reported failure");
 	return fails ? 1 : 0;
 }
