@@ -162,9 +162,126 @@ static void test_chk_done(void)
 	CHECK(tlm__chk_done(&e, &next) == src_pos(1, 0) && src_pos(0, 1u << 20) < src_pos(1, 0));
 }
 
+/* The cache holds one page per slot (direct-mapped): with four times more
+ * keys than slots some are evicted, and a key whose slot another key took
+ * must never be encoded against that other key's page. Every delta that
+ * comes out decodes against the key's own last copy, exactly. */
+static void test_xbzrle_keys(void)
+{
+	enum { SLOTS = 16, KEYS = 64 };
+	struct tlm_xbz_cache *c = tlm__xbz_create(SLOTS * PS, PS);
+	static uint8_t last[KEYS][PS], cur[PS], enc[PS], dst[PS];
+	unsigned hits = 0, misses = 0;
+
+	CHECK(c != NULL && tlm__xbz_bytes(c) == SLOTS * (PS + sizeof(uint64_t)));
+	for (unsigned k = 0; k < KEYS; k++) {
+		memset(last[k], (int)k + 1, PS);
+		CHECK(tlm__xbz_encode(c, k * 7919u, last[k], enc) == 0, "key %u: first sight", k);
+	}
+	for (int round = 0; round < 3; round++)
+		for (unsigned k = 0; k < KEYS; k++) {
+			uint32_t n;
+
+			memcpy(cur, last[k], PS);
+			cur[(k * 31 + (unsigned)round) % PS] ^= 0x40;
+			n = tlm__xbz_encode(c, k * 7919u, cur, enc);
+			if (n) {
+				hits++;
+				memcpy(dst, last[k], PS);
+				CHECK(tlm__xbz_decode(enc, n, dst, PS) == 0 && !memcmp(dst, cur, PS),
+				      "key %u: delta against another key's page", k);
+			} else {
+				misses++;
+			}
+			memcpy(last[k], cur, PS);
+		}
+	/* 64 keys in 16 slots, each round robin: a key's slot is mostly
+	 * taken by another before the key comes back. */
+	CHECK(misses >= 3 * (KEYS - SLOTS) && hits <= 3 * SLOTS, "%u misses, %u hits",
+	      misses, hits);
+	/* A key sent twice in a row is always a hit: its own slot. */
+	for (unsigned k = 0; k < KEYS; k++) {
+		memcpy(cur, last[k], PS);
+		(void)tlm__xbz_encode(c, k * 7919u, cur, enc);
+		cur[1] ^= 1;
+		CHECK(tlm__xbz_encode(c, k * 7919u, cur, enc) > 0, "key %u twice in a row", k);
+		memcpy(last[k], cur, PS);
+	}
+	tlm__xbz_destroy(c);
+}
+
+/* Every threshold of core/policy.c on both sides of its boundary, with
+ * figures that are exact in binary (4096-byte pages at 4096000 B/s: one
+ * page per ms). */
+static void test_policy_boundaries(void)
+{
+	struct tlm_migrate_opts o = { .downtime_ms = 1000, .max_iterations = 5 };
+	struct iter_info it = { .page_size = 4096, .bw_Bps = 4096000.0, .iteration = 2 };
+
+	CHECK(tlm__downtime_model(1000, 4096, 4096000.0, 0) == 1000.0);
+	for (int p = TLM_POLICY_PRECOPY; p <= TLM_POLICY_MP; p++) {
+		if (p == TLM_POLICY_STOPCOPY)
+			continue;
+		o.policy = (enum tlm_policy)p;
+		it.prev_dirty = 100000; it.overlap = 0; it.dirty_rate_pps = 0;
+		/* the downtime target: 1000 pages = 1000 ms fits, 1001 does not */
+		it.dirty = 1000;
+		CHECK(tlm__policy_decide(&o, &it) == POL_STOP_CONVERGED, "%s at the target",
+		      tlm_policy_name(o.policy));
+		it.dirty = 1001;
+		CHECK(tlm__policy_decide(&o, &it) == POL_CONTINUE, "%s 1 ms over",
+		      tlm_policy_name(o.policy));
+		/* fixed costs count: 999 pages + 1 ms fits, + 1.5 ms does not */
+		it.dirty = 999; it.fixed_ms = 1.0;
+		CHECK(tlm__policy_decide(&o, &it) == POL_STOP_CONVERGED);
+		it.fixed_ms = 1.5;
+		CHECK(tlm__policy_decide(&o, &it) == POL_CONTINUE);
+		it.fixed_ms = 0;
+		/* the iteration cap: one below goes on, at it the policy ends */
+		it.dirty = 5000;
+		it.iteration = 4;
+		CHECK(tlm__policy_decide(&o, &it) == POL_CONTINUE);
+		it.iteration = 5;
+		CHECK(tlm__policy_decide(&o, &it) ==
+		      (p == TLM_POLICY_PRECOPY ? POL_GIVE_UP : POL_STOP_HEURISTIC));
+		it.iteration = 2;
+	}
+
+	/* frs: the overlap share 0.8 and the shrink factor 0.9, from pass 2 */
+	o.policy = TLM_POLICY_FRS;
+	it.dirty = 5000; it.prev_dirty = 100000;
+	it.overlap = 4000;
+	CHECK(tlm__policy_decide(&o, &it) == POL_STOP_HEURISTIC, "overlap 80%%");
+	it.overlap = 3999;
+	CHECK(tlm__policy_decide(&o, &it) == POL_CONTINUE, "overlap just under 80%%");
+	it.overlap = 5000; it.iteration = 1;
+	CHECK(tlm__policy_decide(&o, &it) == POL_CONTINUE, "frs never stops on pass 1");
+	it.iteration = 2; it.overlap = 0;
+	it.prev_dirty = 5556;         /* 5000 < 0.9 x 5556 = 5000.4 */
+	CHECK(tlm__policy_decide(&o, &it) == POL_CONTINUE, "shrinking by a tenth");
+	it.prev_dirty = 5555;         /* 5000 >= 4999.5 */
+	CHECK(tlm__policy_decide(&o, &it) == POL_STOP_HEURISTIC, "not shrinking by a tenth");
+
+	/* mp: heavy at half the link's rate, judged on pass 1 only */
+	o.policy = TLM_POLICY_MP;
+	it.dirty = 5000; it.prev_dirty = 0; it.iteration = 1;
+	it.dirty_rate_pps = 500;      /* 500 x 4096 = 0.5 x 4096000 */
+	CHECK(tlm__policy_decide(&o, &it) == POL_STOP_HEURISTIC, "mp at half the link");
+	it.dirty_rate_pps = 499.9;
+	CHECK(tlm__policy_decide(&o, &it) == POL_CONTINUE, "mp just under half");
+	it.dirty_rate_pps = 100000; it.iteration = 2;
+	CHECK(tlm__policy_decide(&o, &it) == POL_CONTINUE, "mp judges pass 1 only");
+
+	/* tlm and stop-copy are structural: asked anyway, they stop */
+	o.policy = TLM_POLICY_TLM;
+	CHECK(tlm__policy_decide(&o, &it) == POL_STOP_CONVERGED);
+}
+
 int main(void)
 {
 	test_xbzrle();
+	test_xbzrle_keys();
+	test_policy_boundaries();
 	test_policies();
 	test_downtime_model();
 	test_chk_done();

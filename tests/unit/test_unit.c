@@ -265,6 +265,35 @@ static void test_hmac(void)
 	CHECK(tlm__hmac(&k, "tlm-client", sid, 1, n1, n2, m3) == 0 && !tlm__ct_equal(m1, m3, 32));
 	k.len = 8;
 	CHECK(tlm__hmac(&k, "tlm-client", sid, 1, n1, n2, m3) == -EINVAL);
+
+	/* Known answers: HMAC-SHA256 (RFC 2104, RFC 4231) over label || sid ||
+	 * lane (big-endian) || n1 || n2, computed independently with Python's
+	 * hmac module, itself checked against RFC 4231 test case 6 (key
+	 * 0xaa x 131: 60e43159...f0ee37f54). The first key is RFC 4231's
+	 * longer-than-a-block key, hashed first; the second test case 1's. */
+	{
+		static const char *const want[2] = {
+			"96b34aee2960c79464580d0e9170cf154eabeea2b86da5f97aec28daf2550a37",
+			"67924c994961c5585ee0c2a90021af68ce3040e81b0984d1323a4d1219953df1",
+		};
+		uint8_t s2[16], a1[32], a2[32];
+		char hex[65];
+
+		for (int i = 0; i < 16; i++)
+			s2[i] = (uint8_t)i;
+		for (int i = 0; i < 32; i++) {
+			a1[i] = (uint8_t)(0x20 + i);
+			a2[i] = (uint8_t)(0x40 + i);
+		}
+		for (int v = 0; v < 2; v++) {
+			k.len = v == 0 ? 131 : 20;
+			memset(k.key, v == 0 ? 0xaa : 0x0b, k.len);
+			CHECK(tlm__hmac(&k, "tlm-client", s2, 0x0102, a1, a2, m3) == 0);
+			for (int i = 0; i < 32; i++)
+				snprintf(hex + 2 * i, 3, "%02x", m3[i]);
+			CHECK(!strcmp(hex, want[v]), "key %d: %s, want %s", v, hex, want[v]);
+		}
+	}
 }
 
 static void test_strerror(void)
@@ -272,7 +301,17 @@ static void test_strerror(void)
 	CHECK(strstr(tlm_strerror(-TLM_EAUTH), "authentication"));
 	CHECK(strstr(tlm_strerror(-TLM_EVERSION), "version"));
 	CHECK(!strcmp(tlm_strerror(-ENOENT), strerror(ENOENT)));
-	CHECK(tlm_strerror(-99999) != NULL);
+	CHECK(!strcmp(tlm_strerror(-99999), "unknown error"));
+	CHECK(!strcmp(tlm_strerror(0), "success"));
+	CHECK(!strcmp(tlm_strerror(-TLM_EFRAME), tlm_strerror(TLM_EFRAME)));
+	CHECK(!strcmp(tlm_strerror(-TLM_ELAST), "unknown error"));
+	CHECK(!strcmp(tlm_strerror(-TLM_EBASE), "unknown error"));
+	/* every tlm error has its own text */
+	for (int e = TLM_EBASE + 1; e < TLM_ELAST; e++) {
+		CHECK(strcmp(tlm_strerror(-e), "unknown error"), "-%d has no text", e);
+		for (int f = TLM_EBASE + 1; f < e; f++)
+			CHECK(strcmp(tlm_strerror(-e), tlm_strerror(-f)), "-%d and -%d", e, f);
+	}
 	CHECK(tlm_transport_available("tcp") && !tlm_transport_available("carrier-pigeon"));
 }
 
