@@ -304,7 +304,7 @@ static int run_source(const struct bm_opts *o, const char *host, const char *por
 	struct tlm_memsrc *ms;
 	struct digest mine = { 0 }, theirs = { 0 };
 	struct prog pr = { isatty(2) && !o->json, tlm_cli_now_ms() };
-	uint64_t dst_stats[7] = { 0 }, writes0 = 0, fill_ms = 0;
+	uint64_t dst_stats[7] = { 0 }, writes0 = 0, writes_after = 0, fill_ms = 0;
 	int64_t filled = 0;
 	enum tlm_tracker tr = TLM_TRACK_AUTO;
 	unsigned nr, mismatched = 0, nl = o->mo.chk_lanes + o->mo.ps_lanes;
@@ -407,6 +407,13 @@ static int run_source(const struct bm_opts *o, const char *host, const char *por
 		}
 		ms->ops->resume(ms->ctx);
 	}
+	if (err) {
+		/* A failed migration must have resumed the source: the workload
+		 * writes during a wait after the engine returned. */
+		uint64_t w0 = tlm_workload_writes(w);
+		usleep(200000);
+		writes_after = tlm_workload_writes(w) - w0;
+	}
 	rc = st.completed && verified ? 0 : 1;
 	if (o->json) {
 		struct tlm_json j;
@@ -440,6 +447,7 @@ static int run_source(const struct bm_opts *o, const char *host, const char *por
 		tlm_json_str(&j, "dirty_tracker", tlm_local_tracker_name(m));
 		tlm_json_u64(&j, "source_extra_bytes", st.extra_bytes + tlm_local_tracker_bytes(m));
 		tlm_json_u64(&j, "workload_writes", tlm_workload_writes(w) - writes0);
+		tlm_json_u64(&j, "workload_writes_after_failure", writes_after);
 		tlm_json_u64(&j, "peak_rss_source_bytes", tlm_cli_peak_rss());
 		tlm_json_u64(&j, "peak_rss_destination_bytes", dst_stats[2]);
 		tlm_json_u64(&j, "pages_zero_kept_at_destination", dst_stats[5]);

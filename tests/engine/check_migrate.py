@@ -1,25 +1,30 @@
 #!/usr/bin/env python3
 """Runs `tlm bench migrate ... --json` and asserts on the report.
 
-usage: check_migrate.py TLM [--expect completed|not-completed] [--xbzrle]
+usage: check_migrate.py TLM [--expect completed|not-completed] [--expect-error REGEX] [--xbzrle]
                             [--zero-copy yes|no] [--max-dest-rss BYTES]
                             -- <bench migrate args>
-completed:      completed, verified byte-equal, every epoch accounted, and
-                the stage-3 steps add up to the downtime (within 10% or 10 ms).
-not-completed:  completed false, a reason given, and the source's workload
-                kept running (it wrote pages after the attempt), exit code 1.
+completed:      completed, verified byte-equal, every epoch accounted
+                (the page saver's pages per epoch add up to pages_ps, which
+                is at most the pages found dirty), stale records at the
+                destination only where a page-saver record overtook a
+                checkpoint one, and the stage-3 steps add up to the
+                downtime (within 10% or 10 ms).
+not-completed:  completed false, a reason given (matching --expect-error
+                REGEX if given), and the source's workload kept running
+                (it wrote pages during a wait after the attempt), exit 1.
 --zero-copy:    whether the pages must (yes) or must not (no) have gone
                 zero-copy; with yes, the destination placed every record
                 and touched none.
 --max-dest-rss: the destination's peak RSS must stay below BYTES, and some
                 zero pages must have been left untouched there.
 """
-import json, subprocess, sys
+import json, re, subprocess, sys
 
 def main():
     argv = sys.argv[1:]
     tlm = argv.pop(0)
-    expect, xbzrle, zero_copy, max_rss = "completed", False, None, None
+    expect, xbzrle, zero_copy, max_rss, expect_error = "completed", False, None, None, None
     while argv and argv[0] != "--":
         a = argv.pop(0)
         if a == "--expect":
@@ -28,6 +33,8 @@ def main():
             xbzrle = True
         elif a == "--zero-copy":
             zero_copy = argv.pop(0) == "yes"
+        elif a == "--expect-error":
+            expect_error = argv.pop(0)
         elif a == "--max-dest-rss":
             max_rss = int(argv.pop(0))
         else:
@@ -64,8 +71,22 @@ def main():
         check(r["pages_chk"] + r["pages_ps"] >= mem_pages, "fewer records than pages")
         if r["policy"] == "tlm":
             check(r["pages_chk"] == mem_pages, "tlm: CHK must send each page exactly once")
-            for e in r["epochs"]:
-                check(e["sent_ps"] <= e["dirtied"] + mem_pages, "epoch accounting")
+        # Every page-saver record is booked to one epoch, and the page
+        # saver only sends pages some tick found dirty.
+        sent_ps = sum(e["sent_ps"] for e in r["epochs"])
+        dirtied = sum(e["dirtied"] for e in r["epochs"])
+        check(sent_ps == r["pages_ps"], "epochs book %d page-saver pages, pages_ps %d" %
+              (sent_ps, r["pages_ps"]))
+        check(r["pages_ps"] <= dirtied, "pages_ps %d above the %d pages found dirty" %
+              (r["pages_ps"], dirtied))
+        # A record goes stale only when a page-saver record of its page got
+        # there first with a higher key: a checkpoint record overtaken (the
+        # page saver's own records of a page are ordered on one lane).
+        stale = r["pages_stale_at_destination"]
+        check(stale <= min(r["pages_ps"], r["pages_chk"]),
+              "%d stale records at the destination, %d page-saver records" % (stale, r["pages_ps"]))
+        if r["zero_copy"] or r["pages_ps"] == 0:
+            check(stale == 0, "%d stale records without page-saver records to beat them" % stale)
         if r["policy"] == "stop-copy":
             # paused before the first page: nothing is ever dirty, no PS traffic
             check(r["pages_ps"] == 0 and r["pages_chk"] == mem_pages, "stop-copy: one paused pass")
@@ -115,7 +136,11 @@ def main():
         check(r["completed"] is False, "completed")
         check(r["converged"] is False, "converged")
         check(bool(r["error"]), "no reason given")
-        check(r["workload_writes"] > 0, "workload did not run")
+        check(r["workload_writes_after_failure"] > 0,
+              "the workload wrote nothing after the failed attempt: the source was left paused")
+        if expect_error is not None:
+            check(re.search(expect_error, r["error"] or "") is not None,
+                  "error %r does not match %r" % (r["error"], expect_error))
     for f in fails:
         print("FAIL:", f)
     return 1 if fails else 0
