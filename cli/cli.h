@@ -15,6 +15,13 @@
  * for `tlm bench transport`), returns the process exit status. */
 int tlm_cli_bench_transport(int argc, char **argv);
 int tlm_cli_bench_migrate(int argc, char **argv);
+int tlm_cli_bench_checkpoint(int argc, char **argv);
+int tlm_cli_bench_restore(int argc, char **argv);
+int tlm_cli_checkpoint(int argc, char **argv);
+int tlm_cli_restore(int argc, char **argv);
+/* checkpoint.c: tlm receive --to-file; checkpoint_qemu.c: tlm checkpoint --qmp. */
+int tlm_cli_receive_to_file(int argc, char **argv);
+int tlm_cli_checkpoint_qemu(int argc, char **argv);
 int tlm_cli_migrate(int argc, char **argv);
 int tlm_cli_receive(int argc, char **argv);
 int tlm_cli_demo(int argc, char **argv);

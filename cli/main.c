@@ -10,6 +10,7 @@
 #pragma weak tlm_cli_migrate
 #pragma weak tlm_cli_receive
 #pragma weak tlm_cli_demo
+#pragma weak tlm_cli_restore
 
 static void usage(FILE *f)
 {
@@ -25,6 +26,10 @@ static void usage(FILE *f)
 "  receive            destination side: hand the lanes to the waiting QEMU\n"
 "  bench transport    move page records over lanes and measure goodput\n"
 "  bench migrate      migrate in-process memory under a workload (TLM engine)\n"
+"  checkpoint         save a running VM to a file, live (or --check a file)\n"
+"  restore            bring a VM back from a checkpoint file\n"
+"  bench checkpoint   checkpoint in-process memory under a workload to a file\n"
+"  bench restore      restore a checkpoint file into memory and verify it\n"
 "\n"
 "transports built in:");
 	for (unsigned i = 0; tlm_transport_name(i); i++)
@@ -70,20 +75,33 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[0], "bench")) {
 		if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 			fprintf(argc < 2 ? stderr : stdout,
-				"usage: tlm bench transport|migrate [options]\n");
+				"usage: tlm bench transport|migrate|checkpoint|restore [options]\n");
 			return argc < 2 ? 2 : 0;
 		}
 		if (!strcmp(argv[1], "transport"))
 			return run(tlm_cli_bench_transport, "bench transport", argc - 1, argv + 1);
 		if (!strcmp(argv[1], "migrate"))
 			return run(tlm_cli_bench_migrate, "bench migrate", argc - 1, argv + 1);
-		tlm_cli_err("unknown benchmark '%s' (transport, migrate)", argv[1]);
+		if (!strcmp(argv[1], "checkpoint"))
+			return run(tlm_cli_bench_checkpoint, "bench checkpoint", argc - 1, argv + 1);
+		if (!strcmp(argv[1], "restore"))
+			return run(tlm_cli_bench_restore, "bench restore", argc - 1, argv + 1);
+		tlm_cli_err("unknown benchmark '%s' (transport, migrate, checkpoint, restore)", argv[1]);
 		return 2;
 	}
 	if (!strcmp(argv[0], "migrate"))
 		return run(tlm_cli_migrate, "migrate", argc, argv);
-	if (!strcmp(argv[0], "receive"))
+	if (!strcmp(argv[0], "receive")) {
+		/* The file side of a checkpoint (checkpoint.c) needs no QEMU. */
+		for (int k = 1; k < argc; k++)
+			if (!strcmp(argv[k], "--to-file") || !strncmp(argv[k], "--to-file=", 10))
+				return tlm_cli_receive_to_file(argc, argv);
 		return run(tlm_cli_receive, "receive", argc, argv);
+	}
+	if (!strcmp(argv[0], "checkpoint"))
+		return run(tlm_cli_checkpoint, "checkpoint", argc, argv);
+	if (!strcmp(argv[0], "restore"))
+		return run(tlm_cli_restore, "restore", argc, argv);
 	if (!strcmp(argv[0], "demo"))
 		return run(tlm_cli_demo, "demo", argc, argv);
 	tlm_cli_err("unknown command '%s'", argv[0]);

@@ -1,0 +1,999 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Checkpoint files: writer, checker, reader (core/ckpt.h; the format is
+ * in docs/checkpoint.md).
+ *
+ *   [header: header_len bytes, a multiple of the page size]
+ *   [page table: one crc32c per page of every region, big-endian]
+ *   [region 0 at a page-aligned offset] ... [region n-1]
+ *   [device state at a page-aligned offset]
+ *
+ * Every page has one place, so a page the page saver sends again
+ * overwrites its older copy and the file never grows past memory +
+ * header + table + device state. Zero pages are never written: the file
+ * is sparse. A region's digest is the SHA-256 of its part of the page
+ * table; the header's crc32c covers the header; so one flipped byte
+ * anywhere (header, table, page, device state) is found.
+ *
+ * Writing: PATH.tmp is prepared, filled by the engine's destination
+ * through a mapping, then digested, fsynced and renamed over PATH. A new
+ * file is mapped MAP_SHARED: the engine's writes are the file's. An
+ * incremental checkpoint starts PATH.tmp as a copy of PATH (a reflink
+ * where the file system has them) and maps it MAP_PRIVATE: the engine's
+ * writes land in private copies of the pages, which /proc/self/pagemap
+ * tells apart from the untouched file pages; only those whose content
+ * differs from the previous checkpoint are written to the file.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/fs.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ckpt.h"
+#include "engine.h"
+
+#define MAGIC          "TLMCKPT"          /* 8 bytes with its NUL */
+#define HDR_FIXED      256
+#define REG_ENTRY      256
+#define REG_NAME_LEN   208
+#define OFF_VERSION    8
+#define OFF_HDRLEN     12
+#define OFF_PAGESIZE   16
+#define OFF_NREGIONS   20
+#define OFF_EPOCH      24
+#define OFF_TIME       32
+#define OFF_FILELEN    40
+#define OFF_TABLE      48
+#define OFF_TABLELEN   56
+#define OFF_DEVOFF     64
+#define OFF_DEVLEN     72
+#define OFF_DEVSHA     80
+#define OFF_CRC        112
+#define RE_LEN         208
+#define RE_OFF         216
+#define RE_SHA         224
+#define MAX_DEVSTATE   (1ull << 30)
+
+_Static_assert(REG_NAME_LEN > TLM_REGION_NAME_MAX, "a region name fits its entry");
+_Static_assert(RE_SHA + 32 == REG_ENTRY, "region entry layout");
+_Static_assert(OFF_CRC + 4 <= HDR_FIXED, "fixed header layout");
+
+/* Where everything lies for a layout. */
+struct place {
+	uint32_t hdr_len;
+	uint64_t table_off, table_len;
+	uint64_t off[TLM_MAX_REGIONS];
+	uint64_t first_page[TLM_MAX_REGIONS];  /* global index of page 0 */
+	uint64_t pages;                        /* all regions */
+	uint64_t data_off, dev_off;            /* regions start, device state */
+};
+
+static uint64_t round_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
+static int place_of(const struct tlm_ckpt_layout *lay, struct place *p)
+{
+	uint32_t ps = lay->page_size;
+	uint64_t at;
+
+	if (ps < 512 || ps > (1u << 21) || (ps & (ps - 1)) || lay->n > TLM_MAX_REGIONS)
+		return -EINVAL;
+	memset(p, 0, sizeof(*p));
+	p->hdr_len = (uint32_t)round_up(HDR_FIXED + REG_ENTRY * (uint64_t)lay->n, ps);
+	for (unsigned i = 0; i < lay->n; i++) {
+		if (lay->len[i] % ps || lay->len[i] > (1ull << 46))
+			return -EINVAL;
+		p->first_page[i] = p->pages;
+		p->pages += lay->len[i] / ps;
+	}
+	p->table_off = p->hdr_len;
+	p->table_len = 4 * p->pages;
+	at = p->data_off = round_up(p->table_off + p->table_len, ps);
+	for (unsigned i = 0; i < lay->n; i++) {
+		p->off[i] = at;
+		at += lay->len[i];
+	}
+	p->dev_off = at;
+	return 0;
+}
+
+static uint32_t zero_crc(uint32_t ps)
+{
+	static _Thread_local uint32_t crc, for_ps;
+	void *z;
+
+	if (for_ps == ps)
+		return crc;
+	z = calloc(1, ps);
+	if (!z)
+		return 0;
+	crc = tlm_crc32c(0, z, ps);
+	for_ps = ps;
+	free(z);
+	return crc;
+}
+
+static int sha256(const void *p, size_t n, uint8_t out[32])
+{
+	unsigned int len = 32;
+
+	return EVP_Digest(p, n, out, &len, EVP_sha256(), NULL) && len == 32 ? 0 : -EIO;
+}
+
+static int pread_all(int fd, void *buf, size_t n, uint64_t off)
+{
+	uint8_t *b = buf;
+
+	while (n) {
+		ssize_t r = pread(fd, b, n, (off_t)off);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return -TLM_EFRAME;
+		b += r;
+		n -= (size_t)r;
+		off += (uint64_t)r;
+	}
+	return 0;
+}
+
+static int pwrite_all(int fd, const void *buf, size_t n, uint64_t off)
+{
+	const uint8_t *b = buf;
+
+	while (n) {
+		ssize_t r = pwrite(fd, b, n, (off_t)off);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		b += r;
+		n -= (size_t)r;
+		off += (uint64_t)r;
+	}
+	return 0;
+}
+
+/* The next stretch of data at or after *pos below end: [*pos, *stop).
+ * 0 when there is one, 1 when only holes remain. A file system without
+ * SEEK_DATA reports everything as data. */
+static int next_data(int fd, uint64_t *pos, uint64_t end, uint64_t *stop)
+{
+	off_t d, h;
+
+	if (*pos >= end)
+		return 1;
+	d = lseek(fd, (off_t)*pos, SEEK_DATA);
+	if (d < 0) {
+		if (errno == ENXIO)
+			return 1;
+		*stop = end;
+		return 0;
+	}
+	if ((uint64_t)d >= end)
+		return 1;
+	h = lseek(fd, d, SEEK_HOLE);
+	*pos = (uint64_t)d;
+	*stop = h < 0 || (uint64_t)h > end ? end : (uint64_t)h;
+	return 0;
+}
+
+/* ---- header ---- */
+
+static void encode_header(uint8_t *h, const struct tlm_ckpt_layout *lay, const struct place *p,
+			  uint64_t epoch, uint64_t devlen, const uint8_t devsha[32],
+			  const uint8_t (*regsha)[32])
+{
+	struct timespec ts;
+
+	memset(h, 0, p->hdr_len);
+	memcpy(h, MAGIC, 8);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	tlm__put32(h + OFF_VERSION, TLM_CKPT_VERSION);
+	tlm__put32(h + OFF_HDRLEN, p->hdr_len);
+	tlm__put32(h + OFF_PAGESIZE, lay->page_size);
+	tlm__put32(h + OFF_NREGIONS, lay->n);
+	tlm__put64(h + OFF_EPOCH, epoch);
+	tlm__put64(h + OFF_TIME, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+	tlm__put64(h + OFF_FILELEN, p->dev_off + devlen);
+	tlm__put64(h + OFF_TABLE, p->table_off);
+	tlm__put64(h + OFF_TABLELEN, p->table_len);
+	tlm__put64(h + OFF_DEVOFF, p->dev_off);
+	tlm__put64(h + OFF_DEVLEN, devlen);
+	memcpy(h + OFF_DEVSHA, devsha, 32);
+	for (unsigned i = 0; i < lay->n; i++) {
+		uint8_t *e = h + HDR_FIXED + REG_ENTRY * i;
+
+		memcpy(e, lay->name[i], strnlen(lay->name[i], TLM_REGION_NAME_MAX));
+		tlm__put64(e + RE_LEN, lay->len[i]);
+		tlm__put64(e + RE_OFF, p->off[i]);
+		memcpy(e + RE_SHA, regsha[i], 32);
+	}
+	tlm__put32(h + OFF_CRC, tlm_crc32c(0, h, p->hdr_len));
+}
+
+#define BAD(err_, ...) do { snprintf(why, wl, __VA_ARGS__); return (err_); } while (0)
+
+/* Reads and checks the header: layout, placement, crc. *hdr is malloc'ed. */
+static int read_header(int fd, uint64_t size, struct tlm_ckpt_info *info, struct place *p,
+		       uint8_t **hdr, char *why, size_t wl)
+{
+	uint8_t fixed[HDR_FIXED], *h;
+	uint32_t hl, crc;
+	int err;
+
+	*hdr = NULL;
+	if (size < HDR_FIXED)
+		BAD(-TLM_EFRAME, "truncated: %llu bytes, not even a header",
+		    (unsigned long long)size);
+	err = pread_all(fd, fixed, HDR_FIXED, 0);
+	if (err)
+		BAD(err, "cannot read the header: %s", tlm_strerror(err));
+	if (memcmp(fixed, MAGIC, 8))
+		BAD(-TLM_EFRAME, "not a tlm checkpoint (no TLMCKPT magic), or its header is damaged");
+	info->version = tlm__get32(fixed + OFF_VERSION);
+	if (info->version != TLM_CKPT_VERSION)
+		BAD(-TLM_EVERSION, "checkpoint format version %u; this tlm reads version %u",
+		    info->version, TLM_CKPT_VERSION);
+	hl = tlm__get32(fixed + OFF_HDRLEN);
+	info->lay.page_size = tlm__get32(fixed + OFF_PAGESIZE);
+	info->lay.n = tlm__get32(fixed + OFF_NREGIONS);
+	if (info->lay.n > TLM_MAX_REGIONS || hl < HDR_FIXED + REG_ENTRY * info->lay.n ||
+	    hl > HDR_FIXED + REG_ENTRY * TLM_MAX_REGIONS + (1u << 21))
+		BAD(-TLM_EFRAME, "header damaged (%u regions in a %u-byte header)", info->lay.n, hl);
+	if (size < hl)
+		BAD(-TLM_EFRAME, "truncated: %llu bytes, the header alone has %u",
+		    (unsigned long long)size, hl);
+	h = malloc(hl);
+	if (!h)
+		return -ENOMEM;
+	err = pread_all(fd, h, hl, 0);
+	if (err) {
+		free(h);
+		BAD(err, "cannot read the header: %s", tlm_strerror(err));
+	}
+	crc = tlm__get32(h + OFF_CRC);
+	tlm__put32(h + OFF_CRC, 0);
+	if (tlm_crc32c(0, h, hl) != crc) {
+		free(h);
+		BAD(-TLM_EFRAME, "header damaged (its crc32c does not match)");
+	}
+	tlm__put32(h + OFF_CRC, crc);
+	info->epoch = tlm__get64(h + OFF_EPOCH);
+	info->time_ns = tlm__get64(h + OFF_TIME);
+	info->devstate_len = tlm__get64(h + OFF_DEVLEN);
+	for (unsigned i = 0; i < info->lay.n; i++) {
+		const uint8_t *e = h + HDR_FIXED + REG_ENTRY * i;
+
+		memcpy(info->lay.name[i], e, TLM_REGION_NAME_MAX);
+		info->lay.name[i][TLM_REGION_NAME_MAX] = 0;
+		info->lay.len[i] = tlm__get64(e + RE_LEN);
+	}
+	/* The header must say exactly where the format puts things. */
+	err = place_of(&info->lay, p);
+	if (!err && (p->hdr_len != hl || p->table_off != tlm__get64(h + OFF_TABLE) ||
+		     p->table_len != tlm__get64(h + OFF_TABLELEN) ||
+		     p->dev_off != tlm__get64(h + OFF_DEVOFF) || info->devstate_len > MAX_DEVSTATE ||
+		     p->dev_off + info->devstate_len != tlm__get64(h + OFF_FILELEN)))
+		err = -EINVAL;
+	for (unsigned i = 0; !err && i < info->lay.n; i++)
+		if (p->off[i] != tlm__get64(h + HDR_FIXED + REG_ENTRY * i + RE_OFF))
+			err = -EINVAL;
+	if (err) {
+		free(h);
+		BAD(-TLM_EFRAME, "header damaged (its layout is inconsistent)");
+	}
+	if (size < p->dev_off + info->devstate_len) {
+		free(h);
+		BAD(-TLM_EFRAME, "truncated: %llu bytes, the header says %llu",
+		    (unsigned long long)size, (unsigned long long)(p->dev_off + info->devstate_len));
+	}
+	*hdr = h;
+	return 0;
+}
+
+/* The page table, host order; each region's part checked against its digest. */
+static int read_table(int fd, const uint8_t *h, const struct tlm_ckpt_info *info,
+		      const struct place *p, uint32_t **out, char *why, size_t wl)
+{
+	uint8_t *raw = malloc(p->table_len ? p->table_len : 1), sha[32];
+	uint32_t *t = malloc(p->pages ? p->pages * 4 : 4);
+	int err = raw && t ? 0 : -ENOMEM;
+
+	if (!err)
+		err = pread_all(fd, raw, p->table_len, p->table_off);
+	for (unsigned i = 0; !err && i < info->lay.n; i++) {
+		uint64_t np = info->lay.len[i] / info->lay.page_size;
+
+		err = sha256(raw + 4 * p->first_page[i], 4 * np, sha);
+		if (!err && memcmp(sha, h + HDR_FIXED + REG_ENTRY * i + RE_SHA, 32)) {
+			free(raw);
+			free(t);
+			BAD(-TLM_EFRAME, "region %u ('%s'): its page table does not match its digest"
+			    " (damaged)", i, info->lay.name[i]);
+		}
+	}
+	for (uint64_t i = 0; !err && i < p->pages; i++)
+		t[i] = tlm__get32(raw + 4 * i);
+	free(raw);
+	if (err) {
+		free(t);
+		BAD(err, "cannot read the page table: %s", tlm_strerror(err));
+	}
+	*out = t;
+	return 0;
+}
+
+/* Every page of every region against the table. */
+static int check_pages(int fd, const struct tlm_ckpt_info *info, const struct place *p,
+		       const uint32_t *t, struct tlm_ckpt_info *out, char *why, size_t wl)
+{
+	uint32_t ps = info->lay.page_size, zc = zero_crc(ps);
+	size_t bufsz = (size_t)ps * 256;
+	uint8_t *buf = malloc(bufsz);
+	int err = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	for (unsigned r = 0; !err && r < info->lay.n; r++) {
+		uint64_t base = p->off[r], end = base + info->lay.len[r], pos = base, stop;
+		const uint32_t *rt = t + p->first_page[r];
+
+		while (!err) {
+			uint64_t hole_to = pos;
+
+			if (next_data(fd, &pos, end, &stop))
+				pos = end;
+			/* The hole before it: zero pages. */
+			for (uint64_t a = hole_to - hole_to % ps; a < pos; a += ps)
+				if (a >= base && rt[(a - base) / ps] != zc && out->bad_pages++ < 8)
+					out->first_bad[out->bad_pages - 1] = p->first_page[r] + (a - base) / ps;
+			if (pos >= end)
+				break;
+			pos -= (pos - base) % ps;
+			stop = round_up(stop, ps) < end ? round_up(stop, ps) : end;
+			while (pos < stop && !err) {
+				size_t n = stop - pos < bufsz ? (size_t)(stop - pos) : bufsz;
+
+				err = pread_all(fd, buf, n, pos);
+				for (size_t o = 0; !err && o < n; o += ps) {
+					uint64_t pg = (pos + o - base) / ps;
+					uint32_t c = tlm_crc32c(0, buf + o, ps);
+
+					if (c != zc)
+						out->pages_data++;
+					if (c != rt[pg] && out->bad_pages++ < 8)
+						out->first_bad[out->bad_pages - 1] = p->first_page[r] + pg;
+				}
+				pos += n;
+			}
+		}
+	}
+	free(buf);
+	if (err)
+		BAD(err, "cannot read the pages: %s", tlm_strerror(err));
+	if (out->bad_pages) {
+		uint64_t g = out->first_bad[0];
+		unsigned r = 0;
+
+		while (r + 1 < info->lay.n && g >= p->first_page[r + 1])
+			r++;
+		BAD(-TLM_EFRAME, "%llu damaged page(s): the first is page %llu of region %u ('%s')",
+		    (unsigned long long)out->bad_pages, (unsigned long long)(g - p->first_page[r]),
+		    r, info->lay.name[r]);
+	}
+	return 0;
+}
+
+static int check_devstate(int fd, const uint8_t *h, const struct place *p, uint64_t len,
+			  uint8_t **out, char *why, size_t wl)
+{
+	uint8_t *d = malloc(len ? len : 1), sha[32];
+	int err = d ? pread_all(fd, d, len, p->dev_off) : -ENOMEM;
+
+	if (!err)
+		err = sha256(d, len, sha);
+	if (err) {
+		free(d);
+		BAD(err, "cannot read the device state: %s", tlm_strerror(err));
+	}
+	if (memcmp(sha, h + OFF_DEVSHA, 32)) {
+		free(d);
+		BAD(-TLM_EFRAME, "the device state does not match its digest (damaged)");
+	}
+	if (out)
+		*out = d;
+	else
+		free(d);
+	return 0;
+}
+
+/* Check an open file; on success the header, the table and (want_dev)
+ * the device state are handed back. */
+static int check_fd(int fd, bool pages, struct tlm_ckpt_info *info, struct place *p,
+		    uint8_t **hdr, uint32_t **table, uint8_t **dev, char *why, size_t wl)
+{
+	struct stat sb;
+	uint8_t *h = NULL, *d = NULL;
+	uint32_t *t = NULL;
+	int err;
+
+	memset(info, 0, sizeof(*info));
+	if (fstat(fd, &sb))
+		BAD(-errno, "cannot stat: %s", strerror(errno));
+	info->file_bytes = (uint64_t)sb.st_size;
+	info->disk_bytes = (uint64_t)sb.st_blocks * 512;
+	err = read_header(fd, (uint64_t)sb.st_size, info, p, &h, why, wl);
+	if (!err)
+		err = read_table(fd, h, info, p, &t, why, wl);
+	if (!err)
+		err = check_devstate(fd, h, p, info->devstate_len, dev ? &d : NULL, why, wl);
+	if (!err && pages)
+		err = check_pages(fd, info, p, t, info, why, wl);
+	if (err || !hdr)
+		free(h);
+	else
+		*hdr = h;
+	if (err || !table)
+		free(t);
+	else
+		*table = t;
+	if (err)
+		free(d);
+	else if (dev)
+		*dev = d;
+	return err;
+}
+
+int tlm_ckpt_check(const char *path, bool pages, struct tlm_ckpt_info *info, char *why,
+		   size_t wl)
+{
+	struct place p;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), err;
+
+	if (fd < 0) {
+		err = -errno;
+		memset(info, 0, sizeof(*info));
+		BAD(err, "cannot open %s: %s", path, strerror(-err));
+	}
+	err = check_fd(fd, pages, info, &p, NULL, NULL, NULL, why, wl);
+	close(fd);
+	return err;
+}
+
+/* ---- writer ---- */
+
+struct tlm_ckpt_w {
+	char *path, *tmp;
+	int fd;
+	struct tlm_ckpt_layout lay;
+	struct place p;
+	bool incremental;
+	uint64_t epoch;
+	uint32_t *table;         /* incremental: the previous checkpoint's */
+	uint8_t *map;            /* [data_off, dev_off) of the file */
+	size_t map_len;
+	struct tlm_region reg[TLM_MAX_REGIONS];
+	uint64_t t0_ns;
+};
+
+static bool same_layout(const struct tlm_ckpt_layout *a, const struct tlm_ckpt_layout *b)
+{
+	if (a->page_size != b->page_size || a->n != b->n)
+		return false;
+	for (unsigned i = 0; i < a->n; i++)
+		if (a->len[i] != b->len[i] || strcmp(a->name[i], b->name[i]))
+			return false;
+	return true;
+}
+
+/* PATH's data into the new file: a reflink, or a copy of its data stretches. */
+static int clone_file(int from, int to, uint64_t size, struct tlm_ckpt_stats *st)
+{
+	uint64_t pos = 0, stop;
+
+	if (ioctl(to, FICLONE, from) == 0) {
+		st->reflinked = true;
+		return 0;
+	}
+	while (!next_data(from, &pos, size, &stop)) {
+		while (pos < stop) {
+			loff_t a = (loff_t)pos, b = (loff_t)pos;
+			ssize_t n = copy_file_range(from, &a, to, &b, stop - pos, 0);
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return n < 0 ? -errno : -EIO;
+			pos += (uint64_t)n;
+			st->copied_bytes += (uint64_t)n;
+		}
+	}
+	return ftruncate(to, (off_t)size) ? -errno : 0;
+}
+
+static char *cat(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	char *s = malloc(la + lb + 1);
+
+	if (s) {
+		memcpy(s, a, la);
+		memcpy(s + la, b, lb + 1);
+	}
+	return s;
+}
+
+int tlm_ckpt_begin(const char *path, const struct tlm_ckpt_layout *lay,
+		   struct tlm_ckpt_w **out, struct tlm_ckpt_stats *st)
+{
+	struct tlm_ckpt_w *w = calloc(1, sizeof(*w));
+	struct tlm_ckpt_info old;
+	char why[200];
+	int err = 0, ofd = -1;
+
+	memset(st, 0, sizeof(*st));
+	*out = NULL;
+	if (!w)
+		return -ENOMEM;
+	w->fd = -1;
+	w->t0_ns = tlm__now_ns();
+	w->lay = *lay;
+	w->path = strdup(path);
+	w->tmp = cat(path, ".tmp");
+	if (!w->path || !w->tmp) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	if (place_of(lay, &w->p)) {
+		snprintf(st->why, sizeof(st->why), "memory layout the format cannot hold");
+		err = -EINVAL;
+		goto fail;
+	}
+	/* A previous writer that died left its PATH.tmp: never valid, drop it. */
+	if (unlink(w->tmp) && errno != ENOENT) {
+		err = -errno;
+		snprintf(st->why, sizeof(st->why), "cannot remove %s: %s", w->tmp, strerror(errno));
+		goto fail;
+	}
+	ofd = open(path, O_RDONLY | O_CLOEXEC);
+	if (ofd >= 0) {
+		struct place op;
+
+		if (!check_fd(ofd, false, &old, &op, NULL, &w->table, NULL, why, sizeof(why)) &&
+		    same_layout(&old.lay, lay)) {
+			w->incremental = true;
+			w->epoch = old.epoch + 1;
+		} else {
+			free(w->table);
+			w->table = NULL;
+		}
+	}
+	if (!w->incremental)
+		w->epoch = 1;
+	w->fd = open(w->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (w->fd < 0) {
+		err = -errno;
+		snprintf(st->why, sizeof(st->why), "cannot create %s: %s", w->tmp, strerror(errno));
+		goto fail;
+	}
+	if (w->incremental)
+		err = clone_file(ofd, w->fd, old.file_bytes, st);
+	if (!err && ftruncate(w->fd, (off_t)w->p.dev_off))
+		err = -errno;
+	if (err) {
+		snprintf(st->why, sizeof(st->why), "cannot prepare %s: %s", w->tmp, tlm_strerror(err));
+		goto fail;
+	}
+	w->map_len = w->p.dev_off - w->p.data_off;
+	if (w->map_len) {
+		w->map = mmap(NULL, w->map_len, PROT_READ | PROT_WRITE,
+			      (w->incremental ? MAP_PRIVATE : MAP_SHARED) | MAP_NORESERVE, w->fd,
+			      (off_t)w->p.data_off);
+		if (w->map == MAP_FAILED) {
+			w->map = NULL;
+			err = -errno;
+			snprintf(st->why, sizeof(st->why), "cannot map %s: %s", w->tmp, strerror(errno));
+			goto fail;
+		}
+		/* No readahead: a fault then brings in one page, not a large
+		 * folio, and a page written later dirties only itself, so the
+		 * zero pages around it stay holes. */
+		(void)madvise(w->map, w->map_len, MADV_RANDOM);
+	}
+	for (unsigned i = 0; i < lay->n; i++) {
+		w->reg[i].base = w->map + (w->p.off[i] - w->p.data_off);
+		w->reg[i].len = lay->len[i];
+		w->reg[i].name = w->lay.name[i];
+	}
+	st->incremental = w->incremental;
+	st->epoch = w->epoch;
+	st->pages_total = w->p.pages;
+	if (ofd >= 0)
+		close(ofd);
+	*out = w;
+	return 0;
+fail:
+	if (ofd >= 0)
+		close(ofd);
+	tlm_ckpt_abort(w);
+	return err;
+}
+
+void tlm_ckpt_regions(struct tlm_ckpt_w *w, const struct tlm_region **r, unsigned *n)
+{
+	*r = w->reg;
+	*n = w->lay.n;
+}
+
+void tlm_ckpt_abort(struct tlm_ckpt_w *w)
+{
+	if (!w)
+		return;
+	if (w->map)
+		munmap(w->map, w->map_len);
+	if (w->fd >= 0) {
+		close(w->fd);
+		(void)unlink(w->tmp);
+	}
+	free(w->table);
+	free(w->path);
+	free(w->tmp);
+	free(w);
+}
+
+/* New file: the mapping is the file. Flush it, then read each data
+ * stretch once for the table; holes are zero pages. */
+static int table_full(struct tlm_ckpt_w *w, uint32_t *t, struct tlm_ckpt_stats *st)
+{
+	uint32_t ps = w->lay.page_size, zc = zero_crc(ps);
+
+	if (w->map && msync(w->map, w->map_len, MS_SYNC))
+		return -errno;
+	if (fsync(w->fd))
+		return -errno;
+	for (uint64_t i = 0; i < w->p.pages; i++)
+		t[i] = zc;
+	for (unsigned r = 0; r < w->lay.n; r++) {
+		uint64_t base = w->p.off[r], end = base + w->lay.len[r], pos = base, stop;
+		uint32_t *rt = t + w->p.first_page[r];
+
+		while (!next_data(w->fd, &pos, end, &stop)) {
+			pos -= (pos - base) % ps;
+			for (; pos < stop; pos += ps) {
+				uint64_t pg = (pos - base) / ps;
+
+				rt[pg] = tlm_crc32c(0, w->reg[r].base + pg * ps, ps);
+				st->pages_written++;
+			}
+		}
+	}
+	return 0;
+}
+
+/* Incremental: the pages the engine wrote are private copies now (present,
+ * not file-backed, or swapped out); of those, the ones that differ from
+ * the previous checkpoint's go to the file. Without /proc/self/pagemap
+ * every page is compared. */
+static int table_incremental(struct tlm_ckpt_w *w, uint32_t *t, struct tlm_ckpt_stats *st)
+{
+	uint32_t ps = w->lay.page_size;
+	uint64_t sys_ps = (uint64_t)sysconf(_SC_PAGESIZE);
+	uint64_t npg = w->map_len / sys_ps, ent[512], done = UINT64_MAX;
+	uint8_t *old = malloc(ps);
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), err = 0;
+
+	if (!old) {
+		if (pm >= 0)
+			close(pm);
+		return -ENOMEM;
+	}
+	memcpy(t, w->table, w->p.pages * 4);
+	for (uint64_t i = 0; i < npg && !err; i += 512) {
+		uint64_t n = npg - i < 512 ? npg - i : 512;
+		uint64_t vpn = ((uintptr_t)w->map) / sys_ps + i;
+		bool all = pm < 0 ||
+			   pread(pm, ent, n * 8, (off_t)(vpn * 8)) != (ssize_t)(n * 8);
+
+		for (uint64_t k = 0; k < n && !err; k++) {
+			uint64_t off = (i + k) * sys_ps, g, file_off;
+			const uint8_t *page;
+			bool touched = all || ((ent[k] >> 63) & 1 && !((ent[k] >> 61) & 1)) ||
+				       ((ent[k] >> 62) & 1);
+
+			/* global page: the regions follow one another */
+			g = off / ps;
+			if (!touched || g == done)
+				continue;
+			done = g;
+			page = w->map + g * ps;
+			file_off = w->p.data_off + g * ps;
+			err = pread_all(w->fd, old, ps, file_off);
+			if (err || !memcmp(old, page, ps))
+				continue;
+			if (tlm__page_zero(page, ps)) {
+				if (fallocate(w->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					      (off_t)file_off, ps))
+					err = pwrite_all(w->fd, page, ps, file_off);
+			} else {
+				err = pwrite_all(w->fd, page, ps, file_off);
+			}
+			t[g] = tlm_crc32c(0, page, ps);
+			st->pages_written++;
+		}
+	}
+	if (pm >= 0)
+		close(pm);
+	free(old);
+	return err;
+}
+
+static int fsync_dir(const char *path)
+{
+	char *dir = strdup(path), *slash;
+	int fd, err = 0;
+
+	if (!dir)
+		return -ENOMEM;
+	slash = strrchr(dir, '/');
+	if (slash == dir)
+		slash[1] = 0;
+	else if (slash)
+		*slash = 0;
+	fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd))
+		err = -errno;
+	if (fd >= 0)
+		close(fd);
+	free(dir);
+	return err;
+}
+
+int tlm_ckpt_commit(struct tlm_ckpt_w *w, const void *devstate, size_t devlen,
+		    struct tlm_ckpt_stats *st)
+{
+	uint8_t (*regsha)[32] = calloc(TLM_MAX_REGIONS, 32), devsha[32], *raw = NULL, *h = NULL;
+	uint32_t *t = malloc(w->p.pages ? w->p.pages * 4 : 4), zc = zero_crc(w->lay.page_size);
+	const char *step = "the pages";
+	struct stat sb;
+	int err = regsha && t ? 0 : -ENOMEM;
+
+	if (devlen > MAX_DEVSTATE)
+		err = -EFBIG;
+	if (!err)
+		err = w->incremental ? table_incremental(w, t, st) : table_full(w, t, st);
+	if (w->map) {
+		munmap(w->map, w->map_len);
+		w->map = NULL;
+	}
+	if (!err) {
+		step = "the page table";
+		raw = malloc(w->p.table_len ? w->p.table_len : 1);
+		h = malloc(w->p.hdr_len);
+		err = raw && h ? 0 : -ENOMEM;
+	}
+	for (uint64_t i = 0; !err && i < w->p.pages; i++) {
+		tlm__put32(raw + 4 * i, t[i]);
+		st->pages_data += t[i] != zc;
+	}
+	for (unsigned i = 0; !err && i < w->lay.n; i++)
+		err = sha256(raw + 4 * w->p.first_page[i], w->lay.len[i] / w->lay.page_size * 4,
+			     regsha[i]);
+	if (!err)
+		err = pwrite_all(w->fd, raw, w->p.table_len, w->p.table_off);
+	if (!err) {
+		step = "the device state";
+		err = sha256(devstate ? devstate : "", devlen, devsha);
+	}
+	if (!err && ftruncate(w->fd, (off_t)(w->p.dev_off + devlen)))
+		err = -errno;
+	if (!err && devlen)
+		err = pwrite_all(w->fd, devstate, devlen, w->p.dev_off);
+	if (!err) {
+		step = "the header";
+		encode_header(h, &w->lay, &w->p, w->epoch, devlen, devsha,
+			      (const uint8_t (*)[32])regsha);
+		err = pwrite_all(w->fd, h, w->p.hdr_len, 0);
+	}
+	if (!err) {
+		step = "fsync";
+		err = fsync(w->fd) ? -errno : 0;
+	}
+	if (!err) {
+		step = "the rename";
+		err = rename(w->tmp, w->path) ? -errno : 0;
+	}
+	if (!err) {
+		close(w->fd);
+		w->fd = -1;      /* PATH.tmp is PATH now: abort must not unlink */
+		(void)fsync_dir(w->path);
+		if (!stat(w->path, &sb)) {
+			st->file_bytes = (uint64_t)sb.st_size;
+			st->disk_bytes = (uint64_t)sb.st_blocks * 512;
+		}
+		st->devstate_len = devlen;
+	} else {
+		snprintf(st->why, sizeof(st->why), "writing %s of %s: %s", step, w->tmp,
+			 tlm_strerror(err));
+	}
+	st->commit_ms = (double)(tlm__now_ns() - w->t0_ns) / 1e6;
+	free(regsha);
+	free(t);
+	free(raw);
+	free(h);
+	tlm_ckpt_abort(w);
+	return err;
+}
+
+int tlm_ckpt_receive(struct tlm_session *s, const char *path, struct tlm_ckpt_stats *st)
+{
+	const struct tlm_session_cfg *cfg = tlm_session_cfg_get(s);
+	struct tlm_ckpt_layout lay = { .page_size = cfg->page_size, .n = cfg->n_regions };
+	const struct tlm_region *reg;
+	struct tlm_dest_stats ds;
+	struct tlm_ckpt_w *w;
+	void *dev = NULL;
+	size_t devlen = 0;
+	unsigned n;
+	int err;
+
+	for (unsigned i = 0; i < lay.n; i++) {
+		lay.len[i] = cfg->region_len[i];
+		snprintf(lay.name[i], sizeof(lay.name[i]), "%s",
+			 cfg->region_name[i] ? cfg->region_name[i] : "");
+	}
+	err = tlm_ckpt_begin(path, &lay, &w, st);
+	if (err)
+		return err;
+	tlm_ckpt_regions(w, &reg, &n);
+	err = tlm_migrate_dest(s, reg, n, &dev, &devlen, &ds);
+	if (err) {
+		snprintf(st->why, sizeof(st->why), "the migration into the file failed: %s",
+			 ds.why[0] ? ds.why : tlm_strerror(err));
+		tlm_ckpt_abort(w);
+		return err;
+	}
+	err = tlm_ckpt_commit(w, dev, devlen, st);
+	free(dev);
+	return err;
+}
+
+/* ---- reader ---- */
+
+struct tlm_ckpt_r {
+	struct tlm_ckpt_info info;
+	struct place p;
+	uint8_t *map;
+	size_t map_len;
+	uint8_t *dev;
+	struct tlm_region reg[TLM_MAX_REGIONS];
+	struct tlm_memsrc ms;
+};
+
+static int r_regions(void *ctx, const struct tlm_region **out, unsigned *n)
+{
+	struct tlm_ckpt_r *r = ctx;
+
+	*out = r->reg;
+	*n = r->info.lay.n;
+	return 0;
+}
+
+static int r_nothing(void *ctx)
+{
+	(void)ctx;
+	return 0;
+}
+
+static int r_get_dirty(void *ctx, unsigned region, uint64_t *bitmap)
+{
+	(void)ctx;
+	(void)region;
+	(void)bitmap;
+	return 0;        /* a file is never written while it is sent */
+}
+
+static int r_device_state(void *ctx, const void **buf, size_t *len)
+{
+	struct tlm_ckpt_r *r = ctx;
+
+	*buf = r->dev;
+	*len = r->info.devstate_len;
+	return 0;
+}
+
+static const struct tlm_memsrc_ops r_ops = {
+	.regions = r_regions,
+	.start_tracking = r_nothing,
+	.get_dirty = r_get_dirty,
+	.stop_tracking = r_nothing,
+	.pause = r_nothing,
+	.resume = r_nothing,
+	.device_state = r_device_state,
+};
+
+int tlm_ckpt_open(const char *path, struct tlm_ckpt_r **out, char *why, size_t wl)
+{
+	struct tlm_ckpt_r *r = calloc(1, sizeof(*r));
+	int fd, err;
+
+	*out = NULL;
+	if (!r)
+		return -ENOMEM;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		err = -errno;
+		free(r);
+		BAD(err, "cannot open %s: %s", path, strerror(-err));
+	}
+	err = check_fd(fd, true, &r->info, &r->p, NULL, NULL, &r->dev, why, wl);
+	r->map_len = r->p.dev_off - r->p.data_off;
+	if (!err && r->map_len) {
+		r->map = mmap(NULL, r->map_len, PROT_READ, MAP_PRIVATE | MAP_NORESERVE, fd,
+			      (off_t)r->p.data_off);
+		if (r->map == MAP_FAILED) {
+			err = -errno;
+			r->map = NULL;
+			snprintf(why, wl, "cannot map %s: %s", path, strerror(-err));
+		} else {
+			(void)madvise(r->map, r->map_len, MADV_SEQUENTIAL);
+		}
+	}
+	close(fd);
+	if (err) {
+		free(r->dev);
+		free(r);
+		return err;
+	}
+	for (unsigned i = 0; i < r->info.lay.n; i++) {
+		r->reg[i].base = r->map + (r->p.off[i] - r->p.data_off);
+		r->reg[i].len = r->info.lay.len[i];
+		r->reg[i].name = r->info.lay.name[i];
+	}
+	r->ms.ops = &r_ops;
+	r->ms.ctx = r;
+	r->ms.page_size = r->info.lay.page_size;
+	*out = r;
+	return 0;
+}
+
+const struct tlm_ckpt_info *tlm_ckpt_r_info(const struct tlm_ckpt_r *r)
+{
+	return &r->info;
+}
+
+void tlm_ckpt_r_regions(const struct tlm_ckpt_r *r, const struct tlm_region **reg, unsigned *n)
+{
+	*reg = r->reg;
+	*n = r->info.lay.n;
+}
+
+struct tlm_memsrc *tlm_ckpt_memsrc(struct tlm_ckpt_r *r)
+{
+	return &r->ms;
+}
+
+void tlm_ckpt_close(struct tlm_ckpt_r *r)
+{
+	if (!r)
+		return;
+	if (r->map)
+		munmap(r->map, r->map_len);
+	free(r->dev);
+	free(r);
+}
