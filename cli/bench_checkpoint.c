@@ -33,6 +33,7 @@
 #include "cli.h"
 #include "tlm/engine.h"
 #include "tlm/memsrc.h"
+#include "tlm-bench.h"
 
 static volatile int interrupted;
 static void on_sigint(int sig) { (void)sig; interrupted = 1; }
@@ -86,7 +87,7 @@ static int writer_child(struct tlm_listener *li, void *arg)
 			return 1;
 		}
 		res.err = tlm_ckpt_receive(s, wa->path, &res.st);
-		res.peak_rss = tlm_cli_peak_rss();
+		res.peak_rss = tlm_bench_peak_rss();
 		if (!write_all(tlm_session_lane(s, 0), &res, sizeof(res))) {
 			uint8_t b;
 			(void)tlm_lane_read(tlm_session_lane(s, 0), &b, 1, 60000);
@@ -510,8 +511,8 @@ int tlm_cli_bench_checkpoint(int argc, char **argv)
 	{
 		struct tlm_session_cfg lcfg = { .transport = o.transport, .psk = &psk };
 
-		child = tlm_cli_fork_listener(&lcfg, "127.0.0.1", port, sizeof(port),
-					      writer_child, &wa);
+		child = tlm_bench_fork_listener(&lcfg, "127.0.0.1", port, sizeof(port),
+						writer_child, &wa);
 	}
 	if (child < 0)
 		return 1;

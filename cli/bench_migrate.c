@@ -22,6 +22,7 @@
 #include "cli.h"
 #include "tlm/engine.h"
 #include "tlm/memsrc.h"
+#include "tlm-bench.h"
 
 struct bm_opts {
 	const char *transport, *targs, *workload, *psk_path, *tracker;
@@ -183,7 +184,7 @@ static int run_dest(struct tlm_listener *li, const struct bm_opts *o, bool quiet
 	if (!err)
 		err = send_digest(tlm_session_lane(s, 0), &d);
 	if (!err) {
-		uint64_t st[7] = { ds.pages_applied, ds.pages_stale, tlm_cli_peak_rss(),
+		uint64_t st[7] = { ds.pages_applied, ds.pages_stale, tlm_bench_peak_rss(),
 				   ds.pages_placed, ds.register_ms, ds.pages_zero_kept,
 				   ds.backlog_records };
 		err = write_all(tlm_session_lane(s, 0), st, sizeof(st));
@@ -448,7 +449,7 @@ static int run_source(const struct bm_opts *o, const char *host, const char *por
 		tlm_json_u64(&j, "source_extra_bytes", st.extra_bytes + tlm_local_tracker_bytes(m));
 		tlm_json_u64(&j, "workload_writes", tlm_workload_writes(w) - writes0);
 		tlm_json_u64(&j, "workload_writes_after_failure", writes_after);
-		tlm_json_u64(&j, "peak_rss_source_bytes", tlm_cli_peak_rss());
+		tlm_json_u64(&j, "peak_rss_source_bytes", tlm_bench_peak_rss());
 		tlm_json_u64(&j, "peak_rss_destination_bytes", dst_stats[2]);
 		tlm_json_u64(&j, "pages_zero_kept_at_destination", dst_stats[5]);
 		tlm_json_bool(&j, "zero_copy", st.zero_copy);
@@ -694,8 +695,8 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 	{
 		struct tlm_session_cfg cfg = { .transport = o.transport,
 			.transport_args = o.targs, .psk = &psk };
-		pid_t child = tlm_cli_fork_listener(&cfg, o.local_addr, port, sizeof(port),
-						    dest_child, &o);
+		pid_t child = tlm_bench_fork_listener(&cfg, o.local_addr, port, sizeof(port),
+						      dest_child, &o);
 
 		if (child < 0)
 			return 1;

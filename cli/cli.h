@@ -49,22 +49,13 @@ int tlm_cli_targs_build(const struct tlm_cli_targs *t, const char *transport, ch
 "                       that share of the packets this end sends (P in 0..1)\n"
 /* Prints "tlm: <msg>" to stderr; the library's log callback goes here too. */
 void tlm_cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same for a whole line (the benchmark library's error hook). */
+void tlm_cli_err_line(const char *msg);
 void tlm_cli_install_log(void);
 uint64_t tlm_cli_now_ms(void);
-/* Peak resident set size of this process (VmHWM), bytes. */
-uint64_t tlm_cli_peak_rss(void);
 /* Load --psk FILE, or make a random key when none was given and both ends
  * run here (loopback). Prints the reason on failure. */
 int tlm_cli_get_psk(const char *path, bool loopback_only, struct tlm_psk *out);
-/* Both ends on this machine: forks a child that listens on addr, port 0,
- * with cfg, tells the parent its port through a pipe, runs fn(listener,
- * arg) and exits with fn's result (0 = success). The child makes its own
- * listener so a transport with per-process state (DPDK's EAL, which does
- * not survive fork) starts clean on both sides. Returns the child's pid
- * with port filled in, or -1 after saying why. */
-pid_t tlm_cli_fork_listener(const struct tlm_session_cfg *cfg, const char *addr,
-			    char *port, size_t plen,
-			    int (*fn)(struct tlm_listener *l, void *arg), void *arg);
 /* bench_peer.c APIs: --peer ib_write_bw and --in-vm of tlm bench transport. */
 int tlm_cli_rdma_dev_for(const char *addr, const char *targs, char *dev, size_t cap);
 int tlm_cli_ib_write_bw(const char *dev, const char *addr, unsigned qps, uint32_t size,
@@ -73,18 +64,6 @@ int tlm_cli_ib_write_bw(const char *dev, const char *addr, unsigned qps, uint32_
  * add_addr) inside tests/vm/run-in-vm.sh; returns only on failure. */
 void tlm_cli_reexec_in_vm(const char *cmd, int argc, char **argv, const char *flag,
 			  const char *vm_addr, bool add_addr);
-/* bench_raw.c APIs, only in a build with dpdk (bench_transport.c declares
- * them weak): the raw PMD blast (transport-dpdk/raw.h) at the mtu= and
- * with the dpdk-args= of dpdk transport args: on the embedded memif pair,
- * or where the sender's and the receiver's args (rx_targs, NULL: the
- * same) each name a vdev=, from one to the other (place: memif only,
- * -EINVAL). -ENODEV when they name a port= or a single device both ends
- * would share. And the TSC rate, for cycle figures. */
-struct tlm__raw_result;
-enum tlm_raw_mode { TLM_RAW_FRAMES, TLM_RAW_COPY, TLM_RAW_PLACE };
-int tlm_cli_raw_blast(const char *targs, const char *rx_targs, double seconds,
-		      enum tlm_raw_mode mode, struct tlm__raw_result *r);
-double tlm_cli_tsc_hz(void);
 /* Minimal JSON writer for --json reports (one object per run). */
 struct tlm_json { FILE *f; int depth; bool first[16]; };
 void tlm_json_begin(struct tlm_json *j, FILE *f);

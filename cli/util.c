@@ -158,6 +158,11 @@ void tlm_cli_err(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+void tlm_cli_err_line(const char *msg)
+{
+	fprintf(stderr, "tlm: %s\n", msg);
+}
+
 static void log_cb(int level, const char *msg, void *arg)
 {
 	static const char *const names[] = { "error", "warning", "info", "debug" };
@@ -181,21 +186,6 @@ uint64_t tlm_cli_now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-uint64_t tlm_cli_peak_rss(void)
-{
-	FILE *f = fopen("/proc/self/status", "r");
-	char line[256];
-	uint64_t kb = 0;
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmHWM: %lu kB", &kb) == 1)
-			break;
-	fclose(f);
-	return kb * 1024;
-}
-
 int tlm_cli_get_psk(const char *path, bool loopback_only, struct tlm_psk *out)
 {
 	int err;
@@ -215,58 +205,6 @@ int tlm_cli_get_psk(const char *path, bool loopback_only, struct tlm_psk *out)
 	if (err)
 		tlm_cli_err("cannot make a random key: %s", tlm_strerror(err));
 	return err;
-}
-
-pid_t tlm_cli_fork_listener(const struct tlm_session_cfg *cfg, const char *addr,
-			    char *port, size_t plen,
-			    int (*fn)(struct tlm_listener *l, void *arg), void *arg)
-{
-	int pfd[2];
-	pid_t child;
-	ssize_t n;
-
-	if (pipe(pfd)) {
-		tlm_cli_err("pipe: %s", strerror(errno));
-		return -1;
-	}
-	fflush(NULL);
-	child = fork();
-	if (child < 0) {
-		tlm_cli_err("fork: %s", strerror(errno));
-		close(pfd[0]);
-		close(pfd[1]);
-		return -1;
-	}
-	if (child == 0) {
-		struct tlm_listener *li;
-		int err, rc;
-
-		close(pfd[0]);
-		signal(SIGINT, SIG_IGN); /* the parent decides what Ctrl-C means */
-		err = tlm_listen(cfg, addr, "0", &li);
-		if (err) {
-			tlm_cli_err("cannot listen on %s: %s", addr, tlm_strerror(err));
-			_exit(1);
-		}
-		dprintf(pfd[1], "%d", tlm_listener_port(li));
-		close(pfd[1]);
-		rc = fn(li, arg);
-		tlm_listener_close(li);
-		/* exit, not _exit: a transport's own cleanup runs (dpdk removes
-		 * the EAL runtime directory it made); stdio was flushed before
-		 * the fork, so nothing of the parent's is written twice */
-		exit(rc == 0 ? 0 : 1);
-	}
-	close(pfd[1]);
-	n = read(pfd[0], port, plen - 1);
-	close(pfd[0]);
-	if (n <= 0) {
-		waitpid(child, NULL, 0);
-		tlm_cli_err("the receiving process did not start");
-		return -1;
-	}
-	port[n] = 0;
-	return child;
 }
 
 /* ---- JSON writer ---- */

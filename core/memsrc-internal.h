@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Between the in-process memory source (memsrc-local.c) and the workloads
- * that write into it (workload.c).
+ * that write into it (bench/lib/workload.c): the pause gate.
  */
 #ifndef TLM_CORE_MEMSRC_INTERNAL_H
 #define TLM_CORE_MEMSRC_INTERNAL_H
@@ -22,12 +22,5 @@
 int tlm__local_gate_enter(struct tlm_local *m, const atomic_bool *stop);
 void tlm__local_gate_exit(struct tlm_local *m);
 void tlm__local_gate_kick(struct tlm_local *m);
-
-/* workload.c APIs: */
-/* 1 if a 4 KiB-or-larger page holds a consistent workload stamp for global
- * page gidx (or was never written: all zero), else 0. Meaningful only while
- * no writer is touching the page (e.g. after pause, or at the destination
- * after the final dirty set was applied). */
-int tlm__workload_page_ok(const void *page, uint32_t page_size, uint64_t gidx);
 
 #endif /* TLM_CORE_MEMSRC_INTERNAL_H */

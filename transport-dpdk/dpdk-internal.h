@@ -44,7 +44,7 @@
 #include "tlm-internal.h"
 #include "extbuf.h"
 #include "eal.h"
-#include "raw.h"
+#include "bench.h"
 
 #define BURST        32
 #define WR_CHUNK     65536 /* bytes per commit in byte mode (d_write, inject_raw) */

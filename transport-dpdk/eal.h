@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The EAL's start and log capture (eal.c), for the lanes and the raw
- * blast (raw.c) alike. Internal: only in a build with the dpdk transport. */
+ * blast (bench/lib/raw-dpdk.c) alike. Internal: only in a build with the dpdk transport. */
 #ifndef TLM_DPDK_EAL_H
 #define TLM_DPDK_EAL_H
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Frames that point into pages they do not own (rte_pktmbuf_attach_extbuf),
  * for the lanes' zero-copy sends (dpdk.c) and the raw blast's one-pass
- * sender (raw.c). Internal; needs DPDK's headers. */
+ * sender (bench/lib/raw-dpdk.c). Internal; needs DPDK's headers. */
 #ifndef TLM_DPDK_EXTBUF_H
 #define TLM_DPDK_EXTBUF_H
 

@@ -9,7 +9,8 @@
  *   raw      one process tx_bursts frames of the lane's full frame size
  *            (headers written, no payload copy, no protocol), the other
  *            rx_bursts and counts; raw_Bps = frame payload bytes / s
- *            (transport-dpdk/raw.c, which `tlm bench transport` runs too)
+ *            (the benchmark library's, bench/lib/raw-dpdk.c, which `tlm bench
+ *            transport` runs too)
  *   raw_copy the same with page data copied into each frame at the sender
  *            and out of it at the receiver (the least a page transfer does;
  *            no protocol, no check): raw_copy_Bps, ratio_raw_copy
@@ -46,7 +47,8 @@
 #include <unistd.h>
 
 #include "tlm-internal.h"
-#include "transport-dpdk/raw.h"
+#include "transport-dpdk/bench.h"
+#include "tlm-bench.h"
 
 extern const struct tlm_lane_ops tlm__dpdk_ops;
 extern const struct tlm_lane_ops tlm__tcp_ops;
@@ -268,7 +270,8 @@ int main(int argc, char **argv)
 	};
 	const char *json = NULL;
 	int opt;
-	struct tlm__raw_result raw = { 0 }, rawc = { 0 }, rawp = { 0 };
+	struct tlm_bench_raws raws = { 0 };
+	struct tlm_bench_raw_result *raw = &raws.frames, *rawc = &raws.copy, *rawp = &raws.place;
 	struct lane_run dl = { 0 }, tl = { 0 };
 
 	static char args_buf[512];
@@ -305,18 +308,12 @@ int main(int argc, char **argv)
 	/* raw (--no-raw: lanes only, e.g. under a profiler); first, while
 	 * this process has no EAL (nor has it later: the lanes run in
 	 * children too) */
-	raw.frame_bytes = mtu + 14;
-	raw.payload = mtu - 66;
-	if (!no_raw && (tlm__dpdk_raw_blast(&(struct tlm__raw_cfg){ .mtu = mtu,
-								 .seconds = seconds }, &raw) ||
-			tlm__dpdk_raw_blast(&(struct tlm__raw_cfg){ .mtu = mtu, .seconds = seconds,
-								 .copies = true }, &rawc) ||
-			tlm__dpdk_raw_blast(&(struct tlm__raw_cfg){ .mtu = mtu, .seconds = seconds,
-								 .copies = true, .place = true },
-					    &rawp))) {
+	if (!no_raw && tlm_bench_raw_blasts(targs, NULL, seconds, &raws)) {
 		fprintf(stderr, "raw phase failed\n");
 		return 1;
 	}
+	raw->frame_bytes = mtu + 14;
+	raw->payload = mtu - 66;
 	if (run_lanes(&dl))
 		return 1;
 	if (!no_tcp) {
@@ -332,10 +329,10 @@ int main(int argc, char **argv)
 		targs = dargs;
 		live = dlive;
 	}
-	double hz = raw.tsc_hz > 0 ? raw.tsc_hz : tlm__dpdk_tsc_hz();
+	double hz = raw->tsc_hz > 0 ? raw->tsc_hz : tlm_bench_tsc_hz();
 	/* --no-raw: zeros, not divisions by zero */
-	double raw_fps = raw.seconds > 0 ? (double)raw.frames_rx / raw.seconds : 0;
-	double raw_cpf = raw.frames_rx ? raw.cpu_rx * hz / (double)raw.frames_rx : 0;
+	double raw_fps = raw->seconds > 0 ? (double)raw->frames_rx / raw->seconds : 0;
+	double raw_cpf = raw->frames_rx ? raw->cpu_rx * hz / (double)raw->frames_rx : 0;
 	double good_Bps = (double)dl.pages_rx * 4096 / dl.t;
 	double cpp_tx = dl.ctx * hz / (double)dl.pages_tx, cpp_rx = dl.crx * hz / (double)dl.pages_rx;
 	FILE *f = json ? fopen(json, "w") : stdout;
@@ -350,11 +347,11 @@ int main(int argc, char **argv)
 		" \"cycles_per_page_tx\": %.0f, \"cycles_per_page_rx\": %.0f,\n"
 		" \"pages_per_s_per_core_tx\": %.0f, \"pages_per_s_per_core_rx\": %.0f, "
 		"\"pages_per_s_per_core\": %.0f,\n",
-		raw.frame_bytes, raw.payload, seconds, live ? "true" : "false", raw.Bps,
-		raw_fps, raw_cpf, rawc.Bps, rawc.Bps > 0 ? good_Bps / rawc.Bps : 0, rawp.Bps,
-		raw.Bps > 0 ? rawp.Bps / raw.Bps : 0, rawp.Bps > 0 ? good_Bps / rawp.Bps : 0,
+		raw->frame_bytes, raw->payload, seconds, live ? "true" : "false", raw->Bps,
+		raw_fps, raw_cpf, rawc->Bps, rawc->Bps > 0 ? good_Bps / rawc->Bps : 0, rawp->Bps,
+		raw->Bps > 0 ? rawp->Bps / raw->Bps : 0, rawp->Bps > 0 ? good_Bps / rawp->Bps : 0,
 		good_Bps, dl.pages_rx,
-		raw.Bps > 0 ? good_Bps / raw.Bps : 0, cpp_tx, cpp_rx, hz / cpp_tx, hz / cpp_rx,
+		raw->Bps > 0 ? good_Bps / raw->Bps : 0, cpp_tx, cpp_rx, hz / cpp_tx, hz / cpp_rx,
 		hz / (cpp_tx > cpp_rx ? cpp_tx : cpp_rx));
 	if (!no_tcp)
 		fprintf(f, " \"tcp_loopback\": {\"goodput_Bps\": %.0f, \"cycles_per_page_tx\": %.0f, "

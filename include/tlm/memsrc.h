@@ -70,28 +70,6 @@ int tlm_local_pagemap_scan_supported(void);
 /* Bytes the tracker itself uses (bitmaps), for reports. */
 size_t tlm_local_tracker_bytes(const struct tlm_local *m);
 
-/* ---- workloads that write into a local memory source ----
- * mg: sweeps over a hierarchy of grids of decreasing size, writing heavily;
- * sp: line sweeps along each dimension of a 3-D array;
- * random: uniform random page writes; hotset: a small hot working set;
- * idle: no writes.
- * rate: page writes per second over all threads (0 = unlimited).
- * pause()/resume() of the memory source park and release the threads. */
-struct tlm_workload;
-int tlm_workload_start(struct tlm_local *m, const char *kind, unsigned threads,
-		       uint64_t rate, uint64_t seed, struct tlm_workload **out);
-/* Before tlm_workload_start: write percent% of the pages (spread evenly
- * over the regions) once, with the same stamps the workloads write, as an
- * application that allocated and initialised its arrays. threads: how
- * many threads share the work (0 = 1). Returns pages written, or a
- * negative errno. */
-int64_t tlm_workload_fill(struct tlm_local *m, unsigned percent, unsigned threads);
-/* Page writes done so far. */
-uint64_t tlm_workload_writes(const struct tlm_workload *w);
-void tlm_workload_stop(struct tlm_workload *w);
-/* Names of the workloads, NULL-terminated. */
-extern const char *const tlm_workload_names[];
-
 #ifdef __cplusplus
 }
 #endif

@@ -160,7 +160,9 @@ void tlm_session_close(struct tlm_session *s);
 enum {
 	TLM_PF_ZERO   = 1u << 0,  /* page is all zeroes; len == 0 */
 	TLM_PF_XBZRLE = 1u << 1,  /* data is an XBZRLE delta against the last copy */
-	TLM_PF_PS     = 1u << 2,  /* sent by the page saver (informational) */
+	TLM_PF_PS     = 1u << 2,  /* sent by the page saver: for the same page and
+				   * epoch, the engine's destination keeps this
+				   * copy over the checkpoint's (core/apply.c) */
 	TLM_PF_PLACED = 1u << 3,  /* the transport already placed the data in the
 				   * receiver's region (RDMA WRITE): data is NULL,
 				   * len is what was placed, crc is 0 */

@@ -29,6 +29,7 @@
 
 #include "tlm/engine.h"
 #include "tlm/memsrc.h"
+#include "tlm-bench.h"
 
 #define MEM (512ull << 20)
 

@@ -26,6 +26,7 @@
 #include "tlm/memsrc.h"
 #include "tlm/tlm.h"
 #include "tests/check.h"
+#include "tlm-bench.h"
 
 #define PS 4096u
 
@@ -472,7 +473,7 @@ static size_t shadow_torn(const struct shadow *s)
 
 	for (unsigned r = 0, g = 0; r < s->n; r++)
 		for (size_t p = 0; p < npages(&s->rg[r]); p++, g++)
-			torn += !tlm__workload_page_ok(s->copy[r] + p * PS, PS, g);
+			torn += !tlm_workload_page_ok(s->copy[r] + p * PS, PS, g);
 	return torn;
 }
 
@@ -551,7 +552,7 @@ static size_t inconsistent(const struct tlm_region *rg, unsigned n)
 
 	for (unsigned r = 0, g = 0; r < n; r++)
 		for (size_t p = 0; p < npages(&rg[r]); p++, g++)
-			bad += !tlm__workload_page_ok((uint8_t *)rg[r].base + p * PS, PS, g);
+			bad += !tlm_workload_page_ok((uint8_t *)rg[r].base + p * PS, PS, g);
 	return bad;
 }
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The raw PMD blast (raw.h): the physical limit of a DPDK lane's path,
+ * The raw PMD blast (tlm-bench.h): the physical limit of a DPDK lane's path,
  * same PMD (net_memif between two processes, as the embedded default
  * lanes, or the vdev each end of a device run names: net_af_packet on the
  * two ends of a veth pair), same frame size, no protocol.
@@ -59,12 +59,13 @@
 #include <rte_mbuf.h>
 
 #include "tlm-internal.h"
-#include "extbuf.h"
-#include "eal.h"
-#include "raw.h"
+#include "transport-dpdk/bench.h"
+#include "transport-dpdk/eal.h"
+#include "transport-dpdk/extbuf.h"
+#include "tlm-bench.h"
 
 #define BURST        32
-#define L2L4_HDR     (14 + 20 + 8 + 38)   /* Ethernet, IPv4, UDP, lane header (dpdk.c HDR_LEN) */
+#define L2L4_HDR     (14 + 20 + 8 + 38)   /* Ethernet, IPv4, UDP, lane header (the dpdk transport's HDR_LEN) */
 #define FIRST_NS     (20ull * 1000000000) /* rx: the first frame must come by then */
 #define QUIET_NS     (500ull * 1000000)   /* rx: the sender is done after this */
 #define LINK_MS      10000                /* tx: memif link up */
@@ -73,7 +74,7 @@
 
 /* What the children share. */
 struct blast {
-	const struct tlm__raw_cfg *c;
+	const struct tlm_bench_raw_cfg *c;
 	char sock[64];          /* the memif socket (abstract) */
 	int hold[2];            /* the tx child waits for EOF on hold[0] */
 };
@@ -127,7 +128,7 @@ static void port_name(const char *vdev, char *out, size_t cap)
 static struct rte_mempool *child_port(const struct blast *b, const char *role, int out,
 				      uint16_t *port)
 {
-	const struct tlm__raw_cfg *c = b->c;
+	const struct tlm_bench_raw_cfg *c = b->c;
 	char buf[1024], *argv[72];
 	struct rte_eth_conf conf = { 0 };
 	struct rte_mempool *mp;
@@ -336,7 +337,7 @@ static int place_burst(struct rte_mempool *mp, uint8_t *src, uint32_t len, size_
 
 static void tx_child(const struct blast *bl, int out)
 {
-	const struct tlm__raw_cfg *c = bl->c;
+	const struct tlm_bench_raw_cfg *c = bl->c;
 	struct rte_mbuf *b[BURST];
 	struct rte_eth_link link;
 	struct rte_mempool *mp;
@@ -459,7 +460,7 @@ static int reap(pid_t pid, bool kill_it)
 	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EIO;
 }
 
-int tlm__dpdk_raw_blast(const struct tlm__raw_cfg *c, struct tlm__raw_result *r)
+int tlm_bench_raw_blast(const struct tlm_bench_raw_cfg *c, struct tlm_bench_raw_result *r)
 {
 	struct blast b = { .c = c, .hold = { -1, -1 } };
 	char rx_dir[256] = "", tx_dir[256] = "", line[256];
@@ -527,7 +528,7 @@ out:
 	return rc;
 }
 
-double tlm__dpdk_tsc_hz(void)
+double tlm_bench_tsc_hz(void)
 {
 	uint64_t hz = rte_get_tsc_hz(), t0, c0;
 
@@ -537,4 +538,51 @@ double tlm__dpdk_tsc_hz(void)
 	c0 = rte_rdtsc();
 	usleep(50000);
 	return (double)(rte_rdtsc() - c0) * 1e9 / (double)(tlm__now_ns() - t0);
+}
+
+/* One blast between the ends the sender's and the receiver's transport
+ * args give (tlm_bench_raw_blasts), at the sender's mtu= and EAL args. */
+static int blast_targs(const char *targs, const char *rx_targs, double seconds, bool copies,
+		       bool place, struct tlm_bench_raw_result *r)
+{
+	struct tlm_bench_raw_cfg c = { .seconds = seconds, .copies = copies, .place = place };
+	char eal[512], rx_eal[512], vtx[512], vrx[512];
+	unsigned mtu, rx_mtu;
+	int rc = tlm__dpdk_raw_end(targs, eal, sizeof(eal), vtx, sizeof(vtx), &mtu);
+
+	/* the receiver's vdev; the blast runs both children with the
+	 * sender's EAL arguments and mtu= */
+	if (!rc)
+		rc = tlm__dpdk_raw_end(rx_targs ? rx_targs : targs, rx_eal, sizeof(rx_eal), vrx,
+				       sizeof(vrx), &rx_mtu);
+	if (rc)
+		return rc;
+	/* a device both ends name alike is one device: not two ends of a path */
+	if (!*vtx != !*vrx || (*vtx && !strcmp(vtx, vrx)))
+		return -ENODEV;
+	if (*vtx && c.place)
+		return -EINVAL;
+	c.mtu = mtu;
+	c.eal_args = *eal ? eal : NULL;
+	c.vdev_tx = *vtx ? vtx : NULL;
+	c.vdev_rx = *vrx ? vrx : NULL;
+	return tlm_bench_raw_blast(&c, r);
+}
+
+int tlm_bench_raw_blasts(const char *targs, const char *rx_targs, double seconds,
+			 struct tlm_bench_raws *out)
+{
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	rc = blast_targs(targs, rx_targs, seconds, false, false, &out->frames);
+	if (!rc)
+		rc = blast_targs(targs, rx_targs, seconds, true, false, &out->copy);
+	if (!rc) {
+		rc = blast_targs(targs, rx_targs, seconds, true, true, &out->place);
+		if (rc == -EINVAL)
+			rc = 0;   /* a vdev pair: place is the memif client's trick */
+	}
+	out->ran = rc == 0;
+	return rc;
 }

@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Workloads that write into a local memory source, standing in for a guest.
+ * Workloads that write into a local memory source, standing in for a guest
+ * (tlm-bench.h). They take the source's pause gate (core/memsrc-internal.h).
  *
  * The regions are seen as one array of pages (global index = position in
  * the concatenation of the regions). `threads` workers split it into equal
  * contiguous shares and each applies the pattern to its own share only, so
  * a page has exactly one writer and its stamp can be read-modify-written.
  *
- * Page stamp (tlm__workload_page_ok checks it): word 0 = generation, bumped
+ * Page stamp (tlm_workload_page_ok checks it): word 0 = generation, bumped
  * on every write; word 1 = global page index; the first word of every other
  * 64-byte line = stamp(gen, gidx, line). A page that went stale anywhere is
  * visible as a mismatch against word 0, or as an older generation.
@@ -28,7 +29,7 @@
 
 #include "memsrc-internal.h"
 #include "tlm-internal.h"
-#include "tlm/memsrc.h"
+#include "tlm-bench.h"
 
 enum kind { K_MG, K_SP, K_RANDOM, K_HOTSET, K_IDLE };
 
@@ -82,7 +83,7 @@ static void page_write(void *page, uint32_t page_size, uint64_t gidx)
 	w[0] = gen;
 }
 
-int tlm__workload_page_ok(const void *page, uint32_t page_size, uint64_t gidx)
+int tlm_workload_page_ok(const void *page, uint32_t page_size, uint64_t gidx)
 {
 	const uint64_t *w = page;
 	unsigned lines = page_size / 64;
