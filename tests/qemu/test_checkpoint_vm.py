@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Live checkpointing of a VM (`tlm checkpoint --qmp`, `tlm restore --qmp`)
+with the QEMU built with tlm's patch series, under TCG, and the test guest,
+which stamps every page it writes and verifies every page it re-reads.
+
+    test_checkpoint_vm.py --qemu Q --kernel guest.elf --guest-py DIR --tlm TLM CASE
+
+  idle, mg     checkpoint the running guest (policy tlm); the VM runs on
+               and verifies clean; --check passes; a second QEMU started
+               with -incoming defer is restored from the file, runs, and
+               its guest verifies every page clean with its serial output
+               going on. idle also takes a second, incremental checkpoint,
+               which must write fewer pages than the first.
+  stop-copy    the same with policy stop-copy (mg).
+  corrupt      one flipped byte in a page of the file: --check and
+               restore refuse it, naming the damage, and the waiting
+               QEMU is left untouched (still inmigrate, no migration).
+
+Exit 0 pass, 1 fail, 77 skip (no patched QEMU / no guest).
+"""
+import argparse
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_relay as tr  # noqa: E402
+from test_relay import check  # noqa: E402
+from test_inside import make_vm  # noqa: E402
+
+
+def tlm(a, args, what, timeout=240):
+    p = tr.run_tlm([a.tlm] + args)
+    rc, out, err = tr.finish(p, what, timeout)
+    return rc, out, err
+
+
+def checkpoint(a, vm, f, policy):
+    rc, out, _ = tlm(a, ['checkpoint', '--qmp', vm.tlm_qmp, '--to', f, '--policy', policy,
+                         '--json', '--timeout', '200'], 'tlm checkpoint')
+    r = json.loads(out.strip().splitlines()[-1])
+    check(rc == 0 and r['completed'], 'checkpoint completed: %s' % r.get('error'))
+    check(r['resumed'] and r['vm'] == 'running', 'the VM runs on after the checkpoint (%s)'
+          % r['vm'])
+    check(r['devstate_len'] > 0, 'device state in the file (%d bytes)' % r['devstate_len'])
+    check(r['downtime_ms'] >= 0 and r['total_ms'] > 0 and r['pages_written'] > 0,
+          'downtime %d ms (QEMU %d, cont %d ms after), total %d ms, %d of %d pages written, '
+          '%d bytes on disk' % (r['downtime_ms'], r['qemu_downtime_ms'], r['cont_after_ms'],
+                                r['total_ms'], r['pages_written'], r['pages_total'],
+                                r['disk_bytes']))
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--qemu', required=True)
+    ap.add_argument('--kernel', required=True)
+    ap.add_argument('--guest-py', required=True)
+    ap.add_argument('--tlm', required=True)
+    ap.add_argument('--mem', default='128M')
+    ap.add_argument('case')
+    a = ap.parse_args()
+    sys.path.insert(0, a.guest_py)
+    import guestrun
+    if not os.access(a.qemu, os.X_OK):
+        print('SKIP: no QEMU with the tlm patch series (run scripts/build-qemu.sh)')
+        sys.exit(77)
+    if not os.path.exists(a.kernel):
+        print('SKIP: test guest not built')
+        sys.exit(77)
+    os.environ['QEMU'] = a.qemu
+    tr.MEM_MIB = a.mem
+    idle = a.case == 'idle'
+    append = 'pattern=idle rate=16384' if idle else 'pattern=mg rate=20000 verify=2'
+    policy = 'stop-copy' if a.case == 'stop-copy' else 'tlm'
+    workdir = tempfile.mkdtemp(prefix='tlm-ckpt-vm-test-')
+    vms = []
+    try:
+        f = os.path.join(workdir, 'vm.tlmc')
+        src = make_vm(tr, guestrun, a.kernel, workdir, 'src', append, False, [])
+        vms.append(src)
+        src.g.wait_filled(90)
+        src.g.wait_status(1, 30)
+        check(src.q.status() == 'running', 'source guest running')
+        r = checkpoint(a, src, f, policy)
+        if idle:
+            check(r['disk_bytes'] < r['file_bytes'],
+                  'zero pages left as holes: %d of %d bytes on disk'
+                  % (r['disk_bytes'], r['file_bytes']))
+        tr.wait_verified(src, 'the checkpointed VM, running on', idle=idle)
+        if idle:
+            r2 = checkpoint(a, src, f, policy)
+            check(r2['incremental'] and r2['epoch'] == 2,
+                  'the second checkpoint is incremental (epoch %d)' % r2['epoch'])
+            check(r2['pages_written'] < r['pages_written'],
+                  'the incremental checkpoint wrote %d pages, the first %d'
+                  % (r2['pages_written'], r['pages_written']))
+        rc, out, err = tlm(a, ['checkpoint', '--check', f], 'tlm checkpoint --check')
+        check(rc == 0 and 'valid' in out, '--check: the file is valid')
+        src.stop()
+        vms.remove(src)
+
+        dst = make_vm(tr, guestrun, a.kernel, workdir, 'dst', append, True, [])
+        vms.append(dst)
+        check(dst.q.status() == 'inmigrate', 'the restoring QEMU waits (inmigrate)')
+        if a.case == 'corrupt':
+            with open(f, 'rb') as fh:
+                h = fh.read(256)
+            ps = struct.unpack('>I', h[16:20])[0]
+            table_off, table_len = struct.unpack('>QQ', h[48:64])
+            data = (table_off + table_len + ps - 1) // ps * ps
+            with open(f, 'r+b') as fh:
+                fh.seek(data + 100 * ps + 5)
+                b = fh.read(1)
+                fh.seek(data + 100 * ps + 5)
+                fh.write(bytes([b[0] ^ 1]))
+            rc, out, err = tlm(a, ['checkpoint', '--check', f], 'tlm checkpoint --check')
+            check(rc == 1 and 'damaged' in err, '--check refuses the damaged file: ' + err.strip())
+            rc, out, err = tlm(a, ['restore', '--qmp', dst.tlm_qmp, '--from', f, '--json'],
+                               'tlm restore')
+            r = json.loads(out.strip().splitlines()[-1])
+            check(rc == 1 and not r['completed'] and 'refused' in r['error'] and
+                  'damaged' in r['error'], 'restore refuses it: ' + r.get('error', ''))
+            st = dst.q.cmd('query-migrate')
+            check(dst.q.status() == 'inmigrate' and not st.get('status'),
+                  'the waiting QEMU was not touched (inmigrate, no migration: %s)' % st)
+            return
+        rc, out, _ = tlm(a, ['restore', '--qmp', dst.tlm_qmp, '--from', f, '--json'],
+                         'tlm restore')
+        r = json.loads(out.strip().splitlines()[-1])
+        check(rc == 0 and r['completed'] and r['vm'] == 'running',
+              'restored, the VM runs (%s, %d ms, check %d ms)'
+              % (r.get('error', 'ok'), r['total_ms'], r['check_ms']))
+        before = dst.g.log.last('status')
+        tr.wait_verified(dst, 'the restored VM', idle=idle)
+        after = dst.g.log.last('status')
+        check(after is not None and (before is None or after['ms'] > before['ms']),
+              'the guest serial output goes on after the restore')
+    finally:
+        for vm in vms:
+            try:
+                vm.stop()
+            except Exception:
+                pass
+        subprocess.run(['rm', '-rf', workdir])
+
+
+if __name__ == '__main__':
+    main()
+    print('PASS')
