@@ -480,6 +480,32 @@ def main():
             rc, out, err = finish(mig, 'tlm migrate')
             finish(recv, 'tlm receive')
             check(rc != 0, 'tlm migrate fails when the destination dies')
+        elif case == 'dest-killed-switchover':
+            # The destination dies once the source has reached
+            # pre-switchover (its guest stopped, the last pages and the
+            # device state about to go, or going): the relay must bring the
+            # source back (cont, or migrate_cancel), never leave it paused.
+            mig = run_tlm(mig_args + ['--to', '%s:%d' % (addr, port), '--psk', psk,
+                                      '--max-bandwidth', '16M'])
+            procs.append(mig)
+            end = time.monotonic() + 120
+            seen = None
+            while time.monotonic() < end and mig.poll() is None:
+                seen = src.q.cmd('query-migrate').get('status')
+                if seen in ('pre-switchover', 'device', 'completed'):
+                    break
+                time.sleep(0.005)
+            check(seen in ('pre-switchover', 'device'),
+                  'the source reached the switchover (%s) before the destination was killed'
+                  % seen)
+            dst.g.proc.kill()
+            dst.g.proc.wait()
+            rc, out, err = finish(mig, 'tlm migrate')
+            rrc, _, _ = finish(recv, 'tlm receive')
+            check(rc != 0, 'tlm migrate fails when the destination dies after the switchover')
+            check(rrc != 0, 'tlm receive fails')
+            check('destination' in (out + err).lower() or 'lane' in (out + err).lower(),
+                  'the message names what failed')
         elif case == 'relay-killed':
             mig = run_tlm(mig_args + ['--to', '%s:%d' % (addr, port), '--psk', psk,
                                       '--max-bandwidth', '16M'])
@@ -523,7 +549,11 @@ def main():
             fail('source QMP connection broke (%r); source QEMU %s' % (e, src.state()))
         check(st == 'running', 'source VM still running (%s)' % st)
         mst = src.q.cmd('query-migrate').get('status', 'none')
-        if case in ('dest-killed', 'relay-killed', 'lane-cut', 'sigint', 'timeout'):
+        if case == 'dest-killed-switchover':
+            # QEMU may have completed (the relay then resumed it with cont)
+            # or been cancelled at pre-switchover.
+            check(mst in ('completed', 'cancelled'), 'source migration state %s' % mst)
+        elif case in ('dest-killed', 'relay-killed', 'lane-cut', 'sigint', 'timeout'):
             # Under way: tlm (or its guardian) cancels, and QEMU never
             # sees a channel break under it ('failed': QEMU 7.2 may abort
             # then, see docs/qemu.md).
