@@ -174,8 +174,12 @@ static void test_xbzrle_keys(void)
 	unsigned hits = 0, misses = 0;
 
 	CHECK(c != NULL && tlm__xbz_bytes(c) == SLOTS * (PS + sizeof(uint64_t)));
+	/* Pages alike but for a few bytes: a delta against another key's
+	 * page would be small, so the cache must tell the keys apart. */
 	for (unsigned k = 0; k < KEYS; k++) {
-		memset(last[k], (int)k + 1, PS);
+		for (int i = 0; i < PS; i++)
+			last[k][i] = (uint8_t)(i * 13);
+		memcpy(last[k] + 64 * (k % 32), &k, sizeof(k));
 		CHECK(tlm__xbz_encode(c, k * 7919u, last[k], enc) == 0, "key %u: first sight", k);
 	}
 	for (int round = 0; round < 3; round++)
