@@ -753,6 +753,34 @@ static void auth_conn(struct tlm_listener *l, const char *port, void *arg)
 			FAIL("version error does not name both versions: '%s'", e.text);
 	}
 	ops->close(raw);
+	/* 4b. a proof that is wrong: the acceptor must refuse it itself (not
+	 * rely on the connector noticing the acceptor's proof is wrong). */
+	CHECK_OK(ops->connect(addr, port, targs, 0, 5000, &raw));
+	{
+		struct tlm_hello h = { .magic = TLM_WIRE_MAGIC, .version = TLM_WIRE_VERSION };
+		struct tlm_errmsg e;
+		uint8_t mac[TLM_MAC_LEN];
+		uint32_t len;
+		uint8_t type;
+		int n;
+
+		CHECK_OK(tlm__random(h.sid, sizeof(h.sid)));
+		CHECK_OK(tlm__random(h.nonce, sizeof(h.nonce)));
+		CHECK_OK(tlm__random(mac, sizeof(mac)));
+		n = tlm__hello_encode(buf, sizeof(buf), &h);
+		CHECK(n > 0);
+		CHECK_OK(tlm__msg_send(raw, TLM_FT_HELLO, buf, (uint32_t)n));
+		CHECK_OK(tlm_lane_flush(raw));
+		CHECK_OK(tlm__msg_recv(raw, &type, buf, sizeof(buf), &len, 5000));
+		CHECK(type == TLM_FT_CHALLENGE, "frame type %u for the challenge", type);
+		CHECK_OK(tlm__msg_send(raw, TLM_FT_AUTH, mac, sizeof(mac)));
+		CHECK_OK(tlm_lane_flush(raw));
+		err = tlm__msg_recv(raw, &type, buf, sizeof(buf), &len, 5000);
+		CHECK(err == 0 && type == TLM_FT_ERROR,
+		      "a wrong proof got %s, frame type %u, not an error", tlm_strerror(err), type);
+		CHECK(err == 0 && tlm__errmsg_decode(buf, len, &e) == 0 && e.code == -TLM_EAUTH);
+	}
+	ops->close(raw);
 	/* 5. the right key. */
 	cfg.psk = &psk;
 	CHECK_OK(tlm_connect(&cfg, addr, port, &s));
