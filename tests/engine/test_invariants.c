@@ -457,7 +457,7 @@ static void test_pagesaver(void)
 		CHECK(g->lane == 1 + (send1[i] / 64) % 2, "page %llu on lane %u",
 		      (unsigned long long)g->index, g->lane);
 	}
-	for (uint64_t p = 0; p < NPAGES + 64; p++) {
+	for (uint64_t p = 0; p < words * 64; p++) {
 		bool kept = false;
 
 		for (size_t i = 0; i < sizeof(keep1) / sizeof(keep1[0]); i++)
