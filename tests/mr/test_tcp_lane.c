@@ -368,6 +368,56 @@ static void test_families(void)
 	ops->close(a);
 }
 
+/* A session to an acceptor that cannot prove the key (an impostor that
+ * answers the hello with a made-up proof): the connector refuses it with
+ * EAUTH and never sends its own proof. */
+struct imp { struct tlm_session_cfg cfg; char port[16]; struct tlm_session *s; int rc; };
+
+static void *impostor_client(void *arg)
+{
+	struct imp *c = arg;
+
+	c->rc = tlm_connect(&c->cfg, "127.0.0.1", c->port, &c->s);
+	return NULL;
+}
+
+static void test_impostor(void)
+{
+	struct tlm_psk psk;
+	struct imp c = { .cfg = { .transport = "tcp", .n_lanes = 1, .timeout_ms = 3000 } };
+	struct tlm_challenge ch = { .magic = TLM_WIRE_MAGIC, .version = TLM_WIRE_VERSION };
+	struct tlm_xlistener *xl;
+	struct tlm_lane *l;
+	uint8_t buf[512], type;
+	uint32_t len;
+	pthread_t t;
+	int n, err;
+
+	CHECK_OK(tlm_psk_random(&psk));
+	c.cfg.psk = &psk;
+	c.cfg.lane_modes[1] = TLM_MODE_PAGES;
+	CHECK(ops->listen("127.0.0.1", "0", NULL, &xl) == 0);
+	snprintf(c.port, sizeof(c.port), "%d", ops->listener_port(xl));
+	pthread_create(&t, NULL, impostor_client, &c);
+	CHECK_OK(ops->accept(xl, 5000, &l));
+	CHECK_OK(tlm__msg_recv(l, &type, buf, sizeof(buf), &len, 5000));
+	CHECK(type == TLM_FT_HELLO);
+	CHECK_OK(tlm__random(ch.nonce, sizeof(ch.nonce)));
+	CHECK_OK(tlm__random(ch.mac, sizeof(ch.mac)));
+	n = tlm__challenge_encode(buf, sizeof(buf), &ch);
+	CHECK(n > 0);
+	CHECK_OK(tlm__msg_send(l, TLM_FT_CHALLENGE, buf, (uint32_t)n));
+	CHECK_OK(tlm_lane_flush(l));
+	err = tlm__msg_recv(l, &type, buf, sizeof(buf), &len, 5000);
+	CHECK(err < 0 || type != TLM_FT_AUTH, "the connector sent its proof to an impostor");
+	pthread_join(t, NULL);
+	CHECK(c.rc == -TLM_EAUTH, "connect to an impostor: %s", tlm_strerror(c.rc));
+	if (c.rc == 0)
+		tlm_session_close(c.s);
+	ops->close(l);
+	ops->listener_close(xl);
+}
+
 int main(void)
 {
 	ops = tlm__transport_find("tcp");
@@ -382,6 +432,7 @@ int main(void)
 	test_truncated();
 	test_errors();
 	test_families();
+	test_impostor();
 	if (test_failures) {
 		fprintf(stderr, "test_tcp_lane: %d failure(s)\n", test_failures);
 		return 1;
