@@ -4,15 +4,18 @@
 #   scripts/test.sh --sanitize      also an ASan+UBSan build (build-asan/)
 #   scripts/test.sh --fuzz SECONDS  also a bounded libFuzzer run (build-fuzz/)
 #   scripts/test.sh --suite NAME    only that meson suite
+#   scripts/test.sh --mutants       also the mutation check (scripts/mutants.sh,
+#                                   ~25 min on 2 cores: not in CI), one result
 set -uo pipefail
 cd "$(dirname "$0")/.."
-sanitize=0 fuzz=0 suites=()
+sanitize=0 fuzz=0 mutants=0 suites=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--sanitize) sanitize=1 ;;
 	--fuzz) fuzz=$2; shift ;;
 	--suite) suites+=(--suite "$2"); shift ;;
-	-h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+	--mutants) mutants=1 ;;
+	-h|--help) sed -n '2,8p' "$0"; exit 0 ;;
 	*) echo "scripts/test.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -92,6 +95,17 @@ if [ "$fuzz" != 0 ]; then
 		echo "fuzz build failed" >&2
 		fail=$((fail + 1))
 	fi
+fi
+
+if [ "$mutants" = 1 ]; then
+	if bash scripts/mutants.sh --json build/mutants.json >build/mutants.log 2>&1; then
+		pass=$((pass + 1))
+	else
+		grep -v '^{' build/mutants.log | tail -40 >&2
+		echo "mutants: not every mutant was killed (build/mutants.log)" >&2
+		fail=$((fail + 1))
+	fi
+	grep -E 'mutants killed' build/mutants.log >&2
 fi
 
 echo "$pass passed, $fail failed, $skip skipped"
