@@ -241,16 +241,18 @@ struct pause_info {
 	uint64_t bytes;                    /* backlog, all lanes */
 };
 
-static int on_paused(struct dst *d, struct rx *x, unsigned nl, const uint8_t *m, uint32_t len,
+static int on_paused(struct dst *d, struct rx *x, unsigned nl, const uint8_t *msg, uint32_t len,
 		     struct pause_info *pi)
 {
-	if (pi->seen || len != 3 + 16 * nl || tlm__get16(m + 1) != nl)
+	struct tlm_cm_lanes m;
+
+	if (pi->seen || tlm__cm_paused_decode(msg, len, &m) || m.n != nl)
 		return -TLM_EFRAME;
 	pi->seen = true;
 	pi->t_ns = tlm__now_ns();
 	for (unsigned i = 1; i <= nl; i++) {
-		uint64_t sent = tlm__get64(m + 3 + 16 * (i - 1));
-		uint64_t sent_b = tlm__get64(m + 3 + 16 * (i - 1) + 8);
+		uint64_t sent = m.records[i];
+		uint64_t sent_b = m.bytes[i];
 		uint64_t got = __atomic_load_n(&x[i].records, __ATOMIC_ACQUIRE);
 		uint64_t got_b = __atomic_load_n(&x[i].bytes, __ATOMIC_ACQUIRE);
 
@@ -262,18 +264,18 @@ static int on_paused(struct dst *d, struct rx *x, unsigned nl, const uint8_t *m,
 }
 
 /* SYNC: answer once every lane has applied what the source names. */
-static int on_sync(struct dst *d, struct rx *x, unsigned nl, const uint8_t *m, uint32_t len)
+static int on_sync(struct dst *d, struct rx *x, unsigned nl, const uint8_t *msg, uint32_t len)
 {
 	struct tlm_lane *c = tlm_session_lane(d->s, 0);
-	uint64_t want[TLM_MAX_LANES], t0 = tlm__now_ns();
-	uint8_t ans[5];
+	uint64_t t0 = tlm__now_ns();
+	uint8_t ans[TLM_CM_SYNCED_LEN];
+	struct tlm_cm_lanes m;
 	bool ok = false;
 	int err;
 
-	if (len != 3 + 8 * nl || tlm__get16(m + 1) != nl)
+	if (tlm__cm_sync_decode(msg, len, &m) || m.n != nl)
 		return -TLM_EFRAME;
-	for (unsigned i = 1; i <= nl; i++)
-		want[i] = tlm__get64(m + 3 + 8 * (i - 1));
+	const uint64_t *want = m.records;
 	__atomic_store_n(&d->syncing, true, __ATOMIC_RELEASE);
 	pthread_mutex_lock(&d->lock);
 	while (!d->stop) {
@@ -299,8 +301,7 @@ static int on_sync(struct dst *d, struct rx *x, unsigned nl, const uint8_t *m, u
 	__atomic_store_n(&d->syncing, false, __ATOMIC_RELEASE);
 	if (!ok)
 		return 0;       /* failing already: the failure answers */
-	ans[0] = TLM_CM_SYNCED;
-	tlm__put32(ans + 1, (uint32_t)((tlm__now_ns() - t0) / 1000));
+	tlm__cm_synced_encode(ans, sizeof(ans), (uint32_t)((tlm__now_ns() - t0) / 1000));
 	err = tlm__msg_send(c, TLM_FT_CTRL, ans, sizeof(ans));
 	return err ? err : tlm_lane_flush(c);
 }
@@ -315,43 +316,38 @@ static uint32_t us_since(uint64_t t0, uint64_t t)
 static int send_commit(struct dst *d, struct rx *x, unsigned nl, const struct pause_info *pi)
 {
 	struct tlm_lane *c = tlm_session_lane(d->s, 0);
-	uint8_t m[3 + 8 * TLM_MAX_LANES + 12];
-	uint32_t len = 1;
+	struct tlm_cm_commit cm = { .stats = pi->seen, .n = (uint16_t)nl };
+	uint8_t m[TLM_CM_MAX_LEN];
 	uint64_t now = tlm__now_ns();
-	int err;
+	int err, len;
 
-	m[0] = TLM_CM_COMMIT;
 	if (pi->seen) {
-		tlm__put16(m + 1, (uint16_t)nl);
-		len = 3;
 		for (unsigned i = 1; i <= nl; i++) {
 			uint32_t drain = us_since(pi->t_ns, x[i].t_data_ns);
 
-			tlm__put32(m + len, pi->records[i] > UINT32_MAX ? UINT32_MAX
-								       : (uint32_t)pi->records[i]);
-			tlm__put32(m + len + 4, drain);
-			len += 8;
+			cm.backlog[i] = pi->records[i] > UINT32_MAX ? UINT32_MAX
+								    : (uint32_t)pi->records[i];
+			cm.drain_us[i] = drain;
 			if (drain / 1000.0 > d->st->drain_ms)
 				d->st->drain_ms = drain / 1000.0;
 		}
-		tlm__put64(m + len, pi->bytes);
-		tlm__put32(m + len + 8, us_since(pi->t_ns, now));
-		len += 12;
+		cm.backlog_bytes = pi->bytes;
+		cm.commit_us = us_since(pi->t_ns, now);
 	}
-	err = tlm__msg_send(c, TLM_FT_CTRL, m, len);
+	len = tlm__cm_commit_encode(m, sizeof(m), &cm);
+	if (len < 0)
+		return len;
+	err = tlm__msg_send(c, TLM_FT_CTRL, m, (uint32_t)len);
 	return err ? err : tlm_lane_flush(c);
 }
 
 static void send_fail(struct dst *d)
 {
-	uint8_t m[5 + sizeof(d->why)];
-	size_t tl = strnlen(d->why, sizeof(d->why) - 1);
+	uint8_t m[5 + TLM_CM_FAIL_TEXT];
 	struct tlm_lane *c = tlm_session_lane(d->s, 0);
+	int len = tlm__cm_fail_encode(m, sizeof(m), d->err, d->why);
 
-	m[0] = TLM_CM_FAIL;
-	tlm__put32(m + 1, (uint32_t)d->err);
-	memcpy(m + 5, d->why, tl);
-	if (tlm__msg_send(c, TLM_FT_CTRL, m, (uint32_t)(5 + tl)) == 0)
+	if (len > 0 && tlm__msg_send(c, TLM_FT_CTRL, m, (uint32_t)len) == 0)
 		(void)tlm_lane_flush(c);
 }
 
@@ -429,6 +425,10 @@ int tlm_migrate_dest(struct tlm_session *s, const struct tlm_region *regions,
 
 	/* The control lane: START, then STAGE3 and the device state, or ABORT. */
 	while (!d->stop) {
+		struct tlm_cm_start cs;
+		struct tlm_cm_lanes c3;
+		const uint8_t *chunk;
+		size_t chunk_len;
 		uint32_t len;
 		uint8_t type;
 
@@ -461,25 +461,25 @@ int tlm_migrate_dest(struct tlm_session *s, const struct tlm_region *regions,
 			dst_fail(d, -TLM_EFRAME, "unexpected frame on the control lane");
 			break;
 		}
-		switch (buf[0]) {
+		switch (tlm__cm_type(buf, len)) {
 		case TLM_CM_START:
-			if (len != 11 || started_msg || (buf[10] & ~TLM_START_ZC) ||
-			    tlm__get16(buf + 1) + tlm__get16(buf + 3) != (int)nl) {
+			if (started_msg || tlm__cm_start_decode(buf, len, &cs) ||
+			    cs.chk + cs.ps != (int)nl) {
 				dst_fail(d, -TLM_EFRAME, "bad START message");
 				break;
 			}
 			started_msg = true;
-			if (buf[10] & TLM_START_ZC)
+			if (cs.flags & TLM_START_ZC)
 				offer_regions(d, st);
 			break;
 		case TLM_CM_STAGE3:
-			if (stage3 || len != 3 + 8 * nl + 8 || tlm__get16(buf + 1) != nl) {
+			if (stage3 || tlm__cm_stage3_decode(buf, len, &c3) || c3.n != nl) {
 				dst_fail(d, -TLM_EFRAME, "bad STAGE3 message");
 				break;
 			}
 			for (unsigned i = 1; i <= nl; i++)
-				expect[i] = tlm__get64(buf + 3 + 8 * (i - 1));
-			devlen = tlm__get64(buf + 3 + 8 * nl);
+				expect[i] = c3.records[i];
+			devlen = c3.devstate_len;
 			if (devlen > (1ull << 30)) {
 				dst_fail(d, -TLM_EFRAME, "device state of %llu bytes refused",
 					 (unsigned long long)devlen);
@@ -492,12 +492,13 @@ int tlm_migrate_dest(struct tlm_session *s, const struct tlm_region *regions,
 			stage3 = true;
 			break;
 		case TLM_CM_DEVSTATE:
-			if (!stage3 || len - 1 > devlen - devgot) {
+			if (!stage3 || tlm__cm_devstate_decode(buf, len, &chunk, &chunk_len) ||
+			    chunk_len > devlen - devgot) {
 				dst_fail(d, -TLM_EFRAME, "unexpected device state");
 				break;
 			}
-			memcpy(dev + devgot, buf + 1, len - 1);
-			devgot += len - 1;
+			memcpy(dev + devgot, chunk, chunk_len);
+			devgot += chunk_len;
 			break;
 		case TLM_CM_PAUSED:
 			if (stage3 || on_paused(d, x, nl, buf, len, &pi))
@@ -510,7 +511,10 @@ int tlm_migrate_dest(struct tlm_session *s, const struct tlm_region *regions,
 			err = 0;
 			break;
 		case TLM_CM_ABORT:
-			dst_fail(d, -TLM_EABORTED, "the source aborted the migration");
+			if (tlm__cm_abort_decode(buf, len))
+				dst_fail(d, -TLM_EFRAME, "bad ABORT message");
+			else
+				dst_fail(d, -TLM_EABORTED, "the source aborted the migration");
 			break;
 		default:
 			dst_fail(d, -TLM_EFRAME, "unknown control message %u", buf[0]);

@@ -65,8 +65,10 @@ static int send_ctrl(struct src *e, const uint8_t *msg, uint32_t len)
 
 static void send_abort(struct src *e)
 {
-	uint8_t m = TLM_CM_ABORT;
-	(void)send_ctrl(e, &m, 1);
+	uint8_t m[1];
+
+	if (tlm__cm_abort_encode(m, sizeof(m)) > 0)
+		(void)send_ctrl(e, m, sizeof(m));
 }
 
 static double ms_since(uint64_t t0_ns)
@@ -75,20 +77,20 @@ static double ms_since(uint64_t t0_ns)
 }
 
 /* The destination's stage-3 accounting, after COMMIT (engine.h). */
-static void commit_stats(struct src *e, const uint8_t *m, uint32_t len)
+static void commit_stats(struct src *e, const struct tlm_cm_commit *m)
 {
 	struct tlm_stage3_stats *s3 = &e->st->stage3;
 	unsigned n = n_data(e);
 
-	if (len != 3 + 8 * n + 12 || tlm__get16(m + 1) != n)
+	if (!m->stats || m->n != n)
 		return;
 	for (unsigned i = 1; i <= n; i++) {
-		s3->lane_backlog_records[i] = tlm__get32(m + 3 + 8 * (i - 1));
-		s3->lane_drain_ms[i] = tlm__get32(m + 3 + 8 * (i - 1) + 4) / 1000.0;
+		s3->lane_backlog_records[i] = m->backlog[i];
+		s3->lane_drain_ms[i] = m->drain_us[i] / 1000.0;
 		s3->backlog_records += s3->lane_backlog_records[i];
 	}
-	s3->backlog_bytes = tlm__get64(m + 3 + 8 * n);
-	s3->dest_commit_ms = tlm__get32(m + 3 + 8 * n + 8) / 1000.0;
+	s3->backlog_bytes = m->backlog_bytes;
+	s3->dest_commit_ms = m->commit_us / 1000.0;
 }
 
 /* Wait for the destination's answer: COMMIT to stage 3, or SYNCED. */
@@ -106,14 +108,15 @@ static int wait_answer(struct src *e, uint8_t want, uint8_t *buf, uint32_t *len)
 			      tlm_strerror(err));
 		return err;
 	}
-	if (type == TLM_FT_CTRL && *len >= 1 && buf[0] == want)
+	if (type == TLM_FT_CTRL && tlm__cm_type(buf, *len) == want)
 		return 0;
-	if (type == TLM_FT_CTRL && *len >= 5 && buf[0] == TLM_CM_FAIL) {
-		int code = (int32_t)tlm__get32(buf + 1);
-		buf[*len < TLM_MAX_MSG ? *len : TLM_MAX_MSG - 1] = 0;
-		tlm__src_fail(e, code < 0 ? code : -EIO, "destination failed: %.120s",
-			      (const char *)buf + 5);
-		return code < 0 ? code : -EIO;
+	if (type == TLM_FT_CTRL && tlm__cm_type(buf, *len) == TLM_CM_FAIL) {
+		struct tlm_cm_fail f;
+
+		if (!tlm__cm_fail_decode(buf, *len, &f)) {
+			tlm__src_fail(e, f.code, "destination failed: %.120s", f.text);
+			return f.code;
+		}
 	}
 	tlm__src_fail(e, -TLM_EFRAME, "unexpected message from the destination");
 	return -TLM_EFRAME;
@@ -121,13 +124,20 @@ static int wait_answer(struct src *e, uint8_t want, uint8_t *buf, uint32_t *len)
 
 static int wait_commit(struct src *e)
 {
+	struct tlm_cm_commit m;
 	uint8_t buf[TLM_MAX_MSG];
 	uint32_t len;
 	int err = wait_answer(e, TLM_CM_COMMIT, buf, &len);
 
-	if (!err)
-		commit_stats(e, buf, len);
-	return err;
+	if (err)
+		return err;
+	err = tlm__cm_commit_decode(buf, len, &m);
+	if (err) {
+		tlm__src_fail(e, err, "malformed confirmation from the destination");
+		return err;
+	}
+	commit_stats(e, &m);
+	return 0;
 }
 
 /* Flush every data lane: what the engine handed them goes out now. */
@@ -147,25 +157,29 @@ static int flush_data(struct src *e)
  * destination's wait, in *rtt_ms. */
 static int sync_records(struct src *e, const uint64_t *want, double *rtt_ms)
 {
-	uint8_t msg[3 + 8 * TLM_MAX_LANES], buf[TLM_MAX_MSG];
-	unsigned n = n_data(e);
+	uint8_t msg[TLM_CM_MAX_LEN], buf[TLM_MAX_MSG];
+	struct tlm_cm_lanes m = { .n = (uint16_t)n_data(e) };
 	uint64_t t0 = tlm__now_ns();
-	uint32_t len;
+	uint32_t len, waited_us;
 	int err;
 
-	msg[0] = TLM_CM_SYNC;
-	tlm__put16(msg + 1, (uint16_t)n);
-	for (unsigned i = 1; i <= n; i++)
-		tlm__put64(msg + 3 + 8 * (i - 1), want[i]);
+	for (unsigned i = 1; i <= m.n; i++)
+		m.records[i] = want[i];
+	err = tlm__cm_sync_encode(msg, sizeof(msg), &m);
 	pthread_mutex_lock(&e->ctrl);
-	err = send_ctrl(e, msg, 3 + 8 * n);
+	if (err >= 0)
+		err = send_ctrl(e, msg, (uint32_t)err);
 	if (err)
 		tlm__src_fail(e, err, "control lane: %s", tlm_strerror(err));
 	else
 		err = wait_answer(e, TLM_CM_SYNCED, buf, &len);
 	pthread_mutex_unlock(&e->ctrl);
-	if (!err && len == 5 && rtt_ms) {
-		double rtt = ms_since(t0) - tlm__get32(buf + 1) / 1000.0;
+	if (!err && tlm__cm_synced_decode(buf, len, &waited_us)) {
+		err = -TLM_EFRAME;
+		tlm__src_fail(e, err, "malformed answer to SYNC");
+	}
+	if (!err && rtt_ms) {
+		double rtt = ms_since(t0) - waited_us / 1000.0;
 		*rtt_ms = rtt > 0 ? rtt : 0;
 	}
 	return err;
@@ -199,17 +213,17 @@ static int sync_dest(struct src *e)
 /* Tell the destination what each lane had carried when the source paused. */
 static int send_paused(struct src *e)
 {
-	uint8_t msg[3 + 16 * TLM_MAX_LANES];
-	unsigned n = n_data(e);
+	uint8_t msg[TLM_CM_MAX_LEN];
+	struct tlm_cm_lanes m = { .n = (uint16_t)n_data(e) };
 	int err;
 
-	msg[0] = TLM_CM_PAUSED;
-	tlm__put16(msg + 1, (uint16_t)n);
-	for (unsigned i = 1; i <= n; i++) {
-		tlm__put64(msg + 3 + 16 * (i - 1), __atomic_load_n(&e->lane_records[i], __ATOMIC_RELAXED));
-		tlm__put64(msg + 3 + 16 * (i - 1) + 8, __atomic_load_n(&e->lane_bytes[i], __ATOMIC_RELAXED));
+	for (unsigned i = 1; i <= m.n; i++) {
+		m.records[i] = __atomic_load_n(&e->lane_records[i], __ATOMIC_RELAXED);
+		m.bytes[i] = __atomic_load_n(&e->lane_bytes[i], __ATOMIC_RELAXED);
 	}
-	err = send_ctrl(e, msg, 3 + 16 * n);
+	err = tlm__cm_paused_encode(msg, sizeof(msg), &m);
+	if (err >= 0)
+		err = send_ctrl(e, msg, (uint32_t)err);
 	if (err)
 		tlm__src_fail(e, err, "control lane: %s", tlm_strerror(err));
 	return err;
@@ -270,7 +284,8 @@ static void join_chk(struct src *e, struct chk_arg *ca)
 static int stage3(struct src *e, uint64_t *t_pause)
 {
 	struct tlm_stage3_stats *s3 = &e->st->stage3;
-	uint8_t msg[TLM_MAX_MSG];
+	struct tlm_cm_lanes m3 = { 0 };
+	uint8_t msg[TLM_CM_MAX_LEN];
 	const void *dev = NULL;
 	size_t devlen = 0;
 	unsigned n = n_data(e);
@@ -332,20 +347,24 @@ static int stage3(struct src *e, uint64_t *t_pause)
 			return err;
 		}
 	}
-	msg[0] = TLM_CM_STAGE3;
-	tlm__put16(msg + 1, (uint16_t)n);
+	m3.n = (uint16_t)n;
 	for (unsigned i = 1; i <= n; i++)
-		tlm__put64(msg + 3 + 8 * (i - 1), e->lane_records[i]);
-	tlm__put64(msg + 3 + 8 * n, devlen);
-	err = send_ctrl(e, msg, 3 + 8 * n + 8);
+		m3.records[i] = e->lane_records[i];
+	m3.devstate_len = devlen;
+	err = tlm__cm_stage3_encode(msg, sizeof(msg), &m3);
+	if (err >= 0)
+		err = send_ctrl(e, msg, (uint32_t)err);
 	for (size_t off = 0; !err && off < devlen;) {
 		size_t c = devlen - off > TLM_MAX_DATA_FRAME - 1 ? TLM_MAX_DATA_FRAME - 1 : devlen - off;
 		uint8_t *chunk = malloc(c + 1);
-		if (!chunk)
-			return -ENOMEM;
-		chunk[0] = TLM_CM_DEVSTATE;
-		memcpy(chunk + 1, (const uint8_t *)dev + off, c);
-		err = send_ctrl(e, chunk, (uint32_t)(c + 1));
+
+		if (!chunk) {
+			err = -ENOMEM;
+			break;
+		}
+		err = tlm__cm_devstate_encode(chunk, c + 1, (const uint8_t *)dev + off, c);
+		if (err >= 0)
+			err = send_ctrl(e, chunk, (uint32_t)err);
 		free(chunk);
 		off += c;
 	}
@@ -636,15 +655,15 @@ static void setup_live(struct src *e)
 
 static int send_start(struct src *e)
 {
-	uint8_t m[11];
+	struct tlm_cm_start s = {
+		.chk = (uint16_t)e->o.chk_lanes, .ps = (uint16_t)e->o.ps_lanes,
+		.policy = (uint8_t)e->o.policy, .epoch_ms = e->o.epoch_ms,
+		.flags = want_live(e) ? TLM_START_ZC : 0,
+	};
+	uint8_t m[TLM_CM_START_LEN];
+	int len = tlm__cm_start_encode(m, sizeof(m), &s);
 
-	m[0] = TLM_CM_START;
-	tlm__put16(m + 1, (uint16_t)e->o.chk_lanes);
-	tlm__put16(m + 3, (uint16_t)e->o.ps_lanes);
-	m[5] = (uint8_t)e->o.policy;
-	tlm__put32(m + 6, e->o.epoch_ms);
-	m[10] = want_live(e) ? TLM_START_ZC : 0;
-	return send_ctrl(e, m, sizeof(m));
+	return len < 0 ? len : send_ctrl(e, m, (uint32_t)len);
 }
 
 int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,

@@ -59,27 +59,7 @@
 #define TLM_CHK_WINDOW 16384     /* records a CHK lane may be ahead of the
 				  * destination's apply, twice over at most */
 
-/* Control messages (payload of CTRL frames on the control lane). */
-enum {
-	TLM_CM_START = 1,    /* src->dst: u16 chk, u16 ps, u8 policy, u32 epoch_ms,
-			      * u8 flags (TLM_START_ZC) */
-	TLM_CM_STAGE3 = 2,   /* src->dst: u16 n, u64 records[n], u64 devstate_len */
-	TLM_CM_COMMIT = 3,   /* dst->src: every lane drained, all applied;
-			      * then (optional, stage-3 accounting) u16 n,
-			      * n x { u32 backlog records, u32 drain us },
-			      * u64 backlog bytes, u32 commit us */
-	TLM_CM_PAUSED = 7,   /* src->dst: u16 n, n x { u64 records, u64 bytes }
-			      * sent on each data lane when the source paused */
-	TLM_CM_SYNC = 8,     /* src->dst: u16 n, u64 records[n]: answer SYNCED
-			      * once each lane has applied that many */
-	TLM_CM_SYNCED = 9,   /* dst->src: u32 us the destination waited */
-	TLM_CM_DEVSTATE = 4, /* src->dst: a chunk of the device-state blob */
-	TLM_CM_FAIL = 5,     /* either way: i32 code, text */
-	TLM_CM_ABORT = 6,    /* src->dst: give up, discard */
-};
-
-/* START flags. */
-#define TLM_START_ZC 1       /* offer the regions for zero copy (RDMA WRITE) */
+/* Control messages: TLM_CM_* and their codecs in wire.h. */
 
 struct tlm_xbz_cache;
 

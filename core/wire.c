@@ -323,3 +323,246 @@ int tlm__errmsg_decode(const uint8_t *in, size_t len, struct tlm_errmsg *e)
 		e->code = -TLM_EPARAM;
 	return 0;
 }
+
+/* ---- engine control messages ---- */
+
+int tlm__cm_type(const uint8_t *in, size_t len)
+{
+	if (len < 1 || in[0] < TLM_CM_START || in[0] > TLM_CM_SYNCED)
+		return -TLM_EFRAME;
+	return in[0];
+}
+
+int tlm__cm_start_encode(uint8_t *out, size_t cap, const struct tlm_cm_start *m)
+{
+	if (cap < TLM_CM_START_LEN)
+		return -ENOSPC;
+	out[0] = TLM_CM_START;
+	tlm__put16(out + 1, m->chk);
+	tlm__put16(out + 3, m->ps);
+	out[5] = m->policy;
+	tlm__put32(out + 6, m->epoch_ms);
+	out[10] = m->flags;
+	return TLM_CM_START_LEN;
+}
+
+int tlm__cm_start_decode(const uint8_t *in, size_t len, struct tlm_cm_start *m)
+{
+	if (len != TLM_CM_START_LEN || in[0] != TLM_CM_START)
+		return -TLM_EFRAME;
+	m->chk = tlm__get16(in + 1);
+	m->ps = tlm__get16(in + 3);
+	m->policy = in[5];
+	m->epoch_ms = tlm__get32(in + 6);
+	m->flags = in[10];
+	if ((m->flags & ~TLM_START_ZC) || m->chk + m->ps >= TLM_MAX_LANES)
+		return -TLM_EFRAME;
+	return 0;
+}
+
+/* The three messages of per-lane u64 counts: type, u16 n, then n entries
+ * of `per` u64s (records, and bytes when per is 2), then `tail` u64s
+ * (STAGE3's device-state length). */
+static int lanes_encode(uint8_t *out, size_t cap, uint8_t type, const struct tlm_cm_lanes *m,
+			unsigned per, unsigned tail)
+{
+	size_t len = 3 + (size_t)8 * (per * m->n + tail), off = 3;
+
+	if (m->n >= TLM_MAX_LANES)
+		return -EINVAL;
+	if (cap < len)
+		return -ENOSPC;
+	out[0] = type;
+	tlm__put16(out + 1, m->n);
+	for (unsigned i = 1; i <= m->n; i++) {
+		tlm__put64(out + off, m->records[i]);
+		off += 8;
+		if (per == 2) {
+			tlm__put64(out + off, m->bytes[i]);
+			off += 8;
+		}
+	}
+	if (tail)
+		tlm__put64(out + off, m->devstate_len);
+	return (int)len;
+}
+
+static int lanes_decode(const uint8_t *in, size_t len, uint8_t type, struct tlm_cm_lanes *m,
+			unsigned per, unsigned tail)
+{
+	size_t off = 3;
+
+	memset(m, 0, sizeof(*m));
+	if (len < 3 || in[0] != type)
+		return -TLM_EFRAME;
+	m->n = tlm__get16(in + 1);
+	if (m->n >= TLM_MAX_LANES || len != 3 + (size_t)8 * (per * m->n + tail))
+		return -TLM_EFRAME;
+	for (unsigned i = 1; i <= m->n; i++) {
+		m->records[i] = tlm__get64(in + off);
+		off += 8;
+		if (per == 2) {
+			m->bytes[i] = tlm__get64(in + off);
+			off += 8;
+		}
+	}
+	if (tail)
+		m->devstate_len = tlm__get64(in + off);
+	return 0;
+}
+
+int tlm__cm_stage3_encode(uint8_t *out, size_t cap, const struct tlm_cm_lanes *m)
+{
+	return lanes_encode(out, cap, TLM_CM_STAGE3, m, 1, 1);
+}
+
+int tlm__cm_stage3_decode(const uint8_t *in, size_t len, struct tlm_cm_lanes *m)
+{
+	return lanes_decode(in, len, TLM_CM_STAGE3, m, 1, 1);
+}
+
+int tlm__cm_sync_encode(uint8_t *out, size_t cap, const struct tlm_cm_lanes *m)
+{
+	return lanes_encode(out, cap, TLM_CM_SYNC, m, 1, 0);
+}
+
+int tlm__cm_sync_decode(const uint8_t *in, size_t len, struct tlm_cm_lanes *m)
+{
+	return lanes_decode(in, len, TLM_CM_SYNC, m, 1, 0);
+}
+
+int tlm__cm_paused_encode(uint8_t *out, size_t cap, const struct tlm_cm_lanes *m)
+{
+	return lanes_encode(out, cap, TLM_CM_PAUSED, m, 2, 0);
+}
+
+int tlm__cm_paused_decode(const uint8_t *in, size_t len, struct tlm_cm_lanes *m)
+{
+	return lanes_decode(in, len, TLM_CM_PAUSED, m, 2, 0);
+}
+
+int tlm__cm_synced_encode(uint8_t *out, size_t cap, uint32_t waited_us)
+{
+	if (cap < TLM_CM_SYNCED_LEN)
+		return -ENOSPC;
+	out[0] = TLM_CM_SYNCED;
+	tlm__put32(out + 1, waited_us);
+	return TLM_CM_SYNCED_LEN;
+}
+
+int tlm__cm_synced_decode(const uint8_t *in, size_t len, uint32_t *waited_us)
+{
+	if (len != TLM_CM_SYNCED_LEN || in[0] != TLM_CM_SYNCED)
+		return -TLM_EFRAME;
+	*waited_us = tlm__get32(in + 1);
+	return 0;
+}
+
+int tlm__cm_commit_encode(uint8_t *out, size_t cap, const struct tlm_cm_commit *m)
+{
+	size_t len = m->stats ? 3 + (size_t)8 * m->n + 12 : 1, off = 3;
+
+	if (m->stats && m->n >= TLM_MAX_LANES)
+		return -EINVAL;
+	if (cap < len)
+		return -ENOSPC;
+	out[0] = TLM_CM_COMMIT;
+	if (!m->stats)
+		return 1;
+	tlm__put16(out + 1, m->n);
+	for (unsigned i = 1; i <= m->n; i++, off += 8) {
+		tlm__put32(out + off, m->backlog[i]);
+		tlm__put32(out + off + 4, m->drain_us[i]);
+	}
+	tlm__put64(out + off, m->backlog_bytes);
+	tlm__put32(out + off + 8, m->commit_us);
+	return (int)len;
+}
+
+int tlm__cm_commit_decode(const uint8_t *in, size_t len, struct tlm_cm_commit *m)
+{
+	size_t off = 3;
+
+	memset(m, 0, sizeof(*m));
+	if (len < 1 || in[0] != TLM_CM_COMMIT)
+		return -TLM_EFRAME;
+	if (len == 1)
+		return 0;
+	if (len < 3)
+		return -TLM_EFRAME;
+	m->n = tlm__get16(in + 1);
+	if (m->n >= TLM_MAX_LANES || len != 3 + (size_t)8 * m->n + 12)
+		return -TLM_EFRAME;
+	m->stats = true;
+	for (unsigned i = 1; i <= m->n; i++, off += 8) {
+		m->backlog[i] = tlm__get32(in + off);
+		m->drain_us[i] = tlm__get32(in + off + 4);
+	}
+	m->backlog_bytes = tlm__get64(in + off);
+	m->commit_us = tlm__get32(in + off + 8);
+	return 0;
+}
+
+int tlm__cm_devstate_encode(uint8_t *out, size_t cap, const void *data, size_t n)
+{
+	if (n == 0 || n > TLM_MAX_DATA_FRAME - 1)
+		return -EINVAL;
+	if (cap < n + 1)
+		return -ENOSPC;
+	out[0] = TLM_CM_DEVSTATE;
+	memcpy(out + 1, data, n);
+	return (int)(n + 1);
+}
+
+int tlm__cm_devstate_decode(const uint8_t *in, size_t len, const uint8_t **data, size_t *n)
+{
+	if (len < 2 || in[0] != TLM_CM_DEVSTATE)
+		return -TLM_EFRAME;
+	*data = in + 1;
+	*n = len - 1;
+	return 0;
+}
+
+int tlm__cm_fail_encode(uint8_t *out, size_t cap, int32_t code, const char *text)
+{
+	size_t tl = strnlen(text, TLM_CM_FAIL_TEXT);
+
+	if (cap < 5 + tl)
+		return -ENOSPC;
+	out[0] = TLM_CM_FAIL;
+	tlm__put32(out + 1, (uint32_t)code);
+	memcpy(out + 5, text, tl);
+	return (int)(5 + tl);
+}
+
+int tlm__cm_fail_decode(const uint8_t *in, size_t len, struct tlm_cm_fail *m)
+{
+	size_t tl;
+
+	if (len < 5 || in[0] != TLM_CM_FAIL)
+		return -TLM_EFRAME;
+	m->code = (int32_t)tlm__get32(in + 1);
+	if (m->code >= 0)
+		m->code = -EIO;   /* a failure is never success */
+	tl = len - 5 < TLM_CM_FAIL_TEXT ? len - 5 : TLM_CM_FAIL_TEXT;
+	memcpy(m->text, in + 5, tl);
+	m->text[tl] = 0;
+	/* The text ends up in our log: keep it printable. */
+	for (size_t i = 0; i < tl; i++)
+		if ((unsigned char)m->text[i] < 0x20 || (unsigned char)m->text[i] > 0x7e)
+			m->text[i] = '?';
+	return 0;
+}
+
+int tlm__cm_abort_encode(uint8_t *out, size_t cap)
+{
+	if (cap < 1)
+		return -ENOSPC;
+	out[0] = TLM_CM_ABORT;
+	return 1;
+}
+
+int tlm__cm_abort_decode(const uint8_t *in, size_t len)
+{
+	return len == 1 && in[0] == TLM_CM_ABORT ? 0 : -TLM_EFRAME;
+}

@@ -153,4 +153,90 @@ int tlm__params_decode(const uint8_t *in, size_t len, struct tlm_params *p);
 int tlm__errmsg_encode(uint8_t *out, size_t cap, const struct tlm_errmsg *e);
 int tlm__errmsg_decode(const uint8_t *in, size_t len, struct tlm_errmsg *e);
 
+/* Engine control messages: the payload of CTRL frames on the control lane,
+ * a type byte (TLM_CM_*) and then big-endian fields. Per-lane arrays are
+ * indexed by data lane, 1..n (n < TLM_MAX_LANES); [0] is unused. Each
+ * encoder returns the bytes written or -ENOSPC; each decoder checks the
+ * type, the length and every count against what it was given, and returns
+ * 0 or -TLM_EFRAME. docs/wire.md is the prose version. */
+enum {
+	TLM_CM_START = 1,    /* src->dst: u16 chk, u16 ps, u8 policy, u32 epoch_ms,
+			      * u8 flags (TLM_START_ZC) */
+	TLM_CM_STAGE3 = 2,   /* src->dst: u16 n, u64 records[n], u64 devstate_len */
+	TLM_CM_COMMIT = 3,   /* dst->src: every lane drained, all applied;
+			      * then (optional, stage-3 accounting) u16 n,
+			      * n x { u32 backlog records, u32 drain us },
+			      * u64 backlog bytes, u32 commit us */
+	TLM_CM_DEVSTATE = 4, /* src->dst: a chunk of the device-state blob */
+	TLM_CM_FAIL = 5,     /* either way: i32 code, text (not terminated) */
+	TLM_CM_ABORT = 6,    /* src->dst: give up, discard */
+	TLM_CM_PAUSED = 7,   /* src->dst: u16 n, n x { u64 records, u64 bytes }
+			      * sent on each data lane when the source paused */
+	TLM_CM_SYNC = 8,     /* src->dst: u16 n, u64 records[n]: answer SYNCED
+			      * once each lane has applied that many */
+	TLM_CM_SYNCED = 9,   /* dst->src: u32 us the destination waited */
+};
+
+/* START flags. */
+#define TLM_START_ZC 1       /* offer the regions for zero copy (RDMA WRITE) */
+
+#define TLM_CM_START_LEN  11
+#define TLM_CM_SYNCED_LEN 5
+#define TLM_CM_FAIL_TEXT  200          /* longest FAIL text kept */
+#define TLM_CM_MAX_LEN    (3 + 16 * TLM_MAX_LANES)  /* longest but DEVSTATE */
+
+struct tlm_cm_start {
+	uint16_t chk, ps;       /* CHK and PS lanes: chk + ps data lanes */
+	uint8_t policy;         /* enum tlm_policy */
+	uint32_t epoch_ms;
+	uint8_t flags;          /* TLM_START_* */
+};
+
+/* STAGE3 (records, devstate_len), SYNC (records), PAUSED (records, bytes). */
+struct tlm_cm_lanes {
+	uint16_t n;
+	uint64_t records[TLM_MAX_LANES];
+	uint64_t bytes[TLM_MAX_LANES];
+	uint64_t devstate_len;
+};
+
+struct tlm_cm_commit {
+	bool stats;             /* the stage-3 accounting follows */
+	uint16_t n;
+	uint32_t backlog[TLM_MAX_LANES];
+	uint32_t drain_us[TLM_MAX_LANES];
+	uint64_t backlog_bytes;
+	uint32_t commit_us;
+};
+
+struct tlm_cm_fail {
+	int32_t code;           /* negative errno or -TLM_E* */
+	char text[TLM_CM_FAIL_TEXT + 1];
+};
+
+/* The type of a control message (its first byte), or -TLM_EFRAME. */
+int tlm__cm_type(const uint8_t *in, size_t len);
+int tlm__cm_start_encode(uint8_t *out, size_t cap, const struct tlm_cm_start *m);
+int tlm__cm_start_decode(const uint8_t *in, size_t len, struct tlm_cm_start *m);
+int tlm__cm_stage3_encode(uint8_t *out, size_t cap, const struct tlm_cm_lanes *m);
+int tlm__cm_stage3_decode(const uint8_t *in, size_t len, struct tlm_cm_lanes *m);
+int tlm__cm_sync_encode(uint8_t *out, size_t cap, const struct tlm_cm_lanes *m);
+int tlm__cm_sync_decode(const uint8_t *in, size_t len, struct tlm_cm_lanes *m);
+int tlm__cm_paused_encode(uint8_t *out, size_t cap, const struct tlm_cm_lanes *m);
+int tlm__cm_paused_decode(const uint8_t *in, size_t len, struct tlm_cm_lanes *m);
+int tlm__cm_synced_encode(uint8_t *out, size_t cap, uint32_t waited_us);
+int tlm__cm_synced_decode(const uint8_t *in, size_t len, uint32_t *waited_us);
+int tlm__cm_commit_encode(uint8_t *out, size_t cap, const struct tlm_cm_commit *m);
+int tlm__cm_commit_decode(const uint8_t *in, size_t len, struct tlm_cm_commit *m);
+/* DEVSTATE: the chunk is copied in after the type byte; decoding points
+ * *data into in (len - 1 bytes, at least one). */
+int tlm__cm_devstate_encode(uint8_t *out, size_t cap, const void *data, size_t n);
+int tlm__cm_devstate_decode(const uint8_t *in, size_t len, const uint8_t **data, size_t *n);
+/* FAIL: text is cut to TLM_CM_FAIL_TEXT bytes; the decoded text is
+ * terminated. A code that is not negative decodes as -EIO. */
+int tlm__cm_fail_encode(uint8_t *out, size_t cap, int32_t code, const char *text);
+int tlm__cm_fail_decode(const uint8_t *in, size_t len, struct tlm_cm_fail *m);
+int tlm__cm_abort_encode(uint8_t *out, size_t cap);
+int tlm__cm_abort_decode(const uint8_t *in, size_t len);
+
 #endif /* TLM_CORE_WIRE_H */

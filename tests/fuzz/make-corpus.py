@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Seed corpus for tests/fuzz/fuzz_wire.c: well-formed frames of every kind,
-and a few near misses. Run from tests/fuzz/; writes corpus/seed-*."""
+engine control messages of every type, and a few near misses. Run from tests/fuzz/; writes corpus/seed-*."""
 import os, struct, zlib
 
 def crc32c(data):
@@ -26,7 +26,28 @@ chal = struct.pack(">IHH", MAGIC, V, 0) + bytes(32) + bytes(range(32))
 params = (struct.pack(">IHHIQ", 4096, 4, 2, 3, 0xf) + struct.pack(">QQ", 1 << 20, 1 << 16)
           + b"\x06pc.ram" + b"\x15" + b"0000:00:02.0/vga.vram")
 err = struct.pack(">iHH", -4098, 1, 11) + b"bad version"
+def ctrl(payload):
+    return frame(32, payload)
+
+# engine control messages (core/wire.h TLM_CM_*): 2 data lanes
+start = struct.pack(">BHHBIB", 1, 1, 1, 0, 100, 1)
+stage3 = struct.pack(">BHQQQ", 2, 2, 1000, 2000, 5)
+commit = b"\x03"
+commit_stats = struct.pack(">BHIIIIQI", 3, 2, 4, 100, 0, 50, 16384, 900)
+devstate = b"\x04" + b"QEVM" + bytes(range(1, 60))
+fail = struct.pack(">Bi", 5, -4100) + b"lane 1: peer closed"
+abort = b"\x06"
+paused = struct.pack(">BHQQQQ", 7, 2, 10, 40960, 11, 45056)
+sync = struct.pack(">BHQQ", 8, 2, 10, 11)
+synced = struct.pack(">BI", 9, 1234)
 seeds = {
+    "ctrl-source": b"\x00" + ctrl(start) + ctrl(sync) + ctrl(paused) + ctrl(stage3) + ctrl(devstate),
+    "ctrl-dest": b"\x00" + ctrl(synced) + ctrl(commit) + ctrl(commit_stats) + ctrl(fail),
+    "ctrl-abort": b"\x00" + ctrl(abort) + ctrl(struct.pack(">Bi", 5, 7) + bytes([0, 10, 200])),
+    "ctrl-near-misses": b"\x00" + ctrl(start[:-1]) + ctrl(stage3 + b"\x00") +
+        ctrl(struct.pack(">BH", 8, 0xffff)) + ctrl(b"\x04") + ctrl(b"\x0a") +
+        ctrl(struct.pack(">BHII", 3, 1, 0, 0)) + ctrl(struct.pack(">BHHBIB", 1, 40, 40, 0, 1, 2)),
+
     "hello": b"\x00" + frame(16, hello),
     "hello-v3": b"\x00" + frame(16, struct.pack(">IHH", MAGIC, 3, 0) + bytes(48)),
     "challenge": b"\x00" + frame(17, chal),
