@@ -45,6 +45,7 @@
 struct dst {
 	struct tlm_session *s;
 	uint32_t page_size;
+	uint16_t refused;         /* TLM_PF_ZERO/XBZRLE the session did not allow */
 	unsigned n_regions;
 	struct { uint8_t *base; uint64_t pages; uint32_t *key; } r[TLM_MAX_REGIONS];
 	pthread_spinlock_t stripe[STRIPES];
@@ -121,6 +122,8 @@ static int apply(void *arg, const struct tlm_page_rec *rec)
 	}
 	if (x->last || rec->region >= d->n_regions || rec->index >= d->r[rec->region].pages)
 		return -TLM_EFRAME;
+	if (rec->flags & d->refused)
+		return -TLM_EFRAME;   /* a record the session's capabilities exclude */
 	if ((rec->flags & TLM_PF_XBZRLE) ? rec->len < 6 :
 	    !(rec->flags & TLM_PF_ZERO) && rec->len != d->page_size)
 		return -TLM_EFRAME;
@@ -386,6 +389,8 @@ int tlm_migrate_dest(struct tlm_session *s, const struct tlm_region *regions,
 	d->s = s;
 	d->st = st;
 	d->page_size = cfg->page_size;
+	d->refused = (cfg->caps & TLM_CAP_ZERO_PAGE ? 0 : TLM_PF_ZERO) |
+		     (cfg->caps & TLM_CAP_XBZRLE ? 0 : TLM_PF_XBZRLE);
 	d->n_regions = n;
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_cond_init(&d->cond, NULL);
@@ -473,7 +478,8 @@ int tlm_migrate_dest(struct tlm_session *s, const struct tlm_region *regions,
 				offer_regions(d, st);
 			break;
 		case TLM_CM_STAGE3:
-			if (stage3 || tlm__cm_stage3_decode(buf, len, &c3) || c3.n != nl) {
+			if (stage3 || tlm__cm_stage3_decode(buf, len, &c3) || c3.n != nl ||
+			    (c3.devstate_len && !(cfg->caps & TLM_CAP_DEVSTATE))) {
 				dst_fail(d, -TLM_EFRAME, "bad STAGE3 message");
 				break;
 			}

@@ -72,7 +72,7 @@ void *tlm__chk_thread(void *arg)
 	struct chk_arg *a = arg;
 	struct src *e = a->e;
 	struct tlm_lane *l = tlm_session_lane(e->s, a->lane);
-	int ms = e->o.timeout_ms > 0 ? e->o.timeout_ms : 30000;
+	int ms = tlm__engine_timeout(e);
 	/* Zero copy: the chunks in flight, oldest first. */
 	struct { uint64_t pos, records; } q[TLM_CHK_DEPTH];
 	unsigned nq = 0;

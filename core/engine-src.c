@@ -97,7 +97,7 @@ static void commit_stats(struct src *e, const struct tlm_cm_commit *m)
 static int wait_answer(struct src *e, uint8_t want, uint8_t *buf, uint32_t *len)
 {
 	struct tlm_lane *c = tlm_session_lane(e->s, 0);
-	int ms = e->o.timeout_ms > 0 ? e->o.timeout_ms : 30000;
+	int ms = tlm__engine_timeout(e);
 	uint8_t type;
 	int err;
 
@@ -258,11 +258,10 @@ static uint64_t pending_pages(const struct src *e)
 
 /* ---- threads ---- */
 
-static int start_chk(struct src *e, struct chk_arg *ca, bool paused_pass)
+static int start_chk(struct src *e, struct chk_arg *ca)
 {
 	for (unsigned i = 0; i < e->o.chk_lanes; i++)
-		ca[i] = (struct chk_arg){ .e = e, .lane = 1 + i, .paused_pass = paused_pass,
-					  .inflight = UINT64_MAX };
+		ca[i] = (struct chk_arg){ .e = e, .lane = 1 + i, .inflight = UINT64_MAX };
 	__atomic_store_n(&e->chk, ca, __ATOMIC_SEQ_CST);
 	for (unsigned i = 0; i < e->o.chk_lanes; i++) {
 		if (pthread_create(&ca[i].t, NULL, tlm__chk_thread, &ca[i])) {
@@ -321,7 +320,6 @@ static int stage3(struct src *e, uint64_t *t_pause)
 		return err;
 	s3->ps_pages = e->st->pages_ps - pages0;
 	s3->ps_bytes = e->st->bytes_ps - bytes0;
-	e->st->pages_final = s3->ps_pages;
 	s3->ps_ms = ms_since(t);
 
 	t = tlm__now_ns();
@@ -345,6 +343,11 @@ static int stage3(struct src *e, uint64_t *t_pause)
 		if (err) {
 			tlm__src_fail(e, err, "device state: %s", tlm_strerror(err));
 			return err;
+		}
+		if (devlen && !(tlm_session_cfg_get(e->s)->caps & TLM_CAP_DEVSTATE)) {
+			tlm__src_fail(e, -EOPNOTSUPP, "the destination takes no device state "
+				      "(TLM_CAP_DEVSTATE)");
+			return -EOPNOTSUPP;
 		}
 	}
 	m3.n = (uint16_t)n;
@@ -584,6 +587,11 @@ static int setup(struct src *e)
 			 nr, cfg->n_regions);
 		return -EINVAL;
 	}
+	/* What the destination takes (the session's capabilities). */
+	if (!(cfg->caps & TLM_CAP_ZERO_PAGE))
+		e->o.zero_pages = false;
+	if (!(cfg->caps & TLM_CAP_XBZRLE))
+		e->o.xbzrle_cache = 0;
 	e->page_size = cfg->page_size;
 	e->n_regions = nr;
 	for (unsigned i = 0; i < nr; i++) {
@@ -628,7 +636,7 @@ static bool want_live(const struct src *e)
 /* After START, which asked the destination to offer its regions. */
 static void setup_live(struct src *e)
 {
-	int ms = e->o.timeout_ms > 0 ? e->o.timeout_ms : 30000;
+	int ms = tlm__engine_timeout(e);
 	uint64_t t0 = tlm__now_ms();
 	unsigned n = n_data(e);
 	int err = 0;
@@ -725,7 +733,7 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 			goto fail;
 		t = tlm__now_ns();
 		e->t_pass_ns = t;
-		if (start_chk(e, ca, true))
+		if (start_chk(e, ca))
 			goto fail;
 		join_chk(e, ca);
 		if (e->err)
@@ -749,7 +757,7 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 			tick_on = true;
 		}
 		e->t_pass_ns = tlm__now_ns();
-		if (start_chk(e, ca, false))
+		if (start_chk(e, ca))
 			goto fail;
 		join_chk(e, ca);
 		if (tick_on) {
@@ -766,7 +774,8 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 		st->iterations = 1;
 		if (e->o.policy == TLM_POLICY_TLM) {
 			st->converged = true;
-			if (tail(e))
+			err = tail(e);
+			if (err)
 				goto fail;
 		} else {
 			err = iterate(e, t_start, &stop_now);
@@ -778,7 +787,8 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 			if (err || !stop_now)
 				goto fail;
 			/* The last iteration's round, applied before the pause. */
-			if (sync_dest(e))
+			err = sync_dest(e);
+			if (err)
 				goto fail;
 		}
 	}
@@ -798,7 +808,9 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 	goto stop_threads;
 
 fail:
-	err = e->err ? e->err : -EIO;
+	/* The first error any thread met, else the one the failing step
+	 * returned (-ENOMEM from iterate() or stage3() fails no thread). */
+	err = e->err ? e->err : err < 0 ? err : -EIO;
 	st->completed = false;
 	st->elapsed_ms = tlm__now_ms() - t_start;
 	/* Never leave the guest paused, and resume it first: telling the peer

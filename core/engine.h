@@ -136,6 +136,17 @@ static inline bool tlm__page_zero(const uint8_t *p, uint32_t n)
 	return true;
 }
 
+/* How long the engine waits on the destination (an answer, a window of
+ * records applied, a region registered): tlm_migrate_opts.timeout_ms, or
+ * TLM_ENGINE_TIMEOUT_MS. Longer than a session step's default
+ * (TLM_DEFAULT_TIMEOUT_MS): the destination may be draining every lane. */
+#define TLM_ENGINE_TIMEOUT_MS 30000
+
+static inline int tlm__engine_timeout(const struct src *e)
+{
+	return e->o.timeout_ms > 0 ? e->o.timeout_ms : TLM_ENGINE_TIMEOUT_MS;
+}
+
 static inline uint64_t src_pos(unsigned region, uint64_t page)
 {
 	return (uint64_t)region << 48 | page;
@@ -169,7 +180,6 @@ struct chk_arg {
 	struct src *e;
 	unsigned lane;
 	pthread_t t;
-	bool paused_pass;
 	uint64_t inflight;   /* zero copy: see above; UINT64_MAX = none (atomic) */
 	uint64_t mark;       /* flow control: records sent at the last window */
 };

@@ -476,7 +476,7 @@ int tlm_accept(struct tlm_listener *li, int timeout_ms, struct tlm_session **out
 	memcpy(s->names, p.region_name, sizeof(s->names));
 	for (unsigned i = 0; i < TLM_MAX_REGIONS; i++)
 		s->cfg.region_name[i] = i < p.n_regions ? s->names[i] : NULL;
-	s->cfg.caps = p.caps & li->cfg.caps;
+	s->cfg.caps = p.caps & (li->cfg.caps ? li->cfg.caps : TLM_CAP_ALL);
 	for (unsigned i = 1; i <= p.n_lanes; i++)
 		s->cfg.lane_modes[i] = (p.page_lanes >> (i - 1)) & 1 ? TLM_MODE_PAGES : TLM_MODE_BYTES;
 	s->n = p.n_lanes;
@@ -573,7 +573,7 @@ int tlm_connect(const struct tlm_session_cfg *cfg, const char *addr,
 	p.page_size = s->cfg.page_size;
 	p.n_lanes = (uint16_t)s->n;
 	p.n_regions = (uint16_t)cfg->n_regions;
-	p.caps = cfg->caps;
+	p.caps = cfg->caps ? cfg->caps : TLM_CAP_ALL;
 	for (unsigned i = 1; i <= s->n; i++)
 		if (cfg->lane_modes[i] == TLM_MODE_PAGES)
 			p.page_lanes |= 1ull << (i - 1);
@@ -602,7 +602,7 @@ int tlm_connect(const struct tlm_session_cfg *cfg, const char *addr,
 		err = -TLM_EFRAME;
 		goto fail;
 	}
-	s->cfg.caps = tlm__get32(buf) & cfg->caps;
+	s->cfg.caps = tlm__get32(buf) & p.caps;
 
 	for (unsigned i = 1; i <= s->n; i++) {
 		err = ops->connect(addr, port, cfg->transport_args, i, ms, &s->lanes[i]);

@@ -82,7 +82,7 @@ struct tlm_migrate_stats {
 	uint64_t downtime_ms;/* pause to confirmation (stage 3) */
 	uint64_t bytes_chk, bytes_ps;   /* payload bytes on the wire */
 	uint64_t pages_chk, pages_ps;   /* page records sent */
-	uint64_t pages_zero, pages_xbzrle, pages_final;
+	uint64_t pages_zero, pages_xbzrle;
 	uint64_t iterations; /* precopy-style passes (1 for tlm) */
 	uint64_t extra_bytes;/* source memory the engine used (bitmaps, cache) */
 	bool zero_copy;      /* pages went straight from the regions (RDMA WRITE) */
@@ -106,7 +106,8 @@ struct tlm_migrate_opts {
 	bool copy_pages;         /* never send pages zero-copy, even where the
 				  * transport could (zero copy also turns off
 				  * zero_pages and xbzrle, which read the page) */
-	int timeout_ms;          /* destination confirmation, default 30000 */
+	int timeout_ms;          /* waits on the destination (answers,
+				  * confirmation); 0 = 30000 */
 	volatile int *abort_flag;/* set non-zero to abort (Ctrl-C) */
 	/* Called from the engine's thread about every epoch. */
 	void (*progress)(const struct tlm_migrate_stats *st, uint64_t sent_pages,

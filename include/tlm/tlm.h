@@ -95,12 +95,17 @@ enum tlm_lane_mode { TLM_MODE_BYTES = 0, TLM_MODE_PAGES = 1 };
 #define TLM_MAX_REGIONS 16
 #define TLM_REGION_NAME_MAX 200   /* bytes of a region name, without the NUL */
 
-/* Capability bits negotiated in the handshake. */
+/* Capability bits negotiated in the handshake: a session has those both
+ * sides offered, and the migration engine sends only what they allow (a
+ * destination that did not offer ZERO_PAGE gets zero pages in full, one
+ * without XBZRLE no deltas; one without DEVSTATE fails a source that has
+ * device state), and its destination refuses records they do not allow. */
 enum {
 	TLM_CAP_ZERO_PAGE = 1u << 0,  /* zero-page records (no data) */
 	TLM_CAP_XBZRLE    = 1u << 1,  /* delta-encoded page records */
 	TLM_CAP_DEVSTATE  = 1u << 2,  /* device-state blob in stage 3 */
 };
+#define TLM_CAP_ALL (TLM_CAP_ZERO_PAGE | TLM_CAP_XBZRLE | TLM_CAP_DEVSTATE)
 
 struct tlm_session_cfg {
 	const char *transport;     /* "tcp", "rdma", "dpdk" */
@@ -117,7 +122,8 @@ struct tlm_session_cfg {
 	/* Accepting side only: region i may be any size up to region_max[i]
 	 * (memory the caller can still resize); 0 = exactly region_len[i]. */
 	uint64_t region_max[TLM_MAX_REGIONS];
-	uint32_t caps;             /* TLM_CAP_* offered / accepted */
+	uint32_t caps;             /* TLM_CAP_* offered (0: TLM_CAP_ALL); after
+				    * tlm_connect/tlm_accept, those both offered */
 	const struct tlm_psk *psk; /* required */
 	int timeout_ms;            /* per blocking step; 0 = 10000 */
 };
