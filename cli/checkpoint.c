@@ -20,8 +20,6 @@
 #include "ckpt.h"
 #include "cli.h"
 
-#pragma weak tlm_cli_checkpoint_qemu
-
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -126,11 +124,7 @@ int tlm_cli_checkpoint(int argc, char **argv)
 			return check(argv[i + 1], json);
 		}
 	}
-	if (!tlm_cli_checkpoint_qemu) {
-		tlm_cli_err("checkpointing a VM is not available in this build (no qemu-glue)");
-		return 2;
-	}
-	return tlm_cli_checkpoint_qemu(argc, argv);
+	return tlm_cli_run_optional("checkpoint_qemu", "checkpoint --qmp", argc, argv);
 }
 
 /* ---- tlm receive --to-file ---- */

@@ -22,6 +22,9 @@ int tlm_cli_restore(int argc, char **argv);
 /* checkpoint.c: tlm receive --to-file; checkpoint_qemu.c: tlm checkpoint --qmp. */
 int tlm_cli_receive_to_file(int argc, char **argv);
 int tlm_cli_checkpoint_qemu(int argc, char **argv);
+/* main.c: runs the optional subcommand tlm_cli_<cmd> (commands.h), or says
+ * that `what` is not available in this build. */
+int tlm_cli_run_optional(const char *cmd, const char *what, int argc, char **argv);
 int tlm_cli_migrate(int argc, char **argv);
 int tlm_cli_receive(int argc, char **argv);
 int tlm_cli_demo(int argc, char **argv);

@@ -7,7 +7,7 @@
 #include "tlm-bench.h"
 
 /* The subcommands a build may leave out (the QEMU ones need qemu-glue),
- * from the generated commands.h (restore is in none yet): a build without one says "not available
+ * from the generated commands.h: a build without one says "not available
  * in this build". */
 static const struct {
 	const char *name;
@@ -50,6 +50,13 @@ static void usage(FILE *f)
 	for (unsigned i = 0; tlm_transport_name(i); i++)
 		fprintf(f, " %s", tlm_transport_name(i));
 	fprintf(f, "\n\n'tlm <command> --help' describes each command.\n");
+}
+
+static int run(int (*fn)(int, char **), const char *name, int argc, char **argv);
+
+int tlm_cli_run_optional(const char *cmd, const char *what, int argc, char **argv)
+{
+	return run(optional_fn(cmd), what, argc, argv);
 }
 
 static int run(int (*fn)(int, char **), const char *name, int argc, char **argv)

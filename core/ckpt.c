@@ -489,7 +489,6 @@ struct tlm_ckpt_w {
 	uint8_t *map;            /* [data_off, dev_off) of the file */
 	size_t map_len;
 	struct tlm_region reg[TLM_MAX_REGIONS];
-	uint64_t t0_ns;
 };
 
 static bool same_layout(const struct tlm_ckpt_layout *a, const struct tlm_ckpt_layout *b)
@@ -552,7 +551,6 @@ int tlm_ckpt_begin(const char *path, const struct tlm_ckpt_layout *lay,
 	if (!w)
 		return -ENOMEM;
 	w->fd = -1;
-	w->t0_ns = tlm__now_ns();
 	w->lay = *lay;
 	w->path = strdup(path);
 	w->tmp = cat(path, ".tmp");
@@ -770,6 +768,7 @@ int tlm_ckpt_commit(struct tlm_ckpt_w *w, const void *devstate, size_t devlen,
 	uint8_t (*regsha)[32] = calloc(TLM_MAX_REGIONS, 32), devsha[32], *raw = NULL, *h = NULL;
 	uint32_t *t = malloc(w->p.pages ? w->p.pages * 4 : 4), zc = zero_crc(w->lay.page_size);
 	const char *step = "the pages";
+	uint64_t t0 = tlm__now_ns();
 	struct stat sb;
 	int err = regsha && t ? 0 : -ENOMEM;
 
@@ -831,7 +830,7 @@ int tlm_ckpt_commit(struct tlm_ckpt_w *w, const void *devstate, size_t devlen,
 		snprintf(st->why, sizeof(st->why), "writing %s of %s: %s", step, w->tmp,
 			 tlm_strerror(err));
 	}
-	st->commit_ms = (double)(tlm__now_ns() - w->t0_ns) / 1e6;
+	st->commit_ms = (double)(tlm__now_ns() - t0) / 1e6;
 	free(regsha);
 	free(t);
 	free(raw);
