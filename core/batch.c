@@ -3,7 +3,7 @@
  * Batches of page records: CHK and PS threads snapshot (or, zero copy,
  * point at) up to TLM_BURST pages, elide zero pages, delta-encode re-sent
  * ones, and hand the batch to one lane in one call (core/engine.h has the
- * contract under "engine-src.c APIs").
+ * contract under "batch.c APIs").
  */
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +108,3 @@ int tlm__batch_flush(struct src *e, struct send_batch *b)
 	b->n = 0;
 	return 0;
 }
-
-/* ---- control messages ---- */
-

@@ -1,17 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The source side's stage machine.
+ * The source side's stage machine (engine.h lists the files below it).
  *
- *   SETUP    check lanes and regions, START on the control lane,
- *            start dirty tracking, start the PS threads
+ *   SETUP    check lanes and regions (bitmaps, XBZRLE caches); START on
+ *            the control lane; register the regions for zero copy where
+ *            every lane can; start the PS threads; then (not stop-copy)
+ *            start dirty tracking and, for tlm, the epoch tick
  *   STAGE 1  tlm:        CHK threads (one per CHK lane) make one pass while
  *            + 2         the epoch tick hands dirty pages to the PS threads
  *                        (one per PS lane) every epoch_ms; then the tail:
  *                        short rounds (PS round, SYNC, tick) while the dirty
- *                        set still shrinks, at most TAIL_MAX
+ *                        set still shrinks, at most TAIL_MAX (precopy.c)
  *            precopy/frs/mp: CHK pass alone, then iterations: tick, ask the
  *                        policy, send the dirty set on the PS lanes; SYNC
- *            stop-copy:  nothing (the guest is paused first)
+ *                        (precopy.c)
+ *            stop-copy:  pause, then one CHK pass (no tracking, no tick)
  *   STAGE 3  pause, PAUSED; final tick (with the highest epoch); last PS
  *            round; a LAST record on every data lane; STAGE3 with the
  *            record count of every lane and the device state; wait for
@@ -30,205 +33,6 @@
 
 #include "engine.h"
 
-void tlm__src_fail(struct src *e, int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	pthread_mutex_lock(&e->lock);
-	if (!e->err) {
-		e->err = err ? err : -EIO;
-		va_start(ap, fmt);
-		vsnprintf(e->st->why, sizeof(e->st->why), fmt, ap);
-		va_end(ap);
-	}
-	e->stop = true;
-	pthread_cond_broadcast(&e->cond);
-	pthread_mutex_unlock(&e->lock);
-}
-
-bool tlm__src_stopping(struct src *e)
-{
-	if (e->o.abort_flag && *e->o.abort_flag)
-		tlm__src_fail(e, -TLM_EABORTED, "aborted on request");
-	return __atomic_load_n(&e->stop, __ATOMIC_ACQUIRE);
-}
-
-static unsigned n_data(const struct src *e) { return e->o.chk_lanes + e->o.ps_lanes; }
-
-static int send_ctrl(struct src *e, const uint8_t *msg, uint32_t len)
-{
-	struct tlm_lane *c = tlm_session_lane(e->s, 0);
-	int err = tlm__msg_send(c, TLM_FT_CTRL, msg, len);
-
-	return err ? err : tlm_lane_flush(c);
-}
-
-static void send_abort(struct src *e)
-{
-	uint8_t m[1];
-
-	if (tlm__cm_abort_encode(m, sizeof(m)) > 0)
-		(void)send_ctrl(e, m, sizeof(m));
-}
-
-static double ms_since(uint64_t t0_ns)
-{
-	return (double)(tlm__now_ns() - t0_ns) / 1e6;
-}
-
-/* The destination's stage-3 accounting, after COMMIT (engine.h). */
-static void commit_stats(struct src *e, const struct tlm_cm_commit *m)
-{
-	struct tlm_stage3_stats *s3 = &e->st->stage3;
-	unsigned n = n_data(e);
-
-	if (!m->stats || m->n != n)
-		return;
-	for (unsigned i = 1; i <= n; i++) {
-		s3->lane_backlog_records[i] = m->backlog[i];
-		s3->lane_drain_ms[i] = m->drain_us[i] / 1000.0;
-		s3->backlog_records += s3->lane_backlog_records[i];
-	}
-	s3->backlog_bytes = m->backlog_bytes;
-	s3->dest_commit_ms = m->commit_us / 1000.0;
-}
-
-/* Wait for the destination's answer: COMMIT to stage 3, or SYNCED. */
-static int wait_answer(struct src *e, uint8_t want, uint8_t *buf, uint32_t *len)
-{
-	struct tlm_lane *c = tlm_session_lane(e->s, 0);
-	int ms = tlm__engine_timeout(e);
-	uint8_t type;
-	int err;
-
-	err = tlm__msg_recv(c, &type, buf, TLM_MAX_MSG, len, ms);
-	if (err) {
-		tlm__src_fail(e, err, "no %s from the destination: %s",
-			      want == TLM_CM_COMMIT ? "confirmation" : "answer to SYNC",
-			      tlm_strerror(err));
-		return err;
-	}
-	if (type == TLM_FT_CTRL && tlm__cm_type(buf, *len) == want)
-		return 0;
-	if (type == TLM_FT_CTRL && tlm__cm_type(buf, *len) == TLM_CM_FAIL) {
-		struct tlm_cm_fail f;
-
-		if (!tlm__cm_fail_decode(buf, *len, &f)) {
-			tlm__src_fail(e, f.code, "destination failed: %.120s", f.text);
-			return f.code;
-		}
-	}
-	tlm__src_fail(e, -TLM_EFRAME, "unexpected message from the destination");
-	return -TLM_EFRAME;
-}
-
-static int wait_commit(struct src *e)
-{
-	struct tlm_cm_commit m;
-	uint8_t buf[TLM_MAX_MSG];
-	uint32_t len;
-	int err = wait_answer(e, TLM_CM_COMMIT, buf, &len);
-
-	if (err)
-		return err;
-	err = tlm__cm_commit_decode(buf, len, &m);
-	if (err) {
-		tlm__src_fail(e, err, "malformed confirmation from the destination");
-		return err;
-	}
-	commit_stats(e, &m);
-	return 0;
-}
-
-/* Flush every data lane: what the engine handed them goes out now. */
-static int flush_data(struct src *e)
-{
-	for (unsigned i = 1; i <= n_data(e); i++) {
-		int err = tlm_lane_flush(tlm_session_lane(e->s, i));
-		if (err < 0) {
-			tlm__src_fail(e, err, "lane %u: %s", i, tlm_strerror(err));
-			return err;
-		}
-	}
-	return 0;
-}
-
-/* SYNC for want[1..n] records; the answer's round trip, without the
- * destination's wait, in *rtt_ms. */
-static int sync_records(struct src *e, const uint64_t *want, double *rtt_ms)
-{
-	uint8_t msg[TLM_CM_MAX_LEN], buf[TLM_MAX_MSG];
-	struct tlm_cm_lanes m = { .n = (uint16_t)n_data(e) };
-	uint64_t t0 = tlm__now_ns();
-	uint32_t len, waited_us;
-	int err;
-
-	for (unsigned i = 1; i <= m.n; i++)
-		m.records[i] = want[i];
-	err = tlm__cm_sync_encode(msg, sizeof(msg), &m);
-	pthread_mutex_lock(&e->ctrl);
-	if (err >= 0)
-		err = send_ctrl(e, msg, (uint32_t)err);
-	if (err)
-		tlm__src_fail(e, err, "control lane: %s", tlm_strerror(err));
-	else
-		err = wait_answer(e, TLM_CM_SYNCED, buf, &len);
-	pthread_mutex_unlock(&e->ctrl);
-	if (!err && tlm__cm_synced_decode(buf, len, &waited_us)) {
-		err = -TLM_EFRAME;
-		tlm__src_fail(e, err, "malformed answer to SYNC");
-	}
-	if (!err && rtt_ms) {
-		double rtt = ms_since(t0) - waited_us / 1000.0;
-		*rtt_ms = rtt > 0 ? rtt : 0;
-	}
-	return err;
-}
-
-int tlm__sync_lane(struct src *e, unsigned lane, uint64_t records)
-{
-	uint64_t want[TLM_MAX_LANES] = { 0 };
-	int err = tlm_lane_flush(tlm_session_lane(e->s, lane));
-
-	if (err < 0) {
-		tlm__src_fail(e, err, "lane %u: %s", lane, tlm_strerror(err));
-		return err;
-	}
-	want[lane] = records;
-	return sync_records(e, want, NULL);
-}
-
-/*
- * SYNC: returns once the destination has applied every record sent so far
- * on every data lane. Only while no CHK or PS thread is sending. Measures
- * the control round trip for the downtime model.
- */
-static int sync_dest(struct src *e)
-{
-	int err = flush_data(e);
-
-	return err ? err : sync_records(e, e->lane_records, &e->rtt_ms);
-}
-
-/* Tell the destination what each lane had carried when the source paused. */
-static int send_paused(struct src *e)
-{
-	uint8_t msg[TLM_CM_MAX_LEN];
-	struct tlm_cm_lanes m = { .n = (uint16_t)n_data(e) };
-	int err;
-
-	for (unsigned i = 1; i <= m.n; i++) {
-		m.records[i] = __atomic_load_n(&e->lane_records[i], __ATOMIC_RELAXED);
-		m.bytes[i] = __atomic_load_n(&e->lane_bytes[i], __ATOMIC_RELAXED);
-	}
-	err = tlm__cm_paused_encode(msg, sizeof(msg), &m);
-	if (err >= 0)
-		err = send_ctrl(e, msg, (uint32_t)err);
-	if (err)
-		tlm__src_fail(e, err, "control lane: %s", tlm_strerror(err));
-	return err;
-}
-
 static int pause_source(struct src *e, uint64_t *t_pause)
 {
 	uint64_t t0 = tlm__now_ns();
@@ -240,8 +44,8 @@ static int pause_source(struct src *e, uint64_t *t_pause)
 	}
 	e->paused = true;
 	*t_pause = t0;
-	err = send_paused(e);
-	e->st->stage3.pause_ms = ms_since(t0);
+	err = tlm__send_paused(e);
+	e->st->stage3.pause_ms = tlm__ms_since(t0);
 	return err;
 }
 
@@ -283,11 +87,9 @@ static void join_chk(struct src *e, struct chk_arg *ca)
 static int stage3(struct src *e, uint64_t *t_pause)
 {
 	struct tlm_stage3_stats *s3 = &e->st->stage3;
-	struct tlm_cm_lanes m3 = { 0 };
-	uint8_t msg[TLM_CM_MAX_LEN];
 	const void *dev = NULL;
 	size_t devlen = 0;
-	unsigned n = n_data(e);
+	unsigned n = tlm__n_data(e);
 	uint64_t t, pages0, bytes0;
 	int err;
 
@@ -308,7 +110,7 @@ static int stage3(struct src *e, uint64_t *t_pause)
 	if (e->tracking && tlm__epoch_tick(e) < 0)
 		return e->err;
 	s3->dirty_pages = pending_pages(e);
-	s3->sync_ms = ms_since(t);
+	s3->sync_ms = tlm__ms_since(t);
 	s3->predicted_ms = e->tracking ? tlm__downtime_model(s3->dirty_pages, e->page_size,
 							     e->bw_Bps, s3->fixed_ms) : 0;
 
@@ -320,7 +122,7 @@ static int stage3(struct src *e, uint64_t *t_pause)
 		return err;
 	s3->ps_pages = e->st->pages_ps - pages0;
 	s3->ps_bytes = e->st->bytes_ps - bytes0;
-	s3->ps_ms = ms_since(t);
+	s3->ps_ms = tlm__ms_since(t);
 
 	t = tlm__now_ns();
 	for (unsigned i = 1; i <= n; i++) {
@@ -335,7 +137,7 @@ static int stage3(struct src *e, uint64_t *t_pause)
 			return err;
 		}
 	}
-	s3->last_ms = ms_since(t);
+	s3->last_ms = tlm__ms_since(t);
 
 	t = tlm__now_ns();
 	if (e->m->ops->device_state) {
@@ -350,206 +152,15 @@ static int stage3(struct src *e, uint64_t *t_pause)
 			return -EOPNOTSUPP;
 		}
 	}
-	m3.n = (uint16_t)n;
-	for (unsigned i = 1; i <= n; i++)
-		m3.records[i] = e->lane_records[i];
-	m3.devstate_len = devlen;
-	err = tlm__cm_stage3_encode(msg, sizeof(msg), &m3);
-	if (err >= 0)
-		err = send_ctrl(e, msg, (uint32_t)err);
-	for (size_t off = 0; !err && off < devlen;) {
-		size_t c = devlen - off > TLM_MAX_DATA_FRAME - 1 ? TLM_MAX_DATA_FRAME - 1 : devlen - off;
-		uint8_t *chunk = malloc(c + 1);
-
-		if (!chunk) {
-			err = -ENOMEM;
-			break;
-		}
-		err = tlm__cm_devstate_encode(chunk, c + 1, (const uint8_t *)dev + off, c);
-		if (err >= 0)
-			err = send_ctrl(e, chunk, (uint32_t)err);
-		free(chunk);
-		off += c;
-	}
-	if (err) {
-		tlm__src_fail(e, err, "control lane: %s", tlm_strerror(err));
+	err = tlm__send_stage3(e, dev, devlen);
+	if (err)
 		return err;
-	}
-	s3->devstate_ms = ms_since(t);
+	s3->devstate_ms = tlm__ms_since(t);
 
 	t = tlm__now_ns();
-	err = wait_commit(e);
-	s3->wait_ms = ms_since(t);
+	err = tlm__wait_commit(e);
+	s3->wait_ms = tlm__ms_since(t);
 	return err;
-}
-
-/*
- * tlm, once CHK is done: the tail. Send what is pending, wait until the
- * destination has applied everything (SYNC), take the dirty set again; go
- * on while the set still halves and sending it would take longer than a
- * tick, at most TAIL_MAX rounds. With lanes faster than the guest writes,
- * the set at the pause is what the guest wrote during the last short
- * round.
- *
- * A guest that dirties pages faster than the lanes carry them (measured
- * over the pass) gains nothing from more rounds: each would find more
- * pages dirty than it sent. The round under way is cut short, the
- * destination catches up, and the pause comes at once; the downtime is
- * then the guest's working set over the bandwidth, as it must be without
- * slowing the guest down (stats: stage3.lanes_keep_up false).
- */
-#define TAIL_MAX 4
-#define TAIL_BW_MIN_BYTES (1u << 20)  /* a round this big measures bandwidth */
-#define TAIL_KEEP_UP 0.8              /* write rate / bandwidth below this */
-
-static int tail(struct src *e)
-{
-	struct tlm_stage3_stats *s3 = &e->st->stage3;
-	uint64_t t0 = tlm__now_ns(), prev = UINT64_MAX;
-	double bw = (double)(e->st->bytes_chk + e->st->bytes_ps) * 1e9 /
-		    (double)(t0 - e->t_pass_ns + 1);
-	uint64_t ps_ns = __atomic_load_n(&e->ps_ns, __ATOMIC_RELAXED);
-	int err = 0;
-
-	/* Over the pass, zero pages carry no bytes; the page saver's rounds
-	 * carry written pages. Whichever saw the lanes do more. */
-	if (ps_ns && __atomic_load_n(&e->ps_bytes, __ATOMIC_RELAXED) >= TAIL_BW_MIN_BYTES) {
-		double ps_bw = (double)__atomic_load_n(&e->ps_bytes, __ATOMIC_RELAXED) * 1e9 /
-			       (double)ps_ns * e->o.ps_lanes;
-		if (ps_bw > bw)
-			bw = ps_bw;
-	}
-	s3->lanes_keep_up = e->rate_pps * e->page_size < TAIL_KEEP_UP * bw;
-	if (!s3->lanes_keep_up) {
-		err = tlm__ps_cut(e);
-		if (!err)
-			err = sync_dest(e);
-		if (!err)
-			e->bw_Bps = (double)(e->st->bytes_chk + e->st->bytes_ps) * 1e9 /
-				    (double)(tlm__now_ns() - e->t_pass_ns);
-		s3->tail_ms = ms_since(t0);
-		return err;
-	}
-	for (;;) {
-		uint64_t t = tlm__now_ns(), b0 = e->st->bytes_ps;
-		double ms;
-		int64_t dirty;
-
-		err = tlm__ps_round(e);
-		if (!err)
-			err = sync_dest(e);
-		if (err)
-			break;
-		ms = ms_since(t);
-		if (e->bw_Bps <= 0) /* the whole pass, until applied */
-			e->bw_Bps = (double)(e->st->bytes_chk + e->st->bytes_ps) * 1e9 /
-				    (double)(tlm__now_ns() - e->t_pass_ns);
-		if (e->st->bytes_ps - b0 >= TAIL_BW_MIN_BYTES && ms > 0)
-			e->bw_Bps = (double)(e->st->bytes_ps - b0) * 1000.0 / ms;
-		if (s3->tail_rounds >= TAIL_MAX)
-			break;
-		dirty = tlm__epoch_tick(e);
-		if (dirty < 0) {
-			err = e->err;
-			break;
-		}
-		s3->tail_rounds++;
-		if (tlm__downtime_model((uint64_t)dirty, e->page_size, e->bw_Bps, 0) <= e->tick_ms + 1.0 ||
-		    (uint64_t)dirty * 2 > prev)
-			break;
-		prev = (uint64_t)dirty;
-	}
-	s3->tail_ms = ms_since(t0);
-	return err;
-}
-
-/* precopy, frs, mp: iterate on the PS lanes after the CHK pass. */
-/* FRS: pages dirty both now and in the previous iteration. prev[] keeps
- * the previous dirty set (pending is not sent yet when this runs). */
-static uint64_t overlap(struct src *e, uint64_t **prev)
-{
-	uint64_t n = 0;
-
-	for (unsigned i = 0; i < e->n_regions; i++)
-		for (uint64_t w = 0; w < e->r[i].words; w++) {
-			uint64_t cur = __atomic_load_n(&e->r[i].pending[w], __ATOMIC_ACQUIRE);
-			n += (uint64_t)__builtin_popcountll(cur & prev[i][w]);
-			prev[i][w] = cur;
-		}
-	return n;
-}
-
-static int iterate(struct src *e, uint64_t t_start, bool *stop_now)
-{
-	struct iter_info it = { .page_size = e->page_size, .iteration = 1 };
-	uint64_t t_prev = t_start, prev_sent = 0;
-	uint64_t *prev[TLM_MAX_REGIONS] = { 0 };
-	int ret = 0;
-
-	*stop_now = false;
-	for (unsigned i = 0; i < e->n_regions; i++) {
-		prev[i] = calloc(e->r[i].words, 8);
-		if (!prev[i]) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		/* The first pass sent every page: all of them were "dirty". */
-		memset(prev[i], 0xff, e->r[i].words * 8);
-	}
-	e->st->extra_bytes += e->total_pages / 8;
-	it.prev_dirty = e->total_pages;
-	for (;;) {
-		uint64_t now = tlm__now_ms(), sent;
-		int64_t dirty;
-		int d;
-
-		if (tlm__src_stopping(e)) {
-			ret = e->err;
-			goto out;
-		}
-		sent = e->st->bytes_chk + e->st->bytes_ps;
-		it.sent_bytes = sent - prev_sent;
-		it.bw_Bps = now > t_prev ? (double)it.sent_bytes * 1000.0 / (double)(now - t_prev) : 0;
-		dirty = tlm__epoch_tick(e);
-		if (dirty < 0) {
-			ret = (int)dirty;
-			goto out;
-		}
-		it.dirty = (uint64_t)dirty;
-		it.overlap = overlap(e, prev);
-		it.dirty_rate_pps = now > t_prev ? (double)dirty * 1000.0 / (double)(now - t_prev) : 0;
-		it.fixed_ms = e->tick_ms + e->rtt_ms;
-		e->bw_Bps = it.bw_Bps;
-		if (e->o.progress)
-			e->o.progress(e->st, e->total_pages, e->total_pages, e->o.progress_arg);
-		d = tlm__policy_decide(&e->o, &it);
-		tlm__dbg("iteration %llu: %llu dirty pages (%llu also last time), %.0f MB/s, decision %d",
-			 (unsigned long long)it.iteration, (unsigned long long)it.dirty,
-			 (unsigned long long)it.overlap, it.bw_Bps / 1e6, d);
-		if (d == POL_STOP_CONVERGED || d == POL_STOP_HEURISTIC) {
-			e->st->converged = d == POL_STOP_CONVERGED;
-			*stop_now = true;
-			goto out;
-		}
-		if (d == POL_GIVE_UP) {
-			e->st->converged = false;
-			ret = -TLM_ENOTCONV;
-			goto out;
-		}
-		t_prev = now;
-		prev_sent = sent;
-		it.prev_dirty = it.dirty;
-		it.iteration++;
-		e->st->iterations = it.iteration;
-		if (tlm__ps_round(e)) {
-			ret = e->err;
-			goto out;
-		}
-	}
-out:
-	for (unsigned i = 0; i < e->n_regions; i++)
-		free(prev[i]);
-	return ret;
 }
 
 static int setup(struct src *e)
@@ -569,12 +180,12 @@ static int setup(struct src *e)
 		e->o.downtime_ms = 300;
 	if (!e->o.max_iterations)
 		e->o.max_iterations = 30;
-	if (n_data(e) != tlm_session_lanes(e->s)) {
+	if (tlm__n_data(e) != tlm_session_lanes(e->s)) {
 		snprintf(e->st->why, sizeof(e->st->why), "%u CHK + %u PS lanes, but the session has %u",
 			 e->o.chk_lanes, e->o.ps_lanes, tlm_session_lanes(e->s));
 		return -EINVAL;
 	}
-	for (unsigned i = 1; i <= n_data(e); i++)
+	for (unsigned i = 1; i <= tlm__n_data(e); i++)
 		if (cfg->lane_modes[i] != TLM_MODE_PAGES) {
 			snprintf(e->st->why, sizeof(e->st->why), "lane %u is not in page mode", i);
 			return -EINVAL;
@@ -619,18 +230,8 @@ static int setup(struct src *e)
 			e->st->extra_bytes += tlm__xbz_bytes(e->xbz[l]);
 		}
 	}
-	e->st->extra_bytes += (size_t)n_data(e) * 2 * TLM_BURST * e->page_size;
+	e->st->extra_bytes += (size_t)tlm__n_data(e) * 2 * TLM_BURST * e->page_size;
 	return 0;
-}
-
-/*
- * Zero copy where every data lane can do it (mixing would let a copied CHK
- * record land over a newer placed one). Registration pins the regions, so
- * it comes before dirty tracking starts: pinning touches every page.
- */
-static bool want_live(const struct src *e)
-{
-	return !e->o.copy_pages && !e->o.xbzrle_cache;
 }
 
 /* After START, which asked the destination to offer its regions. */
@@ -638,10 +239,10 @@ static void setup_live(struct src *e)
 {
 	int ms = tlm__engine_timeout(e);
 	uint64_t t0 = tlm__now_ms();
-	unsigned n = n_data(e);
+	unsigned n = tlm__n_data(e);
 	int err = 0;
 
-	if (!want_live(e))
+	if (!tlm__want_live(e))
 		return;
 	for (unsigned i = 1; i <= n && !err; i++)
 		for (unsigned k = 0; k < e->n_regions && !err; k++)
@@ -659,19 +260,6 @@ static void setup_live(struct src *e)
 	}
 	e->live = true;
 	e->st->zero_copy = true;
-}
-
-static int send_start(struct src *e)
-{
-	struct tlm_cm_start s = {
-		.chk = (uint16_t)e->o.chk_lanes, .ps = (uint16_t)e->o.ps_lanes,
-		.policy = (uint8_t)e->o.policy, .epoch_ms = e->o.epoch_ms,
-		.flags = want_live(e) ? TLM_START_ZC : 0,
-	};
-	uint8_t m[TLM_CM_START_LEN];
-	int len = tlm__cm_start_encode(m, sizeof(m), &s);
-
-	return len < 0 ? len : send_ctrl(e, m, (uint32_t)len);
 }
 
 int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
@@ -698,7 +286,7 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 	e->epoch = 1;
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_mutex_init(&e->ctrl, NULL);
-	/* The epoch tick waits on it with a deadline (core/pagesaver.c). */
+	/* The epoch tick waits on it with a deadline (core/epoch.c). */
 	pthread_condattr_init(&ca_attr);
 	pthread_condattr_setclock(&ca_attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&e->cond, &ca_attr);
@@ -710,7 +298,7 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 			snprintf(st->why, sizeof(st->why), "setup: %s", tlm_strerror(err));
 		goto out;
 	}
-	err = send_start(e);
+	err = tlm__send_start(e);
 	if (err) {
 		snprintf(st->why, sizeof(st->why), "control lane: %s", tlm_strerror(err));
 		goto out;
@@ -738,7 +326,7 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 		join_chk(e, ca);
 		if (e->err)
 			goto fail;
-		st->stage3.chk_ms = ms_since(t);
+		st->stage3.chk_ms = tlm__ms_since(t);
 		st->converged = true;
 		st->iterations = 1;
 	} else {
@@ -774,11 +362,11 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 		st->iterations = 1;
 		if (e->o.policy == TLM_POLICY_TLM) {
 			st->converged = true;
-			err = tail(e);
+			err = tlm__tail(e);
 			if (err)
 				goto fail;
 		} else {
-			err = iterate(e, t_start, &stop_now);
+			err = tlm__iterate(e, t_start, &stop_now);
 			if (err == -TLM_ENOTCONV) {
 				tlm__src_fail(e, err, "did not converge in %u iterations",
 					      e->o.max_iterations);
@@ -787,7 +375,7 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 			if (err || !stop_now)
 				goto fail;
 			/* The last iteration's round, applied before the pause. */
-			err = sync_dest(e);
+			err = tlm__sync_dest(e);
 			if (err)
 				goto fail;
 		}
@@ -797,7 +385,7 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 		goto fail;
 	st->completed = true;
 	st->elapsed_ms = tlm__now_ms() - t_start;
-	st->stage3.downtime_ms = ms_since(t_pause);
+	st->stage3.downtime_ms = tlm__ms_since(t_pause);
 	st->downtime_ms = (uint64_t)(st->stage3.downtime_ms + 0.5);
 	/* Downtime is part of the elapsed time; the two are read at different
 	 * resolutions (microseconds rounded, milliseconds truncated), so a
@@ -821,7 +409,7 @@ fail:
 			tlm__err("could not resume the memory source: %s", tlm_strerror(r));
 		e->paused = false;
 	}
-	send_abort(e);
+	tlm__send_abort(e);
 stop_threads:
 	pthread_mutex_lock(&e->lock);
 	e->stop = true;
@@ -836,7 +424,7 @@ stop_threads:
 		(void)m->ops->stop_tracking(m->ctx);
 out:
 	if (e->live)
-		for (unsigned i = 1; i <= n_data(e); i++)
+		for (unsigned i = 1; i <= tlm__n_data(e); i++)
 			tlm_lane_unregister_regions(tlm_session_lane(s, i));
 	for (unsigned i = 0; i < e->n_regions; i++) {
 		free(e->r[i].pending);

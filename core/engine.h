@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Engine internals shared by engine-src.c, chk.c, pagesaver.c, apply.c,
+ * Engine internals shared by engine-src.c, chk.c, pagesaver.c, epoch.c,
+ * precopy.c, src-ctl.c, batch.c, apply.c,
  * policy.c and xbzrle.c.
  *
  * Why the destination ends with the source's memory at the pause:
@@ -147,18 +148,69 @@ static inline int tlm__engine_timeout(const struct src *e)
 	return e->o.timeout_ms > 0 ? e->o.timeout_ms : TLM_ENGINE_TIMEOUT_MS;
 }
 
+static inline unsigned tlm__n_data(const struct src *e)
+{
+	return e->o.chk_lanes + e->o.ps_lanes;
+}
+
+static inline double tlm__ms_since(uint64_t t0_ns)
+{
+	return (double)(tlm__now_ns() - t0_ns) / 1e6;
+}
+
+/* Zero copy where every data lane can do it (mixing would let a copied CHK
+ * record land over a newer placed one). Registration pins the regions, so
+ * it comes before dirty tracking starts: pinning touches every page. */
+static inline bool tlm__want_live(const struct src *e)
+{
+	return !e->o.copy_pages && !e->o.xbzrle_cache;
+}
+
 static inline uint64_t src_pos(unsigned region, uint64_t page)
 {
 	return (uint64_t)region << 48 | page;
 }
 
-/* engine-src.c and batch.c APIs: */
+/* The source's files, from the top (each calls only files below it):
+ *   engine-src.c  the stage machine
+ *   chk.c, pagesaver.c, epoch.c, precopy.c   CHK, PS, the tick, the rounds
+ *                 after the pass (precopy.c and PS use the tick's APIs;
+ *                 PS asks CHK how far it wrote, tlm__chk_done)
+ *   batch.c       page records in bursts onto the lanes
+ *   src-ctl.c     the control lane and the engine's failure
+ */
+
+/* src-ctl.c APIs: */
+/* Records the first error (err, or -EIO for 0) with its reason in
+ * st->why and stops every thread. */
+void tlm__src_fail(struct src *e, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* True once the engine is stopping (a failure, or abort_flag). */
+bool tlm__src_stopping(struct src *e);
 /* Flow control: returns once the destination has applied `records` on
  * data lane `lane` (SYNC). Any thread, while it alone sends on that lane. */
 int tlm__sync_lane(struct src *e, unsigned lane, uint64_t records);
-void tlm__src_fail(struct src *e, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-bool tlm__src_stopping(struct src *e);
+/* SYNC: returns once the destination has applied every record sent so far
+ * on every data lane. Only while no CHK or PS thread is sending. Measures
+ * the control round trip for the downtime model. */
+int tlm__sync_dest(struct src *e);
+int tlm__send_start(struct src *e);
+/* PAUSED: what each lane had carried when the source paused. */
+int tlm__send_paused(struct src *e);
+/* STAGE3 with every lane's record count, then the device state. */
+int tlm__send_stage3(struct src *e, const void *dev, size_t devlen);
+/* Waits for COMMIT and keeps the destination's stage-3 accounting. */
+int tlm__wait_commit(struct src *e);
+void tlm__send_abort(struct src *e);
+
+/* precopy.c APIs: */
+/* tlm, once CHK is done: the tail rounds. */
+int tlm__tail(struct src *e);
+/* precopy, frs, mp: iterate on the PS lanes after the CHK pass; *stop_now
+ * when the policy says pause now, -TLM_ENOTCONV when it gives up. */
+int tlm__iterate(struct src *e, uint64_t t_start, bool *stop_now);
+
+/* batch.c APIs: */
 /* Snapshot, encode and send pages of one region on one lane. */
 struct send_batch {
 	struct tlm_page_rec recs[TLM_BURST];
@@ -189,15 +241,18 @@ uint64_t tlm__chk_done(struct src *e, uint64_t *chk_next);
 /* pagesaver.c APIs: */
 struct ps_arg { struct src *e; unsigned lane; unsigned k; pthread_t t; uint64_t done_round; bool running; };
 void *tlm__ps_thread(void *arg);
-/* The epoch tick: get-and-clear every region's dirty set into pending.
- * Returns pages found dirty, or a negative error. */
-int64_t tlm__epoch_tick(struct src *e);
-void *tlm__tick_thread(void *arg);
 /* Run one page-saver round on every PS thread and wait for it. */
 int tlm__ps_round(struct src *e);
 /* Cut the round under way short (what it has not sent stays pending) and
  * wait until every PS thread is idle. */
 int tlm__ps_cut(struct src *e);
+
+/* epoch.c APIs: */
+/* The epoch tick: get-and-clear every region's dirty set into pending.
+ * Returns pages found dirty, or a negative error. */
+int64_t tlm__epoch_tick(struct src *e);
+void *tlm__tick_thread(void *arg);   /* arg: struct src; tlm policy */
+/* Books dirtied pages and pages the PS sent to an epoch's stats. */
 void tlm__epoch_account(struct src *e, uint32_t epoch, uint64_t dirtied, uint64_t sent);
 
 /* xbzrle.c APIs: delta encoding of re-sent pages against the last copy

@@ -1,0 +1,243 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The source's side of the control lane: failure (tlm__src_fail, which
+ * every engine thread calls), the messages the stage machine sends (START,
+ * PAUSED, STAGE3 + DEVSTATE, ABORT) and the exchanges it waits on (SYNC and
+ * SYNCED, COMMIT). Messages are encoded and decoded by core/wire.c; this
+ * file adds what they mean to the source. Requests and answers are one
+ * exchange at a time (e->ctrl).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+
+void tlm__src_fail(struct src *e, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&e->lock);
+	if (!e->err) {
+		e->err = err ? err : -EIO;
+		va_start(ap, fmt);
+		vsnprintf(e->st->why, sizeof(e->st->why), fmt, ap);
+		va_end(ap);
+	}
+	e->stop = true;
+	pthread_cond_broadcast(&e->cond);
+	pthread_mutex_unlock(&e->lock);
+}
+
+bool tlm__src_stopping(struct src *e)
+{
+	if (e->o.abort_flag && *e->o.abort_flag)
+		tlm__src_fail(e, -TLM_EABORTED, "aborted on request");
+	return __atomic_load_n(&e->stop, __ATOMIC_ACQUIRE);
+}
+
+static int send_ctrl(struct src *e, const uint8_t *msg, uint32_t len)
+{
+	struct tlm_lane *c = tlm_session_lane(e->s, 0);
+	int err = tlm__msg_send(c, TLM_FT_CTRL, msg, len);
+
+	return err ? err : tlm_lane_flush(c);
+}
+
+void tlm__send_abort(struct src *e)
+{
+	uint8_t m[1];
+
+	if (tlm__cm_abort_encode(m, sizeof(m)) > 0)
+		(void)send_ctrl(e, m, sizeof(m));
+}
+
+/* The destination's stage-3 accounting, after COMMIT (engine.h). */
+static void commit_stats(struct src *e, const struct tlm_cm_commit *m)
+{
+	struct tlm_stage3_stats *s3 = &e->st->stage3;
+	unsigned n = tlm__n_data(e);
+
+	if (!m->stats || m->n != n)
+		return;
+	for (unsigned i = 1; i <= n; i++) {
+		s3->lane_backlog_records[i] = m->backlog[i];
+		s3->lane_drain_ms[i] = m->drain_us[i] / 1000.0;
+		s3->backlog_records += s3->lane_backlog_records[i];
+	}
+	s3->backlog_bytes = m->backlog_bytes;
+	s3->dest_commit_ms = m->commit_us / 1000.0;
+}
+
+/* Wait for the destination's answer: COMMIT to stage 3, or SYNCED. */
+static int wait_answer(struct src *e, uint8_t want, uint8_t *buf, uint32_t *len)
+{
+	struct tlm_lane *c = tlm_session_lane(e->s, 0);
+	int ms = tlm__engine_timeout(e);
+	uint8_t type;
+	int err;
+
+	err = tlm__msg_recv(c, &type, buf, TLM_MAX_MSG, len, ms);
+	if (err) {
+		tlm__src_fail(e, err, "no %s from the destination: %s",
+			      want == TLM_CM_COMMIT ? "confirmation" : "answer to SYNC",
+			      tlm_strerror(err));
+		return err;
+	}
+	if (type == TLM_FT_CTRL && tlm__cm_type(buf, *len) == want)
+		return 0;
+	if (type == TLM_FT_CTRL && tlm__cm_type(buf, *len) == TLM_CM_FAIL) {
+		struct tlm_cm_fail f;
+
+		if (!tlm__cm_fail_decode(buf, *len, &f)) {
+			tlm__src_fail(e, f.code, "destination failed: %.120s", f.text);
+			return f.code;
+		}
+	}
+	tlm__src_fail(e, -TLM_EFRAME, "unexpected message from the destination");
+	return -TLM_EFRAME;
+}
+
+int tlm__wait_commit(struct src *e)
+{
+	struct tlm_cm_commit m;
+	uint8_t buf[TLM_MAX_MSG];
+	uint32_t len;
+	int err = wait_answer(e, TLM_CM_COMMIT, buf, &len);
+
+	if (err)
+		return err;
+	err = tlm__cm_commit_decode(buf, len, &m);
+	if (err) {
+		tlm__src_fail(e, err, "malformed confirmation from the destination");
+		return err;
+	}
+	commit_stats(e, &m);
+	return 0;
+}
+
+/* Flush every data lane: what the engine handed them goes out now. */
+static int flush_data(struct src *e)
+{
+	for (unsigned i = 1; i <= tlm__n_data(e); i++) {
+		int err = tlm_lane_flush(tlm_session_lane(e->s, i));
+		if (err < 0) {
+			tlm__src_fail(e, err, "lane %u: %s", i, tlm_strerror(err));
+			return err;
+		}
+	}
+	return 0;
+}
+
+/* SYNC for want[1..n] records; the answer's round trip, without the
+ * destination's wait, in *rtt_ms. */
+static int sync_records(struct src *e, const uint64_t *want, double *rtt_ms)
+{
+	uint8_t msg[TLM_CM_MAX_LEN], buf[TLM_MAX_MSG];
+	struct tlm_cm_lanes m = { .n = (uint16_t)tlm__n_data(e) };
+	uint64_t t0 = tlm__now_ns();
+	uint32_t len, waited_us;
+	int err;
+
+	for (unsigned i = 1; i <= m.n; i++)
+		m.records[i] = want[i];
+	err = tlm__cm_sync_encode(msg, sizeof(msg), &m);
+	pthread_mutex_lock(&e->ctrl);
+	if (err >= 0)
+		err = send_ctrl(e, msg, (uint32_t)err);
+	if (err)
+		tlm__src_fail(e, err, "control lane: %s", tlm_strerror(err));
+	else
+		err = wait_answer(e, TLM_CM_SYNCED, buf, &len);
+	pthread_mutex_unlock(&e->ctrl);
+	if (!err && tlm__cm_synced_decode(buf, len, &waited_us)) {
+		err = -TLM_EFRAME;
+		tlm__src_fail(e, err, "malformed answer to SYNC");
+	}
+	if (!err && rtt_ms) {
+		double rtt = tlm__ms_since(t0) - waited_us / 1000.0;
+		*rtt_ms = rtt > 0 ? rtt : 0;
+	}
+	return err;
+}
+
+int tlm__sync_lane(struct src *e, unsigned lane, uint64_t records)
+{
+	uint64_t want[TLM_MAX_LANES] = { 0 };
+	int err = tlm_lane_flush(tlm_session_lane(e->s, lane));
+
+	if (err < 0) {
+		tlm__src_fail(e, err, "lane %u: %s", lane, tlm_strerror(err));
+		return err;
+	}
+	want[lane] = records;
+	return sync_records(e, want, NULL);
+}
+
+int tlm__sync_dest(struct src *e)
+{
+	int err = flush_data(e);
+
+	return err ? err : sync_records(e, e->lane_records, &e->rtt_ms);
+}
+
+int tlm__send_paused(struct src *e)
+{
+	uint8_t msg[TLM_CM_MAX_LEN];
+	struct tlm_cm_lanes m = { .n = (uint16_t)tlm__n_data(e) };
+	int err;
+
+	for (unsigned i = 1; i <= m.n; i++) {
+		m.records[i] = __atomic_load_n(&e->lane_records[i], __ATOMIC_RELAXED);
+		m.bytes[i] = __atomic_load_n(&e->lane_bytes[i], __ATOMIC_RELAXED);
+	}
+	err = tlm__cm_paused_encode(msg, sizeof(msg), &m);
+	if (err >= 0)
+		err = send_ctrl(e, msg, (uint32_t)err);
+	if (err)
+		tlm__src_fail(e, err, "control lane: %s", tlm_strerror(err));
+	return err;
+}
+
+int tlm__send_start(struct src *e)
+{
+	struct tlm_cm_start s = {
+		.chk = (uint16_t)e->o.chk_lanes, .ps = (uint16_t)e->o.ps_lanes,
+		.policy = (uint8_t)e->o.policy, .epoch_ms = e->o.epoch_ms,
+		.flags = tlm__want_live(e) ? TLM_START_ZC : 0,
+	};
+	uint8_t m[TLM_CM_START_LEN];
+	int len = tlm__cm_start_encode(m, sizeof(m), &s);
+
+	return len < 0 ? len : send_ctrl(e, m, (uint32_t)len);
+}
+
+int tlm__send_stage3(struct src *e, const void *dev, size_t devlen)
+{
+	struct tlm_cm_lanes m = { .n = (uint16_t)tlm__n_data(e), .devstate_len = devlen };
+	uint8_t msg[TLM_CM_MAX_LEN];
+	int err;
+
+	for (unsigned i = 1; i <= m.n; i++)
+		m.records[i] = e->lane_records[i];
+	err = tlm__cm_stage3_encode(msg, sizeof(msg), &m);
+	if (err >= 0)
+		err = send_ctrl(e, msg, (uint32_t)err);
+	for (size_t off = 0; !err && off < devlen;) {
+		size_t c = devlen - off > TLM_MAX_DATA_FRAME - 1 ? TLM_MAX_DATA_FRAME - 1 : devlen - off;
+		uint8_t *chunk = malloc(c + 1);
+
+		if (!chunk) {
+			err = -ENOMEM;
+			break;
+		}
+		err = tlm__cm_devstate_encode(chunk, c + 1, (const uint8_t *)dev + off, c);
+		if (err >= 0)
+			err = send_ctrl(e, chunk, (uint32_t)err);
+		free(chunk);
+		off += c;
+	}
+	if (err)
+		tlm__src_fail(e, err, "control lane: %s", tlm_strerror(err));
+	return err;
+}
