@@ -13,6 +13,14 @@ which stamps every page it writes and verifies every page it re-reads.
                going on. idle also takes a second, incremental checkpoint,
                which must write fewer pages than the first.
   stop-copy    the same with policy stop-copy (mg).
+  full-speed   the same while the guest writes as fast as it can (mg,
+               rate=0).
+  remote       the file written by `tlm receive --to-file` (as on another
+               host, over loopback here), `tlm checkpoint --to-host`.
+  killed       a first checkpoint, then `tlm checkpoint` SIGKILLed while
+               it writes the second: the first file is intact byte for byte
+               and valid, the VM runs on (QEMU's engine resumes it when
+               the session dies) and verifies clean, and the file restores.
   corrupt      one flipped byte in a page of the file: --check and
                restore refuse it, naming the damage, and the waiting
                QEMU is left untouched (still inmigrate, no migration).
@@ -20,8 +28,10 @@ which stamps every page it writes and verifies every page it re-reads.
 Exit 0 pass, 1 fail, 77 skip (no patched QEMU / no guest).
 """
 import argparse
+import hashlib
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -56,6 +66,71 @@ def checkpoint(a, vm, f, policy):
     return r
 
 
+def remote_checkpoint(a, vm, f, workdir):
+    """The file side in another process: tlm receive --to-file."""
+    old = os.umask(0o077)
+    key = os.path.join(workdir, 'psk')
+    with open(key, 'w') as fh:
+        fh.write(os.urandom(32).hex())
+    os.umask(old)
+    port = tr.free_port()
+    recv = tr.run_tlm([a.tlm, 'receive', '--to-file', f, '--listen', '127.0.0.1:%d' % port,
+                       '--psk', key, '--json', '--timeout', '200'])
+    time.sleep(0.5)
+    rc, out, _ = tlm(a, ['checkpoint', '--qmp', vm.tlm_qmp, '--to-host', '127.0.0.1:%d' % port,
+                         '--psk', key, '--json'], 'tlm checkpoint --to-host')
+    r = json.loads(out.strip().splitlines()[-1])
+    check(rc == 0 and r['completed'] and r['vm'] == 'running',
+          'checkpoint to the other side completed, the VM runs on: %s' % r.get('error'))
+    rc, out, _ = tr.finish(recv, 'tlm receive --to-file', 120)
+    d = json.loads(out.strip().splitlines()[-1])
+    check(rc == 0 and d['completed'] and d['pages_written'] > 0 and d['devstate_len'] > 0,
+          'tlm receive --to-file wrote %d pages and %d bytes of device state'
+          % (d['pages_written'], d['devstate_len']))
+    r.update(pages_written=d['pages_written'], file_bytes=d['file_bytes'],
+             disk_bytes=d['disk_bytes'])
+    return r
+
+
+def killed_checkpoint(a, vm, f):
+    """SIGKILL tlm checkpoint mid-write: the previous file stays as it was."""
+    with open(f, 'rb') as fh:
+        before = hashlib.sha256(fh.read()).hexdigest()
+    tmp = f + '.tmp'
+    p = subprocess.Popen([a.tlm, 'checkpoint', '--qmp', vm.tlm_qmp, '--to', f],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = False
+    end = time.monotonic() + 120
+    while p.poll() is None and time.monotonic() < end:
+        try:
+            if os.stat(tmp).st_blocks * 512 >= 4 << 20:
+                p.send_signal(signal.SIGKILL)
+                killed = True
+                break
+        except FileNotFoundError:
+            pass
+        time.sleep(0.002)
+    p.wait()
+    check(killed, 'tlm checkpoint killed while it wrote %s' % os.path.basename(tmp))
+    with open(f, 'rb') as fh:
+        check(hashlib.sha256(fh.read()).hexdigest() == before,
+              'the previous checkpoint is intact byte for byte')
+    end = time.monotonic() + 60
+    st = {}
+    while time.monotonic() < end:
+        st = vm.q.cmd('query-migrate')
+        if st.get('status') in ('failed', 'cancelled', 'completed'):
+            break
+        time.sleep(0.1)
+    check(st.get('status') == 'failed', 'QEMU saw the checkpoint fail: %s'
+          % st.get('error-desc', st.get('status')))
+    end = time.monotonic() + 20
+    while vm.q.status() != 'running' and time.monotonic() < end:
+        time.sleep(0.1)
+    check(vm.q.status() == 'running', 'the VM runs on after the killed checkpoint')
+    tr.wait_verified(vm, 'the VM after the killed checkpoint')
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--qemu', required=True)
@@ -77,6 +152,8 @@ def main():
     tr.MEM_MIB = a.mem
     idle = a.case == 'idle'
     append = 'pattern=idle rate=16384' if idle else 'pattern=mg rate=20000 verify=2'
+    if a.case == 'full-speed':
+        append = 'pattern=mg rate=0 verify=2'
     policy = 'stop-copy' if a.case == 'stop-copy' else 'tlm'
     workdir = tempfile.mkdtemp(prefix='tlm-ckpt-vm-test-')
     vms = []
@@ -87,7 +164,12 @@ def main():
         src.g.wait_filled(90)
         src.g.wait_status(1, 30)
         check(src.q.status() == 'running', 'source guest running')
-        r = checkpoint(a, src, f, policy)
+        if a.case == 'remote':
+            r = remote_checkpoint(a, src, f, workdir)
+        else:
+            r = checkpoint(a, src, f, policy)
+        if a.case == 'killed':
+            killed_checkpoint(a, src, f)
         if idle:
             check(r['disk_bytes'] < r['file_bytes'],
                   'zero pages left as holes: %d of %d bytes on disk'
