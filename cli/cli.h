@@ -28,6 +28,9 @@ int tlm_cli_run_optional(const char *cmd, const char *what, int argc, char **arg
 int tlm_cli_migrate(int argc, char **argv);
 int tlm_cli_receive(int argc, char **argv);
 int tlm_cli_demo(int argc, char **argv);
+int tlm_cli_relay_out(int argc, char **argv);
+int tlm_cli_relay_in(int argc, char **argv);
+int tlm_cli_virsh_migrate(int argc, char **argv);
 
 /* util.c APIs: */
 extern int tlm_cli_verbose;

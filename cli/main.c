@@ -39,6 +39,9 @@ static void usage(FILE *f)
 "  demo               migrate a running test VM between two local QEMUs\n"
 "  migrate            source side: carry a QEMU's migration over tlm lanes\n"
 "  receive            destination side: hand the lanes to the waiting QEMU\n"
+"  virsh-migrate      migrate a libvirt domain (virsh migrate) over tlm lanes\n"
+"  relay-out          source host of a libvirt migration: QEMU's socket -> lanes\n"
+"  relay-in           destination host of a libvirt migration: lanes -> QEMU\n"
 "  bench transport    move page records over lanes and measure goodput\n"
 "  bench migrate      migrate in-process memory under a workload (TLM engine)\n"
 "  checkpoint         save a running VM to a file, live (or --check a file)\n"
@@ -127,6 +130,12 @@ int main(int argc, char **argv)
 		return run(optional_fn("restore"), "restore", argc, argv);
 	if (!strcmp(argv[0], "demo"))
 		return run(optional_fn("demo"), "demo", argc, argv);
+	if (!strcmp(argv[0], "relay-out"))
+		return run(optional_fn("relay_out"), "relay-out", argc, argv);
+	if (!strcmp(argv[0], "relay-in"))
+		return run(optional_fn("relay_in"), "relay-in", argc, argv);
+	if (!strcmp(argv[0], "virsh-migrate"))
+		return run(optional_fn("virsh_migrate"), "virsh-migrate", argc, argv);
 	tlm_cli_err("unknown command '%s'", argv[0]);
 	usage(stderr);
 	return 2;

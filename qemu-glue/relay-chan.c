@@ -42,8 +42,11 @@ void tlm__relay_fail(struct relay *r, int err, const char *fmt, ...)
 	 * QEMU sometimes aborts in its cleanup (yank_unregister_instance:
 	 * Assertion `QLIST_EMPTY(&entry->yankfns)' failed; 2 runs in 32 of
 	 * relay-lane-cut), taking the VM with it. The destination's QEMU
-	 * holds nothing yet: unblock every pump stuck in a socket call. */
-	if (!r->dest)
+	 * holds nothing yet: unblock every pump stuck in a socket call. A
+	 * passive relay has no QMP to cancel with: closing the channels is
+	 * the only way to make QEMU fail and its manager roll back (it is
+	 * what QEMU would see if the relay process died). */
+	if (!r->dest && !r->passive)
 		return;
 	for (unsigned i = 1; i <= r->n; i++) {
 		int fd = atomic_load(&r->ch[i].fd);
@@ -230,6 +233,7 @@ int tlm__relay_init(struct relay *r, struct tlm_session *s, bool dest)
 	memset(r, 0, sizeof(*r));
 	r->s = s;
 	r->dest = dest;
+	r->own_path = true;     /* ours, in our private dir, whoever made it */
 	r->n = tlm_session_lanes(s);
 	r->lfd = -1;
 	r->guard = -1;
@@ -252,10 +256,39 @@ int tlm__relay_init(struct relay *r, struct tlm_session *s, bool dest)
 	return 0;
 }
 
+void tlm__relay_init_passive(struct relay *r, struct tlm_session *s, bool dest,
+			     const char *path, int lfd)
+{
+	memset(r, 0, sizeof(*r));
+	r->s = s;
+	r->dest = dest;
+	r->passive = true;
+	r->own_path = !dest;
+	r->n = tlm_session_lanes(s);
+	r->lfd = lfd;
+	r->guard = -1;
+	pthread_mutex_init(&r->mu, NULL);
+	for (unsigned i = 1; i <= r->n; i++) {
+		r->ch[i].r = r;
+		r->ch[i].idx = i;
+		r->ch[i].lane = tlm_session_lane(s, i);
+		atomic_store(&r->ch[i].fd, -1);
+	}
+	tlm__relay_copy_str(r->path, sizeof(r->path), path);
+}
+
+int tlm__relay_accept_start(struct relay *r)
+{
+	if (pthread_create(&r->acc, NULL, acceptor, r))
+		return -EAGAIN;
+	r->acc_on = true;
+	return 0;
+}
+
 int tlm__relay_listen(struct relay *r)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), rc;
 
 	if (fd < 0)
 		return -errno;
@@ -267,13 +300,13 @@ int tlm__relay_listen(struct relay *r)
 		return e;
 	}
 	r->lfd = fd;
-	if (pthread_create(&r->acc, NULL, acceptor, r)) {
+	r->own_path = true;
+	rc = tlm__relay_accept_start(r);
+	if (rc) {
 		close(fd);
 		r->lfd = -1;
-		return -EAGAIN;
 	}
-	r->acc_on = true;
-	return 0;
+	return rc;
 }
 
 /* Destination: main channel first, multifd ones as their bytes arrive. */
@@ -302,6 +335,18 @@ static bool relay_finished(struct relay *r)
 			return false;
 	}
 	return true;
+}
+
+int tlm__relay_done(struct relay *r)
+{
+	int err = atomic_load(&r->err);
+	bool any = false;
+
+	if (err)
+		return err;
+	for (unsigned i = 1; i <= r->n; i++)
+		any |= atomic_load(&r->ch[i].up_on) || atomic_load(&r->ch[i].down_on);
+	return any && relay_finished(r);
 }
 
 int tlm__relay_wait_finished(struct relay *r, int timeout_ms)
@@ -384,7 +429,7 @@ void tlm__relay_stop(struct relay *r, bool force)
 			close(fd);
 		atomic_store(&c->fd, -1);
 	}
-	if (r->path[0])
+	if (r->path[0] && r->own_path)
 		unlink(r->path);
 	if (r->dir[0])
 		rmdir(r->dir);

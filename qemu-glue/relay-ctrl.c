@@ -6,13 +6,17 @@
  * the thread that runs the flow. Every message is encoded and decoded
  * here (ctrl_put, ctrl_say, ctrl_decode):
  *
- *   HELLO <proto> <multifd>  source: the relay protocol and channel count
+ *   HELLO <proto> <multifd> [<name>]
+ *                            source: the relay protocol and channel count
+ *                            (a passive relay: and its socket's name)
  *   READY                    receiver: its QEMU waits for the channels
  *   ERR <why>                receiver: it refuses the session
  *   FAILED <why>             either side: it gave up (its QEMU rolled back
  *                            or quit)
  *   RESULT ok <status>       receiver: its QEMU left inmigrate and runs
  *   BYE                      source: it has read the RESULT
+ *   START                    passive source: QEMU opened its main channel
+ *                            (the receiver connects the main channel now)
  */
 
 #include <errno.h>
@@ -160,7 +164,7 @@ static int ctrl_send(struct ctrl *c, const char *fmt, ...)
 
 static const char *const keyword[] = {
 	[CTRL_HELLO] = "HELLO", [CTRL_READY] = "READY", [CTRL_ERR] = "ERR",
-	[CTRL_FAILED] = "FAILED", [CTRL_RESULT] = "RESULT ok", [CTRL_BYE] = "BYE",
+	[CTRL_FAILED] = "FAILED", [CTRL_RESULT] = "RESULT ok", [CTRL_BYE] = "BYE", [CTRL_START] = "START",
 };
 
 static bool starts(const char *line, const char *word)
@@ -173,7 +177,12 @@ void tlm__relay_ctrl_decode(const char *line, struct ctrl_msg *m)
 	memset(m, 0, sizeof(*m));
 	tlm__relay_copy_str(m->line, sizeof(m->line), line);
 	if (sscanf(line, "HELLO %d %u", &m->proto, &m->multifd) == 2) {
+		char fmt[32];
+
 		m->type = CTRL_HELLO;
+		snprintf(fmt, sizeof(fmt), "%%*s %%*s %%*s %%%ds", CTRL_NAME - 1);
+		if (sscanf(line, fmt, m->name) != 1)
+			m->name[0] = '\0';
 	} else if (starts(line, "READY")) {
 		m->type = CTRL_READY;
 	} else if (starts(line, "ERR ")) {
@@ -190,6 +199,8 @@ void tlm__relay_ctrl_decode(const char *line, struct ctrl_msg *m)
 			tlm__relay_copy_str(m->text, sizeof(m->text), line + 10);
 	} else if (starts(line, "BYE")) {
 		m->type = CTRL_BYE;
+	} else if (!strcmp(line, "START")) {
+		m->type = CTRL_START;
 	}
 }
 
@@ -206,10 +217,11 @@ int tlm__relay_ctrl_recv(struct ctrl *c, struct ctrl_msg *m, int timeout_ms)
 int tlm__relay_ctrl_put(struct ctrl *c, const struct ctrl_msg *m)
 {
 	if (m->type == CTRL_HELLO)
-		return ctrl_send(c, "HELLO %d %u", m->proto, m->multifd);
-	if (m->type == CTRL_READY || m->type == CTRL_BYE)
+		return ctrl_send(c, "HELLO %d %u%s%s", m->proto, m->multifd, m->name[0] ? " " : "",
+				 m->name);
+	if (m->type == CTRL_READY || m->type == CTRL_BYE || m->type == CTRL_START)
 		return ctrl_send(c, "%s", keyword[m->type]);
-	if (m->type > CTRL_NONE && m->type <= CTRL_BYE)
+	if (m->type > CTRL_NONE && m->type < CTRL_START)
 		return ctrl_send(c, "%s %s", keyword[m->type], m->text);
 	return -EINVAL;
 }

@@ -21,6 +21,7 @@
 #define MULTIFD_HDR 64
 #define CTRL_LINE 256
 #define CTRL_QUEUE 16
+#define CTRL_NAME 96             /* a passive relay's socket name */
 #define POLL_MS 100
 #define DEFAULT_TIMEOUT_MS (10 * 60 * 1000)
 #define DOWNTIME_MAX_MS 2000000       /* QEMU 7.2's MAX_MIGRATE_DOWNTIME */
@@ -49,12 +50,14 @@ enum ctrl_type {
 	CTRL_FAILED,
 	CTRL_RESULT,
 	CTRL_BYE,
+	CTRL_START,
 };
 
 struct ctrl_msg {
 	enum ctrl_type type;
 	int proto;              /* HELLO: the relay protocol */
 	unsigned multifd;       /* HELLO: multifd channels */
+	char name[CTRL_NAME];   /* HELLO of a passive relay: the socket's name */
 	bool ok;                /* RESULT: "ok" (the receiver's QEMU runs) */
 	char text[CTRL_LINE];   /* ERR, FAILED: why; RESULT: QEMU's status */
 	char line[CTRL_LINE];   /* the line as it came */
@@ -76,6 +79,10 @@ struct chan {
 struct relay {
 	struct tlm_session *s;
 	bool dest;
+	bool passive;                  /* no QMP: a failure closes QEMU's channels
+					* on both sides, so QEMU's migration fails
+					* and its manager (libvirt) rolls back */
+	bool own_path;                 /* r->path is our socket: unlink at stop */
 	unsigned n;                    /* data lanes */
 	struct chan ch[TLM_MAX_LANES];
 	atomic_int stop;
@@ -134,6 +141,14 @@ void tlm__relay_fail(struct relay *r, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 int tlm__relay_init(struct relay *r, struct tlm_session *s, bool dest);
 int tlm__relay_listen(struct relay *r);
+/* A passive relay (relay-passive.c): path is the socket libvirt named;
+ * the source's lfd is already listening there (-1 on the destination). */
+void tlm__relay_init_passive(struct relay *r, struct tlm_session *s, bool dest,
+			     const char *path, int lfd);
+int tlm__relay_accept_start(struct relay *r);
+/* Every channel that opened has closed on both sides (and at least one
+ * opened): 1; 0 while not; the relay's error once it failed. */
+int tlm__relay_done(struct relay *r);
 int tlm__relay_dest_start(struct relay *r);
 int tlm__relay_wait_finished(struct relay *r, int timeout_ms);
 int tlm__relay_drain(struct relay *r, int timeout_ms);

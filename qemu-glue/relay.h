@@ -93,6 +93,58 @@ struct tlm_relay_result {
 	uint64_t bytes;                 /* sum of data-lane bytes, both ways */
 };
 
+/* Passive relays (relay-passive.c): no QMP. Something else (libvirt)
+ * owns both QEMUs and their migration; the source QEMU connects to a unix
+ * socket on its host and the destination QEMU listens on the same path on
+ * its own, and the two relays join them over the lanes: main channel and
+ * return path on lane 1, multifd channel id on lane 2 + id. They end when
+ * QEMU has closed every channel, and on any lane failure close every
+ * channel so QEMU's migration fails and its manager rolls back. */
+struct tlm_relay_out_opts {
+	const char *unix_path;          /* where the source QEMU connects */
+	const char *name;               /* the socket's name for the receiver
+					 * (relay-in --unix-dir); NULL: the
+					 * last part of unix_path */
+	int socket_gid;                 /* group that may connect (mode 0660);
+					 * -1: only the owner (0600) */
+	const char *transport;          /* NULL = "tcp" */
+	const char *transport_args;
+	const char *host, *port;        /* where `tlm relay-in` listens */
+	const struct tlm_psk *psk;
+	unsigned multifd;               /* QEMU's multifd channels (libvirt's
+					 * parallel connections) */
+	int accept_timeout_ms;          /* for QEMU's first channel; 0 = 10 min */
+	int timeout_ms;                 /* migration once started; 0 = 10 min */
+	void (*ready)(const char *unix_path, void *arg); /* listening; may be NULL */
+	void *ready_arg;
+	volatile sig_atomic_t *cancel;
+};
+
+struct tlm_relay_in_opts {
+	const char *unix_path;          /* the destination QEMU's socket, or */
+	const char *unix_dir;           /* the directory of the one the source
+					 * names (relay-out's name) */
+	unsigned multifd;               /* expected; 0 = whatever the source says */
+	int accept_timeout_ms;          /* for a session; 0 = 10 min, <0 forever */
+	int timeout_ms;                 /* migration once the session is up;
+					 * 0 = 10 min */
+	volatile sig_atomic_t *cancel;
+};
+
+/* Source host: listen on unix_path, connect the session, relay QEMU's
+ * channels until they close. */
+int tlm_relay_out(const struct tlm_relay_out_opts *o, struct tlm_relay_result *r);
+
+/* Destination host: take one session from l (made with
+ * tlm_relay_session_cfg), connect it to the waiting QEMU, relay until
+ * every channel closed. */
+int tlm_relay_in(const struct tlm_relay_in_opts *o, struct tlm_listener *l,
+		 struct tlm_relay_result *r);
+
+/* The session a passive relay uses (relay-in listens with it). */
+struct tlm_session_cfg tlm_relay_session_cfg(const char *transport, const char *targs,
+					     const struct tlm_psk *psk, unsigned multifd);
+
 /* Source side: connect to the receiver, configure the source QEMU, relay,
  * switch over. */
 int tlm_relay_migrate(const struct tlm_relay_src_opts *o, struct tlm_relay_result *r);

@@ -1,0 +1,491 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * `tlm virsh-migrate DOM DESTURI`: libvirt's own live migration of a
+ * domain it manages, carried over tlm lanes. libvirt stays in charge (it
+ * starts the destination QEMU, turns on multifd and pause-before-switchover,
+ * sends migrate-continue, rolls back on failure); tlm only carries the
+ * bytes: libvirt is told to migrate to unix://DIR/NAME, where this process
+ * runs `tlm relay-out` (qemu-glue/relay-passive.c), and the destination
+ * host's `tlm relay-in --unix-dir DIR` service connects the lanes to the
+ * destination QEMU's socket of the same name. docs/libvirt.md.
+ *
+ * Policy one-pass raises the domain's maximum downtime once QEMU's first
+ * pass over memory is done (virDomainMigrateSetMaxDowntime), so the next
+ * check switches over: no QMP passthrough, which would taint the domain.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+
+#include "cli.h"
+#include "relay.h"
+
+#define RELAY_IN_PORT "7411"          /* the relay-in service's default port */
+#define MAX_DOWNTIME_MS 2000000ull     /* QEMU 7.2's MAX_MIGRATE_DOWNTIME */
+
+enum vpolicy { VPOLICY_QEMU, VPOLICY_ONE_PASS };
+
+struct vmig {
+	/* the relay-out thread */
+	struct tlm_relay_out_opts o;
+	struct tlm_relay_result rr;
+	int rrc;
+	pthread_t th;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool ready, ended;
+	volatile sig_atomic_t relay_stop;
+	/* the watcher thread: progress, policy, interrupts */
+	virDomainPtr dom;
+	enum vpolicy policy;
+	pthread_t wth;
+	volatile bool watch_stop;
+	volatile sig_atomic_t *sig;
+	bool forced, aborted;
+	unsigned long long forced_after_ms;
+	bool progress_shown;
+};
+
+static void relay_ready(const char *path, void *arg)
+{
+	struct vmig *m = arg;
+
+	(void)path;
+	pthread_mutex_lock(&m->mu);
+	m->ready = true;
+	pthread_cond_broadcast(&m->cv);
+	pthread_mutex_unlock(&m->mu);
+}
+
+static void *relay_thread(void *arg)
+{
+	struct vmig *m = arg;
+
+	m->rrc = tlm_relay_out(&m->o, &m->rr);
+	pthread_mutex_lock(&m->mu);
+	m->ended = true;
+	pthread_cond_broadcast(&m->cv);
+	pthread_mutex_unlock(&m->mu);
+	return NULL;
+}
+
+/* libvirt's errors are reported where they matter (verr), not printed by
+ * libvirt itself (the watcher's polls fail harmlessly once the domain has
+ * left this host). */
+static void quiet_libvirt(void *arg, virErrorPtr e)
+{
+	(void)arg;
+	(void)e;
+}
+
+static const char *verr(void)
+{
+	const virError *e = virGetLastError();
+
+	return e && e->message ? e->message : "unknown libvirt error";
+}
+
+static unsigned long long param_ull(virTypedParameterPtr p, int n, const char *name)
+{
+	unsigned long long v = 0;
+
+	virTypedParamsGetULLong(p, n, name, &v);
+	return v;
+}
+
+/* Every 500 ms: the job's progress on a terminal, the one-pass policy,
+ * and an interrupt turned into virDomainAbortJob (libvirt rolls back). */
+static void *watch_thread(void *arg)
+{
+	struct vmig *m = arg;
+
+	while (!m->watch_stop) {
+		virTypedParameterPtr p = NULL;
+		int n = 0, type;
+
+		usleep(200000);
+		if (m->sig && *m->sig && !m->aborted) {
+			m->aborted = true;
+			if (virDomainAbortJob(m->dom) < 0)
+				tlm_cli_err("virDomainAbortJob: %s", verr());
+		}
+		if (virDomainGetJobStats(m->dom, &type, &p, &n, 0) < 0 ||
+		    type != VIR_DOMAIN_JOB_UNBOUNDED) {
+			virTypedParamsFree(p, n);
+			continue;
+		}
+		if (m->policy == VPOLICY_ONE_PASS && !m->forced &&
+		    param_ull(p, n, VIR_DOMAIN_JOB_MEMORY_ITERATION) >= 2) {
+			if (virDomainMigrateSetMaxDowntime(m->dom, MAX_DOWNTIME_MS, 0) < 0) {
+				/* not worth a word once the job has ended */
+				if (virDomainIsActive(m->dom) == 1)
+					tlm_cli_err("virDomainMigrateSetMaxDowntime: %s", verr());
+			} else {
+				m->forced = true;
+				m->forced_after_ms = param_ull(p, n, VIR_DOMAIN_JOB_TIME_ELAPSED);
+			}
+		}
+		if (isatty(STDERR_FILENO)) {
+			unsigned long long total = param_ull(p, n, VIR_DOMAIN_JOB_MEMORY_TOTAL);
+			unsigned long long rem = param_ull(p, n, VIR_DOMAIN_JOB_MEMORY_REMAINING);
+
+			fprintf(stderr, "\r\033[K%-8s %5.1f%%  sent %8.1f MiB  left %7.1f MiB  "
+				"%7.1f MiB/s  pass %llu",
+				m->forced ? "one-pass" : "migrating",
+				total ? 100.0 * (double)(total - (rem < total ? rem : total)) /
+					(double)total : 0.0,
+				(double)param_ull(p, n, VIR_DOMAIN_JOB_MEMORY_PROCESSED) / 1048576.0,
+				(double)rem / 1048576.0,
+				(double)param_ull(p, n, VIR_DOMAIN_JOB_MEMORY_BPS) / 1048576.0,
+				param_ull(p, n, VIR_DOMAIN_JOB_MEMORY_ITERATION));
+			fflush(stderr);
+			m->progress_shown = true;
+		}
+		virTypedParamsFree(p, n);
+	}
+	if (m->progress_shown)
+		fputc('\n', stderr);
+	return NULL;
+}
+
+/* The host part of a libvirt URI (qemu+tcp://[user@]HOST[:port]/system). */
+static int uri_host(const char *uri, char *host, size_t len)
+{
+	const char *p = strstr(uri, "://"), *e;
+
+	if (!p)
+		return -EINVAL;
+	p += 3;
+	e = strchr(p, '@');
+	if (e && (!strchr(p, '/') || e < strchr(p, '/')))
+		p = e + 1;
+	if (*p == '[') {
+		e = strchr(++p, ']');
+	} else {
+		e = p + strcspn(p, ":/?");
+	}
+	if (!e || e == p || (size_t)(e - p) >= len)
+		return -EINVAL;
+	memcpy(host, p, (size_t)(e - p));
+	host[e - p] = '\0';
+	return 0;
+}
+
+/* The destination's record of the finished job (time, downtime). */
+static void dest_stats(const char *desturi, const char *name, struct tlm_json *j, bool json,
+		       char *state, size_t slen)
+{
+	virConnectPtr c = virConnectOpen(desturi);
+	virTypedParameterPtr p = NULL;
+	virDomainPtr d;
+	int n = 0, type, st, reason;
+
+	snprintf(state, slen, "?");
+	if (!c)
+		return;
+	d = virDomainLookupByName(c, name);
+	if (d && virDomainGetState(d, &st, &reason, 0) == 0)
+		snprintf(state, slen, "%s", st == VIR_DOMAIN_RUNNING ? "running" :
+			 st == VIR_DOMAIN_PAUSED ? "paused" : "not running");
+	if (d && virDomainGetJobStats(d, &type, &p, &n, VIR_DOMAIN_JOB_STATS_COMPLETED) == 0) {
+		unsigned long long t = param_ull(p, n, VIR_DOMAIN_JOB_TIME_ELAPSED);
+		unsigned long long dt = param_ull(p, n, VIR_DOMAIN_JOB_DOWNTIME);
+		unsigned long long ram = param_ull(p, n, VIR_DOMAIN_JOB_MEMORY_PROCESSED);
+		unsigned long long it = param_ull(p, n, VIR_DOMAIN_JOB_MEMORY_ITERATION);
+
+		if (json) {
+			tlm_json_u64(j, "total_ms", t);
+			tlm_json_u64(j, "downtime_ms", dt);
+			tlm_json_u64(j, "ram_transferred", ram);
+			tlm_json_u64(j, "memory_iterations", it);
+		} else {
+			printf("  job time        %llu ms (libvirt, destination)\n", t);
+			printf("  downtime        %llu ms\n", dt);
+			printf("  RAM             %.1f MiB transferred, %llu passes\n",
+			       (double)ram / 1048576.0, it);
+		}
+	}
+	virTypedParamsFree(p, n);
+	if (d)
+		virDomainFree(d);
+	virConnectClose(c);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: tlm virsh-migrate DOMAIN DESTURI --psk FILE [--to HOST:PORT]\n"
+"                         [--lanes N] [--policy qemu|one-pass] [--connect URI]\n"
+"                         [--unix-dir DIR] [--transport tcp] [--timeout SEC]\n"
+"                         [--json]\n"
+"\n"
+"Live-migrates the running libvirt domain DOMAIN to the libvirt at DESTURI\n"
+"(e.g. qemu+tcp://dst/system) with libvirt's own migration (live, peer to\n"
+"peer, parallel), its bytes carried over tlm lanes: the source QEMU's main\n"
+"channel and each of its N multifd channels on a lane of its own to the\n"
+"`tlm relay-in --unix-dir DIR` service on the destination host, which hands\n"
+"them to the destination QEMU. libvirt rolls back on any failure; the domain\n"
+"keeps running here. docs/libvirt.md sets up both hosts.\n"
+"\n"
+"  --psk FILE         pre-shared key (the relay-in service's; required)\n"
+"  --to HOST:PORT     the relay-in service (default: DESTURI's host, port "
+RELAY_IN_PORT ")\n"
+"  --lanes N          multifd channels (libvirt's parallel connections;\n"
+"                     default 2)\n"
+"  --policy P         qemu (QEMU's precopy; default) or one-pass (switch over\n"
+"                     after the first full pass: bounded time, more downtime)\n"
+"  --connect URI      the source libvirt (default: libvirt's default URI)\n"
+"  --unix-dir DIR     where the migration sockets live on both hosts (default\n"
+"                     /run/tlm; the relay-in service's --unix-dir)\n"
+"  --transport NAME   lane transport (default tcp)\n"
+TLM_CLI_TARGS_HELP
+"  --timeout SEC      give up (libvirt rolls back) after SEC s (default 600)\n"
+"  --json             print the report as one JSON object\n");
+}
+
+int tlm_cli_virsh_migrate(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "psk", required_argument, NULL, 'k' },
+		{ "to", required_argument, NULL, 't' },
+		{ "lanes", required_argument, NULL, 'n' },
+		{ "policy", required_argument, NULL, 'p' },
+		{ "connect", required_argument, NULL, 'c' },
+		{ "unix-dir", required_argument, NULL, 'd' },
+		{ "transport", required_argument, NULL, 'T' },
+		{ "transport-args", required_argument, NULL, 'A' },
+		{ "rdma-dev", required_argument, NULL, 'D' },
+		{ "rdma-gid", required_argument, NULL, 'G' },
+		{ "dpdk-args", required_argument, NULL, 'E' },
+		{ "fault", required_argument, NULL, 'F' },
+		{ "timeout", required_argument, NULL, 'o' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static volatile sig_atomic_t sig;
+	const char *psk_path = NULL, *to = NULL, *conn_uri = NULL, *dir = "/run/tlm";
+	const char *transport = "tcp", *domname, *desturi;
+	struct tlm_cli_targs ta = { 0 };
+	char targs[512], host[256], port[32] = RELAY_IN_PORT, path[108], name[96], mig[128];
+	char dst_state[32];
+	struct vmig m = { .policy = VPOLICY_QEMU, .sig = &sig };
+	virTypedParameterPtr params = NULL;
+	int nparams = 0, maxparams = 0, c, rv = 1, mrc = -1;
+	long lanes = 2, timeout = 600;
+	virConnectPtr conn = NULL;
+	struct tlm_psk psk;
+	bool json = false;
+	uint64_t t0, wall;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
+		char *end;
+
+		switch (c) {
+		case 'k': psk_path = optarg; break;
+		case 't': to = optarg; break;
+		case 'c': conn_uri = optarg; break;
+		case 'd': dir = optarg; break;
+		case 'T': transport = optarg; break;
+		case 'A': ta.args = optarg; break;
+		case 'D': ta.rdma_dev = optarg; break;
+		case 'G': ta.rdma_gid = optarg; break;
+		case 'E': ta.dpdk_args = optarg; break;
+		case 'F': ta.fault = optarg; break;
+		case 'j': json = true; break;
+		case 'n':
+			lanes = strtol(optarg, &end, 10);
+			if (*end || lanes < 1 || lanes > TLM_RELAY_MAX_MULTIFD) {
+				tlm_cli_err("--lanes: multifd channels, 1..%d", TLM_RELAY_MAX_MULTIFD);
+				return 2;
+			}
+			break;
+		case 'o':
+			timeout = strtol(optarg, &end, 10);
+			if (*end || timeout < 1 || timeout > 86400) {
+				tlm_cli_err("--timeout: seconds, 1..86400");
+				return 2;
+			}
+			break;
+		case 'p':
+			if (!strcmp(optarg, "qemu")) {
+				m.policy = VPOLICY_QEMU;
+			} else if (!strcmp(optarg, "one-pass")) {
+				m.policy = VPOLICY_ONE_PASS;
+			} else {
+				tlm_cli_err("--policy: qemu or one-pass, not '%s'", optarg);
+				return 2;
+			}
+			break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (argc - optind != 2) {
+		tlm_cli_err("give the domain and the destination's libvirt URI");
+		usage(stderr);
+		return 2;
+	}
+	domname = argv[optind];
+	desturi = argv[optind + 1];
+	if (to ? tlm_cli_parse_hostport(to, host, sizeof(host), port, sizeof(port)) :
+		 uri_host(desturi, host, sizeof(host))) {
+		tlm_cli_err(to ? "--to: HOST:PORT, not '%s'" :
+			    "cannot find the host in '%s': give --to HOST:PORT", to ? to : desturi);
+		return 2;
+	}
+	if (!tlm_transport_available(transport)) {
+		tlm_cli_err("transport '%s' is not built into this tlm", transport);
+		return 2;
+	}
+	if (tlm_cli_targs_build(&ta, transport, targs, sizeof(targs)))
+		return 2;
+	if (!psk_path) {
+		tlm_cli_err("--psk FILE is required (the relay-in service's key)");
+		return 2;
+	}
+	if (tlm_cli_get_psk(psk_path, false, &psk))
+		return 2;
+	snprintf(name, sizeof(name), "tlm-%.40s-%d.sock", domname, (int)getpid());
+	for (char *p = name; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '.' || *p == '-'))
+			*p = '_';
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path)) {
+		tlm_cli_err("--unix-dir %s: too long for a unix socket path", dir);
+		goto out_psk;
+	}
+	virSetErrorFunc(NULL, quiet_libvirt);
+	conn = virConnectOpen(conn_uri);
+	if (!conn) {
+		tlm_cli_err("cannot connect to libvirt%s%s: %s", conn_uri ? " at " : "",
+			    conn_uri ? conn_uri : "", verr());
+		goto out_psk;
+	}
+	m.dom = virDomainLookupByName(conn, domname);
+	if (!m.dom) {
+		tlm_cli_err("no domain '%s': %s", domname, verr());
+		goto out_conn;
+	}
+	if (virDomainIsActive(m.dom) != 1) {
+		tlm_cli_err("domain '%s' is not running", domname);
+		goto out_dom;
+	}
+
+	pthread_mutex_init(&m.mu, NULL);
+	pthread_cond_init(&m.cv, NULL);
+	m.o = (struct tlm_relay_out_opts){
+		.unix_path = path, .name = name, .socket_gid = -1, .transport = transport,
+		.transport_args = targs, .host = host, .port = port, .psk = &psk,
+		.multifd = (unsigned)lanes, .accept_timeout_ms = (int)timeout * 1000,
+		.timeout_ms = (int)timeout * 1000, .ready = relay_ready, .ready_arg = &m,
+		.cancel = &m.relay_stop,
+	};
+	tlm_cli_relay_signals(&sig);
+	t0 = tlm_cli_now_ms();
+	if (pthread_create(&m.th, NULL, relay_thread, &m)) {
+		tlm_cli_err("no thread for the relay");
+		goto out_dom;
+	}
+	pthread_mutex_lock(&m.mu);
+	while (!m.ready && !m.ended)
+		pthread_cond_wait(&m.cv, &m.mu);
+	pthread_mutex_unlock(&m.mu);
+	if (m.ended)
+		goto report;   /* relay-in unreachable, refused the key, ... */
+
+	snprintf(mig, sizeof(mig), "unix://%s", path);
+	if (virTypedParamsAddString(&params, &nparams, &maxparams, VIR_MIGRATE_PARAM_URI, mig) < 0 ||
+	    virTypedParamsAddInt(&params, &nparams, &maxparams,
+				 VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS, (int)lanes) < 0) {
+		tlm_cli_err("migration parameters: %s", verr());
+		m.relay_stop = 1;
+		goto join;
+	}
+	if (pthread_create(&m.wth, NULL, watch_thread, &m)) {
+		tlm_cli_err("no thread for the progress display");
+		m.relay_stop = 1;
+		goto join;
+	}
+	mrc = virDomainMigrateToURI3(m.dom, desturi, params, (unsigned)nparams,
+				     VIR_MIGRATE_LIVE | VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_PARALLEL);
+	m.watch_stop = true;
+	pthread_join(m.wth, NULL);
+	if (mrc < 0) {
+		tlm_cli_err("libvirt: %s", verr());
+		m.relay_stop = 1;   /* nothing more will come; the relay's channels close */
+	}
+join:
+report:
+	pthread_join(m.th, NULL);
+	wall = tlm_cli_now_ms() - t0;
+	rv = mrc == 0 && m.rrc == 0 ? 0 : 1;
+	if (json) {
+		struct tlm_json j;
+
+		tlm_json_begin(&j, stdout);
+		tlm_json_bool(&j, "completed", mrc == 0);
+		tlm_json_str(&j, "domain", domname);
+		if (mrc < 0 && m.ready)
+			tlm_json_str(&j, "error", verr());
+		else if (m.rr.error[0])
+			tlm_json_str(&j, "error", m.rr.error);
+		tlm_json_bool(&j, "relay_ok", m.rrc == 0);
+		tlm_json_i64(&j, "wall_ms", (int64_t)wall);
+		if (mrc == 0) {
+			dest_stats(desturi, domname, &j, true, dst_state, sizeof(dst_state));
+			tlm_json_str(&j, "destination", dst_state);
+		}
+		tlm_json_str(&j, "policy", m.policy == VPOLICY_ONE_PASS ? "one-pass" : "qemu");
+		tlm_json_bool(&j, "forced_switchover", m.forced);
+		tlm_json_str(&j, "transport", transport);
+		tlm_json_u64(&j, "lanes", (uint64_t)lanes);
+		tlm_json_u64(&j, "bytes", m.rr.bytes);
+		tlm_json_arr(&j, "lane_bytes");
+		for (unsigned i = 1; i <= m.rr.n_lanes; i++)
+			tlm_json_u64(&j, NULL, m.rr.lane_tx[i] + m.rr.lane_rx[i]);
+		tlm_json_end_arr(&j);
+		tlm_json_finish(&j);
+	} else {
+		printf("migration of %s %s", domname, mrc == 0 ? "completed" : "FAILED");
+		if (mrc < 0 && m.ready)
+			printf(": %s", verr());
+		else if (m.rr.error[0])
+			printf(": %s", m.rr.error);
+		printf("\n  policy %s%s, transport %s, %ld multifd lanes + main + control\n",
+		       m.policy == VPOLICY_ONE_PASS ? "one-pass" : "qemu",
+		       m.forced ? " (switched over after the first pass)" : "", transport, lanes);
+		if (mrc == 0) {
+			dest_stats(desturi, domname, NULL, false, dst_state, sizeof(dst_state));
+			printf("  destination     %s\n", dst_state);
+		} else {
+			int st, reason;
+
+			if (virDomainGetState(m.dom, &st, &reason, 0) == 0)
+				printf("  domain here     %s\n", st == VIR_DOMAIN_RUNNING ?
+				       "running (libvirt rolled back)" : "NOT running");
+		}
+		printf("  relayed         %.1f MiB in %llu ms%s%s\n", (double)m.rr.bytes / 1048576.0,
+		       (unsigned long long)wall, m.rrc ? ", relay: " : "",
+		       m.rrc ? m.rr.error : "");
+	}
+	virTypedParamsFree(params, nparams);
+	pthread_mutex_destroy(&m.mu);
+	pthread_cond_destroy(&m.cv);
+out_dom:
+	virDomainFree(m.dom);
+out_conn:
+	virConnectClose(conn);
+out_psk:
+	memset(&psk, 0, sizeof(psk));
+	return rv;
+}
