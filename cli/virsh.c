@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libvirt/libvirt.h>
@@ -30,6 +31,7 @@
 
 #define RELAY_IN_PORT "7411"          /* the relay-in service's default port */
 #define MAX_DOWNTIME_MS 2000000ull     /* QEMU 7.2's MAX_MIGRATE_DOWNTIME */
+#define ROLLBACK_GRACE_MS 20000
 
 enum vpolicy { VPOLICY_QEMU, VPOLICY_ONE_PASS };
 
@@ -52,7 +54,82 @@ struct vmig {
 	bool forced, aborted;
 	unsigned long long forced_after_ms;
 	bool progress_shown;
+	/* the migration call (libvirt's errors are per thread: copied) */
+	const char *desturi;
+	virTypedParameterPtr params;
+	int nparams;
+	pthread_t mth;
+	bool mig_done;
+	int mig_rc;
+	char mig_err[512];
 };
+
+static void *migrate_thread(void *arg)
+{
+	struct vmig *m = arg;
+	int rc = virDomainMigrateToURI3(m->dom, m->desturi, m->params, (unsigned)m->nparams,
+					VIR_MIGRATE_LIVE | VIR_MIGRATE_PEER2PEER |
+					VIR_MIGRATE_PARALLEL);
+	const virError *e = rc < 0 ? virGetLastError() : NULL;
+
+	pthread_mutex_lock(&m->mu);
+	m->mig_rc = rc;
+	snprintf(m->mig_err, sizeof(m->mig_err), "%s",
+		 e && e->message ? e->message : rc < 0 ? "unknown libvirt error" : "");
+	m->mig_done = true;
+	pthread_cond_broadcast(&m->cv);
+	pthread_mutex_unlock(&m->mu);
+	return NULL;
+}
+
+/* The source domain runs with no migration job: libvirt has rolled back. */
+static bool rolled_back(virDomainPtr dom)
+{
+	virDomainJobInfo ji;
+	int st, reason;
+
+	return virDomainGetState(dom, &st, &reason, 0) == 0 && st == VIR_DOMAIN_RUNNING &&
+	       virDomainGetJobInfo(dom, &ji) == 0 && ji.type != VIR_DOMAIN_JOB_UNBOUNDED &&
+	       ji.type != VIR_DOMAIN_JOB_BOUNDED;
+}
+
+/* Until libvirt's call returns: 0. Or 1 once the relay failed, libvirt
+ * has rolled the source back and the call still has not returned after
+ * a grace period: the destination's libvirt waits on its QEMU, which
+ * QEMU 7.2 can leave hung in multifd_recv_sync_main when its multifd
+ * channels fail mid-stream; the source is safe, nothing more to wait
+ * for here. */
+static int wait_migration(struct vmig *m)
+{
+	uint64_t grace_end = 0;
+
+	pthread_mutex_lock(&m->mu);
+	while (!m->mig_done) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 200000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&m->cv, &m->mu, &ts);
+		if (m->mig_done || !m->ended || !m->rrc)
+			continue;
+		pthread_mutex_unlock(&m->mu);
+		if (!rolled_back(m->dom))
+			grace_end = 0;
+		else if (!grace_end)
+			grace_end = tlm_cli_now_ms() + ROLLBACK_GRACE_MS;
+		pthread_mutex_lock(&m->mu);
+		if (grace_end && tlm_cli_now_ms() >= grace_end && !m->mig_done) {
+			pthread_mutex_unlock(&m->mu);
+			return 1;
+		}
+	}
+	pthread_mutex_unlock(&m->mu);
+	return 0;
+}
 
 static void relay_ready(const char *path, void *arg)
 {
@@ -283,7 +360,7 @@ int tlm_cli_virsh_migrate(int argc, char **argv)
 	long lanes = 2, timeout = 600;
 	virConnectPtr conn = NULL;
 	struct tlm_psk psk;
-	bool json = false;
+	bool json = false, abandoned = false;
 	uint64_t t0, wall;
 
 	optind = 1;
@@ -416,12 +493,31 @@ int tlm_cli_virsh_migrate(int argc, char **argv)
 		m.relay_stop = 1;
 		goto join;
 	}
-	mrc = virDomainMigrateToURI3(m.dom, desturi, params, (unsigned)nparams,
-				     VIR_MIGRATE_LIVE | VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_PARALLEL);
+	m.desturi = desturi;
+	m.params = params;
+	m.nparams = nparams;
+	if (pthread_create(&m.mth, NULL, migrate_thread, &m)) {
+		tlm_cli_err("no thread for the migration call");
+		m.watch_stop = true;
+		pthread_join(m.wth, NULL);
+		m.relay_stop = 1;
+		goto join;
+	}
+	abandoned = wait_migration(&m);
 	m.watch_stop = true;
 	pthread_join(m.wth, NULL);
+	if (abandoned) {
+		mrc = -1;
+		snprintf(m.mig_err, sizeof(m.mig_err), "the relay failed (%s); libvirt rolled the "
+			 "domain back here, but the destination's libvirt has not answered for "
+			 "%d s (its QEMU may be stuck: check the destination host)",
+			 m.rr.error, ROLLBACK_GRACE_MS / 1000);
+	} else {
+		pthread_join(m.mth, NULL);
+		mrc = m.mig_rc;
+	}
 	if (mrc < 0) {
-		tlm_cli_err("libvirt: %s", verr());
+		tlm_cli_err("libvirt: %s", m.mig_err);
 		m.relay_stop = 1;   /* nothing more will come; the relay's channels close */
 	}
 join:
@@ -436,7 +532,7 @@ report:
 		tlm_json_bool(&j, "completed", mrc == 0);
 		tlm_json_str(&j, "domain", domname);
 		if (mrc < 0 && m.ready)
-			tlm_json_str(&j, "error", verr());
+			tlm_json_str(&j, "error", m.mig_err);
 		else if (m.rr.error[0])
 			tlm_json_str(&j, "error", m.rr.error);
 		tlm_json_bool(&j, "relay_ok", m.rrc == 0);
@@ -458,7 +554,7 @@ report:
 	} else {
 		printf("migration of %s %s", domname, mrc == 0 ? "completed" : "FAILED");
 		if (mrc < 0 && m.ready)
-			printf(": %s", verr());
+			printf(": %s", m.mig_err);
 		else if (m.rr.error[0])
 			printf(": %s", m.rr.error);
 		printf("\n  policy %s%s, transport %s, %ld multifd lanes + main + control\n",
@@ -478,6 +574,8 @@ report:
 		       (unsigned long long)wall, m.rrc ? ", relay: " : "",
 		       m.rrc ? m.rr.error : "");
 	}
+	if (abandoned)
+		return rv;  /* libvirt's call still holds the domain and the connection */
 	virTypedParamsFree(params, nparams);
 	pthread_mutex_destroy(&m.mu);
 	pthread_cond_destroy(&m.cv);
