@@ -9,7 +9,7 @@ dir=${1:-build}
 shift || true
 feats=()
 if [ "${CI:-}" = true ]; then
-	feats=(-Drdma=enabled -Ddpdk=enabled -Dqemu_glue=enabled -Dguest=enabled)
+	feats=(-Drdma=enabled -Ddpdk=enabled -Dqemu_glue=enabled -Dguest=enabled -Dlibvirt=enabled)
 fi
 if [ ! -f "$dir/build.ninja" ]; then
 	meson setup "$dir" -Dwerror=true "${feats[@]}" "$@"

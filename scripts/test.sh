@@ -68,7 +68,7 @@ if [ "$sanitize" = 1 ]; then
 		-Dbuildtype=debug -Dguest=disabled; then
 		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:handle_segv=0 \
 		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		run_suites build-asan asan --no-suite qemu --no-suite vm --no-suite guest
+		run_suites build-asan asan --no-suite qemu --no-suite vm --no-suite guest --no-suite libvirt
 	else
 		echo "sanitizer build failed" >&2
 		fail=$((fail + 1))
