@@ -7,6 +7,10 @@ veth between two network namespaces), alternately A -> B and B -> A.
 Peers, all started through libvirt (live, peer to peer):
   direct-tcp        --migrateuri tcp://DST (one connection)
   direct-parallel   the same with --parallel --parallel-connections N
+  plain-relay       --migrateuri unix:///run/tlm/plain.sock --parallel N with a
+                    plain byte relay (no tlm: one TCP connection per QEMU
+                    channel, in accept order, no key, no checks): what
+                    joining the two unix sockets costs by itself
   tlm               tlm virsh-migrate --lanes N (multifd over tlm tcp lanes)
 
 Job time and downtime are libvirt's own statistics (virsh domjobinfo
@@ -31,6 +35,45 @@ sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'libvirt'))
 import lvhosts  # noqa: E402
 
 DOM = 'tlmb'
+PLAIN_PORT = 7412
+
+# The plain relay, run on each host as `python3 libvirt_migrate.py --plain-relay
+# out|in ...`: threads that copy bytes both ways.
+def _pump(a, b):
+    import socket
+    try:
+        while True:
+            d = a.recv(1 << 18)
+            if not d:
+                break
+            b.sendall(d)
+        b.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def plain_relay(mode, path, addr):
+    import socket
+    import threading
+    if mode == 'out':
+        if os.path.exists(path):
+            os.unlink(path)
+        ls = socket.socket(socket.AF_UNIX)
+        ls.bind(path)
+    else:
+        ls = socket.socket(socket.AF_INET)
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind((addr, PLAIN_PORT))
+    ls.listen(64)
+    while True:
+        c, _ = ls.accept()
+        if mode == 'out':
+            o = socket.create_connection((addr, PLAIN_PORT))
+        else:
+            o = socket.socket(socket.AF_UNIX)
+            o.connect(path)
+        for x, y in ((c, o), (o, c)):
+            threading.Thread(target=_pump, args=(x, y), daemon=True).start()
 
 
 def xml(a, hostmount):
@@ -64,7 +107,23 @@ def completed_stats(h):
 
 def run_one(a, psk, peer, src, dst):
     t0 = time.time()
-    if peer == 'tlm':
+    if peer == 'plain-relay':
+        me = os.path.abspath(__file__)
+        pin = dst.popen([sys.executable, me, '--plain-relay', 'in', '/run/tlm/plain.sock',
+                         dst.addr], os.path.join(dst.dir, 'plain-in.log'))
+        pout = src.popen([sys.executable, me, '--plain-relay', 'out', '/run/tlm/plain.sock',
+                          dst.addr], os.path.join(src.dir, 'plain-out.log'))
+        time.sleep(1)
+        t0 = time.time()
+        r = src.run(['virsh', '-c', 'qemu:///system', 'migrate', '--live', '--p2p', DOM,
+                     'qemu+tcp://%s/system' % dst.addr, '--migrateuri',
+                     'unix:///run/tlm/plain.sock', '--parallel', '--parallel-connections',
+                     str(a.lanes)], check=False, timeout=600)
+        ok = r.returncode == 0
+        for p in (pin, pout):
+            p.kill()
+            p.wait()
+    elif peer == 'tlm':
         r = src.run([a.tlm, 'virsh-migrate', DOM, 'qemu+tcp://%s/system' % dst.addr,
                      '--psk', psk, '--lanes', str(a.lanes), '--json'], check=False,
                     timeout=600)
@@ -84,7 +143,13 @@ def run_one(a, psk, peer, src, dst):
     return st
 
 
+PEERS = ('direct-tcp', 'direct-parallel', 'plain-relay', 'tlm')
+
+
 def main():
+    if len(sys.argv) == 5 and sys.argv[1] == '--plain-relay':
+        plain_relay(sys.argv[2], sys.argv[3], sys.argv[4])
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument('--tlm', required=True)
     ap.add_argument('--kernel', required=True)
@@ -116,7 +181,7 @@ def main():
         time.sleep(5)   # the guest fills its memory first
         where = [pair.a, pair.b]
         for rnd in range(a.rounds):
-            for peer in ('direct-tcp', 'direct-parallel', 'tlm'):
+            for peer in PEERS:
                 src, dst = where
                 res = run_one(a, psk, peer, src, dst)
                 res['round'] = rnd
@@ -129,7 +194,7 @@ def main():
         pair.stop()
         shutil.rmtree(work, ignore_errors=True)
     summary = {}
-    for peer in ('direct-tcp', 'direct-parallel', 'tlm'):
+    for peer in PEERS:
         ok = [r for r in runs if r['peer'] == peer and r['ok']]
         if ok:
             summary[peer] = {
