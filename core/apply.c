@@ -354,20 +354,206 @@ static void send_fail(struct dst *d)
 		(void)tlm_lane_flush(c);
 }
 
+/* What the control lane has said so far. */
+struct ctl {
+	bool started, stage3;
+	uint64_t expect[TLM_MAX_LANES];   /* STAGE3: records per lane */
+	uint64_t devlen, devgot;
+	uint8_t *dev;
+	struct pause_info pi;
+};
+
+/* One control message (a CTRL payload); a bad one fails d. */
+static void on_ctrl(struct dst *d, struct rx *x, unsigned nl, const uint8_t *buf, uint32_t len,
+		    struct ctl *k)
+{
+	const struct tlm_session_cfg *cfg = tlm_session_cfg_get(d->s);
+	struct tlm_cm_start cs;
+	struct tlm_cm_lanes c3;
+	const uint8_t *chunk;
+	size_t chunk_len;
+	int err;
+
+	switch (tlm__cm_type(buf, len)) {
+	case TLM_CM_START:
+		if (k->started || tlm__cm_start_decode(buf, len, &cs) || cs.chk + cs.ps != (int)nl) {
+			dst_fail(d, -TLM_EFRAME, "bad START message");
+			break;
+		}
+		k->started = true;
+		if (cs.flags & TLM_START_ZC)
+			offer_regions(d, d->st);
+		break;
+	case TLM_CM_STAGE3:
+		if (k->stage3 || tlm__cm_stage3_decode(buf, len, &c3) || c3.n != nl ||
+		    (c3.devstate_len && !(cfg->caps & TLM_CAP_DEVSTATE))) {
+			dst_fail(d, -TLM_EFRAME, "bad STAGE3 message");
+			break;
+		}
+		for (unsigned i = 1; i <= nl; i++)
+			k->expect[i] = c3.records[i];
+		k->devlen = c3.devstate_len;
+		if (k->devlen > (1ull << 30)) {
+			dst_fail(d, -TLM_EFRAME, "device state of %llu bytes refused",
+				 (unsigned long long)k->devlen);
+			break;
+		}
+		if (k->devlen && !(k->dev = malloc(k->devlen))) {
+			dst_fail(d, -ENOMEM, "no memory for the device state");
+			break;
+		}
+		k->stage3 = true;
+		break;
+	case TLM_CM_DEVSTATE:
+		if (!k->stage3 || tlm__cm_devstate_decode(buf, len, &chunk, &chunk_len) ||
+		    chunk_len > k->devlen - k->devgot) {
+			dst_fail(d, -TLM_EFRAME, "unexpected device state");
+			break;
+		}
+		memcpy(k->dev + k->devgot, chunk, chunk_len);
+		k->devgot += chunk_len;
+		break;
+	case TLM_CM_PAUSED:
+		if (k->stage3 || on_paused(d, x, nl, buf, len, &k->pi))
+			dst_fail(d, -TLM_EFRAME, "bad PAUSED message");
+		break;
+	case TLM_CM_SYNC:
+		err = k->stage3 ? -TLM_EFRAME : on_sync(d, x, nl, buf, len);
+		if (err)
+			dst_fail(d, err, "SYNC: %s", tlm_strerror(err));
+		break;
+	case TLM_CM_ABORT:
+		if (tlm__cm_abort_decode(buf, len))
+			dst_fail(d, -TLM_EFRAME, "bad ABORT message");
+		else
+			dst_fail(d, -TLM_EABORTED, "the source aborted the migration");
+		break;
+	default:
+		dst_fail(d, -TLM_EFRAME, "unknown control message %u", buf[0]);
+		break;
+	}
+}
+
+/* Once STAGE3 and the whole device state are in: every lane's receiver
+ * done (LAST), each with as many records as the source says it sent. */
+static void drained(struct dst *d, struct rx *x, unsigned nl, const struct ctl *k)
+{
+	bool all;
+
+	pthread_mutex_lock(&d->lock);
+	while (d->lanes_done < nl && !d->stop)
+		pthread_cond_wait(&d->cond, &d->lock);
+	all = d->lanes_done == nl && !d->stop;
+	pthread_mutex_unlock(&d->lock);
+	if (!all)
+		return;
+	for (unsigned i = 1; i <= nl; i++)
+		if (x[i].records != k->expect[i])
+			dst_fail(d, -TLM_EFRAME, "lane %u: %llu records, the source sent %llu",
+				 i, (unsigned long long)x[i].records,
+				 (unsigned long long)k->expect[i]);
+}
+
+/* The control lane: START, then STAGE3 and the device state, or ABORT,
+ * until every lane is drained or d fails. buf: TLM_MAX_DATA_FRAME bytes. */
+static void control_loop(struct dst *d, struct rx *x, unsigned nl, uint8_t *buf, struct ctl *k)
+{
+	struct tlm_lane *c = tlm_session_lane(d->s, 0);
+
+	while (!d->stop) {
+		uint32_t len;
+		uint8_t type;
+		int err;
+
+		if (k->stage3 && k->devgot == k->devlen) {
+			drained(d, x, nl, k);
+			return;
+		}
+		err = tlm__msg_recv(c, &type, buf, TLM_MAX_DATA_FRAME, &len, 500);
+		if (err == -ETIMEDOUT)
+			continue;
+		if (err) {
+			dst_fail(d, err, "control lane: %s", tlm_strerror(err));
+			return;
+		}
+		if (type != TLM_FT_CTRL || len < 1) {
+			dst_fail(d, -TLM_EFRAME, "unexpected frame on the control lane");
+			return;
+		}
+		on_ctrl(d, x, nl, buf, len, k);
+	}
+}
+
+/* d for these regions, or -errno with st->why (d is set up far enough
+ * for dst_free either way). */
+static int dst_setup(struct dst *d, const struct tlm_region *regions, unsigned n)
+{
+	const struct tlm_session_cfg *cfg = tlm_session_cfg_get(d->s);
+	struct tlm_dest_stats *st = d->st;
+
+	d->page_size = cfg->page_size;
+	d->refused = (cfg->caps & TLM_CAP_ZERO_PAGE ? 0 : TLM_PF_ZERO) |
+		     (cfg->caps & TLM_CAP_XBZRLE ? 0 : TLM_PF_XBZRLE);
+	d->n_regions = n;
+	pthread_mutex_init(&d->lock, NULL);
+	pthread_cond_init(&d->cond, NULL);
+	for (unsigned i = 0; i < STRIPES; i++)
+		pthread_spin_init(&d->stripe[i], PTHREAD_PROCESS_PRIVATE);
+	for (unsigned i = 0; i < n; i++) {
+		if (regions[i].len != cfg->region_len[i]) {
+			snprintf(st->why, sizeof(st->why), "region %u: %zu bytes here, %llu at the source",
+				 i, regions[i].len, (unsigned long long)cfg->region_len[i]);
+			return -EINVAL;
+		}
+		d->r[i].base = regions[i].base;
+		d->r[i].pages = regions[i].len / d->page_size;
+		d->r[i].key = calloc(d->r[i].pages, sizeof(uint32_t));
+		if (!d->r[i].key)
+			return -ENOMEM;
+	}
+	for (unsigned i = 1; i <= tlm_session_lanes(d->s); i++)
+		if (cfg->lane_modes[i] != TLM_MODE_PAGES) {
+			snprintf(st->why, sizeof(st->why), "lane %u is not in page mode", i);
+			return -EINVAL;
+		}
+	return 0;
+}
+
+static void dst_free(struct dst *d, unsigned n)
+{
+	withdraw_regions(d);
+	for (unsigned i = 0; i < n && i < TLM_MAX_REGIONS; i++)
+		free(d->r[i].key);
+	for (unsigned i = 0; i < STRIPES; i++)
+		pthread_spin_destroy(&d->stripe[i]);
+	pthread_mutex_destroy(&d->lock);
+	pthread_cond_destroy(&d->cond);
+	free(d);
+}
+
+/* Stop the receivers and wait for them. */
+static void stop_rx(struct dst *d, struct rx *x, unsigned started)
+{
+	pthread_mutex_lock(&d->lock);
+	d->stop = true;
+	pthread_mutex_unlock(&d->lock);
+	for (unsigned i = 1; i <= started; i++)
+		pthread_join(x[i].t, NULL);
+	for (unsigned i = 1; i <= started; i++)
+		free(x[i].tmp);
+}
+
 int tlm_migrate_dest(struct tlm_session *s, const struct tlm_region *regions,
 		     unsigned n, void **devstate, size_t *devstate_len,
 		     struct tlm_dest_stats *st)
 {
 	const struct tlm_session_cfg *cfg = tlm_session_cfg_get(s);
-	struct tlm_lane *c = tlm_session_lane(s, 0);
 	unsigned nl = tlm_session_lanes(s), started = 0;
-	uint64_t expect[TLM_MAX_LANES] = { 0 }, devlen = 0, devgot = 0;
 	struct rx x[TLM_MAX_LANES];
-	uint8_t *dev = NULL, *buf;
-	bool stage3 = false, started_msg = false, joined = false;
-	struct pause_info pi = { 0 };
+	struct ctl k = { 0 };
+	uint8_t *buf;
 	struct dst *d;
-	int err = 0;
+	int err;
 
 	memset(st, 0, sizeof(*st));
 	if (devstate)
@@ -388,157 +574,32 @@ int tlm_migrate_dest(struct tlm_session *s, const struct tlm_region *regions,
 	}
 	d->s = s;
 	d->st = st;
-	d->page_size = cfg->page_size;
-	d->refused = (cfg->caps & TLM_CAP_ZERO_PAGE ? 0 : TLM_PF_ZERO) |
-		     (cfg->caps & TLM_CAP_XBZRLE ? 0 : TLM_PF_XBZRLE);
-	d->n_regions = n;
-	pthread_mutex_init(&d->lock, NULL);
-	pthread_cond_init(&d->cond, NULL);
-	for (unsigned i = 0; i < STRIPES; i++)
-		pthread_spin_init(&d->stripe[i], PTHREAD_PROCESS_PRIVATE);
-	for (unsigned i = 0; i < n; i++) {
-		if (regions[i].len != cfg->region_len[i]) {
-			snprintf(st->why, sizeof(st->why), "region %u: %zu bytes here, %llu at the source",
-				 i, regions[i].len, (unsigned long long)cfg->region_len[i]);
-			err = -EINVAL;
-			goto out;
-		}
-		d->r[i].base = regions[i].base;
-		d->r[i].pages = regions[i].len / d->page_size;
-		d->r[i].key = calloc(d->r[i].pages, sizeof(uint32_t));
-		if (!d->r[i].key) {
-			err = -ENOMEM;
-			goto out;
-		}
-	}
-	for (unsigned i = 1; i <= nl; i++)
-		if (cfg->lane_modes[i] != TLM_MODE_PAGES) {
-			snprintf(st->why, sizeof(st->why), "lane %u is not in page mode", i);
-			err = -EINVAL;
-			goto out;
-		}
-	for (unsigned i = 1; i <= nl; i++) {
+	err = dst_setup(d, regions, n);
+	for (unsigned i = 1; !err && i <= nl; i++) {
 		x[i] = (struct rx){ .d = d, .lane = i };
 		x[i].tmp = malloc(d->page_size);
 		if (!x[i].tmp || pthread_create(&x[i].t, NULL, rx_thread, &x[i])) {
 			free(x[i].tmp);
 			err = -ENOMEM;
-			goto out;
+			break;
 		}
 		started++;
 	}
-
-	/* The control lane: START, then STAGE3 and the device state, or ABORT. */
-	while (!d->stop) {
-		struct tlm_cm_start cs;
-		struct tlm_cm_lanes c3;
-		const uint8_t *chunk;
-		size_t chunk_len;
-		uint32_t len;
-		uint8_t type;
-
-		if (stage3 && devgot == devlen) {
-			bool all;
-			pthread_mutex_lock(&d->lock);
-			while (d->lanes_done < nl && !d->stop)
-				pthread_cond_wait(&d->cond, &d->lock);
-			all = d->lanes_done == nl && !d->stop;
-			pthread_mutex_unlock(&d->lock);
-			if (!all)
-				break;
-			for (unsigned i = 1; i <= nl; i++)
-				if (x[i].records != expect[i])
-					dst_fail(d, -TLM_EFRAME, "lane %u: %llu records, the source sent %llu",
-						 i, (unsigned long long)x[i].records,
-						 (unsigned long long)expect[i]);
-			break;
-		}
-		err = tlm__msg_recv(c, &type, buf, TLM_MAX_DATA_FRAME, &len, 500);
-		if (err == -ETIMEDOUT) {
-			err = 0;
-			continue;
-		}
-		if (err) {
-			dst_fail(d, err, "control lane: %s", tlm_strerror(err));
-			break;
-		}
-		if (type != TLM_FT_CTRL || len < 1) {
-			dst_fail(d, -TLM_EFRAME, "unexpected frame on the control lane");
-			break;
-		}
-		switch (tlm__cm_type(buf, len)) {
-		case TLM_CM_START:
-			if (started_msg || tlm__cm_start_decode(buf, len, &cs) ||
-			    cs.chk + cs.ps != (int)nl) {
-				dst_fail(d, -TLM_EFRAME, "bad START message");
-				break;
-			}
-			started_msg = true;
-			if (cs.flags & TLM_START_ZC)
-				offer_regions(d, st);
-			break;
-		case TLM_CM_STAGE3:
-			if (stage3 || tlm__cm_stage3_decode(buf, len, &c3) || c3.n != nl ||
-			    (c3.devstate_len && !(cfg->caps & TLM_CAP_DEVSTATE))) {
-				dst_fail(d, -TLM_EFRAME, "bad STAGE3 message");
-				break;
-			}
-			for (unsigned i = 1; i <= nl; i++)
-				expect[i] = c3.records[i];
-			devlen = c3.devstate_len;
-			if (devlen > (1ull << 30)) {
-				dst_fail(d, -TLM_EFRAME, "device state of %llu bytes refused",
-					 (unsigned long long)devlen);
-				break;
-			}
-			if (devlen && !(dev = malloc(devlen))) {
-				dst_fail(d, -ENOMEM, "no memory for the device state");
-				break;
-			}
-			stage3 = true;
-			break;
-		case TLM_CM_DEVSTATE:
-			if (!stage3 || tlm__cm_devstate_decode(buf, len, &chunk, &chunk_len) ||
-			    chunk_len > devlen - devgot) {
-				dst_fail(d, -TLM_EFRAME, "unexpected device state");
-				break;
-			}
-			memcpy(dev + devgot, chunk, chunk_len);
-			devgot += chunk_len;
-			break;
-		case TLM_CM_PAUSED:
-			if (stage3 || on_paused(d, x, nl, buf, len, &pi))
-				dst_fail(d, -TLM_EFRAME, "bad PAUSED message");
-			break;
-		case TLM_CM_SYNC:
-			err = stage3 ? -TLM_EFRAME : on_sync(d, x, nl, buf, len);
-			if (err)
-				dst_fail(d, err, "SYNC: %s", tlm_strerror(err));
-			err = 0;
-			break;
-		case TLM_CM_ABORT:
-			if (tlm__cm_abort_decode(buf, len))
-				dst_fail(d, -TLM_EFRAME, "bad ABORT message");
-			else
-				dst_fail(d, -TLM_EABORTED, "the source aborted the migration");
-			break;
-		default:
-			dst_fail(d, -TLM_EFRAME, "unknown control message %u", buf[0]);
-			break;
-		}
+	if (err) {
+		stop_rx(d, x, started);
+		goto out;
 	}
-	/* Stop the receivers before judging. */
+	control_loop(d, x, nl, buf, &k);
+	/* Stop the receivers before judging: no failure comes after this. */
 	pthread_mutex_lock(&d->lock);
 	err = d->err;
 	d->stop = true;
 	pthread_mutex_unlock(&d->lock);
-	for (unsigned i = 1; i <= started; i++)
-		pthread_join(x[i].t, NULL);
-	joined = true;
+	stop_rx(d, x, started);
 	/* From here on the source cannot write into the regions. */
 	withdraw_regions(d);
 	if (!err) {
-		err = send_commit(d, x, nl, &pi);
+		err = send_commit(d, x, nl, &k.pi);
 		if (err)
 			snprintf(d->why, sizeof(d->why), "could not confirm: %s", tlm_strerror(err));
 	} else if (err != -TLM_EABORTED) {
@@ -546,33 +607,19 @@ int tlm_migrate_dest(struct tlm_session *s, const struct tlm_region *regions,
 	}
 	if (!err) {
 		st->completed = true;
-		st->devstate_len = devlen;
+		st->devstate_len = k.devlen;
 		if (devstate) {
-			*devstate = dev;
-			dev = NULL;
+			*devstate = k.dev;
+			k.dev = NULL;
 		}
 		if (devstate_len)
-			*devstate_len = devlen;
+			*devstate_len = k.devlen;
 	} else {
 		snprintf(st->why, sizeof(st->why), "%s", d->why);
 	}
 out:
-	if (!joined) {
-		d->stop = true;
-		for (unsigned i = 1; i <= started; i++)
-			pthread_join(x[i].t, NULL);
-	}
-	withdraw_regions(d);
-	for (unsigned i = 1; i <= started; i++)
-		free(x[i].tmp);
-	for (unsigned i = 0; i < n && i < TLM_MAX_REGIONS; i++)
-		free(d->r[i].key);
-	for (unsigned i = 0; i < STRIPES; i++)
-		pthread_spin_destroy(&d->stripe[i]);
-	pthread_mutex_destroy(&d->lock);
-	pthread_cond_destroy(&d->cond);
-	free(dev);
+	dst_free(d, n);
+	free(k.dev);
 	free(buf);
-	free(d);
 	return err;
 }

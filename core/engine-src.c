@@ -262,23 +262,103 @@ static void setup_live(struct src *e)
 	e->st->zero_copy = true;
 }
 
-int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
-		       const struct tlm_migrate_opts *o, struct tlm_migrate_stats *st)
+/* Stop the epoch tick (tlm), and wait for it. */
+static void stop_tick(struct src *e)
 {
-	struct chk_arg ca[TLM_MAX_LANES];
-	struct ps_arg pa[TLM_MAX_LANES];
-	pthread_t tick;
-	bool tick_on = false, tracking = false, stop_now = false;
-	unsigned ps_started = 0;
-	uint64_t t_start = tlm__now_ms(), t_pause = 0;
-	pthread_condattr_t ca_attr;
-	struct src *e;
-	int err;
+	if (!e->tick_on)
+		return;
+	pthread_mutex_lock(&e->lock);
+	e->tick_stop = true;
+	pthread_cond_broadcast(&e->cond);
+	pthread_mutex_unlock(&e->lock);
+	pthread_join(e->tick, NULL);
+	e->tick_on = false;
+}
 
-	memset(st, 0, sizeof(*st));
-	e = calloc(1, sizeof(*e));
+/* Stages 1 and 2 of stop-copy: pause, one CHK pass. */
+static int pass_paused(struct src *e, struct chk_arg *ca, uint64_t *t_pause)
+{
+	uint64_t t;
+
+	if (pause_source(e, t_pause))
+		return e->err;
+	t = tlm__now_ns();
+	e->t_pass_ns = t;
+	if (start_chk(e, ca))
+		return e->err;
+	join_chk(e, ca);
+	if (e->err)
+		return e->err;
+	e->st->stage3.chk_ms = tlm__ms_since(t);
+	e->st->converged = true;
+	e->st->iterations = 1;
+	return 0;
+}
+
+/* Stages 1 and 2 of the tracking policies: dirty tracking, the CHK pass
+ * (with the epoch tick and the PS rounds for tlm), then tlm's tail or the
+ * precopy iterations, up to where stage 3 may pause. */
+static int pass_tracked(struct src *e, struct chk_arg *ca, uint64_t t_start)
+{
+	bool stop_now = false;
+	int err = e->m->ops->start_tracking(e->m->ctx);
+
+	if (err) {
+		tlm__src_fail(e, err, "cannot track dirty pages: %s", tlm_strerror(err));
+		return err;
+	}
+	e->tracking = true;
+	if (e->o.policy == TLM_POLICY_TLM) {
+		if (pthread_create(&e->tick, NULL, tlm__tick_thread, e)) {
+			tlm__src_fail(e, -EAGAIN, "cannot start the epoch tick");
+			return -EAGAIN;
+		}
+		e->tick_on = true;
+	}
+	e->t_pass_ns = tlm__now_ns();
+	if (start_chk(e, ca))
+		return e->err;
+	join_chk(e, ca);
+	stop_tick(e);   /* CHK is done: the tick stops, PS finishes its round */
+	if (e->err)
+		return e->err;
+	e->st->iterations = 1;
+	if (e->o.policy == TLM_POLICY_TLM) {
+		e->st->converged = true;
+		return tlm__tail(e);
+	}
+	err = tlm__iterate(e, t_start, &stop_now);
+	if (err == -TLM_ENOTCONV)
+		tlm__src_fail(e, err, "did not converge in %u iterations", e->o.max_iterations);
+	if (err || !stop_now)
+		return err ? err : -EIO;
+	/* The last iteration's round, applied before the pause. */
+	return tlm__sync_dest(e);
+}
+
+/* After success or failure: every thread stopped, dirty tracking off. */
+static void stop_threads(struct src *e, struct ps_arg *pa, unsigned ps_started)
+{
+	pthread_mutex_lock(&e->lock);
+	e->stop = true;
+	e->tick_stop = true;
+	pthread_cond_broadcast(&e->cond);
+	pthread_mutex_unlock(&e->lock);
+	stop_tick(e);
+	for (unsigned i = 0; i < ps_started; i++)
+		pthread_join(pa[i].t, NULL);
+	if (e->tracking)
+		(void)e->m->ops->stop_tracking(e->m->ctx);
+}
+
+static struct src *src_new(struct tlm_session *s, struct tlm_memsrc *m,
+			   const struct tlm_migrate_opts *o, struct tlm_migrate_stats *st)
+{
+	struct src *e = calloc(1, sizeof(*e));
+	pthread_condattr_t ca_attr;
+
 	if (!e)
-		return -ENOMEM;
+		return NULL;
 	e->s = s;
 	e->m = m;
 	e->o = *o;
@@ -291,7 +371,40 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 	pthread_condattr_setclock(&ca_attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&e->cond, &ca_attr);
 	pthread_condattr_destroy(&ca_attr);
+	return e;
+}
 
+static void src_free(struct src *e)
+{
+	if (e->live)
+		for (unsigned i = 1; i <= tlm__n_data(e); i++)
+			tlm_lane_unregister_regions(tlm_session_lane(e->s, i));
+	for (unsigned i = 0; i < e->n_regions; i++) {
+		free(e->r[i].pending);
+		free(e->r[i].fresh);
+	}
+	for (unsigned i = 0; i < TLM_MAX_LANES; i++)
+		tlm__xbz_destroy(e->xbz[i]);
+	pthread_mutex_destroy(&e->lock);
+	pthread_mutex_destroy(&e->ctrl);
+	pthread_cond_destroy(&e->cond);
+	free(e);
+}
+
+int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
+		       const struct tlm_migrate_opts *o, struct tlm_migrate_stats *st)
+{
+	struct chk_arg ca[TLM_MAX_LANES];
+	struct ps_arg pa[TLM_MAX_LANES];
+	unsigned ps_started = 0;
+	uint64_t t_start = tlm__now_ms(), t_pause = 0;
+	struct src *e;
+	int err;
+
+	memset(st, 0, sizeof(*st));
+	e = src_new(s, m, o, st);
+	if (!e)
+		return -ENOMEM;
 	err = setup(e);
 	if (err) {
 		if (!st->why[0])
@@ -313,74 +426,10 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 		}
 		ps_started++;
 	}
-
-	if (e->o.policy == TLM_POLICY_STOPCOPY) {
-		uint64_t t;
-
-		if (pause_source(e, &t_pause))
-			goto fail;
-		t = tlm__now_ns();
-		e->t_pass_ns = t;
-		if (start_chk(e, ca))
-			goto fail;
-		join_chk(e, ca);
-		if (e->err)
-			goto fail;
-		st->stage3.chk_ms = tlm__ms_since(t);
-		st->converged = true;
-		st->iterations = 1;
-	} else {
-		err = m->ops->start_tracking(m->ctx);
-		if (err) {
-			tlm__src_fail(e, err, "cannot track dirty pages: %s", tlm_strerror(err));
-			goto fail;
-		}
-		tracking = true;
-		e->tracking = true;
-		if (e->o.policy == TLM_POLICY_TLM) {
-			if (pthread_create(&tick, NULL, tlm__tick_thread, e)) {
-				tlm__src_fail(e, -EAGAIN, "cannot start the epoch tick");
-				goto fail;
-			}
-			tick_on = true;
-		}
-		e->t_pass_ns = tlm__now_ns();
-		if (start_chk(e, ca))
-			goto fail;
-		join_chk(e, ca);
-		if (tick_on) {
-			/* CHK is done: the tick stops, PS finishes its round. */
-			pthread_mutex_lock(&e->lock);
-			e->tick_stop = true;
-			pthread_cond_broadcast(&e->cond);
-			pthread_mutex_unlock(&e->lock);
-			pthread_join(tick, NULL);
-			tick_on = false;
-		}
-		if (e->err)
-			goto fail;
-		st->iterations = 1;
-		if (e->o.policy == TLM_POLICY_TLM) {
-			st->converged = true;
-			err = tlm__tail(e);
-			if (err)
-				goto fail;
-		} else {
-			err = tlm__iterate(e, t_start, &stop_now);
-			if (err == -TLM_ENOTCONV) {
-				tlm__src_fail(e, err, "did not converge in %u iterations",
-					      e->o.max_iterations);
-				goto fail;
-			}
-			if (err || !stop_now)
-				goto fail;
-			/* The last iteration's round, applied before the pause. */
-			err = tlm__sync_dest(e);
-			if (err)
-				goto fail;
-		}
-	}
-	err = stage3(e, &t_pause);
+	err = e->o.policy == TLM_POLICY_STOPCOPY ? pass_paused(e, ca, &t_pause)
+						   : pass_tracked(e, ca, t_start);
+	if (!err)
+		err = stage3(e, &t_pause);
 	if (err)
 		goto fail;
 	st->completed = true;
@@ -392,8 +441,8 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 	 * stop-copy, whose downtime is all of it, could read 1 ms over. */
 	if (st->elapsed_ms < st->downtime_ms)
 		st->elapsed_ms = st->downtime_ms;
-	err = 0;
-	goto stop_threads;
+	stop_threads(e, pa, ps_started);
+	goto out;
 
 fail:
 	/* The first error any thread met, else the one the failing step
@@ -410,34 +459,11 @@ fail:
 		e->paused = false;
 	}
 	tlm__send_abort(e);
-stop_threads:
-	pthread_mutex_lock(&e->lock);
-	e->stop = true;
-	e->tick_stop = true;
-	pthread_cond_broadcast(&e->cond);
-	pthread_mutex_unlock(&e->lock);
-	if (tick_on)
-		pthread_join(tick, NULL);
-	for (unsigned i = 0; i < ps_started; i++)
-		pthread_join(pa[i].t, NULL);
-	if (tracking)
-		(void)m->ops->stop_tracking(m->ctx);
+	stop_threads(e, pa, ps_started);
 out:
-	if (e->live)
-		for (unsigned i = 1; i <= tlm__n_data(e); i++)
-			tlm_lane_unregister_regions(tlm_session_lane(s, i));
-	for (unsigned i = 0; i < e->n_regions; i++) {
-		free(e->r[i].pending);
-		free(e->r[i].fresh);
-	}
-	for (unsigned i = 0; i < TLM_MAX_LANES; i++)
-		tlm__xbz_destroy(e->xbz[i]);
 	if (err && !st->why[0])
 		snprintf(st->why, sizeof(st->why), "%s", tlm_strerror(err));
-	pthread_mutex_destroy(&e->lock);
-	pthread_mutex_destroy(&e->ctrl);
-	pthread_cond_destroy(&e->cond);
-	free(e);
+	src_free(e);
 	return err;
 }
 

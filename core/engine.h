@@ -97,6 +97,8 @@ struct src {
 	pthread_cond_t cond;
 	uint64_t round;           /* PS rounds started (a round per tick) */
 	bool tick_stop;           /* the epoch tick thread leaves */
+	pthread_t tick;           /* the epoch tick thread (tlm), while tick_on */
+	bool tick_on;
 	struct ps_arg *ps;        /* the PS threads */
 	bool stop;                /* threads: finish up */
 	int err;                  /* first error of any thread */
