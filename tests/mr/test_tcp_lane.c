@@ -368,6 +368,36 @@ static void test_families(void)
 	ops->close(a);
 }
 
+/* A control message longer than the caller's buffer is refused before a
+ * byte of it is copied (tlm__msg_recv's max): the bytes past max stay as
+ * they were. */
+static void test_msg_max(void)
+{
+	struct tlm_lane *c, *a;
+	uint8_t msg[100], buf[128], type;
+	uint32_t len;
+
+	CHECK(pair("127.0.0.1", "127.0.0.1", NULL, 0, &c, &a) == 0);
+	if (test_failures)
+		return;
+	memset(msg, 0x5a, sizeof(msg));
+	CHECK_OK(tlm__msg_send(c, TLM_FT_CTRL, msg, 50));
+	CHECK_OK(tlm__msg_send(c, TLM_FT_CTRL, msg, sizeof(msg)));
+	CHECK_OK(tlm_lane_flush(c));
+	memset(buf, 0xee, sizeof(buf));
+	CHECK(tlm__msg_recv(a, &type, buf, 50, &len, 5000) == 0 && len == 50 && type == TLM_FT_CTRL);
+	memset(buf, 0xee, sizeof(buf));
+	CHECK(tlm__msg_recv(a, &type, buf, 50, &len, 5000) == -TLM_EFRAME,
+	      "a 100-byte message into a 50-byte buffer");
+	for (size_t i = 50; i < sizeof(buf); i++)
+		if (buf[i] != 0xee) {
+			CHECK(buf[i] == 0xee, "byte %zu past the buffer written", i);
+			break;
+		}
+	ops->close(c);
+	ops->close(a);
+}
+
 /* A session to an acceptor that cannot prove the key (an impostor that
  * answers the hello with a made-up proof): the connector refuses it with
  * EAUTH and never sends its own proof. */
@@ -433,6 +463,7 @@ int main(void)
 	test_errors();
 	test_families();
 	test_impostor();
+	test_msg_max();
 	if (test_failures) {
 		fprintf(stderr, "test_tcp_lane: %d failure(s)\n", test_failures);
 		return 1;
