@@ -42,7 +42,7 @@ static size_t page_frame(uint8_t *f, const struct tlm_page_rec *r, const void *d
 	return TLM_FRAME_HDR + TLM_PAGE_HDR + len;
 }
 
-enum bad { BAD_CHECK, BAD_CRC, BAD_TYPE, BAD_FLAGS, BAD_PLACED, BAD_REGION, BAD_KINDS };
+enum bad { BAD_CHECK, BAD_CRC, BAD_TYPE, BAD_FLAGS, BAD_PLACED, BAD_REGION, BAD_DATA, BAD_KINDS };
 
 /* The good record, then a bad one of kind k: what the parse makes of it. */
 static void malformed(enum bad k)
@@ -81,6 +81,10 @@ static void malformed(enum bad k)
 		n = TLM_FRAME_HDR + TLM_REGION_LEN;
 		break;
 	}
+	case BAD_DATA:
+		/* a byte-mode frame carrying a well-formed page record */
+		tlm__frame_hdr_encode(f, TLM_PAGE_HDR + PAGE, TLM_FT_DATA);
+		break;
 	case BAD_KINDS: break;
 	}
 	put(&s, f, n);
