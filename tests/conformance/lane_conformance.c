@@ -505,9 +505,10 @@ static int count_apply(void *arg, const struct tlm_page_rec *r)
 
 /* BAD_PLACED: a header-only record claiming its data was placed by RDMA
  * WRITE, to a receiver that offered no region; BAD_REGION: a region offer
- * sent the wrong way (only a receiver offers). */
+ * sent the wrong way (only a receiver offers); BAD_DATA: a byte-mode frame
+ * carrying a well-formed page record. */
 enum bad_kind { BAD_CHECK, BAD_TOO_BIG, BAD_CRC, BAD_TRUNC, BAD_TYPE, BAD_FLAGS, BAD_PLACED,
-		BAD_REGION, BAD_KINDS };
+		BAD_REGION, BAD_DATA, BAD_KINDS };
 
 static void malformed_acc(struct tlm_listener *l, const char *port, void *arg)
 {
@@ -581,6 +582,9 @@ static void malformed_conn(struct tlm_listener *l, const char *port, void *arg)
 			tlm__frame_hdr_encode(frame, TLM_PAGE_HDR, TLM_FT_PAGE);
 			tlm__page_hdr_encode(frame + TLM_FRAME_HDR, &r);
 			flen = TLM_FRAME_HDR + TLM_PAGE_HDR;
+			break;
+		case BAD_DATA:
+			tlm__frame_hdr_encode(frame, TLM_PAGE_HDR + 4096, TLM_FT_DATA);
 			break;
 		case BAD_REGION: {
 			struct tlm_region_offer o = { .region = 0, .offered = true, .rkey = 7,
