@@ -5,7 +5,7 @@
 #   scripts/test.sh --fuzz SECONDS  also a bounded libFuzzer run (build-fuzz/)
 #   scripts/test.sh --suite NAME    only that meson suite
 #   scripts/test.sh --mutants       also the mutation check (scripts/mutants.sh,
-#                                   ~25 min on 2 cores: not in CI), one result
+#                                   ~20 min on 2 cores: not in CI), one result
 set -uo pipefail
 cd "$(dirname "$0")/.."
 sanitize=0 fuzz=0 mutants=0 suites=()
