@@ -3,9 +3,9 @@
  * When to enter stage 3. docs/policies.md states each rule; this is it.
  *
  * tlm and stop-copy never iterate (their decision is structural, in
- * engine-src.c and precopy.c). The iterating ones are asked after every pass with the
- * dirty set found, the bandwidth of the last pass and the overlap between
- * the last two dirty sets.
+ * engine-src.c and precopy.c). The iterating ones are asked after every
+ * pass with the dirty set found, the bandwidth of the last pass and the
+ * overlap between the last two dirty sets.
  */
 #include <math.h>
 #include <string.h>
