@@ -95,7 +95,7 @@ def xml(a, hostmount):
 def completed_stats(h):
     out = h.virsh('domjobinfo', DOM, '--completed').stdout
     vals = {}
-    for key, name in (('Time elapsed', 'total_ms'), ('Downtime', 'downtime_ms')):
+    for key, name in (('Time elapsed', 'total_ms'), ('Total downtime', 'downtime_ms')):
         m = re.search(r'^%s:\s+(\d+)\s+ms' % key, out, re.M)
         vals[name] = int(m.group(1)) if m else None
     m = re.search(r'^Memory processed:\s+([\d.]+) (\w+)', out, re.M)
@@ -138,7 +138,12 @@ def run_one(a, psk, peer, src, dst):
     wall = int((time.time() - t0) * 1000)
     if not ok:
         return {'peer': peer, 'ok': False, 'error': (r.stderr or r.stdout).strip()[-300:]}
-    st = completed_stats(dst)
+    if peer == 'tlm':
+        rep = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith('{')][-1])
+        st = {'total_ms': rep.get('total_ms'), 'downtime_ms': rep.get('downtime_ms'),
+              'ram_mib': round(rep.get('ram_transferred', 0) / 1048576.0, 1)}
+    else:
+        st = completed_stats(dst)
     st.update({'peer': peer, 'ok': True, 'wall_ms': wall, 'from': src.name})
     return st
 

@@ -272,7 +272,8 @@ static void dest_stats(const char *desturi, const char *name, struct tlm_json *j
 	if (d && virDomainGetState(d, &st, &reason, 0) == 0)
 		snprintf(state, slen, "%s", st == VIR_DOMAIN_RUNNING ? "running" :
 			 st == VIR_DOMAIN_PAUSED ? "paused" : "not running");
-	if (d && virDomainGetJobStats(d, &type, &p, &n, VIR_DOMAIN_JOB_STATS_COMPLETED) == 0) {
+	if (d && virDomainGetJobStats(d, &type, &p, &n, VIR_DOMAIN_JOB_STATS_COMPLETED |
+				      VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED) == 0) {
 		unsigned long long t = param_ull(p, n, VIR_DOMAIN_JOB_TIME_ELAPSED);
 		unsigned long long dt = param_ull(p, n, VIR_DOMAIN_JOB_DOWNTIME);
 		unsigned long long ram = param_ull(p, n, VIR_DOMAIN_JOB_MEMORY_PROCESSED);
