@@ -99,7 +99,8 @@ static int place_of(const struct tlm_ckpt_layout *lay, struct place *p)
 	}
 	p->table_off = p->hdr_len;
 	p->table_len = 4 * p->pages;
-	at = p->data_off = round_up(p->table_off + p->table_len, ps);
+	/* The regions are mapped from here: page aligned for the host too. */
+	at = p->data_off = round_up(p->table_off + p->table_len, ps > 4096 ? ps : 4096);
 	for (unsigned i = 0; i < lay->n; i++) {
 		p->off[i] = at;
 		at += lay->len[i];
@@ -331,6 +332,22 @@ static int read_table(int fd, const uint8_t *h, const struct tlm_ckpt_info *info
 	for (uint64_t i = 0; !err && i < p->pages; i++)
 		t[i] = tlm__get32(raw + 4 * i);
 	free(raw);
+	/* The padding up to the first region is zero: no byte of the file
+	 * goes unchecked. */
+	if (!err && p->data_off > p->table_off + p->table_len) {
+		size_t pad = (size_t)(p->data_off - p->table_off - p->table_len);
+		uint8_t *z = calloc(1, pad), *b = malloc(pad);
+
+		err = z && b ? pread_all(fd, b, pad, p->table_off + p->table_len) : -ENOMEM;
+		if (!err && memcmp(z, b, pad))
+			err = -TLM_EFRAME;
+		free(z);
+		free(b);
+		if (err == -TLM_EFRAME) {
+			free(t);
+			BAD(err, "the padding after the page table is damaged (not zero)");
+		}
+	}
 	if (err) {
 		free(t);
 		BAD(err, "cannot read the page table: %s", tlm_strerror(err));
@@ -688,11 +705,35 @@ static int table_full(struct tlm_ckpt_w *w, uint32_t *t, struct tlm_ckpt_stats *
  * not file-backed, or swapped out); of those, the ones that differ from
  * the previous checkpoint's go to the file. Without /proc/self/pagemap
  * every page is compared. */
+/* Page g (global: the regions follow one another) to the file if it
+ * differs from the previous checkpoint's; a page now zero becomes a hole. */
+static int write_if_changed(struct tlm_ckpt_w *w, uint64_t g, uint8_t *old, uint32_t *t,
+			    struct tlm_ckpt_stats *st)
+{
+	uint32_t ps = w->lay.page_size;
+	const uint8_t *page = w->map + g * ps;
+	uint64_t file_off = w->p.data_off + g * ps;
+	int err = pread_all(w->fd, old, ps, file_off);
+
+	if (err || !memcmp(old, page, ps))
+		return err;
+	if (!tlm__page_zero(page, ps) ||
+	    fallocate(w->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)file_off, ps))
+		err = pwrite_all(w->fd, page, ps, file_off);
+	t[g] = tlm_crc32c(0, page, ps);
+	st->pages_written++;
+	return err;
+}
+
+/* Incremental: the pages the engine wrote are private copies now (present,
+ * not file-backed, or swapped out); of those, the ones that differ from
+ * the previous checkpoint's go to the file. Without /proc/self/pagemap
+ * every page is compared. */
 static int table_incremental(struct tlm_ckpt_w *w, uint32_t *t, struct tlm_ckpt_stats *st)
 {
 	uint32_t ps = w->lay.page_size;
 	uint64_t sys_ps = (uint64_t)sysconf(_SC_PAGESIZE);
-	uint64_t npg = w->map_len / sys_ps, ent[512], done = UINT64_MAX;
+	uint64_t npg = (w->map_len + sys_ps - 1) / sys_ps, ent[512], next = 0;
 	uint8_t *old = malloc(ps);
 	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), err = 0;
 
@@ -709,30 +750,19 @@ static int table_incremental(struct tlm_ckpt_w *w, uint32_t *t, struct tlm_ckpt_
 			   pread(pm, ent, n * 8, (off_t)(vpn * 8)) != (ssize_t)(n * 8);
 
 		for (uint64_t k = 0; k < n && !err; k++) {
-			uint64_t off = (i + k) * sys_ps, g, file_off;
-			const uint8_t *page;
+			uint64_t off = (i + k) * sys_ps, g, last;
 			bool touched = all || ((ent[k] >> 63) & 1 && !((ent[k] >> 61) & 1)) ||
 				       ((ent[k] >> 62) & 1);
 
-			/* global page: the regions follow one another */
-			g = off / ps;
-			if (!touched || g == done)
+			if (!touched)
 				continue;
-			done = g;
-			page = w->map + g * ps;
-			file_off = w->p.data_off + g * ps;
-			err = pread_all(w->fd, old, ps, file_off);
-			if (err || !memcmp(old, page, ps))
-				continue;
-			if (tlm__page_zero(page, ps)) {
-				if (fallocate(w->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-					      (off_t)file_off, ps))
-					err = pwrite_all(w->fd, page, ps, file_off);
-			} else {
-				err = pwrite_all(w->fd, page, ps, file_off);
-			}
-			t[g] = tlm_crc32c(0, page, ps);
-			st->pages_written++;
+			/* Every page of ours this host page holds part of. */
+			last = (off + sys_ps - 1) / ps;
+			if (last >= w->p.pages)
+				last = w->p.pages - 1;
+			for (g = off / ps > next ? off / ps : next; g <= last && !err; g++)
+				err = write_if_changed(w, g, old, t, st);
+			next = last + 1;
 		}
 	}
 	if (pm >= 0)
