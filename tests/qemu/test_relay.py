@@ -262,6 +262,51 @@ class LaneCutter:
                     pass
 
 
+def passive(a, src, dst, workdir, psk, port, procs):
+    """The passive relays (tlm relay-out / relay-in, no QMP) between two
+    stock QEMUs that the test drives itself, as libvirt would: multifd on
+    both, the destination listening on its unix socket, the source
+    migrating to another; the relays join the two."""
+    sock_a = os.path.join(workdir, 'a.sock')
+    sock_b = os.path.join(workdir, 'b.sock')
+    for vm in (src, dst):
+        vm.q.cmd('migrate-set-capabilities', capabilities=[
+            {'capability': 'multifd', 'state': True}])
+        vm.q.cmd('migrate-set-parameters', **{'multifd-channels': LANES})
+    dst.q.cmd('migrate-incoming', uri='unix:' + sock_b)
+    rin = run_tlm([a.tlm, 'relay-in', '--listen', '127.0.0.1:%d' % port, '--unix', sock_b,
+                   '--psk', psk, '--lanes', str(LANES), '--json'])
+    procs.append(rin)
+    time.sleep(0.3)
+    rout = run_tlm([a.tlm, 'relay-out', '--unix', sock_a, '--to', '127.0.0.1:%d' % port,
+                    '--psk', psk, '--lanes', str(LANES), '--json'])
+    procs.append(rout)
+    end = time.monotonic() + 20
+    while not os.path.exists(sock_a) and time.monotonic() < end and rout.poll() is None:
+        time.sleep(0.05)
+    check(os.path.exists(sock_a), 'relay-out listens on its unix socket')
+    src.q.cmd('migrate', uri='unix:' + sock_a)
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        st = src.q.cmd('query-migrate').get('status')
+        if st in ('completed', 'failed', 'cancelled'):
+            break
+        time.sleep(0.1)
+    check(st == 'completed', 'the source QEMU completed its migration (%s)' % st)
+    rc, out, _ = finish(rout, 'tlm relay-out')
+    rrc, rout_in, _ = finish(rin, 'tlm relay-in')
+    r = json.loads(out.strip().splitlines()[-1])
+    ri = json.loads(rout_in.strip().splitlines()[-1])
+    check(rc == 0 and r['completed'] and rrc == 0 and ri['completed'],
+          'both relays carried every channel to its end and exited 0')
+    check(len(r['lane_bytes']) == LANES + 1 and all(b > 0 for b in r['lane_bytes']),
+          'main + %d multifd lanes all carried bytes: %s' % (LANES, r['lane_bytes']))
+    check(r['lane_bytes'] == ri['lane_bytes'], 'both ends counted the same bytes per lane')
+    check(not os.path.exists(sock_a), 'relay-out removed its socket')
+    check(dst.q.status() == 'running', 'destination running')
+    wait_verified(dst, 'destination after the passive relays')
+
+
 def main():
     global MEM_MIB
     ap = argparse.ArgumentParser()
@@ -331,6 +376,9 @@ def main():
         check(dst.q.status() == 'inmigrate', 'destination waiting (inmigrate)')
 
         port = free_port()
+        if case == 'passive':
+            passive(a, src, dst, workdir, psk, port, procs)
+            return
         recv = run_tlm([a.tlm, 'receive', '--qmp', dst.tlm_qmp, '--listen',
                         '%s:%d' % (addr, port), '--psk', psk, '--lanes', str(LANES),
                         '--accept-timeout', '60', '--json', '--transport', transport])
