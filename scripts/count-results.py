@@ -23,6 +23,9 @@ def holds(when):
         return True
     if when == "not-root":
         return os.geteuid() != 0
+    m = re.fullmatch(r"env:(\w+)=(.*)", when)
+    if m:
+        return os.environ.get(m.group(1)) == m.group(2)
     m = re.fullmatch(r"kernel<(\d+)\.(\d+)", when)
     if m:
         return kernel() < (int(m.group(1)), int(m.group(2)))
