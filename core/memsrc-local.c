@@ -720,63 +720,35 @@ static const char *const region_names[] = {
 	"ram8", "ram9", "ram10", "ram11", "ram12", "ram13", "ram14", "ram15",
 };
 
-int tlm_local_create(const size_t *sizes, unsigned n, enum tlm_tracker tracker,
-		     struct tlm_local **out)
+/* TLM_TRACK_AUTO made concrete; -EOPNOTSUPP or -EINVAL if it cannot be. */
+static int pick_tracker(enum tlm_tracker tracker)
 {
-	struct tlm_local *m;
-	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
-	unsigned i;
-	int err;
-
-	if (!sizes || !out || n == 0 || n > TLM_MAX_REGIONS)
-		return -EINVAL;
 	switch (tracker) {
 	case TLM_TRACK_AUTO:
-		tracker = tlm_local_pagemap_scan_supported() ?
-			  TLM_TRACK_PAGEMAP_SCAN : TLM_TRACK_MPROTECT;
-		break;
+		return tlm_local_pagemap_scan_supported() ? TLM_TRACK_PAGEMAP_SCAN
+							  : TLM_TRACK_MPROTECT;
 	case TLM_TRACK_PAGEMAP_SCAN:
-		if (!tlm_local_pagemap_scan_supported())
-			return -EOPNOTSUPP;
-		break;
+		return tlm_local_pagemap_scan_supported() ? (int)tracker : -EOPNOTSUPP;
 	case TLM_TRACK_MPROTECT:
-		break;
+		return (int)tracker;
 	default:
 		return -EINVAL;
 	}
+}
 
-	m = calloc(1, sizeof(*m));
-	if (!m)
-		return -ENOMEM;
-	m->tracker = tracker;
-	m->page_size = ps;
-	m->uffd = -1;
-	m->pagemap_fd = -1;
-	pthread_mutex_init(&m->lock, NULL);
-	pthread_mutex_init(&m->gate_lock, NULL);
-	pthread_cond_init(&m->gate_go, NULL);
-	pthread_cond_init(&m->gate_idle, NULL);
-	m->regs = calloc(n, sizeof(*m->regs));
-	m->lr = calloc(n, sizeof(*m->lr));
-	if (!m->regs || !m->lr) {
-		err = -ENOMEM;
-		goto fail;
-	}
-
-	for (i = 0; i < n; i++) {
+/* The n regions, mapped (m->n counts those mapped so far). */
+static int map_regions(struct tlm_local *m, const size_t *sizes, unsigned n, size_t ps)
+{
+	for (unsigned i = 0; i < n; i++) {
 		size_t len = (sizes[i] + ps - 1) / ps * ps;
 		void *p;
 
-		if (len == 0) {
-			err = -EINVAL;
-			goto fail;
-		}
+		if (len == 0)
+			return -EINVAL;
 		p = mmap(NULL, len, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-		if (p == MAP_FAILED) {
-			err = -errno;
-			goto fail;
-		}
+		if (p == MAP_FAILED)
+			return -errno;
 		/* 4 KiB tracking granularity, and no huge-page splits in the
 		 * write-fault path. */
 		madvise(p, len, MADV_NOHUGEPAGE);
@@ -787,46 +759,75 @@ int tlm_local_create(const size_t *sizes, unsigned n, enum tlm_tracker tracker,
 		m->lr[i].slot = -1;
 		m->n = i + 1;
 	}
+	return 0;
+}
 
-	if (tracker == TLM_TRACK_PAGEMAP_SCAN) {
+/* The tracker's own state: userfaultfd and pagemap (pagemap-scan), or a
+ * bitmap and a SIGSEGV slot per region (mprotect). */
+static int tracker_init(struct tlm_local *m)
+{
+	if (m->tracker == TLM_TRACK_PAGEMAP_SCAN) {
 		m->uffd = uffd_open();
-		if (m->uffd < 0) {
-			err = m->uffd;
-			goto fail;
-		}
+		if (m->uffd < 0)
+			return m->uffd;
 		m->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-		if (m->pagemap_fd < 0) {
-			err = -errno;
-			goto fail;
-		}
+		if (m->pagemap_fd < 0)
+			return -errno;
 		m->vec = calloc(SCAN_VEC_LEN, sizeof(*m->vec));
-		if (!m->vec) {
-			err = -ENOMEM;
-			goto fail;
-		}
-	} else {
-		for (i = 0; i < n; i++) {
-			m->lr[i].bm = calloc(m->lr[i].nwords, sizeof(uint64_t));
-			if (!m->lr[i].bm) {
-				err = -ENOMEM;
-				goto fail;
-			}
-			err = slot_add(m->regs[i].base, m->regs[i].len, m->lr[i].bm);
-			if (err < 0)
-				goto fail;
-			m->lr[i].slot = err;
-		}
+		return m->vec ? 0 : -ENOMEM;
 	}
+	for (unsigned i = 0; i < m->n; i++) {
+		int slot;
 
+		m->lr[i].bm = calloc(m->lr[i].nwords, sizeof(uint64_t));
+		if (!m->lr[i].bm)
+			return -ENOMEM;
+		slot = slot_add(m->regs[i].base, m->regs[i].len, m->lr[i].bm);
+		if (slot < 0)
+			return slot;
+		m->lr[i].slot = slot;
+	}
+	return 0;
+}
+
+int tlm_local_create(const size_t *sizes, unsigned n, enum tlm_tracker tracker,
+		     struct tlm_local **out)
+{
+	struct tlm_local *m;
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+	int err, t;
+
+	if (!sizes || !out || n == 0 || n > TLM_MAX_REGIONS)
+		return -EINVAL;
+	t = pick_tracker(tracker);
+	if (t < 0)
+		return t;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->tracker = (enum tlm_tracker)t;
+	m->page_size = ps;
+	m->uffd = -1;
+	m->pagemap_fd = -1;
+	pthread_mutex_init(&m->lock, NULL);
+	pthread_mutex_init(&m->gate_lock, NULL);
+	pthread_cond_init(&m->gate_go, NULL);
+	pthread_cond_init(&m->gate_idle, NULL);
+	m->regs = calloc(n, sizeof(*m->regs));
+	m->lr = calloc(n, sizeof(*m->lr));
+	err = !m->regs || !m->lr ? -ENOMEM : map_regions(m, sizes, n, ps);
+	if (!err)
+		err = tracker_init(m);
+	if (err) {
+		tlm_local_destroy(m);
+		return err;
+	}
 	m->src = (struct tlm_memsrc){ .ops = &local_ops, .ctx = m,
 				      .page_size = (uint32_t)ps };
 	tlm__info("memsrc: %u local region(s), tracker %s", n,
 		  tlm_local_tracker_name(m));
 	*out = m;
 	return 0;
-fail:
-	tlm_local_destroy(m);
-	return err;
 }
 
 void tlm_local_destroy(struct tlm_local *m)

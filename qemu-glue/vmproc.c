@@ -183,6 +183,66 @@ child(const char *bin, char *const *argv, int logfd, pid_t parent)
 	_exit(127);
 }
 
+/* vp's directory (o->dir, or a fresh one under $TMPDIR) and the paths of
+ * its QMP socket, serial log and QEMU log in it. */
+static int make_dir(struct tlm_vmproc *vp, const struct tlm_vmproc_opts *o)
+{
+	int err;
+
+	if (o->dir) {
+		if (snprintf(vp->dir, sizeof(vp->dir), "%s", o->dir) >= (int)sizeof(vp->dir))
+			return -ENAMETOOLONG;
+	} else {
+		const char *tmp = getenv("TMPDIR");
+
+		if (snprintf(vp->dir, sizeof(vp->dir), "%s/tlm-vm-XXXXXX",
+			     tmp && *tmp ? tmp : "/tmp") >= (int)sizeof(vp->dir))
+			return -ENAMETOOLONG;
+		if (!mkdtemp(vp->dir)) {
+			err = -errno;
+			tlm__err("vmproc: mkdtemp %s: %s", vp->dir, strerror(errno));
+			return err;
+		}
+		vp->own_dir = true;
+	}
+	if (snprintf(vp->qmp_path, sizeof(vp->qmp_path), "%s/qmp.sock", vp->dir) >=
+	    (int)sizeof(vp->qmp_path)) {
+		tlm__err("vmproc: %s/qmp.sock is too long for a unix socket", vp->dir);
+		return -ENAMETOOLONG;
+	}
+	snprintf(vp->serial_path, sizeof(vp->serial_path), "%s/serial.log", vp->dir);
+	snprintf(vp->log_path, sizeof(vp->log_path), "%s/qemu.log", vp->dir);
+	return 0;
+}
+
+/* Until QEMU's QMP socket answers (vp->qmp), QEMU exits (-ECHILD) or the
+ * deadline passes (-ETIMEDOUT, QEMU still running). */
+static int wait_qmp(struct tlm_vmproc *vp, uint64_t deadline, int timeout_ms)
+{
+	for (;;) {
+		int left = tlm__left_ms(deadline);
+
+		if (try_reap(vp)) {
+			tlm__err("vmproc: qemu exited during start-up (status 0x%x)", vp->wstatus);
+			log_tail(vp);
+			return -ECHILD;
+		}
+		if (!left) {
+			tlm__err("vmproc: QMP of pid %d did not come up in %d ms", (int)vp->pid,
+				 timeout_ms);
+			return -ETIMEDOUT;
+		}
+		/* Only try once the socket exists, so start-up does not fill
+		 * the log with ENOENT. */
+		struct stat st;
+
+		if (!stat(vp->qmp_path, &st) && S_ISSOCK(st.st_mode) &&
+		    !tlm_qmp_connect(vp->qmp_path, left < 2000 ? left : 2000, &vp->qmp))
+			return 0;
+		nap_ms(20);
+	}
+}
+
 int tlm_vmproc_start(const struct tlm_vmproc_opts *o, struct tlm_vmproc **out)
 {
 	int timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : VM_DEFAULT_TIMEOUT_MS;
@@ -206,34 +266,9 @@ int tlm_vmproc_start(const struct tlm_vmproc_opts *o, struct tlm_vmproc **out)
 	vp->pid = -1;
 	vp->serial_fd = -1;
 	vp->keep_dir = o->keep_dir;
-	if (o->dir) {
-		if (snprintf(vp->dir, sizeof(vp->dir), "%s", o->dir) >= (int)sizeof(vp->dir)) {
-			err = -ENAMETOOLONG;
-			goto fail;
-		}
-	} else {
-		const char *tmp = getenv("TMPDIR");
-
-		if (snprintf(vp->dir, sizeof(vp->dir), "%s/tlm-vm-XXXXXX",
-			     tmp && *tmp ? tmp : "/tmp") >= (int)sizeof(vp->dir)) {
-			err = -ENAMETOOLONG;
-			goto fail;
-		}
-		if (!mkdtemp(vp->dir)) {
-			err = -errno;
-			tlm__err("vmproc: mkdtemp %s: %s", vp->dir, strerror(errno));
-			goto fail;
-		}
-		vp->own_dir = true;
-	}
-	if (snprintf(vp->qmp_path, sizeof(vp->qmp_path), "%s/qmp.sock", vp->dir) >=
-	    (int)sizeof(vp->qmp_path)) {
-		tlm__err("vmproc: %s/qmp.sock is too long for a unix socket", vp->dir);
-		err = -ENAMETOOLONG;
+	err = make_dir(vp, o);
+	if (err)
 		goto fail;
-	}
-	snprintf(vp->serial_path, sizeof(vp->serial_path), "%s/serial.log", vp->dir);
-	snprintf(vp->log_path, sizeof(vp->log_path), "%s/qemu.log", vp->dir);
 	snprintf(qmparg, sizeof(qmparg), "unix:%s,server=on,wait=off", vp->qmp_path);
 	snprintf(serarg, sizeof(serarg), "file:%s", vp->serial_path);
 	unlink(vp->qmp_path);   /* a stale socket from an earlier run */
@@ -269,30 +304,11 @@ int tlm_vmproc_start(const struct tlm_vmproc_opts *o, struct tlm_vmproc **out)
 	close(logfd);
 	tlm__dbg("vmproc: started %s as pid %d in %s", bin, (int)vp->pid, vp->dir);
 
-	for (;;) {
-		int left = tlm__left_ms(deadline);
-
-		if (try_reap(vp)) {
-			tlm__err("vmproc: qemu exited during start-up (status 0x%x)", vp->wstatus);
-			log_tail(vp);
-			err = -ECHILD;
-			goto fail;
-		}
-		if (!left) {
-			tlm__err("vmproc: QMP of pid %d did not come up in %d ms", (int)vp->pid,
-				 timeout_ms);
-			err = -ETIMEDOUT;
-			goto fail_kill;
-		}
-		/* Only try once the socket exists, so start-up does not fill
-		 * the log with ENOENT. */
-		struct stat st;
-
-		if (!stat(vp->qmp_path, &st) && S_ISSOCK(st.st_mode) &&
-		    !tlm_qmp_connect(vp->qmp_path, left < 2000 ? left : 2000, &vp->qmp))
-			break;
-		nap_ms(20);
-	}
+	err = wait_qmp(vp, deadline, timeout_ms);
+	if (err == -ETIMEDOUT)
+		goto fail_kill;
+	if (err)
+		goto fail;
 	*out = vp;
 	return 0;
 

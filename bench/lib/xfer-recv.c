@@ -160,6 +160,39 @@ static void window_free(struct tlm_session *s, struct window *w)
 	w->base = NULL;
 }
 
+/* The lanes' results into rep: totals, and the window checked in place
+ * where the transport placed pages. */
+static void judge(const struct lane_job *jobs, unsigned n, const struct pattern *pat,
+		  struct window *w, struct tlm_bench_report *rep)
+{
+	rep->ok = 1;
+	for (unsigned i = 0; i < n; i++) {
+		rep->pages += jobs[i].res.pages;
+		rep->bytes += jobs[i].res.bytes;
+		rep->bad += jobs[i].res.bad;
+		if (jobs[i].res.err || jobs[i].res.bad || !jobs[i].last)
+			rep->ok = 0;
+		if (jobs[i].res.err)
+			tlm_bench_err("receiver: lane %u: %s", i + 1, tlm_strerror(jobs[i].res.err));
+		rep->placed += jobs[i].placed;
+	}
+	if (rep->placed) {
+		uint64_t v0 = tlm_bench_now_ns(), wbad;
+
+		/* All placed, or the lanes disagree about zero copy. */
+		if (rep->placed == rep->pages && w->base) {
+			wbad = window_check(w, pat, rep->pages, n);
+			w->verified = w->pages < rep->pages ? w->pages : rep->pages;
+		} else {
+			wbad = rep->pages;
+		}
+		w->verify_ns = tlm_bench_now_ns() - v0;
+		rep->bad += wbad;
+		if (wbad)
+			rep->ok = 0;
+	}
+}
+
 /*
  * Accept one session, receive and verify, report on the control lane.
  */
@@ -210,32 +243,7 @@ int tlm_bench_receive(struct tlm_listener *li, const struct tlm_bench_xfer *o,
 	rc = tlm__bench_run_lanes(jobs, n, recv_thread);
 	if (rc)
 		goto out;
-	rep.ok = 1;
-	for (unsigned i = 0; i < n; i++) {
-		rep.pages += jobs[i].res.pages;
-		rep.bytes += jobs[i].res.bytes;
-		rep.bad += jobs[i].res.bad;
-		if (jobs[i].res.err || jobs[i].res.bad || !jobs[i].last)
-			rep.ok = 0;
-		if (jobs[i].res.err)
-			tlm_bench_err("receiver: lane %u: %s", i + 1, tlm_strerror(jobs[i].res.err));
-		rep.placed += jobs[i].placed;
-	}
-	if (rep.placed) {
-		uint64_t v0 = tlm_bench_now_ns(), wbad;
-
-		/* All placed, or the lanes disagree about zero copy. */
-		if (rep.placed == rep.pages && w.base) {
-			wbad = window_check(&w, &pat, rep.pages, n);
-			w.verified = w.pages < rep.pages ? w.pages : rep.pages;
-		} else {
-			wbad = rep.pages;
-		}
-		w.verify_ns = tlm_bench_now_ns() - v0;
-		rep.bad += wbad;
-		if (wbad)
-			rep.ok = 0;
-	}
+	judge(jobs, n, &pat, &w, &rep);
 	window_free(s, &w);
 	rep.rss = tlm_bench_peak_rss();
 	rep.ns = tlm_bench_now_ns() - t0;

@@ -113,6 +113,27 @@ static ssize_t read_report(struct tlm_lane *l, char *buf, size_t cap, int timeou
 	return (ssize_t)got;
 }
 
+/* len bytes of page pools registered for zero copy on every data lane of
+ * s, or NULL (copying) where a lane cannot. */
+static uint8_t *zc_pools(struct tlm_session *s, const struct tlm_bench_xfer *o, size_t len)
+{
+	uint8_t *zc = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	int rc = zc == MAP_FAILED ? -ENOMEM : 0;
+
+	for (unsigned i = 1; !rc && i <= o->lanes; i++)
+		rc = tlm_lane_register_region(tlm_session_lane(s, i), 0, zc, len, TLM_REG_SRC,
+					      o->timeout_ms);
+	if (!rc)
+		return zc;
+	if (rc != -EOPNOTSUPP)
+		tlm_bench_err("zero copy is off: %s", tlm_strerror(rc));
+	for (unsigned i = 1; i <= o->lanes; i++)
+		tlm_lane_unregister_regions(tlm_session_lane(s, i));
+	if (zc != MAP_FAILED)
+		munmap(zc, len);
+	return NULL;
+}
+
 int tlm_bench_send(const struct tlm_bench_xfer *o, struct tlm_session_cfg *cfg,
 		   const char *host, const char *port, struct tlm_bench_outcome *r)
 {
@@ -147,20 +168,7 @@ int tlm_bench_send(const struct tlm_bench_xfer *o, struct tlm_session_cfg *cfg,
 	/* Zero copy where every lane can: the pools, two bursts per lane. */
 	if (cfg->n_regions == 1) {
 		zc_len = (size_t)o->lanes * 2 * pat.burst * o->page_size;
-		zc = mmap(NULL, zc_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		rc = zc == MAP_FAILED ? -ENOMEM : 0;
-		for (unsigned i = 1; !rc && i <= o->lanes; i++)
-			rc = tlm_lane_register_region(tlm_session_lane(s, i), 0, zc, zc_len,
-						      TLM_REG_SRC, o->timeout_ms);
-		if (rc) {
-			if (rc != -EOPNOTSUPP)
-				tlm_bench_err("zero copy is off: %s", tlm_strerror(rc));
-			for (unsigned i = 1; i <= o->lanes; i++)
-				tlm_lane_unregister_regions(tlm_session_lane(s, i));
-			if (zc != MAP_FAILED)
-				munmap(zc, zc_len);
-			zc = NULL;
-		}
+		zc = zc_pools(s, o, zc_len);
 		r->live_send = zc != NULL;
 	}
 	for (unsigned i = 0; i < o->lanes; i++)
