@@ -115,6 +115,7 @@ static int sha_regions(const struct tlm_region *r, unsigned n, uint8_t (*sha)[32
 /* ---- restore into fresh memory, through the engine ---- */
 
 struct restore_src {
+	unsigned chk;            /* checkpoint lanes (one page-saver lane, idle) */
 	struct tlm_ckpt_r *r;
 	const char *host, *port, *transport;
 	const struct tlm_psk *psk;
@@ -128,17 +129,18 @@ static void *restore_src_thread(void *arg)
 	struct restore_src *rs = arg;
 	const struct tlm_ckpt_info *in = tlm_ckpt_r_info(rs->r);
 	struct tlm_session_cfg cfg = {
-		.transport = rs->transport, .n_lanes = 2, .page_size = in->lay.page_size,
+		.transport = rs->transport, .n_lanes = rs->chk + 1, .page_size = in->lay.page_size,
 		.n_regions = in->lay.n, .caps = TLM_CAP_ZERO_PAGE | TLM_CAP_DEVSTATE,
 		.psk = rs->psk, .timeout_ms = 20000,
 	};
 	struct tlm_migrate_opts mo = {
-		.policy = TLM_POLICY_STOPCOPY, .chk_lanes = 1, .ps_lanes = 1, .epoch_ms = 100,
+		.policy = TLM_POLICY_STOPCOPY, .chk_lanes = rs->chk, .ps_lanes = 1, .epoch_ms = 100,
 		.zero_pages = true, .timeout_ms = 120000, .abort_flag = &interrupted,
 	};
 	struct tlm_session *s;
 
-	cfg.lane_modes[1] = cfg.lane_modes[2] = TLM_MODE_PAGES;
+	for (unsigned i = 1; i <= cfg.n_lanes; i++)
+		cfg.lane_modes[i] = TLM_MODE_PAGES;
 	for (unsigned i = 0; i < in->lay.n; i++) {
 		cfg.region_len[i] = in->lay.len[i];
 		cfg.region_name[i] = in->lay.name[i];
@@ -173,12 +175,14 @@ static void restored_free(struct restored *d)
 
 /* Sends the (validated, open) file through the engine over loopback into
  * anonymous memory; d holds the result. */
-static int restore_into_memory(struct tlm_ckpt_r *r, const char *transport, struct restored *d)
+static int restore_into_memory(struct tlm_ckpt_r *r, const char *transport, unsigned chk,
+			       struct restored *d)
 {
 	const struct tlm_ckpt_info *in = tlm_ckpt_r_info(r);
 	struct tlm_psk psk;
 	struct tlm_session_cfg lcfg = { .transport = transport, .psk = &psk, .timeout_ms = 20000 };
-	struct restore_src rs = { .r = r, .host = "127.0.0.1", .transport = transport, .psk = &psk };
+	struct restore_src rs = { .chk = chk, .r = r, .host = "127.0.0.1", .transport = transport,
+				  .psk = &psk };
 	struct tlm_listener *li = NULL;
 	struct tlm_session *s = NULL;
 	struct tlm_dest_stats ds;
@@ -375,7 +379,7 @@ static int one_checkpoint(const struct bc_opts *o, struct tlm_local *m, struct t
 			snprintf(c->why, sizeof(c->why), "the checkpoint does not validate: %s", why);
 			goto out;
 		}
-		err = restore_into_memory(r, o->transport, &d);
+		err = restore_into_memory(r, o->transport, 1, &d);
 		tlm_ckpt_close(r);
 		c->restore_ms = d.ms;
 		if (err) {
@@ -654,7 +658,7 @@ out:
 static void usage_restore(FILE *f)
 {
 	fprintf(f,
-"usage: tlm bench restore --from FILE [--transport NAME] [--json]\n"
+"usage: tlm bench restore --from FILE [--transport NAME] [--chk-lanes N] [--json]\n"
 "\n"
 "Validates FILE whole, restores it through the TLM engine into fresh memory\n"
 "over loopback lanes and compares the result with the file, region by\n"
@@ -690,11 +694,13 @@ int tlm_cli_bench_restore(int argc, char **argv)
 	static const struct option lo[] = {
 		{ "from", required_argument, NULL, 'f' },
 		{ "transport", required_argument, NULL, 't' },
+		{ "chk-lanes", required_argument, NULL, 'c' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *from = NULL, *transport = "tcp";
+	uint64_t chk = 1;
 	bool json = false, verified = false;
 	struct tlm_ckpt_r *r = NULL;
 	struct restored d = { 0 };
@@ -710,6 +716,12 @@ int tlm_cli_bench_restore(int argc, char **argv)
 		switch (opt) {
 		case 'f': from = optarg; break;
 		case 't': transport = optarg; break;
+		case 'c':
+			if (tlm_cli_parse_size(optarg, &chk) || !chk || chk >= TLM_MAX_LANES - 1) {
+				tlm_cli_err("bad --chk-lanes '%s'", optarg);
+				return 2;
+			}
+			break;
 		case 'j': json = true; break;
 		case 'h': usage_restore(stdout); return 0;
 		default: usage_restore(stderr); return 2;
@@ -728,7 +740,7 @@ int tlm_cli_bench_restore(int argc, char **argv)
 		return 1;
 	}
 	(void)read_file_ms(from, &read_ms, &read_bytes);
-	err = restore_into_memory(r, transport, &d);
+	err = restore_into_memory(r, transport, (unsigned)chk, &d);
 	if (!err) {
 		tlm_ckpt_r_regions(r, &reg, &n);
 		err = sha_regions(reg, n, sha_f);

@@ -416,7 +416,7 @@ int tlm_cli_checkpoint_qemu(int argc, char **argv)
 static void usage_restore(FILE *f)
 {
 	fprintf(f,
-"usage: tlm restore --qmp DST.qmp --from FILE [--json] [--timeout S]\n"
+"usage: tlm restore --qmp DST.qmp --from FILE [--chk-lanes N] [--json] [--timeout S]\n"
 "\n"
 "Brings a VM back from a checkpoint file into a QEMU started with\n"
 "-incoming defer (built with tlm's patch series, the same machine type,\n"
@@ -431,13 +431,14 @@ int tlm_cli_restore(int argc, char **argv)
 		{ "qmp", required_argument, NULL, 'q' },
 		{ "from", required_argument, NULL, 'f' },
 		{ "transport", required_argument, NULL, 't' },
+		{ "chk-lanes", required_argument, NULL, 'c' },
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *qmp = NULL, *from = NULL, *transport = "tcp";
-	uint64_t timeout_s = 300, t0, check_ms = 0, send_ms = 0, end;
+	uint64_t timeout_s = 300, t0, check_ms = 0, send_ms = 0, end, chk = 1;
 	char why[256] = "", dir[64] = "", keyp[PATH_MAX] = "", uri[1024], port[16], vm[32] = "";
 	char error[400] = "";
 	struct tlm_migrate_stats st = { 0 };
@@ -456,6 +457,12 @@ int tlm_cli_restore(int argc, char **argv)
 		case 't': transport = optarg; break;
 		case 'j': json = true; break;
 		case 'h': usage_restore(stdout); return 0;
+		case 'c':
+			if (tlm_cli_parse_size(optarg, &chk) || !chk || chk >= TLM_MAX_LANES - 1) {
+				tlm_cli_err("bad --chk-lanes '%s'", optarg);
+				return 2;
+			}
+			break;
 		case 'T':
 			if (tlm_cli_parse_size(optarg, &timeout_s) || !timeout_s) {
 				tlm_cli_err("bad --timeout '%s'", optarg);
@@ -506,18 +513,21 @@ int tlm_cli_restore(int argc, char **argv)
 		struct tlm_inside_opts io = { .host = "127.0.0.1", .port = port,
 					      .transport = transport, .psk_path = keyp };
 		struct tlm_session_cfg cfg = {
-			.transport = transport, .n_lanes = 2, .page_size = in->lay.page_size,
+			.transport = transport, .n_lanes = (unsigned)chk + 1,
+			.page_size = in->lay.page_size,
 			.n_regions = in->lay.n, .caps = TLM_CAP_ZERO_PAGE | TLM_CAP_DEVSTATE,
 			.psk = &psk, .timeout_ms = 20000,
 		};
 		struct tlm_migrate_opts mo = {
-			.policy = TLM_POLICY_STOPCOPY, .chk_lanes = 1, .ps_lanes = 1, .epoch_ms = 100,
+			.policy = TLM_POLICY_STOPCOPY, .chk_lanes = (unsigned)chk, .ps_lanes = 1,
+			.epoch_ms = 100,
 			.zero_pages = true, .timeout_ms = (int)(timeout_s * 1000),
 			.abort_flag = &interrupted,
 		};
 		uint64_t t1;
 
-		cfg.lane_modes[1] = cfg.lane_modes[2] = TLM_MODE_PAGES;
+		for (unsigned i = 1; i <= cfg.n_lanes; i++)
+			cfg.lane_modes[i] = TLM_MODE_PAGES;
 		for (unsigned i = 0; i < in->lay.n; i++) {
 			cfg.region_len[i] = in->lay.len[i];
 			cfg.region_name[i] = in->lay.name[i];

@@ -12,7 +12,7 @@ which stamps every page it writes and verifies every page it re-reads.
                its guest verifies every page clean with its serial output
                going on. idle also takes a second, incremental checkpoint,
                which must write fewer pages than the first.
-  stop-copy    the same with policy stop-copy (mg).
+  stop-copy    the same with policy stop-copy (mg), restored over 2 CHK lanes.
   full-speed   the same while the guest writes as fast as it can (mg,
                rate=0).
   remote       the file written by `tlm receive --to-file` (as on another
@@ -212,7 +212,8 @@ def main():
             check(dst.q.status() == 'inmigrate' and not st.get('status'),
                   'the waiting QEMU was not touched (inmigrate, no migration: %s)' % st)
             return
-        rc, out, _ = tlm(a, ['restore', '--qmp', dst.tlm_qmp, '--from', f, '--json'],
+        lanes = ['--chk-lanes', '2'] if a.case == 'stop-copy' else []
+        rc, out, _ = tlm(a, ['restore', '--qmp', dst.tlm_qmp, '--from', f, '--json'] + lanes,
                          'tlm restore')
         r = json.loads(out.strip().splitlines()[-1])
         check(rc == 0 and r['completed'] and r['vm'] == 'running',
