@@ -26,6 +26,7 @@
 
 struct bm_opts {
 	const char *transport, *targs, *workload, *psk_path, *tracker;
+	int protect;
 	const char *listen, *connect, *local_addr;
 	uint64_t mem, rate, xbzrle, seed;
 	unsigned threads, warmup_ms, fill;
@@ -74,6 +75,7 @@ TLM_CLI_TARGS_HELP
 "  --listen ADDR:PORT   be the destination only\n"
 "  --connect ADDR:PORT  be the source only\n"
 "  --psk FILE           pre-shared key (required with --listen/--connect)\n"
+"  --protect MODE       encrypt (default), integrity or none (docs/security.md)\n"
 "  --local-addr ADDR    address both local ends use (default 127.0.0.1; an\n"
 "                       RDMA device's address for --transport rdma)\n"
 "  --json               one JSON object on stdout\n");
@@ -350,6 +352,7 @@ static int run_source(const struct bm_opts *o, const char *host, const char *por
 	for (unsigned i = 0; i < nr; i++)
 		cfg.region_len[i] = regs[i].len;
 	cfg.psk = psk;
+	cfg.protect = o->protect;
 	cfg.timeout_ms = 20000;
 	err = tlm_connect(&cfg, host, port, &s);
 	if (err) {
@@ -422,6 +425,7 @@ static int run_source(const struct bm_opts *o, const char *host, const char *por
 		tlm_json_str(&j, "policy", tlm_policy_name(o->mo.policy));
 		tlm_json_str(&j, "workload", o->workload);
 		tlm_json_str(&j, "transport", o->transport);
+		tlm_json_str(&j, "protect", tlm_protect_name(o->protect));
 		tlm_json_u64(&j, "mem", o->mem);
 		tlm_json_u64(&j, "rate", o->rate);
 		tlm_json_u64(&j, "fill", o->fill);
@@ -566,6 +570,7 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 		{ "listen", required_argument, NULL, 'l' },
 		{ "connect", required_argument, NULL, 'C' },
 		{ "psk", required_argument, NULL, 'P' },
+		{ "protect", required_argument, NULL, 'Q' },
 		{ "local-addr", required_argument, NULL, 'L' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
@@ -600,6 +605,10 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 		case 'l': o.listen = optarg; break;
 		case 'C': o.connect = optarg; break;
 		case 'P': o.psk_path = optarg; break;
+		case 'Q':
+			if (tlm_cli_parse_protect(optarg, &o.protect))
+				return 2;
+			break;
 		case 'L': o.local_addr = optarg; break;
 		case 'j': o.json = true; break;
 		case 'z': o.mo.zero_pages = false; break;
@@ -677,7 +686,7 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 		}
 		if (o.listen) {
 			struct tlm_session_cfg cfg = { .transport = o.transport,
-				.transport_args = o.targs, .psk = &psk };
+				.transport_args = o.targs, .psk = &psk, .protect = o.protect };
 			struct tlm_listener *li;
 			int err = tlm_listen(&cfg, host, port, &li), rc;
 			if (err) {
@@ -694,7 +703,7 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 	/* Both ends here: the destination is a child over loopback. */
 	{
 		struct tlm_session_cfg cfg = { .transport = o.transport,
-			.transport_args = o.targs, .psk = &psk };
+			.transport_args = o.targs, .psk = &psk, .protect = o.protect };
 		pid_t child = tlm_bench_fork_listener(&cfg, o.local_addr, port, sizeof(port),
 						      dest_child, &o);
 

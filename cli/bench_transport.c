@@ -39,6 +39,7 @@ struct opts {
 	const char *listen;
 	const char *connect;
 	const char *psk_path;
+	int protect;               /* --protect */
 	int timeout_ms;
 	bool copy;                 /* --copy: no zero copy */
 	const char *local_addr;    /* --local-addr (loopback mode) */
@@ -90,6 +91,7 @@ static void print_json(const struct opts *o, const struct tlm_bench_outcome *r, 
 
 	tlm_json_begin(&j, stdout);
 	tlm_json_str(&j, "transport", o->transport);
+	tlm_json_str(&j, "protect", tlm_protect_name(o->protect));
 	tlm_json_u64(&j, "lanes", o->lanes);
 	tlm_json_u64(&j, "page_size", o->page_size);
 	tlm_json_u64(&j, "bytes", r->bytes);
@@ -328,6 +330,7 @@ static void usage(FILE *f)
 	fprintf(f,
 "usage: tlm bench transport [--transport NAME] [--lanes N] [--bytes SIZE]\n"
 "                           [--page-size N] [--json] [--psk FILE]\n"
+"                           [--protect encrypt|integrity|none]\n"
 "                           [--listen ADDR:PORT | --connect ADDR:PORT]\n"
 "                           [--transport-args ARGS] [--rx-transport-args ARGS]\n"
 "                           [--timeout MS]\n"
@@ -348,6 +351,10 @@ static void usage(FILE *f)
 "  --bytes SIZE       total page data, K/M/G suffixes (default 1G)\n"
 "  --page-size N      512..65536, a power of two (default 4096)\n"
 "  --json             one JSON object instead of the summary\n"
+"  --protect MODE     encrypt (default): every frame sealed with an AEAD;\n"
+"                     integrity: sealed in clear text; none: crc32c only, for\n"
+"                     a path you trust (docs/security.md); zero copy only\n"
+"                     with none\n"
 "  --verify full|crc  receiver compares every byte of every page (full,\n"
 "                     default), or its stamp and crc32c against the crc of\n"
 "                     the expected content (crc: costs the harness less)\n"
@@ -411,7 +418,7 @@ static bool takes_value(const char *a)
 		"--transport", "--transport-args", "--rx-transport-args", "--lanes", "--bytes", "--page-size",
 		"--listen", "--connect", "--psk", "--timeout", "--verify", "--local-addr",
 		"--peer", "--rdma-dev", "--rdma-gid", "--dpdk-args", "--fault", "--compare",
-		"--raw-seconds", "--rounds",
+		"--raw-seconds", "--rounds", "--protect",
 	};
 
 	for (size_t i = 0; i < sizeof(with_value) / sizeof(with_value[0]); i++)
@@ -519,6 +526,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			o->connect = v;
 		} else if (!strcmp(a, "--psk")) {
 			o->psk_path = v;
+		} else if (!strcmp(a, "--protect")) {
+			if (tlm_cli_parse_protect(v, &o->protect))
+				return -1;
 		} else if (!strcmp(a, "--local-addr")) {
 			o->local_addr = v;
 		} else if (!strcmp(a, "--peer")) {
@@ -717,6 +727,7 @@ int tlm_cli_bench_transport(int argc, char **argv)
 	cfg.transport = o.transport;
 	cfg.transport_args = o.transport_args;
 	cfg.psk = &psk;
+	cfg.protect = o.protect;
 	cfg.timeout_ms = o.timeout_ms;
 	cfg.page_size = o.page_size;
 

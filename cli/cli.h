@@ -31,6 +31,7 @@ int tlm_cli_demo(int argc, char **argv);
 int tlm_cli_relay_out(int argc, char **argv);
 int tlm_cli_relay_in(int argc, char **argv);
 int tlm_cli_virsh_migrate(int argc, char **argv);
+int tlm_cli_keygen(int argc, char **argv);
 
 /* util.c APIs: */
 extern int tlm_cli_verbose;
@@ -62,6 +63,8 @@ uint64_t tlm_cli_now_ms(void);
 /* Load --psk FILE, or make a random key when none was given and both ends
  * run here (loopback). Prints the reason on failure. */
 int tlm_cli_get_psk(const char *path, bool loopback_only, struct tlm_psk *out);
+/* --protect encrypt|integrity|none into *out; -EINVAL (said why). */
+int tlm_cli_parse_protect(const char *arg, int *out);
 /* bench_peer.c APIs: --peer ib_write_bw and --in-vm of tlm bench transport. */
 int tlm_cli_rdma_dev_for(const char *addr, const char *targs, char *dev, size_t cap);
 int tlm_cli_ib_write_bw(const char *dev, const char *addr, unsigned qps, uint32_t size,
@@ -100,6 +103,7 @@ struct tlm_cli_inside {
 	struct tlm_qmp *qmp;
 	bool source, json;
 	const char *host, *port, *transport, *transport_args, *psk_path, *policy;
+	int protect;
 	unsigned chk_lanes, ps_lanes, epoch_ms;
 	int timeout_ms;
 	volatile sig_atomic_t *cancel;

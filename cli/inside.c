@@ -138,6 +138,7 @@ int tlm_cli_inside_run(const struct tlm_cli_inside *c)
 	if (abs_psk(c->psk_path, psk))
 		return 2;
 	o.psk_path = psk;
+	o.protect = c->protect;
 	if (c->source) {
 		rc = tlm_inside_migrate(&o, &r);
 	} else {

@@ -48,6 +48,7 @@ static void usage(FILE *f)
 "  restore            bring a VM back from a checkpoint file\n"
 "  bench checkpoint   checkpoint in-process memory under a workload to a file\n"
 "  bench restore      restore a checkpoint file into memory and verify it\n"
+"  keygen FILE        write a fresh random 256-bit pre-shared key (mode 600)\n"
 "\n"
 "transports built in:");
 	for (unsigned i = 0; tlm_transport_name(i); i++)
@@ -115,6 +116,8 @@ int main(int argc, char **argv)
 		tlm_cli_err("unknown benchmark '%s' (transport, migrate, checkpoint, restore)", argv[1]);
 		return 2;
 	}
+	if (!strcmp(argv[0], "keygen"))
+		return tlm_cli_keygen(argc, argv);
 	if (!strcmp(argv[0], "migrate"))
 		return run(optional_fn("migrate"), "migrate", argc, argv);
 	if (!strcmp(argv[0], "receive")) {

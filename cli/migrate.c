@@ -164,7 +164,10 @@ TLM_CLI_TARGS_HELP
 "  --epoch-ms MS      inside: epoch length (default 100)\n"
 "  --lanes N          relay: multifd channels, one data lane each, plus the\n"
 "                     main channel's lane (default 4)\n"
-"  --psk FILE         pre-shared key (same file on both hosts; required)\n"
+"  --psk FILE         pre-shared key (same file on both hosts; required;\n"
+"                     make one with tlm keygen FILE)\n"
+"  --protect MODE     encrypt (default), integrity or none, the same on both\n"
+"                     hosts (docs/security.md); zero copy only with none\n"
 "  --timeout SEC      give up (and cancel) after SEC seconds (default 600)\n"
 "  --max-bandwidth S  QEMU's max-bandwidth, bytes/s (default 64G)\n"
 "  --json             print the report as one JSON object\n");
@@ -196,6 +199,7 @@ int tlm_cli_migrate(int argc, char **argv)
 		{ "lanes", required_argument, NULL, 'n' },
 		{ "policy", required_argument, NULL, 'p' },
 		{ "psk", required_argument, NULL, 'k' },
+		{ "protect", required_argument, NULL, 'Q' },
 		{ "timeout", required_argument, NULL, 'o' },
 		{ "max-bandwidth", required_argument, NULL, 'b' },
 		{ "json", no_argument, NULL, 'j' },
@@ -208,6 +212,7 @@ int tlm_cli_migrate(int argc, char **argv)
 	};
 	static volatile sig_atomic_t stop;
 	const char *qmp_path = NULL, *to = NULL, *transport = "tcp", *psk_path = NULL;
+	int protect = TLM_PROTECT_ENCRYPT;
 	char host[256], port[32], targs[512];
 	struct tlm_cli_targs ta = { 0 };
 	struct tlm_relay_src_opts o = { 0 };
@@ -234,6 +239,10 @@ int tlm_cli_migrate(int argc, char **argv)
 		case 'E': ta.dpdk_args = optarg; break;
 		case 'F': ta.fault = optarg; break;
 		case 'k': psk_path = optarg; break;
+		case 'Q':
+			if (tlm_cli_parse_protect(optarg, &protect))
+				return 2;
+			break;
 		case 'j': json = true; break;
 		case 'n':
 			lanes = strtol(optarg, &end, 10);
@@ -312,6 +321,7 @@ int tlm_cli_migrate(int argc, char **argv)
 		struct tlm_cli_inside in = {
 			.qmp = q, .source = true, .json = json, .host = host, .port = port,
 			.transport = transport, .transport_args = targs, .psk_path = psk_path,
+			.protect = protect,
 			.policy = policy_name ? policy_name : "tlm", .chk_lanes = (unsigned)chk,
 			.ps_lanes = (unsigned)ps, .epoch_ms = (unsigned)epoch,
 			.timeout_ms = (int)timeout * 1000, .cancel = &stop,
@@ -342,6 +352,7 @@ int tlm_cli_migrate(int argc, char **argv)
 	o.qmp_path = qmp_path;
 	o.transport = transport;
 	o.transport_args = targs;
+	o.protect = protect;
 	o.host = host;
 	o.port = port;
 	o.psk = &psk;

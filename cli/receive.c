@@ -37,7 +37,10 @@ static void usage(FILE *f)
 "  --transport NAME      lane transport (default tcp)\n"
 TLM_CLI_TARGS_HELP
 "  --lanes N             expected multifd channels (default: the source's)\n"
-"  --psk FILE            pre-shared key (same file on both hosts; required)\n"
+"  --psk FILE            pre-shared key (same file on both hosts; required;\n"
+"                        make one with tlm keygen FILE)\n"
+"  --protect MODE        encrypt (default), integrity or none, the same on both\n"
+"                        hosts (docs/security.md); zero copy only with none\n"
 "  --accept-timeout SEC  wait this long for the source (default 600)\n"
 "  --timeout SEC         migration time limit once connected (default 600)\n"
 "  --json                print the result as one JSON object\n");
@@ -62,6 +65,7 @@ int tlm_cli_receive(int argc, char **argv)
 		{ "fault", required_argument, NULL, 'F' },
 		{ "lanes", required_argument, NULL, 'n' },
 		{ "psk", required_argument, NULL, 'k' },
+		{ "protect", required_argument, NULL, 'Q' },
 		{ "accept-timeout", required_argument, NULL, 'a' },
 		{ "timeout", required_argument, NULL, 'o' },
 		{ "json", no_argument, NULL, 'j' },
@@ -71,6 +75,7 @@ int tlm_cli_receive(int argc, char **argv)
 	};
 	static volatile sig_atomic_t stop;
 	const char *qmp_path = NULL, *listen = NULL, *transport = "tcp", *psk_path = NULL;
+	int protect = TLM_PROTECT_ENCRYPT;
 	char host[256], port[32], targs[512];
 	struct tlm_cli_targs ta = { 0 };
 	struct tlm_relay_dst_opts o = { 0 };
@@ -96,6 +101,10 @@ int tlm_cli_receive(int argc, char **argv)
 		case 'E': ta.dpdk_args = optarg; break;
 		case 'F': ta.fault = optarg; break;
 		case 'k': psk_path = optarg; break;
+		case 'Q':
+			if (tlm_cli_parse_protect(optarg, &protect))
+				return 2;
+			break;
 		case 'j': json = true; break;
 		case 'm':
 			if (tlm_cli_parse_mode(optarg, &mode))
@@ -156,6 +165,7 @@ int tlm_cli_receive(int argc, char **argv)
 		struct tlm_cli_inside in = {
 			.qmp = q, .source = false, .json = json, .host = host, .port = port,
 			.transport = transport, .transport_args = targs, .psk_path = psk_path,
+			.protect = protect,
 			.timeout_ms = (int)(acc_timeout + timeout) * 1000, .cancel = &stop,
 		};
 
@@ -167,6 +177,7 @@ int tlm_cli_receive(int argc, char **argv)
 	o.qmp = q;
 	o.transport = transport;
 	o.transport_args = targs;
+	o.protect = protect;
 	o.addr = host;
 	o.port = port;
 	o.psk = &psk;

@@ -186,6 +186,19 @@ uint64_t tlm_cli_now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+int tlm_cli_parse_protect(const char *arg, int *out)
+{
+	int p = tlm_protect_parse(arg);
+
+	if (p < 0) {
+		tlm_cli_err("--protect %s: want encrypt (the default), integrity or none",
+			    arg ? arg : "");
+		return -EINVAL;
+	}
+	*out = p;
+	return 0;
+}
+
 int tlm_cli_get_psk(const char *path, bool loopback_only, struct tlm_psk *out)
 {
 	int err;
@@ -198,7 +211,7 @@ int tlm_cli_get_psk(const char *path, bool loopback_only, struct tlm_psk *out)
 	}
 	if (!loopback_only) {
 		tlm_cli_err("--psk FILE is required when the peer is on another host "
-			    "(make one with: umask 077; openssl rand -hex 32 > tlm.psk)");
+			    "(make one with: tlm keygen tlm.psk)");
 		return -TLM_EPSK;
 	}
 	err = tlm_psk_random(out);

@@ -62,3 +62,41 @@ int tlm__ct_equal(const void *a, const void *b, size_t n)
 {
 	return CRYPTO_memcmp(a, b, n) == 0;
 }
+
+/*
+ * HKDF-SHA256 (RFC 5869) with one block of output: PRK = HMAC(salt, ikm),
+ * OKM = HMAC(PRK, info || 0x01). ikm is the pre-shared key, salt both
+ * nonces (client's first), info names the lane, the protection and the
+ * direction, so every lane and direction of every session gets its own key.
+ */
+int tlm__seal_key(const struct tlm_psk *psk, const uint8_t *sid, uint16_t lane,
+		  const uint8_t *nonce_c, const uint8_t *nonce_s, uint8_t protect,
+		  uint8_t cipher, char dir, uint8_t key[32])
+{
+	static const char label[] = "tlm-seal v3";
+	uint8_t salt[2 * TLM_NONCE_LEN], prk[32];
+	uint8_t info[sizeof(label) + TLM_SID_LEN + 2 + 3 + 1];
+	unsigned int n = 0;
+	size_t off = 0;
+	int err = 0;
+
+	if (!psk || psk->len < TLM_PSK_MIN || psk->len > TLM_PSK_MAX)
+		return -EINVAL;
+	memcpy(salt, nonce_c, TLM_NONCE_LEN);
+	memcpy(salt + TLM_NONCE_LEN, nonce_s, TLM_NONCE_LEN);
+	memcpy(info, label, sizeof(label));
+	off = sizeof(label);
+	memcpy(info + off, sid, TLM_SID_LEN);
+	off += TLM_SID_LEN;
+	tlm__put16(info + off, lane);
+	off += 2;
+	info[off++] = protect;
+	info[off++] = cipher;
+	info[off++] = (uint8_t)dir;
+	info[off++] = 1;
+	if (!HMAC(EVP_sha256(), salt, sizeof(salt), psk->key, psk->len, prk, &n) || n != 32 ||
+	    !HMAC(EVP_sha256(), prk, sizeof(prk), info, off, key, &n) || n != 32)
+		err = -EIO;
+	OPENSSL_cleanse(prk, sizeof(prk));
+	return err;
+}

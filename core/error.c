@@ -15,6 +15,8 @@ static const char *const tlm_errs[] = {
 	[TLM_EPSK - TLM_EBASE] = "unusable pre-shared key",
 	[TLM_EABORTED - TLM_EBASE] = "migration aborted",
 	[TLM_ENOTCONV - TLM_EBASE] = "policy did not converge within its cap",
+	[TLM_ESEAL - TLM_EBASE] = "a sealed frame failed authentication (modified, replayed, "
+				  "dropped or reordered in transit)",
 };
 
 const char *tlm_strerror(int err)

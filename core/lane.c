@@ -38,40 +38,57 @@ int tlm_transport_available(const char *name)
 	return tlm__transport_find(name) != NULL;
 }
 
+/* The lane's mode as its user sees it: a sealed lane's transport stays in
+ * byte mode underneath. */
+static enum tlm_lane_mode mode_of(const struct tlm_lane *l)
+{
+	return l->seal ? tlm__seal_mode(l) : l->mode;
+}
+
 int tlm_lane_send_pages(struct tlm_lane *l, const struct tlm_page_rec *recs, unsigned n)
 {
-	if (l->mode != TLM_MODE_PAGES)
+	if (mode_of(l) != TLM_MODE_PAGES)
 		return -EINVAL;
 	if (n == 0)
 		return 0;
+	if (l->seal)
+		return tlm__seal_send_pages(l, recs, n);
 	return l->ops->dp->send_pages(l, recs, n);
 }
 
 int tlm_lane_recv_pages(struct tlm_lane *l, const struct tlm_page_sink *sink, int timeout_ms)
 {
-	if (l->mode != TLM_MODE_PAGES || !sink || !sink->apply)
+	if (mode_of(l) != TLM_MODE_PAGES || !sink || !sink->apply)
 		return -EINVAL;
+	if (l->seal)
+		return tlm__seal_recv_pages(l, sink, timeout_ms);
 	return l->ops->dp->recv_pages(l, sink, timeout_ms);
 }
 
 ssize_t tlm_lane_write(struct tlm_lane *l, const void *buf, size_t n)
 {
-	if (l->mode != TLM_MODE_BYTES)
+	if (mode_of(l) != TLM_MODE_BYTES)
 		return -EINVAL;
 	if (n == 0)
 		return 0;
+	if (l->seal)
+		return tlm__seal_write(l, buf, n);
 	return l->ops->dp->write(l, buf, n);
 }
 
 ssize_t tlm_lane_read(struct tlm_lane *l, void *buf, size_t n, int timeout_ms)
 {
-	if (l->mode != TLM_MODE_BYTES || n == 0)
+	if (mode_of(l) != TLM_MODE_BYTES || n == 0)
 		return -EINVAL;
+	if (l->seal)
+		return tlm__seal_read(l, buf, n, timeout_ms);
 	return l->ops->dp->read(l, buf, n, timeout_ms);
 }
 
 int tlm_lane_shutdown(struct tlm_lane *l)
 {
+	if (l->seal)
+		return tlm__seal_shutdown(l);
 	return l->ops->dp->shutdown(l);
 }
 
@@ -86,6 +103,8 @@ int tlm_lane_set_mode(struct tlm_lane *l, enum tlm_lane_mode mode)
 
 	if (mode != TLM_MODE_BYTES && mode != TLM_MODE_PAGES)
 		return -EINVAL;
+	if (l->seal)
+		return tlm__seal_set_mode(l, mode);
 	if (l->ops->set_mode) {
 		err = l->ops->set_mode(l, mode);
 		if (err)
@@ -105,7 +124,33 @@ void tlm_lane_stats(const struct tlm_lane *l, uint64_t *tx_bytes, uint64_t *rx_b
 
 int tlm_lane_pollfd(const struct tlm_lane *l)
 {
+	if (l->seal)
+		return tlm__seal_pollfd(l);
 	return l->ops->pollfd ? l->ops->pollfd(l) : -1;
+}
+
+void tlm__lane_close(struct tlm_lane *l)
+{
+	tlm__seal_free(l);
+	l->ops->close(l);
+}
+
+const char *tlm_protect_name(int protect)
+{
+	switch (protect) {
+	case TLM_PROTECT_ENCRYPT: return "encrypt";
+	case TLM_PROTECT_INTEGRITY: return "integrity";
+	case TLM_PROTECT_NONE: return "none";
+	default: return NULL;
+	}
+}
+
+int tlm_protect_parse(const char *name)
+{
+	for (int p = TLM_PROTECT_ENCRYPT; p <= TLM_PROTECT_NONE; p++)
+		if (name && !strcmp(name, tlm_protect_name(p)))
+			return p;
+	return -EINVAL;
 }
 
 int tlm__lane_inject_raw(struct tlm_lane *l, const void *buf, size_t n)
@@ -116,7 +161,10 @@ int tlm__lane_inject_raw(struct tlm_lane *l, const void *buf, size_t n)
 int tlm_lane_register_region(struct tlm_lane *l, unsigned region, void *base, size_t len,
 			     unsigned how, int timeout_ms)
 {
-	if (l->mode != TLM_MODE_PAGES || region >= TLM_MAX_REGIONS ||
+	/* A sealed lane's pages all go through the cipher: no zero copy. */
+	if (l->seal && mode_of(l) == TLM_MODE_PAGES)
+		return -EOPNOTSUPP;
+	if (mode_of(l) != TLM_MODE_PAGES || region >= TLM_MAX_REGIONS ||
 	    (how != TLM_REG_SRC && how != TLM_REG_DST))
 		return -EINVAL;
 	return l->ops->register_region ? l->ops->register_region(l, region, base, len, how,
@@ -126,11 +174,13 @@ int tlm_lane_register_region(struct tlm_lane *l, unsigned region, void *base, si
 
 void tlm_lane_unregister_regions(struct tlm_lane *l)
 {
-	if (l->ops->unregister_regions)
+	if (!l->seal && l->ops->unregister_regions)
 		l->ops->unregister_regions(l);
 }
 
 int tlm_lane_wait_sent(struct tlm_lane *l, uint64_t records, int timeout_ms)
 {
+	if (l->seal)
+		return 0;
 	return l->ops->wait_sent ? l->ops->wait_sent(l, records, timeout_ms) : 0;
 }

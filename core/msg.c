@@ -18,16 +18,16 @@ int tlm__msg_send(struct tlm_lane *l, uint8_t type, const void *payload, uint32_
 	if (len > TLM_MAX_MSG) {
 		/* Large control payloads (device state) go as header + body. */
 		tlm__frame_hdr_encode(buf, len, type);
-		r = l->ops->dp->write(l, buf, TLM_FRAME_HDR);
+		r = tlm_lane_write(l, buf, TLM_FRAME_HDR);
 		if (r < 0)
 			return (int)r;
-		r = l->ops->dp->write(l, payload, len);
+		r = tlm_lane_write(l, payload, len);
 		return r < 0 ? (int)r : 0;
 	}
 	tlm__frame_hdr_encode(buf, len, type);
 	if (len)
 		memcpy(buf + TLM_FRAME_HDR, payload, len);
-	r = l->ops->dp->write(l, buf, TLM_FRAME_HDR + len);
+	r = tlm_lane_write(l, buf, TLM_FRAME_HDR + len);
 	return r < 0 ? (int)r : 0;
 }
 
@@ -39,7 +39,7 @@ static int read_full(struct tlm_lane *l, uint8_t *p, size_t n, uint64_t deadline
 
 		if (left == 0)
 			return -ETIMEDOUT;
-		r = l->ops->dp->read(l, p, n, left);
+		r = tlm_lane_read(l, p, n, left);
 		if (r < 0)
 			return (int)r;
 		if (r == 0)

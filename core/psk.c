@@ -1,5 +1,13 @@
 /* SPDX-License-Identifier: MIT */
+/*
+ * Pre-shared keys: key files and their checks. A key file holds a random
+ * key of 16..256 bytes as hex or base64 (tlm keygen writes 32 bytes as
+ * hex); anything else, a passphrase above all, is refused with a pointer
+ * to tlm keygen: the key is all that stands between a peer on the path
+ * and the guest's memory.
+ */
 #include <ctype.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -7,9 +15,123 @@
 
 #include "tlm-internal.h"
 
+static int hexval(char c);
+
+static int b64val(char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+' || c == '-')
+		return 62;
+	if (c == '/' || c == '_')
+		return 63;
+	return -1;
+}
+
+/* Hex of whole bytes: the byte count, or -1. */
+static int from_hex(const uint8_t *s, size_t n, uint8_t *out, size_t cap)
+{
+	if (n % 2 || n / 2 > cap)
+		return -1;
+	for (size_t i = 0; i < n / 2; i++) {
+		int hi = hexval((char)s[2 * i]), lo = hexval((char)s[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return (int)(n / 2);
+}
+
+/* Base64 (standard or URL alphabet, '=' padding optional): the byte
+ * count, or -1. */
+static int from_b64(const uint8_t *s, size_t n, uint8_t *out, size_t cap)
+{
+	uint32_t acc = 0;
+	size_t bits = 0, k = 0;
+
+	while (n && s[n - 1] == '=')
+		n--;
+	if (n % 4 == 1)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		int v = b64val((char)s[i]);
+
+		if (v < 0)
+			return -1;
+		acc = acc << 6 | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			if (k == cap)
+				return -1;
+			out[k++] = (uint8_t)(acc >> bits);
+		}
+	}
+	return (int)k;
+}
+
+/* Does the key look like it came from a random source? Not a proof of
+ * entropy, a net for the usual mistakes: a pattern that repeats (zeros,
+ * "abab..."), or text (a passphrase) written as base64 or hex. */
+static bool looks_random(const uint8_t *k, size_t n)
+{
+	size_t printable = 0;
+
+	for (size_t period = 1; period <= n / 2; period++) {
+		size_t i = period;
+
+		while (i < n && k[i] == k[i - period])
+			i++;
+		if (i == n)
+			return false;
+	}
+	for (size_t i = 0; i < n; i++)
+		printable += k[i] >= 0x20 && k[i] < 0x7f;
+	return printable < n;
+}
+
+static int parse_key(const char *path, const uint8_t *buf, size_t n, struct tlm_psk *out)
+{
+	uint8_t key[TLM_PSK_MAX];
+	size_t a = 0;
+	int k;
+
+	while (a < n && isspace(buf[a]))
+		a++;
+	while (n > a && isspace(buf[n - 1]))
+		n--;
+	k = from_hex(buf + a, n - a, key, sizeof(key));
+	if (k < 0)
+		k = from_b64(buf + a, n - a, key, sizeof(key));
+	if (k < 0) {
+		tlm__err("pre-shared key %s: not a key in hex or base64; make one with: "
+			 "tlm keygen %s", path, path);
+		k = -TLM_EPSK;
+	} else if (k < TLM_PSK_MIN) {
+		tlm__err("pre-shared key %s: %d bytes of key, need at least %d (128 bits); "
+			 "make one with: tlm keygen %s", path, k, TLM_PSK_MIN, path);
+		k = -TLM_EPSK;
+	} else if (!looks_random(key, (size_t)k)) {
+		tlm__err("pre-shared key %s: not a random key (a repeating pattern, or text); "
+			 "make one with: tlm keygen %s", path, path);
+		k = -TLM_EPSK;
+	} else {
+		memcpy(out->key, key, (size_t)k);
+		out->len = (size_t)k;
+		k = 0;
+	}
+	memset(key, 0, sizeof(key));
+	return k;
+}
+
 int tlm_psk_load(const char *path, struct tlm_psk *out)
 {
-	uint8_t buf[TLM_PSK_MAX + 64];
+	uint8_t buf[4 * TLM_PSK_MAX];
 	struct stat st;
 	size_t n = 0;
 	int fd, err = 0;
@@ -51,22 +173,13 @@ int tlm_psk_load(const char *path, struct tlm_psk *out)
 		if (n == sizeof(buf))
 			break;
 	}
-	while (n && isspace(buf[n - 1]))
-		n--;
-	if (n > TLM_PSK_MAX) {
-		tlm__err("pre-shared key %s: longer than %d bytes", path, TLM_PSK_MAX);
+	if (n == sizeof(buf)) {
+		tlm__err("pre-shared key %s: longer than any key; make one with: tlm keygen %s",
+			 path, path);
 		err = -TLM_EPSK;
 		goto out;
 	}
-	if (n < TLM_PSK_MIN) {
-		tlm__err("pre-shared key %s: %zu bytes, need at least %d "
-			 "(e.g. 64 hex characters: openssl rand -hex 32 > %s)",
-			 path, n, TLM_PSK_MIN, path);
-		err = -TLM_EPSK;
-		goto out;
-	}
-	memcpy(out->key, buf, n);
-	out->len = n;
+	err = parse_key(path, buf, n, out);
 out:
 	memset(buf, 0, sizeof(buf));
 	close(fd);

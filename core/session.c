@@ -1,42 +1,66 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Sessions: one control lane plus n data lanes, each authenticated.
+ * Sessions: one control lane plus n data lanes, each authenticated and
+ * then sealed.
  *
  * Connection setup, per lane (C = connecting side, S = accepting side):
  *
- *   C -> S  HELLO      magic, version, lane, session id, nonce_c
- *   S -> C  CHALLENGE  magic, version, nonce_s, HMAC(psk, "tlm-server" ...)
- *                      (or ERROR naming S's version if the versions differ)
- *   C -> S  AUTH       HMAC(psk, "tlm-client", sid, lane, nonce_s, nonce_c)
- *   S -> C  WELCOME    (or ERROR: authentication, unknown session, bad lane)
+ *   C -> S  HELLO      magic, version, lane, session id, nonce_c,
+ *                      protection and cipher
+ *   S -> C  CHALLENGE  magic, version, nonce_s (or ERROR naming S's version
+ *                      or protection if they differ)
+ *   C -> S  AUTH       HMAC(psk, "tlm-client P.C", sid, lane, nonce_s, nonce_c)
+ *   S -> C  WELCOME    HMAC(psk, "tlm-server P.C", sid, lane, nonce_c, nonce_s)
+ *                      (or ERROR: authentication, unknown session, bad lane)
  *
- * and on the control lane only, after WELCOME:
+ * C proves the key first: S answers a HELLO with nothing but a nonce, so a
+ * peer without the key gets nothing to test guesses against. C checks S's
+ * proof in WELCOME before it sends anything of value. From then on every
+ * frame on the lane is sealed (seal.c) under keys derived from the key and
+ * both nonces, one per direction. On the control lane only, sealed:
  *
  *   C -> S  PARAMS     page size, lane count, page-mode lanes, regions, caps
  *   S -> C  PARAMS_ACK caps both sides have (or ERROR saying what it refused)
  *
- * then C connects data lanes 1..n. S reads nothing but HELLO and AUTH from
- * a lane until it has proved the key, so an unauthenticated peer cannot
- * place a single page. S's own proof in CHALLENGE lets C refuse an
- * impostor before it sends anything of value.
+ * then C connects data lanes 1..n.
  *
- * The accept loop is serial: an unauthenticated lane gets at most
- * HANDSHAKE_MS of our time per step before it is dropped, so garbage on
- * the port delays a real session but cannot stop it.
+ * S runs the handshakes of up to PENDING_MAX connections side by side, in
+ * one loop that never blocks on any of them: each must prove the key within
+ * HANDSHAKE_MS of being accepted or is dropped, and when PENDING_MAX are
+ * waiting the oldest makes room for a new one. Connections that send
+ * nothing, or send slowly, cost a slot each and nobody any time.
  */
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tlm-internal.h"
 
-#define HANDSHAKE_MS 5000
+#define HANDSHAKE_MS 5000  /* from accept to a proven key, whole */
+#define PENDING_MAX  128   /* connections in their handshake at once */
+#define TICK_MS      5     /* poll period where a transport has no fd */
+
+/* A connection in its handshake, on the accepting side. */
+struct pending {
+	struct tlm_lane *l;
+	uint64_t deadline;       /* ms: proven by then, or dropped */
+	bool challenged;         /* HELLO taken, CHALLENGE sent: AUTH next */
+	struct tlm_hello h;
+	uint8_t nonce_s[TLM_NONCE_LEN];
+	uint32_t got;            /* bytes of the message being read */
+	uint8_t msg[TLM_FRAME_HDR + TLM_MAX_MSG];
+};
 
 struct tlm_listener {
 	const struct tlm_lane_ops *ops;
 	struct tlm_xlistener *xl;
 	struct tlm_session_cfg cfg;
 	struct tlm_psk psk;
+	uint8_t cipher;
+	unsigned n_pending;
+	struct pending *pending[PENDING_MAX]; /* oldest first */
 };
 
 struct tlm_session {
@@ -58,6 +82,10 @@ static int check_cfg(const struct tlm_session_cfg *cfg, bool connecting)
 	if (!cfg || !cfg->psk || cfg->psk->len < TLM_PSK_MIN || cfg->psk->len > TLM_PSK_MAX) {
 		tlm__err("a session needs a pre-shared key of at least %d bytes", TLM_PSK_MIN);
 		return -TLM_EPSK;
+	}
+	if (!tlm_protect_name(cfg->protect)) {
+		tlm__err("protection %d: must be encrypt, integrity or none", cfg->protect);
+		return -EINVAL;
 	}
 	if (connecting && (cfg->n_lanes < 1 || cfg->n_lanes >= TLM_MAX_LANES)) {
 		tlm__err("data lanes: %u, must be 1..%d", cfg->n_lanes, TLM_MAX_LANES - 1);
@@ -106,80 +134,51 @@ static int peer_error(struct tlm_lane *l, const uint8_t *buf, uint32_t len)
 	return e.code;
 }
 
-/* Accepting side of one lane's authentication. Fills *h on success. */
-static int server_auth(struct tlm_lane *l, const struct tlm_psk *psk, int ms,
-		       struct tlm_hello *h)
+/* The MAC labels name the direction and the protection both sides use,
+ * so a proof made for one can never pass for another. */
+static void label(char *buf, size_t cap, const char *who, uint8_t protect, uint8_t cipher)
 {
-	uint8_t buf[TLM_MAX_MSG], mac[TLM_MAC_LEN];
-	struct tlm_challenge c = { .magic = TLM_WIRE_MAGIC, .version = TLM_WIRE_VERSION };
-	uint32_t len;
-	uint8_t type;
-	int err, n;
-
-	err = tlm__msg_recv(l, &type, buf, sizeof(buf), &len, ms);
-	if (err) {
-		tlm__warn("%s: refused a connection that sent no valid hello (%s)",
-			  l->peer, tlm_strerror(err));
-		return err == -ETIMEDOUT ? err : -TLM_EFRAME;
-	}
-	if (type != TLM_FT_HELLO) {
-		tlm__warn("%s: refused a connection that did not start with a hello", l->peer);
-		return -TLM_EFRAME;
-	}
-	err = tlm__hello_decode(buf, len, h);
-	if (err == -TLM_EVERSION) {
-		tlm__err("%s: peer speaks wire version %u, this side speaks version %u",
-			 l->peer, h->version, TLM_WIRE_VERSION);
-		send_error(l, -TLM_EVERSION, "this side speaks wire version %u, not %u",
-			   TLM_WIRE_VERSION, h->version);
-		return err;
-	}
-	if (err) {
-		tlm__warn("%s: refused a malformed hello", l->peer);
-		return err;
-	}
-	err = tlm__random(c.nonce, sizeof(c.nonce));
-	if (!err)
-		err = tlm__hmac(psk, "tlm-server", h->sid, h->lane, h->nonce, c.nonce, c.mac);
-	if (err)
-		return err;
-	n = tlm__challenge_encode(buf, sizeof(buf), &c);
-	err = tlm__msg_send(l, TLM_FT_CHALLENGE, buf, (uint32_t)n);
-	if (!err)
-		err = tlm_lane_flush(l);
-	if (err)
-		return err;
-	err = tlm__msg_recv(l, &type, buf, sizeof(buf), &len, ms);
-	if (err)
-		return err;
-	if (type != TLM_FT_AUTH || len != TLM_MAC_LEN) {
-		if (type == TLM_FT_ERROR)
-			return peer_error(l, buf, len);
-		return -TLM_EFRAME;
-	}
-	err = tlm__hmac(psk, "tlm-client", h->sid, h->lane, c.nonce, h->nonce, mac);
-	if (err)
-		return err;
-	if (!tlm__ct_equal(mac, buf, TLM_MAC_LEN)) {
-		tlm__err("%s: lane %u failed authentication (wrong pre-shared key); refused",
-			 l->peer, h->lane);
-		send_error(l, -TLM_EAUTH, "authentication failed");
-		return -TLM_EAUTH;
-	}
-	return 0;
+	snprintf(buf, cap, "tlm-%s %u.%u", who, protect, cipher);
 }
 
-/* Connecting side of one lane's authentication, through WELCOME. */
-static int client_auth(struct tlm_lane *l, const struct tlm_psk *psk,
+/* Seal lane l from now on, if the session is protected. client: this side
+ * connected (sends with the 'C' key). */
+static int start_seal(struct tlm_lane *l, const struct tlm_psk *psk, const uint8_t *sid,
+		      uint16_t lane, const uint8_t *nonce_c, const uint8_t *nonce_s,
+		      uint8_t protect, uint8_t cipher, bool client)
+{
+	struct tlm__seal_params sp = { .protect = protect, .cipher = cipher };
+	int err;
+
+	if (protect == TLM_PROTECT_NONE)
+		return 0;
+	err = tlm__seal_key(psk, sid, lane, nonce_c, nonce_s, protect, cipher,
+			    client ? 'C' : 'S', sp.tx_key);
+	if (!err)
+		err = tlm__seal_key(psk, sid, lane, nonce_c, nonce_s, protect, cipher,
+				    client ? 'S' : 'C', sp.rx_key);
+	if (!err)
+		err = tlm__seal_start(l, &sp);
+	memset(&sp, 0, sizeof(sp));
+	return err;
+}
+
+/* Connecting side of one lane's handshake, through WELCOME; the lane is
+ * sealed when it returns 0. */
+static int client_auth(struct tlm_lane *l, const struct tlm_session_cfg *cfg,
 		       const uint8_t *sid, uint16_t lane, int ms)
 {
 	struct tlm_hello h = { .magic = TLM_WIRE_MAGIC, .version = TLM_WIRE_VERSION, .lane = lane };
 	uint8_t buf[TLM_MAX_MSG], mac[TLM_MAC_LEN];
+	const struct tlm_psk *psk = cfg->psk;
 	struct tlm_challenge c;
+	char lbl[32];
 	uint32_t len;
 	uint8_t type;
 	int err, n;
 
+	h.protect = (uint8_t)cfg->protect;
+	h.cipher = h.protect == TLM_PROTECT_NONE ? TLM_CIPHER_NONE : tlm__seal_cipher();
 	memcpy(h.sid, sid, TLM_SID_LEN);
 	err = tlm__random(h.nonce, sizeof(h.nonce));
 	if (err)
@@ -207,14 +206,8 @@ static int client_auth(struct tlm_lane *l, const struct tlm_psk *psk,
 	}
 	if (err)
 		return err;
-	err = tlm__hmac(psk, "tlm-server", sid, lane, h.nonce, c.nonce, mac);
-	if (err)
-		return err;
-	if (!tlm__ct_equal(mac, c.mac, TLM_MAC_LEN)) {
-		tlm__err("%s: peer could not prove the pre-shared key; refused", l->peer);
-		return -TLM_EAUTH;
-	}
-	err = tlm__hmac(psk, "tlm-client", sid, lane, c.nonce, h.nonce, mac);
+	label(lbl, sizeof(lbl), "client", h.protect, h.cipher);
+	err = tlm__hmac(psk, lbl, sid, lane, c.nonce, h.nonce, mac);
 	if (!err)
 		err = tlm__msg_send(l, TLM_FT_AUTH, mac, TLM_MAC_LEN);
 	if (!err)
@@ -226,7 +219,17 @@ static int client_auth(struct tlm_lane *l, const struct tlm_psk *psk,
 		return err;
 	if (type == TLM_FT_ERROR)
 		return peer_error(l, buf, len);
-	return type == TLM_FT_WELCOME && len == 0 ? 0 : -TLM_EFRAME;
+	if (type != TLM_FT_WELCOME || len != TLM_MAC_LEN)
+		return -TLM_EFRAME;
+	label(lbl, sizeof(lbl), "server", h.protect, h.cipher);
+	err = tlm__hmac(psk, lbl, sid, lane, h.nonce, c.nonce, mac);
+	if (err)
+		return err;
+	if (!tlm__ct_equal(mac, buf, TLM_MAC_LEN)) {
+		tlm__err("%s: peer could not prove the pre-shared key; refused", l->peer);
+		return -TLM_EAUTH;
+	}
+	return start_seal(l, psk, sid, lane, h.nonce, c.nonce, h.protect, h.cipher, true);
 }
 
 static bool pow2(uint32_t v) { return v && !(v & (v - 1)); }
@@ -319,7 +322,7 @@ static void session_free(struct tlm_session *s)
 {
 	for (unsigned i = 0; i < TLM_MAX_LANES; i++)
 		if (s->lanes[i])
-			s->lanes[i]->ops->close(s->lanes[i]);
+			tlm__lane_close(s->lanes[i]);
 	memset(&s->psk, 0, sizeof(s->psk));
 	free(s);
 }
@@ -341,6 +344,19 @@ static int apply_modes(struct tlm_session *s)
 			return err;
 	}
 	return 0;
+}
+
+static void pending_drop(struct tlm_listener *li, unsigned i, bool close)
+{
+	struct pending *p = li->pending[i];
+
+	if (close)
+		tlm__lane_close(p->l);
+	memset(p, 0, sizeof(*p));
+	free(p);
+	memmove(&li->pending[i], &li->pending[i + 1],
+		(li->n_pending - i - 1) * sizeof(li->pending[0]));
+	li->n_pending--;
 }
 
 int tlm_listen(const struct tlm_session_cfg *cfg, const char *addr,
@@ -381,33 +397,253 @@ void tlm_listener_close(struct tlm_listener *l)
 {
 	if (!l)
 		return;
+	while (l->n_pending)
+		pending_drop(l, 0, true);
 	l->ops->listener_close(l->xl);
 	memset(&l->psk, 0, sizeof(l->psk));
 	free(l);
 }
 
-/* Accept one raw lane by accept_deadline and authenticate it, giving the
- * handshake its own HANDSHAKE_MS whatever is left of the accept wait: a
- * peer that connected in time gets a fair chance to finish. -EAGAIN means
- * "that one was refused, keep accepting". */
-static int accept_one(struct tlm_listener *li, uint64_t accept_deadline,
-		      struct tlm_lane **lane, struct tlm_hello *h)
+/* What has arrived of p's next message, without waiting: 1 when it is
+ * whole in p->msg, 0 not yet, or a negative error. */
+static int pending_read(struct pending *p)
 {
-	int left = tlm__left_ms(accept_deadline), err;
-	struct tlm_lane *l;
+	for (;;) {
+		uint32_t need = TLM_FRAME_HDR;
+		struct tlm_frame_hdr fh;
+		ssize_t r;
 
-	if (left == 0)
-		return -ETIMEDOUT;
-	err = li->ops->accept(li->xl, left, &l);
+		if (p->got >= TLM_FRAME_HDR) {
+			if (tlm__frame_hdr_decode(p->msg, 0, &fh) < 0 || fh.len > TLM_MAX_MSG)
+				return -TLM_EFRAME;
+			need += fh.len;
+			if (p->got == need)
+				return 1;
+		}
+		r = tlm_lane_read(p->l, p->msg + p->got, need - p->got, 0);
+		if (r == -ETIMEDOUT || r == -EAGAIN)
+			return 0;
+		if (r == 0)
+			return -TLM_EPEERCLOSED;
+		if (r < 0)
+			return (int)r;
+		p->got += (uint32_t)r;
+	}
+}
+
+/* May the lane whose key was just proven join? s NULL: a session is to
+ * start (its control lane); else a data lane of s. */
+static int admit(struct pending *p, const struct tlm_session *s)
+{
+	const struct tlm_hello *h = &p->h;
+
+	if (!s && h->lane != 0) {
+		tlm__warn("%s: data lane %u of an unknown session; refused", p->l->peer, h->lane);
+		send_error(p->l, -TLM_ESESSION, "no such session");
+		return -TLM_ESESSION;
+	}
+	if (s && (memcmp(h->sid, s->sid, TLM_SID_LEN) != 0 || h->lane == 0 ||
+		  h->lane > s->n || s->lanes[h->lane])) {
+		tlm__warn("%s: lane %u does not belong to this session; refused", p->l->peer,
+			  h->lane);
+		send_error(p->l, -TLM_ESESSION, "lane %u is not expected", h->lane);
+		return -TLM_ESESSION;
+	}
+	return 0;
+}
+
+/* One step of p's handshake with what has arrived: 0 to wait for more, 1
+ * when the lane proved the key, was welcomed and is sealed, or a negative
+ * error (logged) to drop it. */
+static int pending_step(struct tlm_listener *li, struct pending *p, const struct tlm_session *s)
+{
+	struct tlm_challenge c = { .magic = TLM_WIRE_MAGIC, .version = TLM_WIRE_VERSION };
+	struct tlm_lane *l = p->l;
+	const uint8_t *msg = p->msg + TLM_FRAME_HDR;
+	uint8_t buf[TLM_MAX_MSG], mac[TLM_MAC_LEN];
+	struct tlm_hello *h = &p->h;
+	uint32_t len;
+	uint8_t type;
+	char lbl[32];
+	int err = pending_read(p), n;
+
+	if (err <= 0) {
+		if (err)
+			tlm__warn("%s: dropped a connection in its handshake (%s)", l->peer,
+				  tlm_strerror(err));
+		return err;
+	}
+	type = p->msg[4];
+	len = tlm__get32(p->msg);
+	p->got = 0;
+	if (!p->challenged) {
+		if (type != TLM_FT_HELLO) {
+			tlm__warn("%s: refused a connection that did not start with a hello",
+				  l->peer);
+			return -TLM_EFRAME;
+		}
+		err = tlm__hello_decode(msg, len, h);
+		if (err == -TLM_EVERSION) {
+			tlm__err("%s: peer speaks wire version %u, this side speaks version %u",
+				 l->peer, h->version, TLM_WIRE_VERSION);
+			send_error(l, -TLM_EVERSION, "this side speaks wire version %u, not %u",
+				   TLM_WIRE_VERSION, h->version);
+			return err;
+		}
+		if (err) {
+			tlm__warn("%s: refused a malformed hello", l->peer);
+			return err;
+		}
+		if (h->protect != li->cfg.protect) {
+			tlm__err("%s: peer protects its lanes with --protect %s, this side with "
+				 "--protect %s; refused", l->peer, tlm_protect_name(h->protect),
+				 tlm_protect_name(li->cfg.protect));
+			send_error(l, -TLM_EPARAM, "this side protects lanes with --protect %s, "
+				   "not %s", tlm_protect_name(li->cfg.protect),
+				   tlm_protect_name(h->protect));
+			return -TLM_EPARAM;
+		}
+		err = tlm__random(c.nonce, sizeof(c.nonce));
+		if (err)
+			return err;
+		memcpy(p->nonce_s, c.nonce, TLM_NONCE_LEN);
+		n = tlm__challenge_encode(buf, sizeof(buf), &c);
+		err = tlm__msg_send(l, TLM_FT_CHALLENGE, buf, (uint32_t)n);
+		if (!err)
+			err = tlm_lane_flush(l);
+		p->challenged = true;
+		return err;
+	}
+	if (type == TLM_FT_ERROR)
+		return peer_error(l, msg, len);
+	if (type != TLM_FT_AUTH || len != TLM_MAC_LEN) {
+		tlm__warn("%s: refused a connection that sent no proof of the key", l->peer);
+		return -TLM_EFRAME;
+	}
+	label(lbl, sizeof(lbl), "client", h->protect, h->cipher);
+	err = tlm__hmac(&li->psk, lbl, h->sid, h->lane, p->nonce_s, h->nonce, mac);
 	if (err)
 		return err;
-	err = server_auth(l, &li->psk, HANDSHAKE_MS, h);
-	if (err) {
-		l->ops->close(l);
-		return err == -TLM_EVERSION ? err : -EAGAIN;
+	if (!tlm__ct_equal(mac, msg, TLM_MAC_LEN)) {
+		tlm__err("%s: lane %u failed authentication (wrong pre-shared key); refused",
+			 l->peer, h->lane);
+		send_error(l, -TLM_EAUTH, "authentication failed");
+		return -TLM_EAUTH;
 	}
-	*lane = l;
-	return 0;
+	err = admit(p, s);
+	if (err)
+		return err;
+	label(lbl, sizeof(lbl), "server", h->protect, h->cipher);
+	err = tlm__hmac(&li->psk, lbl, h->sid, h->lane, h->nonce, p->nonce_s, mac);
+	if (!err)
+		err = tlm__msg_send(l, TLM_FT_WELCOME, mac, TLM_MAC_LEN);
+	if (!err)
+		err = tlm_lane_flush(l);
+	if (!err)
+		err = start_seal(l, &li->psk, h->sid, h->lane, h->nonce, p->nonce_s, h->protect,
+				 h->cipher, false);
+	return err ? err : 1;
+}
+
+/* Take every connection waiting at the listener into the handshake. */
+static void pending_accept(struct tlm_listener *li, uint64_t now)
+{
+	for (unsigned k = 0; k < PENDING_MAX; k++) {
+		struct tlm_lane *l;
+		struct pending *p;
+
+		if (li->ops->accept(li->xl, 0, &l))
+			return;
+		p = calloc(1, sizeof(*p));
+		if (!p) {
+			tlm__lane_close(l);
+			return;
+		}
+		if (li->n_pending == PENDING_MAX) {
+			tlm__warn("%s: %d connections in their handshake; dropped the oldest",
+				  li->pending[0]->l->peer, PENDING_MAX);
+			pending_drop(li, 0, true);
+		}
+		p->l = l;
+		p->deadline = now + HANDSHAKE_MS;
+		li->pending[li->n_pending++] = p;
+	}
+}
+
+/* Sleep until something may have arrived, deadline (ms) at the latest. */
+static void pending_wait(struct tlm_listener *li, uint64_t deadline)
+{
+	struct pollfd fds[PENDING_MAX + 1];
+	int left = tlm__left_ms(deadline);
+	nfds_t n = 0;
+	bool tick = false;
+	int fd;
+
+	fd = li->ops->listener_pollfd ? li->ops->listener_pollfd(li->xl) : -1;
+	if (fd >= 0)
+		fds[n++] = (struct pollfd){ .fd = fd, .events = POLLIN };
+	else
+		tick = true;
+	for (unsigned i = 0; i < li->n_pending; i++) {
+		int t = tlm__left_ms(li->pending[i]->deadline);
+
+		fd = tlm_lane_pollfd(li->pending[i]->l);
+		if (fd >= 0)
+			fds[n++] = (struct pollfd){ .fd = fd, .events = POLLIN };
+		else
+			tick = true;
+		if (t < left)
+			left = t;
+	}
+	if (tick && left > TICK_MS)
+		left = TICK_MS;
+	if (poll(fds, n, left) < 0 && errno != EINTR)
+		usleep(1000);
+}
+
+/*
+ * The next lane that proves the key and may join (admit), by deadline:
+ * 0 with *lane (sealed, welcomed) and its hello, or -ETIMEDOUT. Every
+ * connection accepted meanwhile goes on with its handshake; the ones that
+ * fail are dropped and logged.
+ */
+static int next_lane(struct tlm_listener *li, const struct tlm_session *s, uint64_t deadline,
+		     struct tlm_lane **lane, struct tlm_hello *h)
+{
+	for (;;) {
+		uint64_t now = tlm__now_ms();
+
+		for (unsigned i = 0; i < li->n_pending;) {
+			if (li->pending[i]->deadline > now) {
+				i++;
+				continue;
+			}
+			tlm__warn("%s: dropped a connection that proved no key within %d ms",
+				  li->pending[i]->l->peer, HANDSHAKE_MS);
+			pending_drop(li, i, true);
+		}
+		pending_accept(li, now);
+		for (unsigned i = 0; i < li->n_pending;) {
+			struct pending *p = li->pending[i];
+			int rc = pending_step(li, p, s);
+
+			if (rc == 0) {
+				i++;
+				continue;
+			}
+			if (rc < 0) {
+				pending_drop(li, i, true);
+				continue;
+			}
+			*lane = p->l;
+			*h = p->h;
+			pending_drop(li, i, false);
+			return 0;
+		}
+		if (tlm__left_ms(deadline) == 0)
+			return -ETIMEDOUT;
+		pending_wait(li, deadline);
+	}
 }
 
 int tlm_accept(struct tlm_listener *li, int timeout_ms, struct tlm_session **out)
@@ -430,22 +666,10 @@ int tlm_accept(struct tlm_listener *li, int timeout_ms, struct tlm_session **out
 
 	/* The control lane: a new session id, lane 0, then its parameters. */
 	for (;;) {
-		err = accept_one(li, deadline, &l, &h);
-		if (err == -EAGAIN || err == -TLM_EVERSION)
-			continue;
+		err = next_lane(li, NULL, deadline, &l, &h);
 		if (err)
 			goto fail;
-		if (h.lane != 0) {
-			tlm__warn("%s: data lane %u of an unknown session; refused", l->peer, h.lane);
-			send_error(l, -TLM_ESESSION, "no such session");
-			l->ops->close(l);
-			continue;
-		}
-		err = tlm__msg_send(l, TLM_FT_WELCOME, NULL, 0);
-		if (!err)
-			err = tlm_lane_flush(l);
-		if (!err)
-			err = tlm__msg_recv(l, &type, buf, sizeof(buf), &len, HANDSHAKE_MS);
+		err = tlm__msg_recv(l, &type, buf, sizeof(buf), &len, HANDSHAKE_MS);
 		if (!err && type != TLM_FT_PARAMS)
 			err = -TLM_EFRAME;
 		if (!err)
@@ -453,7 +677,7 @@ int tlm_accept(struct tlm_listener *li, int timeout_ms, struct tlm_session **out
 		if (!err)
 			err = check_params(l, &li->cfg, &p);
 		if (err) {
-			l->ops->close(l);
+			tlm__lane_close(l);
 			if (err == -TLM_EPARAM)
 				goto fail;
 			continue;
@@ -489,27 +713,10 @@ int tlm_accept(struct tlm_listener *li, int timeout_ms, struct tlm_session **out
 
 	/* Data lanes: only this session's, each index once. */
 	while (joined < s->n) {
-		err = accept_one(li, deadline, &l, &h);
-		if (err == -EAGAIN || err == -TLM_EVERSION)
-			continue;
+		err = next_lane(li, s, deadline, &l, &h);
 		if (err)
 			goto fail;
-		if (memcmp(h.sid, s->sid, TLM_SID_LEN) != 0 || h.lane == 0 ||
-		    h.lane > s->n || s->lanes[h.lane]) {
-			tlm__warn("%s: lane %u does not belong to this session; refused",
-				  l->peer, h.lane);
-			send_error(l, -TLM_ESESSION, "lane %u is not expected", h.lane);
-			l->ops->close(l);
-			continue;
-		}
 		l->index = h.lane;
-		err = tlm__msg_send(l, TLM_FT_WELCOME, NULL, 0);
-		if (!err)
-			err = tlm_lane_flush(l);
-		if (err) {
-			l->ops->close(l);
-			continue;
-		}
 		s->lanes[h.lane] = l;
 		joined++;
 	}
@@ -567,7 +774,7 @@ int tlm_connect(const struct tlm_session_cfg *cfg, const char *addr,
 		tlm__err("cannot reach %s port %s: %s", addr, port, tlm_strerror(err));
 		goto fail;
 	}
-	err = client_auth(s->lanes[0], &s->psk, s->sid, 0, ms);
+	err = client_auth(s->lanes[0], &s->cfg, s->sid, 0, ms);
 	if (err)
 		goto fail;
 	p.page_size = s->cfg.page_size;
@@ -612,7 +819,7 @@ int tlm_connect(const struct tlm_session_cfg *cfg, const char *addr,
 			goto fail;
 		}
 		s->lanes[i]->index = i;
-		err = client_auth(s->lanes[i], &s->psk, s->sid, (uint16_t)i, ms);
+		err = client_auth(s->lanes[i], &s->cfg, s->sid, (uint16_t)i, ms);
 		if (err)
 			goto fail;
 	}

@@ -29,6 +29,11 @@ struct tlm__stream {
 	size_t cap, start, end;
 	uint32_t data_left;     /* byte mode: payload left in this DATA frame */
 	bool fin;               /* byte mode: the peer's FIN frame was taken */
+	/* The frames came out of sealed frames (seal.c): their tags guarded
+	 * the bytes, so NOSUM records are taken, and mode is the lane's own
+	 * (lane->mode is the transport's, which stays BYTES). */
+	bool sealed;
+	enum tlm_lane_mode mode;
 };
 
 /* A PLACED record (its data came another way, by RDMA WRITE): 0 if it lies

@@ -19,6 +19,7 @@
 #define TLM_DEFAULT_PAGE_SIZE  4096
 
 struct tlm_lane_ops;
+struct tlm__seal;
 
 /* The part of every lane that core/ reads. Each transport embeds it first
  * in its own lane struct and casts back in its ops. */
@@ -30,6 +31,10 @@ struct tlm_lane {
 	uint64_t tx_bytes;        /* payload bytes sent (page data or stream bytes) */
 	uint64_t rx_bytes;
 	char peer[80];            /* "addr:port" for messages */
+	/* Set once the lane's handshake is done and it is protected: every
+	 * call then goes through seal.c, which keeps the transport in byte
+	 * mode and the lane's own mode in seal->mode. NULL: --protect none. */
+	struct tlm__seal *seal;
 };
 
 struct tlm_xlistener {
@@ -62,6 +67,9 @@ struct tlm_lane_ops {
 	int (*listen)(const char *addr, const char *port, const char *args,
 		      struct tlm_xlistener **out);
 	int (*listener_port)(const struct tlm_xlistener *xl);
+	/* Optional: a file descriptor readable when accept would not wait
+	 * (NULL: the session polls accept on a short tick). */
+	int (*listener_pollfd)(const struct tlm_xlistener *xl);
 	/* One raw (unauthenticated) lane; -ETIMEDOUT after timeout_ms. */
 	int (*accept)(struct tlm_xlistener *xl, int timeout_ms, struct tlm_lane **out);
 	void (*listener_close)(struct tlm_xlistener *xl);
@@ -90,6 +98,8 @@ struct tlm_lane_ops {
 /* lane.c APIs: */
 const struct tlm_lane_ops *tlm__transport_find(const char *name);
 int tlm__lane_inject_raw(struct tlm_lane *l, const void *buf, size_t n);
+/* Close a lane, sealed or not (its seal first). */
+void tlm__lane_close(struct tlm_lane *l);
 /* Each transport defines `const struct tlm_lane_ops tlm__<name>_ops`. */
 
 /* kv.c APIs: transport_args ("k=v,k=v", values may be quoted; kv.c says
@@ -122,6 +132,29 @@ static inline int tlm__left_ms(uint64_t deadline_ms)
 	return now >= deadline_ms ? 0 : (int)(deadline_ms - now);
 }
 
+/* seal.c APIs (the lane calls of lane.c go there when l->seal is set): */
+struct tlm__seal_params {
+	uint8_t protect, cipher;
+	uint8_t tx_key[32], rx_key[32];
+};
+/* The cipher this machine seals fastest with: AES-256-GCM where the CPU
+ * has AES instructions, ChaCha20-Poly1305 where not (TLM_SEAL_CIPHER=aes|
+ * chacha in the environment overrides, for tests and benchmarks). */
+uint8_t tlm__seal_cipher(void);
+const char *tlm__cipher_name(uint8_t cipher);
+/* From now on every frame on l is sealed. 0 or -ENOMEM/-EIO. */
+int tlm__seal_start(struct tlm_lane *l, const struct tlm__seal_params *p);
+/* Frees what tlm__seal_start made (tlm__lane_close calls it). */
+void tlm__seal_free(struct tlm_lane *l);
+enum tlm_lane_mode tlm__seal_mode(const struct tlm_lane *l);
+int tlm__seal_set_mode(struct tlm_lane *l, enum tlm_lane_mode mode);
+int tlm__seal_send_pages(struct tlm_lane *l, const struct tlm_page_rec *recs, unsigned n);
+int tlm__seal_recv_pages(struct tlm_lane *l, const struct tlm_page_sink *sink, int timeout_ms);
+ssize_t tlm__seal_write(struct tlm_lane *l, const void *buf, size_t n);
+ssize_t tlm__seal_read(struct tlm_lane *l, void *buf, size_t n, int timeout_ms);
+int tlm__seal_shutdown(struct tlm_lane *l);
+int tlm__seal_pollfd(const struct tlm_lane *l);
+
 /* msg.c APIs: framed messages over a lane's byte stream (handshake, engine
  * control). recv: -TLM_EFRAME if the frame is malformed or over max. */
 int tlm__msg_send(struct tlm_lane *l, uint8_t type, const void *payload, uint32_t len);
@@ -133,6 +166,11 @@ int tlm__hmac(const struct tlm_psk *psk, const char *label, const uint8_t *sid,
 	      uint16_t lane, const uint8_t *n1, const uint8_t *n2,
 	      uint8_t mac[TLM_MAC_LEN]);
 int tlm__random(void *buf, size_t n);
+/* The AEAD key of one direction of one lane (dir 'C': client to server,
+ * 'S': server to client), HKDF-SHA256 from the key and both nonces. */
+int tlm__seal_key(const struct tlm_psk *psk, const uint8_t *sid, uint16_t lane,
+		  const uint8_t *nonce_c, const uint8_t *nonce_s, uint8_t protect,
+		  uint8_t cipher, char dir, uint8_t key[32]);
 
 /* memcpy(dst, src, len), returning tlm_crc32c(crc, src, len): one pass over
  * the data, and the crc is of exactly the bytes written to dst. */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Encoders and decoders of wire version 1 (core/wire.h, docs/wire.md).
+ * Encoders and decoders of wire version 3 (core/wire.h, docs/wire.md).
  * Decoders see untrusted bytes: they check every length against what they
  * were given before reading, and refuse anything unknown rather than guess.
  */
@@ -54,6 +54,11 @@ int tlm__frame_hdr_decode(const uint8_t in[TLM_FRAME_HDR], uint32_t page_size,
 		if (len != TLM_REGION_LEN)
 			return -TLM_EFRAME;
 		max = TLM_REGION_LEN;
+		break;
+	case TLM_FT_SEALED:
+		if (len < TLM_SEAL_TAG + TLM_FRAME_HDR)
+			return -TLM_EFRAME;
+		max = TLM_SEAL_MAX;
 		break;
 	case TLM_FT_HELLO: case TLM_FT_CHALLENGE: case TLM_FT_AUTH:
 	case TLM_FT_WELCOME: case TLM_FT_PARAMS: case TLM_FT_PARAMS_ACK:
@@ -173,6 +178,8 @@ int tlm__hello_encode(uint8_t *out, size_t cap, const struct tlm_hello *h)
 	tlm__put16(out + 6, h->lane);
 	memcpy(out + 8, h->sid, TLM_SID_LEN);
 	memcpy(out + 8 + TLM_SID_LEN, h->nonce, TLM_NONCE_LEN);
+	out[8 + TLM_SID_LEN + TLM_NONCE_LEN] = h->protect;
+	out[9 + TLM_SID_LEN + TLM_NONCE_LEN] = h->cipher;
 	return TLM_HELLO_LEN;
 }
 
@@ -193,6 +200,11 @@ int tlm__hello_decode(const uint8_t *in, size_t len, struct tlm_hello *h)
 	h->lane = tlm__get16(in + 6);
 	memcpy(h->sid, in + 8, TLM_SID_LEN);
 	memcpy(h->nonce, in + 8 + TLM_SID_LEN, TLM_NONCE_LEN);
+	h->protect = in[8 + TLM_SID_LEN + TLM_NONCE_LEN];
+	h->cipher = in[9 + TLM_SID_LEN + TLM_NONCE_LEN];
+	if (h->protect > TLM_PROTECT_NONE || h->cipher > TLM_CIPHER_CHACHA20POLY1305 ||
+	    (h->protect == TLM_PROTECT_NONE) != (h->cipher == TLM_CIPHER_NONE))
+		return -TLM_EFRAME;
 	return 0;
 }
 
@@ -204,7 +216,6 @@ int tlm__challenge_encode(uint8_t *out, size_t cap, const struct tlm_challenge *
 	tlm__put16(out + 4, c->version);
 	tlm__put16(out + 6, 0);
 	memcpy(out + 8, c->nonce, TLM_NONCE_LEN);
-	memcpy(out + 8 + TLM_NONCE_LEN, c->mac, TLM_MAC_LEN);
 	return TLM_CHALLENGE_LEN;
 }
 
@@ -221,7 +232,6 @@ int tlm__challenge_decode(const uint8_t *in, size_t len, struct tlm_challenge *c
 	if (len != TLM_CHALLENGE_LEN || tlm__get16(in + 6) != 0)
 		return -TLM_EFRAME;
 	memcpy(c->nonce, in + 8, TLM_NONCE_LEN);
-	memcpy(c->mac, in + 8 + TLM_NONCE_LEN, TLM_MAC_LEN);
 	return 0;
 }
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Wire format, version 1 (docs/wire.md is the prose version of this file).
+ * Wire format, version 3 (docs/wire.md is the prose version of this file).
  *
  * Everything on a lane is a frame: an 8-byte header, then len bytes.
  *
@@ -22,7 +22,7 @@
 #include "tlm/tlm.h"
 
 #define TLM_WIRE_MAGIC   0x544c4d57u /* "TLMW" */
-#define TLM_WIRE_VERSION 2
+#define TLM_WIRE_VERSION 3
 
 #define TLM_FRAME_HDR     8
 #define TLM_PAGE_HDR      24          /* page record header inside a PAGE frame */
@@ -38,6 +38,7 @@ enum tlm_frame_type {
 	TLM_FT_FIN = 2,        /* orderly end of a byte stream, len 0 */
 	TLM_FT_PAGE = 3,       /* page record header + data (header only if PLACED) */
 	TLM_FT_REGION = 4,     /* receiver -> sender: a region offered for RDMA WRITE */
+	TLM_FT_SEALED = 5,     /* AEAD-sealed frames of a protected lane (seal.c) */
 	TLM_FT_HELLO = 16,     /* handshake, docs/wire.md */
 	TLM_FT_CHALLENGE = 17,
 	TLM_FT_AUTH = 18,
@@ -110,22 +111,37 @@ int tlm__region_decode(const uint8_t *in, size_t len, struct tlm_region_offer *o
 #define TLM_MAC_LEN   32
 #define TLM_SID_LEN   16
 
+/* Sealed frames: a TLM_FT_SEALED frame's payload is the ciphertext (or,
+ * for integrity, the clear text) of whole inner frames, then the AEAD tag;
+ * the 8-byte outer header is the associated data. A sealed frame fits one
+ * DATA frame of any transport. */
+#define TLM_SEAL_TAG      16
+#define TLM_SEAL_MAX      (TLM_MAX_DATA_FRAME - TLM_FRAME_HDR) /* outer len */
+#define TLM_SEAL_PLAIN    (TLM_SEAL_MAX - TLM_SEAL_TAG)        /* inner bytes */
+
+/* AEAD of a protected lane, named in HELLO. */
+enum { TLM_CIPHER_NONE = 0, TLM_CIPHER_AES256GCM = 1, TLM_CIPHER_CHACHA20POLY1305 = 2 };
+
 struct tlm_hello {
 	uint32_t magic;
 	uint16_t version;
 	uint16_t lane;         /* 0 = control lane */
 	uint8_t sid[TLM_SID_LEN];
 	uint8_t nonce[TLM_NONCE_LEN];
+	uint8_t protect;       /* enum tlm_protect */
+	uint8_t cipher;        /* TLM_CIPHER_*: NONE iff protect is NONE */
 };
-#define TLM_HELLO_LEN (4 + 2 + 2 + TLM_SID_LEN + TLM_NONCE_LEN)
+#define TLM_HELLO_LEN (4 + 2 + 2 + TLM_SID_LEN + TLM_NONCE_LEN + 2)
 
+/* The server's nonce only: it proves nothing before the client has, so an
+ * unauthenticated HELLO gets nothing a key could be guessed against. */
 struct tlm_challenge {
 	uint32_t magic;
 	uint16_t version;
 	uint8_t nonce[TLM_NONCE_LEN];
-	uint8_t mac[TLM_MAC_LEN];   /* server's proof */
 };
-#define TLM_CHALLENGE_LEN (4 + 2 + 2 + TLM_NONCE_LEN + TLM_MAC_LEN)
+#define TLM_CHALLENGE_LEN (4 + 2 + 2 + TLM_NONCE_LEN)
+/* AUTH: the client's MAC; WELCOME: the server's MAC (TLM_MAC_LEN each). */
 
 struct tlm_params {
 	uint32_t page_size;

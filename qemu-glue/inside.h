@@ -40,6 +40,7 @@ struct tlm_inside_opts {
 	const char *transport;     /* tcp, rdma, dpdk */
 	const char *transport_args;/* may be NULL or "" */
 	const char *psk_path;      /* the key file, readable by QEMU */
+	int protect;               /* enum tlm_protect (URI protect=, when not encrypt) */
 	unsigned chk_lanes, ps_lanes;  /* source only */
 	const char *policy;        /* source only: tlm, precopy, stop-copy, frs, mp */
 	unsigned epoch_ms;         /* source only; 0 = the engine's default */

@@ -120,7 +120,8 @@ static int dst_accept(struct dst *m)
 	const struct tlm_relay_dst_opts *o = m->o;
 	int acc_timeout = o->accept_timeout_ms > 0 ? o->accept_timeout_ms : DEFAULT_TIMEOUT_MS;
 	struct tlm_session_cfg cfg = tlm__relay_session_cfg(o->transport, o->transport_args,
-							    o->psk, o->multifd ? o->multifd + 1 : 0);
+							    o->psk, o->multifd ? o->multifd + 1 : 0,
+							    o->protect);
 	struct tlm_listener *l = NULL;
 	int rc = tlm_listen(&cfg, o->addr, o->port, &l);
 

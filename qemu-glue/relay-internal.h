@@ -116,7 +116,8 @@ void tlm__relay_res_err(struct tlm_relay_result *r, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 bool tlm__relay_cancelled(volatile sig_atomic_t *c);
 struct tlm_session_cfg tlm__relay_session_cfg(const char *transport, const char *targs,
-					      const struct tlm_psk *psk, unsigned lanes);
+					      const struct tlm_psk *psk, unsigned lanes,
+					      int protect);
 int tlm__relay_set_multifd(struct tlm_qmp *q, bool source, int policy, unsigned n,
 			   uint64_t bw);
 

@@ -395,7 +395,8 @@ int tlm_relay_migrate(const struct tlm_relay_src_opts *o, struct tlm_relay_resul
 	rc = src_prepare(&m);
 	if (rc)
 		return rc;
-	cfg = tlm__relay_session_cfg(o->transport, o->transport_args, o->psk, o->multifd + 1);
+	cfg = tlm__relay_session_cfg(o->transport, o->transport_args, o->psk, o->multifd + 1,
+				     o->protect);
 	rc = tlm_connect(&cfg, o->host, o->port, &m.s);
 	if (rc) {
 		tlm__relay_res_err(res, "cannot open %u lanes to %s:%s: %s", o->multifd + 2,

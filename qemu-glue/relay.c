@@ -63,12 +63,13 @@ bool tlm__relay_cancelled(volatile sig_atomic_t *c)
 }
 
 struct tlm_session_cfg tlm__relay_session_cfg(const char *transport, const char *targs,
-					      const struct tlm_psk *psk, unsigned lanes)
+					      const struct tlm_psk *psk, unsigned lanes,
+					      int protect)
 {
 	struct tlm_session_cfg c = {
 		.transport = transport ? transport : "tcp",
 		.transport_args = targs, .n_lanes = lanes, .psk = psk,
-		.timeout_ms = 10000,
+		.timeout_ms = 10000, .protect = protect,
 	};
 	for (unsigned i = 1; i < TLM_MAX_LANES; i++)
 		c.lane_modes[i] = TLM_MODE_BYTES;

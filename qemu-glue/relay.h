@@ -54,6 +54,7 @@ struct tlm_relay_src_opts {
 	const char *transport_args;
 	const char *host, *port;        /* where `tlm receive` listens */
 	const struct tlm_psk *psk;
+	int protect;                    /* enum tlm_protect, as both ends name it */
 	unsigned multifd;               /* multifd channels = data lanes - 1 */
 	int policy;                     /* enum tlm_relay_policy */
 	uint64_t max_bandwidth;         /* bytes/s for QEMU; 0 = 64 GiB/s */
@@ -70,6 +71,7 @@ struct tlm_relay_dst_opts {
 	const char *transport_args;
 	const char *addr, *port;        /* listen here; port "0" picks one */
 	const struct tlm_psk *psk;
+	int protect;                    /* enum tlm_protect, as both ends name it */
 	unsigned multifd;               /* expected; 0 = whatever the source says */
 	int accept_timeout_ms;          /* for the source to connect; 0 = 10 min */
 	int timeout_ms;                 /* migration once connected; 0 = 10 min */

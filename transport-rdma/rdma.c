@@ -339,6 +339,13 @@ static int rl_listener_port(const struct tlm_xlistener *x)
 	return ntohs(rdma_get_src_port(xl->id));
 }
 
+#define ESTABLISH_MS 5000
+
+static int rl_listener_pollfd(const struct tlm_xlistener *x)
+{
+	return ((const struct rdma_listener *)x)->ch->fd;
+}
+
 static int rl_accept(struct tlm_xlistener *x, int timeout_ms, struct tlm_lane **out)
 {
 	struct rdma_listener *xl = (struct rdma_listener *)x;
@@ -389,6 +396,10 @@ static int rl_accept(struct tlm_xlistener *x, int timeout_ms, struct tlm_lane **
 	conn_param(r, &cp, priv);
 	errno = 0;
 	rc = cm_err(rdma_accept(r->id, &cp));
+	/* A request taken is seen through, however short the wait for one
+	 * was (the session polls with a zero wait). */
+	if (deadline < tlm__now_ms() + ESTABLISH_MS)
+		deadline = tlm__now_ms() + ESTABLISH_MS;
 	if (!rc)
 		rc = tlm__rdma_cm_expect(r->ch, RDMA_CM_EVENT_ESTABLISHED, deadline, "accept", NULL);
 	if (rc)
@@ -531,6 +542,7 @@ const struct tlm_lane_ops tlm__rdma_ops = {
 	.name = "rdma",
 	.listen = rl_listen,
 	.listener_port = rl_listener_port,
+	.listener_pollfd = rl_listener_pollfd,
 	.accept = rl_accept,
 	.listener_close = rl_listener_close,
 	.connect = rl_connect_lane,

@@ -408,6 +408,11 @@ static int tcp_listener_port(const struct tlm_xlistener *x)
 	return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
+static int tcp_listener_pollfd(const struct tlm_xlistener *x)
+{
+	return ((const struct tcp_listener *)x)->fd;
+}
+
 static int tcp_accept(struct tlm_xlistener *x, int timeout_ms, struct tlm_lane **out)
 {
 	struct tcp_listener *xl = (struct tcp_listener *)x;
@@ -555,6 +560,7 @@ const struct tlm_lane_ops tlm__tcp_ops = {
 	.name = "tcp",
 	.listen = tcp_listen,
 	.listener_port = tcp_listener_port,
+	.listener_pollfd = tcp_listener_pollfd,
 	.accept = tcp_accept,
 	.listener_close = tcp_listener_close,
 	.connect = tcp_connect,

@@ -40,6 +40,8 @@ enum {
 	TLM_EPSK,       /* unusable pre-shared key (short, readable by others) */
 	TLM_EABORTED,   /* migration aborted (by request or by the peer) */
 	TLM_ENOTCONV,   /* policy did not converge within its cap */
+	TLM_ESEAL,      /* a sealed frame failed authentication: modified,
+			 * replayed, dropped or reordered in transit */
 	TLM_ELAST
 };
 
@@ -68,11 +70,14 @@ struct tlm_psk {
 	uint8_t key[TLM_PSK_MAX];
 };
 
-/* Read a key file: the file's bytes are the key, trailing whitespace
- * ignored. Refuses (-TLM_EPSK) keys shorter than TLM_PSK_MIN and files
- * readable or writable by group/others. */
+/* Read a key file: a random key of at least TLM_PSK_MIN bytes written as
+ * hex or base64 (surrounding whitespace ignored), as `tlm keygen` makes
+ * it. Refuses (-TLM_EPSK, with a log line saying why) other text, keys
+ * that are shorter or visibly not random (a repeating pattern, text
+ * dressed up as base64), and files readable or writable by group/others. */
 int tlm_psk_load(const char *path, struct tlm_psk *out);
-/* A fresh random 32-byte key (for loopback runs where we start both ends). */
+/* A fresh random 32-byte key (tlm keygen; loopback runs where we start
+ * both ends). */
 int tlm_psk_random(struct tlm_psk *out);
 /* Hex encode/decode (for handing a random key to a local child). */
 int tlm_psk_to_hex(const struct tlm_psk *psk, char *buf, size_t buflen);
@@ -83,8 +88,10 @@ int tlm_psk_from_hex(const char *hex, struct tlm_psk *out);
  * A session is one control lane plus n data lanes between a connecting
  * side (usually the migration source) and an accepting side. Lane 0 is the
  * control lane; data lanes are 1..n. Every lane joins with the session id
- * and proves knowledge of the PSK by HMAC challenge-response before the
- * accepting side reads anything else from it (docs/wire.md).
+ * and proves knowledge of the PSK by HMAC challenge-response (the
+ * connecting side first) before the accepting side reads anything else
+ * from it; after that every frame on it is sealed with keys of its own
+ * (cfg.protect; docs/wire.md, docs/security.md).
  *
  * A lane starts in byte-stream mode; data lanes switch to page mode when
  * the session says so (lane_modes). */
@@ -126,7 +133,21 @@ struct tlm_session_cfg {
 				    * tlm_connect/tlm_accept, those both offered */
 	const struct tlm_psk *psk; /* required */
 	int timeout_ms;            /* per blocking step; 0 = 10000 */
+	/* What protects every frame after the handshake (docs/security.md);
+	 * both ends must name the same. 0 = TLM_PROTECT_ENCRYPT. */
+	int protect;
 };
+
+/* Lane protection after the handshake. */
+enum tlm_protect {
+	TLM_PROTECT_ENCRYPT = 0,   /* AEAD: frames secret and authenticated */
+	TLM_PROTECT_INTEGRITY = 1, /* AEAD tag over clear text: authenticated */
+	TLM_PROTECT_NONE = 2,      /* clear text, crc32c only: a trusted path */
+};
+/* "encrypt", "integrity", "none" (NULL for anything else), and back
+ * (-EINVAL for an unknown name). */
+const char *tlm_protect_name(int protect);
+int tlm_protect_parse(const char *name);
 
 struct tlm_listener;
 struct tlm_session;
@@ -141,9 +162,11 @@ int tlm_listener_port(const struct tlm_listener *l);
 /* Waits up to timeout_ms for a session to start (a control lane that
  * authenticates), then up to the listener's cfg timeout_ms for its data
  * lanes to join, so polling with short timeouts never cuts a session in
- * half. Lanes that fail authentication or name another session are refused
- * and logged, and the accept goes on. On success the peer's parameters are
- * in tlm_session_cfg_get(). */
+ * half. Handshakes run side by side: connections that have not proved the
+ * key within a fixed time, or are the oldest of too many pending ones, are
+ * dropped and logged, as are lanes that fail authentication or name
+ * another session, and the accept goes on (docs/security.md gives the
+ * limits). On success the peer's parameters are in tlm_session_cfg_get(). */
 int tlm_accept(struct tlm_listener *l, int timeout_ms, struct tlm_session **out);
 void tlm_listener_close(struct tlm_listener *l);
 
@@ -207,7 +230,8 @@ int tlm_lane_recv_pages(struct tlm_lane *l, const struct tlm_page_sink *sink, in
  *
  * Transports that can move pages without copies (RDMA: one-sided WRITE)
  * take the regions once per session. Both calls return -EOPNOTSUPP on a
- * transport that cannot; the pages then go as copies, as always. */
+ * transport that cannot, and on a lane whose frames are sealed
+ * (TLM_PROTECT_ENCRYPT or INTEGRITY); the pages then go as copies. */
 enum { TLM_REG_SRC = 1, TLM_REG_DST = 2 };
 
 /*

@@ -23,6 +23,8 @@
 #include "tests/check.h"
 
 static const char *transport = "tcp";
+static int run_protect = TLM_PROTECT_ENCRYPT; /* --protect */
+static int protect;                           /* this case's: the run's, or its own */
 static const char *targs;
 static const char *addr = "127.0.0.1"; /* --addr: rdma_cm needs an rxe address */
 static struct tlm_psk psk, wrong_psk;
@@ -67,7 +69,7 @@ static struct tlm_session_cfg base_cfg(unsigned lanes, enum tlm_lane_mode mode)
 {
 	struct tlm_session_cfg c = {
 		.transport = transport, .transport_args = targs, .n_lanes = lanes,
-		.page_size = 4096, .psk = &psk, .timeout_ms = 20000,
+		.page_size = 4096, .psk = &psk, .timeout_ms = 20000, .protect = protect,
 	};
 	for (unsigned i = 1; i <= lanes; i++)
 		c.lane_modes[i] = (uint8_t)mode;
@@ -86,6 +88,7 @@ struct tcase {
 	enum tlm_lane_mode mode;
 	int acceptor_exit;  /* expected exit code of the accepting side */
 	unsigned acc_lanes; /* data lanes the acceptor insists on (0 = any) */
+	int protect;        /* -1: the run's --protect; else this one */
 };
 
 static int run_case(const struct tcase *tc)
@@ -94,6 +97,7 @@ static int run_case(const struct tcase *tc)
 	pid_t a, c;
 	char port[16] = "";
 
+	protect = tc->protect >= 0 ? tc->protect : run_protect;
 	CHECK(pipe(pfd) == 0);
 	a = fork();
 	if (a == 0) {
@@ -839,19 +843,93 @@ static void lanes_conn(struct tlm_listener *l, const char *port, void *arg)
 		FAIL("expected the peer to refuse 2 lanes (it wants 3), got %s", tlm_strerror(err));
 }
 
+/* ---- a protected lane: bytes that are not a sealed frame, or a sealed
+ * frame changed on the way, fail the lane; nothing of them is applied ---- */
+
+enum tamper_kind { TAMPER_CLEAR, TAMPER_BITFLIP, TAMPER_KINDS };
+
+static void tamper_acc(struct tlm_listener *l, const char *port, void *arg)
+{
+	(void)port; (void)arg;
+	if (protect == TLM_PROTECT_NONE)
+		return;
+	for (int k = 0; k < TAMPER_KINDS; k++) {
+		struct tlm_session *s = do_accept(l);
+		unsigned applied = 0;
+		struct tlm_page_sink sink = { count_apply, &applied };
+		int n, total = 0;
+
+		do {
+			n = tlm_lane_recv_pages(tlm_session_lane(s, 1), &sink, 20000);
+			if (n > 0)
+				total += n;
+		} while (n > 0);
+		if (applied != 1 || total != 1)
+			FAIL("tamper %d: %u records applied, expected only the good one", k, applied);
+		if (n != -TLM_ESEAL)
+			FAIL("tamper %d: expected a sealed-frame failure, got %s", k, tlm_strerror(n));
+		CHECK(tlm_lane_recv_pages(tlm_session_lane(s, 1), &sink, 100) == -TLM_ESEAL);
+		tlm_session_close(s);
+	}
+}
+
+static void tamper_conn(struct tlm_listener *l, const char *port, void *arg)
+{
+	(void)l; (void)arg;
+	if (protect == TLM_PROTECT_NONE)
+		return;
+	for (int k = 0; k < TAMPER_KINDS; k++) {
+		struct tlm_session *s = do_connect(port, 1, TLM_MODE_PAGES);
+		struct tlm_lane *ln = tlm_session_lane(s, 1);
+		static uint8_t page[4096];
+		uint8_t frame[TLM_FRAME_HDR + TLM_FRAME_HDR + TLM_PAGE_HDR + 4096 + TLM_SEAL_TAG];
+		struct tlm_page_rec r = { .index = 0, .len = 4096, .data = page };
+		size_t flen = sizeof(frame);
+		uint8_t ack;
+
+		memset(page, 0x5a, sizeof(page));
+		r.crc = tlm_crc32c(0, page, 4096);
+		CHECK(tlm_lane_send_pages(ln, &r, 1) == 1);
+		r.index = 1;
+		if (k == TAMPER_CLEAR) {
+			/* a well-formed clear PAGE frame, as on an unprotected lane */
+			tlm__frame_hdr_encode(frame, TLM_PAGE_HDR + 4096, TLM_FT_PAGE);
+			tlm__page_hdr_encode(frame + TLM_FRAME_HDR, &r);
+			memcpy(frame + TLM_FRAME_HDR + TLM_PAGE_HDR, page, 4096);
+			flen = TLM_FRAME_HDR + TLM_PAGE_HDR + 4096;
+		} else {
+			/* a sealed frame's shape, with a tag nobody computed */
+			memset(frame, 0xa5, sizeof(frame));
+			tlm__frame_hdr_encode(frame, (uint32_t)(sizeof(frame) - TLM_FRAME_HDR),
+					      TLM_FT_SEALED);
+		}
+		/* In a DATA frame, as the transport carries sealed frames. */
+		{
+			uint8_t d[TLM_FRAME_HDR];
+
+			tlm__frame_hdr_encode(d, (uint32_t)flen, TLM_FT_DATA);
+			CHECK_OK(tlm__lane_inject_raw(ln, d, sizeof(d)));
+		}
+		CHECK_OK(tlm__lane_inject_raw(ln, frame, flen));
+		(void)tlm_lane_read(tlm_session_lane(s, 0), &ack, 1, 3000);
+		tlm_session_close(s);
+	}
+}
+
 static const struct tcase cases[] = {
-	{ "bytes-1", bytes_acc, bytes_conn_1, 1, TLM_MODE_BYTES, 0 },
-	{ "bytes-4", bytes_acc, bytes_conn_4, 4, TLM_MODE_BYTES, 0 },
-	{ "bytes-16", bytes_acc, bytes_conn_16, 16, TLM_MODE_BYTES, 0 },
-	{ "pages-1", pages_acc, pages_conn_1, 1, TLM_MODE_PAGES, 0 },
-	{ "pages-4", pages_acc, pages_conn_4, 4, TLM_MODE_PAGES, 0 },
-	{ "pages-16", pages_acc, pages_conn_16, 16, TLM_MODE_PAGES, 0 },
-	{ "peer-close", close_pages_acc, close_pages_conn, 1, TLM_MODE_PAGES, 0 },
-	{ "malformed", malformed_acc, malformed_conn, 1, TLM_MODE_PAGES, 0 },
-	{ "slow-receiver", slow_acc, slow_conn, 1, TLM_MODE_PAGES, 0 },
-	{ "auth", auth_acc, auth_conn, 2, TLM_MODE_PAGES, 0 },
-	{ "bad-page-size", params_acc, pagesize_conn, 2, TLM_MODE_PAGES, 0, 0 },
-	{ "lane-mismatch", params_acc, lanes_conn, 2, TLM_MODE_PAGES, 0, 3 },
+	{ "bytes-1", bytes_acc, bytes_conn_1, 1, TLM_MODE_BYTES, 0, 0, -1 },
+	{ "bytes-4", bytes_acc, bytes_conn_4, 4, TLM_MODE_BYTES, 0, 0, -1 },
+	{ "bytes-16", bytes_acc, bytes_conn_16, 16, TLM_MODE_BYTES, 0, 0, -1 },
+	{ "pages-1", pages_acc, pages_conn_1, 1, TLM_MODE_PAGES, 0, 0, -1 },
+	{ "pages-4", pages_acc, pages_conn_4, 4, TLM_MODE_PAGES, 0, 0, -1 },
+	{ "pages-16", pages_acc, pages_conn_16, 16, TLM_MODE_PAGES, 0, 0, -1 },
+	{ "peer-close", close_pages_acc, close_pages_conn, 1, TLM_MODE_PAGES, 0, 0, -1 },
+	{ "malformed", malformed_acc, malformed_conn, 1, TLM_MODE_PAGES, 0, 0, TLM_PROTECT_NONE },
+	{ "slow-receiver", slow_acc, slow_conn, 1, TLM_MODE_PAGES, 0, 0, -1 },
+	{ "auth", auth_acc, auth_conn, 2, TLM_MODE_PAGES, 0, 0, -1 },
+	{ "bad-page-size", params_acc, pagesize_conn, 2, TLM_MODE_PAGES, 0, 0, -1 },
+	{ "lane-mismatch", params_acc, lanes_conn, 2, TLM_MODE_PAGES, 0, 3, -1 },
+	{ "sealed-tamper", tamper_acc, tamper_conn, 1, TLM_MODE_PAGES, 0, 0, -1 },
 };
 
 int main(int argc, char **argv)
@@ -860,6 +938,7 @@ int main(int argc, char **argv)
 	int failed = 0, ran = 0, opt;
 	static const struct option lo[] = {
 		{ "transport", required_argument, NULL, 't' },
+		{ "protect", required_argument, NULL, 'P' },
 		{ "args", required_argument, NULL, 'a' },
 		{ "addr", required_argument, NULL, 'A' },
 		{ "case", required_argument, NULL, 'c' },
@@ -867,18 +946,25 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 
-	while ((opt = getopt_long(argc, argv, "t:a:A:c:l", lo, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "t:a:A:c:lP:", lo, NULL)) != -1) {
 		switch (opt) {
 		case 't': transport = optarg; break;
 		case 'a': targs = optarg; break;
 		case 'A': addr = optarg; break;
 		case 'c': only = optarg; break;
+		case 'P':
+			run_protect = tlm_protect_parse(optarg);
+			if (run_protect < 0) {
+				fprintf(stderr, "--protect: encrypt, integrity or none\n");
+				return 2;
+			}
+			break;
 		case 'l':
 			for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 				printf("%s\n", cases[i].name);
 			return 0;
 		default:
-			fprintf(stderr, "usage: %s --transport NAME [--args ARGS] [--addr ADDR] [--case NAME]\n", argv[0]);
+			fprintf(stderr, "usage: %s --transport NAME [--args ARGS] [--addr ADDR] [--protect MODE] [--case NAME]\n", argv[0]);
 			return 2;
 		}
 	}

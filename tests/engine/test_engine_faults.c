@@ -118,7 +118,8 @@ static void log_cb(int level, const char *msg, void *arg)
 }
 
 /* The tcp lane's pollfd is an epoll instance; the socket is among the fds
- * it watches, which /proc/self/fdinfo lists as "tfd:" lines. */
+ * it watches, which /proc/self/fdinfo lists as "tfd:" lines. A sealed
+ * lane's pollfd is an epoll instance watching the tcp lane's. */
 static int cut_socket_behind(int fd)
 {
 	char path[64], line[256];
@@ -134,8 +135,9 @@ static int cut_socket_behind(int fd)
 	while (fgets(line, sizeof(line), f)) {
 		struct stat sb;
 		int tfd;
-		if (sscanf(line, "tfd: %d", &tfd) == 1 && fstat(tfd, &sb) == 0 &&
-		    S_ISSOCK(sb.st_mode) && shutdown(tfd, SHUT_RDWR) == 0)
+		if (sscanf(line, "tfd: %d", &tfd) != 1 || tfd == fd || fstat(tfd, &sb) != 0)
+			continue;
+		if (S_ISSOCK(sb.st_mode) ? shutdown(tfd, SHUT_RDWR) == 0 : cut_socket_behind(tfd) > 0)
 			cut++;
 	}
 	fclose(f);

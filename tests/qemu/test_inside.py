@@ -122,11 +122,14 @@ def main():
     tr.MEM_MIB = a.mem
     case = a.case
     extra_src = ''
+    extra_dst = '&transport=tcp'
     transport = 'tcp'
     for t in ('dpdk', 'rdma'):
         if case.endswith('-' + t):
+            # These cases are about zero copy from guest RAM, which only
+            # clear lanes do (protect=none); tcp runs sealed (encrypt).
             transport = t
-            extra_src = '&transport=' + t
+            extra_src = extra_dst = '&transport=%s&protect=none' % t
             case = case[:-len(t) - 1]
     pattern = case.split('-')[0]
     if pattern not in ('idle', 'mg', 'random'):
@@ -208,7 +211,7 @@ def main():
 
         if case == 'cli':
             return cli(a, src, dst, port, psk)
-        dst.q.cmd('migrate-incoming', uri=uri(port, psk, '&transport=%s' % transport))
+        dst.q.cmd('migrate-incoming', uri=uri(port, psk, extra_dst))
         cutter = None
         target = port
         if case == 'lane-cut':

@@ -33,7 +33,7 @@ out=/tmp/link_down.$$
 cut=$!
 rc=0
 python3 "$CHECK" "$TLM" --expect not-completed --expect-error '^lane [0-9]+: ' -- \
-	--transport rdma --local-addr 198.18.0.1 --policy tlm --workload mg --mem 128M \
+	--transport rdma --protect none --local-addr 198.18.0.1 --policy tlm --workload mg --mem 128M \
 	--rate 20000 --epoch-ms 50 >"$out" 2>&1 || rc=$?
 wait "$cut" || true
 cat "$out.link" "$out"

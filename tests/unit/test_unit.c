@@ -164,7 +164,8 @@ static void test_placed_and_regions(void)
 static void test_handshake_msgs(void)
 {
 	uint8_t b[TLM_MAX_MSG];
-	struct tlm_hello h = { .magic = TLM_WIRE_MAGIC, .version = TLM_WIRE_VERSION, .lane = 5 }, h2;
+	struct tlm_hello h = { .magic = TLM_WIRE_MAGIC, .version = TLM_WIRE_VERSION, .lane = 5,
+			  .cipher = TLM_CIPHER_AES256GCM }, h2;
 	struct tlm_challenge c = { .magic = TLM_WIRE_MAGIC, .version = TLM_WIRE_VERSION }, c2;
 	struct tlm_params p = { .page_size = 4096, .n_lanes = 4, .n_regions = 2, .caps = 3,
 				.page_lanes = 0xf, .region_len = { 1 << 20, 5 << 12 },
@@ -178,6 +179,19 @@ static void test_handshake_msgs(void)
 	CHECK(n == TLM_HELLO_LEN);
 	CHECK(tlm__hello_decode(b, (size_t)n, &h2) == 0 && h2.lane == 5 && !memcmp(h2.sid, h.sid, 16));
 	CHECK(tlm__hello_decode(b, (size_t)n - 1, &h2) == -TLM_EFRAME);
+	h.protect = TLM_PROTECT_INTEGRITY;
+	h.cipher = TLM_CIPHER_CHACHA20POLY1305;
+	n = tlm__hello_encode(b, sizeof(b), &h);
+	CHECK(tlm__hello_decode(b, (size_t)n, &h2) == 0 && h2.protect == TLM_PROTECT_INTEGRITY &&
+	      h2.cipher == TLM_CIPHER_CHACHA20POLY1305);
+	b[n - 1] = TLM_CIPHER_NONE;            /* protected without a cipher */
+	CHECK(tlm__hello_decode(b, (size_t)n, &h2) == -TLM_EFRAME);
+	b[n - 2] = TLM_PROTECT_NONE;           /* none, and no cipher: fine */
+	CHECK(tlm__hello_decode(b, (size_t)n, &h2) == 0);
+	b[n - 1] = TLM_CIPHER_AES256GCM;       /* none with a cipher */
+	CHECK(tlm__hello_decode(b, (size_t)n, &h2) == -TLM_EFRAME);
+	b[n - 2] = 7;                          /* unknown protection */
+	CHECK(tlm__hello_decode(b, (size_t)n, &h2) == -TLM_EFRAME);
 	tlm__put16(b + 4, TLM_WIRE_VERSION + 1);
 	CHECK(tlm__hello_decode(b, (size_t)n, &h2) == -TLM_EVERSION &&
 	      h2.version == TLM_WIRE_VERSION + 1);
@@ -218,26 +232,58 @@ static void test_handshake_msgs(void)
 	CHECK(tlm__errmsg_decode(b, (size_t)n, &e2) == 0 && e2.code == -TLM_EPARAM);
 }
 
+static void write_key(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_TRUNC);
+
+	CHECK(fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+	close(fd);
+}
+
 static void test_psk(void)
 {
 	char path[] = "/tmp/tlm-psk-XXXXXX";
 	struct tlm_psk k, k2;
 	char hex[TLM_PSK_MAX * 2 + 1];
+	char big[2048];
 	int fd = mkstemp(path);
 
 	CHECK(fd >= 0);
-	CHECK(write(fd, "0123456789abcdef0123456789abcdef\n \n", 35) == 35);
 	close(fd);
 	chmod(path, 0600);
-	CHECK(tlm_psk_load(path, &k) == 0 && k.len == 32 && !memcmp(k.key, "0123456789abcdef", 16));
+	/* hex of a random 32-byte key, surrounding whitespace ignored */
+	write_key(path, " 3c9f1a0be27d4458b6e0f5a1c2d39e7b8a64f0c1d2e3b4a5968778695a4b3c2d\n \n");
+	CHECK(tlm_psk_load(path, &k) == 0 && k.len == 32 && k.key[0] == 0x3c && k.key[31] == 0x2d);
 	chmod(path, 0644);
 	CHECK(tlm_psk_load(path, &k) == -TLM_EPSK);
 	chmod(path, 0640);
 	CHECK(tlm_psk_load(path, &k) == -TLM_EPSK);
-	fd = open(path, O_WRONLY | O_TRUNC);
-	CHECK(write(fd, "short key\n", 10) == 10);
-	close(fd);
 	chmod(path, 0600);
+	/* base64 of 16 random bytes (padded and not) */
+	write_key(path, "nzpxxAvoXSJm8akDfky4FQ==\n");
+	CHECK(tlm_psk_load(path, &k) == 0 && k.len == 16 && k.key[0] == 0x9f && k.key[15] == 0x15);
+	write_key(path, "nzpxxAvoXSJm8akDfky4FQ\n");
+	CHECK(tlm_psk_load(path, &k) == 0 && k.len == 16);
+	/* weak keys: text, short, a pattern, a passphrase in base64 */
+	write_key(path, "passwordpassword\n");
+	CHECK(tlm_psk_load(path, &k) == -TLM_EPSK);
+	write_key(path, "correct horse battery staple\n");
+	CHECK(tlm_psk_load(path, &k) == -TLM_EPSK);
+	write_key(path, "short key\n");
+	CHECK(tlm_psk_load(path, &k) == -TLM_EPSK);
+	write_key(path, "00112233445566778899aabbccddee\n");   /* 15 bytes */
+	CHECK(tlm_psk_load(path, &k) == -TLM_EPSK);
+	write_key(path, "0000000000000000000000000000000000000000000000000000000000000000");
+	CHECK(tlm_psk_load(path, &k) == -TLM_EPSK);
+	write_key(path, "0123456789abcdef0123456789abcdef\n");  /* 8-byte period */
+	CHECK(tlm_psk_load(path, &k) == -TLM_EPSK);
+	write_key(path, "cGFzc3dvcmRwYXNzd29yZHBhc3N3b3Jk\n"); /* "passwordpassword..." */
+	CHECK(tlm_psk_load(path, &k) == -TLM_EPSK);
+	write_key(path, "bXkgdmVyeSBzZWNyZXQga2V5IDEyMw==\n"); /* "my very secret key 123" */
+	CHECK(tlm_psk_load(path, &k) == -TLM_EPSK);
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = 0;
+	write_key(path, big);
 	CHECK(tlm_psk_load(path, &k) == -TLM_EPSK);
 	unlink(path);
 	CHECK(tlm_psk_load(path, &k) == -ENOENT);
