@@ -772,6 +772,8 @@ static void auth_conn(struct tlm_listener *l, const char *port, void *arg)
 		uint8_t type;
 		int n;
 
+		h.protect = (uint8_t)protect;
+		h.cipher = protect == TLM_PROTECT_NONE ? TLM_CIPHER_NONE : TLM_CIPHER_AES256GCM;
 		CHECK_OK(tlm__random(h.sid, sizeof(h.sid)));
 		CHECK_OK(tlm__random(h.nonce, sizeof(h.nonce)));
 		CHECK_OK(tlm__random(mac, sizeof(mac)));
@@ -781,6 +783,9 @@ static void auth_conn(struct tlm_listener *l, const char *port, void *arg)
 		CHECK_OK(tlm_lane_flush(raw));
 		CHECK_OK(tlm__msg_recv(raw, &type, buf, sizeof(buf), &len, 5000));
 		CHECK(type == TLM_FT_CHALLENGE, "frame type %u for the challenge", type);
+		/* The acceptor's nonce and nothing else: a stranger gets nothing a
+		 * key could be tested against. */
+		CHECK(len == TLM_CHALLENGE_LEN, "a challenge of %u bytes", len);
 		CHECK_OK(tlm__msg_send(raw, TLM_FT_AUTH, mac, sizeof(mac)));
 		CHECK_OK(tlm_lane_flush(raw));
 		err = tlm__msg_recv(raw, &type, buf, sizeof(buf), &len, 5000);
