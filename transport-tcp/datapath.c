@@ -30,34 +30,74 @@
  * readable exactly while buffered input can make progress (a whole frame,
  * stream bytes, an error to report). Only transitions cost a syscall.
  */
+#include <linux/sockios.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "tcp-internal.h"
 
-/* Send every byte the iovec array describes; the array is consumed (its
- * entries are adjusted after a partial write). */
+/* Bytes the peer has acknowledged since `written` was 0: what we handed
+ * the kernel minus what its send queue still holds. */
+static int64_t acked(int fd, int64_t written)
+{
+	int q = 0;
+
+	if (ioctl(fd, SIOCOUTQ, &q) < 0)
+		return written;
+	return written - q;
+}
+
+/*
+ * Send every byte the iovec array describes; the array is consumed (its
+ * entries are adjusted after a partial write). With a send timeout, the
+ * lane fails once the peer has acknowledged nothing for that long: the
+ * clock restarts when the peer takes bytes, not when the kernel takes a
+ * few more into its buffer (a partial write), so a peer that stopped
+ * reading is given up on at the configured time.
+ */
 static int send_iov(struct tcp_lane *t, struct iovec *iov, int cnt)
 {
+	int64_t written = 0, last = acked(t->fd, 0);
+	uint64_t deadline = t->opts.send_timeout > 0 ? tlm__now_ms() + (uint64_t)t->opts.send_timeout
+						      : UINT64_MAX;
+
 	while (cnt > 0) {
 		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)cnt };
-		ssize_t w = sendmsg(t->fd, &mh, MSG_NOSIGNAL);
+		ssize_t w = sendmsg(t->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (w < 0) {
+			struct pollfd p = { .fd = t->fd, .events = POLLOUT };
+			int64_t a;
+			int left;
+
 			if (errno == EINTR)
 				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				/* SO_SNDTIMEO ran out with nothing sent. */
-				tlm__err("%s: lane %u: the peer has read nothing for %d ms; "
+			if (errno != EAGAIN && errno != EWOULDBLOCK) {
+				t->tx_err = map_sock_err(errno);
+				return t->tx_err;
+			}
+			a = acked(t->fd, written);
+			if (a != last && deadline != UINT64_MAX) {
+				last = a;
+				deadline = tlm__now_ms() + (uint64_t)t->opts.send_timeout;
+			}
+			left = poll_left(deadline);
+			if (left == 0) {
+				tlm__err("%s: lane %u: the peer has taken nothing for %d ms; "
 					 "giving up", t->base.peer, t->base.index,
 					 t->opts.send_timeout);
 				t->tx_err = -ETIMEDOUT;
 				return t->tx_err;
 			}
-			t->tx_err = map_sock_err(errno);
-			return t->tx_err;
+			/* Look every 100 ms whether the peer took anything
+			 * (POLLOUT waits for a third of the buffer to free up). */
+			if (poll(&p, 1, left < 0 || left > 100 ? 100 : left) < 0 && errno != EINTR)
+				return t->tx_err = -errno;
+			continue;
 		}
+		written += w;
 		while (cnt > 0 && (size_t)w >= iov->iov_len) {
 			w -= (ssize_t)iov->iov_len;
 			iov++;

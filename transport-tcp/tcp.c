@@ -59,8 +59,9 @@ static int parse_size(const char *s, size_t n, int *out)
  * transport_args: comma-separated key=value. sndbuf=SIZE, rcvbuf=SIZE
  * (K/M suffixes; 0 = kernel autotuning; unset: 4 MiB unless autotuning
  * already reaches that, see set_bufs), nodelay=0|1 (data lanes; the
- * control lane always has it), send_timeout=MS (a send that makes no
- * progress that long fails the lane; default 30000, 0 = never).
+ * control lane always has it), send_timeout=MS (a send during which the
+ * peer acknowledges nothing that long fails the lane; default 30000,
+ * 0 = never).
  */
 static int parse_opts(const char *args, struct tcp_opts *o)
 {
@@ -177,12 +178,7 @@ static void set_lane_opts(int fd, const struct tcp_opts *o, unsigned index)
 	if (o->nodelay || index == 0)
 		if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
 			tlm__dbg("tcp: TCP_NODELAY: %s", strerror(errno));
-	if (o->send_timeout > 0) {
-		struct timeval tv = { .tv_sec = o->send_timeout / 1000,
-				      .tv_usec = (o->send_timeout % 1000) * 1000 };
-		if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
-			tlm__dbg("tcp: SO_SNDTIMEO: %s", strerror(errno));
-	}
+	/* send_timeout is kept by send_iov (datapath.c) on its own clock. */
 }
 
 static int set_blocking(int fd, bool blocking)

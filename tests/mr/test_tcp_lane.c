@@ -456,6 +456,33 @@ static void test_impostor(void)
 	ops->listener_close(xl);
 }
 
+/* A peer that stops reading: the send fails once it has acknowledged
+ * nothing for send_timeout, at that time (not restarted by the partial
+ * writes that fill the buffers first). */
+static void test_stall(void)
+{
+	const size_t n = 256u << 20;
+	struct tlm_lane *c, *a;
+	uint8_t *buf = calloc(1, n);
+	uint64_t t0, ms;
+	ssize_t r;
+
+	CHECK(buf != NULL);
+	CHECK(pair("127.0.0.1", "127.0.0.1", "send_timeout=2000", 1, &c, &a) == 0);
+	if (test_failures)
+		return;
+	t0 = tlm__now_ms();
+	r = ops->dp->write(c, buf, n);
+	ms = tlm__now_ms() - t0;
+	CHECK(r == -ETIMEDOUT, "a send to a peer that reads nothing: %zd", r);
+	CHECK(ms >= 2000 && ms <= 3500, "send_timeout=2000 fired after %llu ms",
+	      (unsigned long long)ms);
+	printf("stall: send_timeout=2000 fired after %llu ms\n", (unsigned long long)ms);
+	ops->close(c);
+	ops->close(a);
+	free(buf);
+}
+
 int main(void)
 {
 	ops = tlm__transport_find("tcp");
@@ -472,6 +499,7 @@ int main(void)
 	test_families();
 	test_impostor();
 	test_msg_max();
+	test_stall();
 	if (test_failures) {
 		fprintf(stderr, "test_tcp_lane: %d failure(s)\n", test_failures);
 		return 1;
