@@ -618,7 +618,8 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 		case 'd': case 'i': case 'S': case 'f':
 			if (tlm_cli_parse_size(optarg, &v) || (v == 0 && opt != 'r' && opt != 'W' &&
 							       opt != 'x' && opt != 'S' && opt != 'f') ||
-			    (opt == 'f' && v > 100)) {
+			    (opt == 'f' && v > 100) ||
+			    (opt != 'm' && opt != 'x' && opt != 'r' && opt != 'S' && v > UINT32_MAX)) {
 				tlm_cli_err("bad value '%s' for --%s", optarg, lo[li_idx].name);
 				return 2;
 			}
@@ -668,9 +669,26 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 			return 2;
 		}
 	}
+	if (o.tracker && strcmp(o.tracker, "auto") && strcmp(o.tracker, "pagemap-scan") &&
+	    strcmp(o.tracker, "mprotect")) {
+		tlm_cli_err("unknown tracker '%s' (auto, pagemap-scan, mprotect)", o.tracker);
+		return 2;
+	}
 	if (o.listen && o.connect) {
 		tlm_cli_err("--listen and --connect exclude each other");
 		return 2;
+	}
+	{
+		/* Both ends here hold the memory twice; refuse what cannot fit
+		 * rather than meet the OOM killer half way. */
+		uint64_t need = o.listen || o.connect ? o.mem : 2 * o.mem, avail = tlm_cli_mem_available();
+
+		if (avail && need > avail) {
+			tlm_cli_err("--mem %llu MiB needs %llu MiB here, only %llu MiB available",
+				    (unsigned long long)(o.mem >> 20), (unsigned long long)(need >> 20),
+				    (unsigned long long)(avail >> 20));
+			return 2;
+		}
 	}
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGINT, on_sigint);

@@ -63,6 +63,8 @@ uint64_t tlm_cli_now_ms(void);
 /* Load --psk FILE, or make a random key when none was given and both ends
  * run here (loopback). Prints the reason on failure. */
 int tlm_cli_get_psk(const char *path, bool loopback_only, struct tlm_psk *out);
+/* MemAvailable from /proc/meminfo in bytes, 0 if unknown. */
+uint64_t tlm_cli_mem_available(void);
 /* --protect encrypt|integrity|none into *out; -EINVAL (said why). */
 int tlm_cli_parse_protect(const char *arg, int *out);
 /* bench_peer.c APIs: --peer ib_write_bw and --in-vm of tlm bench transport. */

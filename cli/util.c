@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -22,7 +23,9 @@ int tlm_cli_parse_size(const char *s, uint64_t *out)
 		return -EINVAL;
 	errno = 0;
 	v = strtod(s, &end);
-	if (errno || end == s || v < 0)
+	/* strtod takes "nan", "inf" and hex floats: sizes are plain numbers. */
+	if (errno || end == s || !(v >= 0) || v == HUGE_VAL || !strchr("0123456789.", *s) ||
+	    strpbrk(s, "xX"))
 		return -EINVAL;
 	switch (*end) {
 	case 'k': case 'K': mul = 1ull << 10; end++; break;
@@ -144,6 +147,9 @@ int tlm_cli_parse_hostport(const char *s, char *host, size_t hlen, char *port, s
 	for (const char *p = port; *p; p++)
 		if (*p < '0' || *p > '9')
 			return -EINVAL;
+	/* getaddrinfo would take 99999 and listen on 99999 mod 65536. */
+	if (strlen(port) > 5 || atoi(port) > 65535)
+		return -EINVAL;
 	return 0;
 }
 
@@ -184,6 +190,21 @@ uint64_t tlm_cli_now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t tlm_cli_mem_available(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	char line[256];
+	unsigned long long kb = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+			break;
+	fclose(f);
+	return (uint64_t)kb * 1024;
 }
 
 int tlm_cli_parse_protect(const char *arg, int *out)

@@ -295,9 +295,15 @@ static int check_params(struct tlm_lane *l, const struct tlm_session_cfg *mine,
 			   mine->page_size, p->page_size);
 		return -TLM_EPARAM;
 	}
-	if (p->n_lanes < 1 || p->n_lanes >= TLM_MAX_LANES ||
-	    (mine->n_lanes && mine->n_lanes != p->n_lanes)) {
-		tlm__err("%s: peer offers %u data lanes, this side expects %u", l->peer,
+	if (p->n_lanes < 1 || p->n_lanes >= TLM_MAX_LANES) {
+		tlm__err("%s: peer offers %u data lanes, this side takes 1..%d; refused", l->peer,
+			 p->n_lanes, TLM_MAX_LANES - 1);
+		send_error(l, -TLM_EPARAM, "this side takes 1..%d data lanes, not %u",
+			   TLM_MAX_LANES - 1, p->n_lanes);
+		return -TLM_EPARAM;
+	}
+	if (mine->n_lanes && mine->n_lanes != p->n_lanes) {
+		tlm__err("%s: peer offers %u data lanes, this side expects %u; refused", l->peer,
 			 p->n_lanes, mine->n_lanes);
 		send_error(l, -TLM_EPARAM, "this side expects %u data lanes, not %u",
 			   mine->n_lanes, p->n_lanes);
@@ -726,7 +732,9 @@ int tlm_accept(struct tlm_listener *li, int timeout_ms, struct tlm_session **out
 	*out = s;
 	return 0;
 fail:
-	if (err == -ETIMEDOUT)
+	/* No session having started is the caller's business (it may poll);
+	 * one that started and did not finish is worth a line. */
+	if (err == -ETIMEDOUT && s->lanes[0])
 		tlm__err("no complete session within the timeout (%u of %u data lanes joined)",
 			 joined, s->n);
 	session_free(s);

@@ -166,13 +166,15 @@ static int tcp_connect_port(int port)
 
 static void *proxy(void *arg)
 {
+	static struct pipe_arg pipes[2][2];
+
 	(void)arg;
 	for (unsigned conn = 0; conn < 2; conn++) {
 		int c = accept4(proxy_lfd, NULL, NULL, SOCK_CLOEXEC), s;
-		struct pipe_arg *up = calloc(2, sizeof(*up)), *down = up + 1;
+		struct pipe_arg *up = &pipes[conn][0], *down = &pipes[conn][1];
 		pthread_t t;
 
-		CHECK(c >= 0 && up);
+		CHECK(c >= 0);
 		s = tcp_connect_port(server_port);
 		*up = (struct pipe_arg){ .from = c, .to = s, .watch = conn == 1 };
 		*down = (struct pipe_arg){ .from = s, .to = c };
