@@ -45,7 +45,9 @@
 struct tlm_session_cfg tlm_relay_session_cfg(const char *transport, const char *targs,
 					     const struct tlm_psk *psk, unsigned multifd)
 {
-	return tlm__relay_session_cfg(transport, targs, psk, multifd ? multifd + 1 : 0);
+	/* Both ends of a passive relay seal their lanes (the default). */
+	return tlm__relay_session_cfg(transport, targs, psk, multifd ? multifd + 1 : 0,
+				      TLM_PROTECT_ENCRYPT);
 }
 
 /* A socket name the receiver may put in its directory: no path. */
@@ -286,7 +288,8 @@ int tlm_relay_out(const struct tlm_relay_out_opts *o, struct tlm_relay_result *r
 				   strerror(-lfd));
 		return lfd;
 	}
-	cfg = tlm__relay_session_cfg(o->transport, o->transport_args, o->psk, o->multifd + 1);
+	cfg = tlm__relay_session_cfg(o->transport, o->transport_args, o->psk, o->multifd + 1,
+				     TLM_PROTECT_ENCRYPT);
 	rc = tlm_connect(&cfg, o->host, o->port, &p.s);
 	if (rc) {
 		tlm__relay_res_err(res, "cannot open %u lanes to %s:%s: %s", o->multifd + 2,
