@@ -7,11 +7,12 @@
  *
  * By default the destination is a child process on this machine over
  * loopback; --listen (destination) and --connect (source) split it across
- * hosts.
+ * hosts. The destination's end and the digests are the benchmark library's
+ * (bench/lib/migrate-check.c) and so are the workloads; the source's run is
+ * still here, with its report.
  */
 #include <errno.h>
 #include <getopt.h>
-#include <openssl/evp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,134 +82,15 @@ TLM_CLI_TARGS_HELP
 "  --json               one JSON object on stdout\n");
 }
 
-/* ---- verification data: per region SHA-256 and per-page crc32c ---- */
+/* ---- source ---- */
 
-struct digest {
-	uint8_t sha[TLM_MAX_REGIONS][32];
-	uint64_t pages[TLM_MAX_REGIONS];
-	uint32_t *crc[TLM_MAX_REGIONS];
-	unsigned n;
-};
-
-static int digest_regions(const struct tlm_region *r, unsigned n, uint32_t ps, struct digest *d)
-{
-	memset(d, 0, sizeof(*d));
-	d->n = n;
-	for (unsigned i = 0; i < n; i++) {
-		unsigned int len = 32;
-		d->pages[i] = r[i].len / ps;
-		d->crc[i] = malloc(d->pages[i] * sizeof(uint32_t));
-		if (!d->crc[i])
-			return -ENOMEM;
-		for (uint64_t p = 0; p < d->pages[i]; p++)
-			d->crc[i][p] = tlm_crc32c(0, (const uint8_t *)r[i].base + p * ps, ps);
-		if (!EVP_Digest(r[i].base, r[i].len, d->sha[i], &len, EVP_sha256(), NULL))
-			return -EIO;
-	}
-	return 0;
-}
-
-static void digest_free(struct digest *d)
-{
-	for (unsigned i = 0; i < d->n; i++)
-		free(d->crc[i]);
-}
-
-static int write_all(struct tlm_lane *l, const void *p, size_t n)
-{
-	ssize_t r = tlm_lane_write(l, p, n);
-	return r < 0 ? (int)r : 0;
-}
-
-static int read_all(struct tlm_lane *l, void *p, size_t n)
-{
-	uint8_t *b = p;
-	while (n) {
-		ssize_t r = tlm_lane_read(l, b, n, 60000);
-		if (r <= 0)
-			return r ? (int)r : -TLM_EPEERCLOSED;
-		b += r;
-		n -= (size_t)r;
-	}
-	return 0;
-}
-
-static int send_digest(struct tlm_lane *l, const struct digest *d)
-{
-	uint8_t ok = 1;
-	int err = write_all(l, &ok, 1);
-	for (unsigned i = 0; !err && i < d->n; i++) {
-		err = write_all(l, d->sha[i], 32);
-		if (!err)
-			err = write_all(l, d->crc[i], d->pages[i] * sizeof(uint32_t));
-	}
-	return err ? err : tlm_lane_flush(l);
-}
-
-/* ---- destination ---- */
-
-static int run_dest(struct tlm_listener *li, const struct bm_opts *o, bool quiet)
-{
-	struct tlm_region regs[TLM_MAX_REGIONS];
-	struct tlm_dest_stats ds;
-	const struct tlm_session_cfg *cfg;
-	struct tlm_session *s;
-	struct digest d;
-	int err;
-
-	err = tlm_accept(li, 120000, &s);
-	if (err) {
-		tlm_cli_err("destination: no session: %s", tlm_strerror(err));
-		return 1;
-	}
-	cfg = tlm_session_cfg_get(s);
-	for (unsigned i = 0; i < cfg->n_regions; i++) {
-		regs[i].len = cfg->region_len[i];
-		regs[i].name = "ram";
-		regs[i].base = mmap(NULL, regs[i].len, PROT_READ | PROT_WRITE,
-				    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-		if (regs[i].base == MAP_FAILED) {
-			tlm_cli_err("destination: cannot map %zu bytes", regs[i].len);
-			tlm_session_close(s);
-			return 1;
-		}
-		if (o->dest_nonzero)
-			memset(regs[i].base, 0xa5, regs[i].len);
-	}
-	err = tlm_migrate_dest(s, regs, cfg->n_regions, NULL, NULL, &ds);
-	if (err) {
-		if (!quiet)
-			tlm_cli_err("destination: migration failed: %s (%s)", ds.why, tlm_strerror(err));
-		tlm_session_close(s);
-		return 1;
-	}
-	err = digest_regions(regs, cfg->n_regions, cfg->page_size, &d);
-	if (!err)
-		err = send_digest(tlm_session_lane(s, 0), &d);
-	if (!err) {
-		uint64_t st[7] = { ds.pages_applied, ds.pages_stale, tlm_bench_peak_rss(),
-				   ds.pages_placed, ds.register_ms, ds.pages_zero_kept,
-				   ds.backlog_records };
-		err = write_all(tlm_session_lane(s, 0), st, sizeof(st));
-		if (!err)
-			err = tlm_lane_flush(tlm_session_lane(s, 0));
-		/* Wait for the source to read it all before closing. */
-		if (!err) {
-			uint8_t b;
-			(void)tlm_lane_read(tlm_session_lane(s, 0), &b, 1, 60000);
-		}
-	}
-	digest_free(&d);
-	tlm_session_close(s);
-	return err ? 1 : 0;
-}
-
+/* Both ends here: the destination child's end. */
 static int dest_child(struct tlm_listener *li, void *arg)
 {
-	return run_dest(li, arg, true);
-}
+	const struct bm_opts *o = arg;
 
-/* ---- source ---- */
+	return tlm_bench_migrate_dest(li, o->dest_nonzero, true);
+}
 
 static double r1(double v) { return (double)(long long)(v * 1000.0 + 0.5) / 1000.0; }
 
@@ -305,7 +187,7 @@ static int run_source(const struct bm_opts *o, const char *host, const char *por
 	struct tlm_session *s = NULL;
 	const struct tlm_region *regs;
 	struct tlm_memsrc *ms;
-	struct digest mine = { 0 }, theirs = { 0 };
+	struct tlm_bench_digest mine = { 0 }, theirs = { 0 };
 	struct prog pr = { isatty(2) && !o->json, tlm_cli_now_ms() };
 	uint64_t dst_stats[7] = { 0 }, writes0 = 0, writes_after = 0, fill_ms = 0;
 	int64_t filled = 0;
@@ -372,19 +254,11 @@ static int run_source(const struct bm_opts *o, const char *host, const char *por
 		/* Paused: the source's memory at the pause, against the destination's. */
 		struct tlm_lane *c = tlm_session_lane(s, 0);
 		uint8_t ok = 0;
-		err = digest_regions(regs, nr, 4096, &mine);
+		err = tlm_bench_digest(regs, nr, 4096, &mine);
 		if (!err)
-			err = read_all(c, &ok, 1);
-		theirs.n = nr;
-		for (unsigned i = 0; !err && i < nr; i++) {
-			theirs.pages[i] = mine.pages[i];
-			theirs.crc[i] = malloc(mine.pages[i] * 4);
-			err = theirs.crc[i] ? read_all(c, theirs.sha[i], 32) : -ENOMEM;
-			if (!err)
-				err = read_all(c, theirs.crc[i], mine.pages[i] * 4);
-		}
+			err = tlm_bench_digest_recv(c, &mine, &ok, &theirs);
 		if (!err)
-			err = read_all(c, dst_stats, sizeof(dst_stats));
+			err = tlm_bench_read_all(c, dst_stats, sizeof(dst_stats));
 		if (!err) {
 			uint8_t b = 1;
 			(void)tlm_lane_write(c, &b, 1);
@@ -526,8 +400,8 @@ out:
 	}
 	if (w)
 		tlm_workload_stop(w);
-	digest_free(&mine);
-	digest_free(&theirs);
+	tlm_bench_digest_free(&mine);
+	tlm_bench_digest_free(&theirs);
 	if (m)
 		tlm_local_destroy(m);
 	return rc;
@@ -711,7 +585,7 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 				tlm_cli_err("cannot listen on %s: %s", o.listen, tlm_strerror(err));
 				return 1;
 			}
-			rc = run_dest(li, &o, false);
+			rc = tlm_bench_migrate_dest(li, o.dest_nonzero, false);
 			tlm_listener_close(li);
 			return rc;
 		}

@@ -12,6 +12,7 @@
  *   rounds.c      both ends on this machine (loopback), --rounds, raw phase
  *   raw-dpdk.c    the raw PMD blast (raw-none.c in a build without dpdk)
  *   workload.c    synthetic workloads writing into a local memory source
+ *   migrate-check.c  tlm bench migrate's destination end and its digests
  *   util.c        errors, clocks, peak RSS, a forked listener
  *
  * Functions return 0 / a count or a negative errno, or -1 "after saying
@@ -252,6 +253,30 @@ struct tlm_bench_best {
 	double goodput, raw, place;
 };
 struct tlm_bench_best tlm_bench_best_of(const struct tlm_bench_round *rd, unsigned n);
+
+/* ---- migrate-check.c APIs: tlm bench migrate's check ---- */
+
+/* A SHA-256 per region and a crc32c per page. */
+struct tlm_bench_digest {
+	uint8_t sha[TLM_MAX_REGIONS][32];
+	uint64_t pages[TLM_MAX_REGIONS];
+	uint32_t *crc[TLM_MAX_REGIONS];
+	unsigned n;
+};
+int tlm_bench_digest(const struct tlm_region *r, unsigned n, uint32_t ps,
+		     struct tlm_bench_digest *d);
+void tlm_bench_digest_free(struct tlm_bench_digest *d);
+/* The destination's digest of the same layout as mine, after its ok byte. */
+int tlm_bench_digest_recv(struct tlm_lane *l, const struct tlm_bench_digest *mine, uint8_t *ok,
+			  struct tlm_bench_digest *theirs);
+/* n bytes from a byte-mode lane (60 s at most between reads). */
+int tlm_bench_read_all(struct tlm_lane *l, void *p, size_t n);
+/* The destination's end: accept one session on li, migrate into fresh
+ * memory (filled with 0xa5 first if dest_nonzero), send the digest and 7
+ * u64 figures (pages applied, stale, peak RSS, placed, register ms, zero
+ * pages kept, backlog records) on the control lane. 0 if all of it
+ * worked, else 1 (said why unless quiet). */
+int tlm_bench_migrate_dest(struct tlm_listener *li, bool dest_nonzero, bool quiet);
 
 /* ---- workload.c APIs: workloads that write into a local memory source ----
  * mg: sweeps over a hierarchy of grids of decreasing size, writing heavily;
