@@ -456,9 +456,22 @@ static void drained(struct dst *d, struct rx *x, unsigned nl, const struct ctl *
 
 /* The control lane: START, then STAGE3 and the device state, or ABORT,
  * until every lane is drained or d fails. buf: TLM_MAX_DATA_FRAME bytes. */
+/* Records every lane has delivered so far (each rx thread counts its own). */
+static uint64_t records_in(const struct rx *x, unsigned nl)
+{
+	uint64_t n = 0;
+
+	for (unsigned i = 1; i <= nl; i++)
+		n += __atomic_load_n(&x[i].records, __ATOMIC_ACQUIRE);
+	return n;
+}
+
 static void control_loop(struct dst *d, struct rx *x, unsigned nl, uint8_t *buf, struct ctl *k)
 {
+	const struct tlm_session_cfg *cfg = tlm_session_cfg_get(d->s);
+	int silent_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : TLM_DEFAULT_TIMEOUT_MS;
 	struct tlm_lane *c = tlm_session_lane(d->s, 0);
+	uint64_t heard = tlm__now_ms(), seen = 0;
 
 	while (!d->stop) {
 		uint32_t len;
@@ -470,8 +483,24 @@ static void control_loop(struct dst *d, struct rx *x, unsigned nl, uint8_t *buf,
 			return;
 		}
 		err = tlm__msg_recv(c, &type, buf, TLM_MAX_DATA_FRAME, &len, 500);
-		if (err == -ETIMEDOUT)
+		if (err == -ETIMEDOUT) {
+			/* A source that vanished without closing (power, cable,
+			 * a frozen host) sends nothing on any lane: give up on
+			 * it after the session's timeout, not never. */
+			uint64_t n = records_in(x, nl), now = tlm__now_ms();
+
+			if (n != seen) {
+				seen = n;
+				heard = now;
+			} else if (now - heard >= (uint64_t)silent_ms) {
+				dst_fail(d, -ETIMEDOUT, "the source has sent nothing for %llu ms "
+					 "(gone without closing the lanes?)",
+					 (unsigned long long)(now - heard));
+				return;
+			}
 			continue;
+		}
+		heard = tlm__now_ms();
 		if (err) {
 			dst_fail(d, err, "control lane: %s", tlm_strerror(err));
 			return;

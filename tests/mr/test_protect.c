@@ -12,6 +12,10 @@
  *                                 no page's clear text under encrypt (and
  *                                 does under none and integrity: the check
  *                                 can fail)
+ *   silent                        a source that connects and then sends
+ *                                 nothing (no FIN, no RST): the destination
+ *                                 (tlm_migrate_dest) gives up on it after
+ *                                 the session's timeout, 2 s here
  *   listener                      200 idle connections and 20 that send a
  *                                 HELLO a byte at a time are held open
  *                                 while a real session starts and completes
@@ -36,6 +40,8 @@
 
 #include "../check.h"
 #include "tlm-internal.h"
+#include "tlm/engine.h"
+#include "tlm/memsrc.h"
 
 #define PAGES        630                  /* 10 sealed frames of 63 records */
 #define PER_FRAME    63                   /* records of 4 KiB in one sealed frame */
@@ -395,10 +401,61 @@ static int run_listener(void)
 	return 0;
 }
 
+/* ---- a silent source ---- */
+
+struct silent { struct tlm_listener *li; int rc; uint64_t ms; char why[160]; };
+
+static void *silent_dest(void *arg)
+{
+	struct silent *z = arg;
+	static uint8_t mem[1 << 20] __attribute__((aligned(4096)));
+	struct tlm_region reg = { .base = mem, .len = sizeof(mem), .name = "ram" };
+	struct tlm_dest_stats st = { 0 };
+	struct tlm_session *s;
+	uint64_t t0;
+
+	CHECK_OK(tlm_accept(z->li, 30000, &s));
+	t0 = tlm__now_ms();
+	z->rc = tlm_migrate_dest(s, &reg, 1, NULL, NULL, &st);
+	z->ms = tlm__now_ms() - t0;
+	snprintf(z->why, sizeof(z->why), "%s", st.why);
+	tlm_session_close(s);
+	return NULL;
+}
+
+static int run_silent(void)
+{
+	struct tlm_session_cfg cfg = cfg_of();
+	struct silent z = { 0 };
+	struct tlm_session *s;
+	pthread_t t;
+	char ps[16];
+
+	cfg.timeout_ms = 2000;
+	cfg.n_regions = 1;
+	cfg.region_len[0] = 1 << 20;
+	cfg.region_name[0] = "ram";
+	CHECK_OK(tlm_listen(&cfg, "127.0.0.1", "0", &z.li));
+	snprintf(ps, sizeof(ps), "%d", tlm_listener_port(z.li));
+	CHECK(pthread_create(&t, NULL, silent_dest, &z) == 0);
+	CHECK_OK(tlm_connect(&cfg, "127.0.0.1", ps, &s));
+	/* ... and not a word more, until the destination has given up. */
+	pthread_join(t, NULL);
+	tlm_session_close(s);
+	tlm_listener_close(z.li);
+	CHECK(z.rc < 0, "the destination waited on a silent source: %s", tlm_strerror(z.rc));
+	CHECK(strstr(z.why, "sent nothing"), "why: %s", z.why);
+	CHECK(z.ms >= 2000 && z.ms <= 3500, "a 2000 ms timeout took %llu ms",
+	      (unsigned long long)z.ms);
+	printf("silent: the destination gave up after %llu ms (timeout 2000): %s\n",
+	       (unsigned long long)z.ms, z.why);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s flip|drop|replay|reorder|capture|listener "
+		fprintf(stderr, "usage: %s flip|drop|replay|reorder|capture|listener|silent "
 			"[encrypt|integrity|none]\n", argv[0]);
 		return 2;
 	}
@@ -409,6 +466,8 @@ int main(int argc, char **argv)
 	CHECK_OK(tlm_psk_random(&psk));
 	if (!strcmp(argv[1], "listener"))
 		return run_listener();
+	if (!strcmp(argv[1], "silent"))
+		return run_silent();
 	tamper = argv[1];
 	return run_proxied();
 }
