@@ -9,8 +9,8 @@ For each transport, `tlm bench transport` with --protect none, encrypt and
 integrity, interleaved round by round (a shared machine's speed drifts;
 ratios within a round hold), and reports the median round's goodput per
 mode, the ratio of each sealed mode to none, and the CPU cycles per page
-each side spent (the bench's cycles_per_page_tx/rx: sealing on the
-sender, opening on the receiver, on top of the transport's own work).
+each side spent (from each side's CPU time; the extra over none is the
+sealing on the sender and the opening on the receiver).
 
   tcp    4 lanes on loopback (target: encrypt >= 0.8x none)
   dpdk   2 lanes over the embedded memif pair (target: >= 0.5x)
@@ -46,10 +46,30 @@ def run(tlm, transport, lanes, nbytes, mode, extra):
     return r
 
 
+def cpu_mhz():
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('cpu MHz'):
+                    return float(line.split(':')[1])
+    except OSError:
+        pass
+    return 0.0
+
+
 def pick(r):
-    keys = ('goodput_Bps', 'seconds', 'cycles_per_page_tx', 'cycles_per_page_rx',
-            'zero_copy', 'live_send', 'pages_placed')
-    return {k: r[k] for k in keys if k in r}
+    """The figures kept per mode; CPU per page from each side's CPU time
+    (user + system, the harness's own page checks included on the
+    receiver), in ns and in cycles at the nominal clock."""
+    keys = ('goodput_Bps', 'seconds', 'zero_copy', 'live_send', 'pages_placed')
+    out = {k: r[k] for k in keys if k in r}
+    cpu, pages, mhz = r.get('cpu_seconds', {}), r.get('pages') or 0, cpu_mhz()
+    for side, who in (('tx', 'sender'), ('rx', 'receiver')):
+        if who in cpu and pages:
+            ns = cpu[who] * 1e9 / pages
+            out['cpu_ns_per_page_' + side] = ns
+            out['cycles_per_page_' + side] = ns * mhz / 1000.0
+    return out
 
 
 def main():
@@ -74,7 +94,7 @@ def main():
     if a.rdma:
         plan.append(('rdma', 4, '256M', ['--in-vm']))
 
-    out = {'bench': 'protect', 'bytes': a.bytes, 'rounds': a.rounds,
+    out = {'bench': 'protect', 'bytes': a.bytes, 'rounds': a.rounds, 'cpu_mhz': cpu_mhz(),
            'loadavg_before': list(os.getloadavg()), 'transports': {}}
     for transport, lanes, nbytes, extra in plan:
         rounds = []
@@ -92,8 +112,8 @@ def main():
                                             for r in rounds]
             for side in ('tx', 'rx'):
                 k = 'cycles_per_page_' + side
-                if k in med[m] and k in med['none']:
-                    res['%s_extra_cycles_per_page_%s' % (m, side)] = med[m][k] - med['none'][k]
+                if k in res[m] and k in res['none']:
+                    res['%s_extra_cycles_per_page_%s' % (m, side)] = res[m][k] - res['none'][k]
         out['transports'][transport] = res
     out['loadavg_after'] = list(os.getloadavg())
     print(json.dumps(out, indent=1))
