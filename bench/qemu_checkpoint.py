@@ -27,7 +27,8 @@ migrate-incoming exec:cat of the stop-and-save file. Prints one JSON
 object (with the load average: the machine may be shared).
 
     bench/qemu_checkpoint.py [--build build] [--mem 512] [--set-mib 128]
-        [--rate 0] [--pattern mg] [--methods M,...] [--dir DIR] [--json-out F]
+        [--rate 0] [--pattern mg] [--no-fill] [--methods M,...] [--dir DIR]
+        [--json-out F]
 """
 import argparse
 import json
@@ -233,6 +234,8 @@ def main():
     ap.add_argument('--set-mib', type=int, default=128, help='the guest working set')
     ap.add_argument('--rate', type=int, default=0, help='guest page writes/s, 0 = unlimited')
     ap.add_argument('--pattern', default='mg')
+    ap.add_argument('--no-fill', action='store_true',
+                    help='leave RAM outside the working set zero (a mostly idle guest)')
     ap.add_argument('--methods', default=','.join(METHODS))
     ap.add_argument('--precopy-cap', type=int, default=60)
     ap.add_argument('--before-s', type=float, default=3.0)
@@ -246,9 +249,11 @@ def main():
     for p in (a.qemu, a.kernel, a.tlm):
         if not os.path.exists(p):
             sys.exit('missing %s (scripts/build.sh, scripts/build-qemu.sh)' % p)
-    a.append = 'pattern=%s mem=%d rate=%d fill=1 report_ms=100' % (a.pattern, a.set_mib, a.rate)
+    a.append = 'pattern=%s mem=%d rate=%d fill=%d report_ms=100' % (
+        a.pattern, a.set_mib, a.rate, 0 if a.no_fill else 1)
     workdir = tempfile.mkdtemp(prefix='tlm-ckpt-bench-', dir=a.dir)
     res = {'mem_mib': a.mem, 'set_mib': a.set_mib, 'rate': a.rate, 'pattern': a.pattern,
+           'fill': not a.no_fill,
            'loadavg_before': os.getloadavg(), 'runs': []}
     files = {}
     vm = None
