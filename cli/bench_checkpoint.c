@@ -180,7 +180,10 @@ static int restore_into_memory(struct tlm_ckpt_r *r, const char *transport, unsi
 {
 	const struct tlm_ckpt_info *in = tlm_ckpt_r_info(r);
 	struct tlm_psk psk;
-	struct tlm_session_cfg lcfg = { .transport = transport, .psk = &psk, .timeout_ms = 20000 };
+	struct tlm_session_cfg lcfg = {
+		.transport = transport, .psk = &psk, .timeout_ms = 20000,
+		.caps = TLM_CAP_ZERO_PAGE | TLM_CAP_DEVSTATE,
+	};
 	struct restore_src rs = { .chk = chk, .r = r, .host = "127.0.0.1", .transport = transport,
 				  .psk = &psk };
 	struct tlm_listener *li = NULL;
@@ -513,7 +516,10 @@ int tlm_cli_bench_checkpoint(int argc, char **argv)
 	 * the workload's pages copy-on-write. */
 	wa = (struct writer_args){ o.to, o.count };
 	{
-		struct tlm_session_cfg lcfg = { .transport = o.transport, .psk = &psk };
+		struct tlm_session_cfg lcfg = {
+			.transport = o.transport, .psk = &psk,
+			.caps = TLM_CAP_ZERO_PAGE | TLM_CAP_XBZRLE | TLM_CAP_DEVSTATE,
+		};
 
 		child = tlm_bench_fork_listener(&lcfg, "127.0.0.1", port, sizeof(port),
 						writer_child, &wa);

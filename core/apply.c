@@ -56,6 +56,8 @@ struct dst {
 	char why[160];
 	volatile bool stop;
 	bool offered;             /* regions offered to the lanes */
+	bool zeroed;              /* TLM__DEST_ZEROED (core/engine.h) */
+	bool placeable;           /* a lane may place pages (zero copy; atomic) */
 	bool syncing;             /* the control thread waits for a SYNC */
 	struct tlm_dest_stats *st;
 };
@@ -151,7 +153,13 @@ static int apply(void *arg, const struct tlm_page_rec *rec)
 	}
 	if ((rec->flags & TLM_PF_ZERO) ||
 	    (!(rec->flags & TLM_PF_XBZRLE) && tlm__page_zero(rec->data, d->page_size))) {
-		if (!zero_page(page, d->page_size))
+		/* In regions that started zero, a page nothing was applied to
+		 * yet is zero: it is not even read (a read of a file's hole
+		 * through its mapping fills the page cache). Not with zero
+		 * copy, where placed pages leave no key. */
+		if ((d->zeroed && !d->r[rec->region].key[rec->index] &&
+		     !__atomic_load_n(&d->placeable, __ATOMIC_ACQUIRE)) ||
+		    !zero_page(page, d->page_size))
 			__atomic_fetch_add(&d->st->pages_zero_kept, 1, __ATOMIC_RELAXED);
 	} else if (rec->flags & TLM_PF_XBZRLE) {
 		memcpy(x->tmp, page, d->page_size);
@@ -181,7 +189,11 @@ static void offer_regions(struct dst *d, struct tlm_dest_stats *st)
 	int ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : TLM_DEFAULT_TIMEOUT_MS;
 	unsigned nl = tlm_session_lanes(d->s);
 	uint64_t t0 = tlm__now_ms();
+	bool any = false;
 
+	/* Placeable before the first offer (a page may be placed as soon as
+	 * one is out), and no longer once none was taken. */
+	__atomic_store_n(&d->placeable, true, __ATOMIC_RELEASE);
 	for (unsigned i = 1; i <= nl; i++)
 		for (unsigned k = 0; k < d->n_regions; k++) {
 			int err = tlm_lane_register_region(tlm_session_lane(d->s, i), k,
@@ -191,7 +203,9 @@ static void offer_regions(struct dst *d, struct tlm_dest_stats *st)
 			if (err && err != -EOPNOTSUPP)
 				tlm__warn("lane %u: region %u not offered for zero copy: %s",
 					  i, k, tlm_strerror(err));
+			any |= !err;
 		}
+	__atomic_store_n(&d->placeable, any, __ATOMIC_RELEASE);
 	d->offered = true;
 	st->register_ms = tlm__now_ms() - t0;
 }
@@ -576,6 +590,13 @@ int tlm_migrate_dest(struct tlm_session *s, const struct tlm_region *regions,
 		     unsigned n, void **devstate, size_t *devstate_len,
 		     struct tlm_dest_stats *st)
 {
+	return tlm__migrate_dest(s, regions, n, 0, devstate, devstate_len, st);
+}
+
+int tlm__migrate_dest(struct tlm_session *s, const struct tlm_region *regions, unsigned n,
+		      unsigned flags, void **devstate, size_t *devstate_len,
+		      struct tlm_dest_stats *st)
+{
 	const struct tlm_session_cfg *cfg = tlm_session_cfg_get(s);
 	unsigned nl = tlm_session_lanes(s), started = 0;
 	struct rx x[TLM_MAX_LANES];
@@ -603,6 +624,7 @@ int tlm_migrate_dest(struct tlm_session *s, const struct tlm_region *regions,
 	}
 	d->s = s;
 	d->st = st;
+	d->zeroed = flags & TLM__DEST_ZEROED;
 	err = dst_setup(d, regions, n);
 	for (unsigned i = 1; !err && i <= nl; i++) {
 		x[i] = (struct rx){ .d = d, .lane = i };

@@ -890,7 +890,9 @@ int tlm_ckpt_receive(struct tlm_session *s, const char *path, struct tlm_ckpt_st
 	if (err)
 		return err;
 	tlm_ckpt_regions(w, &reg, &n);
-	err = tlm_migrate_dest(s, reg, n, &dev, &devlen, &ds);
+	/* A new file is all holes: the destination need not read them. */
+	err = tlm__migrate_dest(s, reg, n, st->incremental ? 0 : TLM__DEST_ZEROED, &dev, &devlen,
+				&ds);
 	if (err) {
 		snprintf(st->why, sizeof(st->why), "the migration into the file failed: %s",
 			 ds.why[0] ? ds.why : tlm_strerror(err));

@@ -124,6 +124,15 @@ struct src {
 				    * in them (atomics) */
 };
 
+/* apply.c APIs: tlm_migrate_dest with flags. TLM__DEST_ZEROED: the regions
+ * are all zero at the start and nothing but this call writes them (a new
+ * checkpoint file, core/ckpt.c), so a zero page it never wrote is left
+ * alone without being read. */
+#define TLM__DEST_ZEROED 1u
+int tlm__migrate_dest(struct tlm_session *s, const struct tlm_region *regions, unsigned n,
+		      unsigned flags, void **devstate, size_t *devstate_len,
+		      struct tlm_dest_stats *st);
+
 /* An all-zero page? Whole cache lines at a time; n is a multiple of 64.
  * p may be unaligned (page data inside a transport's receive buffer), so
  * the words are loaded with memcpy, which compiles to plain loads. */
