@@ -25,33 +25,6 @@ static uint64_t mix64(uint64_t x)
 	return x ^ (x >> 31);
 }
 
-uint8_t *tlm__bench_tmpl_of(const struct pattern *p, unsigned lane, unsigned slot)
-{
-	return p->tmpl + ((size_t)(lane - 1) * p->slots + slot) * p->page_size;
-}
-
-void tlm__bench_stamp(uint8_t *s, unsigned lane, uint64_t index)
-{
-	uint32_t v[2] = { lane, STAMP_MAGIC };
-
-	memcpy(s, v, 8);
-	memcpy(s + 8, &index, 8);
-}
-
-/*
- * crc32c(stamp || rest) = crc32c(0, rest) ^ M(crc32c(0, stamp)), with M the
- * linear map "run n = page_size - 16 zero bytes through the register":
- * chaining gives crc(c, rest) and the pre/post inversion cancels in
- * crc(c, zeros) ^ crc(0, zeros). M is tabulated per byte of its input.
- */
-uint32_t tlm__bench_page_crc(const struct pattern *p, uint32_t rest_crc, const uint8_t *st)
-{
-	uint32_t c = tlm_crc32c(0, st, STAMP_LEN);
-
-	return rest_crc ^ p->shift[0][c & 0xff] ^ p->shift[1][(c >> 8) & 0xff] ^
-	       p->shift[2][(c >> 16) & 0xff] ^ p->shift[3][c >> 24];
-}
-
 int tlm__bench_pattern_init(struct pattern *p, unsigned lanes, uint32_t page_size)
 {
 	size_t n = page_size - STAMP_LEN;
