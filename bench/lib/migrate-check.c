@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 
@@ -87,6 +88,24 @@ int tlm_bench_migrate_dest(struct tlm_listener *li, bool dest_nonzero, bool quie
 		return 1;
 	}
 	cfg = tlm_session_cfg_get(s);
+	{
+		/* The peer says how much memory to map: never more than this
+		 * host has (an 8 TiB region was mapped and walked), refused
+		 * before anything is mapped. */
+		long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+		uint64_t ram = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz : 0, total = 0;
+
+		for (unsigned i = 0; i < cfg->n_regions; i++)
+			total = cfg->region_len[i] > UINT64_MAX - total ? UINT64_MAX
+									: total + cfg->region_len[i];
+		if (ram && total > ram) {
+			tlm_bench_err("destination: the source announces %llu MiB of memory, this "
+				      "host has %llu MiB of RAM; refused",
+				      (unsigned long long)(total >> 20), (unsigned long long)(ram >> 20));
+			tlm_session_close(s);
+			return 1;
+		}
+	}
 	for (unsigned i = 0; i < cfg->n_regions; i++) {
 		regs[i].len = cfg->region_len[i];
 		regs[i].name = "ram";

@@ -16,6 +16,9 @@
  *                                 nothing (no FIN, no RST): the destination
  *                                 (tlm_migrate_dest) gives up on it after
  *                                 the session's timeout, 2 s here
+ *   oversized                     a peer announcing an 8 TiB region to the
+ *                                 bench's destination, which maps what it
+ *                                 is told: refused before it maps anything
  *   listener                      200 idle connections and 20 that send a
  *                                 HELLO a byte at a time are held open
  *                                 while a real session starts and completes
@@ -42,6 +45,7 @@
 #include "tlm-internal.h"
 #include "tlm/engine.h"
 #include "tlm/memsrc.h"
+#include "tlm-bench.h"
 
 #define PAGES        630                  /* 10 sealed frames of 63 records */
 #define PER_FRAME    63                   /* records of 4 KiB in one sealed frame */
@@ -452,10 +456,53 @@ static int run_silent(void)
 	return 0;
 }
 
+/* ---- a region larger than this host ---- */
+
+static struct tlm_listener *over_li;
+static int over_rc;
+static char over_msg[256];
+
+static void over_err(const char *msg)
+{
+	snprintf(over_msg, sizeof(over_msg), "%s", msg);
+}
+
+static void *over_accept(void *arg)
+{
+	(void)arg;
+	tlm_bench_set_err_fn(over_err);
+	over_rc = tlm_bench_migrate_dest(over_li, false, false);
+	return NULL;
+}
+
+static int run_oversized(void)
+{
+	struct tlm_session_cfg cfg = cfg_of();
+	struct tlm_session *s;
+	pthread_t t;
+	char ps[16];
+	int rc;
+
+	CHECK_OK(tlm_listen(&cfg, "127.0.0.1", "0", &over_li));   /* takes any regions */
+	snprintf(ps, sizeof(ps), "%d", tlm_listener_port(over_li));
+	CHECK(pthread_create(&t, NULL, over_accept, NULL) == 0);
+	cfg.n_regions = 1;
+	cfg.region_len[0] = 8ull << 40;
+	rc = tlm_connect(&cfg, "127.0.0.1", ps, &s);
+	CHECK_OK(rc);
+	pthread_join(t, NULL);
+	tlm_session_close(s);
+	tlm_listener_close(over_li);
+	CHECK(over_rc == 1 && strstr(over_msg, "refused"),
+	      "an 8 TiB region: destination %d, '%s'", over_rc, over_msg);
+	printf("oversized: %s\n", over_msg);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s flip|drop|replay|reorder|capture|listener|silent "
+		fprintf(stderr, "usage: %s flip|drop|replay|reorder|capture|listener|silent|oversized "
 			"[encrypt|integrity|none]\n", argv[0]);
 		return 2;
 	}
@@ -468,6 +515,8 @@ int main(int argc, char **argv)
 		return run_listener();
 	if (!strcmp(argv[1], "silent"))
 		return run_silent();
+	if (!strcmp(argv[1], "oversized"))
+		return run_oversized();
 	tamper = argv[1];
 	return run_proxied();
 }
