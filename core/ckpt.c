@@ -958,6 +958,50 @@ static const struct tlm_memsrc_ops r_ops = {
 	.device_state = r_device_state,
 };
 
+/* The regions for reading: zero memory with the file's data stretches
+ * mapped over it, so a hole reads as the zero page instead of filling the
+ * page cache with zeros (a mostly-zero file is sent at the speed of its
+ * data). A file in more stretches than that is worth is mapped whole. */
+static int map_data(int fd, const struct place *p, size_t len, uint8_t **out)
+{
+	uint64_t pos = p->data_off, stop, end = p->dev_off, n = 0;
+	uint8_t *m;
+
+	while (!next_data(fd, &pos, end, &stop) && n <= 4096) {
+		n++;
+		pos = stop;
+	}
+	if (n > 4096) {
+		m = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_NORESERVE, fd, (off_t)p->data_off);
+		if (m == MAP_FAILED)
+			return -errno;
+		(void)madvise(m, len, MADV_SEQUENTIAL);
+		*out = m;
+		return 0;
+	}
+	m = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m == MAP_FAILED)
+		return -errno;
+	pos = p->data_off;
+	while (!next_data(fd, &pos, end, &stop)) {
+		uint64_t a = pos - (pos - p->data_off) % 4096;
+		uint64_t b = round_up(stop, 4096) < end ? round_up(stop, 4096) : end;
+		void *at = m + (a - p->data_off);
+
+		if (mmap(at, b - a, PROT_READ, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd,
+			 (off_t)a) == MAP_FAILED) {
+			int err = -errno;
+
+			munmap(m, len);
+			return err;
+		}
+		(void)madvise(at, b - a, MADV_SEQUENTIAL);
+		pos = b;
+	}
+	*out = m;
+	return 0;
+}
+
 int tlm_ckpt_open(const char *path, struct tlm_ckpt_r **out, char *why, size_t wl)
 {
 	struct tlm_ckpt_r *r = calloc(1, sizeof(*r));
@@ -975,15 +1019,9 @@ int tlm_ckpt_open(const char *path, struct tlm_ckpt_r **out, char *why, size_t w
 	err = check_fd(fd, true, &r->info, &r->p, NULL, NULL, &r->dev, why, wl);
 	r->map_len = r->p.dev_off - r->p.data_off;
 	if (!err && r->map_len) {
-		r->map = mmap(NULL, r->map_len, PROT_READ, MAP_PRIVATE | MAP_NORESERVE, fd,
-			      (off_t)r->p.data_off);
-		if (r->map == MAP_FAILED) {
-			err = -errno;
-			r->map = NULL;
+		err = map_data(fd, &r->p, r->map_len, &r->map);
+		if (err)
 			snprintf(why, wl, "cannot map %s: %s", path, strerror(-err));
-		} else {
-			(void)madvise(r->map, r->map_len, MADV_SEQUENTIAL);
-		}
 	}
 	close(fd);
 	if (err) {
