@@ -14,7 +14,8 @@
 #                VM (tests/vm/run-in-vm.sh, rxe0 at 198.18.0.1), booted once
 #
 # For each N: `tlm bench transport --transport rdma --lanes N --peer
-# ib_write_bw --json`, zero copy (RDMA WRITE of each page into the
+# ib_write_bw --protect none --json` (clear lanes: the raw path against
+# perftest; bench/protect.py --rdma measures the sealed ones), zero copy (RDMA WRITE of each page into the
 # receiver's registered memory, every page verified in place afterwards)
 # and again with --copy (SEND/RECV, every page checked as it arrives).
 # Prints one JSON document with both runs per N, each with its own
@@ -30,7 +31,8 @@ if [ "${1:-}" = "--inside" ]; then
 		for mode in "" --copy; do
 			# shellcheck disable=SC2086
 			"$TLM" bench transport --transport rdma --lanes "$n" --bytes "$SIZE" \
-				--local-addr "$ADDR" --peer ib_write_bw --json $mode | tail -n 1
+				--local-addr "$ADDR" --peer ib_write_bw --protect none --json $mode |
+				tail -n 1
 		done
 	done
 	exit 0
