@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Checkpoint files: writer, checker, reader (core/ckpt.h; the format is
- * in docs/checkpoint.md).
+ * Checkpoint files: layout, header, checker and reader (core/ckpt.h; the
+ * writer is core/ckpt-write.c; the format is in docs/checkpoint.md).
  *
  *   [header: header_len bytes, a multiple of the page size]
  *   [page table: one crc32c per page of every region, big-endian]
@@ -41,48 +41,15 @@
 #include "ckpt.h"
 #include "engine.h"
 
-#define MAGIC          "TLMCKPT"          /* 8 bytes with its NUL */
-#define HDR_FIXED      256
-#define REG_ENTRY      256
-#define REG_NAME_LEN   208
-#define OFF_VERSION    8
-#define OFF_HDRLEN     12
-#define OFF_PAGESIZE   16
-#define OFF_NREGIONS   20
-#define OFF_EPOCH      24
-#define OFF_TIME       32
-#define OFF_FILELEN    40
-#define OFF_TABLE      48
-#define OFF_TABLELEN   56
-#define OFF_DEVOFF     64
-#define OFF_DEVLEN     72
-#define OFF_DEVSHA     80
-#define OFF_CRC        112
-#define RE_LEN         208
-#define RE_OFF         216
-#define RE_SHA         224
-#define MAX_DEVSTATE   (1ull << 30)
+#include "ckpt-internal.h"
 
-_Static_assert(REG_NAME_LEN > TLM_REGION_NAME_MAX, "a region name fits its entry");
-_Static_assert(RE_SHA + 32 == REG_ENTRY, "region entry layout");
-_Static_assert(OFF_CRC + 4 <= HDR_FIXED, "fixed header layout");
 
-/* Where everything lies for a layout. */
-struct place {
-	uint32_t hdr_len;
-	uint64_t table_off, table_len;
-	uint64_t off[TLM_MAX_REGIONS];
-	uint64_t first_page[TLM_MAX_REGIONS];  /* global index of page 0 */
-	uint64_t pages;                        /* all regions */
-	uint64_t data_off, dev_off;            /* regions start, device state */
-};
-
-static uint64_t round_up(uint64_t v, uint64_t a)
+uint64_t tlm__ckpt_round_up(uint64_t v, uint64_t a)
 {
 	return (v + a - 1) / a * a;
 }
 
-static int place_of(const struct tlm_ckpt_layout *lay, struct place *p)
+int tlm__ckpt_place_of(const struct tlm_ckpt_layout *lay, struct place *p)
 {
 	uint32_t ps = lay->page_size;
 	uint64_t at;
@@ -90,7 +57,7 @@ static int place_of(const struct tlm_ckpt_layout *lay, struct place *p)
 	if (ps < 512 || ps > (1u << 21) || (ps & (ps - 1)) || lay->n > TLM_MAX_REGIONS)
 		return -EINVAL;
 	memset(p, 0, sizeof(*p));
-	p->hdr_len = (uint32_t)round_up(HDR_FIXED + REG_ENTRY * (uint64_t)lay->n, ps);
+	p->hdr_len = (uint32_t)tlm__ckpt_round_up(HDR_FIXED + REG_ENTRY * (uint64_t)lay->n, ps);
 	for (unsigned i = 0; i < lay->n; i++) {
 		if (lay->len[i] % ps || lay->len[i] > (1ull << 46))
 			return -EINVAL;
@@ -100,7 +67,7 @@ static int place_of(const struct tlm_ckpt_layout *lay, struct place *p)
 	p->table_off = p->hdr_len;
 	p->table_len = 4 * p->pages;
 	/* The regions are mapped from here: page aligned for the host too. */
-	at = p->data_off = round_up(p->table_off + p->table_len, ps > 4096 ? ps : 4096);
+	at = p->data_off = tlm__ckpt_round_up(p->table_off + p->table_len, ps > 4096 ? ps : 4096);
 	for (unsigned i = 0; i < lay->n; i++) {
 		p->off[i] = at;
 		at += lay->len[i];
@@ -109,7 +76,7 @@ static int place_of(const struct tlm_ckpt_layout *lay, struct place *p)
 	return 0;
 }
 
-static uint32_t zero_crc(uint32_t ps)
+uint32_t tlm__ckpt_zero_crc(uint32_t ps)
 {
 	static _Thread_local uint32_t crc, for_ps;
 	void *z;
@@ -125,14 +92,14 @@ static uint32_t zero_crc(uint32_t ps)
 	return crc;
 }
 
-static int sha256(const void *p, size_t n, uint8_t out[32])
+int tlm__ckpt_sha256(const void *p, size_t n, uint8_t out[32])
 {
 	unsigned int len = 32;
 
 	return EVP_Digest(p, n, out, &len, EVP_sha256(), NULL) && len == 32 ? 0 : -EIO;
 }
 
-static int pread_all(int fd, void *buf, size_t n, uint64_t off)
+int tlm__ckpt_pread_all(int fd, void *buf, size_t n, uint64_t off)
 {
 	uint8_t *b = buf;
 
@@ -152,7 +119,7 @@ static int pread_all(int fd, void *buf, size_t n, uint64_t off)
 	return 0;
 }
 
-static int pwrite_all(int fd, const void *buf, size_t n, uint64_t off)
+int tlm__ckpt_pwrite_all(int fd, const void *buf, size_t n, uint64_t off)
 {
 	const uint8_t *b = buf;
 
@@ -173,7 +140,7 @@ static int pwrite_all(int fd, const void *buf, size_t n, uint64_t off)
 /* The next stretch of data at or after *pos below end: [*pos, *stop).
  * 0 when there is one, 1 when only holes remain. A file system without
  * SEEK_DATA reports everything as data. */
-static int next_data(int fd, uint64_t *pos, uint64_t end, uint64_t *stop)
+int tlm__ckpt_next_data(int fd, uint64_t *pos, uint64_t end, uint64_t *stop)
 {
 	off_t d, h;
 
@@ -196,9 +163,9 @@ static int next_data(int fd, uint64_t *pos, uint64_t end, uint64_t *stop)
 
 /* ---- header ---- */
 
-static void encode_header(uint8_t *h, const struct tlm_ckpt_layout *lay, const struct place *p,
-			  uint64_t epoch, uint64_t devlen, const uint8_t devsha[32],
-			  const uint8_t (*regsha)[32])
+void tlm__ckpt_encode_header(uint8_t *h, const struct tlm_ckpt_layout *lay,
+			     const struct place *p, uint64_t epoch, uint64_t devlen,
+			     const uint8_t devsha[32], const uint8_t (*regsha)[32])
 {
 	struct timespec ts;
 
@@ -242,7 +209,7 @@ static int read_header(int fd, uint64_t size, struct tlm_ckpt_info *info, struct
 	if (size < HDR_FIXED)
 		BAD(-TLM_EFRAME, "truncated: %llu bytes, not even a header",
 		    (unsigned long long)size);
-	err = pread_all(fd, fixed, HDR_FIXED, 0);
+	err = tlm__ckpt_pread_all(fd, fixed, HDR_FIXED, 0);
 	if (err)
 		BAD(err, "cannot read the header: %s", tlm_strerror(err));
 	if (memcmp(fixed, MAGIC, 8))
@@ -263,7 +230,7 @@ static int read_header(int fd, uint64_t size, struct tlm_ckpt_info *info, struct
 	h = malloc(hl);
 	if (!h)
 		return -ENOMEM;
-	err = pread_all(fd, h, hl, 0);
+	err = tlm__ckpt_pread_all(fd, h, hl, 0);
 	if (err) {
 		free(h);
 		BAD(err, "cannot read the header: %s", tlm_strerror(err));
@@ -286,7 +253,7 @@ static int read_header(int fd, uint64_t size, struct tlm_ckpt_info *info, struct
 		info->lay.len[i] = tlm__get64(e + RE_LEN);
 	}
 	/* The header must say exactly where the format puts things. */
-	err = place_of(&info->lay, p);
+	err = tlm__ckpt_place_of(&info->lay, p);
 	if (!err && (p->hdr_len != hl || p->table_off != tlm__get64(h + OFF_TABLE) ||
 		     p->table_len != tlm__get64(h + OFF_TABLELEN) ||
 		     p->dev_off != tlm__get64(h + OFF_DEVOFF) || info->devstate_len > MAX_DEVSTATE ||
@@ -317,11 +284,11 @@ static int read_table(int fd, const uint8_t *h, const struct tlm_ckpt_info *info
 	int err = raw && t ? 0 : -ENOMEM;
 
 	if (!err)
-		err = pread_all(fd, raw, p->table_len, p->table_off);
+		err = tlm__ckpt_pread_all(fd, raw, p->table_len, p->table_off);
 	for (unsigned i = 0; !err && i < info->lay.n; i++) {
 		uint64_t np = info->lay.len[i] / info->lay.page_size;
 
-		err = sha256(raw + 4 * p->first_page[i], 4 * np, sha);
+		err = tlm__ckpt_sha256(raw + 4 * p->first_page[i], 4 * np, sha);
 		if (!err && memcmp(sha, h + HDR_FIXED + REG_ENTRY * i + RE_SHA, 32)) {
 			free(raw);
 			free(t);
@@ -338,7 +305,7 @@ static int read_table(int fd, const uint8_t *h, const struct tlm_ckpt_info *info
 		size_t pad = (size_t)(p->data_off - p->table_off - p->table_len);
 		uint8_t *z = calloc(1, pad), *b = malloc(pad);
 
-		err = z && b ? pread_all(fd, b, pad, p->table_off + p->table_len) : -ENOMEM;
+		err = z && b ? tlm__ckpt_pread_all(fd, b, pad, p->table_off + p->table_len) : -ENOMEM;
 		if (!err && memcmp(z, b, pad))
 			err = -TLM_EFRAME;
 		free(z);
@@ -360,7 +327,7 @@ static int read_table(int fd, const uint8_t *h, const struct tlm_ckpt_info *info
 static int check_pages(int fd, const struct tlm_ckpt_info *info, const struct place *p,
 		       const uint32_t *t, struct tlm_ckpt_info *out, char *why, size_t wl)
 {
-	uint32_t ps = info->lay.page_size, zc = zero_crc(ps);
+	uint32_t ps = info->lay.page_size, zc = tlm__ckpt_zero_crc(ps);
 	size_t bufsz = (size_t)ps * 256;
 	uint8_t *buf = malloc(bufsz);
 	int err = 0;
@@ -374,7 +341,7 @@ static int check_pages(int fd, const struct tlm_ckpt_info *info, const struct pl
 		while (!err) {
 			uint64_t hole_to = pos;
 
-			if (next_data(fd, &pos, end, &stop))
+			if (tlm__ckpt_next_data(fd, &pos, end, &stop))
 				pos = end;
 			/* The hole before it: zero pages. */
 			for (uint64_t a = hole_to - hole_to % ps; a < pos; a += ps)
@@ -383,11 +350,11 @@ static int check_pages(int fd, const struct tlm_ckpt_info *info, const struct pl
 			if (pos >= end)
 				break;
 			pos -= (pos - base) % ps;
-			stop = round_up(stop, ps) < end ? round_up(stop, ps) : end;
+			stop = tlm__ckpt_round_up(stop, ps) < end ? tlm__ckpt_round_up(stop, ps) : end;
 			while (pos < stop && !err) {
 				size_t n = stop - pos < bufsz ? (size_t)(stop - pos) : bufsz;
 
-				err = pread_all(fd, buf, n, pos);
+				err = tlm__ckpt_pread_all(fd, buf, n, pos);
 				for (size_t o = 0; !err && o < n; o += ps) {
 					uint64_t pg = (pos + o - base) / ps;
 					uint32_t c = tlm_crc32c(0, buf + o, ps);
@@ -421,10 +388,10 @@ static int check_devstate(int fd, const uint8_t *h, const struct place *p, uint6
 			  uint8_t **out, char *why, size_t wl)
 {
 	uint8_t *d = malloc(len ? len : 1), sha[32];
-	int err = d ? pread_all(fd, d, len, p->dev_off) : -ENOMEM;
+	int err = d ? tlm__ckpt_pread_all(fd, d, len, p->dev_off) : -ENOMEM;
 
 	if (!err)
-		err = sha256(d, len, sha);
+		err = tlm__ckpt_sha256(d, len, sha);
 	if (err) {
 		free(d);
 		BAD(err, "cannot read the device state: %s", tlm_strerror(err));
@@ -442,8 +409,8 @@ static int check_devstate(int fd, const uint8_t *h, const struct place *p, uint6
 
 /* Check an open file; on success the header, the table and (want_dev)
  * the device state are handed back. */
-static int check_fd(int fd, bool pages, struct tlm_ckpt_info *info, struct place *p,
-		    uint8_t **hdr, uint32_t **table, uint8_t **dev, char *why, size_t wl)
+int tlm__ckpt_check_fd(int fd, bool pages, struct tlm_ckpt_info *info, struct place *p,
+		       uint8_t **hdr, uint32_t **table, uint8_t **dev, char *why, size_t wl)
 {
 	struct stat sb;
 	uint8_t *h = NULL, *d = NULL;
@@ -488,419 +455,8 @@ int tlm_ckpt_check(const char *path, bool pages, struct tlm_ckpt_info *info, cha
 		memset(info, 0, sizeof(*info));
 		BAD(err, "cannot open %s: %s", path, strerror(-err));
 	}
-	err = check_fd(fd, pages, info, &p, NULL, NULL, NULL, why, wl);
+	err = tlm__ckpt_check_fd(fd, pages, info, &p, NULL, NULL, NULL, why, wl);
 	close(fd);
-	return err;
-}
-
-/* ---- writer ---- */
-
-struct tlm_ckpt_w {
-	char *path, *tmp;
-	int fd;
-	struct tlm_ckpt_layout lay;
-	struct place p;
-	bool incremental;
-	uint64_t epoch;
-	uint32_t *table;         /* incremental: the previous checkpoint's */
-	uint8_t *map;            /* [data_off, dev_off) of the file */
-	size_t map_len;
-	struct tlm_region reg[TLM_MAX_REGIONS];
-};
-
-static bool same_layout(const struct tlm_ckpt_layout *a, const struct tlm_ckpt_layout *b)
-{
-	if (a->page_size != b->page_size || a->n != b->n)
-		return false;
-	for (unsigned i = 0; i < a->n; i++)
-		if (a->len[i] != b->len[i] || strcmp(a->name[i], b->name[i]))
-			return false;
-	return true;
-}
-
-/* PATH's data into the new file: a reflink, or a copy of its data stretches. */
-static int clone_file(int from, int to, uint64_t size, struct tlm_ckpt_stats *st)
-{
-	uint64_t pos = 0, stop;
-
-	if (ioctl(to, FICLONE, from) == 0) {
-		st->reflinked = true;
-		return 0;
-	}
-	while (!next_data(from, &pos, size, &stop)) {
-		while (pos < stop) {
-			loff_t a = (loff_t)pos, b = (loff_t)pos;
-			ssize_t n = copy_file_range(from, &a, to, &b, stop - pos, 0);
-
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0)
-				return n < 0 ? -errno : -EIO;
-			pos += (uint64_t)n;
-			st->copied_bytes += (uint64_t)n;
-		}
-	}
-	return ftruncate(to, (off_t)size) ? -errno : 0;
-}
-
-static char *cat(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-	char *s = malloc(la + lb + 1);
-
-	if (s) {
-		memcpy(s, a, la);
-		memcpy(s + la, b, lb + 1);
-	}
-	return s;
-}
-
-int tlm_ckpt_begin(const char *path, const struct tlm_ckpt_layout *lay,
-		   struct tlm_ckpt_w **out, struct tlm_ckpt_stats *st)
-{
-	struct tlm_ckpt_w *w = calloc(1, sizeof(*w));
-	struct tlm_ckpt_info old;
-	char why[200];
-	int err = 0, ofd = -1;
-
-	memset(st, 0, sizeof(*st));
-	*out = NULL;
-	if (!w)
-		return -ENOMEM;
-	w->fd = -1;
-	w->lay = *lay;
-	w->path = strdup(path);
-	w->tmp = cat(path, ".tmp");
-	if (!w->path || !w->tmp) {
-		err = -ENOMEM;
-		goto fail;
-	}
-	if (place_of(lay, &w->p)) {
-		snprintf(st->why, sizeof(st->why), "memory layout the format cannot hold");
-		err = -EINVAL;
-		goto fail;
-	}
-	/* A previous writer that died left its PATH.tmp: never valid, drop it. */
-	if (unlink(w->tmp) && errno != ENOENT) {
-		err = -errno;
-		snprintf(st->why, sizeof(st->why), "cannot remove %s: %s", w->tmp, strerror(errno));
-		goto fail;
-	}
-	ofd = open(path, O_RDONLY | O_CLOEXEC);
-	if (ofd >= 0) {
-		struct place op;
-
-		if (!check_fd(ofd, false, &old, &op, NULL, &w->table, NULL, why, sizeof(why)) &&
-		    same_layout(&old.lay, lay)) {
-			w->incremental = true;
-			w->epoch = old.epoch + 1;
-		} else {
-			free(w->table);
-			w->table = NULL;
-		}
-	}
-	if (!w->incremental)
-		w->epoch = 1;
-	w->fd = open(w->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (w->fd < 0) {
-		err = -errno;
-		snprintf(st->why, sizeof(st->why), "cannot create %s: %s", w->tmp, strerror(errno));
-		goto fail;
-	}
-	if (w->incremental)
-		err = clone_file(ofd, w->fd, old.file_bytes, st);
-	if (!err && ftruncate(w->fd, (off_t)w->p.dev_off))
-		err = -errno;
-	if (err) {
-		snprintf(st->why, sizeof(st->why), "cannot prepare %s: %s", w->tmp, tlm_strerror(err));
-		goto fail;
-	}
-	w->map_len = w->p.dev_off - w->p.data_off;
-	if (w->map_len) {
-		w->map = mmap(NULL, w->map_len, PROT_READ | PROT_WRITE,
-			      (w->incremental ? MAP_PRIVATE : MAP_SHARED) | MAP_NORESERVE, w->fd,
-			      (off_t)w->p.data_off);
-		if (w->map == MAP_FAILED) {
-			w->map = NULL;
-			err = -errno;
-			snprintf(st->why, sizeof(st->why), "cannot map %s: %s", w->tmp, strerror(errno));
-			goto fail;
-		}
-		/* No readahead: a fault then brings in one page, not a large
-		 * folio, and a page written later dirties only itself, so the
-		 * zero pages around it stay holes. */
-		(void)madvise(w->map, w->map_len, MADV_RANDOM);
-	}
-	for (unsigned i = 0; i < lay->n; i++) {
-		w->reg[i].base = w->map + (w->p.off[i] - w->p.data_off);
-		w->reg[i].len = lay->len[i];
-		w->reg[i].name = w->lay.name[i];
-	}
-	st->incremental = w->incremental;
-	st->epoch = w->epoch;
-	st->pages_total = w->p.pages;
-	if (ofd >= 0)
-		close(ofd);
-	*out = w;
-	return 0;
-fail:
-	if (ofd >= 0)
-		close(ofd);
-	tlm_ckpt_abort(w);
-	return err;
-}
-
-void tlm_ckpt_regions(struct tlm_ckpt_w *w, const struct tlm_region **r, unsigned *n)
-{
-	*r = w->reg;
-	*n = w->lay.n;
-}
-
-void tlm_ckpt_abort(struct tlm_ckpt_w *w)
-{
-	if (!w)
-		return;
-	if (w->map)
-		munmap(w->map, w->map_len);
-	if (w->fd >= 0) {
-		close(w->fd);
-		(void)unlink(w->tmp);
-	}
-	free(w->table);
-	free(w->path);
-	free(w->tmp);
-	free(w);
-}
-
-/* New file: the mapping is the file. Flush it, then read each data
- * stretch once for the table; holes are zero pages. */
-static int table_full(struct tlm_ckpt_w *w, uint32_t *t, struct tlm_ckpt_stats *st)
-{
-	uint32_t ps = w->lay.page_size, zc = zero_crc(ps);
-
-	if (w->map && msync(w->map, w->map_len, MS_SYNC))
-		return -errno;
-	if (fsync(w->fd))
-		return -errno;
-	for (uint64_t i = 0; i < w->p.pages; i++)
-		t[i] = zc;
-	for (unsigned r = 0; r < w->lay.n; r++) {
-		uint64_t base = w->p.off[r], end = base + w->lay.len[r], pos = base, stop;
-		uint32_t *rt = t + w->p.first_page[r];
-
-		while (!next_data(w->fd, &pos, end, &stop)) {
-			pos -= (pos - base) % ps;
-			for (; pos < stop; pos += ps) {
-				uint64_t pg = (pos - base) / ps;
-
-				rt[pg] = tlm_crc32c(0, w->reg[r].base + pg * ps, ps);
-				st->pages_written++;
-			}
-		}
-	}
-	return 0;
-}
-
-/* Incremental: the pages the engine wrote are private copies now (present,
- * not file-backed, or swapped out); of those, the ones that differ from
- * the previous checkpoint's go to the file. Without /proc/self/pagemap
- * every page is compared. */
-/* Page g (global: the regions follow one another) to the file if it
- * differs from the previous checkpoint's; a page now zero becomes a hole. */
-static int write_if_changed(struct tlm_ckpt_w *w, uint64_t g, uint8_t *old, uint32_t *t,
-			    struct tlm_ckpt_stats *st)
-{
-	uint32_t ps = w->lay.page_size;
-	const uint8_t *page = w->map + g * ps;
-	uint64_t file_off = w->p.data_off + g * ps;
-	int err = pread_all(w->fd, old, ps, file_off);
-
-	if (err || !memcmp(old, page, ps))
-		return err;
-	if (!tlm__page_zero(page, ps) ||
-	    fallocate(w->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)file_off, ps))
-		err = pwrite_all(w->fd, page, ps, file_off);
-	t[g] = tlm_crc32c(0, page, ps);
-	st->pages_written++;
-	return err;
-}
-
-/* Incremental: the pages the engine wrote are private copies now (present,
- * not file-backed, or swapped out); of those, the ones that differ from
- * the previous checkpoint's go to the file. Without /proc/self/pagemap
- * every page is compared. */
-static int table_incremental(struct tlm_ckpt_w *w, uint32_t *t, struct tlm_ckpt_stats *st)
-{
-	uint32_t ps = w->lay.page_size;
-	uint64_t sys_ps = (uint64_t)sysconf(_SC_PAGESIZE);
-	uint64_t npg = (w->map_len + sys_ps - 1) / sys_ps, ent[512], next = 0;
-	uint8_t *old = malloc(ps);
-	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), err = 0;
-
-	if (!old) {
-		if (pm >= 0)
-			close(pm);
-		return -ENOMEM;
-	}
-	memcpy(t, w->table, w->p.pages * 4);
-	for (uint64_t i = 0; i < npg && !err; i += 512) {
-		uint64_t n = npg - i < 512 ? npg - i : 512;
-		uint64_t vpn = ((uintptr_t)w->map) / sys_ps + i;
-		bool all = pm < 0 ||
-			   pread(pm, ent, n * 8, (off_t)(vpn * 8)) != (ssize_t)(n * 8);
-
-		for (uint64_t k = 0; k < n && !err; k++) {
-			uint64_t off = (i + k) * sys_ps, g, last;
-			bool touched = all || ((ent[k] >> 63) & 1 && !((ent[k] >> 61) & 1)) ||
-				       ((ent[k] >> 62) & 1);
-
-			if (!touched)
-				continue;
-			/* Every page of ours this host page holds part of. */
-			last = (off + sys_ps - 1) / ps;
-			if (last >= w->p.pages)
-				last = w->p.pages - 1;
-			for (g = off / ps > next ? off / ps : next; g <= last && !err; g++)
-				err = write_if_changed(w, g, old, t, st);
-			next = last + 1;
-		}
-	}
-	if (pm >= 0)
-		close(pm);
-	free(old);
-	return err;
-}
-
-static int fsync_dir(const char *path)
-{
-	char *dir = strdup(path), *slash;
-	int fd, err = 0;
-
-	if (!dir)
-		return -ENOMEM;
-	slash = strrchr(dir, '/');
-	if (slash == dir)
-		slash[1] = 0;
-	else if (slash)
-		*slash = 0;
-	fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || fsync(fd))
-		err = -errno;
-	if (fd >= 0)
-		close(fd);
-	free(dir);
-	return err;
-}
-
-int tlm_ckpt_commit(struct tlm_ckpt_w *w, const void *devstate, size_t devlen,
-		    struct tlm_ckpt_stats *st)
-{
-	uint8_t (*regsha)[32] = calloc(TLM_MAX_REGIONS, 32), devsha[32], *raw = NULL, *h = NULL;
-	uint32_t *t = malloc(w->p.pages ? w->p.pages * 4 : 4), zc = zero_crc(w->lay.page_size);
-	const char *step = "the pages";
-	uint64_t t0 = tlm__now_ns();
-	struct stat sb;
-	int err = regsha && t ? 0 : -ENOMEM;
-
-	if (devlen > MAX_DEVSTATE)
-		err = -EFBIG;
-	if (!err)
-		err = w->incremental ? table_incremental(w, t, st) : table_full(w, t, st);
-	if (w->map) {
-		munmap(w->map, w->map_len);
-		w->map = NULL;
-	}
-	if (!err) {
-		step = "the page table";
-		raw = malloc(w->p.table_len ? w->p.table_len : 1);
-		h = malloc(w->p.hdr_len);
-		err = raw && h ? 0 : -ENOMEM;
-	}
-	for (uint64_t i = 0; !err && i < w->p.pages; i++) {
-		tlm__put32(raw + 4 * i, t[i]);
-		st->pages_data += t[i] != zc;
-	}
-	for (unsigned i = 0; !err && i < w->lay.n; i++)
-		err = sha256(raw + 4 * w->p.first_page[i], w->lay.len[i] / w->lay.page_size * 4,
-			     regsha[i]);
-	if (!err)
-		err = pwrite_all(w->fd, raw, w->p.table_len, w->p.table_off);
-	if (!err) {
-		step = "the device state";
-		err = sha256(devstate ? devstate : "", devlen, devsha);
-	}
-	if (!err && ftruncate(w->fd, (off_t)(w->p.dev_off + devlen)))
-		err = -errno;
-	if (!err && devlen)
-		err = pwrite_all(w->fd, devstate, devlen, w->p.dev_off);
-	if (!err) {
-		step = "the header";
-		encode_header(h, &w->lay, &w->p, w->epoch, devlen, devsha,
-			      (const uint8_t (*)[32])regsha);
-		err = pwrite_all(w->fd, h, w->p.hdr_len, 0);
-	}
-	if (!err) {
-		step = "fsync";
-		err = fsync(w->fd) ? -errno : 0;
-	}
-	if (!err) {
-		step = "the rename";
-		err = rename(w->tmp, w->path) ? -errno : 0;
-	}
-	if (!err) {
-		close(w->fd);
-		w->fd = -1;      /* PATH.tmp is PATH now: abort must not unlink */
-		(void)fsync_dir(w->path);
-		if (!stat(w->path, &sb)) {
-			st->file_bytes = (uint64_t)sb.st_size;
-			st->disk_bytes = (uint64_t)sb.st_blocks * 512;
-		}
-		st->devstate_len = devlen;
-	} else {
-		snprintf(st->why, sizeof(st->why), "writing %s of %s: %s", step, w->tmp,
-			 tlm_strerror(err));
-	}
-	st->commit_ms = (double)(tlm__now_ns() - t0) / 1e6;
-	free(regsha);
-	free(t);
-	free(raw);
-	free(h);
-	tlm_ckpt_abort(w);
-	return err;
-}
-
-int tlm_ckpt_receive(struct tlm_session *s, const char *path, struct tlm_ckpt_stats *st)
-{
-	const struct tlm_session_cfg *cfg = tlm_session_cfg_get(s);
-	struct tlm_ckpt_layout lay = { .page_size = cfg->page_size, .n = cfg->n_regions };
-	const struct tlm_region *reg;
-	struct tlm_dest_stats ds;
-	struct tlm_ckpt_w *w;
-	void *dev = NULL;
-	size_t devlen = 0;
-	unsigned n;
-	int err;
-
-	for (unsigned i = 0; i < lay.n; i++) {
-		lay.len[i] = cfg->region_len[i];
-		snprintf(lay.name[i], sizeof(lay.name[i]), "%s",
-			 cfg->region_name[i] ? cfg->region_name[i] : "");
-	}
-	err = tlm_ckpt_begin(path, &lay, &w, st);
-	if (err)
-		return err;
-	tlm_ckpt_regions(w, &reg, &n);
-	/* A new file is all holes: the destination need not read them. */
-	err = tlm__migrate_dest(s, reg, n, st->incremental ? 0 : TLM__DEST_ZEROED, &dev, &devlen,
-				&ds);
-	if (err) {
-		snprintf(st->why, sizeof(st->why), "the migration into the file failed: %s",
-			 ds.why[0] ? ds.why : tlm_strerror(err));
-		tlm_ckpt_abort(w);
-		return err;
-	}
-	err = tlm_ckpt_commit(w, dev, devlen, st);
-	free(dev);
 	return err;
 }
 
@@ -967,7 +523,7 @@ static int map_data(int fd, const struct place *p, size_t len, uint8_t **out)
 	uint64_t pos = p->data_off, stop, end = p->dev_off, n = 0;
 	uint8_t *m;
 
-	while (!next_data(fd, &pos, end, &stop) && n <= 4096) {
+	while (!tlm__ckpt_next_data(fd, &pos, end, &stop) && n <= 4096) {
 		n++;
 		pos = stop;
 	}
@@ -983,9 +539,9 @@ static int map_data(int fd, const struct place *p, size_t len, uint8_t **out)
 	if (m == MAP_FAILED)
 		return -errno;
 	pos = p->data_off;
-	while (!next_data(fd, &pos, end, &stop)) {
+	while (!tlm__ckpt_next_data(fd, &pos, end, &stop)) {
 		uint64_t a = pos - (pos - p->data_off) % 4096;
-		uint64_t b = round_up(stop, 4096) < end ? round_up(stop, 4096) : end;
+		uint64_t b = tlm__ckpt_round_up(stop, 4096) < end ? tlm__ckpt_round_up(stop, 4096) : end;
 		void *at = m + (a - p->data_off);
 
 		if (mmap(at, b - a, PROT_READ, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd,
@@ -1016,7 +572,7 @@ int tlm_ckpt_open(const char *path, struct tlm_ckpt_r **out, char *why, size_t w
 		free(r);
 		BAD(err, "cannot open %s: %s", path, strerror(-err));
 	}
-	err = check_fd(fd, true, &r->info, &r->p, NULL, NULL, &r->dev, why, wl);
+	err = tlm__ckpt_check_fd(fd, true, &r->info, &r->p, NULL, NULL, &r->dev, why, wl);
 	r->map_len = r->p.dev_off - r->p.data_off;
 	if (!err && r->map_len) {
 		err = map_data(fd, &r->p, r->map_len, &r->map);
