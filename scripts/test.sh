@@ -76,21 +76,26 @@ if [ "$sanitize" = 1 ]; then
 fi
 
 if [ "$fuzz" != 0 ]; then
+	# Each target for SECONDS: the wire decoders (fuzz_wire) and the frame
+	# stream with sealed frames (fuzz_seal), from their corpora.
 	if { [ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzz=true -Db_lundef=false \
 		-Dguest=disabled -Ddpdk=disabled -Drdma=disabled -Dqemu_glue=disabled >/dev/null; } &&
-		ninja -C build-fuzz tests/fuzz/fuzz_wire >/dev/null; then
-		work=$(mktemp -d)
-		cp tests/fuzz/corpus/* "$work/"
-		if build-fuzz/tests/fuzz/fuzz_wire -max_total_time="$fuzz" -max_len=70000 \
-			-timeout=10 "$work" 2>build-fuzz/fuzz.log; then
-			echo "fuzz: $(ls "$work" | wc -l) corpus entries after ${fuzz}s of libFuzzer, no crash"
-			pass=$((pass + 1))
-		else
-			tail -40 build-fuzz/fuzz.log >&2
-			echo "fuzz: crash found" >&2
-			fail=$((fail + 1))
-		fi
-		rm -rf "$work"
+		ninja -C build-fuzz tests/fuzz/fuzz_wire tests/fuzz/fuzz_seal >/dev/null; then
+		for t in wire:corpus seal:corpus-seal; do
+			name=fuzz_${t%%:*} work=$(mktemp -d)
+			cp tests/fuzz/${t#*:}/* "$work/"
+			if build-fuzz/tests/fuzz/$name -max_total_time="$fuzz" -max_len=70000 \
+				-timeout=10 "$work" 2>build-fuzz/$name.log; then
+				echo "fuzz: $name: $(ls "$work" | wc -l) corpus entries after ${fuzz}s of" \
+					"libFuzzer ($(grep -o 'cov: [0-9]*' build-fuzz/$name.log | tail -1)), no crash"
+				pass=$((pass + 1))
+			else
+				tail -40 build-fuzz/$name.log >&2
+				echo "fuzz: $name: crash found" >&2
+				fail=$((fail + 1))
+			fi
+			rm -rf "$work"
+		done
 	else
 		echo "fuzz build failed" >&2
 		fail=$((fail + 1))
