@@ -418,11 +418,7 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 	};
 	static const struct option lo[] = {
 		{ "transport", required_argument, NULL, 't' },
-		{ "transport-args", required_argument, NULL, 'A' },
-		{ "rdma-dev", required_argument, NULL, 'D' },
-		{ "rdma-gid", required_argument, NULL, 'G' },
-		{ "dpdk-args", required_argument, NULL, 'E' },
-		{ "fault", required_argument, NULL, 'F' },
+		TLM_CLI_TARGS_OPTIONS,
 		{ "policy", required_argument, NULL, 'p' },
 		{ "workload", required_argument, NULL, 'w' },
 		{ "mem", required_argument, NULL, 'm' },
@@ -458,13 +454,11 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "h", lo, &li_idx)) != -1) {
 		uint64_t v = 0;
+
+		if (tlm_cli_targs_opt(&ta, opt))
+			continue;
 		switch (opt) {
 		case 't': o.transport = optarg; break;
-		case 'A': ta.args = optarg; break;
-		case 'D': ta.rdma_dev = optarg; break;
-		case 'G': ta.rdma_gid = optarg; break;
-		case 'E': ta.dpdk_args = optarg; break;
-		case 'F': ta.fault = optarg; break;
 		case 'p':
 			pol = tlm_policy_parse(optarg);
 			if (pol < 0) {

@@ -47,6 +47,15 @@ int tlm_cli_parse_hostport(const char *s, char *host, size_t hlen, char *port, s
 struct tlm_cli_targs { const char *args, *rdma_dev, *rdma_gid, *dpdk_args, *fault; };
 int tlm_cli_targs_build(const struct tlm_cli_targs *t, const char *transport, char *out,
 			size_t cap);
+/* The options TLM_CLI_TARGS_HELP describes, for a getopt_long table, and
+ * their parser: true if getopt's c was one of them (optarg kept in t). */
+#define TLM_CLI_TARGS_OPTIONS \
+	{ "transport-args", required_argument, NULL, 'A' }, \
+	{ "rdma-dev", required_argument, NULL, 'D' }, \
+	{ "rdma-gid", required_argument, NULL, 'G' }, \
+	{ "dpdk-args", required_argument, NULL, 'E' }, \
+	{ "fault", required_argument, NULL, 'F' }
+bool tlm_cli_targs_opt(struct tlm_cli_targs *t, int c);
 #define TLM_CLI_TARGS_HELP \
 "  --transport-args S   transport options (key=value,...; README.md)\n" \
 "  --rdma-dev NAME      rdma: the device the address must resolve to\n" \

@@ -191,11 +191,7 @@ int tlm_cli_migrate(int argc, char **argv)
 		{ "qmp", required_argument, NULL, 'q' },
 		{ "to", required_argument, NULL, 't' },
 		{ "transport", required_argument, NULL, 'T' },
-		{ "transport-args", required_argument, NULL, 'A' },
-		{ "rdma-dev", required_argument, NULL, 'D' },
-		{ "rdma-gid", required_argument, NULL, 'G' },
-		{ "dpdk-args", required_argument, NULL, 'E' },
-		{ "fault", required_argument, NULL, 'F' },
+		TLM_CLI_TARGS_OPTIONS,
 		{ "lanes", required_argument, NULL, 'n' },
 		{ "policy", required_argument, NULL, 'p' },
 		{ "psk", required_argument, NULL, 'k' },
@@ -229,15 +225,12 @@ int tlm_cli_migrate(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
 		char *end;
 
+		if (tlm_cli_targs_opt(&ta, c))
+			continue;
 		switch (c) {
 		case 'q': qmp_path = optarg; break;
 		case 't': to = optarg; break;
 		case 'T': transport = optarg; break;
-		case 'A': ta.args = optarg; break;
-		case 'D': ta.rdma_dev = optarg; break;
-		case 'G': ta.rdma_gid = optarg; break;
-		case 'E': ta.dpdk_args = optarg; break;
-		case 'F': ta.fault = optarg; break;
 		case 'k': psk_path = optarg; break;
 		case 'Q':
 			if (tlm_cli_parse_protect(optarg, &protect))

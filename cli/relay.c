@@ -33,11 +33,7 @@ TLM_CLI_TARGS_HELP \
 
 static const struct option common_opts[] = {
 	{ "transport", required_argument, NULL, 'T' },
-	{ "transport-args", required_argument, NULL, 'A' },
-	{ "rdma-dev", required_argument, NULL, 'D' },
-	{ "rdma-gid", required_argument, NULL, 'G' },
-	{ "dpdk-args", required_argument, NULL, 'E' },
-	{ "fault", required_argument, NULL, 'F' },
+	TLM_CLI_TARGS_OPTIONS,
 	{ "lanes", required_argument, NULL, 'n' },
 	{ "psk", required_argument, NULL, 'k' },
 	{ "timeout", required_argument, NULL, 'o' },
@@ -53,13 +49,10 @@ static int common_opt(struct relay_common *rc, int c)
 	char *end;
 	long v;
 
+	if (tlm_cli_targs_opt(&rc->ta, c))
+		return 1;
 	switch (c) {
 	case 'T': rc->transport = optarg; return 1;
-	case 'A': rc->ta.args = optarg; return 1;
-	case 'D': rc->ta.rdma_dev = optarg; return 1;
-	case 'G': rc->ta.rdma_gid = optarg; return 1;
-	case 'E': rc->ta.dpdk_args = optarg; return 1;
-	case 'F': rc->ta.fault = optarg; return 1;
 	case 'k': rc->psk_path = optarg; return 1;
 	case 'j': rc->json = true; return 1;
 	case 'n':

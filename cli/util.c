@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -66,6 +67,18 @@ static int fault_ok(const char *spec)
 			return 0;
 	}
 	return *spec != 0;
+}
+
+bool tlm_cli_targs_opt(struct tlm_cli_targs *t, int c)
+{
+	switch (c) {
+	case 'A': t->args = optarg; return true;
+	case 'D': t->rdma_dev = optarg; return true;
+	case 'G': t->rdma_gid = optarg; return true;
+	case 'E': t->dpdk_args = optarg; return true;
+	case 'F': t->fault = optarg; return true;
+	default: return false;
+	}
 }
 
 int tlm_cli_targs_build(const struct tlm_cli_targs *t, const char *transport, char *out,

@@ -339,11 +339,7 @@ int tlm_cli_virsh_migrate(int argc, char **argv)
 		{ "connect", required_argument, NULL, 'c' },
 		{ "unix-dir", required_argument, NULL, 'd' },
 		{ "transport", required_argument, NULL, 'T' },
-		{ "transport-args", required_argument, NULL, 'A' },
-		{ "rdma-dev", required_argument, NULL, 'D' },
-		{ "rdma-gid", required_argument, NULL, 'G' },
-		{ "dpdk-args", required_argument, NULL, 'E' },
-		{ "fault", required_argument, NULL, 'F' },
+		TLM_CLI_TARGS_OPTIONS,
 		{ "timeout", required_argument, NULL, 'o' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
@@ -368,17 +364,14 @@ int tlm_cli_virsh_migrate(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
 		char *end;
 
+		if (tlm_cli_targs_opt(&ta, c))
+			continue;
 		switch (c) {
 		case 'k': psk_path = optarg; break;
 		case 't': to = optarg; break;
 		case 'c': conn_uri = optarg; break;
 		case 'd': dir = optarg; break;
 		case 'T': transport = optarg; break;
-		case 'A': ta.args = optarg; break;
-		case 'D': ta.rdma_dev = optarg; break;
-		case 'G': ta.rdma_gid = optarg; break;
-		case 'E': ta.dpdk_args = optarg; break;
-		case 'F': ta.fault = optarg; break;
 		case 'j': json = true; break;
 		case 'n':
 			lanes = strtol(optarg, &end, 10);
