@@ -15,7 +15,11 @@
  *   the writer commits (fsync, rename)       wait until the VM runs
  *
  * The downtime is the span between QEMU's STOP and RESUME events, read
- * from their timestamps.
+ * from their timestamps. If this process dies once the migration is asked
+ * for, a guardian process (qemu-glue/guard.c) cancels it and resumes the
+ * VM, a completed one too (the destination is a file: nothing else runs the
+ * guest); otherwise a VM stopped by a finished checkpoint would stay
+ * stopped until somebody sent cont.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -31,6 +35,7 @@
 
 #include "ckpt.h"
 #include "cli.h"
+#include "guard.h"
 #include "inside.h"
 #include "qmp.h"
 #include "tlm-internal.h"
@@ -201,6 +206,7 @@ static int checkpoint_vm(const struct ck_opts *o, struct ck_result *r)
 	struct tlm_psk psk;
 	struct tlm_qmp *q = NULL;
 	struct json_object *ev = NULL;
+	struct tlm_guardian guard = { .pid = -1, .wr = -1 };
 	pthread_t t;
 	bool thread = false;
 	uint64_t t0 = tlm_cli_now_ms(), end = t0 + o->timeout_s * 1000, seen = 0;
@@ -222,6 +228,20 @@ static int checkpoint_vm(const struct ck_opts *o, struct ck_result *r)
 	}
 	(void)tlm_qmp_query_status(q, r->vm, sizeof(r->vm), &running);
 	r->was_running = running;
+	/* before any thread or lane: the guardian is a fork of this process */
+	{
+		struct tlm_guardian_cfg gc = {
+			.qmp_path = o->qmp, .was_running = running, .resume_completed = true,
+			.who = "checkpoint",
+		};
+
+		err = tlm_guardian_start(&guard, &gc);
+		if (err) {
+			snprintf(r->error, sizeof(r->error), "cannot start the guardian process: %s",
+				 tlm_strerror(err));
+			goto out;
+		}
+	}
 	if (o->to_host) {
 		if (tlm_cli_parse_hostport(o->to_host, host, sizeof(host), port, sizeof(port)) ||
 		    !o->psk_path || !realpath(o->psk_path, keyp)) {
@@ -343,6 +363,9 @@ out:
 		(void)tlm_qmp_query_status(q, r->vm, sizeof(r->vm), NULL);
 		tlm_qmp_close(q);
 	}
+	/* the VM is as it should be (running, if it ran), or QEMU's engine
+	 * resumed it when the migration failed */
+	tlm_guardian_done(&guard);
 	drop_key(dir, o->to_host ? "" : keyp);
 	r->total_ms = (int64_t)(tlm_cli_now_ms() - t0);
 	return err;

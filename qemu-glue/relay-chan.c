@@ -211,7 +211,7 @@ static void *acceptor(void *arg)
 
 			if (fd < 0)
 				continue;
-			tlm__relay_guardian_hold(r->guard, fd);
+			tlm_guardian_hold(r->guard, fd);
 			if (np == TLM_MAX_LANES) {
 				close(fd);
 				tlm__relay_fail(r, -EPROTO, "QEMU opened more channels than expected");

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * What the relay's files share (relay.c says which file holds what):
- * the control lane, the channels and their pumps, the guardian.
+ * the control lane, the channels and their pumps (the guardian: guard.h).
  */
 #ifndef TLM_QEMU_RELAY_INTERNAL_H
 #define TLM_QEMU_RELAY_INTERNAL_H
@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include "tlm-internal.h"
+#include "guard.h"
 #include "relay.h"
 
 #define PUMP_BUF (256u << 10)
@@ -99,12 +100,6 @@ struct relay {
 	int guard;                     /* source: socket to the guardian, or -1 */
 };
 
-/* The guardian process (relay-guard.c). */
-struct guardian {
-	pid_t pid;
-	int wr;
-};
-
 /* The capabilities the relay sets (relay.c): the first N_DST_CAPS on
  * both sides, all N_SRC_CAPS on the source. */
 #define N_SRC_CAPS 4
@@ -156,14 +151,7 @@ int tlm__relay_drain(struct relay *r, int timeout_ms);
 void tlm__relay_stop(struct relay *r, bool force);
 void tlm__relay_take_stats(struct tlm_session *s, struct tlm_relay_result *res);
 
-/* relay-guard.c APIs: */
-int tlm__relay_guardian_start(struct guardian *g, const char *path, const bool *caps,
-			      bool was_running);
-void tlm__relay_guardian_hold(int sock, int fd);
-void tlm__relay_guardian_stop(struct guardian *g);
-
 /* relay-src.c APIs: */
-void tlm__relay_source_rollback(struct tlm_qmp *q, bool was_running);
 bool tlm__relay_restore_caps(struct tlm_qmp *q, const bool *caps);
 
 #endif

@@ -62,24 +62,6 @@ static int check_source(struct tlm_qmp *q, struct tlm_relay_result *res)
 }
 
 /* Cancels the source migration and makes sure the VM runs again. */
-void tlm__relay_source_rollback(struct tlm_qmp *q, bool was_running)
-{
-	static const char *const ended[] = { "cancelled", "failed", "completed", "", NULL };
-	struct tlm_qmp_migstat st;
-	char status[32] = "";
-
-	if (tlm_qmp_migrate_cancel(q))
-		tlm__warn("migrate_cancel: %s", tlm_qmp_last_error(q));
-	if (tlm_qmp_wait_migrate(q, ended, 20, 20000, &st))
-		tlm__warn("source migration did not end after migrate_cancel (%s)", st.status);
-	if (!tlm_qmp_query_status(q, status, sizeof(status), NULL) &&
-	    strcmp(status, "running") && was_running) {
-		tlm__warn("source VM is '%s' after cancel: resuming it", status);
-		if (tlm_qmp_exec(q, "cont", NULL, NULL, TLM_QMP_TIMEOUT_MS))
-			tlm__err("cont: %s", tlm_qmp_last_error(q));
-	}
-}
-
 /* The source's migration capabilities back as saved; false if QEMU said no. */
 bool tlm__relay_restore_caps(struct tlm_qmp *q, const bool *caps)
 {
@@ -100,7 +82,7 @@ struct src {
 	struct relay r;
 	bool relay_on, migrating, continued, was_running;
 	bool caps[N_SRC_CAPS], caps_saved;
-	struct guardian guard;
+	struct tlm_guardian guard;
 	int timeout;
 	uint64_t t0, deadline, next_progress;
 };
@@ -129,7 +111,13 @@ static int src_prepare(struct src *m)
 	m->was_running = !rc && !strcmp(status, "running");
 	m->caps_saved = !tlm_qmp_get_caps(m->q, tlm__relay_caps, m->caps, N_SRC_CAPS);
 	if (o->qmp_path && m->caps_saved) {
-		rc = tlm__relay_guardian_start(&m->guard, o->qmp_path, m->caps, m->was_running);
+		struct tlm_guardian_cfg gc = {
+			.qmp_path = o->qmp_path, .was_running = m->was_running,
+			.caps = tlm__relay_caps, .caps_on = m->caps, .n_caps = N_SRC_CAPS,
+			.who = "relay",
+		};
+
+		rc = tlm_guardian_start(&m->guard, &gc);
 		if (rc) {
 			tlm__relay_res_err(m->res, "cannot start the guardian process: %s",
 					   strerror(-rc));
@@ -372,7 +360,7 @@ static int src_finish(struct src *m)
 static int src_fail(struct src *m, int rc)
 {
 	if (m->migrating)
-		tlm__relay_source_rollback(m->q, m->was_running);
+		tlm_guardian_rollback(m->q, m->was_running);
 	tlm__relay_ctrl_say(&m->ctrl, CTRL_FAILED, "%s", m->res->error);
 	m->res->wall_ms = (int64_t)(tlm__now_ms() - m->t0);
 	if (m->relay_on) {
@@ -401,7 +389,7 @@ int tlm_relay_migrate(const struct tlm_relay_src_opts *o, struct tlm_relay_resul
 	if (rc) {
 		tlm__relay_res_err(res, "cannot open %u lanes to %s:%s: %s", o->multifd + 2,
 				   o->host, o->port, tlm_strerror(rc));
-		tlm__relay_guardian_stop(&m.guard);
+		tlm_guardian_done(&m.guard);
 		return rc;
 	}
 	rc = tlm__relay_ctrl_start(&m.ctrl, tlm_session_lane(m.s, 0));
@@ -427,6 +415,6 @@ out_session:
 	if (!res->n_lanes)
 		tlm__relay_take_stats(m.s, res);
 	tlm_session_close(m.s);
-	tlm__relay_guardian_stop(&m.guard);
+	tlm_guardian_done(&m.guard);
 	return rc;
 }

@@ -7,8 +7,8 @@
  *   relay-pump.c   the byte pumps between QEMU's sockets and the lanes
  *   relay-chan.c   the channels: the private socket, telling QEMU's
  *                  channels apart (main, multifd id), drain, stop
- *   relay-guard.c  the guardian process that rolls the source back if
- *                  the migrating process dies
+ *   guard.c        the guardian process that rolls the source back if
+ *                  the migrating process dies (shared with tlm checkpoint)
  *   relay-src.c    the source's flow (tlm_relay_migrate)
  *   relay-dst.c    the destination's flow (tlm_relay_receive)
  */

@@ -21,6 +21,11 @@ which stamps every page it writes and verifies every page it re-reads.
                it writes the second: the first file is intact byte for byte
                and valid, the VM runs on (QEMU's engine resumes it when
                the session dies) and verifies clean, and the file restores.
+  guardian     `tlm checkpoint --to-host` stopped (SIGSTOP) while QEMU
+               writes the checkpoint, so QEMU completes it and leaves the VM
+               stopped with nobody to send cont; then SIGKILLed: its
+               guardian process resumes the VM, which verifies clean, and
+               the file (written by `tlm receive --to-file`) restores.
   corrupt      one flipped byte in a page of the file: --check and
                restore refuse it, naming the damage, and the waiting
                QEMU is left untouched (still inmigrate, no migration).
@@ -68,11 +73,7 @@ def checkpoint(a, vm, f, policy):
 
 def remote_checkpoint(a, vm, f, workdir):
     """The file side in another process: tlm receive --to-file."""
-    old = os.umask(0o077)
-    key = os.path.join(workdir, 'psk')
-    with open(key, 'w') as fh:
-        fh.write(os.urandom(32).hex())
-    os.umask(old)
+    key = psk_file(workdir)
     port = tr.free_port()
     recv = tr.run_tlm([a.tlm, 'receive', '--to-file', f, '--listen', '127.0.0.1:%d' % port,
                        '--psk', key, '--json', '--timeout', '200'])
@@ -90,6 +91,67 @@ def remote_checkpoint(a, vm, f, workdir):
     r.update(pages_written=d['pages_written'], file_bytes=d['file_bytes'],
              disk_bytes=d['disk_bytes'])
     return r
+
+
+def psk_file(workdir):
+    old = os.umask(0o077)
+    key = os.path.join(workdir, 'psk')
+    with open(key, 'w') as fh:
+        fh.write(os.urandom(32).hex())
+    os.umask(old)
+    return key
+
+
+def wait_migration(vm, states, timeout, before=None):
+    """QEMU's migration status once it is one of states (and, given the
+    status of an earlier migration, once it is another migration's)."""
+    end = time.monotonic() + timeout
+    st = {}
+    while time.monotonic() < end:
+        st = vm.q.cmd('query-migrate')
+        if st.get('status') in states and (before is None or st != before):
+            break
+        time.sleep(0.005)
+    return st.get('status')
+
+
+def guarded_checkpoint(a, vm, f, workdir):
+    """tlm checkpoint killed after QEMU completed, before its cont."""
+    key = psk_file(workdir)
+    for attempt in range(3):
+        port = tr.free_port()
+        recv = tr.run_tlm([a.tlm, 'receive', '--to-file', f, '--listen', '127.0.0.1:%d' % port,
+                           '--psk', key, '--json', '--timeout', '200'])
+        time.sleep(0.5)
+        before = vm.q.cmd('query-migrate')
+        p = tr.run_tlm([a.tlm, 'checkpoint', '--qmp', vm.tlm_qmp, '--to-host',
+                        '127.0.0.1:%d' % port, '--psk', key, '--json'])
+        st = wait_migration(vm, ('setup', 'active', 'completed', 'failed'), 60, before)
+        p.send_signal(signal.SIGSTOP)
+        check(st in ('setup', 'active', 'completed'), 'QEMU writes the checkpoint (%s)' % st)
+        st = wait_migration(vm, ('completed', 'failed', 'cancelled'), 120)
+        check(st == 'completed', 'QEMU completed the checkpoint with tlm checkpoint '
+              'stopped (%s)' % st)
+        status = vm.q.status()
+        p.send_signal(signal.SIGKILL)
+        p.communicate()
+        rc, out, _ = tr.finish(recv, 'tlm receive --to-file', 120)
+        d = json.loads(out.strip().splitlines()[-1])
+        check(rc == 0 and d['completed'], 'tlm receive --to-file committed the file')
+        if status == 'running':
+            # tlm checkpoint sent cont before SIGSTOP reached it: again
+            print('attempt %d: the checkpoint ended before tlm checkpoint stopped' % attempt)
+            continue
+        check(status == 'postmigrate', 'the VM waits stopped after the checkpoint (%s)'
+              % status)
+        end = time.monotonic() + 30
+        while vm.q.status() != 'running' and time.monotonic() < end:
+            time.sleep(0.1)
+        check(vm.q.status() == 'running', 'the guardian resumed the VM after SIGKILL of '
+              'tlm checkpoint')
+        tr.wait_verified(vm, 'the VM resumed by the guardian')
+        return
+    check(False, 'every checkpoint finished before tlm checkpoint could be stopped')
 
 
 def killed_checkpoint(a, vm, f):
@@ -170,6 +232,8 @@ def main():
             r = checkpoint(a, src, f, policy)
         if a.case == 'killed':
             killed_checkpoint(a, src, f)
+        if a.case == 'guardian':
+            guarded_checkpoint(a, src, f, workdir)
         if idle:
             check(r['disk_bytes'] < r['file_bytes'],
                   'zero pages left as holes: %d of %d bytes on disk'
