@@ -21,6 +21,7 @@ struct relay_common {
 	struct tlm_cli_targs ta;
 	char targs[512];
 	long multifd, timeout, acc_timeout;
+	int protect;            /* --protect, enum tlm_protect */
 	bool json;
 };
 
@@ -28,6 +29,8 @@ struct relay_common {
 "  --transport NAME      lane transport (default tcp)\n" \
 TLM_CLI_TARGS_HELP \
 "  --psk FILE            pre-shared key (same file on both hosts; required)\n" \
+"  --protect MODE        encrypt (default), integrity or none, the same on\n" \
+"                        both relays (docs/security.md)\n" \
 "  --timeout SEC         migration time limit once it started (default 600)\n" \
 "  --json                print the result as one JSON object\n"
 
@@ -36,6 +39,7 @@ static const struct option common_opts[] = {
 	TLM_CLI_TARGS_OPTIONS,
 	{ "lanes", required_argument, NULL, 'n' },
 	{ "psk", required_argument, NULL, 'k' },
+	{ "protect", required_argument, NULL, 'Q' },
 	{ "timeout", required_argument, NULL, 'o' },
 	{ "accept-timeout", required_argument, NULL, 'a' },
 	{ "json", no_argument, NULL, 'j' },
@@ -55,6 +59,7 @@ static int common_opt(struct relay_common *rc, int c)
 	case 'T': rc->transport = optarg; return 1;
 	case 'k': rc->psk_path = optarg; return 1;
 	case 'j': rc->json = true; return 1;
+	case 'Q': return tlm_cli_parse_protect(optarg, &rc->protect) ? -1 : 1;
 	case 'n':
 		v = strtol(optarg, &end, 10);
 		if (*end || v < 1 || v > TLM_RELAY_MAX_MULTIFD) {
@@ -107,6 +112,7 @@ static void report(const struct tlm_relay_result *r, const struct relay_common *
 		tlm_json_i64(&j, "wall_ms", r->wall_ms);
 		tlm_json_u64(&j, "bytes", r->bytes);
 		tlm_json_str(&j, "transport", rc->transport);
+		tlm_json_str(&j, "protect", tlm_protect_name(rc->protect));
 		tlm_json_u64(&j, "lanes", r->n_lanes ? r->n_lanes - 1 : 0);
 		tlm_json_arr(&j, "lane_bytes");
 		for (unsigned i = 1; i <= r->n_lanes; i++)
@@ -114,11 +120,13 @@ static void report(const struct tlm_relay_result *r, const struct relay_common *
 		tlm_json_end_arr(&j);
 		tlm_json_finish(&j);
 	} else if (rv) {
-		printf("%s FAILED (%s): %s\n", side, sock, r->error);
+		printf("%s FAILED (%s, protect %s): %s\n", side, sock,
+		       tlm_protect_name(rc->protect), r->error);
 	} else {
 		printf("%s: every channel of %s carried and closed: %.1f MiB in %lld ms over "
-		       "%u lanes + control\n", side, sock, (double)r->bytes / (1024.0 * 1024.0),
-		       (long long)r->wall_ms, r->n_lanes);
+		       "%u lanes + control, protect %s\n", side, sock,
+		       (double)r->bytes / (1024.0 * 1024.0), (long long)r->wall_ms, r->n_lanes,
+		       tlm_protect_name(rc->protect));
 	}
 	fflush(stdout);
 }
@@ -128,6 +136,7 @@ static void out_usage(FILE *f)
 	fprintf(f,
 "usage: tlm relay-out --unix PATH --to HOST:PORT --psk FILE [--lanes N]\n"
 "                     [--name NAME] [--socket-group GROUP] [--transport tcp]\n"
+"                     [--protect encrypt|integrity|none]\n"
 "                     [--accept-timeout SEC] [--timeout SEC] [--json]\n"
 "\n"
 "Source host of a migration that libvirt drives (virsh migrate --live --p2p\n"
@@ -219,6 +228,7 @@ int tlm_cli_relay_out(int argc, char **argv)
 	o.host = host;
 	o.port = port;
 	o.psk = &psk;
+	o.protect = rc.protect;
 	o.multifd = (unsigned)rc.multifd;
 	o.accept_timeout_ms = (int)rc.acc_timeout * 1000;
 	o.timeout_ms = (int)rc.timeout * 1000;
@@ -235,6 +245,7 @@ static void in_usage(FILE *f)
 	fprintf(f,
 "usage: tlm relay-in --listen ADDR:PORT (--unix PATH | --unix-dir DIR)\n"
 "                    --psk FILE [--lanes N] [--once] [--transport tcp]\n"
+"                    [--protect encrypt|integrity|none]\n"
 "                    [--accept-timeout SEC] [--timeout SEC] [--json]\n"
 "\n"
 "Destination host of a migration that libvirt drives: takes the session of\n"
@@ -255,9 +266,10 @@ static void in_usage(FILE *f)
 RELAY_COMMON_HELP);
 }
 
-static void say_port(int port)
+static void say_port(int port, int protect)
 {
-	fprintf(stderr, "tlm: relay-in listening on port %d\n", port);
+	fprintf(stderr, "tlm: relay-in listening on port %d (protect %s)\n", port,
+		tlm_protect_name(protect));
 }
 
 int tlm_cli_relay_in(int argc, char **argv)
@@ -314,14 +326,14 @@ int tlm_cli_relay_in(int argc, char **argv)
 	o.timeout_ms = (int)rc.timeout * 1000;
 	o.accept_timeout_ms = rc.acc_timeout ? (int)rc.acc_timeout * 1000 : once ? 0 : -1;
 	o.cancel = &stop;
-	cfg = tlm_relay_session_cfg(rc.transport, rc.targs, &psk, o.multifd);
+	cfg = tlm_relay_session_cfg(rc.transport, rc.targs, &psk, o.multifd, rc.protect);
 	rv = tlm_listen(&cfg, host, port, &l);
 	if (rv) {
 		tlm_cli_err("cannot listen on %s: %s", listen, tlm_strerror(rv));
 		memset(&psk, 0, sizeof(psk));
 		return 1;
 	}
-	say_port(tlm_listener_port(l));
+	say_port(tlm_listener_port(l), rc.protect);
 	tlm_cli_relay_signals(&stop);
 	do {
 		rv = tlm_relay_in(&o, l, &r);

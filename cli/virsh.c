@@ -303,7 +303,7 @@ static void usage(FILE *f)
 "usage: tlm virsh-migrate DOMAIN DESTURI --psk FILE [--to HOST:PORT]\n"
 "                         [--lanes N] [--policy qemu|one-pass] [--connect URI]\n"
 "                         [--unix-dir DIR] [--transport tcp] [--timeout SEC]\n"
-"                         [--json]\n"
+"                         [--protect encrypt|integrity|none] [--json]\n"
 "\n"
 "Live-migrates the running libvirt domain DOMAIN to the libvirt at DESTURI\n"
 "(e.g. qemu+tcp://dst/system) with libvirt's own migration (live, peer to\n"
@@ -314,6 +314,8 @@ static void usage(FILE *f)
 "keeps running here. docs/libvirt.md sets up both hosts.\n"
 "\n"
 "  --psk FILE         pre-shared key (the relay-in service's; required)\n"
+"  --protect MODE     encrypt (default), integrity or none: the relay-in\n"
+"                     service's --protect (docs/security.md)\n"
 "  --to HOST:PORT     the relay-in service (default: DESTURI's host, port "
 RELAY_IN_PORT ")\n"
 "  --lanes N          multifd channels (libvirt's parallel connections;\n"
@@ -333,6 +335,7 @@ int tlm_cli_virsh_migrate(int argc, char **argv)
 {
 	static const struct option lopts[] = {
 		{ "psk", required_argument, NULL, 'k' },
+		{ "protect", required_argument, NULL, 'Q' },
 		{ "to", required_argument, NULL, 't' },
 		{ "lanes", required_argument, NULL, 'n' },
 		{ "policy", required_argument, NULL, 'p' },
@@ -353,7 +356,7 @@ int tlm_cli_virsh_migrate(int argc, char **argv)
 	char dst_state[32];
 	struct vmig m = { .policy = VPOLICY_QEMU, .sig = &sig };
 	virTypedParameterPtr params = NULL;
-	int nparams = 0, maxparams = 0, c, rv = 1, mrc = -1;
+	int nparams = 0, maxparams = 0, c, rv = 1, mrc = -1, protect = TLM_PROTECT_ENCRYPT;
 	long lanes = 2, timeout = 600;
 	virConnectPtr conn = NULL;
 	struct tlm_psk psk;
@@ -368,6 +371,10 @@ int tlm_cli_virsh_migrate(int argc, char **argv)
 			continue;
 		switch (c) {
 		case 'k': psk_path = optarg; break;
+		case 'Q':
+			if (tlm_cli_parse_protect(optarg, &protect))
+				return 2;
+			break;
 		case 't': to = optarg; break;
 		case 'c': conn_uri = optarg; break;
 		case 'd': dir = optarg; break;
@@ -457,7 +464,7 @@ int tlm_cli_virsh_migrate(int argc, char **argv)
 	m.o = (struct tlm_relay_out_opts){
 		.unix_path = path, .name = name, .socket_gid = -1, .transport = transport,
 		.transport_args = targs, .host = host, .port = port, .psk = &psk,
-		.multifd = (unsigned)lanes, .accept_timeout_ms = (int)timeout * 1000,
+		.protect = protect, .multifd = (unsigned)lanes, .accept_timeout_ms = (int)timeout * 1000,
 		.timeout_ms = (int)timeout * 1000, .ready = relay_ready, .ready_arg = &m,
 		.cancel = &m.relay_stop,
 	};
@@ -538,6 +545,7 @@ report:
 		tlm_json_str(&j, "policy", m.policy == VPOLICY_ONE_PASS ? "one-pass" : "qemu");
 		tlm_json_bool(&j, "forced_switchover", m.forced);
 		tlm_json_str(&j, "transport", transport);
+		tlm_json_str(&j, "protect", tlm_protect_name(protect));
 		tlm_json_u64(&j, "lanes", (uint64_t)lanes);
 		tlm_json_u64(&j, "bytes", m.rr.bytes);
 		tlm_json_arr(&j, "lane_bytes");
@@ -551,9 +559,10 @@ report:
 			printf(": %s", m.mig_err);
 		else if (m.rr.error[0])
 			printf(": %s", m.rr.error);
-		printf("\n  policy %s%s, transport %s, %ld multifd lanes + main + control\n",
-		       m.policy == VPOLICY_ONE_PASS ? "one-pass" : "qemu",
-		       m.forced ? " (switched over after the first pass)" : "", transport, lanes);
+		printf("\n  policy %s%s, transport %s, protect %s, %ld multifd lanes + main + "
+		       "control\n", m.policy == VPOLICY_ONE_PASS ? "one-pass" : "qemu",
+		       m.forced ? " (switched over after the first pass)" : "", transport,
+		       tlm_protect_name(protect), lanes);
 		if (mrc == 0) {
 			dest_stats(desturi, domname, NULL, false, dst_state, sizeof(dst_state));
 			printf("  destination     %s\n", dst_state);

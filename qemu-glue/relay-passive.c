@@ -43,11 +43,11 @@
 #define RESULT_WAIT_MS 30000
 
 struct tlm_session_cfg tlm_relay_session_cfg(const char *transport, const char *targs,
-					     const struct tlm_psk *psk, unsigned multifd)
+					     const struct tlm_psk *psk, unsigned multifd,
+					     int protect)
 {
-	/* Both ends of a passive relay seal their lanes (the default). */
 	return tlm__relay_session_cfg(transport, targs, psk, multifd ? multifd + 1 : 0,
-				      TLM_PROTECT_ENCRYPT);
+				      protect);
 }
 
 /* A socket name the receiver may put in its directory: no path. */
@@ -289,11 +289,15 @@ int tlm_relay_out(const struct tlm_relay_out_opts *o, struct tlm_relay_result *r
 		return lfd;
 	}
 	cfg = tlm__relay_session_cfg(o->transport, o->transport_args, o->psk, o->multifd + 1,
-				     TLM_PROTECT_ENCRYPT);
+				     o->protect);
 	rc = tlm_connect(&cfg, o->host, o->port, &p.s);
 	if (rc) {
-		tlm__relay_res_err(res, "cannot open %u lanes to %s:%s: %s", o->multifd + 2,
-				   o->host, o->port, tlm_strerror(rc));
+		/* The receiver's reason (another --protect, lane count, ...) is in
+		 * the log; the result names this side's choice. */
+		tlm__relay_res_err(res, "cannot open %u lanes to %s:%s: %s%s%s", o->multifd + 2,
+				   o->host, o->port, tlm_strerror(rc),
+				   rc == -TLM_EPARAM ? "; this side: --protect " : "",
+				   rc == -TLM_EPARAM ? tlm_protect_name(o->protect) : "");
 		close(lfd);
 		unlink(o->unix_path);
 		return rc;

@@ -113,6 +113,8 @@ struct tlm_relay_out_opts {
 	const char *transport_args;
 	const char *host, *port;        /* where `tlm relay-in` listens */
 	const struct tlm_psk *psk;
+	int protect;                    /* enum tlm_protect, as both ends name it
+					 * (0 = encrypt) */
 	unsigned multifd;               /* QEMU's multifd channels (libvirt's
 					 * parallel connections) */
 	int accept_timeout_ms;          /* for QEMU's first channel; 0 = 10 min */
@@ -143,9 +145,11 @@ int tlm_relay_out(const struct tlm_relay_out_opts *o, struct tlm_relay_result *r
 int tlm_relay_in(const struct tlm_relay_in_opts *o, struct tlm_listener *l,
 		 struct tlm_relay_result *r);
 
-/* The session a passive relay uses (relay-in listens with it). */
+/* The session a passive relay uses (relay-in listens with it); protect
+ * must be what the source's relay-out names, or its handshake is refused. */
 struct tlm_session_cfg tlm_relay_session_cfg(const char *transport, const char *targs,
-					     const struct tlm_psk *psk, unsigned multifd);
+					     const struct tlm_psk *psk, unsigned multifd,
+					     int protect);
 
 /* Source side: connect to the receiver, configure the source QEMU, relay,
  * switch over. */

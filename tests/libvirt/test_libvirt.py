@@ -15,6 +15,11 @@ Cases:
                    is asked to migrate; the domain runs on, untouched
   dest-refuses     B's libvirt refuses (a domain of that name runs there):
                    libvirt's error reported, the relay ends, A runs on
+  protect          --protect on both ends: A -> B with integrity, B -> A with
+                   none, each verified by the guest; first a virsh-migrate
+                   whose --protect differs from the relay-in service's: refused
+                   before libvirt is asked, both modes named, the service
+                   serves on
   cli              --help and bad options of virsh-migrate, relay-out, relay-in
 
 The domain's QEMU is the one built with tlm's patch series (only for its
@@ -179,6 +184,7 @@ def case_lanes(c, lanes):
               'the domain runs on %s and is gone from %s' % (dst.name, src.name))
         check(len(rep['lane_bytes']) == lanes + 1 and all(x > 0 for x in rep['lane_bytes']),
               'every lane (main + %d multifd) carried bytes: %s' % (lanes, rep['lane_bytes']))
+        check(rep['protect'] == 'encrypt', 'sealed by default (protect %s)' % rep['protect'])
         check(rep['downtime_ms'] > 0 and rep['total_ms'] > 0,
               'libvirt reports %d ms job time, %d ms downtime'
               % (rep['total_ms'], rep['downtime_ms']))
@@ -270,6 +276,41 @@ def case_wrong_psk(c):
     c.wait_verified(a, 'the guest on A')
 
 
+def case_protect(c):
+    a, b = c.pair.a, c.pair.b
+    c.start()
+    c.relay_in(b, ['--protect', 'integrity'])
+    c.relay_in(a, ['--protect', 'none'])
+    t0 = time.time()
+    rc, rep, err = c.migrate(a, b, 2)
+    check(rc == 1 and rep and not rep['completed'] and rep['protect'] == 'encrypt' and
+          '--protect encrypt' in rep.get('error', '') and
+          'protects lanes with --protect integrity, not encrypt' in err,
+          'virsh-migrate --protect encrypt against relay-in --protect integrity refused: %s'
+          % [x for x in err.splitlines() if 'protect' in x][:1])
+    check(time.time() - t0 < 30, 'refused within %.1f s' % (time.time() - t0))
+    r = a.virsh('domjobinfo', DOM, '--completed', check=False)
+    check(a.domain_state(DOM) == 'running' and b.domain_state(DOM) is None and
+          'Migration' not in r.stdout and 'Completed' not in r.stdout,
+          'libvirt was never asked: the domain runs on A, nothing on B')
+    for src, dst, mode in ((a, b, 'integrity'), (b, a, 'none')):
+        rc, rep, err = c.migrate(src, dst, 2, extra=['--protect', mode])
+        check(rc == 0 and rep and rep['completed'] and rep['relay_ok'] and
+              rep['protect'] == mode, '%s -> %s with --protect %s: completed'
+              % (src.name, dst.name, mode))
+        check(dst.domain_state(DOM) == 'running' and src.domain_state(DOM) is None,
+              'the domain runs on %s' % dst.name)
+        c.wait_verified(dst, 'the guest on %s after the migration (protect %s)'
+                        % (dst.name, mode))
+    for name, (p, log) in c.relays.items():
+        text = open(log).read()
+        check(p.poll() is None and text.count('every channel of') == 1,
+              'the relay-in service on %s served one migration and serves on' % name)
+    check('peer protects its lanes with --protect encrypt, this side with --protect '
+          'integrity; refused' in open(c.relays['B'][1]).read(),
+          "B's relay-in logged why it refused the first session")
+
+
 def case_dest_refuses(c):
     a, b = c.pair.a, c.pair.b
     c.start()
@@ -309,6 +350,13 @@ def case_cli(a):
     rc, out = run('virsh-migrate', 'dom', 'qemu+tcp://h/system', '--policy', 'fast',
                   '--psk', 'x')
     check(rc == 2 and '--policy' in out, 'unknown policy refused')
+    for cmd in (['virsh-migrate', 'dom', 'qemu+tcp://h/system', '--psk', 'x'],
+                ['relay-out', '--unix', '/tmp/x.sock', '--to', '127.0.0.1:1', '--psk', 'x'],
+                ['relay-in', '--listen', '127.0.0.1:0', '--unix', '/x', '--psk', 'x']):
+        for bad in ('aes', 'None', ''):
+            rc, out = run(*(cmd + ['--protect', bad]))
+            check(rc == 2 and 'want encrypt (the default), integrity or none' in out,
+                  '%s --protect %r refused' % (cmd[0], bad))
     rc, out = run('relay-in', '--listen', '127.0.0.1:0', '--psk', 'x')
     check(rc == 2 and '--unix' in out, 'relay-in needs --unix or --unix-dir')
     rc, out = run('relay-in', '--listen', '127.0.0.1:0', '--unix', '/x', '--unix-dir', '/y',
@@ -376,6 +424,8 @@ def main():
             case_wrong_psk(c)
         elif a.case == 'dest-refuses':
             case_dest_refuses(c)
+        elif a.case == 'protect':
+            case_protect(c)
         else:
             fail('unknown case %s' % a.case)
     finally:

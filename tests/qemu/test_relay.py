@@ -22,6 +22,11 @@ Cases:
   timeout       `tlm migrate --timeout 2` on a migration that needs longer
   preflight     a bad --qmp path, QEMUs in the wrong state, mismatched lane
                 counts: refused with a clear message before anything starts
+  passive       the passive relays (tlm relay-out / relay-in), default
+                --protect (encrypt); passive-integrity, passive-none: each
+                mode named on both; passive-mismatch: a relay-out with
+                --protect none against a relay-in with integrity is refused
+                (both modes in the error), then a matching one completes
   In the failure cases the source VM must still run afterwards and its guest
   still verify clean; `tlm migrate` must fail with a clear message.
   CASE-dpdk, CASE-rdma: the same over DPDK lanes (net_memif between the two
@@ -262,24 +267,46 @@ class LaneCutter:
                     pass
 
 
-def passive(a, src, dst, workdir, psk, port, procs):
+def passive(a, src, dst, workdir, psk, port, procs, protect=None, mismatch=False):
     """The passive relays (tlm relay-out / relay-in, no QMP) between two
     stock QEMUs that the test drives itself, as libvirt would: multifd on
     both, the destination listening on its unix socket, the source
-    migrating to another; the relays join the two."""
+    migrating to another; the relays join the two. protect: both relays'
+    --protect (None: the default, encrypt). mismatch: first a relay-out
+    with another --protect, which the relay-in must refuse with a clear
+    error before QEMU is involved, and keep waiting for a good one."""
     sock_a = os.path.join(workdir, 'a.sock')
     sock_b = os.path.join(workdir, 'b.sock')
+    mode = protect or 'encrypt'
+    popt = ['--protect', protect] if protect else []
     for vm in (src, dst):
         vm.q.cmd('migrate-set-capabilities', capabilities=[
             {'capability': 'multifd', 'state': True}])
         vm.q.cmd('migrate-set-parameters', **{'multifd-channels': LANES})
     dst.q.cmd('migrate-incoming', uri='unix:' + sock_b)
     rin = run_tlm([a.tlm, 'relay-in', '--listen', '127.0.0.1:%d' % port, '--unix', sock_b,
-                   '--psk', psk, '--lanes', str(LANES), '--json'])
+                   '--psk', psk, '--lanes', str(LANES), '--json'] + popt)
     procs.append(rin)
     time.sleep(0.3)
-    rout = run_tlm([a.tlm, 'relay-out', '--unix', sock_a, '--to', '127.0.0.1:%d' % port,
-                    '--psk', psk, '--lanes', str(LANES), '--json'])
+    out_args = [a.tlm, 'relay-out', '--unix', sock_a, '--to', '127.0.0.1:%d' % port,
+                '--psk', psk, '--lanes', str(LANES), '--json']
+    if mismatch:
+        other = 'none' if mode != 'none' else 'encrypt'
+        bad = run_tlm(out_args + ['--protect', other])
+        procs.append(bad)
+        rc, out, err = finish(bad, 'tlm relay-out --protect ' + other, 60)
+        r = json.loads(out.strip().splitlines()[-1])
+        check(rc == 1 and not r['completed'] and r['protect'] == other,
+              'relay-out --protect %s against relay-in --protect %s fails' % (other, mode))
+        check(('--protect %s' % other) in r['error'] and
+              ('protects lanes with --protect %s, not %s' % (mode, other)) in err,
+              'its error names both modes: %s / %s' % (
+                  r['error'], [x for x in err.splitlines() if 'protect' in x][:1]))
+        check(not os.path.exists(sock_a), 'the refused relay-out removed its socket')
+        check(src.q.cmd('query-migrate').get('status') in (None, 'none')
+              and src.q.status() == 'running', 'the source QEMU never started to migrate')
+        check(rin.poll() is None, 'relay-in refused that session and waits for another')
+    rout = run_tlm(out_args + popt)
     procs.append(rout)
     end = time.monotonic() + 20
     while not os.path.exists(sock_a) and time.monotonic() < end and rout.poll() is None:
@@ -294,17 +321,19 @@ def passive(a, src, dst, workdir, psk, port, procs):
         time.sleep(0.1)
     check(st == 'completed', 'the source QEMU completed its migration (%s)' % st)
     rc, out, _ = finish(rout, 'tlm relay-out')
-    rrc, rout_in, _ = finish(rin, 'tlm relay-in')
+    rrc, rout_in, err_in = finish(rin, 'tlm relay-in')
     r = json.loads(out.strip().splitlines()[-1])
     ri = json.loads(rout_in.strip().splitlines()[-1])
     check(rc == 0 and r['completed'] and rrc == 0 and ri['completed'],
           'both relays carried every channel to its end and exited 0')
+    check(r['protect'] == mode and ri['protect'] == mode and
+          'protect %s' % mode in err_in, 'both relays report --protect %s' % mode)
     check(len(r['lane_bytes']) == LANES + 1 and all(b > 0 for b in r['lane_bytes']),
           'main + %d multifd lanes all carried bytes: %s' % (LANES, r['lane_bytes']))
     check(r['lane_bytes'] == ri['lane_bytes'], 'both ends counted the same bytes per lane')
     check(not os.path.exists(sock_a), 'relay-out removed its socket')
     check(dst.q.status() == 'running', 'destination running')
-    wait_verified(dst, 'destination after the passive relays')
+    wait_verified(dst, 'destination after the passive relays (protect %s)' % mode)
 
 
 def main():
@@ -378,6 +407,13 @@ def main():
         port = free_port()
         if case == 'passive':
             passive(a, src, dst, workdir, psk, port, procs)
+            return
+        if case.startswith('passive-'):
+            mode = case[len('passive-'):]
+            if mode == 'mismatch':
+                passive(a, src, dst, workdir, psk, port, procs, 'integrity', mismatch=True)
+            else:
+                passive(a, src, dst, workdir, psk, port, procs, mode)
             return
         recv = run_tlm([a.tlm, 'receive', '--qmp', dst.tlm_qmp, '--listen',
                         '%s:%d' % (addr, port), '--psk', psk, '--lanes', str(LANES),
