@@ -87,6 +87,11 @@ void tlm_cli_reexec_in_vm(const char *cmd, int argc, char **argv, const char *fl
 /* Minimal JSON writer for --json reports (one object per run). */
 struct tlm_json { FILE *f; int depth; bool first[16]; };
 void tlm_json_begin(struct tlm_json *j, FILE *f);
+/* A relay's "bytes", "lanes" (data lanes) and "lane_bytes" (each lane's
+ * bytes both ways, control lane left out): every relay report has them
+ * (cli/relay.c). */
+struct tlm_relay_result;
+void tlm_cli_json_lanes(struct tlm_json *j, const struct tlm_relay_result *r);
 void tlm_json_obj(struct tlm_json *j, const char *key);      /* key may be NULL in arrays */
 void tlm_json_arr(struct tlm_json *j, const char *key);
 void tlm_json_end_obj(struct tlm_json *j);

@@ -94,21 +94,16 @@ void tlm_cli_relay_report(FILE *f, const struct tlm_relay_result *r, const char 
 		tlm_json_i64(j, "downtime_ms", r->st.downtime_ms);
 		tlm_json_i64(j, "setup_ms", r->st.setup_time_ms);
 		tlm_json_i64(j, "wall_ms", r->wall_ms);
-		tlm_json_u64(j, "bytes", r->bytes);
 		tlm_json_u64(j, "ram_transferred", r->st.ram_transferred);
 		tlm_json_u64(j, "ram_total", r->st.ram_total);
 		tlm_json_u64(j, "dirty_sync_count", r->st.ram_dirty_sync_count);
 		tlm_json_dbl(j, "throughput_mib_s", tput);
 		tlm_json_str(j, "transport", transport);
-		tlm_json_u64(j, "lanes", r->n_lanes ? r->n_lanes - 1 : 0);
 		tlm_json_str(j, "policy", tlm_relay_policy_name(policy));
 		tlm_json_bool(j, "qemu_converged", r->qemu_converged);
 		tlm_json_bool(j, "forced_switchover", r->forced);
 		tlm_json_str(j, "destination", r->dst_status);
-		tlm_json_arr(j, "lane_bytes");
-		for (unsigned i = 1; i <= r->n_lanes; i++)
-			tlm_json_u64(j, NULL, r->lane_tx[i] + r->lane_rx[i]);
-		tlm_json_end_arr(j);
+		tlm_cli_json_lanes(j, r);
 		return;
 	}
 	fprintf(f, "migration %s", r->completed ? "completed" : "FAILED");

@@ -189,13 +189,8 @@ int tlm_cli_receive(int argc, char **argv)
 			tlm_json_str(&j, "error", r.error);
 		tlm_json_str(&j, "destination", r.dst_status);
 		tlm_json_i64(&j, "wall_ms", r.wall_ms);
-		tlm_json_u64(&j, "bytes", r.bytes);
 		tlm_json_str(&j, "transport", transport);
-		tlm_json_u64(&j, "lanes", r.n_lanes ? r.n_lanes - 1 : 0);
-		tlm_json_arr(&j, "lane_bytes");
-		for (unsigned i = 1; i <= r.n_lanes; i++)
-			tlm_json_u64(&j, NULL, r.lane_tx[i] + r.lane_rx[i]);
-		tlm_json_end_arr(&j);
+		tlm_cli_json_lanes(&j, &r);
 		tlm_json_finish(&j);
 	} else if (rc) {
 		printf("receive FAILED: %s%s\n", r.error,

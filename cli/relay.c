@@ -97,6 +97,16 @@ static int common_check(struct relay_common *rc, struct tlm_psk *psk)
 	return tlm_cli_get_psk(rc->psk_path, false, psk) ? -1 : 0;
 }
 
+void tlm_cli_json_lanes(struct tlm_json *j, const struct tlm_relay_result *r)
+{
+	tlm_json_u64(j, "bytes", r->bytes);
+	tlm_json_u64(j, "lanes", r->n_lanes ? r->n_lanes - 1 : 0);
+	tlm_json_arr(j, "lane_bytes");
+	for (unsigned i = 1; i <= r->n_lanes; i++)
+		tlm_json_u64(j, NULL, r->lane_tx[i] + r->lane_rx[i]);
+	tlm_json_end_arr(j);
+}
+
 static void report(const struct tlm_relay_result *r, const struct relay_common *rc,
 		   const char *side, const char *sock, int rv)
 {
@@ -110,14 +120,9 @@ static void report(const struct tlm_relay_result *r, const struct relay_common *
 			tlm_json_str(&j, "error", r->error);
 		tlm_json_str(&j, "socket", sock);
 		tlm_json_i64(&j, "wall_ms", r->wall_ms);
-		tlm_json_u64(&j, "bytes", r->bytes);
 		tlm_json_str(&j, "transport", rc->transport);
 		tlm_json_str(&j, "protect", tlm_protect_name(rc->protect));
-		tlm_json_u64(&j, "lanes", r->n_lanes ? r->n_lanes - 1 : 0);
-		tlm_json_arr(&j, "lane_bytes");
-		for (unsigned i = 1; i <= r->n_lanes; i++)
-			tlm_json_u64(&j, NULL, r->lane_tx[i] + r->lane_rx[i]);
-		tlm_json_end_arr(&j);
+		tlm_cli_json_lanes(&j, r);
 		tlm_json_finish(&j);
 	} else if (rv) {
 		printf("%s FAILED (%s, protect %s): %s\n", side, sock,

@@ -546,12 +546,7 @@ report:
 		tlm_json_bool(&j, "forced_switchover", m.forced);
 		tlm_json_str(&j, "transport", transport);
 		tlm_json_str(&j, "protect", tlm_protect_name(protect));
-		tlm_json_u64(&j, "lanes", (uint64_t)lanes);
-		tlm_json_u64(&j, "bytes", m.rr.bytes);
-		tlm_json_arr(&j, "lane_bytes");
-		for (unsigned i = 1; i <= m.rr.n_lanes; i++)
-			tlm_json_u64(&j, NULL, m.rr.lane_tx[i] + m.rr.lane_rx[i]);
-		tlm_json_end_arr(&j);
+		tlm_cli_json_lanes(&j, &m.rr);
 		tlm_json_finish(&j);
 	} else {
 		printf("migration of %s %s", domname, mrc == 0 ? "completed" : "FAILED");
