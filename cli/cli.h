@@ -110,7 +110,7 @@ struct tlm_relay_result;
 void tlm_cli_relay_progress(const struct tlm_qmp_migstat *st, void *arg);
 void tlm_cli_relay_progress_end(void);
 void tlm_cli_relay_report(FILE *f, const struct tlm_relay_result *r, const char *transport,
-			  int policy, bool json, struct tlm_json *j);
+			  int policy, int protect, bool json, struct tlm_json *j);
 void tlm_cli_relay_signals(volatile sig_atomic_t *flag);
 
 /* inside.c APIs: mode `inside`, a QEMU that runs the tlm engine. */

@@ -620,7 +620,8 @@ migrated:
 				tlm_cli_inside_report(stdout, &ir, "source", true, &j);
 			} else {
 				tlm_json_str(&j, "mode", "relay");
-				tlm_cli_relay_report(stdout, &res, "tcp", policy, true, &j);
+				tlm_cli_relay_report(stdout, &res, "tcp", policy, TLM_PROTECT_ENCRYPT,
+						     true, &j);
 			}
 			tlm_json_i64(&j, "guest_errors", errors);
 			tlm_json_i64(&j, "guest_sweeps_after", gd.statuses ? gd.sweep - gd.first_sweep : 0);
@@ -635,7 +636,8 @@ migrated:
 			if (inside)
 				tlm_cli_inside_report(stdout, &ir, "source", false, NULL);
 			else
-				tlm_cli_relay_report(stdout, &res, "tcp", policy, false, NULL);
+				tlm_cli_relay_report(stdout, &res, "tcp", policy, TLM_PROTECT_ENCRYPT,
+						     false, NULL);
 			printf("  source VM       %s\n", src_status[0] ? src_status : "?");
 			if (!rc)
 				printf("  guest           %lld sweeps on the destination, "

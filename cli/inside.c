@@ -153,10 +153,12 @@ int tlm_cli_inside_run(const struct tlm_cli_inside *c)
 
 		tlm_json_begin(&j, stdout);
 		tlm_cli_inside_report(stdout, &r, c->source ? "source" : "destination", true, &j);
+		tlm_json_str(&j, "protect", tlm_protect_name(c->protect));
 		tlm_json_finish(&j);
 	} else {
 		tlm_cli_inside_report(stdout, &r, c->source ? "source" : "destination", false,
 				      NULL);
+		printf("  protect         %s\n", tlm_protect_name(c->protect));
 	}
 	return rc ? 1 : 0;
 }

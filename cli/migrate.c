@@ -80,7 +80,7 @@ void tlm_cli_relay_progress_end(void)
 
 /* Text report to f, or the fields into an open JSON object j. */
 void tlm_cli_relay_report(FILE *f, const struct tlm_relay_result *r, const char *transport,
-			  int policy, bool json, struct tlm_json *j)
+			  int policy, int protect, bool json, struct tlm_json *j)
 {
 	double secs = (double)(r->st.total_time_ms > 0 ? r->st.total_time_ms : r->wall_ms) / 1000.0;
 	double tput = secs > 0 ? mib(r->bytes) / secs : 0;
@@ -99,6 +99,7 @@ void tlm_cli_relay_report(FILE *f, const struct tlm_relay_result *r, const char 
 		tlm_json_u64(j, "dirty_sync_count", r->st.ram_dirty_sync_count);
 		tlm_json_dbl(j, "throughput_mib_s", tput);
 		tlm_json_str(j, "transport", transport);
+		tlm_json_str(j, "protect", tlm_protect_name(protect));
 		tlm_json_str(j, "policy", tlm_relay_policy_name(policy));
 		tlm_json_bool(j, "qemu_converged", r->qemu_converged);
 		tlm_json_bool(j, "forced_switchover", r->forced);
@@ -109,8 +110,9 @@ void tlm_cli_relay_report(FILE *f, const struct tlm_relay_result *r, const char 
 	fprintf(f, "migration %s", r->completed ? "completed" : "FAILED");
 	if (r->error[0])
 		fprintf(f, ": %s", r->error);
-	fprintf(f, "\n  policy %s, transport %s, %u multifd lanes + main + control\n",
-		tlm_relay_policy_name(policy), transport, r->n_lanes ? r->n_lanes - 1 : 0);
+	fprintf(f, "\n  policy %s, transport %s, protect %s, %u multifd lanes + main + control\n",
+		tlm_relay_policy_name(policy), transport, tlm_protect_name(protect),
+		r->n_lanes ? r->n_lanes - 1 : 0);
 	fprintf(f, "  QEMU status     %s%s\n", r->st.status[0] ? r->st.status : "-",
 		r->forced ? " (policy tlm switched over after the first pass)" :
 		r->qemu_converged ? " (QEMU's precopy converged)" : "");
@@ -356,10 +358,10 @@ int tlm_cli_migrate(int argc, char **argv)
 		struct tlm_json j;
 
 		tlm_json_begin(&j, stdout);
-		tlm_cli_relay_report(stdout, &r, transport, policy, true, &j);
+		tlm_cli_relay_report(stdout, &r, transport, policy, protect, true, &j);
 		tlm_json_finish(&j);
 	} else {
-		tlm_cli_relay_report(stdout, &r, transport, policy, false, NULL);
+		tlm_cli_relay_report(stdout, &r, transport, policy, protect, false, NULL);
 		if (rc) {
 			char st[32] = "?";
 

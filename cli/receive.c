@@ -190,14 +190,16 @@ int tlm_cli_receive(int argc, char **argv)
 		tlm_json_str(&j, "destination", r.dst_status);
 		tlm_json_i64(&j, "wall_ms", r.wall_ms);
 		tlm_json_str(&j, "transport", transport);
+		tlm_json_str(&j, "protect", tlm_protect_name(protect));
 		tlm_cli_json_lanes(&j, &r);
 		tlm_json_finish(&j);
 	} else if (rc) {
 		printf("receive FAILED: %s%s\n", r.error,
 		       r.dst_quit ? " (destination QEMU told to quit)" : "");
 	} else {
-		printf("received: destination %s, %.1f MiB over %u lanes + control\n",
-		       r.dst_status, (double)r.bytes / 1048576.0, r.n_lanes);
+		printf("received: destination %s, %.1f MiB over %u lanes + control, protect %s\n",
+		       r.dst_status, (double)r.bytes / 1048576.0, r.n_lanes,
+		       tlm_protect_name(protect));
 	}
 	tlm_qmp_close(q);
 	memset(&psk, 0, sizeof(psk));

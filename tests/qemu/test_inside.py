@@ -315,6 +315,8 @@ def cli(a, src, dst, port, psk):
     d = json.loads(out.strip().splitlines()[-1])
     check(rc == 0 and d['mode'] == 'inside' and d['completed'] and d['vm'] == 'running',
           'tlm receive: mode inside, destination running')
+    check(r['protect'] == 'encrypt' and d['protect'] == 'encrypt',
+          'both ends report their lanes sealed (protect %s / %s)' % (r['protect'], d['protect']))
     tr.wait_verified(dst, 'destination after tlm migrate')
 
 
