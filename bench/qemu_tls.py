@@ -112,7 +112,7 @@ def run_one(a, method, workdir, psk, key_hex):
             rin = tr.run_tlm([a.tlm, 'relay-in', '--listen', '127.0.0.1:%d' % port,
                               '--unix', sock_b] + common)
             procs.append(rin)
-            time.sleep(0.3)
+            tr.wait_listening(rin, 'tlm relay-in')
             rout = tr.run_tlm([a.tlm, 'relay-out', '--unix', sock_a, '--to',
                                '127.0.0.1:%d' % port] + common)
             procs.append(rout)

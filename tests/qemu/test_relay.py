@@ -43,6 +43,7 @@ import argparse
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import socket
@@ -181,6 +182,26 @@ def run_tlm(args, **kw):
                             stdin=subprocess.DEVNULL, **kw)
 
 
+def wait_listening(p, what, timeout=60):
+    """Until the tlm process p says on stderr that it listens (a loaded
+    machine may take seconds to get there); the lines read are kept for
+    finish()."""
+    end = time.monotonic() + timeout
+    early = getattr(p, 'early_err', b'')
+    while time.monotonic() < end and p.poll() is None:
+        r, _, _ = select.select([p.stderr], [], [], 0.1)
+        if not r:
+            continue
+        # os.read, not readline: bytes in a Python buffer would be lost to
+        # communicate(), which reads the descriptor.
+        early += os.read(p.stderr.fileno(), 4096)
+        p.early_err = early
+        if b'listening on port' in early:
+            return
+    fail('%s did not start listening within %d s: %s' % (what, timeout,
+                                                         early.decode()[-1000:]))
+
+
 def finish(p, what, timeout=120):
     try:
         out, err = p.communicate(timeout=timeout)
@@ -188,7 +209,7 @@ def finish(p, what, timeout=120):
         p.kill()
         out, err = p.communicate()
         fail('%s did not finish in %d s: %s' % (what, timeout, err.decode()[-2000:]))
-    out, err = out.decode(), err.decode()
+    out, err = out.decode(), getattr(p, 'early_err', b'').decode() + err.decode()
     sys.stdout.write('--- %s (exit %d)\n%s%s' % (what, p.returncode, out, err))
     return p.returncode, out, err
 
@@ -287,7 +308,7 @@ def passive(a, src, dst, workdir, psk, port, procs, protect=None, mismatch=False
     rin = run_tlm([a.tlm, 'relay-in', '--listen', '127.0.0.1:%d' % port, '--unix', sock_b,
                    '--psk', psk, '--lanes', str(LANES), '--json'] + popt)
     procs.append(rin)
-    time.sleep(0.3)
+    wait_listening(rin, 'tlm relay-in')
     out_args = [a.tlm, 'relay-out', '--unix', sock_a, '--to', '127.0.0.1:%d' % port,
                 '--psk', psk, '--lanes', str(LANES), '--json']
     if mismatch:
@@ -419,7 +440,7 @@ def main():
                         '%s:%d' % (addr, port), '--psk', psk, '--lanes', str(LANES),
                         '--accept-timeout', '60', '--json', '--transport', transport])
         procs.append(recv)
-        time.sleep(0.3)
+        wait_listening(recv, 'tlm receive')
         mig_args = [a.tlm, 'migrate', '--qmp', src.tlm_qmp, '--lanes', str(LANES),
                     '--policy', policy, '--json', '--timeout', '120', '--transport', transport]
 
@@ -452,6 +473,10 @@ def main():
             check(all(b > 0 for b in r['lane_bytes']), 'every lane carried bytes')
             check(r['bytes'] >= MEM_MIB * 1024 * 1024 // 8 and r['policy'] == policy
                   and r['transport'] == transport, 'bytes %d, policy %s' % (r['bytes'], r['policy']))
+            ri = json.loads(rout.strip().splitlines()[-1])
+            check(r['protect'] == 'encrypt' and ri['protect'] == 'encrypt',
+                  'both ends report their lanes sealed (protect %s / %s)'
+                  % (r['protect'], ri['protect']))
             if case == 'mg-tlm':
                 check(r['forced_switchover'] and not r['qemu_converged'],
                       'policy tlm switched over after the first pass (%d passes)'
@@ -549,7 +574,7 @@ def main():
                             '%s:%d' % (addr, port), '--psk', psk, '--lanes', '2',
                             '--accept-timeout', '5', '--transport', transport])
             procs.append(recv)
-            time.sleep(0.3)
+            wait_listening(recv, 'tlm receive')
             refused(mig_args + ['--to', '%s:%d' % (addr, port), '--psk', psk],
                     ['data lanes'], 'migrate with 4 lanes to a receiver expecting 2')
             check(src.q.cmd('query-migrate').get('status') is None,
