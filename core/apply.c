@@ -29,6 +29,11 @@
  * backlog the downtime has to wait for, reported back with COMMIT along
  * with how long each lane took to drain.
  *
+ * Liveness: a keepalive thread (core/keepalive.c, which lists the timers)
+ * sends KEEPALIVE on a control lane idle for a while, and every send on
+ * the control lane goes through it; the control loop gives up on a source
+ * it has heard nothing from, on any lane, for the session's timeout.
+ *
  * Stage 3 is confirmed (COMMIT) only when STAGE3 has arrived, every lane
  * has delivered its LAST record, and each lane's record count equals what
  * the source says it sent. Any error discards the whole attempt: a FAIL
@@ -59,6 +64,8 @@ struct dst {
 	bool zeroed;              /* TLM__DEST_ZEROED (core/engine.h) */
 	bool placeable;           /* a lane may place pages (zero copy; atomic) */
 	bool syncing;             /* the control thread waits for a SYNC */
+	int silent_ms;            /* the session's timeout: a silent source */
+	struct tlm__ka ka;        /* the control lane's keepalive */
 	struct tlm_dest_stats *st;
 };
 
@@ -281,14 +288,14 @@ static int on_paused(struct dst *d, struct rx *x, unsigned nl, const uint8_t *ms
 }
 
 /* SYNC: answer once every lane has applied what the source names. */
+static uint64_t records_in(const struct rx *x, unsigned nl);
+
 static int on_sync(struct dst *d, struct rx *x, unsigned nl, const uint8_t *msg, uint32_t len)
 {
-	struct tlm_lane *c = tlm_session_lane(d->s, 0);
-	uint64_t t0 = tlm__now_ns();
+	uint64_t t0 = tlm__now_ns(), moved = t0, seen = records_in(x, nl);
 	uint8_t ans[TLM_CM_SYNCED_LEN];
 	struct tlm_cm_lanes m;
 	bool ok = false;
-	int err;
 
 	if (tlm__cm_sync_decode(msg, len, &m) || m.n != nl)
 		return -TLM_EFRAME;
@@ -304,6 +311,20 @@ static int on_sync(struct dst *d, struct rx *x, unsigned nl, const uint8_t *msg,
 				ok = false;
 		if (ok)
 			break;
+		/* The records named were sent before SYNC: lanes that bring
+		 * none of them for the timeout have a source gone silent. */
+		if (records_in(x, nl) != seen) {
+			seen = records_in(x, nl);
+			moved = tlm__now_ns();
+		} else if (tlm__now_ns() - moved >= (uint64_t)d->silent_ms * 1000000) {
+			pthread_mutex_unlock(&d->lock);
+			__atomic_store_n(&d->syncing, false, __ATOMIC_RELEASE);
+			dst_fail(d, -ETIMEDOUT, "SYNC: the source's lanes have brought nothing "
+				 "for %llu ms (timeout %d ms)",
+				 (unsigned long long)((tlm__now_ns() - moved) / 1000000),
+				 d->silent_ms);
+			return 0;
+		}
 		/* The receivers wake us as records come; the timeout only
 		 * covers a wake-up that raced with the check. */
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -319,8 +340,7 @@ static int on_sync(struct dst *d, struct rx *x, unsigned nl, const uint8_t *msg,
 	if (!ok)
 		return 0;       /* failing already: the failure answers */
 	tlm__cm_synced_encode(ans, sizeof(ans), (uint32_t)((tlm__now_ns() - t0) / 1000));
-	err = tlm__msg_send(c, TLM_FT_CTRL, ans, sizeof(ans));
-	return err ? err : tlm_lane_flush(c);
+	return tlm__ka_send(&d->ka, ans, sizeof(ans));
 }
 
 static uint32_t us_since(uint64_t t0, uint64_t t)
@@ -332,11 +352,10 @@ static uint32_t us_since(uint64_t t0, uint64_t t)
 /* COMMIT, with the stage-3 accounting when the source said when it paused. */
 static int send_commit(struct dst *d, struct rx *x, unsigned nl, const struct pause_info *pi)
 {
-	struct tlm_lane *c = tlm_session_lane(d->s, 0);
 	struct tlm_cm_commit cm = { .stats = pi->seen, .n = (uint16_t)nl };
 	uint8_t m[TLM_CM_MAX_LEN];
 	uint64_t now = tlm__now_ns();
-	int err, len;
+	int len;
 
 	if (pi->seen) {
 		for (unsigned i = 1; i <= nl; i++) {
@@ -354,18 +373,16 @@ static int send_commit(struct dst *d, struct rx *x, unsigned nl, const struct pa
 	len = tlm__cm_commit_encode(m, sizeof(m), &cm);
 	if (len < 0)
 		return len;
-	err = tlm__msg_send(c, TLM_FT_CTRL, m, (uint32_t)len);
-	return err ? err : tlm_lane_flush(c);
+	return tlm__ka_send(&d->ka, m, (uint32_t)len);
 }
 
 static void send_fail(struct dst *d)
 {
 	uint8_t m[5 + TLM_CM_FAIL_TEXT];
-	struct tlm_lane *c = tlm_session_lane(d->s, 0);
 	int len = tlm__cm_fail_encode(m, sizeof(m), d->err, d->why);
 
-	if (len > 0 && tlm__msg_send(c, TLM_FT_CTRL, m, (uint32_t)len) == 0)
-		(void)tlm_lane_flush(c);
+	if (len > 0)
+		(void)tlm__ka_send(&d->ka, m, (uint32_t)len);
 }
 
 /* What the control lane has said so far. */
@@ -436,6 +453,10 @@ static void on_ctrl(struct dst *d, struct rx *x, unsigned nl, const uint8_t *buf
 		if (err)
 			dst_fail(d, err, "SYNC: %s", tlm_strerror(err));
 		break;
+	case TLM_CM_KEEPALIVE:
+		if (tlm__cm_keepalive_decode(buf, len))
+			dst_fail(d, -TLM_EFRAME, "bad KEEPALIVE message");
+		break;
 	case TLM_CM_ABORT:
 		if (tlm__cm_abort_decode(buf, len))
 			dst_fail(d, -TLM_EFRAME, "bad ABORT message");
@@ -482,8 +503,7 @@ static uint64_t records_in(const struct rx *x, unsigned nl)
 
 static void control_loop(struct dst *d, struct rx *x, unsigned nl, uint8_t *buf, struct ctl *k)
 {
-	const struct tlm_session_cfg *cfg = tlm_session_cfg_get(d->s);
-	int silent_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : TLM_DEFAULT_TIMEOUT_MS;
+	int silent_ms = d->silent_ms;
 	struct tlm_lane *c = tlm_session_lane(d->s, 0);
 	uint64_t heard = tlm__now_ms(), seen = 0;
 
@@ -508,8 +528,8 @@ static void control_loop(struct dst *d, struct rx *x, unsigned nl, uint8_t *buf,
 				heard = now;
 			} else if (now - heard >= (uint64_t)silent_ms) {
 				dst_fail(d, -ETIMEDOUT, "the source has sent nothing for %llu ms "
-					 "(gone without closing the lanes?)",
-					 (unsigned long long)(now - heard));
+					 "(timeout %d ms; gone without closing the lanes?)",
+					 (unsigned long long)(now - heard), silent_ms);
 				return;
 			}
 			continue;
@@ -527,6 +547,11 @@ static void control_loop(struct dst *d, struct rx *x, unsigned nl, uint8_t *buf,
 	}
 }
 
+static void dst_ka_fail(void *arg, int err)
+{
+	dst_fail(arg, err, "control lane (keepalive): %s", tlm_strerror(err));
+}
+
 /* d for these regions, or -errno with st->why (d is set up far enough
  * for dst_free either way). */
 static int dst_setup(struct dst *d, const struct tlm_region *regions, unsigned n)
@@ -535,6 +560,8 @@ static int dst_setup(struct dst *d, const struct tlm_region *regions, unsigned n
 	struct tlm_dest_stats *st = d->st;
 
 	d->page_size = cfg->page_size;
+	d->silent_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : TLM_DEFAULT_TIMEOUT_MS;
+	tlm__ka_init(&d->ka, tlm_session_lane(d->s, 0), d->silent_ms);
 	d->refused = (cfg->caps & TLM_CAP_ZERO_PAGE ? 0 : TLM_PF_ZERO) |
 		     (cfg->caps & TLM_CAP_XBZRLE ? 0 : TLM_PF_XBZRLE);
 	d->n_regions = n;
@@ -564,6 +591,7 @@ static int dst_setup(struct dst *d, const struct tlm_region *regions, unsigned n
 
 static void dst_free(struct dst *d, unsigned n)
 {
+	tlm__ka_destroy(&d->ka);
 	withdraw_regions(d);
 	for (unsigned i = 0; i < n && i < TLM_MAX_REGIONS; i++)
 		free(d->r[i].key);
@@ -636,6 +664,8 @@ int tlm__migrate_dest(struct tlm_session *s, const struct tlm_region *regions, u
 		}
 		started++;
 	}
+	if (!err && tlm__ka_start(&d->ka, NULL, dst_ka_fail, d))
+		err = -EAGAIN;
 	if (err) {
 		stop_rx(d, x, started);
 		goto out;

@@ -344,6 +344,7 @@ static void stop_threads(struct src *e, struct ps_arg *pa, unsigned ps_started)
 	e->tick_stop = true;
 	pthread_cond_broadcast(&e->cond);
 	pthread_mutex_unlock(&e->lock);
+	tlm__ka_stop(&e->ka);
 	stop_tick(e);
 	for (unsigned i = 0; i < ps_started; i++)
 		pthread_join(pa[i].t, NULL);
@@ -364,6 +365,7 @@ static struct src *src_new(struct tlm_session *s, struct tlm_memsrc *m,
 	e->o = *o;
 	e->st = st;
 	e->epoch = 1;
+	tlm__ka_init(&e->ka, tlm_session_lane(s, 0), tlm__engine_timeout(e));
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_mutex_init(&e->ctrl, NULL);
 	/* The epoch tick waits on it with a deadline (core/epoch.c). */
@@ -386,6 +388,7 @@ static void src_free(struct src *e)
 	for (unsigned i = 0; i < TLM_MAX_LANES; i++)
 		tlm__xbz_destroy(e->xbz[i]);
 	pthread_mutex_destroy(&e->lock);
+	tlm__ka_destroy(&e->ka);
 	pthread_mutex_destroy(&e->ctrl);
 	pthread_cond_destroy(&e->cond);
 	free(e);
@@ -416,6 +419,8 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 		snprintf(st->why, sizeof(st->why), "control lane: %s", tlm_strerror(err));
 		goto out;
 	}
+	if (tlm__src_ka_start(e))
+		goto fail;
 	setup_live(e);
 	e->ps = pa;
 	for (unsigned i = 0; i < e->o.ps_lanes; i++) {
@@ -430,6 +435,8 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 						   : pass_tracked(e, ca, t_start);
 	if (!err)
 		err = stage3(e, &t_pause);
+	/* Nothing more to hear or say on the control lane but ABORT. */
+	tlm__ka_stop(&e->ka);
 	if (err)
 		goto fail;
 	st->completed = true;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Engine internals shared by engine-src.c, chk.c, pagesaver.c, epoch.c,
- * precopy.c, src-ctl.c, batch.c, apply.c,
+ * precopy.c, src-ctl.c, batch.c, apply.c, keepalive.c,
  * policy.c and xbzrle.c.
  *
  * Why the destination ends with the source's memory at the pause:
@@ -64,6 +64,41 @@
 
 struct tlm_xbz_cache;
 
+/* keepalive.c APIs: the control lane's keepalive and the silent-peer
+ * timer (the list of timers is at the top of keepalive.c). */
+#define TLM_KA_MAX_MS 1000       /* longest idle control lane, either end */
+struct tlm__ka {
+	struct tlm_lane *lane;        /* the control lane */
+	pthread_mutex_t tx;           /* held across each send and its flush */
+	uint64_t tx_ns;               /* last message sent (atomic) */
+	uint64_t rx_ns;               /* last message heard (atomic) */
+	int timeout_ms;               /* this end's silent-peer timeout */
+	int idle_ms;                  /* keepalive after this long idle */
+	void (*check)(void *arg);     /* every idle_ms/2, on the keepalive thread */
+	void (*fail)(void *arg, int err); /* a keepalive could not be sent */
+	void *arg;
+	pthread_t t;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stop, running;
+};
+/* The keepalive interval for a timeout: T/4, 20 ms .. TLM_KA_MAX_MS. */
+int tlm__ka_idle_ms(int timeout_ms);
+/* Before any send; heard and sent count from now. */
+void tlm__ka_init(struct tlm__ka *k, struct tlm_lane *lane, int timeout_ms);
+/* The keepalive thread; check may be NULL. -EAGAIN if it cannot start. */
+int tlm__ka_start(struct tlm__ka *k, void (*check)(void *), void (*fail)(void *, int),
+		  void *arg);
+/* Waits for the thread to leave; nothing is sent after it returns. */
+void tlm__ka_stop(struct tlm__ka *k);
+void tlm__ka_destroy(struct tlm__ka *k);
+/* One CTRL message and a flush, under tx; any thread. 0 or -errno. */
+int tlm__ka_send(struct tlm__ka *k, const uint8_t *msg, uint32_t len);
+/* Should be called whenever something arrives from the peer. */
+void tlm__ka_heard(struct tlm__ka *k);
+/* Milliseconds since the peer was last heard. */
+uint64_t tlm__ka_silent_ms(struct tlm__ka *k);
+
 /* One region as the source engine sees it. */
 struct src_region {
 	uint8_t *base;
@@ -93,7 +128,9 @@ struct src {
 	/* epochs */
 	uint32_t epoch;           /* current epoch (atomic) */
 	pthread_mutex_t lock;     /* epochs[], round counters */
-	pthread_mutex_t ctrl;     /* a request and its answer on the control lane */
+	pthread_mutex_t ctrl;     /* a request and its answer on the control lane,
+				   * or the keepalive thread reading it */
+	struct tlm__ka ka;        /* the control lane's keepalive (keepalive.c) */
 	pthread_cond_t cond;
 	uint64_t round;           /* PS rounds started (a round per tick) */
 	bool tick_stop;           /* the epoch tick thread leaves */
@@ -208,10 +245,16 @@ int tlm__sync_dest(struct src *e);
 int tlm__send_start(struct src *e);
 /* PAUSED: what each lane had carried when the source paused. */
 int tlm__send_paused(struct src *e);
-/* STAGE3 with every lane's record count, then the device state. */
+/* STAGE3 with every lane's record count, then the device state. On
+ * success it returns holding e->ctrl, for tlm__wait_commit. */
 int tlm__send_stage3(struct src *e, const void *dev, size_t devlen);
-/* Waits for COMMIT and keeps the destination's stage-3 accounting. */
+/* Waits for COMMIT and keeps the destination's stage-3 accounting;
+ * releases e->ctrl. */
 int tlm__wait_commit(struct src *e);
+/* The control lane's keepalive thread (e->ka, initialised by the caller),
+ * which also reads the lane between exchanges and fails e once the
+ * destination has been silent for the engine's timeout. */
+int tlm__src_ka_start(struct src *e);
 void tlm__send_abort(struct src *e);
 
 /* precopy.c APIs: */

@@ -5,7 +5,10 @@
  * PAUSED, STAGE3 + DEVSTATE, ABORT) and the exchanges it waits on (SYNC and
  * SYNCED, COMMIT). Messages are encoded and decoded by core/wire.c; this
  * file adds what they mean to the source. Requests and answers are one
- * exchange at a time (e->ctrl).
+ * exchange at a time (e->ctrl); between them the keepalive thread reads
+ * the lane (src_ka_check), so a destination that goes silent, or fails,
+ * while the source has nothing to ask is noticed within the timeout
+ * (core/keepalive.c lists the timers).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,10 +41,79 @@ bool tlm__src_stopping(struct src *e)
 
 static int send_ctrl(struct src *e, const uint8_t *msg, uint32_t len)
 {
-	struct tlm_lane *c = tlm_session_lane(e->s, 0);
-	int err = tlm__msg_send(c, TLM_FT_CTRL, msg, len);
+	return tlm__ka_send(&e->ka, msg, len);
+}
 
-	return err ? err : tlm_lane_flush(c);
+static void silent_fail(struct src *e, const char *what, uint64_t ms)
+{
+	tlm__src_fail(e, -ETIMEDOUT, "%sthe destination has sent nothing for %llu ms "
+		      "(timeout %d ms; gone without closing the lanes?)", what,
+		      (unsigned long long)ms, tlm__engine_timeout(e));
+}
+
+/* A FAIL from the destination, or anything else it should not have sent
+ * now; fails e either way. */
+static int unexpected(struct src *e, const uint8_t *buf, uint32_t len)
+{
+	struct tlm_cm_fail f;
+
+	if (tlm__cm_type(buf, len) == TLM_CM_FAIL && !tlm__cm_fail_decode(buf, len, &f)) {
+		tlm__src_fail(e, f.code, "destination failed: %.120s", f.text);
+		return f.code;
+	}
+	tlm__src_fail(e, -TLM_EFRAME, "unexpected message from the destination");
+	return -TLM_EFRAME;
+}
+
+/* The keepalive thread's check (core/keepalive.c): read what the
+ * destination sent while no exchange waits for an answer (e->ctrl free),
+ * and give up on it once it has been silent for the engine's timeout. */
+static void src_ka_check(void *arg)
+{
+	struct src *e = arg;
+	struct tlm_lane *c = tlm_session_lane(e->s, 0);
+	uint8_t buf[TLM_MAX_MSG];
+	uint64_t silent;
+
+	if (__atomic_load_n(&e->stop, __ATOMIC_ACQUIRE))
+		return;
+	if (pthread_mutex_trylock(&e->ctrl) == 0) {
+		for (;;) {
+			uint32_t len;
+			uint8_t type;
+			int err = tlm__msg_recv(c, &type, buf, sizeof(buf), &len, 1);
+
+			if (err == -ETIMEDOUT)
+				break;
+			if (err) {
+				tlm__src_fail(e, err, "control lane: %s", tlm_strerror(err));
+				break;
+			}
+			tlm__ka_heard(&e->ka);
+			if (type != TLM_FT_CTRL || tlm__cm_keepalive_decode(buf, len)) {
+				(void)unexpected(e, buf, type == TLM_FT_CTRL ? len : 0);
+				break;
+			}
+		}
+		pthread_mutex_unlock(&e->ctrl);
+	}
+	silent = tlm__ka_silent_ms(&e->ka);
+	if (silent >= (uint64_t)tlm__engine_timeout(e))
+		silent_fail(e, "", silent);
+}
+
+static void src_ka_fail(void *arg, int err)
+{
+	tlm__src_fail(arg, err, "control lane (keepalive): %s", tlm_strerror(err));
+}
+
+int tlm__src_ka_start(struct src *e)
+{
+	int err = tlm__ka_start(&e->ka, src_ka_check, src_ka_fail, e);
+
+	if (err)
+		tlm__src_fail(e, err, "cannot start the keepalive thread");
+	return err;
 }
 
 void tlm__send_abort(struct src *e)
@@ -69,33 +141,44 @@ static void commit_stats(struct src *e, const struct tlm_cm_commit *m)
 	s3->dest_commit_ms = m->commit_us / 1000.0;
 }
 
-/* Wait for the destination's answer: COMMIT to stage 3, or SYNCED. */
+/* Wait for the destination's answer: COMMIT to stage 3, or SYNCED. Called
+ * with e->ctrl held since the request went out. KEEPALIVEs on the way are
+ * skipped; the wait ends when the destination has been silent for the
+ * engine's timeout, however long it is alive and busy. */
 static int wait_answer(struct src *e, uint8_t want, uint8_t *buf, uint32_t *len)
 {
 	struct tlm_lane *c = tlm_session_lane(e->s, 0);
 	int ms = tlm__engine_timeout(e);
+	const char *what = want == TLM_CM_COMMIT ? "no confirmation from the destination: "
+						 : "no answer to SYNC: ";
 	uint8_t type;
 	int err;
 
-	err = tlm__msg_recv(c, &type, buf, TLM_MAX_MSG, len, ms);
-	if (err) {
-		tlm__src_fail(e, err, "no %s from the destination: %s",
-			      want == TLM_CM_COMMIT ? "confirmation" : "answer to SYNC",
-			      tlm_strerror(err));
-		return err;
-	}
-	if (type == TLM_FT_CTRL && tlm__cm_type(buf, *len) == want)
-		return 0;
-	if (type == TLM_FT_CTRL && tlm__cm_type(buf, *len) == TLM_CM_FAIL) {
-		struct tlm_cm_fail f;
+	for (;;) {
+		uint64_t silent = tlm__ka_silent_ms(&e->ka);
 
-		if (!tlm__cm_fail_decode(buf, *len, &f)) {
-			tlm__src_fail(e, f.code, "destination failed: %.120s", f.text);
-			return f.code;
+		/* Read even when the time is up: what waits unread (while
+		 * nobody read the lane) proves the destination alive. */
+		err = tlm__msg_recv(c, &type, buf, TLM_MAX_MSG, len,
+				    silent >= (uint64_t)ms ? 1 : ms - (int)silent);
+		if (err == -ETIMEDOUT) {
+			silent = tlm__ka_silent_ms(&e->ka);
+			if (silent < (uint64_t)ms)
+				continue;
+			silent_fail(e, what, silent);
+			return err;
 		}
+		if (err) {
+			tlm__src_fail(e, err, "%s%s", what, tlm_strerror(err));
+			return err;
+		}
+		tlm__ka_heard(&e->ka);
+		if (type == TLM_FT_CTRL && !tlm__cm_keepalive_decode(buf, *len))
+			continue;
+		if (type == TLM_FT_CTRL && tlm__cm_type(buf, *len) == want)
+			return 0;
+		return unexpected(e, buf, type == TLM_FT_CTRL ? *len : 0);
 	}
-	tlm__src_fail(e, -TLM_EFRAME, "unexpected message from the destination");
-	return -TLM_EFRAME;
 }
 
 int tlm__wait_commit(struct src *e)
@@ -104,6 +187,8 @@ int tlm__wait_commit(struct src *e)
 	uint8_t buf[TLM_MAX_MSG];
 	uint32_t len;
 	int err = wait_answer(e, TLM_CM_COMMIT, buf, &len);
+
+	pthread_mutex_unlock(&e->ctrl);   /* taken by tlm__send_stage3 */
 
 	if (err)
 		return err;
@@ -221,6 +306,9 @@ int tlm__send_stage3(struct src *e, const void *dev, size_t devlen)
 	for (unsigned i = 1; i <= m.n; i++)
 		m.records[i] = e->lane_records[i];
 	err = tlm__cm_stage3_encode(msg, sizeof(msg), &m);
+	/* Held until COMMIT is in (tlm__wait_commit), or released here on
+	 * failure: the keepalive thread must not read the answer. */
+	pthread_mutex_lock(&e->ctrl);
 	if (err >= 0)
 		err = send_ctrl(e, msg, (uint32_t)err);
 	for (size_t off = 0; !err && off < devlen;) {
@@ -237,7 +325,9 @@ int tlm__send_stage3(struct src *e, const void *dev, size_t devlen)
 		free(chunk);
 		off += c;
 	}
-	if (err)
+	if (err) {
+		pthread_mutex_unlock(&e->ctrl);
 		tlm__src_fail(e, err, "control lane: %s", tlm_strerror(err));
+	}
 	return err;
 }

@@ -338,7 +338,7 @@ int tlm__errmsg_decode(const uint8_t *in, size_t len, struct tlm_errmsg *e)
 
 int tlm__cm_type(const uint8_t *in, size_t len)
 {
-	if (len < 1 || in[0] < TLM_CM_START || in[0] > TLM_CM_SYNCED)
+	if (len < 1 || in[0] < TLM_CM_START || in[0] > TLM_CM_KEEPALIVE)
 		return -TLM_EFRAME;
 	return in[0];
 }
@@ -575,4 +575,17 @@ int tlm__cm_abort_encode(uint8_t *out, size_t cap)
 int tlm__cm_abort_decode(const uint8_t *in, size_t len)
 {
 	return len == 1 && in[0] == TLM_CM_ABORT ? 0 : -TLM_EFRAME;
+}
+
+int tlm__cm_keepalive_encode(uint8_t *out, size_t cap)
+{
+	if (cap < 1)
+		return -ENOSPC;
+	out[0] = TLM_CM_KEEPALIVE;
+	return 1;
+}
+
+int tlm__cm_keepalive_decode(const uint8_t *in, size_t len)
+{
+	return len == 1 && in[0] == TLM_CM_KEEPALIVE ? 0 : -TLM_EFRAME;
 }

@@ -191,6 +191,8 @@ enum {
 	TLM_CM_SYNC = 8,     /* src->dst: u16 n, u64 records[n]: answer SYNCED
 			      * once each lane has applied that many */
 	TLM_CM_SYNCED = 9,   /* dst->src: u32 us the destination waited */
+	TLM_CM_KEEPALIVE = 10, /* either way: nothing; sent on a control lane
+				* idle for a while (core/keepalive.c) */
 };
 
 /* START flags. */
@@ -254,5 +256,7 @@ int tlm__cm_fail_encode(uint8_t *out, size_t cap, int32_t code, const char *text
 int tlm__cm_fail_decode(const uint8_t *in, size_t len, struct tlm_cm_fail *m);
 int tlm__cm_abort_encode(uint8_t *out, size_t cap);
 int tlm__cm_abort_decode(const uint8_t *in, size_t len);
+int tlm__cm_keepalive_encode(uint8_t *out, size_t cap);
+int tlm__cm_keepalive_decode(const uint8_t *in, size_t len);
 
 #endif /* TLM_CORE_WIRE_H */

@@ -69,6 +69,10 @@ static void ctrl(const uint8_t *p, size_t len)
 		if (!tlm__cm_abort_decode(p, len))
 			r = tlm__cm_abort_encode(out, sizeof(out));
 		break;
+	case TLM_CM_KEEPALIVE:
+		if (!tlm__cm_keepalive_decode(p, len))
+			r = tlm__cm_keepalive_encode(out, sizeof(out));
+		break;
 	case TLM_CM_FAIL:
 		if (!tlm__cm_fail_decode(p, len, &u.f)) {
 			struct tlm_cm_fail again;

@@ -40,9 +40,12 @@ abort = b"\x06"
 paused = struct.pack(">BHQQQQ", 7, 2, 10, 40960, 11, 45056)
 sync = struct.pack(">BHQQ", 8, 2, 10, 11)
 synced = struct.pack(">BI", 9, 1234)
+keepalive = b"\x0a"
 seeds = {
     "ctrl-source": b"\x00" + ctrl(start) + ctrl(sync) + ctrl(paused) + ctrl(stage3) + ctrl(devstate),
     "ctrl-dest": b"\x00" + ctrl(synced) + ctrl(commit) + ctrl(commit_stats) + ctrl(fail),
+    "ctrl-keepalive": b"\x00" + ctrl(keepalive) + ctrl(sync) + ctrl(keepalive) + ctrl(keepalive + b"\x00") +
+        ctrl(b"\x0b"),
     "ctrl-abort": b"\x00" + ctrl(abort) + ctrl(struct.pack(">Bi", 5, 7) + bytes([0, 10, 200])),
     "ctrl-near-misses": b"\x00" + ctrl(start[:-1]) + ctrl(stage3 + b"\x00") +
         ctrl(struct.pack(">BH", 8, 0xffff)) + ctrl(b"\x04") + ctrl(b"\x0a") +

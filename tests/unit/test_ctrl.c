@@ -165,9 +165,18 @@ static void test_devstate_fail_abort(void)
 	CHECK(tlm__cm_abort_decode(b, 2) == -TLM_EFRAME && tlm__cm_abort_decode(b, 0) == -TLM_EFRAME);
 	CHECK(tlm__cm_abort_encode(b, 0) == -ENOSPC);
 
+	CHECK(tlm__cm_keepalive_encode(b, sizeof(b)) == 1 && b[0] == TLM_CM_KEEPALIVE);
+	CHECK(tlm__cm_type(b, 1) == TLM_CM_KEEPALIVE);
+	CHECK(tlm__cm_keepalive_decode(b, 1) == 0);
+	CHECK(tlm__cm_keepalive_decode(b, 2) == -TLM_EFRAME &&
+	      tlm__cm_keepalive_decode(b, 0) == -TLM_EFRAME);
+	CHECK(tlm__cm_keepalive_encode(b, 0) == -ENOSPC);
+	b[0] = TLM_CM_ABORT;                     /* not a keepalive */
+	CHECK(tlm__cm_keepalive_decode(b, 1) == -TLM_EFRAME);
+
 	b[0] = 0;
 	CHECK(tlm__cm_type(b, 1) == -TLM_EFRAME);
-	b[0] = TLM_CM_SYNCED + 1;
+	b[0] = TLM_CM_KEEPALIVE + 1;
 	CHECK(tlm__cm_type(b, 1) == -TLM_EFRAME);
 	CHECK(tlm__cm_type(b, 0) == -TLM_EFRAME);
 }
