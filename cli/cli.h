@@ -56,6 +56,33 @@ int tlm_cli_targs_build(const struct tlm_cli_targs *t, const char *transport, ch
 	{ "dpdk-args", required_argument, NULL, 'E' }, \
 	{ "fault", required_argument, NULL, 'F' }
 bool tlm_cli_targs_opt(struct tlm_cli_targs *t, int c);
+
+/* The options of the commands that carry QEMU's own migration over lanes
+* (migrate, receive, relay-out, relay-in, virsh-migrate), for their
+* getopt_long tables (--accept-timeout, 'a', is parsed too, for those
+* that list it), the parser (1: c was one of them, 0: not, -1: a bad
+* value, said) and the check once all are parsed (the transport is built
+* in, its arguments, the key read: 0 or -1, said). cli/relay.c. */
+struct tlm_cli_relay {
+	const char *transport, *psk_path;
+	struct tlm_cli_targs ta;
+	char targs[512];
+	long multifd, timeout, acc_timeout;
+	int protect;            /* --protect, enum tlm_protect */
+	bool json;
+	const char *psk_whose;  /* for "--psk FILE is required (...)" */
+};
+#define TLM_CLI_RELAY_OPTIONS \
+	{ "transport", required_argument, NULL, 'T' }, \
+	TLM_CLI_TARGS_OPTIONS, \
+	{ "lanes", required_argument, NULL, 'n' }, \
+	{ "psk", required_argument, NULL, 'k' }, \
+	{ "protect", required_argument, NULL, 'Q' }, \
+	{ "timeout", required_argument, NULL, 'o' }, \
+	{ "json", no_argument, NULL, 'j' }
+int tlm_cli_relay_opt(struct tlm_cli_relay *o, int c);
+struct tlm_psk;
+int tlm_cli_relay_check(struct tlm_cli_relay *o, struct tlm_psk *psk);
 #define TLM_CLI_TARGS_HELP \
 "  --transport-args S   transport options (key=value,...; README.md)\n" \
 "  --rdma-dev NAME      rdma: the device the address must resolve to\n" \

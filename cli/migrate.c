@@ -187,15 +187,9 @@ int tlm_cli_migrate(int argc, char **argv)
 	static const struct option lopts[] = {
 		{ "qmp", required_argument, NULL, 'q' },
 		{ "to", required_argument, NULL, 't' },
-		{ "transport", required_argument, NULL, 'T' },
-		TLM_CLI_TARGS_OPTIONS,
-		{ "lanes", required_argument, NULL, 'n' },
+		TLM_CLI_RELAY_OPTIONS,
 		{ "policy", required_argument, NULL, 'p' },
-		{ "psk", required_argument, NULL, 'k' },
-		{ "protect", required_argument, NULL, 'Q' },
-		{ "timeout", required_argument, NULL, 'o' },
 		{ "max-bandwidth", required_argument, NULL, 'b' },
-		{ "json", no_argument, NULL, 'j' },
 		{ "mode", required_argument, NULL, 'm' },
 		{ "chk-lanes", required_argument, NULL, 'c' },
 		{ "ps-lanes", required_argument, NULL, 's' },
@@ -204,16 +198,15 @@ int tlm_cli_migrate(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	static volatile sig_atomic_t stop;
-	const char *qmp_path = NULL, *to = NULL, *transport = "tcp", *psk_path = NULL;
-	int protect = TLM_PROTECT_ENCRYPT;
-	char host[256], port[32], targs[512];
-	struct tlm_cli_targs ta = { 0 };
+	const char *qmp_path = NULL, *to = NULL;
+	struct tlm_cli_relay ro = { .transport = "tcp", .multifd = 4, .timeout = 600,
+				.protect = TLM_PROTECT_ENCRYPT };
+	char host[256], port[32];
 	struct tlm_relay_src_opts o = { 0 };
 	struct tlm_relay_result r;
 	struct tlm_psk psk;
 	struct tlm_qmp *q;
-	bool json = false;
-	long lanes = 4, timeout = 600, chk = 1, ps = 1, epoch = 0;
+	long chk = 1, ps = 1, epoch = 0;
 	const char *mode = NULL, *policy_name = NULL;
 	int policy = TLM_RELAY_POLICY_TLM, c, rc, inside;
 	uint64_t bw = 0;
@@ -222,32 +215,15 @@ int tlm_cli_migrate(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
 		char *end;
 
-		if (tlm_cli_targs_opt(&ta, c))
+		int t = tlm_cli_relay_opt(&ro, c);
+
+		if (t < 0)
+			return 2;
+		if (t > 0)
 			continue;
 		switch (c) {
 		case 'q': qmp_path = optarg; break;
 		case 't': to = optarg; break;
-		case 'T': transport = optarg; break;
-		case 'k': psk_path = optarg; break;
-		case 'Q':
-			if (tlm_cli_parse_protect(optarg, &protect))
-				return 2;
-			break;
-		case 'j': json = true; break;
-		case 'n':
-			lanes = strtol(optarg, &end, 10);
-			if (*end || lanes < 1 || lanes > TLM_RELAY_MAX_MULTIFD) {
-				tlm_cli_err("--lanes: 1..%d", TLM_RELAY_MAX_MULTIFD);
-				return 2;
-			}
-			break;
-		case 'o':
-			timeout = strtol(optarg, &end, 10);
-			if (*end || timeout < 1 || timeout > 86400) {
-				tlm_cli_err("--timeout: seconds, 1..86400");
-				return 2;
-			}
-			break;
 		case 'b':
 			if (tlm_cli_parse_size(optarg, &bw) || !bw) {
 				tlm_cli_err("--max-bandwidth: a size such as 10G");
@@ -285,13 +261,7 @@ int tlm_cli_migrate(int argc, char **argv)
 		tlm_cli_err("--to: HOST:PORT, not '%s'", to);
 		return 2;
 	}
-	if (!tlm_transport_available(transport)) {
-		tlm_cli_err("transport '%s' is not built into this tlm", transport);
-		return 2;
-	}
-	if (tlm_cli_targs_build(&ta, transport, targs, sizeof(targs)))
-		return 2;
-	if (tlm_cli_get_psk(psk_path, false, &psk))
+	if (tlm_cli_relay_check(&ro, &psk))
 		return 2;
 	if (policy_name && tlm_policy_parse(policy_name) < 0 &&
 	    tlm_relay_policy_parse(policy_name) < 0) {
@@ -309,12 +279,12 @@ int tlm_cli_migrate(int argc, char **argv)
 	tlm_cli_relay_signals(&stop);
 	if (inside) {
 		struct tlm_cli_inside in = {
-			.qmp = q, .source = true, .json = json, .host = host, .port = port,
-			.transport = transport, .transport_args = targs, .psk_path = psk_path,
-			.protect = protect,
+			.qmp = q, .source = true, .json = ro.json, .host = host, .port = port,
+			.transport = ro.transport, .transport_args = ro.targs,
+			.psk_path = ro.psk_path, .protect = ro.protect,
 			.policy = policy_name ? policy_name : "tlm", .chk_lanes = (unsigned)chk,
 			.ps_lanes = (unsigned)ps, .epoch_ms = (unsigned)epoch,
-			.timeout_ms = (int)timeout * 1000, .cancel = &stop,
+			.timeout_ms = (int)ro.timeout * 1000, .cancel = &stop,
 		};
 
 		if (tlm_policy_parse(in.policy) < 0) {
@@ -340,28 +310,28 @@ int tlm_cli_migrate(int argc, char **argv)
 	}
 	o.qmp = q;
 	o.qmp_path = qmp_path;
-	o.transport = transport;
-	o.transport_args = targs;
-	o.protect = protect;
+	o.transport = ro.transport;
+	o.transport_args = ro.targs;
+	o.protect = ro.protect;
 	o.host = host;
 	o.port = port;
 	o.psk = &psk;
-	o.multifd = (unsigned)lanes;
+	o.multifd = (unsigned)ro.multifd;
 	o.policy = policy;
 	o.max_bandwidth = bw;
-	o.timeout_ms = (int)timeout * 1000;
+	o.timeout_ms = (int)ro.timeout * 1000;
 	o.progress = tlm_cli_relay_progress;
 	o.cancel = &stop;
 	rc = tlm_relay_migrate(&o, &r);
 	tlm_cli_relay_progress_end();
-	if (json) {
+	if (ro.json) {
 		struct tlm_json j;
 
 		tlm_json_begin(&j, stdout);
-		tlm_cli_relay_report(stdout, &r, transport, policy, protect, true, &j);
+		tlm_cli_relay_report(stdout, &r, ro.transport, policy, ro.protect, true, &j);
 		tlm_json_finish(&j);
 	} else {
-		tlm_cli_relay_report(stdout, &r, transport, policy, protect, false, NULL);
+		tlm_cli_relay_report(stdout, &r, ro.transport, policy, ro.protect, false, NULL);
 		if (rc) {
 			char st[32] = "?";
 

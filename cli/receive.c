@@ -57,74 +57,39 @@ int tlm_cli_receive(int argc, char **argv)
 	static const struct option lopts[] = {
 		{ "qmp", required_argument, NULL, 'q' },
 		{ "listen", required_argument, NULL, 'l' },
-		{ "transport", required_argument, NULL, 'T' },
-		TLM_CLI_TARGS_OPTIONS,
-		{ "lanes", required_argument, NULL, 'n' },
-		{ "psk", required_argument, NULL, 'k' },
-		{ "protect", required_argument, NULL, 'Q' },
+		TLM_CLI_RELAY_OPTIONS,
 		{ "accept-timeout", required_argument, NULL, 'a' },
-		{ "timeout", required_argument, NULL, 'o' },
-		{ "json", no_argument, NULL, 'j' },
 		{ "mode", required_argument, NULL, 'm' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static volatile sig_atomic_t stop;
-	const char *qmp_path = NULL, *listen = NULL, *transport = "tcp", *psk_path = NULL;
-	int protect = TLM_PROTECT_ENCRYPT;
-	char host[256], port[32], targs[512];
-	struct tlm_cli_targs ta = { 0 };
+	const char *qmp_path = NULL, *listen = NULL;
+	struct tlm_cli_relay ro = { .transport = "tcp", .timeout = 600, .acc_timeout = 600,
+				.protect = TLM_PROTECT_ENCRYPT };
+	char host[256], port[32];
 	struct tlm_relay_dst_opts o = { 0 };
 	struct tlm_relay_result r;
 	struct tlm_psk psk;
 	struct tlm_qmp *q;
-	bool json = false;
-	long lanes = 0, timeout = 600, acc_timeout = 600;
 	const char *mode = NULL;
 	int c, rc, inside;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
-		char *end;
+		int t = tlm_cli_relay_opt(&ro, c);
 
-		if (tlm_cli_targs_opt(&ta, c))
+		if (t < 0)
+			return 2;
+		if (t > 0)
 			continue;
 		switch (c) {
 		case 'q': qmp_path = optarg; break;
 		case 'l': listen = optarg; break;
-		case 'T': transport = optarg; break;
-		case 'k': psk_path = optarg; break;
-		case 'Q':
-			if (tlm_cli_parse_protect(optarg, &protect))
-				return 2;
-			break;
-		case 'j': json = true; break;
 		case 'm':
 			if (tlm_cli_parse_mode(optarg, &mode))
 				return 2;
 			break;
-		case 'n':
-			lanes = strtol(optarg, &end, 10);
-			if (*end || lanes < 1 || lanes > TLM_RELAY_MAX_MULTIFD) {
-				tlm_cli_err("--lanes: 1..%d", TLM_RELAY_MAX_MULTIFD);
-				return 2;
-			}
-			break;
-		case 'a':
-		case 'o': {
-			long v = strtol(optarg, &end, 10);
-
-			if (*end || v < 1 || v > 86400) {
-				tlm_cli_err("--%s: seconds, 1..86400",
-					    c == 'a' ? "accept-timeout" : "timeout");
-				return 2;
-			}
-			if (c == 'a')
-				acc_timeout = v;
-			else
-				timeout = v;
-			break;
-		}
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -138,13 +103,7 @@ int tlm_cli_receive(int argc, char **argv)
 		tlm_cli_err("--listen: ADDR:PORT, not '%s'", listen);
 		return 2;
 	}
-	if (!tlm_transport_available(transport)) {
-		tlm_cli_err("transport '%s' is not built into this tlm", transport);
-		return 2;
-	}
-	if (tlm_cli_targs_build(&ta, transport, targs, sizeof(targs)))
-		return 2;
-	if (tlm_cli_get_psk(psk_path, false, &psk))
+	if (tlm_cli_relay_check(&ro, &psk))
 		return 2;
 	if (tlm_cli_qmp_open(qmp_path, &q))
 		return 1;
@@ -156,10 +115,10 @@ int tlm_cli_receive(int argc, char **argv)
 	tlm_cli_relay_signals(&stop);
 	if (inside) {
 		struct tlm_cli_inside in = {
-			.qmp = q, .source = false, .json = json, .host = host, .port = port,
-			.transport = transport, .transport_args = targs, .psk_path = psk_path,
-			.protect = protect,
-			.timeout_ms = (int)(acc_timeout + timeout) * 1000, .cancel = &stop,
+			.qmp = q, .source = false, .json = ro.json, .host = host, .port = port,
+			.transport = ro.transport, .transport_args = ro.targs,
+			.psk_path = ro.psk_path, .protect = ro.protect,
+			.timeout_ms = (int)(ro.acc_timeout + ro.timeout) * 1000, .cancel = &stop,
 		};
 
 		rc = tlm_cli_inside_run(&in);
@@ -168,19 +127,19 @@ int tlm_cli_receive(int argc, char **argv)
 		return rc;
 	}
 	o.qmp = q;
-	o.transport = transport;
-	o.transport_args = targs;
-	o.protect = protect;
+	o.transport = ro.transport;
+	o.transport_args = ro.targs;
+	o.protect = ro.protect;
 	o.addr = host;
 	o.port = port;
 	o.psk = &psk;
-	o.multifd = (unsigned)lanes;
-	o.accept_timeout_ms = (int)acc_timeout * 1000;
-	o.timeout_ms = (int)timeout * 1000;
+	o.multifd = (unsigned)ro.multifd;
+	o.accept_timeout_ms = (int)ro.acc_timeout * 1000;
+	o.timeout_ms = (int)ro.timeout * 1000;
 	o.listening = say_port;
 	o.cancel = &stop;
 	rc = tlm_relay_receive(&o, &r);
-	if (json) {
+	if (ro.json) {
 		struct tlm_json j;
 
 		tlm_json_begin(&j, stdout);
@@ -189,8 +148,8 @@ int tlm_cli_receive(int argc, char **argv)
 			tlm_json_str(&j, "error", r.error);
 		tlm_json_str(&j, "destination", r.dst_status);
 		tlm_json_i64(&j, "wall_ms", r.wall_ms);
-		tlm_json_str(&j, "transport", transport);
-		tlm_json_str(&j, "protect", tlm_protect_name(protect));
+		tlm_json_str(&j, "transport", ro.transport);
+		tlm_json_str(&j, "protect", tlm_protect_name(ro.protect));
 		tlm_cli_json_lanes(&j, &r);
 		tlm_json_finish(&j);
 	} else if (rc) {
@@ -199,7 +158,7 @@ int tlm_cli_receive(int argc, char **argv)
 	} else {
 		printf("received: destination %s, %.1f MiB over %u lanes + control, protect %s\n",
 		       r.dst_status, (double)r.bytes / 1048576.0, r.n_lanes,
-		       tlm_protect_name(protect));
+		       tlm_protect_name(ro.protect));
 	}
 	tlm_qmp_close(q);
 	memset(&psk, 0, sizeof(psk));

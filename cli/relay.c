@@ -15,16 +15,6 @@
 #include "cli.h"
 #include "relay.h"
 
-/* The options both relays take. */
-struct relay_common {
-	const char *transport, *psk_path;
-	struct tlm_cli_targs ta;
-	char targs[512];
-	long multifd, timeout, acc_timeout;
-	int protect;            /* --protect, enum tlm_protect */
-	bool json;
-};
-
 #define RELAY_COMMON_HELP \
 "  --transport NAME      lane transport (default tcp)\n" \
 TLM_CLI_TARGS_HELP \
@@ -35,20 +25,13 @@ TLM_CLI_TARGS_HELP \
 "  --json                print the result as one JSON object\n"
 
 static const struct option common_opts[] = {
-	{ "transport", required_argument, NULL, 'T' },
-	TLM_CLI_TARGS_OPTIONS,
-	{ "lanes", required_argument, NULL, 'n' },
-	{ "psk", required_argument, NULL, 'k' },
-	{ "protect", required_argument, NULL, 'Q' },
-	{ "timeout", required_argument, NULL, 'o' },
+	TLM_CLI_RELAY_OPTIONS,
 	{ "accept-timeout", required_argument, NULL, 'a' },
-	{ "json", no_argument, NULL, 'j' },
 	{ "help", no_argument, NULL, 'h' },
 };
 #define N_COMMON (sizeof(common_opts) / sizeof(common_opts[0]))
 
-/* 1 if c was one of the common options (taken), 0 if not, -1 if bad. */
-static int common_opt(struct relay_common *rc, int c)
+int tlm_cli_relay_opt(struct tlm_cli_relay *rc, int c)
 {
 	char *end;
 	long v;
@@ -82,7 +65,7 @@ static int common_opt(struct relay_common *rc, int c)
 	}
 }
 
-static int common_check(struct relay_common *rc, struct tlm_psk *psk)
+int tlm_cli_relay_check(struct tlm_cli_relay *rc, struct tlm_psk *psk)
 {
 	if (!tlm_transport_available(rc->transport)) {
 		tlm_cli_err("transport '%s' is not built into this tlm", rc->transport);
@@ -91,7 +74,8 @@ static int common_check(struct relay_common *rc, struct tlm_psk *psk)
 	if (tlm_cli_targs_build(&rc->ta, rc->transport, rc->targs, sizeof(rc->targs)))
 		return -1;
 	if (!rc->psk_path) {
-		tlm_cli_err("--psk FILE is required (the same key file on both hosts)");
+		tlm_cli_err("--psk FILE is required (%s)",
+			rc->psk_whose ? rc->psk_whose : "the same key file on both hosts");
 		return -1;
 	}
 	return tlm_cli_get_psk(rc->psk_path, false, psk) ? -1 : 0;
@@ -107,7 +91,7 @@ void tlm_cli_json_lanes(struct tlm_json *j, const struct tlm_relay_result *r)
 	tlm_json_end_arr(j);
 }
 
-static void report(const struct tlm_relay_result *r, const struct relay_common *rc,
+static void report(const struct tlm_relay_result *r, const struct tlm_cli_relay *rc,
 		   const char *side, const char *sock, int rv)
 {
 	if (rc->json) {
@@ -178,7 +162,7 @@ int tlm_cli_relay_out(int argc, char **argv)
 		{ "socket-group", required_argument, NULL, 'g' },
 	};
 	static volatile sig_atomic_t stop;
-	struct relay_common rc = { .transport = "tcp", .multifd = 2, .timeout = 600,
+	struct tlm_cli_relay rc = { .transport = "tcp", .multifd = 2, .timeout = 600,
 				   .acc_timeout = 600 };
 	const char *path = NULL, *to = NULL, *group = NULL;
 	struct tlm_relay_out_opts o = { 0 };
@@ -190,7 +174,7 @@ int tlm_cli_relay_out(int argc, char **argv)
 	memcpy(lopts + 4, common_opts, sizeof(common_opts));
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
-		int t = common_opt(&rc, c);
+		int t = tlm_cli_relay_opt(&rc, c);
 
 		if (t < 0)
 			return 2;
@@ -224,7 +208,7 @@ int tlm_cli_relay_out(int argc, char **argv)
 		}
 		o.socket_gid = (int)g->gr_gid;
 	}
-	if (common_check(&rc, &psk))
+	if (tlm_cli_relay_check(&rc, &psk))
 		return 2;
 	tlm_cli_relay_signals(&stop);
 	o.unix_path = path;
@@ -286,7 +270,7 @@ int tlm_cli_relay_in(int argc, char **argv)
 		{ "once", no_argument, NULL, '1' },
 	};
 	static volatile sig_atomic_t stop;
-	struct relay_common rc = { .transport = "tcp", .timeout = 600 };
+	struct tlm_cli_relay rc = { .transport = "tcp", .timeout = 600 };
 	const char *listen = NULL;
 	struct tlm_relay_in_opts o = { 0 };
 	struct tlm_session_cfg cfg;
@@ -300,7 +284,7 @@ int tlm_cli_relay_in(int argc, char **argv)
 	memcpy(lopts + 4, common_opts, sizeof(common_opts));
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
-		int t = common_opt(&rc, c);
+		int t = tlm_cli_relay_opt(&rc, c);
 
 		if (t < 0)
 			return 2;
@@ -324,7 +308,7 @@ int tlm_cli_relay_in(int argc, char **argv)
 		tlm_cli_err("--listen: ADDR:PORT, not '%s'", listen);
 		return 2;
 	}
-	if (common_check(&rc, &psk))
+	if (tlm_cli_relay_check(&rc, &psk))
 		return 2;
 	once |= o.unix_path != NULL;
 	o.multifd = (unsigned)rc.multifd;

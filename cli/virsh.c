@@ -334,66 +334,41 @@ TLM_CLI_TARGS_HELP
 int tlm_cli_virsh_migrate(int argc, char **argv)
 {
 	static const struct option lopts[] = {
-		{ "psk", required_argument, NULL, 'k' },
-		{ "protect", required_argument, NULL, 'Q' },
+		TLM_CLI_RELAY_OPTIONS,
 		{ "to", required_argument, NULL, 't' },
-		{ "lanes", required_argument, NULL, 'n' },
 		{ "policy", required_argument, NULL, 'p' },
 		{ "connect", required_argument, NULL, 'c' },
 		{ "unix-dir", required_argument, NULL, 'd' },
-		{ "transport", required_argument, NULL, 'T' },
-		TLM_CLI_TARGS_OPTIONS,
-		{ "timeout", required_argument, NULL, 'o' },
-		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static volatile sig_atomic_t sig;
-	const char *psk_path = NULL, *to = NULL, *conn_uri = NULL, *dir = "/run/tlm";
-	const char *transport = "tcp", *domname, *desturi;
-	struct tlm_cli_targs ta = { 0 };
-	char targs[512], host[256], port[32] = RELAY_IN_PORT, path[108], name[96], mig[128];
+	const char *to = NULL, *conn_uri = NULL, *dir = "/run/tlm", *domname, *desturi;
+	struct tlm_cli_relay ro = { .transport = "tcp", .multifd = 2, .timeout = 600,
+				    .protect = TLM_PROTECT_ENCRYPT,
+				    .psk_whose = "the relay-in service's key" };
+	char host[256], port[32] = RELAY_IN_PORT, path[108], name[96], mig[128];
 	char dst_state[32];
 	struct vmig m = { .policy = VPOLICY_QEMU, .sig = &sig };
 	virTypedParameterPtr params = NULL;
-	int nparams = 0, maxparams = 0, c, rv = 1, mrc = -1, protect = TLM_PROTECT_ENCRYPT;
-	long lanes = 2, timeout = 600;
+	int nparams = 0, maxparams = 0, c, rv = 1, mrc = -1;
 	virConnectPtr conn = NULL;
 	struct tlm_psk psk;
-	bool json = false, abandoned = false;
+	bool abandoned = false;
 	uint64_t t0, wall;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
-		char *end;
+		int t = tlm_cli_relay_opt(&ro, c);
 
-		if (tlm_cli_targs_opt(&ta, c))
+		if (t < 0)
+			return 2;
+		if (t > 0)
 			continue;
 		switch (c) {
-		case 'k': psk_path = optarg; break;
-		case 'Q':
-			if (tlm_cli_parse_protect(optarg, &protect))
-				return 2;
-			break;
 		case 't': to = optarg; break;
 		case 'c': conn_uri = optarg; break;
 		case 'd': dir = optarg; break;
-		case 'T': transport = optarg; break;
-		case 'j': json = true; break;
-		case 'n':
-			lanes = strtol(optarg, &end, 10);
-			if (*end || lanes < 1 || lanes > TLM_RELAY_MAX_MULTIFD) {
-				tlm_cli_err("--lanes: multifd channels, 1..%d", TLM_RELAY_MAX_MULTIFD);
-				return 2;
-			}
-			break;
-		case 'o':
-			timeout = strtol(optarg, &end, 10);
-			if (*end || timeout < 1 || timeout > 86400) {
-				tlm_cli_err("--timeout: seconds, 1..86400");
-				return 2;
-			}
-			break;
 		case 'p':
 			if (!strcmp(optarg, "qemu")) {
 				m.policy = VPOLICY_QEMU;
@@ -421,17 +396,7 @@ int tlm_cli_virsh_migrate(int argc, char **argv)
 			    "cannot find the host in '%s': give --to HOST:PORT", to ? to : desturi);
 		return 2;
 	}
-	if (!tlm_transport_available(transport)) {
-		tlm_cli_err("transport '%s' is not built into this tlm", transport);
-		return 2;
-	}
-	if (tlm_cli_targs_build(&ta, transport, targs, sizeof(targs)))
-		return 2;
-	if (!psk_path) {
-		tlm_cli_err("--psk FILE is required (the relay-in service's key)");
-		return 2;
-	}
-	if (tlm_cli_get_psk(psk_path, false, &psk))
+	if (tlm_cli_relay_check(&ro, &psk))
 		return 2;
 	snprintf(name, sizeof(name), "tlm-%.40s-%d.sock", domname, (int)getpid());
 	for (char *p = name; *p; p++)
@@ -462,10 +427,11 @@ int tlm_cli_virsh_migrate(int argc, char **argv)
 	pthread_mutex_init(&m.mu, NULL);
 	pthread_cond_init(&m.cv, NULL);
 	m.o = (struct tlm_relay_out_opts){
-		.unix_path = path, .name = name, .socket_gid = -1, .transport = transport,
-		.transport_args = targs, .host = host, .port = port, .psk = &psk,
-		.protect = protect, .multifd = (unsigned)lanes, .accept_timeout_ms = (int)timeout * 1000,
-		.timeout_ms = (int)timeout * 1000, .ready = relay_ready, .ready_arg = &m,
+		.unix_path = path, .name = name, .socket_gid = -1, .transport = ro.transport,
+		.transport_args = ro.targs, .host = host, .port = port, .psk = &psk,
+		.protect = ro.protect, .multifd = (unsigned)ro.multifd,
+		.accept_timeout_ms = (int)ro.timeout * 1000, .timeout_ms = (int)ro.timeout * 1000,
+		.ready = relay_ready, .ready_arg = &m,
 		.cancel = &m.relay_stop,
 	};
 	tlm_cli_relay_signals(&sig);
@@ -484,7 +450,7 @@ int tlm_cli_virsh_migrate(int argc, char **argv)
 	snprintf(mig, sizeof(mig), "unix://%s", path);
 	if (virTypedParamsAddString(&params, &nparams, &maxparams, VIR_MIGRATE_PARAM_URI, mig) < 0 ||
 	    virTypedParamsAddInt(&params, &nparams, &maxparams,
-				 VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS, (int)lanes) < 0) {
+				 VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS, (int)ro.multifd) < 0) {
 		tlm_cli_err("migration parameters: %s", verr());
 		m.relay_stop = 1;
 		goto join;
@@ -526,7 +492,7 @@ report:
 	pthread_join(m.th, NULL);
 	wall = tlm_cli_now_ms() - t0;
 	rv = mrc == 0 && m.rrc == 0 ? 0 : 1;
-	if (json) {
+	if (ro.json) {
 		struct tlm_json j;
 
 		tlm_json_begin(&j, stdout);
@@ -544,8 +510,8 @@ report:
 		}
 		tlm_json_str(&j, "policy", m.policy == VPOLICY_ONE_PASS ? "one-pass" : "qemu");
 		tlm_json_bool(&j, "forced_switchover", m.forced);
-		tlm_json_str(&j, "transport", transport);
-		tlm_json_str(&j, "protect", tlm_protect_name(protect));
+		tlm_json_str(&j, "transport", ro.transport);
+		tlm_json_str(&j, "protect", tlm_protect_name(ro.protect));
 		tlm_cli_json_lanes(&j, &m.rr);
 		tlm_json_finish(&j);
 	} else {
@@ -556,8 +522,8 @@ report:
 			printf(": %s", m.rr.error);
 		printf("\n  policy %s%s, transport %s, protect %s, %ld multifd lanes + main + "
 		       "control\n", m.policy == VPOLICY_ONE_PASS ? "one-pass" : "qemu",
-		       m.forced ? " (switched over after the first pass)" : "", transport,
-		       tlm_protect_name(protect), lanes);
+		       m.forced ? " (switched over after the first pass)" : "", ro.transport,
+		       tlm_protect_name(ro.protect), ro.multifd);
 		if (mrc == 0) {
 			dest_stats(desturi, domname, NULL, false, dst_state, sizeof(dst_state));
 			printf("  destination     %s\n", dst_state);
