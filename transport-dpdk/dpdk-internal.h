@@ -76,6 +76,7 @@
 #define SPIN_NS      (100ull * 1000)  /* a waiting caller polls its queue this long */
 #define STALE_NS     (300ull * 1000)  /* the poll thread covers a queue left alone this long */
 #define SLOTLESS_NS  (200ull * 1000)  /* a caller with no spin slot sleeps this long at most */
+#define TX_HOLD_NS   (20ull * 1000)   /* a caller's round holds a short data burst this long */
 #define ACK_EVERY    16               /* in-order packets an ACK may wait for ... */
 #define ACK_DELAY_NS (20ull * 1000)   /* ... or this long after the first of them */
 #define RTO_INIT_NS  (20ull * 1000000)
@@ -305,6 +306,18 @@ struct dport {
 
 	struct rte_mbuf *txq[BURST * 8];
 	unsigned ntx;
+	/* Callers of lanes on queue 0 drive it themselves (q0_pump): one of
+	 * them spins on it at a time (q0_spin), the rest sleep and are
+	 * signalled; a round that finds port->lock taken leaves q0_more for
+	 * its holder. Their rounds hold data packets back (tx_since) until a
+	 * burst is full, a control frame waits (tx_urgent) or TX_HOLD_NS. */
+	_Atomic uint64_t last_q0_pump;
+	atomic_bool q0_spin;
+	atomic_bool q0_more;
+	atomic_bool q0_pumping;
+	bool tx_urgent;
+	uint64_t tx_since;
+	uint64_t tx_bursts, tx_burst_pkts;  /* tx_bursts on queue 0 and their packets (stats) */
 	struct rte_mbuf *loopq[BURST * 4];
 	unsigned nloop;
 };
@@ -349,6 +362,7 @@ static inline uint64_t deadline_ns(int timeout_ms)
 struct waiter {
 	uint64_t spin_end;
 	bool slot;
+	bool q0slot;            /* the one caller spinning on queue 0 */
 };
 
 /* dpdk.c: the process's ports (they live as long as the process) and the
@@ -446,6 +460,11 @@ void tlm__dpdk_kick(struct dport *p);           /* work for the poll thread */
 void tlm__dpdk_guard_bursts(void);
 unsigned tlm__dpdk_flush_tx(struct dport *p);   /* queue 0's packets to the PMD */
 unsigned tlm__dpdk_own_pump(struct dlane *l);   /* poll l's own queue, once */
+/* A round of queue 0 by the calling thread, if port->lock is free (else
+ * its holder does one more); hold: data may wait for a fuller burst. */
+unsigned tlm__dpdk_q0_pump(struct dport *p, bool hold);
+/* Move l's packets now: its own queue's pump, or a round of queue 0. */
+unsigned tlm__dpdk_drive(struct dlane *l, bool hold);
 /* Wait for l to change (l->mu held, released meanwhile); 0 or ETIMEDOUT
  * past end. wait_done ends a series of waits. */
 int tlm__dpdk_lane_wait(struct dlane *l, struct waiter *w, uint64_t end);

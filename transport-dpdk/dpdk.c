@@ -33,8 +33,9 @@
  * Cores. A lane with its own queue runs to completion: the thread calling
  * send_pages/write builds the packets and tx_bursts them itself, the one
  * calling recv_pages/read rx_bursts and parses, and either one, waiting,
- * keeps polling before it sleeps (poll.c). Lanes on queue 0 cost the
- * poll thread's core while traffic flows.
+ * keeps polling before it sleeps (poll.c). Lanes on queue 0 are driven
+ * by their callers too, one round of the shared queue at a time under
+ * port->lock; the poll thread covers it while they are away.
  *
  * Lifetime: ports, like the EAL, live until the process exits (a memif
  * vdev removed and re-added in one process does not come back reliably).

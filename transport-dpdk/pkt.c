@@ -143,6 +143,8 @@ void tlm__dpdk_send_ctl(struct dport *p, struct dlane *l, uint8_t type)
 	tlm__dpdk_timers_ack_sent(l);
 	l->tx_pkts++;
 	tlm__dpdk_out_data(p, l, m);
+	if (!l->q && !l->local)
+		p->tx_urgent = true;   /* queue 0 (port->lock held): not held back */
 }
 
 /* 1: one of our UDP packets, parsed into k; 0: ARP; -1: not for us. */

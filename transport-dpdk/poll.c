@@ -2,12 +2,20 @@
 /*
  * Who polls which queue, and how callers wait.
  *
- * The poll thread (one per port, tlm__dpdk_poll_main) serves queue 0,
- * whose lanes' callers kick it and sleep on the lane's condition variable
- * until it has moved their packets, runs those lanes' transmit steps, and
- * covers the queues of lanes whose callers left them alone for STALE_NS
- * (timers, keepalive, ACKs while nobody calls). Idle, it spins briefly,
- * then sleeps in growing steps up to 1 ms; a kick wakes it.
+ * The poll thread (one per port, tlm__dpdk_poll_main) serves queue 0 and
+ * its lanes' transmit steps when their callers leave it alone, and covers
+ * the queues of lanes whose callers left them alone for STALE_NS (timers,
+ * keepalive, ACKs while nobody calls). Idle, it spins briefly, then sleeps
+ * in growing steps up to 1 ms; a kick wakes it.
+ *
+ * Callers of established lanes on queue 0 drive it themselves
+ * (tlm__dpdk_q0_pump: a round of it, for every lane on it, when port->lock
+ * is free; a round that finds it taken leaves q0_more for the holder). One
+ * waiting caller per port spins on it (q0_wait), the others sleep until a
+ * round signals them; the poll thread, while callers pumped within
+ * STALE_NS, only trylocks and naps long. Their rounds hold a short data
+ * burst back up to TX_HOLD_NS, so a port whose every tx_burst is a
+ * syscall (af_packet: a sendto each) sends full ones.
  *
  * A lane with a queue of its own runs to completion: its callers pump it
  * themselves (tlm__dpdk_own_pump), and one that waits keeps polling for
@@ -135,7 +143,96 @@ static unsigned flush_q(struct dport *p, uint16_t q, struct rte_mbuf **v, unsign
 
 unsigned tlm__dpdk_flush_tx(struct dport *p)
 {
-	return flush_q(p, 0, p->txq, &p->ntx);
+	unsigned n = p->ntx, done = flush_q(p, 0, p->txq, &p->ntx);
+
+	if (n) {
+		p->tx_bursts++;
+		p->tx_burst_pkts += done;
+	}
+	if (!p->ntx) {
+		p->tx_urgent = false;
+		p->tx_since = 0;
+	}
+	return done;
+}
+
+/* Queue 0's packets to the PMD, or (hold) not yet: a burst not full and
+ * only data in it waits up to TX_HOLD_NS for more, so a port whose every
+ * tx_burst is a syscall (af_packet) sends full bursts. */
+static unsigned flush_q0(struct dport *p, bool hold, uint64_t now)
+{
+	if (hold && p->ntx && p->ntx < BURST && !p->tx_urgent) {
+		if (!p->tx_since)
+			p->tx_since = now;
+		if (now - p->tx_since < TX_HOLD_NS)
+			return 0;
+	}
+	return tlm__dpdk_flush_tx(p);
+}
+
+/* A caller's round of queue 0 (port->lock held): what the poll thread's
+ * round does for it, without the lanes' teardown (closing lanes are the
+ * poll thread's, kicked by close) or the other queues. */
+static unsigned q0_round(struct dport *p, bool hold)
+{
+	struct rte_mbuf *rx[BURST];
+	unsigned work = 0;
+
+	for (int i = 0; i < 4; i++) {
+		uint16_t n = burst(p, false, 0, rx, BURST);
+		for (uint16_t j = 0; j < n; j++)
+			tlm__dpdk_rx_pkt(p, rx[j], false, 0);
+		work += n;
+		if (n < BURST)
+			break;
+	}
+	uint64_t now = tlm__now_ns();
+	for (struct dlane *l = p->lanes; l; l = l->next) {
+		if (l->q || l->gone || l->closing)
+			continue;
+		uint64_t before = l->tx_pkts;
+		tlm__dpdk_lane_tx(p, l, now);
+		work += l->tx_pkts != before;
+		if (p->ntx >= BURST)
+			tlm__dpdk_flush_tx(p);
+	}
+	work += p->nloop;
+	for (unsigned i = 0; i < p->nloop; i++)
+		tlm__dpdk_rx_pkt(p, p->loopq[i], true, 0);
+	p->nloop = 0;
+	flush_q0(p, hold, now);
+	atomic_store(&p->last_q0_pump, now);
+	return work;
+}
+
+unsigned tlm__dpdk_q0_pump(struct dport *p, bool hold)
+{
+	unsigned work = 0;
+
+	/* lock or hand over: a round that finds the lock taken leaves
+	 * q0_more, and the holder (a caller here, or the poll thread, kicked
+	 * when no caller holds it) runs one more round */
+	atomic_store(&p->q0_more, true);
+	while (atomic_load(&p->q0_more)) {
+		if (atomic_load(&p->want_lock) > 0 || pthread_mutex_trylock(&p->lock)) {
+			if (!atomic_load(&p->q0_pumping))
+				tlm__dpdk_kick(p);
+			break;
+		}
+		atomic_store(&p->q0_pumping, true);
+		atomic_store(&p->q0_more, false);
+		work += q0_round(p, hold);
+		atomic_store(&p->q0_pumping, false);
+		pthread_mutex_unlock(&p->lock);
+	}
+	return work;
+}
+
+unsigned tlm__dpdk_drive(struct dlane *l, bool hold)
+{
+	if (l->q)
+		return tlm__dpdk_own_pump(l);
+	return tlm__dpdk_q0_pump(l->port, hold);
 }
 
 /* Poll a lane's own queue: receive, then send what is due. qmu held;
@@ -239,9 +336,57 @@ static void slot_put(struct dport *p, struct waiter *w)
 	pthread_mutex_unlock(&p->swmu);
 }
 
+static void q0_slot_put(struct dport *p, struct waiter *w)
+{
+	if (w->q0slot) {
+		w->q0slot = false;
+		atomic_store(&p->q0_spin, false);
+	}
+}
+
 void tlm__dpdk_wait_done(struct dlane *l, struct waiter *w)
 {
 	slot_put(l->port, w);
+	q0_slot_put(l->port, w);
+}
+
+/* A lane on queue 0 waits (l->mu held): one caller per port spins on the
+ * queue (rounds of it, as the poll thread would run them, for every lane
+ * on it), the others sleep until that round signals them or SLOTLESS_NS.
+ * Past spin_end the spinner lets its held packets go, hands the queue
+ * back to the poll thread and sleeps like the rest. */
+static int q0_wait(struct dlane *l, struct waiter *w, uint64_t now, uint64_t end)
+{
+	struct dport *p = l->port;
+
+	if (now < w->spin_end && !w->q0slot) {
+		bool f = false;
+		w->q0slot = atomic_compare_exchange_strong(&p->q0_spin, &f, true);
+	}
+	if (!w->q0slot) {
+		uint64_t until = now + SLOTLESS_NS < end ? now + SLOTLESS_NS : end;
+		if (now >= w->spin_end) {
+			/* nobody may be spinning: the poll thread covers */
+			tlm__dpdk_kick(p);
+			until = end;
+		}
+		int r = cv_wait_until(&l->cv, &l->mu, until);
+		if (r != ETIMEDOUT)
+			w->spin_end = tlm__now_ns() + SPIN_NS;
+		return tlm__now_ns() >= end ? ETIMEDOUT : 0;
+	}
+	pthread_mutex_unlock(&l->mu);
+	unsigned work = tlm__dpdk_q0_pump(p, now < w->spin_end);
+	if (!work)
+		rte_pause();
+	pthread_mutex_lock(&l->mu);
+	if (work)
+		w->spin_end = now + SPIN_NS;
+	else if (now >= w->spin_end) {
+		q0_slot_put(p, w);
+		atomic_store(&p->last_q0_pump, 0);
+	}
+	return 0;
 }
 
 /* Wait for the lane to change; l->mu held (released meanwhile), the
@@ -261,6 +406,8 @@ int tlm__dpdk_lane_wait(struct dlane *l, struct waiter *w, uint64_t end)
 		return ETIMEDOUT;
 	if (!w->spin_end)
 		w->spin_end = now + SPIN_NS;
+	if (!l->q && l->state == LS_EST)
+		return q0_wait(l, w, now, end);
 	if (!l->q || now >= w->spin_end) {
 		/* asleep from the caller's check on (no lost wakeup) */
 		slot_put(p, w);
@@ -315,12 +462,20 @@ void *tlm__dpdk_poll_main(void *arg)
 		unsigned work = 0;
 		uint64_t now;
 
-		pthread_mutex_lock(&p->lock);
+		/* callers drive queue 0 (q0_pump): what we find there then is
+		 * not ours to spin for, we nap long between rounds, and we do
+		 * not queue for the lock behind them (a futex wake each) */
+		bool covered = since(tlm__now_ns(), atomic_load(&p->last_q0_pump)) < STALE_NS;
+		if (!covered)
+			pthread_mutex_lock(&p->lock);
+		else if (pthread_mutex_trylock(&p->lock))
+			goto nap;
+		atomic_store(&p->q0_more, false);
 		for (int i = 0; i < 4; i++) {
 			uint16_t n = burst(p, false, 0, rx, BURST);
 			for (uint16_t j = 0; j < n; j++)
 				tlm__dpdk_rx_pkt(p, rx[j], false, 0);
-			work += n;
+			work += covered ? 0 : n;
 			if (n < BURST)
 				break;
 		}
@@ -348,7 +503,7 @@ void *tlm__dpdk_poll_main(void *arg)
 			} else {
 				uint64_t before = l->tx_pkts;
 				tlm__dpdk_lane_tx(p, l, now);
-				work += l->tx_pkts != before;
+				work += !covered && l->tx_pkts != before;
 			}
 			if (l->gone)
 				tlm__dpdk_lane_unlink(p, l);   /* close() frees it */
@@ -357,7 +512,8 @@ void *tlm__dpdk_poll_main(void *arg)
 		}
 		/* only what left counts as work: a full ring to a stalled
 		 * peer must not keep us spinning */
-		work += p->nloop + tlm__dpdk_flush_tx(p);
+		unsigned flushed = tlm__dpdk_flush_tx(p);
+		work += p->nloop + (covered ? 0 : flushed);
 		for (unsigned i = 0; i < p->nloop; i++)
 			tlm__dpdk_rx_pkt(p, p->loopq[i], true, 0);
 		p->nloop = 0;
@@ -365,10 +521,15 @@ void *tlm__dpdk_poll_main(void *arg)
 		while (atomic_load(&p->want_lock) > 0)
 			sched_yield();
 
+		if (atomic_load(&p->q0_more))
+			work++;   /* a caller's round found the lock taken */
 		if (work) {
 			idle = 0;
 			continue;
 		}
+nap:
+		if (covered && idle < 400)
+			idle = 400;
 		/* idle: spin briefly, then sleep in growing steps up to 1 ms;
 		 * writers kick us awake, timers are coarser than that */
 		if (++idle < 64) {

@@ -191,10 +191,7 @@ static bool window_due(const struct dlane *l)
 /* Send the window update now (not l->mu). */
 static void window_update(struct dlane *l)
 {
-	if (l->q)
-		tlm__dpdk_own_pump(l);
-	else
-		tlm__dpdk_kick(l->port);
+	tlm__dpdk_drive(l, false);
 }
 
 /* Poison the lane: a bad frame leaves the stream unsynchronized. */
@@ -369,8 +366,8 @@ int tlm__dpdk_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, 
 		 * take more packets in only while what we hold is little, so
 		 * what the PMD just copied in is still in cache when we read
 		 * it */
-		if (l->q && i && !(i & 15) && backlog < RX_BACKLOG)
-			tlm__dpdk_own_pump(l);
+		if (i && !(i & 15) && backlog < RX_BACKLOG)
+			tlm__dpdk_drive(l, false);
 		pthread_mutex_lock(&l->mu);
 		ring_consume(l, used);
 		backlog = l->rcv_nxt - l->rcv_rd;

@@ -102,7 +102,7 @@ out:
 
 /* Sealed packets go to the send queue, waiting for room (everything
  * unacked is kept: back-pressure), then out. */
-static int wr_commit(struct dlane *l)
+static int wr_commit(struct dlane *l, bool hold)
 {
 	struct waiter w = { 0 };
 	unsigned i = 0;
@@ -135,10 +135,8 @@ static int wr_commit(struct dlane *l)
 	if (i < l->npend)
 		rte_pktmbuf_free_bulk(l->pend + i, l->npend - i);
 	l->npend = 0;
-	if (l->q)
-		tlm__dpdk_own_pump(l);
-	else
-		tlm__dpdk_kick(l->port);
+	/* hold: more is coming, a short burst may wait for it (TX_HOLD_NS) */
+	tlm__dpdk_drive(l, hold);
 	return r;
 }
 
@@ -351,7 +349,7 @@ static int wr_ext(struct dlane *l, const uint8_t *s, size_t n)
 static int wr_push(struct dlane *l)
 {
 	wr_seal(l);
-	return wr_commit(l);
+	return wr_commit(l, false);
 }
 
 int tlm__dpdk_send_pages(struct tlm_lane *tl, const struct tlm_page_rec *recs, unsigned n)
@@ -415,7 +413,7 @@ int tlm__dpdk_send_pages(struct tlm_lane *tl, const struct tlm_page_rec *recs, u
 			tlm__put32(crcp, crc);
 		tl->tx_bytes += hr.len;
 		if (l->npend >= BURST)
-			r = wr_commit(l);
+			r = wr_commit(l, true);
 	}
 	if (!r)
 		r = wr_push(l);
@@ -452,7 +450,7 @@ ssize_t tlm__dpdk_write(struct tlm_lane *tl, const void *buf, size_t n)
 		if (!r)
 			r = wr_bytes(l, s + done, k, NULL);
 		if (!r)
-			r = wr_commit(l);
+			r = wr_commit(l, true);
 		if (!r) {
 			done += k;
 			tl->tx_bytes += k;
@@ -491,10 +489,7 @@ int tlm__dpdk_flush(struct tlm_lane *tl)
 	 * nothing is left to push */
 	int r = l->state == LS_EST || (l->snd_una == l->snd_end && !l->bad) ? 0 : l->err;
 	pthread_mutex_unlock(&l->mu);
-	if (l->q)
-		tlm__dpdk_own_pump(l);
-	else
-		tlm__dpdk_kick(l->port);
+	tlm__dpdk_drive(l, false);
 	return r;
 }
 
