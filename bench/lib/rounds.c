@@ -6,7 +6,8 @@
  * dpdk on loopback, in this order: the raw blasts, in two fresh processes
  * forked while this one has no EAL yet; then the lanes. --rounds N repeats
  * both N times (each round's lanes in a child, so this process never
- * starts an EAL) and gives the median round by lanes / raw: on a host
+ * starts an EAL) and gives the median round by the headline ratio (lanes /
+ * raw_place on memif, lanes / raw elsewhere): on a host
  * whose speed changes from run to run (a VM whose vCPUs the host moves), a
  * ratio is only meaningful within one round; "best" takes the fastest of
  * the rounds for each path, which a slow period that caught only one of
@@ -81,6 +82,8 @@ double tlm_bench_round_key(const struct tlm_bench_round *d)
 {
 	double g = tlm_bench_goodput(&d->out);
 
+	if (d->raw.ran && d->raw.place.Bps > 0)
+		return g / d->raw.place.Bps;
 	return d->raw.ran && d->raw.frames.Bps > 0 ? g / d->raw.frames.Bps : g;
 }
 

@@ -237,8 +237,9 @@ struct tlm_bench_round {
  * saying why they failed. */
 int tlm_bench_raw_phase(const struct tlm_bench_xfer *x, struct tlm_bench_raws *raw,
 			const char **skipped);
-/* The key rounds are ranked by: lanes / raw where there was a raw blast,
- * else goodput. */
+/* The key rounds are ranked by, the headline ratio: lanes / raw_place
+ * where there was a one-pass blast (memif), lanes / raw where there was a
+ * raw blast, else goodput. */
 double tlm_bench_round_key(const struct tlm_bench_round *d);
 /* --rounds: each round's raw blasts (dpdk) here, its lanes in a child;
  * *rounds gets the x->rounds rounds (shared memory: free with

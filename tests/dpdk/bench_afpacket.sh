@@ -39,5 +39,7 @@ for k in raw_Bps ratio raw_copy_Bps ratio_raw_copy; do
 	positive "$(num "$out" $k)" || bad "$k missing or 0"
 done
 echo "$out" | grep -q 'raw_place' && bad "raw_place reported for af_packet"
+echo "$out" | grep -q '"headline":"ratio",' || bad "af_packet headline is not ratio"
+[ "$(num "$out" headline_ratio)" = "$(num "$out" ratio)" ] || bad "headline_ratio is not ratio"
 
 exit $fail

@@ -38,9 +38,13 @@ positive "$(num "$out" raw_Bps)" || bad "raw_Bps missing or 0"
 positive "$(num "$out" ratio)" || bad "ratio missing or 0"
 positive "$(num "$out" raw_copy_Bps)" || bad "raw_copy_Bps missing or 0"
 positive "$(num "$out" ratio_raw_copy)" || bad "ratio_raw_copy missing or 0"
-for k in raw_place_Bps raw_place_over_raw ratio_raw_place; do
+for k in raw_place_Bps raw_place_over_raw ratio_raw_place headline_ratio; do
 	positive "$(num "$out" $k)" || bad "$k missing or 0"
 done
+# memif's headline is lanes / raw_place (the plain blast touches no page)
+echo "$out" | grep -q '"headline":"ratio_raw_place"' || bad "memif headline is not ratio_raw_place"
+[ "$(num "$out" headline_ratio)" = "$(num "$out" ratio_raw_place)" ] ||
+	bad "headline_ratio is not ratio_raw_place"
 for k in cycles_per_page_tx cycles_per_page_rx pages_per_s_per_core_tx pages_per_s_per_core_rx; do
 	positive "$(num "$out" $k)" || bad "$k missing or 0"
 done
