@@ -16,6 +16,16 @@
  * (core/engine.h) replaces the arbitration by key. The offer is withdrawn
  * before we return, whatever happened.
  *
+ * Placed pages with a MAC (a sealed lane under integrity, core/seal.c):
+ * the lane checks each page's MAC where the WRITE put it and flags a
+ * mismatch (TLM__PF_UNCHECKED) instead of failing, since the page may
+ * have changed at the source between its MAC and the WRITE's read, or a
+ * later WRITE of it (a higher key, or the same key later on the same lane)
+ * may have landed before the check. Both mean a later record of the page
+ * comes, and its write is the last (core/engine.h): so each page keeps
+ * the verdict of its highest-key record, and stage 3 is confirmed only if
+ * no page's last record failed its MAC (-TLM_ESEAL).
+ *
  * Zero pages: a page that must end up zero is only read while it still
  * reads zero, never written, so memory the guest never wrote is never
  * faulted in here (a read of untouched anonymous memory maps the shared
@@ -52,7 +62,13 @@ struct dst {
 	uint32_t page_size;
 	uint16_t refused;         /* TLM_PF_ZERO/XBZRLE the session did not allow */
 	unsigned n_regions;
-	struct { uint8_t *base; uint64_t pages; uint32_t *key; } r[TLM_MAX_REGIONS];
+	struct {
+		uint8_t *base;
+		uint64_t pages;
+		uint32_t *key;
+		uint64_t *unchecked;  /* pages whose last record failed its MAC */
+	} r[TLM_MAX_REGIONS];
+	uint64_t n_unchecked;     /* bits set in the above (atomic) */
 	pthread_spinlock_t stripe[STRIPES];
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -114,6 +130,28 @@ static void dst_fail(struct dst *d, int err, const char *fmt, ...)
 	pthread_mutex_unlock(&d->lock);
 }
 
+/* The page's MAC verdict, if rec is its last record so far (see the top). */
+static void placed_verdict(struct dst *d, const struct tlm_page_rec *rec)
+{
+	uint32_t key = 2 * rec->epoch + ((rec->flags & TLM_PF_PS) ? 1 : 0) + 1;
+	pthread_spinlock_t *lk = &d->stripe[(rec->index ^ (uint64_t)rec->region << 7) % STRIPES];
+	uint64_t *w = &d->r[rec->region].unchecked[rec->index / 64];
+	uint64_t bit = 1ull << (rec->index % 64), old;
+	bool bad = rec->flags & TLM__PF_UNCHECKED;
+
+	pthread_spin_lock(lk);
+	if (key >= d->r[rec->region].key[rec->index]) {
+		d->r[rec->region].key[rec->index] = key;
+		old = bad ? __atomic_fetch_or(w, bit, __ATOMIC_RELAXED)
+			  : __atomic_fetch_and(w, ~bit, __ATOMIC_RELAXED);
+		if (bad && !(old & bit))
+			__atomic_fetch_add(&d->n_unchecked, 1, __ATOMIC_RELAXED);
+		else if (!bad && (old & bit))
+			__atomic_fetch_sub(&d->n_unchecked, 1, __ATOMIC_RELAXED);
+	}
+	pthread_spin_unlock(lk);
+}
+
 static int apply(void *arg, const struct tlm_page_rec *rec)
 {
 	struct rx *x = arg;
@@ -139,7 +177,9 @@ static int apply(void *arg, const struct tlm_page_rec *rec)
 	if (rec->flags & TLM_PF_PLACED) {
 		/* The transport checked it against what we offered; the data
 		 * is in place and the source ordered the writes (core/engine.h),
-		 * so there is nothing to arbitrate, or to touch. */
+		 * so there is nothing to arbitrate, or to touch; only the
+		 * verdict of the page's MAC is kept, if it is the last record. */
+		placed_verdict(d, rec);
 		__atomic_fetch_add(&d->st->pages_placed, 1, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&d->st->pages_applied, 1, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&d->st->bytes, rec->len, __ATOMIC_RELAXED);
@@ -201,6 +241,8 @@ static void offer_regions(struct dst *d, struct tlm_dest_stats *st)
 	/* Placeable before the first offer (a page may be placed as soon as
 	 * one is out), and no longer once none was taken. */
 	__atomic_store_n(&d->placeable, true, __ATOMIC_RELEASE);
+	for (unsigned i = 1; i <= nl; i++)
+		tlm__seal_defer_macs(tlm_session_lane(d->s, i));
 	for (unsigned i = 1; i <= nl; i++)
 		for (unsigned k = 0; k < d->n_regions; k++) {
 			int err = tlm_lane_register_region(tlm_session_lane(d->s, i), k,
@@ -487,6 +529,10 @@ static void drained(struct dst *d, struct rx *x, unsigned nl, const struct ctl *
 			dst_fail(d, -TLM_EFRAME, "lane %u: %llu records, the source sent %llu",
 				 i, (unsigned long long)x[i].records,
 				 (unsigned long long)k->expect[i]);
+	if (__atomic_load_n(&d->n_unchecked, __ATOMIC_RELAXED))
+		dst_fail(d, -TLM_ESEAL, "%llu pages placed by RDMA WRITE do not match their MAC "
+			 "(modified in transit)",
+			 (unsigned long long)__atomic_load_n(&d->n_unchecked, __ATOMIC_RELAXED));
 }
 
 /* The control lane: START, then STAGE3 and the device state, or ABORT,
@@ -578,7 +624,8 @@ static int dst_setup(struct dst *d, const struct tlm_region *regions, unsigned n
 		d->r[i].base = regions[i].base;
 		d->r[i].pages = regions[i].len / d->page_size;
 		d->r[i].key = calloc(d->r[i].pages, sizeof(uint32_t));
-		if (!d->r[i].key)
+		d->r[i].unchecked = calloc((d->r[i].pages + 63) / 64, sizeof(uint64_t));
+		if (!d->r[i].key || !d->r[i].unchecked)
 			return -ENOMEM;
 	}
 	for (unsigned i = 1; i <= tlm_session_lanes(d->s); i++)
@@ -593,8 +640,10 @@ static void dst_free(struct dst *d, unsigned n)
 {
 	tlm__ka_destroy(&d->ka);
 	withdraw_regions(d);
-	for (unsigned i = 0; i < n && i < TLM_MAX_REGIONS; i++)
+	for (unsigned i = 0; i < n && i < TLM_MAX_REGIONS; i++) {
 		free(d->r[i].key);
+		free(d->r[i].unchecked);
+	}
 	for (unsigned i = 0; i < STRIPES; i++)
 		pthread_spin_destroy(&d->stripe[i]);
 	pthread_mutex_destroy(&d->lock);

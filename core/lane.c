@@ -161,26 +161,34 @@ int tlm__lane_inject_raw(struct tlm_lane *l, const void *buf, size_t n)
 int tlm_lane_register_region(struct tlm_lane *l, unsigned region, void *base, size_t len,
 			     unsigned how, int timeout_ms)
 {
-	/* A sealed lane's pages all go through the cipher: no zero copy. */
-	if (l->seal && mode_of(l) == TLM_MODE_PAGES)
-		return -EOPNOTSUPP;
+	int err;
+
 	if (mode_of(l) != TLM_MODE_PAGES || region >= TLM_MAX_REGIONS ||
 	    (how != TLM_REG_SRC && how != TLM_REG_DST))
 		return -EINVAL;
-	return l->ops->register_region ? l->ops->register_region(l, region, base, len, how,
-								 timeout_ms)
-				       : -EOPNOTSUPP;
+	/* A sealed lane's pages go through the cipher, except under integrity
+	 * where the transport can place them and seal.c MACs each one. */
+	if (!l->ops->register_region || (l->seal && !tlm__seal_can_place(l)))
+		return -EOPNOTSUPP;
+	err = l->ops->register_region(l, region, base, len, how, timeout_ms);
+	if (!err && l->seal)
+		tlm__seal_placing(l, how);
+	return err;
 }
 
 void tlm_lane_unregister_regions(struct tlm_lane *l)
 {
-	if (!l->seal && l->ops->unregister_regions)
+	if (l->seal && !tlm__seal_can_place(l))
+		return;
+	if (l->seal)
+		tlm__seal_placing(l, 0);
+	if (l->ops->unregister_regions)
 		l->ops->unregister_regions(l);
 }
 
 int tlm_lane_wait_sent(struct tlm_lane *l, uint64_t records, int timeout_ms)
 {
-	if (l->seal)
+	if (l->seal && !tlm__seal_places(l))
 		return 0;
 	return l->ops->wait_sent ? l->ops->wait_sent(l, records, timeout_ms) : 0;
 }

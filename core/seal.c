@@ -32,6 +32,26 @@
  *
  * Counters: the lane's tx_bytes and rx_bytes count payload (page data and
  * stream bytes), not the sealed bytes the transport counted.
+ *
+ * Zero copy (integrity only, on a transport that places pages: RDMA).
+ * With one-sided WRITEs the receiver never reads the page, so no frame tag
+ * can cover it. Once the transport registered the regions (lane.c), a
+ * LIVE record's page goes by the transport's place op (an RDMA WRITE
+ * straight from the caller's memory into the peer's) and its record, in
+ * the sealed stream behind that WRITE, as PLACED with TLM__PF_MAC: the
+ * 24-byte header, then the page's MAC, a GMAC (the lane's AEAD with
+ * nothing to encrypt, the header and the page as associated data) under
+ * the direction's key. Its nonce is 00 00 00 01 || the count of pages
+ * placed on the lane, apart from the frames' 00 00 00 00 || frame number,
+ * so no nonce is used twice under one key; the receiver counts the same
+ * way, so a page moved to another record or lane, or replayed, fails too.
+ * The receiver computes the MAC over the page where the WRITE put it before
+ * the record goes on: a mismatch fails the lane with -TLM_ESEAL, or, for a
+ * sink that can tell a page's last record (tlm__seal_defer_macs), is handed
+ * on flagged TLM__PF_UNCHECKED: a live page may change between its MAC and
+ * the WRITE's read, and a later WRITE of the same page may land before an
+ * earlier record is checked, which only the page's last record rules out.
+ * Under encrypt the pages still go through the cipher (no placing).
  */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -72,6 +92,11 @@ struct tlm__seal {
 	int rx_err;               /* sticky, read by the tx side too */
 	int epfd, evfd;           /* pollfd: the transport's + ready */
 	bool ev_set;
+
+	/* zero copy (integrity): tx side, then rx side */
+	EVP_CIPHER_CTX *mtx, *mrx; /* the directions' keys, for page MACs */
+	uint64_t mtx_seq, mrx_seq; /* pages placed so far */
+	bool place_tx, place_rx, defer;
 };
 
 static const EVP_CIPHER *evp_of(uint8_t cipher)
@@ -131,6 +156,8 @@ void tlm__seal_free(struct tlm_lane *l)
 		return;
 	EVP_CIPHER_CTX_free(s->tx);
 	EVP_CIPHER_CTX_free(s->rx);
+	EVP_CIPHER_CTX_free(s->mtx);
+	EVP_CIPHER_CTX_free(s->mrx);
 	free(s->tbuf);
 	free(s->raw);
 	tlm__stream_free(&s->plain);
@@ -171,6 +198,15 @@ int tlm__seal_start(struct tlm_lane *l, const struct tlm__seal_params *p)
 	if (EVP_EncryptInit_ex(s->tx, c, NULL, p->tx_key, NULL) != 1 ||
 	    EVP_DecryptInit_ex(s->rx, c, NULL, p->rx_key, NULL) != 1)
 		goto fail;
+	if (s->protect == TLM_PROTECT_INTEGRITY) {
+		/* Both compute a tag (the receiver compares it itself). */
+		s->mtx = EVP_CIPHER_CTX_new();
+		s->mrx = EVP_CIPHER_CTX_new();
+		if (!s->mtx || !s->mrx ||
+		    EVP_EncryptInit_ex(s->mtx, c, NULL, p->tx_key, NULL) != 1 ||
+		    EVP_EncryptInit_ex(s->mrx, c, NULL, p->rx_key, NULL) != 1)
+			goto fail;
+	}
 	tfd = l->ops->pollfd ? l->ops->pollfd(l) : -1;
 	if (tfd >= 0) {
 		struct epoll_event ev = { .events = EPOLLIN };
@@ -274,6 +310,53 @@ static void count_bytes(uint64_t *ctr, uint64_t n)
 	__atomic_store_n(ctr, *ctr + n, __ATOMIC_RELAXED);
 }
 
+/* The MAC of a placed page (see the top of the file): n-th page placed
+ * in this direction, its record's header as sent, the page. */
+static int page_mac(EVP_CIPHER_CTX *c, uint64_t n, const uint8_t hdr[TLM_PAGE_HDR],
+		    const void *page, uint32_t len, uint8_t mac[TLM_PAGE_MAC])
+{
+	uint8_t iv[12];
+	int outl = 0;
+
+	nonce_of(n, iv);
+	iv[3] = 1;
+	if (EVP_EncryptInit_ex(c, NULL, NULL, NULL, iv) != 1 ||
+	    EVP_EncryptUpdate(c, NULL, &outl, hdr, TLM_PAGE_HDR) != 1 ||
+	    EVP_EncryptUpdate(c, NULL, &outl, page, (int)len) != 1 ||
+	    EVP_EncryptFinal_ex(c, mac, &outl) != 1 || outl != 0 ||
+	    EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, TLM_PAGE_MAC, mac) != 1)
+		return -EIO;
+	return 0;
+}
+
+static bool placed_rec(const struct tlm__seal *s, const struct tlm_page_rec *r)
+{
+	return s->place_tx && (r->flags & TLM_PF_LIVE);
+}
+
+/* A LIVE record on a placing lane: its MAC, then its page handed to the
+ * transport, then its PLACED record into the frame (the frame follows the
+ * WRITE on the transport). */
+static int tx_placed(struct tlm_lane *l, struct tlm__seal *s, const struct tlm_page_rec *rec)
+{
+	struct tlm_page_rec r = *rec;
+	uint8_t hdr[REC_HDR + TLM_PAGE_MAC];
+	int rc;
+
+	r.flags = (uint16_t)((r.flags & ~TLM_PF_LIVE) | TLM_PF_PLACED | TLM__PF_MAC);
+	r.crc = 0;
+	tlm__frame_hdr_encode(hdr, TLM_PAGE_HDR + TLM_PAGE_MAC, TLM_FT_PAGE);
+	tlm__page_hdr_encode(hdr + TLM_FRAME_HDR, &r);
+	rc = page_mac(s->mtx, s->mtx_seq, hdr + TLM_FRAME_HDR, rec->data, rec->len,
+		      hdr + REC_HDR);
+	if (!rc)
+		rc = l->ops->place(l, rec);
+	if (rc)
+		return rc;
+	s->mtx_seq++;
+	return tx_add(s, hdr, sizeof(hdr));
+}
+
 int tlm__seal_send_pages(struct tlm_lane *l, const struct tlm_page_rec *recs, unsigned n)
 {
 	struct tlm__seal *s = l->seal;
@@ -287,7 +370,7 @@ int tlm__seal_send_pages(struct tlm_lane *l, const struct tlm_page_rec *recs, un
 	while (i < n) {
 		size_t total = 0;
 		uint64_t bytes = 0;
-		unsigned j;
+		unsigned j, first = i;
 
 		for (j = i; j < n; j++) {
 			const struct tlm_page_rec *r = &recs[j];
@@ -297,14 +380,22 @@ int tlm__seal_send_pages(struct tlm_lane *l, const struct tlm_page_rec *recs, un
 					 l->peer, l->index, j, r->len, l->page_size);
 				return -EINVAL;
 			}
-			if (total + REC_HDR + r->len > TLM_SEAL_PLAIN)
+			size_t k = REC_HDR + (placed_rec(s, r) ? TLM_PAGE_MAC : r->len);
+
+			if (total + k > TLM_SEAL_PLAIN)
 				break;
-			total += REC_HDR + r->len;
+			total += k;
 		}
 		rc = tx_begin(s, total);
 		for (; !rc && i < j; i++) {
 			struct tlm_page_rec r = recs[i];
 			uint8_t hdr[REC_HDR];
+
+			if (placed_rec(s, &r)) {
+				rc = tx_placed(l, s, &r);
+				bytes += r.len;
+				continue;
+			}
 
 			if (r.flags & TLM_PF_LIVE) {
 				/* No crc was summed; the tag guards the bytes, and
@@ -320,6 +411,8 @@ int tlm__seal_send_pages(struct tlm_lane *l, const struct tlm_page_rec *recs, un
 				rc = tx_add(s, r.data, r.len);
 			bytes += r.len;
 		}
+		if (!rc && s->place_tx && l->ops->count_records)
+			l->ops->count_records(l, j - first);
 		if (!rc)
 			rc = tx_finish(l, s);
 		if (rc)
@@ -499,6 +592,32 @@ static void sync_ready(struct tlm__seal *s)
 		s->ev_set = want;
 }
 
+/* A PLACED record (tlm__stream_placed_fn): only with a MAC, only into
+ * what we offered, and the page there must match the MAC. */
+static int rx_placed(void *arg, struct tlm_page_rec *rec, const uint8_t *hdr, const uint8_t *mac)
+{
+	struct tlm_lane *l = arg;
+	struct tlm__seal *s = l->seal;
+	const uint8_t *page = mac ? l->ops->placed_page(l, rec) : NULL;
+	uint8_t want[TLM_PAGE_MAC];
+
+	if (!page)
+		return -TLM_EFRAME;
+	if (page_mac(s->mrx, s->mrx_seq++, hdr, page, rec->len, want))
+		return -EIO;
+	rec->flags &= (uint16_t)~TLM__PF_MAC;
+	if (tlm__ct_equal(want, mac, TLM_PAGE_MAC))
+		return 0;
+	if (s->defer) {
+		rec->flags |= TLM__PF_UNCHECKED;
+		return 0;
+	}
+	tlm__err("%s: lane %u: page %u:%llu placed by RDMA WRITE does not match its MAC "
+		 "(modified in transit); lane closed, the page not counted as placed",
+		 l->peer, l->index, rec->region, (unsigned long long)rec->index);
+	return -TLM_ESEAL;
+}
+
 static int recv_pages(struct tlm_lane *l, struct tlm__seal *s, const struct tlm_page_sink *sink,
 		      int timeout_ms)
 {
@@ -510,7 +629,8 @@ static int recv_pages(struct tlm_lane *l, struct tlm__seal *s, const struct tlm_
 	if (s->mode != TLM_MODE_PAGES)
 		return -EINVAL;
 	for (;;) {
-		rc = tlm__stream_parse_pages(&s->plain, sink, NULL, NULL, &err);
+		rc = tlm__stream_parse_pages(&s->plain, sink, s->place_rx ? rx_placed : NULL, l,
+					     &err);
 		delivered += rc;
 		if (err) {
 			rx_fail(s, err);
@@ -577,4 +697,35 @@ ssize_t tlm__seal_read(struct tlm_lane *l, void *buf, size_t n, int timeout_ms)
 int tlm__seal_pollfd(const struct tlm_lane *l)
 {
 	return l->seal->epfd;
+}
+
+/* ---- zero copy ---- */
+
+bool tlm__seal_can_place(const struct tlm_lane *l)
+{
+	return l->seal->protect == TLM_PROTECT_INTEGRITY && l->ops->place &&
+	       l->ops->placed_page;
+}
+
+void tlm__seal_placing(struct tlm_lane *l, unsigned how)
+{
+	struct tlm__seal *s = l->seal;
+
+	if (how == TLM_REG_SRC)
+		s->place_tx = true;
+	else if (how == TLM_REG_DST)
+		s->place_rx = true;
+	else
+		s->place_tx = s->place_rx = false;
+}
+
+bool tlm__seal_places(const struct tlm_lane *l)
+{
+	return l->seal->place_tx;
+}
+
+void tlm__seal_defer_macs(struct tlm_lane *l)
+{
+	if (l->seal)
+		l->seal->defer = true;
 }

@@ -89,9 +89,13 @@ static int page_record(struct tlm__stream *s, const uint8_t *p, const struct tlm
 		tlm__err("%s %s: lane %u: malformed page record", s->who, l->peer, l->index);
 		return -TLM_EFRAME;
 	}
-	if ((rec->flags & TLM_PF_PLACED) && placed) {
-		rc = placed(arg, rec);
-		if (rc < 0)
+	if (rec->flags & TLM_PF_PLACED) {
+		const uint8_t *hdr = p + TLM_FRAME_HDR;
+
+		rc = placed ? placed(arg, rec, hdr, (rec->flags & TLM__PF_MAC) ?
+						   hdr + TLM_PAGE_HDR : NULL)
+			    : -TLM_EFRAME;
+		if (rc == -TLM_EFRAME)
 			tlm__err("%s %s: lane %u: placed record %u:%llu outside what we offered",
 				 s->who, l->peer, l->index, rec->region,
 				 (unsigned long long)rec->index);

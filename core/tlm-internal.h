@@ -90,6 +90,16 @@ struct tlm_lane_ops {
 			       unsigned how, int timeout_ms);
 	void (*unregister_regions)(struct tlm_lane *l);
 	int (*wait_sent)(struct tlm_lane *l, uint64_t records, int timeout_ms);
+	/* Optional: zero copy under a sealed lane (integrity; seal.c, "Zero
+	 * copy"), with the transport in byte mode. place: post the page of a
+	 * TLM_PF_LIVE record (checked as send_pages would) so that it lands
+	 * before the bytes written next. count_records: n records went into
+	 * the bytes written next (what wait_sent counts). placed_page: where
+	 * the page of a PLACED record lies in the memory we offered (NULL if
+	 * not in it). */
+	int (*place)(struct tlm_lane *l, const struct tlm_page_rec *rec);
+	void (*count_records)(struct tlm_lane *l, unsigned n);
+	const uint8_t *(*placed_page)(struct tlm_lane *l, const struct tlm_page_rec *rec);
 	const struct tlm_lane_dp *dp;
 };
 
@@ -154,6 +164,18 @@ ssize_t tlm__seal_write(struct tlm_lane *l, const void *buf, size_t n);
 ssize_t tlm__seal_read(struct tlm_lane *l, void *buf, size_t n, int timeout_ms);
 int tlm__seal_shutdown(struct tlm_lane *l);
 int tlm__seal_pollfd(const struct tlm_lane *l);
+/* Zero copy on a sealed lane: only under integrity, on a transport with
+ * place/placed_page. tlm__seal_placing: the transport registered regions
+ * (how: TLM_REG_SRC, LIVE records are placed from now on, with a MAC each;
+ * TLM_REG_DST, PLACED records with a MAC are taken) or, how 0, dropped
+ * them all. tlm__seal_places: LIVE records are placed (wait_sent counts).
+ * tlm__seal_defer_macs: a placed page that does not match its MAC goes to
+ * the sink flagged TLM__PF_UNCHECKED instead of failing the lane (for a
+ * sink that knows which record of a page is the last: core/apply.c). */
+bool tlm__seal_can_place(const struct tlm_lane *l);
+void tlm__seal_placing(struct tlm_lane *l, unsigned how);
+bool tlm__seal_places(const struct tlm_lane *l);
+void tlm__seal_defer_macs(struct tlm_lane *l);
 
 /* msg.c APIs: framed messages over a lane's byte stream (handshake, engine
  * control). recv: -TLM_EFRAME if the frame is malformed or over max. */

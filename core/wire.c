@@ -10,7 +10,7 @@
 #include "wire.h"
 
 #define PF_KNOWN (TLM_PF_ZERO | TLM_PF_XBZRLE | TLM_PF_PS | TLM_PF_PLACED | TLM__PF_NOSUM | \
-		  TLM_PF_LAST)
+		  TLM__PF_MAC | TLM_PF_LAST)
 
 static uint16_t hdr_check(uint32_t len, uint8_t type)
 {
@@ -102,9 +102,13 @@ int tlm__page_hdr_decode(const uint8_t in[TLM_PAGE_HDR], uint32_t frame_len,
 	r.data = NULL;
 	if (r.flags & ~PF_KNOWN)
 		return -TLM_EFRAME;
-	/* A PLACED record's data came another way (RDMA WRITE): header only. */
+	/* A PLACED record's data came another way (RDMA WRITE): header only,
+	 * or header and the page's MAC. */
+	if ((r.flags & TLM__PF_MAC) && !(r.flags & TLM_PF_PLACED))
+		return -TLM_EFRAME;
 	if (frame_len < TLM_PAGE_HDR ||
-	    (uint64_t)((r.flags & TLM_PF_PLACED) ? 0 : r.len) + TLM_PAGE_HDR != frame_len)
+	    (uint64_t)((r.flags & TLM_PF_PLACED) ? ((r.flags & TLM__PF_MAC) ? TLM_PAGE_MAC : 0)
+						 : r.len) + TLM_PAGE_HDR != frame_len)
 		return -TLM_EFRAME;
 	if ((r.flags & TLM_PF_PLACED) &&
 	    (r.len == 0 || r.crc || (r.flags & (TLM_PF_ZERO | TLM_PF_XBZRLE | TLM_PF_LAST))))

@@ -80,6 +80,19 @@ int tlm__frame_hdr_decode(const uint8_t in[TLM_FRAME_HDR], uint32_t page_size,
  * PLACED or XBZRLE. */
 #define TLM__PF_NOSUM (1u << 4)
 
+/* Page record flag, on the wire only with PLACED, and only inside sealed
+ * frames of an integrity lane: the header is followed by TLM_PAGE_MAC
+ * bytes, the MAC of the page the sender placed by RDMA WRITE (seal.c,
+ * "Zero copy"). The frame is then 24 + TLM_PAGE_MAC bytes long. */
+#define TLM__PF_MAC   (1u << 5)
+#define TLM_PAGE_MAC  16
+
+/* Receiver-side record flag, never on the wire: a PLACED record whose page
+ * did not match its MAC when it was checked, handed on only to a sink that
+ * asked for it (tlm__seal_defer_macs): a later write of the same page may
+ * have landed before the check, so only the page's last record decides. */
+#define TLM__PF_UNCHECKED (1u << 13)
+
 /* Page record header (24 bytes):
  *   u64 index, u32 epoch, u16 flags, u16 region, u32 len, u32 crc32c(data) */
 void tlm__page_hdr_encode(uint8_t out[TLM_PAGE_HDR], const struct tlm_page_rec *r);

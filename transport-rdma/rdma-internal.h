@@ -58,6 +58,7 @@ struct rdma_opts {
 	int gid;           /* -1 = any GID index */
 	unsigned nslot;
 	uint8_t ack_timeout;
+	unsigned tamper;   /* tests: flip a byte of the N-th placed page checked */
 };
 
 struct rdma_listener {
@@ -121,6 +122,7 @@ struct rdma_lane {
 	size_t tx_fill;
 	int tx_err;
 	bool tx_fin;
+	unsigned placed_seen;      /* placed pages asked for (tamper=) */
 };
 
 static inline struct rdma_lane *to_rdma(struct tlm_lane *l)
@@ -206,6 +208,8 @@ int tlm__rdma_tx_check(struct rdma_lane *r, enum tlm_lane_mode mode);
 int tlm__rdma_tx_post(struct rdma_lane *r);
 int tlm__rdma_tx_put(struct rdma_lane *r, const void *buf, size_t n);
 int tlm__rdma_send_pages(struct tlm_lane *l, const struct tlm_page_rec *recs, unsigned n);
+int tlm__rdma_place(struct tlm_lane *l, const struct tlm_page_rec *rec);
+void tlm__rdma_count_records(struct tlm_lane *l, unsigned n);
 ssize_t tlm__rdma_write(struct tlm_lane *l, const void *buf, size_t n);
 int tlm__rdma_shutdown(struct tlm_lane *l);
 int tlm__rdma_flush(struct tlm_lane *l);
@@ -216,6 +220,7 @@ int tlm__rdma_wait_sent(struct tlm_lane *l, uint64_t records, int timeout_ms);
 int tlm__rdma_rx_fill(struct rdma_lane *r, bool wait, uint64_t deadline);
 int tlm__rdma_recv_pages(struct tlm_lane *l, const struct tlm_page_sink *sink, int timeout_ms);
 ssize_t tlm__rdma_read(struct tlm_lane *l, void *buf, size_t n, int timeout_ms);
+const uint8_t *tlm__rdma_placed_page(struct tlm_lane *l, const struct tlm_page_rec *rec);
 
 /* regions.c APIs: */
 int tlm__rdma_register_region(struct tlm_lane *l, unsigned region, void *base, size_t len,

@@ -48,7 +48,9 @@ extern const struct tlm_lane_ops tlm__rdma_ops;
  * transport_args: comma-separated key=value. dev=NAME (the RDMA device the
  * address must resolve to), gid=N (the GID index it must use), slots=N
  * (messages in flight per direction; each is a 64 KiB registered buffer),
- * ack_timeout=N (local ACK timeout, 4.096 us * 2^N, 1..31).
+ * ack_timeout=N (local ACK timeout, 4.096 us * 2^N, 1..31), tamper=N
+ * (tests: the N-th page placed in our memory on a sealed lane has a byte
+ * flipped before its MAC is checked, recv.c).
  */
 static int parse_opts(const char *args, struct rdma_opts *o)
 {
@@ -79,6 +81,8 @@ static int parse_opts(const char *args, struct rdma_opts *o)
 			o->nslot = (unsigned)v;
 		else if (!strcmp(item, "ack_timeout") && v >= 1 && v <= 31)
 			o->ack_timeout = (uint8_t)v;
+		else if (!strcmp(item, "tamper") && v >= 1)
+			o->tamper = (unsigned)v;
 		else
 			goto bad;
 	}
@@ -87,7 +91,7 @@ static int parse_opts(const char *args, struct rdma_opts *o)
 	snprintf(whole, sizeof(whole), "%.100s...", item);
 bad:
 	tlm__err("rdma: bad transport argument '%s' (want dev=NAME, gid=N, slots=2..%d, "
-		 "ack_timeout=1..31)", whole, NSLOT_MAX);
+		 "ack_timeout=1..31, tamper=N)", whole, NSLOT_MAX);
 	return -EINVAL;
 }
 
@@ -553,5 +557,8 @@ const struct tlm_lane_ops tlm__rdma_ops = {
 	.register_region = tlm__rdma_register_region,
 	.unregister_regions = tlm__rdma_unregister_regions,
 	.wait_sent = tlm__rdma_wait_sent,
+	.place = tlm__rdma_place,
+	.count_records = tlm__rdma_count_records,
+	.placed_page = tlm__rdma_placed_page,
 	.dp = &rl_dp,
 };

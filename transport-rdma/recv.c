@@ -49,13 +49,34 @@ static int rx_check(struct rdma_lane *r, enum tlm_lane_mode mode)
 }
 
 /* A PLACED record: only into what we offered; the WRITE put it there. */
-static int placed_ok(void *arg, const struct tlm_page_rec *rec)
+static int placed_ok(void *arg, struct tlm_page_rec *rec, const uint8_t *hdr, const uint8_t *mac)
 {
 	const struct rdma_lane *r = arg;
 	const struct ibv_mr *mr = r->dst_mr[rec->region];
 
-	return mr && rec->len == r->base.page_size &&
+	(void)hdr;
+	/* A MAC is for sealed lanes (seal.c checks it): not here. */
+	return !mac && mr && rec->len == r->base.page_size &&
 	       rec->index < mr->length / r->base.page_size ? 0 : -TLM_EFRAME;
+}
+
+/* Sealed lanes: where a PLACED record's page is, for seal.c to check its
+ * MAC. transport_args tamper=N (tests) flips a byte of the N-th page
+ * asked for first, as if the WRITE had been changed on the way. */
+const uint8_t *tlm__rdma_placed_page(struct tlm_lane *l, const struct tlm_page_rec *rec)
+{
+	struct rdma_lane *r = to_rdma(l);
+	const struct ibv_mr *mr;
+	uint8_t *page = NULL;
+
+	pthread_mutex_lock(&r->mu);
+	mr = rec->region < TLM_MAX_REGIONS ? r->dst_mr[rec->region] : NULL;
+	if (mr && rec->len == l->page_size && rec->index < mr->length / l->page_size)
+		page = (uint8_t *)mr->addr + rec->index * l->page_size;
+	if (page && r->opts.tamper && ++r->placed_seen == r->opts.tamper)
+		page[rec->index % l->page_size] ^= 0x20;
+	pthread_mutex_unlock(&r->mu);
+	return page;
 }
 
 /* Whole PAGE frames to the sink (tlm__stream_parse_pages); a bad one

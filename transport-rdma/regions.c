@@ -72,7 +72,8 @@ int tlm__rdma_register_region(struct tlm_lane *l, unsigned region, void *base, s
 	if (len == 0 || len % l->page_size)
 		return -EINVAL;
 	pthread_mutex_lock(&r->mu);
-	rc = tlm__rdma_tx_check(r, TLM_MODE_PAGES);
+	/* A sealed lane's transport stays in byte mode (seal.c). */
+	rc = tlm__rdma_tx_check(r, l->seal ? TLM_MODE_BYTES : TLM_MODE_PAGES);
 	if (rc)
 		goto out;
 	if (how == TLM_REG_DST) {

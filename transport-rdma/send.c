@@ -111,7 +111,7 @@ static int write_page(struct rdma_lane *r, const struct tlm_page_rec *rec)
 		return -EINVAL;
 	}
 	while (sq_busy(r) + 2 >= r->sq_cap) {
-		int rc = tlm__rdma_tx_check(r, TLM_MODE_PAGES);
+		int rc = tlm__rdma_tx_check(r, r->base.mode);
 
 		if (!rc)
 			rc = tlm__rdma_post_chain(r);
@@ -121,6 +121,30 @@ static int write_page(struct rdma_lane *r, const struct tlm_page_rec *rec)
 			return rc;
 	}
 	return tlm__rdma_post_write(r, p, ps, mr->lkey, o->addr + rec->index * ps, o->rkey);
+}
+
+/* Sealed lanes (seal.c, "Zero copy"): the transport is in byte mode, its
+ * bytes the sealed frames, which follow the WRITEs posted here. */
+int tlm__rdma_place(struct tlm_lane *l, const struct tlm_page_rec *rec)
+{
+	struct rdma_lane *r = to_rdma(l);
+	int rc;
+
+	pthread_mutex_lock(&r->mu);
+	rc = tlm__rdma_tx_check(r, TLM_MODE_BYTES);
+	if (!rc)
+		rc = write_page(r, rec);
+	pthread_mutex_unlock(&r->mu);
+	return rc;
+}
+
+void tlm__rdma_count_records(struct tlm_lane *l, unsigned n)
+{
+	struct rdma_lane *r = to_rdma(l);
+
+	pthread_mutex_lock(&r->mu);
+	r->rec_put += n;
+	pthread_mutex_unlock(&r->mu);
 }
 
 int tlm__rdma_send_pages(struct tlm_lane *l, const struct tlm_page_rec *recs, unsigned n)

@@ -115,9 +115,12 @@ static void truncated(void)
 	tlm__stream_free(&s);
 }
 
-static int placed_region0(void *arg, const struct tlm_page_rec *r)
+static int placed_region0(void *arg, struct tlm_page_rec *r, const uint8_t *hdr,
+			  const uint8_t *mac)
 {
 	(void)arg;
+	(void)hdr;
+	(void)mac;
 	return r->region == 0 ? 0 : -TLM_EFRAME;
 }
 
@@ -138,6 +141,17 @@ static void placed(void)
 	put(&s, f, page_frame(f, &r, page, 0));
 	CHECK(tlm__stream_parse_pages(&s, &sink, placed_region0, NULL, &err) == 1);
 	CHECK(err == -TLM_EFRAME && applied == 1);
+	tlm__stream_free(&s);
+
+	/* Out of sealed frames too: without a hook, nothing is taken as placed. */
+	applied = 0;
+	CHECK_OK(tlm__stream_init(&s, &lane, "test", TLM_FRAME_HDR + TLM_MAX_FRAME));
+	s.sealed = true;
+	s.mode = TLM_MODE_PAGES;
+	r.region = 0;
+	put(&s, f, page_frame(f, &r, page, 0));
+	CHECK(tlm__stream_parse_pages(&s, &sink, NULL, NULL, &err) == 0);
+	CHECK(err == -TLM_EFRAME && applied == 0);
 	tlm__stream_free(&s);
 }
 

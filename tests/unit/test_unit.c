@@ -142,6 +142,20 @@ static void test_placed_and_regions(void)
 	r.len = 4096;
 	tlm__page_hdr_encode(h, &r);
 	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR + 4096, 4096, &o) == -TLM_EFRAME);
+	/* MAC: a PLACED record of 24 + TLM_PAGE_MAC bytes, nothing else */
+	r.flags = TLM_PF_PLACED | TLM__PF_MAC;
+	tlm__page_hdr_encode(h, &r);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR + TLM_PAGE_MAC, 4096, &o) == 0);
+	CHECK(o.flags == (TLM_PF_PLACED | TLM__PF_MAC) && o.len == 4096);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR, 4096, &o) == -TLM_EFRAME);
+	r.flags = TLM__PF_MAC;
+	tlm__page_hdr_encode(h, &r);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR + 4096, 4096, &o) == -TLM_EFRAME);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR + TLM_PAGE_MAC, 4096, &o) == -TLM_EFRAME);
+	/* the receiver-only UNCHECKED flag neither */
+	r.flags = TLM_PF_PLACED | TLM__PF_UNCHECKED;
+	tlm__page_hdr_encode(h, &r);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR, 4096, &o) == -TLM_EFRAME);
 
 	tlm__region_encode(f, &a);
 	CHECK(tlm__region_decode(f, sizeof(f), &b) == 0);
