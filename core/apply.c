@@ -515,11 +515,34 @@ static void on_ctrl(struct dst *d, struct rx *x, unsigned nl, const uint8_t *buf
  * done (LAST), each with as many records as the source says it sent. */
 static void drained(struct dst *d, struct rx *x, unsigned nl, const struct ctl *k)
 {
+	uint64_t seen = records_in(x, nl), moved = tlm__now_ns();
 	bool all;
 
 	pthread_mutex_lock(&d->lock);
-	while (d->lanes_done < nl && !d->stop)
-		pthread_cond_wait(&d->cond, &d->lock);
+	while (d->lanes_done < nl && !d->stop) {
+		struct timespec ts;
+
+		/* The records left were sent before STAGE3: lanes that bring
+		 * none of them for the timeout have a source gone silent. */
+		if (records_in(x, nl) != seen) {
+			seen = records_in(x, nl);
+			moved = tlm__now_ns();
+		} else if (tlm__now_ns() - moved >= (uint64_t)d->silent_ms * 1000000) {
+			pthread_mutex_unlock(&d->lock);
+			dst_fail(d, -ETIMEDOUT, "stage 3: the source's lanes have brought nothing "
+				 "for %llu ms (timeout %d ms)",
+				 (unsigned long long)((tlm__now_ns() - moved) / 1000000),
+				 d->silent_ms);
+			return;
+		}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 100 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_nsec -= 1000000000L;
+			ts.tv_sec++;
+		}
+		pthread_cond_timedwait(&d->cond, &d->lock, &ts);
+	}
 	all = d->lanes_done == nl && !d->stop;
 	pthread_mutex_unlock(&d->lock);
 	if (!all)
@@ -728,6 +751,9 @@ int tlm__migrate_dest(struct tlm_session *s, const struct tlm_region *regions, u
 	stop_rx(d, x, started);
 	/* From here on the source cannot write into the regions. */
 	withdraw_regions(d);
+	/* COMMIT or FAIL is the last word on the control lane: no keepalive
+	 * may follow it into what the caller reads next. */
+	tlm__ka_stop(&d->ka);
 	if (!err) {
 		err = send_commit(d, x, nl, &k.pi);
 		if (err)

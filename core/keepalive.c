@@ -21,8 +21,14 @@
  *                  lane): the engine fails with -ETIMEDOUT and a reason
  *                  naming the time and the timeout. The source judges it in
  *                  the check and in every wait for an answer (SYNCED,
- *                  COMMIT); the destination in its control loop and while
- *                  it waits for the records a SYNC names.
+ *                  COMMIT); the destination in its control loop, and,
+ *                  counting records only, while it waits for the records a
+ *                  SYNC names and for stage 3's last records.
+ *
+ * The last word: the source sends nothing after STAGE3 and the device
+ * state (but ABORT), the destination nothing after COMMIT or FAIL, so the
+ * lane carries no stray keepalive into what the caller exchanges on it
+ * after the migration; each stops its keepalive thread first.
  *
  * Since the keepalive is at most 1 s, a peer whose timeout is 2 s or more
  * never takes a healthy end for a silent one, whatever this end's timeout.

@@ -306,8 +306,13 @@ int tlm__send_stage3(struct src *e, const void *dev, size_t devlen)
 	for (unsigned i = 1; i <= m.n; i++)
 		m.records[i] = e->lane_records[i];
 	err = tlm__cm_stage3_encode(msg, sizeof(msg), &m);
+	/* Nothing follows STAGE3 and the device state but ABORT: the
+	 * destination stops reading the control lane once it has them, and
+	 * the caller may use the lane after the migration. The wait for
+	 * COMMIT judges the destination's silence from here on. */
+	tlm__ka_stop(&e->ka);
 	/* Held until COMMIT is in (tlm__wait_commit), or released here on
-	 * failure: the keepalive thread must not read the answer. */
+	 * failure. */
 	pthread_mutex_lock(&e->ctrl);
 	if (err >= 0)
 		err = send_ctrl(e, msg, (uint32_t)err);

@@ -16,14 +16,18 @@
  *                        timeout, and the migration fails
  *   silent-source        the source stops in stage 3: the destination gives
  *                        up after its timeout (2 s)
- *   idle                 both ends' timeouts 1 s, the device state takes
- *                        4 s: keepalives both ways keep the healthy
- *                        migration alive, and it completes
+ *   idle                 both ends' timeouts 2 s, the device state takes
+ *                        6 s: keepalives both ways keep the healthy
+ *                        migration alive, and it completes; then the
+ *                        control lane holds nothing stray (no keepalive
+ *                        after STAGE3 or COMMIT) for what the caller
+ *                        exchanges on it next
  *
  *   test_keepalive CASE
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +41,9 @@
 
 #define MEM     (8ull << 20)
 #define T_MS    2000          /* the silent-peer timeout of the end that judges */
-#define IDLE_MS 4000          /* the device state's time in the idle cases */
+#define IDLE_MS 4000          /* the device state's time, silent-destination-idle */
+#define QUIET_MS 6000         /* the device state's time, idle: 3 timeouts */
+#define KA_MAX_MS 1000        /* the longest keepalive interval (core/engine.h) */
 #define SLACK_MS 5000         /* a loaded machine: how late a detection may come */
 
 enum kase { SILENT_DST, SILENT_DST_IDLE, SILENT_SRC, IDLE, N_CASES };
@@ -93,7 +99,7 @@ static int w_devstate(void *x, const void **buf, size_t *len)
 		usleep(3 * T_MS * 1000);
 		break;
 	case IDLE:
-		usleep(IDLE_MS * 1000);
+		usleep(QUIET_MS * 1000);
 		break;
 	default:
 		break;
@@ -128,6 +134,48 @@ static struct tlm_session_cfg cfg_of(int timeout_ms)
 	return cfg;
 }
 
+/* After the migration the control lane is the caller's again, with
+ * nothing stray in it (no keepalive after STAGE3 or after COMMIT): the
+ * source writes "bye!", the destination reads exactly that and answers
+ * "ack!", which the source reads. */
+static int expect4(struct tlm_lane *c, const char *want, char *why, size_t whylen)
+{
+	uint8_t got[4];
+	size_t n = 0;
+
+	while (n < 4) {
+		ssize_t r = tlm_lane_read(c, got + n, 4 - n, 5000);
+
+		if (r <= 0) {
+			snprintf(why, whylen, "after the migration: %s",
+				 r ? tlm_strerror((int)r) : "closed");
+			return r < 0 ? (int)r : -EIO;
+		}
+		n += (size_t)r;
+	}
+	if (memcmp(got, want, 4)) {
+		snprintf(why, whylen, "after the migration the control lane held "
+			 "%02x%02x%02x%02x, not '%s'", got[0], got[1], got[2], got[3], want);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static int say4(struct tlm_lane *c, const char *what)
+{
+	return tlm_lane_write(c, what, 4) == 4 && !tlm_lane_flush(c) ? 0 : -EIO;
+}
+
+static int after(struct tlm_session *s, bool source, char *why, size_t whylen)
+{
+	struct tlm_lane *c = tlm_session_lane(s, 0);
+	int err;
+
+	if (source)
+		return (err = say4(c, "bye!")) ? err : expect4(c, "ack!", why, whylen);
+	return (err = expect4(c, "bye!", why, whylen)) ? err : say4(c, "ack!");
+}
+
 /* The destination: listens (port written to wfd), migrates in. Returns
  * its error; how long tlm_migrate_dest took after t_stop in *ms. */
 static int destination(int wfd, int timeout_ms, char *why, size_t whylen)
@@ -148,6 +196,8 @@ static int destination(int wfd, int timeout_ms, char *why, size_t whylen)
 	reg.base = mmap(NULL, reg.len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	err = tlm_migrate_dest(s, &reg, 1, NULL, NULL, &ds);
 	snprintf(why, whylen, "%s", err ? ds.why : "completed");
+	if (!err && kase == IDLE)
+		err = after(s, false, why, whylen);
 	tlm_session_close(s);
 	tlm_listener_close(li);
 	return err;
@@ -178,6 +228,8 @@ static int source(const char *port, int timeout_ms, struct tlm_migrate_stats *st
 	if ((err = tlm_connect(&cfg, "127.0.0.1", port, &s)))
 		return err;
 	err = tlm_migrate_source(s, &wrapped, &o, st);
+	if (!err && kase == IDLE)
+		err = after(s, true, st->why, sizeof(st->why));
 	tlm_session_close(s);
 	tlm_local_destroy(m);
 	return err;
@@ -196,8 +248,8 @@ static int fails;
 	fprintf(stderr, "\n"); fails++; } } while (0)
 
 /* A detection: failed, as -ETIMEDOUT, naming the timeout, no earlier than
- * it and no later than it plus the slack. `ms` counts from the stop, after
- * which the peer may still have been heard for one keepalive interval. */
+ * it and no later than it plus the slack. `ms` counts from the stop; the
+ * peer was last heard up to one keepalive interval before it. */
 static void judge(const char *who, int err, const char *why, uint64_t ms)
 {
 	char t[32];
@@ -208,7 +260,7 @@ static void judge(const char *who, int err, const char *why, uint64_t ms)
 	EXPECT(strstr(why, t), "%s: the reason does not name the timeout: %s", who, why);
 	EXPECT(n >= T_MS && n <= T_MS + SLACK_MS, "%s: silent for %llu ms, timeout %d: %s",
 	       who, n, T_MS, why);
-	EXPECT(ms + 600 >= T_MS && ms <= T_MS + SLACK_MS,
+	EXPECT(ms + KA_MAX_MS + 100 >= T_MS && ms <= T_MS + SLACK_MS,
 	       "%s: gave up %llu ms after the peer stopped (timeout %d)", who,
 	       (unsigned long long)ms, T_MS);
 	printf("%s: %s gave up %llu ms after the peer stopped: %s\n", names[kase], who,
@@ -228,8 +280,8 @@ static int run_source_side(void)
 	peer = fork();
 	if (peer == 0) {
 		close(pfd[0]);
-		/* idle: the destination's timeout is 1 s too */
-		err = destination(pfd[1], kase == IDLE ? 1000 : 0, why, sizeof(why));
+		/* idle: the destination's timeout is short too */
+		err = destination(pfd[1], kase == IDLE ? T_MS : 0, why, sizeof(why));
 		fprintf(stderr, "  destination: %s\n", why);
 		_exit(err ? 3 : 0);
 	}
@@ -239,7 +291,7 @@ static int run_source_side(void)
 	if (r <= 0)
 		return 2;
 	port[r] = 0;
-	err = source(port, kase == IDLE ? 1000 : T_MS, &st);
+	err = source(port, T_MS, &st);
 	t_ret = now_ms();
 	fprintf(stderr, "  source: %s (%s)\n", tlm_strerror(err), st.why);
 	if (kase == IDLE) {
@@ -248,8 +300,8 @@ static int run_source_side(void)
 		EXPECT(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		       "idle: the destination failed (status 0x%x)", status);
 		if (!fails)
-			printf("idle: a %d ms stage with 1000 ms timeouts at both ends completed "
-			       "(elapsed %llu ms, downtime %llu ms)\n", IDLE_MS,
+			printf("idle: a %d ms stage with %d ms timeouts at both ends completed "
+			       "(elapsed %llu ms, downtime %llu ms)\n", QUIET_MS, T_MS,
 			       (unsigned long long)st.elapsed_ms,
 			       (unsigned long long)st.downtime_ms);
 	} else {
