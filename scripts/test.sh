@@ -2,7 +2,8 @@
 # Builds tlm and runs every test suite; ends with "N passed, N failed, N skipped".
 #   scripts/test.sh                 the normal build (build/)
 #   scripts/test.sh --sanitize      also an ASan+UBSan build (build-asan/)
-#   scripts/test.sh --fuzz SECONDS  also a bounded libFuzzer run (build-fuzz/)
+#   scripts/test.sh --fuzz SECONDS  also a bounded libFuzzer run (build-fuzz/):
+#                                   SECONDS in all, split evenly among the targets
 #   scripts/test.sh --suite NAME    only that meson suite
 #   scripts/test.sh --mutants       also the mutation check (scripts/mutants.sh,
 #                                   ~20 min on 2 cores: not in CI), one result
@@ -76,17 +77,22 @@ if [ "$sanitize" = 1 ]; then
 fi
 
 if [ "$fuzz" != 0 ]; then
-	# Each target for SECONDS: the wire decoders (fuzz_wire) and the frame
-	# stream with sealed frames (fuzz_seal), from their corpora.
+	# SECONDS in all, an equal share each (at least 1 s): the wire decoders
+	# (fuzz_wire), the frame stream with sealed frames (fuzz_seal), the
+	# handshake of both ends (fuzz_handshake) and the destination's apply
+	# path (fuzz_apply), each from its corpus.
+	targets=(wire:corpus seal:corpus-seal handshake:corpus-handshake apply:corpus-apply)
+	share=$(( fuzz / ${#targets[@]} ))
+	[ "$share" -ge 1 ] || share=1
 	if { [ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzz=true -Db_lundef=false \
 		-Dguest=disabled -Ddpdk=disabled -Drdma=disabled -Dqemu_glue=disabled >/dev/null; } &&
-		ninja -C build-fuzz tests/fuzz/fuzz_wire tests/fuzz/fuzz_seal >/dev/null; then
-		for t in wire:corpus seal:corpus-seal; do
+		ninja -C build-fuzz $(for t in "${targets[@]}"; do echo tests/fuzz/fuzz_${t%%:*}; done) >/dev/null; then
+		for t in "${targets[@]}"; do
 			name=fuzz_${t%%:*} work=$(mktemp -d)
 			cp tests/fuzz/${t#*:}/* "$work/"
-			if build-fuzz/tests/fuzz/$name -max_total_time="$fuzz" -max_len=70000 \
+			if build-fuzz/tests/fuzz/$name -max_total_time="$share" -max_len=70000 \
 				-timeout=10 "$work" 2>build-fuzz/$name.log; then
-				echo "fuzz: $name: $(ls "$work" | wc -l) corpus entries after ${fuzz}s of" \
+				echo "fuzz: $name: $(ls "$work" | wc -l) corpus entries after ${share}s of" \
 					"libFuzzer ($(grep -o 'cov: [0-9]*' build-fuzz/$name.log | tail -1)), no crash"
 				pass=$((pass + 1))
 			else
