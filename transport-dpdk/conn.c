@@ -420,9 +420,11 @@ static void lane_release(struct dlane *l)
 	tlm__dpdk_lane_unlink(p, l);
 	pthread_mutex_unlock(&p->lock);
 	pthread_mutex_unlock(&l->qmu);
-	tlm__dbg("dpdk: lane %u (%s) closed: %llu pkts out, %llu in, %llu segments re-sent",
+	tlm__dbg("dpdk: lane %u (%s) closed: %llu pkts out, %llu in, %llu segments re-sent; "
+		 "queue %u, %llu pkts in on it",
 		 l->base.index, l->base.peer, (unsigned long long)l->tx_pkts,
-		 (unsigned long long)l->rx_pkts, (unsigned long long)l->retrans);
+		 (unsigned long long)l->rx_pkts, (unsigned long long)l->retrans,
+		 (unsigned)l->q, (unsigned long long)l->rx_ownq);
 	lane_free(l);
 }
 

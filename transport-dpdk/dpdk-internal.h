@@ -229,6 +229,7 @@ struct dlane {
 	char why[160];
 	uint64_t retrans;       /* segments re-sent (stats) */
 	uint64_t rx_pkts, tx_pkts, rx_ignored;
+	uint64_t rx_ownq;       /* of rx_pkts, those that came in on q (q > 0) */
 };
 
 /* One of our packets, parsed. */
@@ -263,6 +264,8 @@ struct dport {
 	bool p2p;               /* no ARP, no IP filter, broadcast dst MAC */
 	bool memif;             /* the sender picks the queue: lanes agree on q */
 	bool flow;              /* rte_flow steers lanes to their queues */
+	struct rte_flow *rest;  /* ... and the frames of no lane to queue 0 */
+	bool flow_said;         /* why not has been logged */
 	uint16_t nq;            /* queue pairs; 0 is shared */
 	struct dlane *qowner[MAX_QUEUES];   /* under lock */
 	struct rte_mempool *pool;   /* rx and control packets */

@@ -16,19 +16,52 @@
  * connecting side's queues= decides (with vdev= memif the server needs at
  * least the client's queues=, or the link never comes up). On a NIC whose
  * rte_flow_validate accepts it, a rule steers the lane's UDP port pair to
- * q (no NIC here: that path is untested).
+ * q. Packets no lane's rule matches (ARP, SYNs, the shared queue's
+ * lanes) must reach queue 0: a port that spreads them over its queues
+ * otherwise (net_tap hashes flows over its queues, and a queue no lane
+ * owns is never polled) gets a rule of lower priority that sends every
+ * other frame there; a port that refuses either rule runs on queue 0
+ * alone, and says so once (tlm__info). net_tap does all this through TC
+ * flower on its kernel side (tests/dpdk: the tap-flow case, in the VM
+ * harness, whose kernel has cls_flower).
  */
 #include "dpdk-internal.h"
 
 static unsigned g_pool_seq;   /* mempool names; under tlm__dpdk_lock */
 
-/* A rule steering the lane's packets (its UDP port pair) to queue q. */
-static struct rte_flow *flow_steer(struct dport *p, uint16_t lport, uint16_t rport, uint16_t q)
+/* Say once per port why its lanes share queue 0. */
+static void flow_refused(struct dport *p, const char *rule, const struct rte_flow_error *e)
 {
-	struct rte_flow_attr attr = { .ingress = 1 };
-	struct rte_flow_item_udp spec = { 0 }, mask = { 0 };
+	if (p->flow_said)
+		return;
+	p->flow_said = true;
+	tlm__info("dpdk: %s: rte_flow refused %s (%s): lanes without a rule share queue 0",
+		  p->name, rule, e->message ? e->message : rte_strerror(rte_errno));
+}
+
+/* A rule sending the frames pat matches to queue q, at priority prio
+ * (0 first); NULL, with err set, if the port refuses it. */
+static struct rte_flow *flow_rule(struct dport *p, const struct rte_flow_item *pat,
+				  uint32_t prio, uint16_t q, struct rte_flow_error *err)
+{
+	struct rte_flow_attr attr = { .ingress = 1, .priority = prio };
 	struct rte_flow_action_queue qa = { .index = q };
-	struct rte_flow_error err;
+	struct rte_flow_action act[] = {
+		{ .type = RTE_FLOW_ACTION_TYPE_QUEUE, .conf = &qa },
+		{ .type = RTE_FLOW_ACTION_TYPE_END },
+	};
+
+	memset(err, 0, sizeof(*err));
+	if (rte_flow_validate(p->port_id, &attr, pat, act, err))
+		return NULL;
+	return rte_flow_create(p->port_id, &attr, pat, act, err);
+}
+
+/* A rule steering the lane's packets (its UDP port pair) to queue q. */
+static struct rte_flow *flow_steer(struct dport *p, uint16_t lport, uint16_t rport, uint16_t q,
+				   struct rte_flow_error *err)
+{
+	struct rte_flow_item_udp spec = { 0 }, mask = { 0 };
 
 	spec.hdr.dst_port = rte_cpu_to_be_16(lport);
 	spec.hdr.src_port = rte_cpu_to_be_16(rport);
@@ -39,13 +72,18 @@ static struct rte_flow *flow_steer(struct dport *p, uint16_t lport, uint16_t rpo
 		{ .type = RTE_FLOW_ITEM_TYPE_UDP, .spec = &spec, .mask = &mask },
 		{ .type = RTE_FLOW_ITEM_TYPE_END },
 	};
-	struct rte_flow_action act[] = {
-		{ .type = RTE_FLOW_ACTION_TYPE_QUEUE, .conf = &qa },
-		{ .type = RTE_FLOW_ACTION_TYPE_END },
+	return flow_rule(p, pat, 0, q, err);
+}
+
+/* Every frame no lane's rule takes goes to queue 0 (priority 1: after
+ * theirs). */
+static struct rte_flow *flow_rest(struct dport *p, struct rte_flow_error *err)
+{
+	struct rte_flow_item pat[] = {
+		{ .type = RTE_FLOW_ITEM_TYPE_ETH },
+		{ .type = RTE_FLOW_ITEM_TYPE_END },
 	};
-	if (rte_flow_validate(p->port_id, &attr, pat, act, &err))
-		return NULL;
-	return rte_flow_create(p->port_id, &attr, pat, act, &err);
+	return flow_rule(p, pat, 1, 0, err);
 }
 
 /* Give l a queue pair of its own if one is free. memif, where the
@@ -70,8 +108,14 @@ void tlm__dpdk_queue_take(struct dport *p, struct dlane *l, int want)
 			;
 		if (q == p->nq)
 			q = 0;
-		if (q && p->flow && !(l->flow = flow_steer(p, l->lport, l->rport, q)))
-			q = 0;
+		if (q && p->flow) {
+			struct rte_flow_error err;
+			l->flow = flow_steer(p, l->lport, l->rport, q, &err);
+			if (!l->flow) {
+				flow_refused(p, "a lane's rule", &err);
+				q = 0;
+			}
+		}
 	}
 	if (q) {
 		p->qowner[q] = l;
@@ -101,6 +145,8 @@ static void port_destroy(struct dport *p)
 	if (p->ntx)
 		rte_pktmbuf_free_bulk(p->txq, p->ntx);
 	if (p->port_id != UINT16_MAX) {
+		if (p->rest)
+			rte_flow_destroy(p->port_id, p->rest, NULL);
 		rte_eth_dev_stop(p->port_id);
 		rte_eth_dev_close(p->port_id);
 	}
@@ -242,18 +288,26 @@ static int port_pools(struct dport *p, const struct rte_eth_dev_info *info, uint
 }
 
 /* Start with p->nq queue pairs. Lanes get queues of their own where the
- * sender picks the queue (memif) or rte_flow can steer them there;
- * elsewhere one queue, demultiplexed in software. */
+ * sender picks the queue (memif) or rte_flow can steer them there (a
+ * lane's rule to queue 1 and the rule for the rest to queue 0 both
+ * taken); elsewhere one queue, demultiplexed in software. */
 static int port_queues(struct dport *p)
 {
 	int r = port_start(p);
 
 	if (!r && p->nq > 1 && !p->memif) {
-		struct rte_flow *f = flow_steer(p, 9, 9, 1);
+		struct rte_flow_error err;
+		struct rte_flow *f = flow_steer(p, 9, 9, 1, &err);
 		if (f) {
 			rte_flow_destroy(p->port_id, f, NULL);
-			p->flow = true;
+			p->rest = flow_rest(p, &err);
+			if (!p->rest)
+				flow_refused(p, "the rule for frames of no lane", &err);
 		} else {
+			flow_refused(p, "a lane's rule", &err);
+		}
+		p->flow = p->rest != NULL;
+		if (!p->flow) {
 			rte_eth_dev_stop(p->port_id);
 			p->nq = 1;
 			r = port_start(p);

@@ -27,6 +27,7 @@ bool tlm__dpdk_rx_lane(struct dlane *l, const struct pkt *k, uint64_t now)
 		return false;
 	}
 	l->rx_pkts++;
+	l->rx_ownq += k->qid && k->qid == l->q;
 	tlm__dpdk_timers_any_received(l, now);
 	if (k->type == PT_CLOSE || k->type == PT_RST) {
 		tlm__dpdk_conn_rx_close(l, k);
