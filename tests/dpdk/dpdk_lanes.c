@@ -56,6 +56,16 @@
  *            the software demux that af_packet and NICs without rte_flow
  *            use), queues=2 (one lane on its own queue, one shared), and
  *            queues=8 connecting to a listener given queues=2
+ *   tap, tap-flow
+ *            bytes + pages + faults between net_tap (queues=4, accepting)
+ *            and net_af_packet on a macvlan on the tap's kernel side
+ *            (connecting), in a network namespace the test creates. tap: on a kernel without TC flower (this host's) the port
+ *            refuses rte_flow; that is logged once per process and every
+ *            lane runs on the shared queue 0. tap-flow: on a kernel with
+ *            cls_flower, sch_multiq and act_skbedit (the VM harness's;
+ *            skips elsewhere) each lane gets a queue of its own, a
+ *            different one per lane, steered by rte_flow, and every
+ *            packet it receives but its SYN comes in on that queue
  *
  * The parent forks the accepting and the connecting child and only passes
  * the port along; children exit 0 on success, print why otherwise.
@@ -94,6 +104,13 @@ static bool saw_link_down;   /* dead: which path noticed */
 static bool saw_nosum_refused, saw_reset, saw_torn;
 static long long live_zc = -1, live_copied = -1;  /* from the lane's log */
 static bool zc_expected = true, refused_case;
+/* waits for the peer to come: a VM under TCG takes its time to start an EAL */
+static int tmo_ms = 20000, child_s = 100;
+/* tap cases: what the lanes' close lines and the port said */
+static int tap_case;          /* 0, 1 tap, 2 tap-flow */
+static int flow_refusals;
+static struct { unsigned q; unsigned long long rx, own; } closed[8];
+static unsigned nclosed;
 
 static void log_cb(int level, const char *msg, void *arg)
 {
@@ -110,6 +127,16 @@ static void log_cb(int level, const char *msg, void *arg)
 	if (z && sscanf(z, "LIVE records sent zero-copy %lld, copied %lld", &live_zc,
 			&live_copied) != 2)
 		live_zc = live_copied = -1;
+	if (strstr(msg, "rte_flow refused"))
+		flow_refusals++;
+	const char *cl = strstr(msg, ") closed: ");
+	if (cl && nclosed < 8) {
+		unsigned long long out, rs;
+		if (sscanf(cl, ") closed: %llu pkts out, %llu in, %llu segments re-sent; queue %u, "
+			   "%llu pkts in on it", &out, &closed[nclosed].rx, &rs, &closed[nclosed].q,
+			   &closed[nclosed].own) == 5)
+			nclosed++;
+	}
 	if (level <= TLM_LOG_WARN || getenv("TLM_TEST_DEBUG"))
 		fprintf(stderr, "    [%d] %s\n", (int)getpid(), msg);
 }
@@ -520,6 +547,34 @@ static void recv_live(struct tlm_lane *l, bool mutating)
 	       (unsigned long long)s.records, (unsigned long long)s.mixed);
 }
 
+/* ---- tap: which queue each lane received on ---- */
+
+/* The net_tap side, after both its lanes closed: tap, rte_flow refused
+ * once and every lane on queue 0; tap-flow, never refused, each lane on a
+ * queue of its own and all it received there but the SYN that made it. */
+static void check_queues(void)
+{
+	if (!tap_case)
+		return;
+	CHECK(nclosed == 2);
+	for (unsigned i = 0; i < nclosed; i++)
+		printf("  tap lane %u: queue %u, %llu of %llu packets in on it\n", i,
+		       closed[i].q, closed[i].own, closed[i].rx);
+	if (tap_case == 1) {
+		CHECK(flow_refusals == 1);
+		for (unsigned i = 0; i < nclosed; i++)
+			CHECK(closed[i].q == 0 && closed[i].own == 0);
+		return;
+	}
+	CHECK(flow_refusals == 0);
+	CHECK(closed[0].q != closed[1].q);
+	for (unsigned i = 0; i < nclosed; i++) {
+		CHECK(closed[i].q > 0 && closed[i].q < 4);
+		CHECK(closed[i].rx > 100);
+		CHECK(closed[i].own + 2 >= closed[i].rx);
+	}
+}
+
 /* ---- sides ---- */
 
 static void enter_netns(const char *ns)
@@ -555,10 +610,10 @@ static void acceptor(const char *cas, int pfd)
 	CHECK_OK(ops->listen(srv_addr, "0", srv_args, &xl));
 	dprintf(pfd, "%d\n", ops->listener_port(xl));
 	close(pfd);
-	CHECK_OK(ops->accept(xl, 20000, &b));
+	CHECK_OK(ops->accept(xl, tmo_ms, &b));
 	if (!strcmp(cas, "dead")) {
 		char c;
-		CHECK(ops->dp->read(b, &c, 1, 20000) == 1);
+		CHECK(ops->dp->read(b, &c, 1, tmo_ms) == 1);
 		/* the parent kills the connector now; we must learn it */
 		uint64_t t0 = tlm__now_ms();
 		for (;;) {
@@ -582,7 +637,7 @@ static void acceptor(const char *cas, int pfd)
 		ops->listener_close(xl);
 		return;
 	}
-	CHECK_OK(ops->accept(xl, 20000, &pg));
+	CHECK_OK(ops->accept(xl, tmo_ms, &pg));
 	set_pages(pg);
 	bool live = !strncmp(cas, "live", 4);
 	if (!strcmp(cas, "torn"))
@@ -590,10 +645,16 @@ static void acceptor(const char *cas, int pfd)
 	if (live) {
 		recv_live(pg, strcmp(cas, "live") != 0);
 	} else if (strcmp(cas, "pages")) {
-		/* the lane's pollfd turns readable once bytes are in */
+		/* the lane's pollfd turns readable once bytes are in (net_tap
+		 * signals SIGIO to the process as packets come: EINTR) */
 		struct pollfd pf = { .fd = ops->pollfd(b), .events = POLLIN };
 		CHECK(pf.fd >= 0);
-		CHECK(poll(&pf, 1, 20000) == 1 && (pf.revents & POLLIN));
+		int pr;
+		while ((pr = poll(&pf, 1, tmo_ms)) < 0 && errno == EINTR)
+			;
+		if (pr != 1 || !(pf.revents & POLLIN))
+			FAIL("pollfd %d: poll gave %d (%s), revents %#x", pf.fd, pr,
+			     pr < 0 ? strerror(errno) : "-", (unsigned)pf.revents);
 		read_stream(b, 0, STREAM_BYTES);
 		write_stream(b, 1, STREAM_BYTES / 2);
 	}
@@ -601,7 +662,7 @@ static void acceptor(const char *cas, int pfd)
 		recv_pages(pg);
 	/* orderly end: wait for the peer's close so our data was all taken */
 	char c;
-	ssize_t r = ops->dp->read(b, &c, 1, 20000);
+	ssize_t r = ops->dp->read(b, &c, 1, tmo_ms);
 	if (r != 0 && r != -TLM_EPEERCLOSED)
 		FAIL("final read: %s", tlm_strerror((int)r));
 	uint64_t tx, rx;
@@ -612,6 +673,7 @@ static void acceptor(const char *cas, int pfd)
 	ops->close(pg);
 	ops->close(b);
 	ops->listener_close(xl);
+	check_queues();
 }
 
 static void connector(const char *cas, const char *port)
@@ -619,7 +681,7 @@ static void connector(const char *cas, const char *port)
 	struct tlm_lane *b, *pg;
 
 	enter_netns(netns_b);
-	CHECK_OK(ops->connect(cli_addr, port, cli_args, 1, 20000, &b));
+	CHECK_OK(ops->connect(cli_addr, port, cli_args, 1, tmo_ms, &b));
 	if (!strcmp(cas, "dead")) {
 		CHECK(ops->dp->write(b, "go", 2) == 2);
 		/* keep the lane busy until the parent kills us */
@@ -628,7 +690,7 @@ static void connector(const char *cas, const char *port)
 			if (ops->dp->write(b, buf, sizeof(buf)) < 0)
 				FAIL("connector write failed before being killed");
 	}
-	CHECK_OK(ops->connect(cli_addr, port, cli_args, 2, 20000, &pg));
+	CHECK_OK(ops->connect(cli_addr, port, cli_args, 2, tmo_ms, &pg));
 	set_pages(pg);
 	bool live = !strncmp(cas, "live", 4);
 	if (!strcmp(cas, "torn")) {
@@ -761,6 +823,59 @@ static int netns_up(void)
 	return 0;
 }
 
+/* tap: one namespace, a persistent multi-queue tap in it (net_tap
+ * opens its queues on a tap that exists) and a macvlan on the tap's
+ * kernel side. The accepting side is net_tap, queues=4; the connecting
+ * side is net_af_packet on the macvlan: what it sends leaves through the
+ * tap's qdisc (where net_tap's rules steer it to a queue), what net_tap
+ * sends comes up the tap and through the macvlan. Not net_af_packet on
+ * the tap itself: net_tap gives the tap its port's MAC, and a port
+ * ignores frames from its own MAC. */
+static int netns_up_tap(void)
+{
+	char cmd[1024];
+	int id = (int)getpid() % 10000;
+
+	snprintf(netns_a, sizeof(netns_a), "tlmdpdkT%d", id);
+	snprintf(netns_b, sizeof(netns_b), "%s", netns_a);
+	snprintf(cmd, sizeof(cmd),
+		 "set -e; ip netns add %s; "
+		 "ip -n %s tuntap add dev tdt%d mode tap multi_queue; "
+		 "ip -n %s link add tdm%d link tdt%d type macvlan mode bridge; "
+		 "ip -n %s link set tdm%d up; "
+		 "ip netns exec %s sysctl -qw net.ipv6.conf.all.disable_ipv6=1",
+		 netns_a, netns_a, id, netns_a, id, id, netns_a, id, netns_a);
+	if (sh(cmd)) {
+		snprintf(cmd, sizeof(cmd), "ip netns del %s 2>/dev/null", netns_a);
+		if (sh(cmd)) {
+			/* never made */
+		}
+		netns_a[0] = 0;
+		return -1;
+	}
+	snprintf(srv_args, sizeof(srv_args),
+		 "vdev=net_tap0,iface=tdt%d,ip=198.18.7.1,queues=4," FAULTS, id);
+	snprintf(cli_args, sizeof(cli_args),
+		 "vdev=net_af_packet0,iface=tdm%d,ip=198.18.7.2," FAULTS, id);
+	cli_addr = "198.18.7.1";
+	srv_addr = "198.18.7.1";
+	return 0;
+}
+
+/* Does this kernel have what net_tap's rte_flow needs? */
+static bool kernel_has_flower(void)
+{
+	static const char *const mods[] = { "cls_flower", "sch_multiq", "act_skbedit" };
+	char path[96];
+
+	for (size_t i = 0; i < sizeof(mods) / sizeof(mods[0]); i++) {
+		snprintf(path, sizeof(path), "/sys/module/%s", mods[i]);
+		if (access(path, F_OK))
+			return false;
+	}
+	return true;
+}
+
 static int wait_child(pid_t p, int secs, const char *who)
 {
 	int st;
@@ -810,6 +925,8 @@ static const struct {
 	{ "live-faults-1500", "mtu=1500," FAULTS, "mtu=1500," FAULTS },
 	{ "faults-1500", "mtu=1500," FAULTS, "mtu=1500," FAULTS },
 	{ "live-refused", "zc=off", "zc=on" },
+	{ "tap", "", "" },
+	{ "tap-flow", "", "" },
 };
 #define N_CASES (sizeof(cases) / sizeof(cases[0]))
 
@@ -861,6 +978,24 @@ int main(int argc, char **argv)
 			return 77;
 		}
 	}
+	if (!strncmp(cas, "tap", 3)) {
+		tap_case = strcmp(cas, "tap") ? 2 : 1;
+		if (geteuid() != 0) {
+			printf("SKIP: needs root for a network namespace\n");
+			return 77;
+		}
+		if (tap_case == 2)
+			tmo_ms = 150000, child_s = 280;
+		if (tap_case == 2 && !kernel_has_flower()) {
+			printf("SKIP: this kernel has no cls_flower/sch_multiq/act_skbedit "
+			       "(tests/vm runs it on one that has)\n");
+			return 77;
+		}
+		if (netns_up_tap()) {
+			printf("SKIP: cannot create a network namespace with taps and a bridge\n");
+			return 77;
+		}
+	}
 	add_args(srv_args, sizeof(srv_args), cases[ci].srv);
 	add_args(cli_args, sizeof(cli_args), cases[ci].cli);
 	add_args(srv_args, sizeof(srv_args), extra);
@@ -868,13 +1003,13 @@ int main(int argc, char **argv)
 	zc_expected = strcmp(cas, "live-copy") != 0;
 	refused_case = !strcmp(cas, "live-refused");
 	const char *sub = !strcmp(cas, "afpacket") || !strncmp(cas, "faults", 6) ||
-			  !strncmp(cas, "queues", 6) ? "all" : cas;
+			  !strncmp(cas, "queues", 6) || tap_case ? "all" : cas;
 
 	CHECK(pipe(pfd) == 0);
 	pid_t a = fork();
 	if (a == 0) {
 		close(pfd[0]);
-		alarm(100);
+		alarm((unsigned)child_s);
 		if (session)
 			sess_acceptor(pfd[1]);
 		else
@@ -892,9 +1027,10 @@ int main(int argc, char **argv)
 	}
 	port[r] = 0;
 	port[strcspn(port, "\n")] = 0;
+
 	pid_t c = fork();
 	if (c == 0) {
-		alarm(100);
+		alarm((unsigned)child_s);
 		if (session)
 			sess_connector(port);
 		else
@@ -914,7 +1050,7 @@ int main(int argc, char **argv)
 		}
 		rc = wait_child(a, 40, "acceptor");
 	} else {
-		int rc_c = wait_child(c, 90, "connector");
+		int rc_c = wait_child(c, child_s - 10, "connector");
 		rc = wait_child(a, 30, "acceptor");
 		if (rc_c)
 			rc = rc_c;
