@@ -58,8 +58,9 @@
  *            queues=8 connecting to a listener given queues=2
  *   tap, tap-flow
  *            bytes + pages + faults between net_tap (queues=4, accepting)
- *            and net_af_packet on a macvlan on the tap's kernel side
- *            (connecting), in a network namespace the test creates. tap: on a kernel without TC flower (this host's) the port
+ *            and net_af_packet (connecting), in a network namespace the
+ *            test creates (tap: af_packet on a macvlan on the tap;
+ *            tap-flow: on a veth whose peer is net_tap's remote=). tap: on a kernel without TC flower (this host's) the port
  *            refuses rte_flow; that is logged once per process and every
  *            lane runs on the shared queue 0. tap-flow: on a kernel with
  *            cls_flower, sch_multiq and act_skbedit (the VM harness's;
@@ -823,28 +824,38 @@ static int netns_up(void)
 	return 0;
 }
 
-/* tap: one namespace, a persistent multi-queue tap in it (net_tap
- * opens its queues on a tap that exists) and a macvlan on the tap's
- * kernel side. The accepting side is net_tap, queues=4; the connecting
- * side is net_af_packet on the macvlan: what it sends leaves through the
- * tap's qdisc (where net_tap's rules steer it to a queue), what net_tap
- * sends comes up the tap and through the macvlan. Not net_af_packet on
- * the tap itself: net_tap gives the tap its port's MAC, and a port
- * ignores frames from its own MAC. */
-static int netns_up_tap(void)
+/* tap: one namespace; the accepting side is net_tap, queues=4, the
+ * connecting side net_af_packet. net_tap gives the tap its port's MAC
+ * (a port ignores frames from its own MAC, so af_packet cannot sit on
+ * the tap itself), and its rules match only frames whose protocol the
+ * kernel has parsed, as a frame that came in on an Ethernet device has.
+ * tap (no TC flower): a persistent multi-queue tap (net_tap opens its
+ * queues on it) with a macvlan on it for af_packet. tap-flow: a veth
+ * pair, af_packet on one end and net_tap's remote= on the other: what
+ * comes in there net_tap's TC rules redirect to the tap, through its
+ * queue rules, and what it sends goes out there. */
+static int netns_up_tap(bool flow)
 {
 	char cmd[1024];
 	int id = (int)getpid() % 10000;
 
 	snprintf(netns_a, sizeof(netns_a), "tlmdpdkT%d", id);
 	snprintf(netns_b, sizeof(netns_b), "%s", netns_a);
-	snprintf(cmd, sizeof(cmd),
-		 "set -e; ip netns add %s; "
-		 "ip -n %s tuntap add dev tdt%d mode tap multi_queue; "
-		 "ip -n %s link add tdm%d link tdt%d type macvlan mode bridge; "
-		 "ip -n %s link set tdm%d up; "
-		 "ip netns exec %s sysctl -qw net.ipv6.conf.all.disable_ipv6=1",
-		 netns_a, netns_a, id, netns_a, id, id, netns_a, id, netns_a);
+	if (flow)
+		snprintf(cmd, sizeof(cmd),
+			 "set -e; ip netns add %s; "
+			 "ip -n %s link add tdv%da type veth peer name tdv%db; "
+			 "ip -n %s link set tdv%da up; ip -n %s link set tdv%db up; "
+			 "ip netns exec %s sysctl -qw net.ipv6.conf.all.disable_ipv6=1",
+			 netns_a, netns_a, id, id, netns_a, id, netns_a, id, netns_a);
+	else
+		snprintf(cmd, sizeof(cmd),
+			 "set -e; ip netns add %s; "
+			 "ip -n %s tuntap add dev tdt%d mode tap multi_queue; "
+			 "ip -n %s link add tdm%d link tdt%d type macvlan mode bridge; "
+			 "ip -n %s link set tdm%d up; "
+			 "ip netns exec %s sysctl -qw net.ipv6.conf.all.disable_ipv6=1",
+			 netns_a, netns_a, id, netns_a, id, id, netns_a, id, netns_a);
 	if (sh(cmd)) {
 		snprintf(cmd, sizeof(cmd), "ip netns del %s 2>/dev/null", netns_a);
 		if (sh(cmd)) {
@@ -853,10 +864,18 @@ static int netns_up_tap(void)
 		netns_a[0] = 0;
 		return -1;
 	}
-	snprintf(srv_args, sizeof(srv_args),
-		 "vdev=net_tap0,iface=tdt%d,ip=198.18.7.1,queues=4," FAULTS, id);
-	snprintf(cli_args, sizeof(cli_args),
-		 "vdev=net_af_packet0,iface=tdm%d,ip=198.18.7.2," FAULTS, id);
+	if (flow) {
+		snprintf(srv_args, sizeof(srv_args),
+			 "vdev=net_tap0,iface=tdt%d,remote=tdv%db,ip=198.18.7.1,queues=4," FAULTS,
+			 id, id);
+		snprintf(cli_args, sizeof(cli_args),
+			 "vdev=net_af_packet0,iface=tdv%da,ip=198.18.7.2," FAULTS, id);
+	} else {
+		snprintf(srv_args, sizeof(srv_args),
+			 "vdev=net_tap0,iface=tdt%d,ip=198.18.7.1,queues=4," FAULTS, id);
+		snprintf(cli_args, sizeof(cli_args),
+			 "vdev=net_af_packet0,iface=tdm%d,ip=198.18.7.2," FAULTS, id);
+	}
 	cli_addr = "198.18.7.1";
 	srv_addr = "198.18.7.1";
 	return 0;
@@ -991,8 +1010,9 @@ int main(int argc, char **argv)
 			       "(tests/vm runs it on one that has)\n");
 			return 77;
 		}
-		if (netns_up_tap()) {
-			printf("SKIP: cannot create a network namespace with taps and a bridge\n");
+		if (netns_up_tap(tap_case == 2)) {
+			printf("SKIP: cannot create a network namespace with %s\n",
+			       tap_case == 2 ? "a veth pair" : "a tap and a macvlan");
 			return 77;
 		}
 	}

@@ -4,10 +4,9 @@
 # whose frames go through a kernel, in a network namespace the test
 # creates (198.18.8.x, nothing on the kernel side has an address):
 #   afpacket   net_af_packet on each end of a veth pair
-#   tap        the destination on net_tap (queues=4: with TC flower in the
-#              kernel, as in the VM harness, every lane on a queue of its
-#              own by rte_flow; without it, on the shared queue), the
-#              source on net_af_packet on a macvlan on the tap
+#   tap        the destination on net_tap (queues=4; this kernel has no TC
+#              flower, so it refuses rte_flow and its lanes share queue
+#              0), the source on net_af_packet on a macvlan on the tap
 # The destination listens (--listen), the source connects and reports;
 # tests/engine/check_migrate.py checks the report: completed, every page
 # byte-equal at the destination, the epochs accounted.
@@ -43,9 +42,8 @@ afpacket)
 	src="vdev=net_af_packet0,iface=tmb$$,ip=198.18.8.2"
 	;;
 tap)
-	# the source's frames leave through the tap's qdisc (where net_tap's
-	# rules steer them); a macvlan, because net_tap gives the tap its
-	# port's MAC and a port ignores frames from its own MAC
+	# af_packet on a macvlan on a persistent tap: net_tap gives the tap
+	# its port's MAC, and a port ignores frames from its own MAC
 	ip -n "$ns" tuntap add dev tmt$$ mode tap multi_queue &&
 		ip -n "$ns" link add tmm$$ link tmt$$ type macvlan mode bridge &&
 		ip -n "$ns" link set tmm$$ up ||
@@ -58,9 +56,19 @@ tap)
 esac
 "$TLM" keygen "$tmp/psk" >/dev/null || { bad "tlm keygen"; exit 1; }
 
-ip netns exec "$ns" "$TLM" bench migrate --listen 198.18.8.1:7400 --transport dpdk \
+# -v -v: the destination says when its port is up (then it listens at
+# once); the source starts only then, so a slow EAL start there does not
+# eat the source's connect timeout
+ip netns exec "$ns" "$TLM" -v -v bench migrate --listen 198.18.8.1:7400 --transport dpdk \
 	--transport-args "$dst" --psk "$tmp/psk" > "$tmp/dest.out" 2> "$tmp/dest.err" &
 dpid=$!
+i=0
+until grep -q 'queue pair(s)' "$tmp/dest.err"; do
+	i=$((i + 1))
+	[ $i -lt 1200 ] && kill -0 "$dpid" 2>/dev/null ||
+		{ cat "$tmp/dest.err"; bad "the destination's port never came up"; exit 1; }
+	sleep 0.1
+done
 ip netns exec "$ns" python3 "$CHECK" "$TLM" -- --connect 198.18.8.1:7400 --transport dpdk \
 	--transport-args "$src" --psk "$tmp/psk" --mem 64M --epoch-ms 20 "$@" ||
 	bad "the migration over $KIND failed its checks"

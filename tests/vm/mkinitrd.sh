@@ -21,12 +21,13 @@ if ldd "$busybox" >/dev/null 2>&1; then
 	exit 77
 fi
 
-# net_tap (tests/dpdk: tap-flow) needs tun, and for its rte_flow rules the
-# qdiscs, classifiers and actions of DPDK's drivers/net/tap/tap_flow.c and
-# tap_tcmsgs.c: multiq at the root and ingress, flower rules with skbedit
-# (QUEUE), gact (DROP, PASSTHRU), mirred (remote=) and bpf (RSS).
+# net_tap (tests/dpdk: tap-flow) needs tun (and the test a macvlan), and
+# for its rte_flow rules the qdiscs, classifiers and actions of DPDK's
+# drivers/net/tap/tap_flow.c and tap_tcmsgs.c: multiq at the root and
+# ingress, flower rules with skbedit (QUEUE), gact (DROP, PASSTHRU),
+# mirred (remote=) and bpf (RSS).
 want="virtio_pci virtio_net 9pnet_virtio 9p veth ipv6 crc32_generic udp_tunnel
-ip6_udp_tunnel rdma_rxe ib_uverbs ib_umad rdma_ucm tun sch_multiq sch_ingress
+ip6_udp_tunnel rdma_rxe ib_uverbs ib_umad rdma_ucm tun macvlan sch_multiq sch_ingress
 cls_flower act_skbedit act_gact act_mirred cls_bpf act_bpf"
 
 tmp=$(mktemp -d)

@@ -1,0 +1,10 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# Inside the VM harness (tests/vm/run-in-vm.sh: Debian's kernel, with the
+# TC flower, multiq and skbedit modules net_tap's rte_flow needs): the
+# tap-flow lanes, a queue per lane steered by rte_flow and every packet
+# of a lane on its queue. Its own script so that more cases can share the
+# boot.
+#   vm_tap.sh DPDK_LANES
+set -u
+exec "$1" --case tap-flow
