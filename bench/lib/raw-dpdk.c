@@ -186,6 +186,9 @@ static struct rte_mempool *child_port(const struct blast *b, const char *role, i
 			 *tlm__dpdk_first_error() ? ": " : "", tlm__dpdk_first_error());
 		return NULL;
 	}
+	/* as the lanes' ports are: net_tap with remote= takes in only what
+	 * is for its MAC otherwise, and the blast's frames are not */
+	rte_eth_promiscuous_enable(*port);
 	return mp;
 }
 
