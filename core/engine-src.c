@@ -33,6 +33,18 @@
 
 #include "engine.h"
 
+/* The time since the last paused step ended, and this one ends now: the
+ * steps follow one another on one clock, so together they are the
+ * downtime exactly, whatever runs between them. */
+static double step_ms(struct src *e)
+{
+	uint64_t now = tlm__now_ns();
+	double ms = (double)(now - e->t_step_ns) / 1e6;
+
+	e->t_step_ns = now;
+	return ms;
+}
+
 static int pause_source(struct src *e, uint64_t *t_pause)
 {
 	uint64_t t0 = tlm__now_ns();
@@ -44,8 +56,9 @@ static int pause_source(struct src *e, uint64_t *t_pause)
 	}
 	e->paused = true;
 	*t_pause = t0;
+	e->t_step_ns = t0;
 	err = tlm__send_paused(e);
-	e->st->stage3.pause_ms = tlm__ms_since(t0);
+	e->st->stage3.pause_ms = step_ms(e);
 	return err;
 }
 
@@ -90,7 +103,7 @@ static int stage3(struct src *e, uint64_t *t_pause)
 	const void *dev = NULL;
 	size_t devlen = 0;
 	unsigned n = tlm__n_data(e);
-	uint64_t t, pages0, bytes0;
+	uint64_t pages0, bytes0;
 	int err;
 
 	if (!e->paused) {
@@ -106,15 +119,13 @@ static int stage3(struct src *e, uint64_t *t_pause)
 		s3->lanes_keep_up = e->bw_Bps > 0 && e->rate_pps * e->page_size < e->bw_Bps;
 
 	/* Everything written up to the pause, with the highest epoch. */
-	t = tlm__now_ns();
 	if (e->tracking && tlm__epoch_tick(e) < 0)
 		return e->err;
 	s3->dirty_pages = pending_pages(e);
-	s3->sync_ms = tlm__ms_since(t);
+	s3->sync_ms = step_ms(e);
 	s3->predicted_ms = e->tracking ? tlm__downtime_model(s3->dirty_pages, e->page_size,
 							     e->bw_Bps, s3->fixed_ms) : 0;
 
-	t = tlm__now_ns();
 	pages0 = e->st->pages_ps;
 	bytes0 = e->st->bytes_ps;
 	err = tlm__ps_round(e);
@@ -122,9 +133,8 @@ static int stage3(struct src *e, uint64_t *t_pause)
 		return err;
 	s3->ps_pages = e->st->pages_ps - pages0;
 	s3->ps_bytes = e->st->bytes_ps - bytes0;
-	s3->ps_ms = tlm__ms_since(t);
+	s3->ps_ms = step_ms(e);
 
-	t = tlm__now_ns();
 	for (unsigned i = 1; i <= n; i++) {
 		struct tlm_page_rec last = { .flags = TLM_PF_LAST };
 		struct tlm_lane *l = tlm_session_lane(e->s, i);
@@ -137,9 +147,8 @@ static int stage3(struct src *e, uint64_t *t_pause)
 			return err;
 		}
 	}
-	s3->last_ms = tlm__ms_since(t);
+	s3->last_ms = step_ms(e);
 
-	t = tlm__now_ns();
 	if (e->m->ops->device_state) {
 		err = e->m->ops->device_state(e->m->ctx, &dev, &devlen);
 		if (err) {
@@ -155,11 +164,10 @@ static int stage3(struct src *e, uint64_t *t_pause)
 	err = tlm__send_stage3(e, dev, devlen);
 	if (err)
 		return err;
-	s3->devstate_ms = tlm__ms_since(t);
+	s3->devstate_ms = step_ms(e);
 
-	t = tlm__now_ns();
 	err = tlm__wait_commit(e);
-	s3->wait_ms = tlm__ms_since(t);
+	s3->wait_ms = step_ms(e);
 	return err;
 }
 
@@ -278,18 +286,15 @@ static void stop_tick(struct src *e)
 /* Stages 1 and 2 of stop-copy: pause, one CHK pass. */
 static int pass_paused(struct src *e, struct chk_arg *ca, uint64_t *t_pause)
 {
-	uint64_t t;
-
 	if (pause_source(e, t_pause))
 		return e->err;
-	t = tlm__now_ns();
-	e->t_pass_ns = t;
+	e->t_pass_ns = e->t_step_ns;
 	if (start_chk(e, ca))
 		return e->err;
 	join_chk(e, ca);
 	if (e->err)
 		return e->err;
-	e->st->stage3.chk_ms = tlm__ms_since(t);
+	e->st->stage3.chk_ms = step_ms(e);
 	e->st->converged = true;
 	e->st->iterations = 1;
 	return 0;
@@ -441,7 +446,9 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 		goto fail;
 	st->completed = true;
 	st->elapsed_ms = tlm__now_ms() - t_start;
-	st->stage3.downtime_ms = tlm__ms_since(t_pause);
+	/* the downtime ended with the COMMIT (the last step), not with
+	 * stopping the keepalives */
+	st->stage3.downtime_ms = (double)(e->t_step_ns - t_pause) / 1e6;
 	st->downtime_ms = (uint64_t)(st->stage3.downtime_ms + 0.5);
 	/* Downtime is part of the elapsed time; the two are read at different
 	 * resolutions (microseconds rounded, milliseconds truncated), so a

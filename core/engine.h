@@ -157,6 +157,7 @@ struct src {
 	double rate_pps;           /* pages found dirty per second, last tick */
 	uint64_t t_tick_ns;        /* when the last tick started */
 	uint64_t t_pass_ns;        /* when the CHK pass started */
+	uint64_t t_step_ns;        /* paused: when the last stage-3 step ended */
 	uint64_t ps_ns, ps_bytes;  /* PS threads: time inside rounds, bytes sent
 				    * in them (atomics) */
 };
