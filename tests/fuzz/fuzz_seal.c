@@ -200,23 +200,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifndef TLM_LIBFUZZER
+#include "replay.h"
+
 int main(int argc, char **argv)
 {
-	static uint8_t buf[1 << 20];
+	int n = tlm_fuzz_replay(argc, argv);
 
-	for (int i = 1; i < argc; i++) {
-		FILE *f = fopen(argv[i], "rb");
-		size_t n;
-
-		if (!f) {
-			perror(argv[i]);
-			return 1;
-		}
-		n = fread(buf, 1, sizeof(buf), f);
-		fclose(f);
-		LLVMFuzzerTestOneInput(buf, n);
-	}
-	printf("fuzz_seal: %d inputs replayed, %lu records applied\n", argc - 1, applied);
+	if (n < 0)
+		return 1;
+	printf("fuzz_seal: %d inputs replayed, %lu records applied\n", n, applied);
 	return 0;
 }
 #endif

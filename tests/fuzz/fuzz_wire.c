@@ -139,24 +139,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifndef TLM_LIBFUZZER
+#include "replay.h"
+
 int main(int argc, char **argv)
 {
-	static uint8_t buf[1 << 20];
-	int n = 0;
+	int n = tlm_fuzz_replay(argc, argv);
 
-	for (int i = 1; i < argc; i++) {
-		FILE *f = fopen(argv[i], "rb");
-		size_t len;
-
-		if (!f) {
-			perror(argv[i]);
-			return 1;
-		}
-		len = fread(buf, 1, sizeof(buf), f);
-		fclose(f);
-		LLVMFuzzerTestOneInput(buf, len);
-		n++;
-	}
+	if (n < 0)
+		return 1;
 	printf("replayed %d corpus inputs\n", n);
 	return n ? 0 : 1;
 }
