@@ -20,7 +20,9 @@ which stamps every page it writes and verifies every page it re-reads.
   killed       a first checkpoint, then `tlm checkpoint` SIGKILLed while
                it writes the second: the first file is intact byte for byte
                and valid, the VM runs on (QEMU's engine resumes it when
-               the session dies) and verifies clean, and the file restores.
+               the session dies, or the killed command's guardian cancels
+               the migration first) and verifies clean, and the file
+               restores.
   guardian     `tlm checkpoint --to-host` stopped (SIGSTOP) while QEMU
                writes the checkpoint, so QEMU completes it and leaves the VM
                stopped with nobody to send cont; then SIGKILLed: its
@@ -184,8 +186,11 @@ def killed_checkpoint(a, vm, f):
         if st.get('status') in ('failed', 'cancelled', 'completed'):
             break
         time.sleep(0.1)
-    check(st.get('status') == 'failed', 'QEMU saw the checkpoint fail: %s'
-          % st.get('error-desc', st.get('status')))
+    # failed: QEMU's engine saw the session die first; cancelled: the
+    # guardian of the killed tlm checkpoint (qemu-glue/guard.c) got there
+    # first. Either way nothing completed and the VM must run on.
+    check(st.get('status') in ('failed', 'cancelled'), 'QEMU saw the checkpoint end '
+          'unfinished: %s' % st.get('error-desc', st.get('status')))
     end = time.monotonic() + 20
     while vm.q.status() != 'running' and time.monotonic() < end:
         time.sleep(0.1)
