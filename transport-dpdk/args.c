@@ -26,6 +26,9 @@
  *   zc=auto|on|off    LIVE pages by reference, without crc (NOSUM), and
  *                     NOSUM accepted: auto = on memif only (zc.c)
  *   fault=drop=P,reorder=P,dup=P   fault injection on what we send
+ *   flow_refuse=N     test knob: the port's N-th lane rule is refused as
+ *                     if by the PMD, after the port accepted steering
+ *                     (set by whoever opens the port first)
  * No device keys: the embedded default, a memif pair per UDP port (server
  * on the listening side, client on the connecting side, abstract socket
  * "/run/tlm-dpdk-<port>.sock"); a connect to a port this process listens on
@@ -153,6 +156,8 @@ static int parse_key(struct cfg *c, const char *k, char *v)
 		c->dead_ms = atoi(v);
 		return c->dead_ms < 100 ? -EINVAL : 0;
 	}
+	if (!strcmp(k, "flow_refuse"))
+		return parse_num(v, 1, 1u << 16, &c->flow_refuse);
 	if (!strcmp(k, "fault"))
 		return parse_fault(&c->fault, v);
 	if (!strcmp(k, "drop") || !strcmp(k, "reorder") || !strcmp(k, "dup"))

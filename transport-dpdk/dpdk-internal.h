@@ -105,6 +105,7 @@ struct cfg {
 	uint32_t window;        /* unacked bytes per lane, at most (0: WINDOW_PKTS) */
 	int zc;                 /* ZC_AUTO, ZC_ON, ZC_OFF */
 	struct fault fault;
+	unsigned flow_refuse;   /* test: refuse the port's N-th lane rule (0: none) */
 };
 
 enum { ZC_AUTO, ZC_ON, ZC_OFF };
@@ -266,6 +267,8 @@ struct dport {
 	bool flow;              /* rte_flow steers lanes to their queues */
 	struct rte_flow *rest;  /* ... and the frames of no lane to queue 0 */
 	bool flow_said;         /* why not has been logged */
+	unsigned flow_refuse;   /* cfg.flow_refuse of whoever opened the port */
+	unsigned lane_rules;    /* lane rules asked for so far; under lock */
 	uint16_t nq;            /* queue pairs; 0 is shared */
 	struct dlane *qowner[MAX_QUEUES];   /* under lock */
 	struct rte_mempool *pool;   /* rx and control packets */

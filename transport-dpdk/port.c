@@ -110,7 +110,13 @@ void tlm__dpdk_queue_take(struct dport *p, struct dlane *l, int want)
 			q = 0;
 		if (q && p->flow) {
 			struct rte_flow_error err;
-			l->flow = flow_steer(p, l->lport, l->rport, q, &err);
+			if (p->flow_refuse && ++p->lane_rules == p->flow_refuse) {
+				err = (struct rte_flow_error){ .type = RTE_FLOW_ERROR_TYPE_UNSPECIFIED,
+					.message = "flow_refuse= in transport_args" };
+				l->flow = NULL;
+			} else {
+				l->flow = flow_steer(p, l->lport, l->rport, q, &err);
+			}
 			if (!l->flow) {
 				flow_refused(p, "a lane's rule", &err);
 				q = 0;
@@ -333,6 +339,7 @@ static int port_setup(struct dport *p, const struct cfg *c)
 	 * chained ring buffers (bsize): let mtu= go up to 9000 there */
 	p->memif = !strncmp(info.driver_name, "net_memif", 9);
 	p->spin_max = c->spinners ? c->spinners : spin_budget(p->memif);
+	p->flow_refuse = c->flow_refuse;
 	if (p->memif)
 		tlm__dpdk_guard_bursts();
 	p->dma = strcmp(rte_bus_name(rte_dev_bus(info.device)), "vdev") != 0;

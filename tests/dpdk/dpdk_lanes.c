@@ -67,6 +67,11 @@
  *            skips elsewhere) each lane gets a queue of its own, a
  *            different one per lane, steered by rte_flow, and every
  *            packet it receives but its SYN comes in on that queue
+ *   tap-flow-refused
+ *            tap-flow with the second lane's rule refused after the port
+ *            accepted steering (flow_refuse=2 on net_tap): logged once,
+ *            that lane on the shared queue 0, the other on its own, every
+ *            byte and page of both checked
  *
  * The parent forks the accepting and the connecting child and only passes
  * the port along; children exit 0 on success, print why otherwise.
@@ -108,7 +113,7 @@ static bool zc_expected = true, refused_case;
 /* waits for the peer to come: a VM under TCG takes its time to start an EAL */
 static int tmo_ms = 20000, child_s = 100;
 /* tap cases: what the lanes' close lines and the port said */
-static int tap_case;          /* 0, 1 tap, 2 tap-flow */
+static int tap_case;          /* 0, 1 tap, 2 tap-flow, 3 tap-flow-refused */
 static int flow_refusals;
 static struct { unsigned q; unsigned long long rx, own; } closed[8];
 static unsigned nclosed;
@@ -567,6 +572,17 @@ static void check_queues(void)
 			CHECK(closed[i].q == 0 && closed[i].own == 0);
 		return;
 	}
+	if (tap_case == 3) {
+		/* one lane refused its rule: on queue 0, counted nothing on a
+		 * queue of its own; the other steered as in tap-flow */
+		CHECK(flow_refusals == 1);
+		unsigned shared = closed[0].q == 0 ? 0 : 1, own = 1 - shared;
+		CHECK(closed[shared].q == 0 && closed[shared].own == 0);
+		CHECK(closed[shared].rx > 100);
+		CHECK(closed[own].q > 0 && closed[own].q < 4);
+		CHECK(closed[own].rx > 100 && closed[own].own + 2 >= closed[own].rx);
+		return;
+	}
 	CHECK(flow_refusals == 0);
 	CHECK(closed[0].q != closed[1].q);
 	for (unsigned i = 0; i < nclosed; i++) {
@@ -946,6 +962,7 @@ static const struct {
 	{ "live-refused", "zc=off", "zc=on" },
 	{ "tap", "", "" },
 	{ "tap-flow", "", "" },
+	{ "tap-flow-refused", "flow_refuse=2", "" },
 };
 #define N_CASES (sizeof(cases) / sizeof(cases[0]))
 
@@ -998,21 +1015,21 @@ int main(int argc, char **argv)
 		}
 	}
 	if (!strncmp(cas, "tap", 3)) {
-		tap_case = strcmp(cas, "tap") ? 2 : 1;
+		tap_case = !strcmp(cas, "tap") ? 1 : !strcmp(cas, "tap-flow") ? 2 : 3;
 		if (geteuid() != 0) {
 			printf("SKIP: needs root for a network namespace\n");
 			return 77;
 		}
-		if (tap_case == 2)
+		if (tap_case >= 2)
 			tmo_ms = 150000, child_s = 280;
-		if (tap_case == 2 && !kernel_has_flower()) {
+		if (tap_case >= 2 && !kernel_has_flower()) {
 			printf("SKIP: this kernel has no cls_flower/sch_multiq/act_skbedit "
 			       "(tests/vm runs it on one that has)\n");
 			return 77;
 		}
-		if (netns_up_tap(tap_case == 2)) {
+		if (netns_up_tap(tap_case >= 2)) {
 			printf("SKIP: cannot create a network namespace with %s\n",
-			       tap_case == 2 ? "a veth pair" : "a tap and a macvlan");
+			       tap_case >= 2 ? "a veth pair" : "a tap and a macvlan");
 			return 77;
 		}
 	}
