@@ -31,6 +31,12 @@ Cases:
   still verify clean; `tlm migrate` must fail with a clear message.
   CASE-dpdk, CASE-rdma: the same over DPDK lanes (net_memif between the two
   tlm processes) or RDMA lanes instead of tcp.
+  CASE-dpdk-afpacket: DPDK lanes over net_af_packet on a veth pair between
+  two network namespaces the test creates (198.18.9.1 receives, .2 sends;
+  each tlm runs in its own, the QEMUs outside: their sockets are files);
+  CASE-dpdk-tap: the receiver on net_tap (queues=4), the sender on
+  net_af_packet on a macvlan on the tap, in one namespace (as
+  tests/dpdk/migrate_ports.sh). Need root (skip otherwise).
 
 --addr is where `tlm receive` listens (an RDMA-capable address for rdma);
 --mem-mib sizes both guests (small ones for slow hosts, such as the nested
@@ -288,6 +294,63 @@ class LaneCutter:
                     pass
 
 
+class PortNet:
+    """Network namespaces for DPDK lanes over kernel-visible ports (kind
+    afpacket or tap): the receiver's and the sender's command prefix
+    (ip netns exec NS), their --transport-args and the address the
+    receiver listens on. Nothing on the kernel side has an address: only
+    the two tlm processes answer ARP."""
+
+    def __init__(self, kind):
+        self.ns = []
+        tag = os.getpid() % 100000
+        try:
+            if kind == 'afpacket':
+                a, b = 'tlmrlA%d' % tag, 'tlmrlB%d' % tag
+                self.add_ns(a)
+                self.add_ns(b)
+                va, vb = 'trva%d' % tag, 'trvb%d' % tag
+                self.ip('link', 'add', va, 'netns', a, 'type', 'veth', 'peer', 'name', vb,
+                        'netns', b)
+                self.ip('-n', a, 'link', 'set', va, 'up')
+                self.ip('-n', b, 'link', 'set', vb, 'up')
+                self.rx_args = 'vdev=net_af_packet0,iface=%s,ip=198.18.9.1' % va
+                self.tx_args = 'vdev=net_af_packet0,iface=%s,ip=198.18.9.2' % vb
+            else:
+                # net_tap gives the tap its port's MAC, and a port ignores
+                # frames from its own MAC: af_packet sits on a macvlan
+                a = b = 'tlmrlT%d' % tag
+                self.add_ns(a)
+                t, m = 'trt%d' % tag, 'trm%d' % tag
+                self.ip('-n', a, 'tuntap', 'add', 'dev', t, 'mode', 'tap', 'multi_queue')
+                self.ip('-n', a, 'link', 'add', m, 'link', t, 'type', 'macvlan', 'mode', 'bridge')
+                self.ip('-n', a, 'link', 'set', m, 'up')
+                self.rx_args = 'vdev=net_tap0,iface=%s,ip=198.18.9.1,queues=4' % t
+                self.tx_args = 'vdev=net_af_packet0,iface=%s,ip=198.18.9.2' % m
+        except (OSError, subprocess.CalledProcessError) as e:
+            self.close()
+            print('SKIP: cannot set up the network namespaces for %s: %s' % (kind, e))
+            sys.exit(77)
+        self.rx_pre = ['ip', 'netns', 'exec', a]
+        self.tx_pre = ['ip', 'netns', 'exec', b]
+        self.addr = '198.18.9.1'
+
+    def ip(self, *args):
+        subprocess.run(['ip'] + list(args), check=True, stdout=subprocess.DEVNULL)
+
+    def add_ns(self, name):
+        self.ip('netns', 'add', name)
+        self.ns.append(name)
+        self.ip('-n', name, 'link', 'set', 'lo', 'up')
+        subprocess.run(['ip', 'netns', 'exec', name, 'sysctl', '-qw',
+                        'net.ipv6.conf.all.disable_ipv6=1'], check=True)
+
+    def close(self):
+        for n in self.ns:
+            subprocess.run(['ip', 'netns', 'del', n], stderr=subprocess.DEVNULL)
+        self.ns = []
+
+
 def passive(a, src, dst, workdir, psk, port, procs, protect=None, mismatch=False):
     """The passive relays (tlm relay-out / relay-in, no QMP) between two
     stock QEMUs that the test drives itself, as libvirt would: multifd on
@@ -381,12 +444,28 @@ def main():
     addr = a.addr
     case = a.case
     transport = 'tcp'
+    ports = None
+    for k in ('afpacket', 'tap'):
+        if case.endswith('-dpdk-' + k):
+            ports, case = k, case[:-len('-' + k)]
     for t in ('dpdk', 'rdma'):
         if case.endswith('-' + t):
             transport, case = t, case[:-len('-' + t)]
+    if ports and os.geteuid() != 0:
+        print('SKIP: needs root for network namespaces')
+        sys.exit(77)
     workdir = tempfile.mkdtemp(prefix='tlm-relay-test-')
     vms = []
     procs = []
+    net = None
+    # the receiver's and the sender's command prefix and transport args
+    rx_pre, tx_pre, rx_targs, tx_targs = [], [], [], []
+    if ports:
+        net = PortNet(ports)
+        addr = net.addr
+        rx_pre, tx_pre = net.rx_pre, net.tx_pre
+        rx_targs = ['--transport-args', net.rx_args]
+        tx_targs = ['--transport-args', net.tx_args]
     try:
         old = os.umask(0o077)
         psk = os.path.join(workdir, 'psk')
@@ -436,13 +515,15 @@ def main():
             else:
                 passive(a, src, dst, workdir, psk, port, procs, mode)
             return
-        recv = run_tlm([a.tlm, 'receive', '--qmp', dst.tlm_qmp, '--listen',
-                        '%s:%d' % (addr, port), '--psk', psk, '--lanes', str(LANES),
-                        '--accept-timeout', '60', '--json', '--transport', transport])
+        recv = run_tlm(rx_pre + [a.tlm, 'receive', '--qmp', dst.tlm_qmp, '--listen',
+                                 '%s:%d' % (addr, port), '--psk', psk, '--lanes', str(LANES),
+                                 '--accept-timeout', '60', '--json', '--transport', transport]
+                       + rx_targs)
         procs.append(recv)
         wait_listening(recv, 'tlm receive')
-        mig_args = [a.tlm, 'migrate', '--qmp', src.tlm_qmp, '--lanes', str(LANES),
-                    '--policy', policy, '--json', '--timeout', '120', '--transport', transport]
+        mig_args = tx_pre + [a.tlm, 'migrate', '--qmp', src.tlm_qmp, '--lanes', str(LANES),
+                             '--policy', policy, '--json', '--timeout', '120',
+                             '--transport', transport] + tx_targs
 
         if case in ('idle-qemu', 'idle-tlm', 'mg-qemu', 'mg-tlm'):
             extra = []
@@ -682,6 +763,8 @@ def main():
                 p.wait()
         for vm in vms:
             vm.stop()
+        if net:
+            net.close()
         if not os.environ.get('TLM_KEEP'):
             shutil.rmtree(workdir, ignore_errors=True)
 
