@@ -65,6 +65,20 @@ struct extra {
 	unsigned nrounds, median;
 };
 
+static void raw_cost(struct tlm_json *j, const char *pfx, const struct tlm_bench_raw_result *r,
+		     uint32_t page_size)
+{
+	double pages = (double)r->frames_rx * r->payload / page_size;
+	char k[64];
+
+	if (!(pages > 0) || !(r->tsc_hz > 0))
+		return;
+	snprintf(k, sizeof(k), "%scycles_per_page_tx", pfx);
+	tlm_json_dbl(j, k, r->cpu_tx * r->tsc_hz / pages);
+	snprintf(k, sizeof(k), "%scycles_per_page_rx", pfx);
+	tlm_json_dbl(j, k, r->cpu_rx * r->tsc_hz / pages);
+}
+
 static void json_cost(struct tlm_json *j, const char *prefix, const struct tlm_bench_cost *c,
 		      double hz)
 {
@@ -126,6 +140,11 @@ static void print_json(const struct opts *o, const struct tlm_bench_outcome *r, 
 		tlm_json_dbl(&j, "ratio", x->raw.frames.Bps > 0 ? gp / x->raw.frames.Bps : 0);
 		tlm_json_u64(&j, "raw_copy_Bps", (uint64_t)x->raw.copy.Bps);
 		tlm_json_dbl(&j, "ratio_raw_copy", x->raw.copy.Bps > 0 ? gp / x->raw.copy.Bps : 0);
+		/* the blast's own cost per page of payload delivered, each
+		 * side (its process CPU while blasting): the PMD's floor, next
+		 * to the lanes' cycles_per_page_tx/_rx */
+		raw_cost(&j, "raw_", &x->raw.frames, o->page_size);
+		raw_cost(&j, "raw_copy_", &x->raw.copy, o->page_size);
 		/* the headline: against raw_place where there is one (memif:
 		 * the one-pass transfer a verified page transfer can approach;
 		 * the plain blast copies hot buffers and touches no page), else

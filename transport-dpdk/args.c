@@ -220,7 +220,7 @@ int tlm__dpdk_parse_args(const char *args, struct cfg *c)
 }
 
 int tlm__dpdk_raw_end(const char *targs, char *eal, size_t ecap, char *vdev, size_t vcap,
-		      unsigned *mtu)
+		      unsigned *mtu, uint32_t *ip)
 {
 	struct cfg c;
 	int r = tlm__dpdk_parse_args(targs, &c);
@@ -233,5 +233,6 @@ int tlm__dpdk_raw_end(const char *targs, char *eal, size_t ecap, char *vdev, siz
 	    (size_t)snprintf(vdev, vcap, "%s", c.vdev) >= vcap)
 		return -EINVAL;
 	*mtu = c.mtu;
+	*ip = c.ip;
 	return 0;
 }

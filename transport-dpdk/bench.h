@@ -11,6 +11,7 @@
 #define TLM_DPDK_BENCH_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* mtu= when none is given: the embedded memif pair is shared memory, with
  * no wire to hold frames to 1500 bytes, so its frames carry two whole
@@ -19,10 +20,11 @@
 #define TLM__DPDK_PORT_MTU  1500
 
 /* One end of a raw blast from dpdk transport args, read as the lanes read
- * them: the EAL arguments (dpdk-args=), the mtu (mtu= or its default) and
- * the vdev with its devargs ("" on the embedded memif). -ENODEV for port=
- * (a probed device, not ours to make), -EINVAL for args the lanes refuse. */
+ * them: the EAL arguments (dpdk-args=), the mtu (mtu= or its default), the
+ * vdev with its devargs ("" on the embedded memif) and the end's IPv4
+ * address (ip=, host order; 0 without one). -ENODEV for port= (a probed
+ * device, not ours to make), -EINVAL for args the lanes refuse. */
 int tlm__dpdk_raw_end(const char *targs, char *eal, size_t ecap, char *vdev, size_t vcap,
-		      unsigned *mtu);
+		      unsigned *mtu, uint32_t *ip);
 
 #endif

@@ -55,8 +55,10 @@
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
+#include <rte_ip.h>
 #include <rte_log.h>
 #include <rte_mbuf.h>
+#include <rte_udp.h>
 
 #include "tlm-internal.h"
 #include "transport-dpdk/bench.h"
@@ -77,6 +79,7 @@ struct blast {
 	const struct tlm_bench_raw_cfg *c;
 	char sock[64];          /* the memif socket (abstract) */
 	int hold[2];            /* the tx child waits for EOF on hold[0] */
+	struct rte_ether_addr rx_mac; /* the receiver's port (its "ready" line) */
 };
 
 static double cpu_s(void)
@@ -230,9 +233,12 @@ static void rx_child(const struct blast *bl, int out)
 	uint64_t misplaced = 0;
 	uint32_t flen = 0;
 
+	struct rte_ether_addr mac = { 0 };
+
 	if ((bl->c->copies && !dst) || !child_port(bl, "rx", out, &port))
 		_exit(1);
-	dprintf(out, "ready\n");
+	rte_eth_macaddr_get(port, &mac);
+	dprintf(out, "ready " RTE_ETHER_ADDR_PRT_FMT "\n", RTE_ETHER_ADDR_BYTES(&mac));
 	start = tlm__now_ns();
 	for (;;) {
 		uint16_t n = rte_eth_rx_burst(port, 0, b, BURST);
@@ -293,6 +299,40 @@ static size_t next_off(size_t *off, uint32_t len, uint8_t *hdr)
 	return *off - len;
 }
 
+/* Every frame's headers: with ip_tx and ip_rx, the lanes' (Ethernet to
+ * the receiver's port, IPv4, UDP; our header's bytes 0xff), else 0xff
+ * throughout. A kernel-visible port hands the kernel what it would hand it
+ * of the lanes' frames (af_packet: each goes up its IPv4 input, which
+ * finds no route and drops it), not an unknown ethertype it drops at once. */
+static uint8_t g_hdr[L2L4_HDR];
+
+static void hdr_init(const struct blast *bl, uint16_t port, uint32_t len)
+{
+	const struct tlm_bench_raw_cfg *c = bl->c;
+	struct rte_ether_hdr *eh = (struct rte_ether_hdr *)g_hdr;
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eh + 1);
+	struct rte_udp_hdr *uh = (struct rte_udp_hdr *)(ip + 1);
+
+	memset(g_hdr, 0xff, sizeof(g_hdr));
+	if (!c->ip_tx || !c->ip_rx)
+		return;
+	eh->dst_addr = bl->rx_mac;
+	rte_eth_macaddr_get(port, &eh->src_addr);
+	eh->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	memset(ip, 0, sizeof(*ip));
+	ip->version_ihl = RTE_IPV4_VHL_DEF;
+	ip->total_length = rte_cpu_to_be_16((uint16_t)(L2L4_HDR - 14 + len));
+	ip->time_to_live = 64;
+	ip->next_proto_id = IPPROTO_UDP;
+	ip->src_addr = rte_cpu_to_be_32(c->ip_tx);
+	ip->dst_addr = rte_cpu_to_be_32(c->ip_rx);
+	ip->hdr_checksum = rte_ipv4_cksum(ip);
+	uh->src_port = rte_cpu_to_be_16(49152);
+	uh->dst_port = rte_cpu_to_be_16(49153);
+	uh->dgram_len = rte_cpu_to_be_16((uint16_t)(L2L4_HDR - 14 - 20 + len));
+	uh->dgram_cksum = 0;
+}
+
 /* BURST frames of headers and, with a source, the next len bytes of it
  * copied in. */
 static int fill_burst(struct rte_mempool *mp, uint8_t *src, uint32_t len, size_t *off,
@@ -303,7 +343,7 @@ static int fill_burst(struct rte_mempool *mp, uint8_t *src, uint32_t len, size_t
 	for (int i = 0; i < BURST; i++) {
 		uint8_t *f = (uint8_t *)rte_pktmbuf_append(b[i], (uint16_t)(L2L4_HDR + len));
 
-		memset(f, 0xff, L2L4_HDR);
+		memcpy(f, g_hdr, L2L4_HDR);
 		if (src)
 			memcpy(f + L2L4_HDR, src + next_off(off, len, f), len);
 	}
@@ -329,7 +369,7 @@ static int place_burst(struct rte_mempool *mp, uint8_t *src, uint32_t len, size_
 	for (int i = 0; i < BURST; i++) {
 		uint8_t *h = (uint8_t *)rte_pktmbuf_append(b[i], L2L4_HDR);
 
-		memset(h, 0xff, L2L4_HDR);
+		memcpy(h, g_hdr, L2L4_HDR);
 		uint8_t *p = src + next_off(off, len, h);
 
 		tlm__extbuf_attach(d[i], p, (uint16_t)len, &g_shinfo, true);
@@ -360,6 +400,7 @@ static void tx_child(const struct blast *bl, int out)
 		for (size_t i = 0; i < POOL_BYTES; i++)
 			src[i] = pattern(i);
 	tlm__extbuf_shinfo_init(&g_shinfo);
+	hdr_init(bl, port, len);
 	for (int i = 0; ; i++) {
 		if (rte_eth_link_get_nowait(port, &link) == 0 && link.link_status)
 			break;
@@ -495,7 +536,8 @@ int tlm_bench_raw_blast(const struct tlm_bench_raw_cfg *c, struct tlm_bench_raw_
 	}
 	rx = spawn(rx_child, &b, &rx_fd);
 	if (rx < 0 || read_line(rx_fd, rx_dir, sizeof(rx_dir), deadline) ||
-	    read_line(rx_fd, line, sizeof(line), deadline) || strcmp(line, "ready"))
+	    read_line(rx_fd, line, sizeof(line), deadline) || strncmp(line, "ready ", 6) ||
+	    rte_ether_unformat_addr(line + 6, &b.rx_mac))
 		goto out;
 	if (!c->place)
 		tx = spawn(tx_child, &b, &tx_fd);
@@ -551,13 +593,13 @@ static int blast_targs(const char *targs, const char *rx_targs, double seconds, 
 	struct tlm_bench_raw_cfg c = { .seconds = seconds, .copies = copies, .place = place };
 	char eal[512], rx_eal[512], vtx[512], vrx[512];
 	unsigned mtu, rx_mtu;
-	int rc = tlm__dpdk_raw_end(targs, eal, sizeof(eal), vtx, sizeof(vtx), &mtu);
+	int rc = tlm__dpdk_raw_end(targs, eal, sizeof(eal), vtx, sizeof(vtx), &mtu, &c.ip_tx);
 
 	/* the receiver's vdev; the blast runs both children with the
 	 * sender's EAL arguments and mtu= */
 	if (!rc)
 		rc = tlm__dpdk_raw_end(rx_targs ? rx_targs : targs, rx_eal, sizeof(rx_eal), vrx,
-				       sizeof(vrx), &rx_mtu);
+				       sizeof(vrx), &rx_mtu, &c.ip_rx);
 	if (rc)
 		return rc;
 	/* a device both ends name alike is one device: not two ends of a path */

@@ -174,6 +174,11 @@ struct tlm_bench_raw_cfg {
 				 * is the only one), the receiver is the memif
 				 * client in zero-copy mode (no PMD copy) and
 				 * copies the payload out to destination */
+	uint32_t ip_tx, ip_rx;  /* both set (host order): the frames carry the
+				 * lanes' headers, Ethernet to the receiver's
+				 * port, IPv4 and UDP between these addresses,
+				 * so a kernel-visible port's kernel treats
+				 * them as the lanes' (else: 0xff headers) */
 };
 
 struct tlm_bench_raw_result {
