@@ -68,6 +68,7 @@ struct tlm_cli_relay {
 	struct tlm_cli_targs ta;
 	char targs[512];
 	long multifd, timeout, acc_timeout;
+	long peer_timeout;      /* --peer-timeout, seconds; 0: the default */
 	int protect;            /* --protect, enum tlm_protect */
 	bool json;
 	const char *psk_whose;  /* for "--psk FILE is required (...)" */
@@ -79,10 +80,22 @@ struct tlm_cli_relay {
 	{ "psk", required_argument, NULL, 'k' }, \
 	{ "protect", required_argument, NULL, 'Q' }, \
 	{ "timeout", required_argument, NULL, 'o' }, \
+	{ "peer-timeout", required_argument, NULL, 'K' }, \
 	{ "json", no_argument, NULL, 'j' }
 int tlm_cli_relay_opt(struct tlm_cli_relay *o, int c);
 struct tlm_psk;
 int tlm_cli_relay_check(struct tlm_cli_relay *o, struct tlm_psk *psk);
+/* --peer-timeout's help, for usage texts whose option text starts at
+ * column 21 + strlen(pad). */
+#define TLM_CLI_PEER_TIMEOUT_HELP(pad) \
+"  --peer-timeout SEC " pad "a peer silent this long on the control lane fails\n" \
+"                     " pad "the migration; each end sends a keepalive at least\n" \
+"                     " pad "every second (2..3600, default 30)\n"
+/* ... and what it is in mode inside. */
+#define TLM_CLI_PEER_TIMEOUT_INSIDE_HELP(pad) \
+"                     " pad "inside: QEMU's timeout-ms, also each wait on the\n" \
+"                     " pad "peer (default: the engine's, 30 s source, 10 s\n" \
+"                     " pad "destination)\n"
 #define TLM_CLI_TARGS_HELP \
 "  --transport-args S   transport options (key=value,...; README.md)\n" \
 "  --rdma-dev NAME      rdma: the device the address must resolve to\n" \
@@ -149,6 +162,7 @@ struct tlm_cli_inside {
 	int protect;
 	unsigned chk_lanes, ps_lanes, epoch_ms;
 	int timeout_ms;
+	int peer_timeout_ms;    /* the engine's (URI timeout-ms); 0: its default */
 	volatile sig_atomic_t *cancel;
 };
 /* --mode: "auto", "inside" or "relay" into *mode; -EINVAL (said why). */

@@ -128,7 +128,8 @@ int tlm_cli_inside_run(const struct tlm_cli_inside *c)
 		.qmp = c->qmp, .host = c->host, .port = c->port, .transport = c->transport,
 		.transport_args = c->transport_args, .chk_lanes = c->chk_lanes,
 		.ps_lanes = c->ps_lanes, .policy = c->policy, .epoch_ms = c->epoch_ms,
-		.timeout_ms = c->timeout_ms, .progress = tlm_cli_inside_progress,
+		.timeout_ms = c->timeout_ms, .peer_timeout_ms = c->peer_timeout_ms,
+		.progress = tlm_cli_inside_progress,
 		.cancel = c->cancel,
 	};
 	struct tlm_inside_result r;

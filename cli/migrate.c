@@ -135,6 +135,7 @@ static void usage(FILE *f)
 	fprintf(f,
 "usage: tlm migrate --qmp SRC.qmp --to HOST:PORT --psk FILE [--mode auto]\n"
 "                   [--transport tcp] [--policy P] [--json] [--timeout SEC]\n"
+"                   [--peer-timeout SEC]\n"
 "                   [--chk-lanes N] [--ps-lanes N] [--epoch-ms MS]      (inside)\n"
 "                   [--lanes N] [--max-bandwidth SIZE]                  (relay)\n"
 "\n"
@@ -166,6 +167,8 @@ TLM_CLI_TARGS_HELP
 "  --protect MODE     encrypt (default), integrity or none, the same on both\n"
 "                     hosts (docs/security.md); zero copy only with none\n"
 "  --timeout SEC      give up (and cancel) after SEC seconds (default 600)\n"
+TLM_CLI_PEER_TIMEOUT_HELP("")
+TLM_CLI_PEER_TIMEOUT_INSIDE_HELP("")
 "  --max-bandwidth S  QEMU's max-bandwidth, bytes/s (default 64G)\n"
 "  --json             print the report as one JSON object\n");
 }
@@ -285,6 +288,7 @@ int tlm_cli_migrate(int argc, char **argv)
 			.policy = policy_name ? policy_name : "tlm", .chk_lanes = (unsigned)chk,
 			.ps_lanes = (unsigned)ps, .epoch_ms = (unsigned)epoch,
 			.timeout_ms = (int)ro.timeout * 1000, .cancel = &stop,
+			.peer_timeout_ms = (int)ro.peer_timeout * 1000,
 		};
 
 		if (tlm_policy_parse(in.policy) < 0) {
@@ -320,6 +324,7 @@ int tlm_cli_migrate(int argc, char **argv)
 	o.policy = policy;
 	o.max_bandwidth = bw;
 	o.timeout_ms = (int)ro.timeout * 1000;
+	o.peer_timeout_ms = (int)ro.peer_timeout * 1000;
 	o.progress = tlm_cli_relay_progress;
 	o.cancel = &stop;
 	rc = tlm_relay_migrate(&o, &r);

@@ -21,7 +21,7 @@ static void usage(FILE *f)
 	fprintf(f,
 "usage: tlm receive --qmp DST.qmp --listen ADDR:PORT --psk FILE [--mode auto]\n"
 "                   [--transport tcp] [--lanes N] [--json]\n"
-"                   [--accept-timeout SEC] [--timeout SEC]\n"
+"                   [--accept-timeout SEC] [--timeout SEC] [--peer-timeout SEC]\n"
 "\n"
 "Destination side. Start QEMU with the same machine options as the source\n"
 "plus `-incoming defer` and a -qmp socket. Mode inside (QEMU built with\n"
@@ -43,6 +43,8 @@ TLM_CLI_TARGS_HELP
 "                        hosts (docs/security.md); zero copy only with none\n"
 "  --accept-timeout SEC  wait this long for the source (default 600)\n"
 "  --timeout SEC         migration time limit once connected (default 600)\n"
+TLM_CLI_PEER_TIMEOUT_HELP("   ")
+TLM_CLI_PEER_TIMEOUT_INSIDE_HELP("   ")
 "  --json                print the result as one JSON object\n");
 }
 
@@ -119,6 +121,7 @@ int tlm_cli_receive(int argc, char **argv)
 			.transport = ro.transport, .transport_args = ro.targs,
 			.psk_path = ro.psk_path, .protect = ro.protect,
 			.timeout_ms = (int)(ro.acc_timeout + ro.timeout) * 1000, .cancel = &stop,
+			.peer_timeout_ms = (int)ro.peer_timeout * 1000,
 		};
 
 		rc = tlm_cli_inside_run(&in);
@@ -136,6 +139,7 @@ int tlm_cli_receive(int argc, char **argv)
 	o.multifd = (unsigned)ro.multifd;
 	o.accept_timeout_ms = (int)ro.acc_timeout * 1000;
 	o.timeout_ms = (int)ro.timeout * 1000;
+	o.peer_timeout_ms = (int)ro.peer_timeout * 1000;
 	o.listening = say_port;
 	o.cancel = &stop;
 	rc = tlm_relay_receive(&o, &r);

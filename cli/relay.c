@@ -22,6 +22,7 @@ TLM_CLI_TARGS_HELP \
 "  --protect MODE        encrypt (default), integrity or none, the same on\n" \
 "                        both relays (docs/security.md)\n" \
 "  --timeout SEC         migration time limit once it started (default 600)\n" \
+TLM_CLI_PEER_TIMEOUT_HELP("   ") \
 "  --json                print the result as one JSON object\n"
 
 static const struct option common_opts[] = {
@@ -50,6 +51,14 @@ int tlm_cli_relay_opt(struct tlm_cli_relay *rc, int c)
 			return -1;
 		}
 		rc->multifd = v;
+		return 1;
+	case 'K':
+		v = strtol(optarg, &end, 10);
+		if (*end || v < 2 || v > 3600) {
+			tlm_cli_err("--peer-timeout: seconds, 2..3600");
+			return -1;
+		}
+		rc->peer_timeout = v;
 		return 1;
 	case 'o':
 	case 'a':
@@ -221,6 +230,7 @@ int tlm_cli_relay_out(int argc, char **argv)
 	o.multifd = (unsigned)rc.multifd;
 	o.accept_timeout_ms = (int)rc.acc_timeout * 1000;
 	o.timeout_ms = (int)rc.timeout * 1000;
+	o.peer_timeout_ms = (int)rc.peer_timeout * 1000;
 	o.ready = say_ready;
 	o.cancel = &stop;
 	rv = tlm_relay_out(&o, &r);
@@ -313,6 +323,7 @@ int tlm_cli_relay_in(int argc, char **argv)
 	once |= o.unix_path != NULL;
 	o.multifd = (unsigned)rc.multifd;
 	o.timeout_ms = (int)rc.timeout * 1000;
+	o.peer_timeout_ms = (int)rc.peer_timeout * 1000;
 	o.accept_timeout_ms = rc.acc_timeout ? (int)rc.acc_timeout * 1000 : once ? 0 : -1;
 	o.cancel = &stop;
 	cfg = tlm_relay_session_cfg(rc.transport, rc.targs, &psk, o.multifd, rc.protect);

@@ -304,6 +304,7 @@ static void usage(FILE *f)
 "                         [--lanes N] [--policy qemu|one-pass] [--connect URI]\n"
 "                         [--unix-dir DIR] [--transport tcp] [--timeout SEC]\n"
 "                         [--protect encrypt|integrity|none] [--json]\n"
+"                         [--peer-timeout SEC]\n"
 "\n"
 "Live-migrates the running libvirt domain DOMAIN to the libvirt at DESTURI\n"
 "(e.g. qemu+tcp://dst/system) with libvirt's own migration (live, peer to\n"
@@ -328,6 +329,7 @@ RELAY_IN_PORT ")\n"
 "  --transport NAME   lane transport (default tcp)\n"
 TLM_CLI_TARGS_HELP
 "  --timeout SEC      give up (libvirt rolls back) after SEC s (default 600)\n"
+TLM_CLI_PEER_TIMEOUT_HELP("")
 "  --json             print the report as one JSON object\n");
 }
 
@@ -431,6 +433,7 @@ int tlm_cli_virsh_migrate(int argc, char **argv)
 		.transport_args = ro.targs, .host = host, .port = port, .psk = &psk,
 		.protect = ro.protect, .multifd = (unsigned)ro.multifd,
 		.accept_timeout_ms = (int)ro.timeout * 1000, .timeout_ms = (int)ro.timeout * 1000,
+		.peer_timeout_ms = (int)ro.peer_timeout * 1000,
 		.ready = relay_ready, .ready_arg = &m,
 		.cancel = &m.relay_stop,
 	};

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Liveness of a migration's control lane, both ends (core/engine-src.c and
- * core/apply.c each run one struct tlm__ka on lane 0).
+ * core/apply.c each run one struct tlm__ka on lane 0; so do both ends of
+ * the relay for stock QEMU, qemu-glue/relay-ctrl.c, with T their
+ * --peer-timeout and a text line of their protocol as the keepalive).
  *
  * Timers, with T this end's timeout (the source: tlm_migrate_opts.timeout_ms,
  * else TLM_ENGINE_TIMEOUT_MS; the destination: the session's timeout_ms,
@@ -41,9 +43,12 @@
  * notes the time for the keepalive above.
  */
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
-#include "engine.h"
+#include "keepalive.h"
+#include "tlm-internal.h"
+#include "wire.h"
 
 int tlm__ka_idle_ms(int timeout_ms)
 {
@@ -52,18 +57,35 @@ int tlm__ka_idle_ms(int timeout_ms)
 	return ms > TLM_KA_MAX_MS ? TLM_KA_MAX_MS : ms < 20 ? 20 : ms;
 }
 
-int tlm__ka_send(struct tlm__ka *k, const uint8_t *msg, uint32_t len)
+/* A framed CTRL message (framed) or raw bytes, and a flush, under tx. */
+static int ka_tx(struct tlm__ka *k, bool framed, const void *buf, size_t len)
 {
 	int err;
 
 	pthread_mutex_lock(&k->tx);
-	err = tlm__msg_send(k->lane, TLM_FT_CTRL, msg, len);
+	if (framed) {
+		err = tlm__msg_send(k->lane, TLM_FT_CTRL, buf, (uint32_t)len);
+	} else {
+		ssize_t w = tlm_lane_write(k->lane, buf, len);
+
+		err = w < 0 ? (int)w : 0;
+	}
 	if (!err)
 		err = tlm_lane_flush(k->lane);
 	if (!err)
 		__atomic_store_n(&k->tx_ns, tlm__now_ns(), __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&k->tx);
 	return err < 0 ? err : 0;
+}
+
+int tlm__ka_send(struct tlm__ka *k, const uint8_t *msg, uint32_t len)
+{
+	return ka_tx(k, true, msg, len);
+}
+
+int tlm__ka_write(struct tlm__ka *k, const void *buf, size_t len)
+{
+	return ka_tx(k, false, buf, len);
 }
 
 void tlm__ka_heard(struct tlm__ka *k)
@@ -99,10 +121,15 @@ static void *ka_thread(void *arg)
 		pthread_mutex_unlock(&k->lock);
 		tx = __atomic_load_n(&k->tx_ns, __ATOMIC_ACQUIRE);
 		if (tlm__now_ns() - tx >= idle_ns) {
-			int err = tlm__cm_keepalive_encode(m, sizeof(m));
+			int err;
 
-			if (err > 0)
-				err = tlm__ka_send(k, m, sizeof(m));
+			if (k->ping) {
+				err = tlm__ka_write(k, k->ping, k->ping_len);
+			} else {
+				err = tlm__cm_keepalive_encode(m, sizeof(m));
+				if (err > 0)
+					err = tlm__ka_send(k, m, sizeof(m));
+			}
 			if (err < 0) {
 				k->fail(k->arg, err);
 				pthread_mutex_lock(&k->lock);

@@ -114,6 +114,8 @@ int tlm_inside_uri(const struct tlm_inside_opts *o, bool source, char *out, size
 		n += snprintf(out + n, cap - (size_t)n, "&args=%s", o->transport_args);
 	if (n > 0 && (size_t)n < cap && o->protect != TLM_PROTECT_ENCRYPT && tlm_protect_name(o->protect))
 		n += snprintf(out + n, cap - (size_t)n, "&protect=%s", tlm_protect_name(o->protect));
+	if (n > 0 && (size_t)n < cap && o->peer_timeout_ms > 0)
+		n += snprintf(out + n, cap - (size_t)n, "&timeout-ms=%d", o->peer_timeout_ms);
 	if (source && n > 0 && (size_t)n < cap) {
 		n += snprintf(out + n, cap - (size_t)n, "&chk=%u&ps=%u&policy=%s",
 			      o->chk_lanes ? o->chk_lanes : 1, o->ps_lanes ? o->ps_lanes : 1,

@@ -45,6 +45,8 @@ struct tlm_inside_opts {
 	const char *policy;        /* source only: tlm, precopy, stop-copy, frs, mp */
 	unsigned epoch_ms;         /* source only; 0 = the engine's default */
 	int timeout_ms;            /* the whole migration */
+	int peer_timeout_ms;       /* URI timeout-ms: the engine's silent-peer
+				    * timer and per-step waits; 0 = its default */
 	void (*progress)(const struct tlm_inside_stat *st, void *arg);
 	void *progress_arg;
 	volatile sig_atomic_t *cancel;  /* non-zero: migrate_cancel (source) */

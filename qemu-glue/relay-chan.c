@@ -22,6 +22,46 @@
 
 #include "relay-internal.h"
 
+/* Source, once the relay failed: read and drop whatever QEMU still sends
+ * on its channels until it closes them (or relay_stop), beside the pumps,
+ * which may be held for a lane's whole send timeout in a write the peer
+ * never takes (a silent receiver): QEMU 7.2's cancel waits for its
+ * channel threads, and they for their writes. */
+static void *drain_main(void *arg)
+{
+	struct relay *r = arg;
+	bool eof[TLM_MAX_LANES] = { false };
+	uint8_t drop[4096];
+
+	while (!atomic_load(&r->closing)) {
+		struct pollfd pfd[TLM_MAX_LANES];
+		unsigned idx[TLM_MAX_LANES], np = 0;
+		int rc;
+
+		for (unsigned i = 1; i <= r->n; i++) {
+			int fd = atomic_load(&r->ch[i].fd);
+
+			if (fd >= 0 && !eof[i]) {
+				pfd[np] = (struct pollfd){ .fd = fd, .events = POLLIN };
+				idx[np++] = i;
+			}
+		}
+		rc = poll(pfd, np, POLL_MS);
+		if (rc < 0 && errno != EINTR)
+			break;
+		for (unsigned k = 0; rc > 0 && k < np; k++) {
+			ssize_t n;
+
+			if (!pfd[k].revents)
+				continue;
+			n = recv(pfd[k].fd, drop, sizeof(drop), MSG_DONTWAIT);
+			if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+				eof[idx[k]] = true;
+		}
+	}
+	return NULL;
+}
+
 void tlm__relay_fail(struct relay *r, int err, const char *fmt, ...)
 {
 	int zero = 0;
@@ -33,11 +73,14 @@ void tlm__relay_fail(struct relay *r, int err, const char *fmt, ...)
 		vsnprintf(r->why, sizeof(r->why), fmt, ap);
 		va_end(ap);
 		tlm__warn("relay: %s", r->why);
+		if (!r->dest && !r->passive && !atomic_load(&r->closing))
+			r->drain_on = !pthread_create(&r->drainer, NULL, drain_main, r);
 	}
 	pthread_mutex_unlock(&r->mu);
 	atomic_store(&r->stop, 1);
-	/* The source's channels stay open: its pumps drain them (pump_up in relay-pump.c)
-	 * until migrate_cancel has QEMU close them itself. Shut under a live
+	/* The source's channels stay open: they are drained (pump_up in
+	 * relay-pump.c, and drain_main above) until migrate_cancel has QEMU
+	 * close them itself. Shut under a live
 	 * migration, they fail in QEMU 7.2's multifd threads, and the source
 	 * QEMU sometimes aborts in its cleanup (yank_unregister_instance:
 	 * Assertion `QLIST_EMPTY(&entry->yankfns)' failed; 2 runs in 32 of
@@ -404,7 +447,13 @@ void tlm__relay_stop(struct relay *r, bool force)
 	if (force)
 		tlm__relay_fail(r, -TLM_EABORTED, "aborted");
 	atomic_store(&r->stop, 1);
+	pthread_mutex_lock(&r->mu);
 	atomic_store(&r->closing, 1);
+	pthread_mutex_unlock(&r->mu);
+	if (r->drain_on) {
+		pthread_join(r->drainer, NULL);
+		r->drain_on = false;
+	}
 	if (r->acc_on) {
 		pthread_join(r->acc, NULL);
 		r->acc_on = false;

@@ -2,9 +2,11 @@
 /*
  * The relay's control lane (lane 0): text lines, one message each, read by
  * a thread of their own into a small queue so the flows can look for a
- * message without blocking (ctrl_recv with timeout 0), and written only by
- * the thread that runs the flow. Every message is encoded and decoded
- * here (ctrl_put, ctrl_say, ctrl_decode):
+ * message without blocking (ctrl_recv with timeout 0), and written by the
+ * thread that runs the flow and the keepalive thread (core/keepalive.c,
+ * under its tx lock). Every message is encoded and decoded here
+ * (ctrl_put, ctrl_say, ctrl_decode; KEEPALIVE by the keepalive thread,
+ * and dropped by the reader):
  *
  *   HELLO <proto> <multifd> [<name>]
  *                            source: the relay protocol and channel count
@@ -17,6 +19,16 @@
  *   BYE                      source: it has read the RESULT
  *   START                    passive source: QEMU opened its main channel
  *                            (the receiver connects the main channel now)
+ *   KEEPALIVE                either side, from the HELLO on (the source
+ *                            once it sent it, the receiver once it
+ *                            accepted it): this end has said nothing else
+ *                            for T/4 (at most 1 s), T its peer timeout
+ *
+ * Liveness: once judging (tlm__relay_ctrl_keepalive), the reader ends the
+ * lane with -ETIMEDOUT when nothing at all has come from the peer for T,
+ * and why says who and for how long. It judges only after a read that
+ * found nothing, so a process that was stopped reads what waits for it
+ * before it looks at the clock.
  */
 
 #include <errno.h>
@@ -38,6 +50,25 @@ void tlm__relay_copy_str(char *dst, size_t len, const char *src)
 	dst[n] = '\0';
 }
 
+/* The lane is over for the flows: err, and why (once; the first reason
+ * stands). */
+static void ctrl_end(struct ctrl *c, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void ctrl_end(struct ctrl *c, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&c->mu);
+	if (!c->dead) {
+		c->dead = err;
+		va_start(ap, fmt);
+		vsnprintf(c->why, sizeof(c->why), fmt, ap);
+		va_end(ap);
+	}
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+}
+
 static void *ctrl_thread(void *arg)
 {
 	struct ctrl *c = arg;
@@ -47,22 +78,29 @@ static void *ctrl_thread(void *arg)
 					  sizeof(c->buf) - c->len, 200);
 		char *nl;
 
-		if (n == -ETIMEDOUT)
-			continue;
-		if (n <= 0) {
-			pthread_mutex_lock(&c->mu);
-			c->dead = n == 0 ? -TLM_EPEERCLOSED : (int)n;
-			pthread_cond_broadcast(&c->cv);
-			pthread_mutex_unlock(&c->mu);
+		if (n == -ETIMEDOUT) {
+			uint64_t ms = tlm__ka_silent_ms(&c->ka);
+
+			if (!atomic_load(&c->judging) || ms < (uint64_t)c->ka.timeout_ms)
+				continue;
+			ctrl_end(c, -ETIMEDOUT, "%s has sent nothing for %llu ms (peer timeout "
+				 "%d ms): silent or unreachable", c->peer, (unsigned long long)ms,
+				 c->ka.timeout_ms);
 			break;
 		}
+		if (n <= 0) {
+			n = n == 0 ? -TLM_EPEERCLOSED : n;
+			ctrl_end(c, (int)n, "control lane to %s: %s", c->peer, tlm_strerror((int)n));
+			break;
+		}
+		tlm__ka_heard(&c->ka);
 		c->len += (size_t)n;
 		while ((nl = memchr(c->buf, '\n', c->len))) {
 			size_t l = (size_t)(nl - c->buf);
 
 			*nl = '\0';
 			pthread_mutex_lock(&c->mu);
-			if (c->n < CTRL_QUEUE) {
+			if (c->n < CTRL_QUEUE && strcmp(c->buf, CTRL_KEEPALIVE)) {
 				tlm__relay_copy_str(c->q[(c->head + c->n) % CTRL_QUEUE], CTRL_LINE, c->buf);
 				c->n++;
 			}
@@ -73,37 +111,81 @@ static void *ctrl_thread(void *arg)
 		}
 		if (c->len == sizeof(c->buf)) {
 			/* A line longer than we ever send: the peer is not us. */
-			pthread_mutex_lock(&c->mu);
-			c->dead = -TLM_EFRAME;
-			pthread_cond_broadcast(&c->cv);
-			pthread_mutex_unlock(&c->mu);
+			ctrl_end(c, -TLM_EFRAME, "control lane to %s: a line longer than %zu bytes",
+				 c->peer, sizeof(c->buf));
 			break;
 		}
 	}
 	return NULL;
 }
 
-int tlm__relay_ctrl_start(struct ctrl *c, struct tlm_lane *lane)
+int tlm__relay_ctrl_start(struct ctrl *c, struct tlm_lane *lane, const char *who,
+			  int peer_timeout_ms)
 {
 	memset(c, 0, sizeof(*c));
 	c->lane = lane;
+	snprintf(c->peer, sizeof(c->peer), "%s at %s", who, lane->peer);
+	tlm__ka_init(&c->ka, lane, peer_timeout_ms > 0 ? peer_timeout_ms :
+		     TLM_RELAY_PEER_TIMEOUT_MS);
+	c->ka.ping = CTRL_KEEPALIVE "\n";
+	c->ka.ping_len = sizeof(CTRL_KEEPALIVE);
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->cv, NULL);
-	if (pthread_create(&c->th, NULL, ctrl_thread, c))
+	if (pthread_create(&c->th, NULL, ctrl_thread, c)) {
+		tlm__ka_destroy(&c->ka);
+		pthread_mutex_destroy(&c->mu);
+		pthread_cond_destroy(&c->cv);
 		return -EAGAIN;
+	}
 	c->started = true;
 	return 0;
+}
+
+/* The keepalive thread could not send: the lane is as good as gone. */
+static void ka_failed(void *arg, int err)
+{
+	struct ctrl *c = arg;
+
+	ctrl_end(c, err, "control lane to %s: keepalive: %s", c->peer, tlm_strerror(err));
+}
+
+int tlm__relay_ctrl_keepalive(struct ctrl *c)
+{
+	tlm__ka_heard(&c->ka);
+	atomic_store(&c->judging, true);
+	return tlm__ka_start(&c->ka, NULL, ka_failed, c);
 }
 
 void tlm__relay_ctrl_stop(struct ctrl *c)
 {
 	if (!c->started)
 		return;
+	tlm__ka_destroy(&c->ka);
 	atomic_store(&c->stop, 1);
 	pthread_join(c->th, NULL);
 	c->started = false;
 	pthread_mutex_destroy(&c->mu);
 	pthread_cond_destroy(&c->cv);
+}
+
+int tlm__relay_ctrl_dead(struct ctrl *c)
+{
+	int rc;
+
+	pthread_mutex_lock(&c->mu);
+	rc = c->n ? 0 : c->dead;
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+const char *tlm__relay_ctrl_why(struct ctrl *c, int err)
+{
+	const char *why;
+
+	pthread_mutex_lock(&c->mu);
+	why = c->dead == err && c->why[0] ? c->why : tlm_strerror(err);
+	pthread_mutex_unlock(&c->mu);
+	return why;
 }
 
 /* One line into out: 1, 0 if none within timeout_ms, or the lane's error
@@ -143,7 +225,6 @@ static int ctrl_send(struct ctrl *c, const char *fmt, ...)
 	char line[CTRL_LINE];
 	va_list ap;
 	int n;
-	ssize_t w;
 
 	va_start(ap, fmt);
 	n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
@@ -156,10 +237,7 @@ static int ctrl_send(struct ctrl *c, const char *fmt, ...)
 		if (line[i] == '\n')
 			line[i] = ' ';
 	line[n++] = '\n';
-	w = tlm_lane_write(c->lane, line, (size_t)n);
-	if (w < 0)
-		return (int)w;
-	return tlm_lane_flush(c->lane);
+	return tlm__ka_write(&c->ka, line, (size_t)n);
 }
 
 static const char *const keyword[] = {

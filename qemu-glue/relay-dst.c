@@ -161,7 +161,7 @@ static int dst_hello(struct dst *m, unsigned n)
 
 	if (rc <= 0) {
 		tlm__relay_res_err(m->res, "no HELLO from the source: %s",
-				   rc ? tlm_strerror(rc) : "timed out");
+				   rc ? tlm__relay_ctrl_why(&m->ctrl, rc) : "timed out");
 		return rc ? rc : -ETIMEDOUT;
 	}
 	if (msg.type != CTRL_HELLO) {
@@ -184,7 +184,10 @@ static int dst_hello(struct dst *m, unsigned n)
 				    "not %u", msg.multifd, msg.multifd + 1, n);
 		return -TLM_EPARAM;
 	}
-	return 0;
+	rc = tlm__relay_ctrl_keepalive(&m->ctrl);
+	if (rc)
+		tlm__relay_res_err(m->res, "no thread for the keepalive");
+	return rc;
 }
 
 /* The QEMU set for multifd and listening on our private socket, its main
@@ -259,7 +262,7 @@ static int dst_step(struct dst *m, uint64_t deadline, int timeout)
 		return -TLM_EABORTED;
 	}
 	if (crc < 0) {
-		tlm__relay_res_err(m->res, "control lane to the source: %s", tlm_strerror(crc));
+		tlm__relay_res_err(m->res, "%s", tlm__relay_ctrl_why(&m->ctrl, crc));
 		return crc;
 	}
 	if (atomic_load(&m->r.err)) {
@@ -315,7 +318,8 @@ int tlm_relay_receive(const struct tlm_relay_dst_opts *o, struct tlm_relay_resul
 	if (rc)
 		return rc;
 	n = tlm_session_lanes(m.s);
-	rc = tlm__relay_ctrl_start(&m.ctrl, tlm_session_lane(m.s, 0));
+	rc = tlm__relay_ctrl_start(&m.ctrl, tlm_session_lane(m.s, 0), "the source",
+				   o->peer_timeout_ms);
 	if (rc)
 		goto out_session;
 	rc = dst_hello(&m, n);

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "keepalive.h"
 #include "tlm-internal.h"
 #include "guard.h"
 #include "relay.h"
@@ -27,6 +28,7 @@
 #define DEFAULT_TIMEOUT_MS (10 * 60 * 1000)
 #define DOWNTIME_MAX_MS 2000000       /* QEMU 7.2's MAX_MIGRATE_DOWNTIME */
 #define DOWNTIME_DEFAULT_MS 300
+#define CTRL_KEEPALIVE "KEEPALIVE"
 
 struct ctrl {
 	struct tlm_lane *lane;
@@ -38,8 +40,17 @@ struct ctrl {
 	char q[CTRL_QUEUE][CTRL_LINE];
 	unsigned head, n;
 	int dead;                      /* <0 once the lane failed / ended */
+	char why[CTRL_LINE];           /* and why, naming the peer ("" if not known) */
 	char buf[CTRL_LINE * 2];
 	size_t len;
+	/* Keepalives out and the peer's silence (core/keepalive.c): the
+	 * keepalive thread writes a KEEPALIVE line whenever this end has been
+	 * quiet for a while; the reader thread notes every byte heard and,
+	 * once judging, ends the lane when the peer has been silent for
+	 * ka.timeout_ms. */
+	struct tlm__ka ka;
+	atomic_bool judging;
+	char peer[CTRL_NAME + 48];     /* "the receiver at ADDR:PORT", for errors */
 };
 
 /* The control lane's messages (relay-ctrl.c lists them on the wire). */
@@ -98,6 +109,8 @@ struct relay {
 	atomic_int accepted;           /* source: channels classified */
 	atomic_int closing;            /* tlm__relay_stop is joining the acceptor */
 	int guard;                     /* source: socket to the guardian, or -1 */
+	pthread_t drainer;             /* source, once failed: see relay_fail */
+	bool drain_on;                 /* under mu */
 };
 
 /* The capabilities the relay sets (relay.c): the first N_DST_CAPS on
@@ -118,10 +131,22 @@ int tlm__relay_set_multifd(struct tlm_qmp *q, bool source, int policy, unsigned 
 
 /* relay-ctrl.c APIs: */
 void tlm__relay_copy_str(char *dst, size_t len, const char *src);
-int tlm__relay_ctrl_start(struct ctrl *c, struct tlm_lane *lane);
+/* The reader thread on lane; who is at the other end ("the receiver": the
+ * lane's peer address is added) names it in errors; peer_timeout_ms: its
+ * silence that ends the lane once judging (0 = TLM_RELAY_PEER_TIMEOUT_MS). */
+int tlm__relay_ctrl_start(struct ctrl *c, struct tlm_lane *lane, const char *who,
+			  int peer_timeout_ms);
+/* Once both ends know the other speaks this protocol (HELLO checked):
+ * keepalives out, and from now on a peer silent for its timeout ends the
+ * lane (-ETIMEDOUT, why names it). */
+int tlm__relay_ctrl_keepalive(struct ctrl *c);
 void tlm__relay_ctrl_stop(struct ctrl *c);
 /* The next message (1), none within timeout_ms (0), or the lane's error. */
 int tlm__relay_ctrl_recv(struct ctrl *c, struct ctrl_msg *m, int timeout_ms);
+/* The lane's error once it ended and nothing is queued, else 0. */
+int tlm__relay_ctrl_dead(struct ctrl *c);
+/* What ended the lane (err: what ctrl_recv returned), naming the peer. */
+const char *tlm__relay_ctrl_why(struct ctrl *c, int err);
 void tlm__relay_ctrl_decode(const char *line, struct ctrl_msg *m);
 int tlm__relay_ctrl_put(struct ctrl *c, const struct ctrl_msg *m);
 /* A message of type with its text (ERR, FAILED, RESULT: the status). */

@@ -145,7 +145,7 @@ static int passive_run(struct passive *p, uint64_t deadline)
 		/* The peer's control lane ends once it is done: only its data
 		 * lanes still count then. */
 		if (crc < 0 && crc != -TLM_EPEERCLOSED) {
-			tlm__relay_res_err(p->res, "control lane: %s", tlm_strerror(crc));
+			tlm__relay_res_err(p->res, "%s", tlm__relay_ctrl_why(&p->ctrl, crc));
 			return crc;
 		}
 		if (tlm__now_ms() >= deadline) {
@@ -198,7 +198,7 @@ static int out_wait_qemu(struct passive *p, int lfd, int timeout_ms)
 		crc = tlm__relay_ctrl_recv(&p->ctrl, &msg, 0);
 		if (crc < 0 || (crc > 0 && msg.type == CTRL_FAILED)) {
 			tlm__relay_res_err(p->res, "the receiver went away before QEMU connected: %s",
-					   crc < 0 ? tlm_strerror(crc) : msg.text);
+					   crc < 0 ? tlm__relay_ctrl_why(&p->ctrl, crc) : msg.text);
 			return crc < 0 ? crc : -TLM_EABORTED;
 		}
 		if (tlm__now_ms() >= end) {
@@ -221,10 +221,15 @@ static int out_hello(struct passive *p, const struct tlm_relay_out_opts *o, cons
 		tlm__relay_res_err(p->res, "control lane: %s", tlm_strerror(rc));
 		return rc;
 	}
+	rc = tlm__relay_ctrl_keepalive(&p->ctrl);
+	if (rc) {
+		tlm__relay_res_err(p->res, "no thread for the keepalive");
+		return rc;
+	}
 	rc = tlm__relay_ctrl_recv(&p->ctrl, &msg, 30000);
 	if (rc <= 0) {
 		tlm__relay_res_err(p->res, "the receiver did not answer: %s",
-				   rc ? tlm_strerror(rc) : "timed out");
+				   rc ? tlm__relay_ctrl_why(&p->ctrl, rc) : "timed out");
 		return rc ? rc : -ETIMEDOUT;
 	}
 	if (msg.type != CTRL_READY) {
@@ -252,7 +257,7 @@ static int out_result(struct passive *p)
 		return 0;
 	}
 	tlm__relay_res_err(p->res, "the receiver did not close cleanly: %s",
-			   rc > 0 ? msg.line : rc ? tlm_strerror(rc) : "no answer");
+			   rc > 0 ? msg.line : rc ? tlm__relay_ctrl_why(&p->ctrl, rc) : "no answer");
 	return rc < 0 ? rc : -EIO;
 }
 
@@ -304,7 +309,8 @@ int tlm_relay_out(const struct tlm_relay_out_opts *o, struct tlm_relay_result *r
 	}
 	tlm__relay_init_passive(&p.r, p.s, false, o->unix_path, lfd);
 	p.relay_on = true;
-	rc = tlm__relay_ctrl_start(&p.ctrl, tlm_session_lane(p.s, 0));
+	rc = tlm__relay_ctrl_start(&p.ctrl, tlm_session_lane(p.s, 0), "relay-in",
+				   o->peer_timeout_ms);
 	if (!rc)
 		rc = out_hello(&p, o, name);
 	if (!rc && o->ready)
@@ -344,7 +350,7 @@ static int in_hello(struct passive *p, const struct tlm_relay_in_opts *o, char *
 
 	if (rc <= 0) {
 		tlm__relay_res_err(p->res, "no HELLO from the source: %s",
-				   rc ? tlm_strerror(rc) : "timed out");
+				   rc ? tlm__relay_ctrl_why(&p->ctrl, rc) : "timed out");
 		return rc ? rc : -ETIMEDOUT;
 	}
 	if (msg.type != CTRL_HELLO || msg.proto != TLM_RELAY_PROTO) {
@@ -372,6 +378,11 @@ static int in_hello(struct passive *p, const struct tlm_relay_in_opts *o, char *
 		tlm__relay_ctrl_say(&p->ctrl, CTRL_ERR, "socket path too long");
 		return -ENAMETOOLONG;
 	}
+	rc = tlm__relay_ctrl_keepalive(&p->ctrl);
+	if (rc) {
+		tlm__relay_res_err(p->res, "no thread for the keepalive");
+		return rc;
+	}
 	rc = tlm__relay_ctrl_put(&p->ctrl, &(struct ctrl_msg){ .type = CTRL_READY });
 	if (rc)
 		tlm__relay_res_err(p->res, "control lane: %s", tlm_strerror(rc));
@@ -393,7 +404,7 @@ static int in_wait_start(struct passive *p, uint64_t deadline)
 			return -TLM_EABORTED;
 		}
 		if (rc < 0) {
-			tlm__relay_res_err(p->res, "control lane: %s", tlm_strerror(rc));
+			tlm__relay_res_err(p->res, "%s", tlm__relay_ctrl_why(&p->ctrl, rc));
 			return rc;
 		}
 		if (tlm__relay_cancelled(p->cancel)) {
@@ -469,7 +480,8 @@ int tlm_relay_in(const struct tlm_relay_in_opts *o, struct tlm_listener *l,
 	if (rc)
 		return rc;
 	p.t0 = tlm__now_ms();
-	rc = tlm__relay_ctrl_start(&p.ctrl, tlm_session_lane(p.s, 0));
+	rc = tlm__relay_ctrl_start(&p.ctrl, tlm_session_lane(p.s, 0), "relay-out",
+				   o->peer_timeout_ms);
 	if (rc) {
 		tlm_session_close(p.s);
 		return rc;

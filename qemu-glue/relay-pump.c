@@ -5,8 +5,9 @@
  *
  * Threads: per channel one pump socket->lane ("up") and one lane->socket
  * ("down"); a lane is written by one thread and read by another. The
- * control lane is read by its own thread and written only by the thread
- * that called tlm_relay_migrate/receive, which also owns the QMP handle.
+ * control lane is read by its own thread and written by the thread that
+ * called tlm_relay_migrate/receive, which also owns the QMP handle, and by
+ * its keepalive thread (relay-ctrl.c).
  */
 
 #include <errno.h>

@@ -139,10 +139,15 @@ static int src_handshake(struct src *m)
 		tlm__relay_res_err(m->res, "control lane: %s", tlm_strerror(rc));
 		return rc;
 	}
+	rc = tlm__relay_ctrl_keepalive(&m->ctrl);
+	if (rc) {
+		tlm__relay_res_err(m->res, "no thread for the keepalive");
+		return rc;
+	}
 	rc = tlm__relay_ctrl_recv(&m->ctrl, &msg, 60000);
 	if (rc <= 0) {
 		tlm__relay_res_err(m->res, "receiver did not answer: %s",
-				   rc ? tlm_strerror(rc) : "timed out");
+				   rc ? tlm__relay_ctrl_why(&m->ctrl, rc) : "timed out");
 		return rc ? rc : -ETIMEDOUT;
 	}
 	if (msg.type != CTRL_READY) {
@@ -212,7 +217,7 @@ static int src_check(struct src *m, const struct tlm_qmp_migstat *st)
 	}
 	crc = tlm__relay_ctrl_recv(&m->ctrl, &msg, 0);
 	if (crc < 0) {
-		tlm__relay_res_err(m->res, "control lane to the receiver: %s", tlm_strerror(crc));
+		tlm__relay_res_err(m->res, "%s", tlm__relay_ctrl_why(&m->ctrl, crc));
 		return crc;
 	}
 	if (crc > 0 && msg.type == CTRL_FAILED) {
@@ -332,8 +337,14 @@ static int src_finish(struct src *m)
 		m->o->progress(&m->res->st, m->o->progress_arg);
 	/* QEMU has handed everything to us; it is not over until the
 	 * destination has it and runs. */
-	rc = tlm__relay_wait_finished(&m->r, 60000);
-	if (rc == -ETIMEDOUT)
+	for (uint64_t end = tlm__now_ms() + 60000;;) {
+		rc = tlm__relay_wait_finished(&m->r, 200);
+		if (rc != -ETIMEDOUT || tlm__now_ms() >= end || tlm__relay_ctrl_dead(&m->ctrl))
+			break;
+	}
+	if (rc == -ETIMEDOUT && tlm__relay_ctrl_dead(&m->ctrl))
+		tlm__warn("relay: channels still open when the control lane ended; closing them");
+	else if (rc == -ETIMEDOUT)
 		tlm__warn("relay: channels still open 60 s after completion; closing them");
 	else if (rc)
 		tlm__warn("relay after completion: %s", m->r.why);
@@ -349,7 +360,7 @@ static int src_finish(struct src *m)
 		return 0;
 	}
 	tlm__relay_res_err(m->res, "destination failed after the switchover: %s",
-			   rc > 0 ? msg.line : rc ? tlm_strerror(rc) : "no answer");
+			   rc > 0 ? msg.line : rc ? tlm__relay_ctrl_why(&m->ctrl, rc) : "no answer");
 	if (m->was_running && tlm_qmp_exec(m->q, "cont", NULL, NULL, TLM_QMP_TIMEOUT_MS))
 		tlm__err("cont on the source: %s", tlm_qmp_last_error(m->q));
 	return -EIO;
@@ -359,6 +370,10 @@ static int src_finish(struct src *m)
  * a stalled lane), then the receiver, then the relay. */
 static int src_fail(struct src *m, int rc)
 {
+	/* The relay stops carrying and drains QEMU's channels (relay_fail),
+	 * so the cancel never waits on a stalled lane. */
+	if (m->relay_on)
+		tlm__relay_fail(&m->r, rc, "%s", m->res->error);
 	if (m->migrating)
 		tlm_guardian_rollback(m->q, m->was_running);
 	tlm__relay_ctrl_say(&m->ctrl, CTRL_FAILED, "%s", m->res->error);
@@ -392,7 +407,8 @@ int tlm_relay_migrate(const struct tlm_relay_src_opts *o, struct tlm_relay_resul
 		tlm_guardian_done(&m.guard);
 		return rc;
 	}
-	rc = tlm__relay_ctrl_start(&m.ctrl, tlm_session_lane(m.s, 0));
+	rc = tlm__relay_ctrl_start(&m.ctrl, tlm_session_lane(m.s, 0), "the receiver",
+				   o->peer_timeout_ms);
 	if (rc)
 		goto out_session;
 	rc = src_handshake(&m);

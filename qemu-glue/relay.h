@@ -27,7 +27,9 @@
 #include "tlm/tlm.h"
 #include "qmp.h"
 
-#define TLM_RELAY_PROTO 1           /* our control-lane protocol version */
+#define TLM_RELAY_PROTO 2           /* our control-lane protocol version (2:
+				     * keepalives both ways) */
+#define TLM_RELAY_PEER_TIMEOUT_MS 30000 /* a silent peer, by default */
 #define TLM_RELAY_MAX_MULTIFD (TLM_MAX_LANES - 2)
 
 enum tlm_relay_policy {
@@ -59,6 +61,8 @@ struct tlm_relay_src_opts {
 	int policy;                     /* enum tlm_relay_policy */
 	uint64_t max_bandwidth;         /* bytes/s for QEMU; 0 = 64 GiB/s */
 	int timeout_ms;                 /* whole migration; 0 = 10 min */
+	int peer_timeout_ms;            /* the peer silent this long on the control
+					 * lane fails the migration; 0 = 30 s */
 	int progress_ms;                /* 0 = 500 */
 	tlm_relay_progress_fn progress;
 	void *progress_arg;
@@ -75,6 +79,8 @@ struct tlm_relay_dst_opts {
 	unsigned multifd;               /* expected; 0 = whatever the source says */
 	int accept_timeout_ms;          /* for the source to connect; 0 = 10 min */
 	int timeout_ms;                 /* migration once connected; 0 = 10 min */
+	int peer_timeout_ms;            /* the peer silent this long on the control
+					 * lane fails the migration; 0 = 30 s */
 	void (*listening)(int port, void *arg); /* once listening; may be NULL */
 	void *listening_arg;
 	volatile sig_atomic_t *cancel;
@@ -119,6 +125,8 @@ struct tlm_relay_out_opts {
 					 * parallel connections) */
 	int accept_timeout_ms;          /* for QEMU's first channel; 0 = 10 min */
 	int timeout_ms;                 /* migration once started; 0 = 10 min */
+	int peer_timeout_ms;            /* the peer silent this long on the control
+					 * lane fails the migration; 0 = 30 s */
 	void (*ready)(const char *unix_path, void *arg); /* listening; may be NULL */
 	void *ready_arg;
 	volatile sig_atomic_t *cancel;
@@ -132,6 +140,8 @@ struct tlm_relay_in_opts {
 	int accept_timeout_ms;          /* for a session; 0 = 10 min, <0 forever */
 	int timeout_ms;                 /* migration once the session is up;
 					 * 0 = 10 min */
+	int peer_timeout_ms;            /* the peer silent this long on the control
+					 * lane fails the migration; 0 = 30 s */
 	volatile sig_atomic_t *cancel;
 };
 

@@ -20,6 +20,14 @@ Cases:
   garbage       random bytes on the receiver's port, then a good migration
   sigint        Ctrl-C (SIGINT) to `tlm migrate` mid-migration
   timeout       `tlm migrate --timeout 2` on a migration that needs longer
+  dest-silent   `tlm receive` is stopped (SIGSTOP: no FIN, no RST, no
+                keepalive) mid-migration: `tlm migrate --peer-timeout 3`
+                gives up by its silence timer, naming the receiver; once
+                continued, the receiver fails and its QEMU is gone
+  source-silent `tlm migrate` is stopped mid-migration: `tlm receive
+                --peer-timeout 3` gives up by its silence timer, naming the
+                source, and its QEMU is gone; once continued, the source
+                fails too
   preflight     a bad --qmp path, QEMUs in the wrong state, mismatched lane
                 counts: refused with a clear message before anything starts
   passive       the passive relays (tlm relay-out / relay-in), default
@@ -49,6 +57,7 @@ import argparse
 import json
 import os
 import random
+import re
 import select
 import shutil
 import signal
@@ -61,6 +70,7 @@ import time
 
 MEM_MIB = 128
 LANES = 4
+SILENT_S = 3    # --peer-timeout of the end that judges a stopped peer
 
 
 def fail(msg):
@@ -518,7 +528,8 @@ def main():
         recv = run_tlm(rx_pre + [a.tlm, 'receive', '--qmp', dst.tlm_qmp, '--listen',
                                  '%s:%d' % (addr, port), '--psk', psk, '--lanes', str(LANES),
                                  '--accept-timeout', '60', '--json', '--transport', transport]
-                       + rx_targs)
+                       + rx_targs +
+                       (['--peer-timeout', str(SILENT_S)] if case == 'source-silent' else []))
         procs.append(recv)
         wait_listening(recv, 'tlm receive')
         mig_args = tx_pre + [a.tlm, 'migrate', '--qmp', src.tlm_qmp, '--lanes', str(LANES),
@@ -627,6 +638,48 @@ def main():
             while dst.alive() and time.monotonic() < end:
                 time.sleep(0.1)
             check(not dst.alive(), 'destination QEMU quit')
+        elif case in ('dest-silent', 'source-silent'):
+            # One end stopped: its threads, keepalive included, say nothing
+            # and its kernel keeps the connections open. The other end's
+            # silence timer (--peer-timeout SILENT_S; the stopped end keeps
+            # the default 30 s) must end the migration, whatever else
+            # (a lane's send timeout, --timeout 120) would come later.
+            extra = ['--peer-timeout', str(SILENT_S)] if case == 'dest-silent' else []
+            mig = run_tlm(mig_args + ['--to', '%s:%d' % (addr, port), '--psk', psk,
+                                      '--max-bandwidth', '16M'] + extra)
+            procs.append(mig)
+            wait_under_way(src)
+            silent, judge = (recv, mig) if case == 'dest-silent' else (mig, recv)
+            who = 'the receiver' if case == 'dest-silent' else 'the source'
+            silent.send_signal(signal.SIGSTOP)
+            t0 = time.monotonic()
+            try:
+                jrc, jout, _ = finish(judge, 'tlm %s (judging)' % (
+                    'migrate' if judge is mig else 'receive'))
+                took = time.monotonic() - t0
+                gone = time.monotonic() + 15
+                while case == 'source-silent' and dst.alive() and time.monotonic() < gone:
+                    time.sleep(0.1)
+                dst_alive = dst.alive()
+            finally:
+                silent.send_signal(signal.SIGCONT)
+            r = json.loads(jout.strip().splitlines()[-1])
+            err = r.get('error', '')
+            check(jrc != 0 and not r['completed'], 'the judging end fails the migration '
+                  '(it ended %.1f s after the stop; peer timeout %d s)' % (took, SILENT_S))
+            m = re.search(r'(\S+ \S+) at (\S+) has sent nothing for (\d+) ms '
+                          r'\(peer timeout (\d+) ms\)', err)
+            check(m is not None and m.group(1) == who and
+                  int(m.group(4)) == SILENT_S * 1000 and int(m.group(3)) >= SILENT_S * 1000,
+                  'by its silence timer, naming %s: %s' % (who, err))
+            src_rc, _, _ = finish(mig, 'tlm migrate') if mig is silent else (jrc, '', '')
+            dst_rc, _, _ = finish(recv, 'tlm receive') if recv is silent else (jrc, '', '')
+            check(src_rc != 0 and dst_rc != 0, 'both ends fail (the stopped one once continued)')
+            end = time.monotonic() + 15
+            while dst.alive() and time.monotonic() < end:
+                time.sleep(0.1)
+            check(not dst.alive() and (case == 'dest-silent' or not dst_alive),
+                  'destination QEMU torn down')
         elif case == 'preflight':
             def refused(args, words, what):
                 p = run_tlm(args)
@@ -743,7 +796,8 @@ def main():
             # QEMU may have completed (the relay then resumed it with cont)
             # or been cancelled at pre-switchover.
             check(mst in ('completed', 'cancelled'), 'source migration state %s' % mst)
-        elif case in ('dest-killed', 'relay-killed', 'lane-cut', 'sigint', 'timeout'):
+        elif case in ('dest-killed', 'relay-killed', 'lane-cut', 'sigint', 'timeout',
+                      'dest-silent', 'source-silent'):
             # Under way: tlm (or its guardian) cancels, and QEMU never
             # sees a channel break under it ('failed': QEMU 7.2 may abort
             # then, see docs/qemu.md).
