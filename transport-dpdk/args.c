@@ -29,6 +29,8 @@
  *   flow_refuse=N     test knob: the port's N-th lane rule is refused as
  *                     if by the PMD, after the port accepted steering
  *                     (set by whoever opens the port first)
+ *   start_delay_ms=N  test knob: a port this opens starts N ms later, as
+ *                     the EAL and a port do under TCG on a loaded host
  * No device keys: the embedded default, a memif pair per UDP port (server
  * on the listening side, client on the connecting side, abstract socket
  * "/run/tlm-dpdk-<port>.sock"); a connect to a port this process listens on
@@ -158,6 +160,8 @@ static int parse_key(struct cfg *c, const char *k, char *v)
 	}
 	if (!strcmp(k, "flow_refuse"))
 		return parse_num(v, 1, 1u << 16, &c->flow_refuse);
+	if (!strcmp(k, "start_delay_ms"))
+		return parse_num(v, 1, 600000, &c->start_delay_ms);
 	if (!strcmp(k, "fault"))
 		return parse_fault(&c->fault, v);
 	if (!strcmp(k, "drop") || !strcmp(k, "reorder") || !strcmp(k, "dup"))

@@ -580,7 +580,6 @@ int tlm__dpdk_connect(const char *addr, const char *port, const char *args,
 		return -EOPNOTSUPP;
 	if (timeout_ms <= 0)
 		timeout_ms = TLM_DEFAULT_TIMEOUT_MS;
-	end = deadline_ns(timeout_ms);
 	r = tlm__dpdk_parse_args(args, &c);
 	if (r)
 		return r;
@@ -599,6 +598,10 @@ int tlm__dpdk_connect(const char *addr, const char *port, const char *args,
 	r = connect_port(&c, udp, pip, &p, &local);
 	if (r)
 		return r;
+	/* the timeout is the wait for the link and the peer: starting this
+	 * process's EAL and port (a minute under TCG on a loaded host) is
+	 * not part of it */
+	end = deadline_ns(timeout_ms);
 	if (!local) {
 		r = tlm__dpdk_wait_link(p, tlm__left_ms(end / 1000000ull));
 		if (r) {

@@ -106,6 +106,7 @@ struct cfg {
 	int zc;                 /* ZC_AUTO, ZC_ON, ZC_OFF */
 	struct fault fault;
 	unsigned flow_refuse;   /* test: refuse the port's N-th lane rule (0: none) */
+	unsigned start_delay_ms;   /* test: a new port starts this much later */
 };
 
 enum { ZC_AUTO, ZC_ON, ZC_OFF };

@@ -392,6 +392,8 @@ int tlm__dpdk_port_get(const struct cfg *c, const char *name, const char *devarg
 	p->next_eph = (uint16_t)(49152 + (getpid() % 8192));
 	p->next_lid = (uint32_t)rte_rand();
 
+	if (c->start_delay_ms)
+		usleep(c->start_delay_ms * 1000u);
 	r = port_find(p, name, devargs);
 	if (!r)
 		r = port_setup(p, c);
