@@ -105,22 +105,6 @@ static const EVP_CIPHER *evp_of(uint8_t cipher)
 						     : EVP_aes_256_gcm();
 }
 
-uint8_t tlm__seal_cipher(void)
-{
-	const char *e = getenv("TLM_SEAL_CIPHER");
-
-	if (e && !strcmp(e, "chacha"))
-		return TLM_CIPHER_CHACHA20POLY1305;
-	if (e && !strcmp(e, "aes"))
-		return TLM_CIPHER_AES256GCM;
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_cpu_init();
-	if (!__builtin_cpu_supports("aes") || !__builtin_cpu_supports("pclmul"))
-		return TLM_CIPHER_CHACHA20POLY1305;
-#endif
-	return TLM_CIPHER_AES256GCM;
-}
-
 const char *tlm__cipher_name(uint8_t cipher)
 {
 	switch (cipher) {

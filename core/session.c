@@ -178,7 +178,8 @@ static int client_auth(struct tlm_lane *l, const struct tlm_session_cfg *cfg,
 	int err, n;
 
 	h.protect = (uint8_t)cfg->protect;
-	h.cipher = h.protect == TLM_PROTECT_NONE ? TLM_CIPHER_NONE : tlm__seal_cipher();
+	h.cipher = h.protect == TLM_PROTECT_NONE ? TLM_CIPHER_NONE
+						  : tlm__seal_cipher(h.protect);
 	memcpy(h.sid, sid, TLM_SID_LEN);
 	err = tlm__random(h.nonce, sizeof(h.nonce));
 	if (err)

@@ -147,10 +147,14 @@ struct tlm__seal_params {
 	uint8_t protect, cipher;
 	uint8_t tx_key[32], rx_key[32];
 };
-/* The cipher this machine seals fastest with: AES-256-GCM where the CPU
- * has AES instructions, ChaCha20-Poly1305 where not (TLM_SEAL_CIPHER=aes|
- * chacha in the environment overrides, for tests and benchmarks). */
-uint8_t tlm__seal_cipher(void);
+/* cipher.c: the cipher this machine seals fastest with under protect
+ * (TLM_PROTECT_*): AES-256-GCM where the CPU has AES instructions and runs
+ * them fast, ChaCha20-Poly1305 where not (timed once per process;
+ * TLM_SEAL_CIPHER=aes|chacha in the environment overrides, for tests and
+ * benchmarks). */
+uint8_t tlm__seal_cipher(uint8_t protect);
+/* The choice from two timings of the same seal (0 = that one failed). */
+uint8_t tlm__cipher_pick(uint64_t aes_ns, uint64_t chacha_ns);
 const char *tlm__cipher_name(uint8_t cipher);
 /* From now on every frame on l is sealed. 0 or -ENOMEM/-EIO. */
 int tlm__seal_start(struct tlm_lane *l, const struct tlm__seal_params *p);

@@ -375,6 +375,43 @@ static void test_strerror(void)
 	CHECK(tlm_transport_available("tcp") && !tlm_transport_available("carrier-pigeon"));
 }
 
+static void test_cipher_pick(void)
+{
+	const char *e = getenv("TLM_SEAL_CIPHER");
+	uint8_t c;
+
+	/* AES-256-GCM unless ChaCha20-Poly1305 is at least 1.5x as fast */
+	CHECK(tlm__cipher_pick(100, 100) == TLM_CIPHER_AES256GCM);
+	CHECK(tlm__cipher_pick(100, 70) == TLM_CIPHER_AES256GCM);
+	CHECK(tlm__cipher_pick(100, 66) == TLM_CIPHER_CHACHA20POLY1305);
+	CHECK(tlm__cipher_pick(1000, 10) == TLM_CIPHER_CHACHA20POLY1305);
+	CHECK(tlm__cipher_pick(10, 1000) == TLM_CIPHER_AES256GCM);
+	/* a timing that failed never decides */
+	CHECK(tlm__cipher_pick(0, 10) == TLM_CIPHER_AES256GCM);
+	CHECK(tlm__cipher_pick(10, 0) == TLM_CIPHER_AES256GCM);
+	/* the process's choice is one of the two, and the same every time */
+	for (int i = 0; i < 2; i++) {
+		uint8_t p = i ? TLM_PROTECT_INTEGRITY : TLM_PROTECT_ENCRYPT;
+
+		c = tlm__seal_cipher(p);
+		CHECK(c == TLM_CIPHER_AES256GCM || c == TLM_CIPHER_CHACHA20POLY1305,
+		      "cipher %u", c);
+		CHECK(tlm__seal_cipher(p) == c);
+		CHECK(!strcmp(tlm__cipher_name(c), c == TLM_CIPHER_AES256GCM ?
+			      "aes-256-gcm" : "chacha20-poly1305"));
+		/* and the environment forces either */
+		setenv("TLM_SEAL_CIPHER", "chacha", 1);
+		CHECK(tlm__seal_cipher(p) == TLM_CIPHER_CHACHA20POLY1305);
+		setenv("TLM_SEAL_CIPHER", "aes", 1);
+		CHECK(tlm__seal_cipher(p) == TLM_CIPHER_AES256GCM);
+		unsetenv("TLM_SEAL_CIPHER");
+	}
+	if (e)
+		setenv("TLM_SEAL_CIPHER", e, 1);
+	else
+		unsetenv("TLM_SEAL_CIPHER");
+}
+
 int main(void)
 {
 	test_crc();
@@ -385,6 +422,7 @@ int main(void)
 	test_psk();
 	test_hmac();
 	test_strerror();
+	test_cipher_pick();
 	if (test_failures) {
 		fprintf(stderr, "%d check(s) failed\n", test_failures);
 		return 1;
