@@ -21,10 +21,13 @@
  *
  * Records are sealed in batches of up to TLM_SEAL_PLAIN bytes, straight
  * from the caller's memory into the send buffer: one pass of the cipher
- * over the data, no copy before it. The tag vouches for every byte as the
- * sender sealed it, crc fields included, so the receiver does not sum the
- * crc32c again; a LIVE page (no crc summed) goes as NOSUM, read once, by
- * the cipher.
+ * over the data, no copy before it. Where the transport lends its own
+ * memory (tlm_lane_dp wopen/wspan/wput, rspan/rtake: DPDK's packets), the
+ * send buffer is its packets and frames are opened straight out of them,
+ * so no copy of ours follows the cipher either ("In place" below). The
+ * tag vouches for every byte as the sender sealed it, crc fields
+ * included, so the receiver does not sum the crc32c again; a LIVE page
+ * (no crc summed) goes as NOSUM, read once, by the cipher.
  *
  * Threads: one sender and one receiver at a time, as on every lane. The
  * tx side owns tx, tbuf and tx_seq; the rx side owns rx, raw, plain,
@@ -74,20 +77,26 @@ _Static_assert(REC_HDR + TLM_MAX_PAGE_SIZE <= TLM_SEAL_PLAIN, "a record fits a s
 struct tlm__seal {
 	uint8_t protect, cipher;
 	enum tlm_lane_mode mode;  /* the lane's mode; the transport's is BYTES */
+	struct tlm_lane *lane;
 
 	/* tx side */
 	EVP_CIPHER_CTX *tx;
 	uint64_t tx_seq;
-	uint8_t *tbuf;            /* TLM_FRAME_HDR + TLM_SEAL_MAX */
+	uint8_t *tbuf;            /* TLM_FRAME_HDR + TLM_SEAL_MAX (wspans: none) */
 	size_t tpos;
 	int tx_err;
 	bool tx_fin;
+	bool wspans;              /* sealed into the transport's packets */
+	uint8_t *wp;              /* ... the span being filled: wfill bytes */
+	size_t wfill, wroom;      /* written at wp, wroom more fit there */
 
 	/* rx side */
 	EVP_CIPHER_CTX *rx;
 	uint64_t rx_seq;
-	uint8_t *raw;             /* the sealed frame being read */
+	uint8_t *raw;             /* the sealed frame being read (rspans: its
+				   * header, then its tag) */
 	size_t raw_got, raw_need;
+	bool rspans;              /* opened out of the transport's packets */
 	struct tlm__stream plain; /* opened inner frames not parsed yet */
 	int rx_err;               /* sticky, read by the tx side too */
 	int epfd, evfd;           /* pollfd: the transport's + ready */
@@ -166,11 +175,14 @@ int tlm__seal_start(struct tlm_lane *l, const struct tlm__seal_params *p)
 	s->protect = p->protect;
 	s->cipher = p->cipher;
 	s->mode = l->mode;
+	s->lane = l;
 	l->seal = s;
+	s->wspans = l->ops->dp->wopen && l->ops->dp->wspan && l->ops->dp->wput;
+	s->rspans = l->ops->dp->rspan && l->ops->dp->rtake;
 	s->tx = EVP_CIPHER_CTX_new();
 	s->rx = EVP_CIPHER_CTX_new();
-	s->tbuf = malloc(TLM_FRAME_HDR + TLM_SEAL_MAX);
-	s->raw = malloc(TLM_FRAME_HDR + TLM_SEAL_MAX);
+	s->tbuf = malloc(s->wspans ? TLM_FRAME_HDR : TLM_FRAME_HDR + TLM_SEAL_MAX);
+	s->raw = malloc(s->rspans ? TLM_FRAME_HDR + TLM_SEAL_TAG : TLM_FRAME_HDR + TLM_SEAL_MAX);
 	if (!s->tx || !s->rx || !s->tbuf || !s->raw)
 		goto fail;
 	err = tlm__stream_init(&s->plain, l, "sealed", PLAIN_CAP);
@@ -237,6 +249,83 @@ static int tx_check(struct tlm__seal *s, enum tlm_lane_mode mode)
 	return s->tx_fin ? -EPIPE : 0;
 }
 
+/*
+ * In place, tx: sealing into the transport's packets (wspans: tlm_lane_dp
+ * wopen, wspan, wput). A frame goes out as one write: its header, its
+ * inner bytes encrypted (or, under integrity, copied and authenticated)
+ * straight from the caller's memory into the spans the transport offers,
+ * piece by piece, then its tag. The cipher's one pass is the only one
+ * over the data on this side; tbuf holds only the header the tag covers.
+ */
+
+/* n bytes into the write: through the cipher (seal), or as they are.
+ * A span is put once it is full, so a packet's worth of records costs
+ * one wspan and one wput; the transport never offers more than is left
+ * of the write, so the tag's last byte fills the last span. */
+static int span_put(struct tlm__seal *s, const void *src, size_t n, bool seal)
+{
+	struct tlm_lane *l = s->lane;
+	const struct tlm_lane_dp *dp = l->ops->dp;
+	const uint8_t *p = src;
+
+	while (n) {
+		uint8_t *out;
+		size_t k;
+		int outl = 0, rc;
+
+		if (!s->wroom) {
+			ssize_t room = dp->wspan(l, &s->wp);
+
+			if (room <= 0)
+				return room < 0 ? (int)room : -EIO;
+			s->wroom = (size_t)room;
+			s->wfill = 0;
+		}
+		out = s->wp + s->wfill;
+		k = s->wroom < n ? s->wroom : n;
+		if (!seal || s->protect == TLM_PROTECT_INTEGRITY) {
+			memcpy(out, p, k);
+			if (seal && EVP_EncryptUpdate(s->tx, NULL, &outl, out, (int)k) != 1)
+				return -EIO;
+		} else if (EVP_EncryptUpdate(s->tx, out, &outl, p, (int)k) != 1 ||
+			   (size_t)outl != k) {
+			return -EIO;
+		}
+		s->wfill += k;
+		s->wroom -= k;
+		p += k;
+		n -= k;
+		if (!s->wroom) {
+			rc = dp->wput(l, s->wfill);
+			if (rc < 0)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+static int span_begin(struct tlm__seal *s, size_t plain_len)
+{
+	struct tlm_lane *l = s->lane;
+	int rc = l->ops->dp->wopen(l, TLM_FRAME_HDR + plain_len + TLM_SEAL_TAG);
+
+	return rc < 0 ? rc : span_put(s, s->tbuf, TLM_FRAME_HDR, false);
+}
+
+/* The tag ends the write: the transport sends it. */
+static int span_finish(struct tlm__seal *s)
+{
+	uint8_t tag[TLM_SEAL_TAG];
+	int outl = 0, rc;
+
+	if (EVP_EncryptFinal_ex(s->tx, tag, &outl) != 1 || outl != 0 ||
+	    EVP_CIPHER_CTX_ctrl(s->tx, EVP_CTRL_AEAD_GET_TAG, TLM_SEAL_TAG, tag) != 1)
+		return s->tx_err = -EIO;
+	s->tx_seq++;
+	rc = span_put(s, tag, sizeof(tag), false);
+	return rc ? s->tx_err = rc : 0;
+}
+
 /* Open a sealed frame of plain_len inner bytes in tbuf. */
 static int tx_begin(struct tlm__seal *s, size_t plain_len)
 {
@@ -249,6 +338,8 @@ static int tx_begin(struct tlm__seal *s, size_t plain_len)
 	    EVP_EncryptUpdate(s->tx, NULL, &n, s->tbuf, TLM_FRAME_HDR) != 1)
 		return -EIO;
 	s->tpos = TLM_FRAME_HDR;
+	if (s->wspans)
+		return span_begin(s, plain_len);
 	return 0;
 }
 
@@ -258,6 +349,8 @@ static int tx_add(struct tlm__seal *s, const void *p, size_t n)
 	uint8_t *out = s->tbuf + s->tpos;
 	int outl = 0;
 
+	if (s->wspans)
+		return span_put(s, p, n, true);
 	if (s->protect == TLM_PROTECT_INTEGRITY) {
 		memcpy(out, p, n);
 		if (EVP_EncryptUpdate(s->tx, NULL, &outl, out, (int)n) != 1)
@@ -276,6 +369,8 @@ static int tx_finish(struct tlm_lane *l, struct tlm__seal *s)
 	int outl = 0;
 	ssize_t w;
 
+	if (s->wspans)
+		return span_finish(s);
 	if (EVP_EncryptFinal_ex(s->tx, s->tbuf + s->tpos, &outl) != 1 || outl != 0 ||
 	    EVP_CIPHER_CTX_ctrl(s->tx, EVP_CTRL_AEAD_GET_TAG, TLM_SEAL_TAG,
 				s->tbuf + s->tpos) != 1)
@@ -505,6 +600,133 @@ static int rx_open(struct tlm_lane *l, struct tlm__seal *s)
 }
 
 /*
+ * In place, rx: opening out of the transport's packets (rspans:
+ * tlm_lane_dp rspan, rtake). A frame is opened as its bytes are read, straight from where the
+ * transport keeps them into the plain stream past its end: the header
+ * into raw (the associated data), the inner bytes through the cipher (or,
+ * under integrity, copied and authenticated), the tag into raw after the
+ * header. The opened bytes join the stream (tlm__stream_put) only once the
+ * tag matched, so nothing of a bad frame is parsed, as with rx_open. While
+ * a frame is opened in part (raw_need > TLM_FRAME_HDR) the plain stream's
+ * tail must not move: only this side writes it, and stream_room is not
+ * called until the frame is done.
+ */
+
+/* A sealed frame's header is in raw: its length, the cipher started. */
+static int span_hdr(struct tlm_lane *l, struct tlm__seal *s)
+{
+	struct tlm_frame_hdr fh;
+	uint8_t iv[12];
+	int outl = 0;
+
+	if (tlm__frame_hdr_decode(s->raw, 0, &fh) < 0 || fh.type != TLM_FT_SEALED) {
+		tlm__err("%s: lane %u: a frame that is not sealed on a protected lane",
+			 l->peer, l->index);
+		return -TLM_ESEAL;
+	}
+	nonce_of(s->rx_seq, iv);
+	if (EVP_DecryptInit_ex(s->rx, NULL, NULL, NULL, iv) != 1 ||
+	    EVP_DecryptUpdate(s->rx, NULL, &outl, s->raw, TLM_FRAME_HDR) != 1)
+		return -EIO;
+	s->raw_need += fh.len;
+	return 0;
+}
+
+/* k bytes of the frame at p, from byte raw_got of it on. */
+static int span_take(struct tlm__seal *s, const uint8_t *p, size_t k)
+{
+	size_t body = s->raw_need - TLM_SEAL_TAG, at = s->raw_got;
+	int outl = 0;
+
+	if (at < TLM_FRAME_HDR) {
+		memcpy(s->raw + at, p, k);
+		return 0;
+	}
+	if (at < body) {
+		size_t n = body - at < k ? body - at : k;
+		uint8_t *out = tlm__stream_tail(&s->plain) + (at - TLM_FRAME_HDR);
+
+		if (s->protect == TLM_PROTECT_INTEGRITY) {
+			memcpy(out, p, n);
+			if (EVP_DecryptUpdate(s->rx, NULL, &outl, out, (int)n) != 1)
+				return -EIO;
+		} else if (EVP_DecryptUpdate(s->rx, out, &outl, p, (int)n) != 1 ||
+			   (size_t)outl != n) {
+			return -EIO;
+		}
+		p += n;
+		k -= n;
+		at += n;
+	}
+	memcpy(s->raw + TLM_FRAME_HDR + (at - body), p, k);
+	return 0;
+}
+
+/* The whole frame is read: its tag checked, its inner bytes let in. */
+static int span_open(struct tlm_lane *l, struct tlm__seal *s)
+{
+	size_t len = s->raw_need - TLM_FRAME_HDR - TLM_SEAL_TAG;
+	uint8_t *out = tlm__stream_tail(&s->plain) + len;
+	int outl = 0;
+
+	if (EVP_CIPHER_CTX_ctrl(s->rx, EVP_CTRL_AEAD_SET_TAG, TLM_SEAL_TAG,
+				s->raw + TLM_FRAME_HDR) != 1 ||
+	    EVP_DecryptFinal_ex(s->rx, out, &outl) != 1) {
+		tlm__err("%s: lane %u: sealed frame %llu failed authentication (modified, "
+			 "replayed, dropped or reordered in transit); lane closed, nothing of "
+			 "it applied", l->peer, l->index, (unsigned long long)s->rx_seq);
+		return -TLM_ESEAL;
+	}
+	s->rx_seq++;
+	tlm__stream_put(&s->plain, len);
+	s->raw_got = s->raw_need = 0;
+	return 1;
+}
+
+/* rx_pump with rspans: the same contract. */
+static int span_pump(struct tlm_lane *l, struct tlm__seal *s, uint64_t deadline)
+{
+	const struct tlm_lane_dp *dp = l->ops->dp;
+
+	if (!s->raw_need) {
+		if (tlm__stream_room(&s->plain, TLM_SEAL_PLAIN) < TLM_SEAL_PLAIN)
+			return 0;
+		s->raw_need = TLM_FRAME_HDR;
+	}
+	for (;;) {
+		int left = deadline == UINT64_MAX ? -1 : tlm__left_ms(deadline);
+		const uint8_t *p;
+		ssize_t r = dp->rspan(l, &p, left);
+		size_t k;
+		int rc;
+
+		if (r == -ETIMEDOUT || r == -EAGAIN)
+			return 0;
+		if (r == 0) {
+			if (s->raw_got)
+				tlm__err("%s: lane %u: the stream ended inside a sealed frame",
+					 l->peer, l->index);
+			return -TLM_EPEERCLOSED;
+		}
+		if (r < 0)
+			return (int)r;
+		k = s->raw_need - s->raw_got < (size_t)r ? s->raw_need - s->raw_got : (size_t)r;
+		rc = span_take(s, p, k);
+		dp->rtake(l, k);
+		if (rc)
+			return rc;
+		s->raw_got += k;
+		if (s->raw_got < s->raw_need)
+			continue;
+		if (s->raw_need > TLM_FRAME_HDR)
+			return span_open(l, s);
+		rc = span_hdr(l, s);
+		if (rc)
+			return rc;
+	}
+}
+
+/*
  * Read the transport's bytes towards the next sealed frame, waiting up to
  * timeout_ms (-1: forever) for them, and open it once it is whole. A frame
  * read in part is kept for the next call. 1: a frame was opened; 0: not
@@ -515,6 +737,8 @@ static int rx_pump(struct tlm_lane *l, struct tlm__seal *s, int timeout_ms)
 {
 	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : tlm__now_ms() + (uint64_t)timeout_ms;
 
+	if (s->rspans)
+		return span_pump(l, s, deadline);
 	if (tlm__stream_room(&s->plain, TLM_SEAL_PLAIN) < TLM_SEAL_PLAIN)
 		return 0;
 	if (!s->raw_need)

@@ -59,6 +59,30 @@ struct tlm_lane_dp {
 	ssize_t (*read)(struct tlm_lane *l, void *buf, size_t n, int timeout_ms);
 	int (*shutdown)(struct tlm_lane *l);
 	int (*flush)(struct tlm_lane *l);
+	/* Optional, byte mode: the stream's bytes where the transport keeps
+	 * them, so a sealed lane (seal.c) seals straight into the transport's
+	 * packets and opens straight out of them, with no buffer of its own
+	 * and no copy to or from it (NULL: seal.c goes through write/read).
+	 * Neither counts tx_bytes/rx_bytes: seal.c counts the payload.
+	 *
+	 * wopen: a write of n bytes (1..TLM_MAX_DATA_FRAME) begins. wspan:
+	 * where its next bytes go, *p, and how many fit there in one piece
+	 * (> 0, never more than are left of n; on packet transports one
+	 * segment's room, so callers fill it piece by piece). wput: k of
+	 * them were written there. The write goes out once all n are put;
+	 * until then the lane writes nothing else. An error from any of the
+	 * three is the lane's: the write is lost, and so is the lane.
+	 *
+	 * rspan: waits up to timeout_ms (-1: forever) for bytes to read; *p:
+	 * the next ones, where they lie, valid until rtake; returns how many
+	 * lie there in one piece (> 0), 0 at the end of the stream, else
+	 * -ETIMEDOUT or the error read would return. rtake: k of them (at
+	 * most what rspan returned) were read. */
+	int (*wopen)(struct tlm_lane *l, size_t n);
+	ssize_t (*wspan)(struct tlm_lane *l, uint8_t **p);
+	int (*wput)(struct tlm_lane *l, size_t k);
+	ssize_t (*rspan)(struct tlm_lane *l, const uint8_t **p, int timeout_ms);
+	void (*rtake)(struct tlm_lane *l, size_t k);
 };
 
 struct tlm_lane_ops {

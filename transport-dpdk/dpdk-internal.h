@@ -195,6 +195,7 @@ struct dlane {
 	const uint8_t *oza;     /* the open packet's light range (tlm__dpdk_zc_chain) */
 	uint32_t ozl;
 	uint64_t wr_records;    /* records handed to send_pages */
+	uint32_t wr_left;       /* bytes left of a write filled in place (wopen) */
 	/* (records so far, snd_end) after each send_pages, for wait_sent;
 	 * under mu */
 	struct { uint64_t records, seq; } sent_at[64];
@@ -485,6 +486,10 @@ int tlm__dpdk_shutdown(struct tlm_lane *tl);
 int tlm__dpdk_flush(struct tlm_lane *tl);
 int tlm__dpdk_inject_raw(struct tlm_lane *tl, const void *buf, size_t n);
 int tlm__dpdk_wait_sent(struct tlm_lane *tl, uint64_t records, int timeout_ms);
+/* A write filled in place (tlm_lane_dp wopen, wspan, wput: seal.c). */
+int tlm__dpdk_wopen(struct tlm_lane *tl, size_t n);
+ssize_t tlm__dpdk_wspan(struct tlm_lane *tl, uint8_t **p);
+int tlm__dpdk_wput(struct tlm_lane *tl, size_t k);
 
 /* recv.c APIs: */
 /* Any packet, any lane (port->lock held); qid: the queue it came in on. */
@@ -493,6 +498,9 @@ void tlm__dpdk_rx_pkt(struct dport *p, struct rte_mbuf *m, bool local, uint16_t 
 bool tlm__dpdk_rx_lane(struct dlane *l, const struct pkt *k, uint64_t now);
 ssize_t tlm__dpdk_read(struct tlm_lane *tl, void *buf, size_t n, int timeout_ms);
 int tlm__dpdk_recv_pages(struct tlm_lane *tl, const struct tlm_page_sink *sink, int timeout_ms);
+/* Bytes read in place (tlm_lane_dp rspan, rtake: seal.c). */
+ssize_t tlm__dpdk_rspan(struct tlm_lane *tl, const uint8_t **p, int timeout_ms);
+void tlm__dpdk_rtake(struct tlm_lane *tl, size_t k);
 
 /* zc.c APIs: */
 int tlm__dpdk_register_region(struct tlm_lane *tl, unsigned region, void *base, size_t len,

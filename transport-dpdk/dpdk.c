@@ -83,6 +83,11 @@ static const struct tlm_lane_dp dpdk_dp = {
 	.read = tlm__dpdk_read,
 	.shutdown = tlm__dpdk_shutdown,
 	.flush = tlm__dpdk_flush,
+	.wopen = tlm__dpdk_wopen,
+	.wspan = tlm__dpdk_wspan,
+	.wput = tlm__dpdk_wput,
+	.rspan = tlm__dpdk_rspan,
+	.rtake = tlm__dpdk_rtake,
 };
 
 const struct tlm_lane_ops tlm__dpdk_ops = {

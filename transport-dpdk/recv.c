@@ -204,6 +204,40 @@ static int bad_frame(struct dlane *l, int err, const char *why)
 	return err;
 }
 
+/* Byte mode, l->mu held: past the frame headers to the next payload
+ * byte, which is then readable. 1, 0 at the end of the stream (FIN), or a
+ * negative error. */
+static int next_data(struct dlane *l, uint64_t end)
+{
+	int r;
+
+	while (!l->data_left) {
+		uint8_t h[TLM_FRAME_HDR];
+		struct tlm_frame_hdr fh;
+
+		if (l->eof)
+			return 0;
+		r = wait_bytes(l, TLM_FRAME_HDR, end);
+		if (r)
+			return r;
+		ring_peek(l, h, sizeof(h));
+		r = tlm__frame_hdr_decode(h, l->base.page_size, &fh);
+		if (r)
+			return bad_frame(l, r, "malformed frame header");
+		if (fh.type == TLM_FT_FIN && fh.len == 0) {
+			ring_consume(l, TLM_FRAME_HDR);
+			l->eof = true;
+			return 0;
+		}
+		if (fh.type != TLM_FT_DATA)
+			return bad_frame(l, -TLM_EFRAME, "unexpected frame type in byte mode");
+		ring_consume(l, TLM_FRAME_HDR);
+		l->data_left = fh.len;
+	}
+	r = wait_bytes(l, 1, end);
+	return r ? r : 1;
+}
+
 ssize_t tlm__dpdk_read(struct tlm_lane *tl, void *buf, size_t n, int timeout_ms)
 {
 	struct dlane *l = (struct dlane *)tl;
@@ -215,38 +249,8 @@ ssize_t tlm__dpdk_read(struct tlm_lane *tl, void *buf, size_t n, int timeout_ms)
 	tlm__dpdk_lcore_join();
 	pthread_mutex_lock(&l->rmu);
 	pthread_mutex_lock(&l->mu);
-	while (!l->data_left) {
-		uint8_t h[TLM_FRAME_HDR];
-		struct tlm_frame_hdr fh;
-
-		if (l->eof) {
-			r = 0;
-			goto out;
-		}
-		r = wait_bytes(l, TLM_FRAME_HDR, end);
-		if (r)
-			goto out;
-		ring_peek(l, h, sizeof(h));
-		r = tlm__frame_hdr_decode(h, tl->page_size, &fh);
-		if (r) {
-			r = bad_frame(l, r, "malformed frame header");
-			goto out;
-		}
-		if (fh.type == TLM_FT_FIN && fh.len == 0) {
-			ring_consume(l, TLM_FRAME_HDR);
-			l->eof = true;
-			r = 0;
-			goto out;
-		}
-		if (fh.type != TLM_FT_DATA) {
-			r = bad_frame(l, -TLM_EFRAME, "unexpected frame type in byte mode");
-			goto out;
-		}
-		ring_consume(l, TLM_FRAME_HDR);
-		l->data_left = fh.len;
-	}
-	r = wait_bytes(l, 1, end);
-	if (r)
+	r = next_data(l, end);
+	if (r <= 0)
 		goto out;
 	size_t avail = (size_t)(l->rcv_nxt - l->rcv_rd);
 	size_t k = n < avail ? n : avail;
@@ -412,4 +416,59 @@ unlock_r:
 	if (r == -ETIMEDOUT)
 		return 0;
 	return r ? r : delivered;
+}
+
+/*
+ * Bytes read in place (seal.c opens its frames straight out of our
+ * packets): rspan goes past the frame headers as read does and points at
+ * the next payload bytes where they lie, in a kept packet or the ring, up
+ * to the end of that piece or of the DATA frame; rtake consumes them (and
+ * sends the window update that read would). Between the two the bytes are
+ * the reader's: the poll side only writes past rcv_nxt.
+ */
+ssize_t tlm__dpdk_rspan(struct tlm_lane *tl, const uint8_t **p, int timeout_ms)
+{
+	struct dlane *l = (struct dlane *)tl;
+	ssize_t r;
+
+	tlm__dpdk_lcore_join();
+	pthread_mutex_lock(&l->rmu);
+	pthread_mutex_lock(&l->mu);
+	r = next_data(l, deadline_ns(timeout_ms));
+	if (r > 0) {
+		size_t k = (size_t)(l->rcv_nxt - l->rcv_rd), piece;
+
+		if (k > l->data_left)
+			k = l->data_left;
+		if (l->rcv_held > l->rcv_rd) {
+			const struct rxp *e = &l->hq[l->hhead];
+			*p = e->p + l->hoff;
+			piece = e->len - l->hoff;
+		} else {
+			size_t off = (size_t)(l->rcv_rd % RING_BYTES);
+			*p = l->rbuf + off;
+			piece = RING_BYTES - off;
+		}
+		r = (ssize_t)(k < piece ? k : piece);
+	}
+	pthread_mutex_unlock(&l->mu);
+	pthread_mutex_unlock(&l->rmu);
+	return r;
+}
+
+void tlm__dpdk_rtake(struct tlm_lane *tl, size_t k)
+{
+	struct dlane *l = (struct dlane *)tl;
+
+	pthread_mutex_lock(&l->rmu);
+	pthread_mutex_lock(&l->mu);
+	if (k > l->data_left)
+		k = l->data_left;
+	ring_consume(l, k);
+	l->data_left -= (uint32_t)k;
+	bool upd = k && window_due(l);
+	pthread_mutex_unlock(&l->mu);
+	pthread_mutex_unlock(&l->rmu);
+	if (upd)
+		window_update(l);
 }

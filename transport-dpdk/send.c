@@ -547,3 +547,76 @@ int tlm__dpdk_wait_sent(struct tlm_lane *tl, uint64_t records, int timeout_ms)
 	pthread_mutex_unlock(&l->mu);
 	return r;
 }
+
+/*
+ * A write filled in place (seal.c seals its frames straight into our
+ * packets): wopen puts the DATA frame's header in, wspan hands out the
+ * open packet's copy tail (after the headers, or a segment of its own),
+ * wput takes what was written there, sealing a full packet and queueing
+ * a burst of them as write does; the last byte pushes the tail out. Each
+ * call takes wmu; the lane's one writer keeps the write whole between
+ * them (wr_left says how much of it is missing).
+ */
+int tlm__dpdk_wopen(struct tlm_lane *tl, size_t n)
+{
+	struct dlane *l = (struct dlane *)tl;
+	uint8_t h[TLM_FRAME_HDR];
+	int r;
+
+	if (!n || n > TLM_MAX_DATA_FRAME)
+		return -EINVAL;
+	tlm__dpdk_lcore_join();
+	pthread_mutex_lock(&l->wmu);
+	if (l->wr_shut || l->wr_left) {
+		r = l->wr_shut ? -EPIPE : -EBUSY;
+	} else {
+		tlm__frame_hdr_encode(h, (uint32_t)n, TLM_FT_DATA);
+		r = wr_bytes(l, h, sizeof(h), NULL);
+		if (!r)
+			l->wr_left = (uint32_t)n;
+	}
+	pthread_mutex_unlock(&l->wmu);
+	return r;
+}
+
+ssize_t tlm__dpdk_wspan(struct tlm_lane *tl, uint8_t **p)
+{
+	struct dlane *l = (struct dlane *)tl;
+	ssize_t r;
+
+	pthread_mutex_lock(&l->wmu);
+	r = l->wr_left ? wr_direct(l) : -EINVAL;
+	if (!r) {
+		uint32_t room = l->port->mss - l->olen;
+
+		*p = wr_ptr(l);
+		r = room < l->wr_left ? room : l->wr_left;
+	}
+	pthread_mutex_unlock(&l->wmu);
+	return r;
+}
+
+int tlm__dpdk_wput(struct tlm_lane *tl, size_t k)
+{
+	struct dlane *l = (struct dlane *)tl;
+	int r = 0;
+
+	pthread_mutex_lock(&l->wmu);
+	if (!l->om || k > l->wr_left || k > l->port->mss - l->olen) {
+		r = -EINVAL;
+		goto out;
+	}
+	wr_took(l, (uint32_t)k);
+	l->wr_left -= (uint32_t)k;
+	if (l->olen == l->port->mss)
+		wr_seal(l);
+	if (!l->wr_left)
+		r = wr_push(l);
+	else if (l->npend >= BURST || l->npend * l->port->mss >= WR_CHUNK)
+		r = wr_commit(l, true);   /* as write does, a chunk at a time */
+	if (r)
+		l->wr_left = 0;   /* the lane is failing: the write is lost */
+out:
+	pthread_mutex_unlock(&l->wmu);
+	return r;
+}

@@ -11,7 +11,8 @@
  *
  * The first input byte picks the path (its value mod 5) and, for the
  * sealed ones, the protection and cipher (bit 0 of its value / 5:
- * integrity, bit 1: ChaCha20-Poly1305):
+ * integrity, bit 1: ChaCha20-Poly1305, bit 2: the transport shows its
+ * bytes in place, rspan/rtake, and seal.c opens straight out of them):
  *   0  clear stream, page mode     1  clear stream, byte mode
  *   2  sealed, raw wire bytes      3  sealed, the rest sealed as one
  *                                     frame's inner bytes (page mode)
@@ -60,12 +61,37 @@ static ssize_t b_write(struct tlm_lane *l, const void *p, size_t n)
 	return (ssize_t)n;
 }
 
+/* In place: spans of the same sizes read would return. */
+static ssize_t b_rspan(struct tlm_lane *l, const uint8_t **out, int timeout_ms)
+{
+	struct buf_lane *b = (struct buf_lane *)l;
+	size_t n = b->n - b->off;
+
+	(void)timeout_ms;
+	if (!n)
+		return 0;
+	if (n > 7)
+		n = n / 2 + 1;
+	*out = b->p + b->off;
+	return (ssize_t)n;
+}
+
+static void b_rtake(struct tlm_lane *l, size_t k)
+{
+	((struct buf_lane *)l)->off += k;
+}
+
 static int b_shutdown(struct tlm_lane *l) { (void)l; return 0; }
 static void b_close(struct tlm_lane *l) { (void)l; }
 
 static const struct tlm_lane_dp b_dp = { .read = b_read, .write = b_write,
 					 .shutdown = b_shutdown };
+static const struct tlm_lane_dp b_span_dp = { .read = b_read, .write = b_write,
+					      .shutdown = b_shutdown, .rspan = b_rspan,
+					      .rtake = b_rtake };
 static const struct tlm_lane_ops b_ops = { .name = "fuzz", .close = b_close, .dp = &b_dp };
+static const struct tlm_lane_ops b_span_ops = { .name = "fuzz-spans", .close = b_close,
+						.dp = &b_span_dp };
 
 /* Seal n inner bytes as frame 0 of a direction keyed with key, as
  * docs/wire.md says (this is the peer's side, written from the spec). */
@@ -159,6 +185,8 @@ static void sealed(const uint8_t *p, size_t n, enum tlm_lane_mode mode, bool sea
 		sp.protect = TLM_PROTECT_INTEGRITY;
 	if (how & 2)
 		sp.cipher = TLM_CIPHER_CHACHA20POLY1305;
+	if (how & 4)
+		b.base.ops = &b_span_ops;
 	memset(sp.tx_key, 0x5a, sizeof(sp.tx_key));
 	memset(sp.rx_key, 0x5a, sizeof(sp.rx_key));   /* this lane reads what it sealed */
 	if (tlm__seal_start(&b.base, &sp))
