@@ -24,7 +24,9 @@
  * may have landed before the check. Both mean a later record of the page
  * comes, and its write is the last (core/engine.h): so each page keeps
  * the verdict of its highest-key record, and stage 3 is confirmed only if
- * no page's last record failed its MAC (-TLM_ESEAL).
+ * no page's last record failed its MAC (-TLM_ESEAL). Only records that had
+ * a MAC (TLM__PF_MAC, kept for us) take that path: placed pages of a clear
+ * lane (--protect none) are only counted.
  *
  * Zero pages: a page that must end up zero is only read while it still
  * reads zero, never written, so memory the guest never wrote is never
@@ -179,7 +181,8 @@ static int apply(void *arg, const struct tlm_page_rec *rec)
 		 * is in place and the source ordered the writes (core/engine.h),
 		 * so there is nothing to arbitrate, or to touch; only the
 		 * verdict of the page's MAC is kept, if it is the last record. */
-		placed_verdict(d, rec);
+		if (rec->flags & TLM__PF_MAC)
+			placed_verdict(d, rec);
 		__atomic_fetch_add(&d->st->pages_placed, 1, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&d->st->pages_applied, 1, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&d->st->bytes, rec->len, __ATOMIC_RELAXED);

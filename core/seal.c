@@ -813,7 +813,10 @@ static int rx_placed(void *arg, struct tlm_page_rec *rec, const uint8_t *hdr, co
 		return -TLM_EFRAME;
 	if (page_mac(s->mrx, s->mrx_seq++, hdr, page, rec->len, want))
 		return -EIO;
-	rec->flags &= (uint16_t)~TLM__PF_MAC;
+	/* A sink that asked for the verdicts keeps the flag: the record had
+	 * a MAC, checked (UNCHECKED if it did not match). */
+	if (!s->defer)
+		rec->flags &= (uint16_t)~TLM__PF_MAC;
 	if (tlm__ct_equal(want, mac, TLM_PAGE_MAC))
 		return 0;
 	if (s->defer) {

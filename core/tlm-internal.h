@@ -198,8 +198,9 @@ int tlm__seal_pollfd(const struct tlm_lane *l);
  * TLM_REG_DST, PLACED records with a MAC are taken) or, how 0, dropped
  * them all. tlm__seal_places: LIVE records are placed (wait_sent counts).
  * tlm__seal_defer_macs: a placed page that does not match its MAC goes to
- * the sink flagged TLM__PF_UNCHECKED instead of failing the lane (for a
- * sink that knows which record of a page is the last: core/apply.c). */
+ * the sink flagged TLM__PF_UNCHECKED instead of failing the lane, and every
+ * placed record that had a MAC keeps TLM__PF_MAC (for a sink that knows
+ * which record of a page is the last: core/apply.c). */
 bool tlm__seal_can_place(const struct tlm_lane *l);
 void tlm__seal_placing(struct tlm_lane *l, unsigned how);
 bool tlm__seal_places(const struct tlm_lane *l);

@@ -83,7 +83,9 @@ int tlm__frame_hdr_decode(const uint8_t in[TLM_FRAME_HDR], uint32_t page_size,
 /* Page record flag, on the wire only with PLACED, and only inside sealed
  * frames of an integrity lane: the header is followed by TLM_PAGE_MAC
  * bytes, the MAC of the page the sender placed by RDMA WRITE (seal.c,
- * "Zero copy"). The frame is then 24 + TLM_PAGE_MAC bytes long. */
+ * "Zero copy"). The frame is then 24 + TLM_PAGE_MAC bytes long. The
+ * receiver hands it on only to a sink that asked for the verdicts
+ * (tlm__seal_defer_macs): the page's MAC was checked. */
 #define TLM__PF_MAC   (1u << 5)
 #define TLM_PAGE_MAC  16
 
