@@ -30,6 +30,7 @@
 #include "tlm/engine.h"
 #include "tlm/memsrc.h"
 #include "tlm-bench.h"
+#include "memsrc-wrap.h"
 
 #define MEM (512ull << 20)
 
@@ -42,24 +43,17 @@ static const char *const fault_names[] = {
 };
 
 struct ctx {
+	struct tlm_memsrc *inner;  /* the local memory source we wrap (first) */
 	enum fault f;
 	pid_t child;
 	struct tlm_session *s;
 	volatile int abort_flag;
 	int injected;
-	struct tlm_memsrc *inner;  /* the local memory source we wrap */
 	int pauses, resumes;
 };
 
-/* The wrapper: stage-3 faults are injected from inside pause() and
- * device_state(), which the engine calls in stage 3 only. */
-static int w_regions(void *x, const struct tlm_region **out, unsigned *n)
-{ struct ctx *c = x; return c->inner->ops->regions(c->inner->ctx, out, n); }
-static int w_start(void *x) { struct ctx *c = x; return c->inner->ops->start_tracking(c->inner->ctx); }
-static int w_stop(void *x) { struct ctx *c = x; return c->inner->ops->stop_tracking(c->inner->ctx); }
-static int w_dirty(void *x, unsigned r, uint64_t *bm)
-{ struct ctx *c = x; return c->inner->ops->get_dirty(c->inner->ctx, r, bm); }
-
+/* The wrapper (memsrc-wrap.h): stage-3 faults are injected from inside
+ * pause() and device_state(), which the engine calls in stage 3 only. */
 static int w_pause(void *x)
 {
 	struct ctx *c = x;
@@ -104,18 +98,7 @@ static int w_devstate(void *x, const void **buf, size_t *len)
 	return 0;
 }
 
-static const struct tlm_memsrc_ops wrap_ops = {
-	.regions = w_regions, .start_tracking = w_start, .get_dirty = w_dirty,
-	.stop_tracking = w_stop, .pause = w_pause, .resume = w_resume,
-	.device_state = w_devstate,
-};
-
-static void log_cb(int level, const char *msg, void *arg)
-{
-	(void)arg;
-	if (level <= TLM_LOG_WARN)
-		fprintf(stderr, "  [%d] %s\n", (int)getpid(), msg);
-}
+static const struct tlm_memsrc_ops wrap_ops = WRAP_OPS(w_pause, w_resume, w_devstate);
 
 /* The tcp lane's pollfd is an epoll instance; the socket is among the fds
  * it watches, which /proc/self/fdinfo lists as "tfd:" lines. A sealed
@@ -242,7 +225,7 @@ int main(int argc, char **argv)
 	/* A short stall timeout, so the stalled case ends in seconds. */
 	cfg.transport_args = "send_timeout=2000";
 	signal(SIGPIPE, SIG_IGN);
-	tlm_set_log_fn(log_cb, NULL);
+	tlm_set_log_fn(wrap_log_cb, NULL);
 	tlm_psk_random(&psk);
 	cfg.psk = &psk;
 	cfg.lane_modes[1] = cfg.lane_modes[2] = TLM_MODE_PAGES;

@@ -38,12 +38,13 @@
 
 #include "tlm/engine.h"
 #include "tlm/memsrc.h"
+#include "memsrc-wrap.h"
 
 #define MEM     (8ull << 20)
 #define T_MS    2000          /* the silent-peer timeout of the end that judges */
 #define IDLE_MS 4000          /* the device state's time, silent-destination-idle */
 #define QUIET_MS 6000         /* the device state's time, idle: 3 timeouts */
-#define KA_MAX_MS 1000        /* the longest keepalive interval (core/engine.h) */
+#define KA_MAX_MS 1000        /* the longest keepalive interval (core/keepalive.h) */
 #define SLACK_MS 5000         /* a loaded machine: how late a detection may come */
 
 enum kase { SILENT_DST, SILENT_DST_IDLE, SILENT_SRC, IDLE, N_CASES };
@@ -53,7 +54,7 @@ static const char *const names[] = {
 };
 
 static enum kase kase;
-static struct tlm_memsrc *inner;
+static struct tlm_memsrc *inner;   /* the wrapper's ctx points here */
 static pid_t peer;                 /* the other process (source: the destination) */
 static int ready_fd = -1;          /* silent-source: the child says "stop me now" */
 static uint64_t t_stop;            /* when the peer was stopped */
@@ -65,15 +66,6 @@ static uint64_t now_ms(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
-
-static int w_regions(void *x, const struct tlm_region **out, unsigned *n)
-{ (void)x; return inner->ops->regions(inner->ctx, out, n); }
-static int w_start(void *x) { (void)x; return inner->ops->start_tracking(inner->ctx); }
-static int w_stop(void *x) { (void)x; return inner->ops->stop_tracking(inner->ctx); }
-static int w_dirty(void *x, unsigned r, uint64_t *bm)
-{ (void)x; return inner->ops->get_dirty(inner->ctx, r, bm); }
-static int w_pause(void *x) { (void)x; return inner->ops->pause(inner->ctx); }
-static int w_resume(void *x) { (void)x; return inner->ops->resume(inner->ctx); }
 
 /* Stage 3, every page and LAST sent: the moment each case acts. */
 static int w_devstate(void *x, const void **buf, size_t *len)
@@ -109,18 +101,7 @@ static int w_devstate(void *x, const void **buf, size_t *len)
 	return 0;
 }
 
-static const struct tlm_memsrc_ops wrap_ops = {
-	.regions = w_regions, .start_tracking = w_start, .get_dirty = w_dirty,
-	.stop_tracking = w_stop, .pause = w_pause, .resume = w_resume,
-	.device_state = w_devstate,
-};
-
-static void log_cb(int level, const char *msg, void *arg)
-{
-	(void)arg;
-	if (level <= TLM_LOG_WARN)
-		fprintf(stderr, "  [%d] %s\n", (int)getpid(), msg);
-}
+static const struct tlm_memsrc_ops wrap_ops = WRAP_OPS(wrap_pause, wrap_resume, w_devstate);
 
 static const struct tlm_psk *the_psk;
 
@@ -209,7 +190,7 @@ static int source(const char *port, int timeout_ms, struct tlm_migrate_stats *st
 	struct tlm_migrate_opts o = { .policy = TLM_POLICY_TLM, .chk_lanes = 1, .ps_lanes = 1,
 				      .epoch_ms = 10, .zero_pages = true,
 				      .timeout_ms = timeout_ms };
-	struct tlm_memsrc wrapped = { &wrap_ops, NULL, 4096 };
+	struct tlm_memsrc wrapped = { &wrap_ops, &inner, 4096 };
 	struct tlm_session *s;
 	struct tlm_local *m;
 	size_t size = MEM;
@@ -383,7 +364,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	tlm_set_log_fn(log_cb, NULL);
+	tlm_set_log_fn(wrap_log_cb, NULL);
 	if (tlm_psk_random(&psk))
 		return 2;
 	the_psk = &psk;
