@@ -62,8 +62,13 @@ static uint32_t crc_sw(uint32_t crc, const uint8_t *p, size_t n)
  * where Z_n (feeding n zero bytes) is linear, tabulated per input byte.
  * Block sizes step down so that little is left for one chain: a 4 KiB page
  * is one round of 1360, a 1440-byte packet piece one of 440 and one of 40.
- * The copying variant stores each word it has loaded, which costs next to
- * nothing beside the crc (no second pass over the data).
+ *
+ * The copying variant (tlm__crc32c_copy) copies a chunk with memcpy and
+ * then sums the chunk it stored, still in L1: cheaper than one pass that
+ * moves every word through a general register to sum and store it (on an
+ * AVX-512 Xeon, 1434-byte pieces into a 4 MiB spread of buffers: 0.24
+ * against 0.38 cycles per byte), and what is summed is what was stored
+ * even if the source changes meanwhile (LIVE pages).
  */
 static const size_t blk_len[] = { 1360, 440, 168, 40 };   /* 3 * 1360 + 16 = 4096 */
 #define N_BLK (sizeof(blk_len) / sizeof(blk_len[0]))
@@ -99,10 +104,9 @@ static inline uint32_t zshift(uint32_t z[4][256], uint32_t s)
 	return z[0][s & 0xff] ^ z[1][(s >> 8) & 0xff] ^ z[2][(s >> 16) & 0xff] ^ z[3][s >> 24];
 }
 
-/* One round: 3 * blk bytes from p; stored to d as well unless d is NULL. */
+/* One round: 3 * blk bytes from p. */
 __attribute__((target("sse4.2")))
-static inline uint64_t crc_hw3(uint64_t c0, uint8_t *d, const uint8_t *p, size_t blk,
-			       uint32_t z[4][256])
+static inline uint64_t crc_hw3(uint64_t c0, const uint8_t *p, size_t blk, uint32_t z[4][256])
 {
 	uint64_t c1 = 0, c2 = 0;
 
@@ -111,23 +115,16 @@ static inline uint64_t crc_hw3(uint64_t c0, uint8_t *d, const uint8_t *p, size_t
 		memcpy(&a, p + i, 8);
 		memcpy(&b, p + blk + i, 8);
 		memcpy(&c, p + 2 * blk + i, 8);
-		if (d)   /* what is summed is what is stored, even if p changes */
-			__asm__("" : "+r"(a), "+r"(b), "+r"(c));
 		c0 = __builtin_ia32_crc32di(c0, a);
 		c1 = __builtin_ia32_crc32di(c1, b);
 		c2 = __builtin_ia32_crc32di(c2, c);
-		if (d) {
-			memcpy(d + i, &a, 8);
-			memcpy(d + blk + i, &b, 8);
-			memcpy(d + 2 * blk + i, &c, 8);
-		}
 	}
 	return zshift(z, zshift(z, (uint32_t)c0) ^ (uint32_t)c1) ^ (uint32_t)c2;
 }
 
-/* The raw register over n bytes of p, copied to d unless d is NULL. */
+/* The raw register over n bytes of p. */
 __attribute__((target("sse4.2")))
-static uint32_t crc_hw(uint32_t crc, uint8_t *d, const uint8_t *p, size_t n)
+static uint32_t crc_hw(uint32_t crc, const uint8_t *p, size_t n)
 {
 	uint64_t c = crc;
 
@@ -139,30 +136,15 @@ static uint32_t crc_hw(uint32_t crc, uint8_t *d, const uint8_t *p, size_t n)
 	}
 	for (size_t b = 0; b < N_BLK; b++)
 		for (; n >= 3 * blk_len[b]; p += 3 * blk_len[b], n -= 3 * blk_len[b]) {
-			c = crc_hw3(c, d, p, blk_len[b], zeros[b]);
-			if (d)
-				d += 3 * blk_len[b];
+			c = crc_hw3(c, p, blk_len[b], zeros[b]);
 		}
 	for (; n >= 8; p += 8, n -= 8) {
 		uint64_t w;
 		memcpy(&w, p, 8);
-		if (d)
-			__asm__("" : "+r"(w));
 		c = __builtin_ia32_crc32di(c, w);
-		if (d) {
-			memcpy(d, &w, 8);
-			d += 8;
-		}
 	}
-	for (; n; p++, n--) {
-		uint8_t v = *p;
-
-		if (d) {
-			__asm__("" : "+r"(v));
-			*d++ = v;
-		}
-		c = __builtin_ia32_crc32qi((uint32_t)c, v);
-	}
+	for (; n; p++, n--)
+		c = __builtin_ia32_crc32qi((uint32_t)c, *p);
 	return (uint32_t)c;
 }
 
@@ -179,10 +161,8 @@ static int have_hw(void)
 	return v;
 }
 #else
-static uint32_t crc_hw(uint32_t crc, uint8_t *d, const uint8_t *p, size_t n)
+static uint32_t crc_hw(uint32_t crc, const uint8_t *p, size_t n)
 {
-	if (d)
-		memcpy(d, p, n);
 	return crc_sw(crc, p, n);
 }
 static int have_hw(void) { return 0; }
@@ -191,17 +171,28 @@ static int have_hw(void) { return 0; }
 uint32_t tlm_crc32c(uint32_t crc, const void *buf, size_t len)
 {
 	crc = ~crc;
-	crc = have_hw() ? crc_hw(crc, NULL, buf, len) : crc_sw(crc, buf, len);
+	crc = have_hw() ? crc_hw(crc, buf, len) : crc_sw(crc, buf, len);
 	return ~crc;
 }
 
+/* A chunk stays in L1 between its copy and its sum. */
+#define COPY_CHUNK 4096
+
 uint32_t tlm__crc32c_copy(uint32_t crc, void *dst, const void *src, size_t len)
 {
-	if (!have_hw()) {
-		memcpy(dst, src, len);
-		return tlm_crc32c(crc, dst, len);
+	uint8_t *d = dst;
+	const uint8_t *s = src;
+
+	while (len) {
+		size_t k = len < COPY_CHUNK ? len : COPY_CHUNK;
+
+		memcpy(d, s, k);
+		crc = tlm_crc32c(crc, d, k);
+		d += k;
+		s += k;
+		len -= k;
 	}
-	return ~crc_hw(~crc, dst, src, len);
+	return crc;
 }
 
 /* The table version, exported for the unit test to check the two agree. */

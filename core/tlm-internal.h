@@ -223,8 +223,9 @@ int tlm__seal_key(const struct tlm_psk *psk, const uint8_t *sid, uint16_t lane,
 		  const uint8_t *nonce_c, const uint8_t *nonce_s, uint8_t protect,
 		  uint8_t cipher, char dir, uint8_t key[32]);
 
-/* memcpy(dst, src, len), returning tlm_crc32c(crc, src, len): one pass over
- * the data, and the crc is of exactly the bytes written to dst. */
+/* memcpy(dst, src, len), returning tlm_crc32c(crc, src, len): the crc is
+ * of exactly the bytes written to dst (summed there, a chunk at a time
+ * while it is in L1, after its copy). */
 uint32_t tlm__crc32c_copy(uint32_t crc, void *dst, const void *src, size_t len);
 int tlm__ct_equal(const void *a, const void *b, size_t n);
 

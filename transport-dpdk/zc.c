@@ -25,8 +25,8 @@
  *
  * Everything else, and LIVE pages with zc=off, is copied once from the
  * caller's memory into the packets (no intermediate ring), a LIVE page's
- * crc summed in the same pass (tlm__crc32c_copy), so what is summed is
- * what is sent. The receiver sums the crc while it gathers a record that
+ * crc summed over the copy as it is made (tlm__crc32c_copy), so what is
+ * summed is what is sent. The receiver sums the crc while it gathers a record that
  * spans packets. TLM_REG_DST is refused: the receiver copies out of its
  * ring.
  *
