@@ -189,7 +189,7 @@ static int run_source(const struct bm_opts *o, const char *host, const char *por
 	struct tlm_memsrc *ms;
 	struct tlm_bench_digest mine = { 0 }, theirs = { 0 };
 	struct prog pr = { isatty(2) && !o->json, tlm_cli_now_ms() };
-	uint64_t dst_stats[7] = { 0 }, writes0 = 0, writes_after = 0, fill_ms = 0;
+	uint64_t dst_stats[8] = { 0 }, writes0 = 0, writes_after = 0, fill_ms = 0;
 	int64_t filled = 0;
 	enum tlm_tracker tr = TLM_TRACK_AUTO;
 	unsigned nr, mismatched = 0, nl = o->mo.chk_lanes + o->mo.ps_lanes;
@@ -332,6 +332,7 @@ static int run_source(const struct bm_opts *o, const char *host, const char *por
 		tlm_json_u64(&j, "pages_zero_kept_at_destination", dst_stats[5]);
 		tlm_json_bool(&j, "zero_copy", st.zero_copy);
 		tlm_json_u64(&j, "pages_placed_at_destination", dst_stats[3]);
+		tlm_json_u64(&j, "pages_placed_encrypted_at_destination", dst_stats[7]);
 		tlm_json_u64(&j, "register_ms_source", st.register_ms);
 		tlm_json_u64(&j, "register_ms_destination", dst_stats[4]);
 		/* Source side: every lane's registration, per GiB of memory. */

@@ -119,6 +119,7 @@ static void print_json(const struct opts *o, const struct tlm_bench_outcome *r, 
 	tlm_json_bool(&j, "zero_copy", tlm_bench_placed_mode(r));
 	tlm_json_bool(&j, "live_send", r->live_send);
 	tlm_json_u64(&j, "pages_placed", rep->placed);
+	tlm_json_u64(&j, "pages_placed_encrypted", rep->staged);
 	tlm_json_u64(&j, "pages_verified_in_place", rep->vpages);
 	tlm_json_dbl(&j, "verify_seconds", r->verify_s);
 	tlm_json_dbl(&j, "register_s_per_GiB", tlm_bench_reg_s_per_gib(rep));
@@ -273,9 +274,10 @@ static void print_result(const struct opts *o, const struct tlm_bench_outcome *r
 	printf("  %s: %" PRIu64 " pages checked by the receiver, %" PRIu64 " bad\n",
 	       r->verified ? "verified" : "NOT VERIFIED", rep->pages, rep->bad);
 	if (tlm_bench_placed_mode(r))
-		printf("  zero copy: %" PRIu64 " pages placed by the transport, %" PRIu64
+		printf("  zero copy: %" PRIu64 " pages placed by the transport (%" PRIu64
+		       " sealed through staging buffers), %" PRIu64
 		       " checked in place afterwards (%.2f s, not timed); registration"
-		       " %.3f s per GiB\n", rep->placed, rep->vpages, r->verify_s,
+		       " %.3f s per GiB\n", rep->placed, rep->staged, rep->vpages, r->verify_s,
 		       tlm_bench_reg_s_per_gib(rep));
 	else if (r->live_send)
 		printf("  sent from registered memory (TLM_PF_LIVE, no staging copy); no window"
@@ -390,8 +392,10 @@ static void usage(FILE *f)
 "  --json             one JSON object instead of the summary\n"
 "  --protect MODE     encrypt (default): every frame sealed with an AEAD;\n"
 "                     integrity: sealed in clear text; none: crc32c only, for\n"
-"                     a path you trust (docs/security.md); zero copy only\n"
-"                     with none\n"
+"                     a path you trust (docs/security.md); rdma places pages\n"
+"                     zero-copy in each: encrypt seals them into registered\n"
+"                     staging buffers opened into place, integrity sends a\n"
+"                     MAC per page\n"
 "  --verify full|crc  receiver compares every byte of every page (full,\n"
 "                     default), or its stamp and crc32c against the crc of\n"
 "                     the expected content (crc: costs the harness less)\n"

@@ -40,7 +40,7 @@ TLM_CLI_TARGS_HELP
 "  --psk FILE            pre-shared key (same file on both hosts; required;\n"
 "                        make one with tlm keygen FILE)\n"
 "  --protect MODE        encrypt (default), integrity or none, the same on both\n"
-"                        hosts (docs/security.md); zero copy only with none\n"
+"                        hosts (docs/security.md); on rdma, zero copy in each\n"
 "  --accept-timeout SEC  wait this long for the source (default 600)\n"
 "  --timeout SEC         migration time limit once connected (default 600)\n"
 TLM_CLI_PEER_TIMEOUT_HELP("   ")

@@ -184,6 +184,8 @@ static int apply(void *arg, const struct tlm_page_rec *rec)
 		if (rec->flags & TLM__PF_MAC)
 			placed_verdict(d, rec);
 		__atomic_fetch_add(&d->st->pages_placed, 1, __ATOMIC_RELAXED);
+		if (rec->flags & TLM_PF_STAGED)
+			__atomic_fetch_add(&d->st->pages_placed_encrypted, 1, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&d->st->pages_applied, 1, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&d->st->bytes, rec->len, __ATOMIC_RELAXED);
 		rx_count(x, rec->len);

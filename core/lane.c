@@ -161,16 +161,21 @@ int tlm__lane_inject_raw(struct tlm_lane *l, const void *buf, size_t n)
 int tlm_lane_register_region(struct tlm_lane *l, unsigned region, void *base, size_t len,
 			     unsigned how, int timeout_ms)
 {
+	bool staged;
 	int err;
 
 	if (mode_of(l) != TLM_MODE_PAGES || region >= TLM_MAX_REGIONS ||
 	    (how != TLM_REG_SRC && how != TLM_REG_DST))
 		return -EINVAL;
-	/* A sealed lane's pages go through the cipher, except under integrity
-	 * where the transport can place them and seal.c MACs each one. */
-	if (!l->ops->register_region || (l->seal && !tlm__seal_can_place(l)))
+	/* A sealed lane's pages go through the cipher, except where the
+	 * transport can place them: under integrity seal.c MACs each one,
+	 * under encrypt it seals each into the transport's staging slots and
+	 * the receiver opens it into place. */
+	staged = l->seal && tlm__seal_can_stage(l);
+	if (!l->ops->register_region || (l->seal && !tlm__seal_can_place(l) && !staged))
 		return -EOPNOTSUPP;
-	err = l->ops->register_region(l, region, base, len, how, timeout_ms);
+	err = l->ops->register_region(l, region, base, len, how | (staged ? TLM__REG_STAGED : 0),
+				      timeout_ms);
 	if (!err && l->seal)
 		tlm__seal_placing(l, how);
 	return err;
@@ -178,7 +183,7 @@ int tlm_lane_register_region(struct tlm_lane *l, unsigned region, void *base, si
 
 void tlm_lane_unregister_regions(struct tlm_lane *l)
 {
-	if (l->seal && !tlm__seal_can_place(l))
+	if (l->seal && !tlm__seal_can_place(l) && !tlm__seal_can_stage(l))
 		return;
 	if (l->seal)
 		tlm__seal_placing(l, 0);
@@ -190,5 +195,7 @@ int tlm_lane_wait_sent(struct tlm_lane *l, uint64_t records, int timeout_ms)
 {
 	if (l->seal && !tlm__seal_places(l))
 		return 0;
+	if (l->seal && tlm__seal_can_stage(l))
+		return tlm__seal_stage_wait(l, records, timeout_ms);
 	return l->ops->wait_sent ? l->ops->wait_sent(l, records, timeout_ms) : 0;
 }

@@ -92,8 +92,9 @@ static int page_record(struct tlm__stream *s, const uint8_t *p, const struct tlm
 	if (rec->flags & TLM_PF_PLACED) {
 		const uint8_t *hdr = p + TLM_FRAME_HDR;
 
-		rc = placed ? placed(arg, rec, hdr, (rec->flags & TLM__PF_MAC) ?
-						   hdr + TLM_PAGE_HDR : NULL)
+		rc = placed ? placed(arg, rec, hdr,
+				     (rec->flags & (TLM__PF_MAC | TLM_PF_STAGED)) ?
+				     hdr + TLM_PAGE_HDR : NULL)
 			    : -TLM_EFRAME;
 		if (rc == -TLM_EFRAME)
 			tlm__err("%s %s: lane %u: placed record %u:%llu outside what we offered",

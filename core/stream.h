@@ -38,9 +38,11 @@ struct tlm__stream {
 
 /* A PLACED record (its data came another way, by RDMA WRITE): 0 if it lies
  * in memory this side offered (and, with a MAC, the page there matches it
- * or rec was flagged TLM__PF_UNCHECKED), else a negative error (-TLM_EFRAME
- * is logged by the caller). hdr: the record's 24 header bytes as sent; mac:
- * the TLM_PAGE_MAC bytes after them (TLM__PF_MAC), or NULL. */
+ * or rec was flagged TLM__PF_UNCHECKED; staged, its ciphertext was opened
+ * into place), else a negative error (-TLM_EFRAME is logged by the
+ * caller). hdr: the record's 24 header bytes as sent; mac: the bytes after
+ * them (TLM_PAGE_MAC with TLM__PF_MAC, TLM_STAGED_TAIL with TLM_PF_STAGED),
+ * or NULL. */
 typedef int (*tlm__stream_placed_fn)(void *arg, struct tlm_page_rec *rec, const uint8_t *hdr,
 				     const uint8_t *mac);
 

@@ -124,10 +124,28 @@ struct tlm_lane_ops {
 	int (*place)(struct tlm_lane *l, const struct tlm_page_rec *rec);
 	void (*count_records)(struct tlm_lane *l, unsigned n);
 	const uint8_t *(*placed_page)(struct tlm_lane *l, const struct tlm_page_rec *rec);
+	/* Optional: staged placement under a sealed lane (encrypt; seal.c,
+	 * "Staged placement"): register_region gets how | TLM__REG_STAGED and
+	 * registers a staging area of page-sized slots instead of the region
+	 * (the receiver offers its area; the sender registers its own, as
+	 * many slots as both have). stage_slots: the slots usable (0 before
+	 * registration). stage_get: the sender's slot, once no WRITE from it
+	 * is in flight, to seal a page into. stage_put: post the RDMA WRITE
+	 * of len bytes of slot into the peer's slot of the same number, so
+	 * that it lands before the bytes written next. staged_page: the
+	 * receiver's slot, holding len bytes of ciphertext (NULL if slot or
+	 * len are out of range). placed_page as above, without the region
+	 * being registered. */
+	unsigned (*stage_slots)(struct tlm_lane *l);
+	int (*stage_get)(struct tlm_lane *l, uint32_t slot, uint8_t **buf);
+	int (*stage_put)(struct tlm_lane *l, uint32_t slot, uint32_t len);
+	const uint8_t *(*staged_page)(struct tlm_lane *l, uint32_t slot, uint32_t len);
 	const struct tlm_lane_dp *dp;
 };
 
-/* TLM_REG_SRC/DST and TLM_PF_LIVE: include/tlm/tlm.h (zero copy). */
+/* TLM_REG_SRC/DST and TLM_PF_LIVE: include/tlm/tlm.h (zero copy).
+ * TLM__REG_STAGED: or'ed into how by lane.c on an encrypt lane. */
+#define TLM__REG_STAGED 0x100u
 
 /* lane.c APIs: */
 const struct tlm_lane_ops *tlm__transport_find(const char *name);
@@ -205,6 +223,16 @@ bool tlm__seal_can_place(const struct tlm_lane *l);
 void tlm__seal_placing(struct tlm_lane *l, unsigned how);
 bool tlm__seal_places(const struct tlm_lane *l);
 void tlm__seal_defer_macs(struct tlm_lane *l);
+/* Staged placement on a sealed lane (encrypt, on a transport with the
+ * stage ops): tlm__seal_can_stage says whether the lane can;
+ * tlm__seal_placing above then also switches staging on and off (LIVE
+ * records are sealed into staging slots and opened into place by the
+ * receiver). tlm__seal_stage_wait: wait_sent for a staging lane, until the
+ * receiver has opened every staged page of the first `records` records
+ * handed to tlm__seal_send_pages (then each is in place, as a completed
+ * WRITE is under integrity). 0, -ETIMEDOUT or the lane's error. */
+bool tlm__seal_can_stage(const struct tlm_lane *l);
+int tlm__seal_stage_wait(struct tlm_lane *l, uint64_t records, int timeout_ms);
 
 /* msg.c APIs: framed messages over a lane's byte stream (handshake, engine
  * control). recv: -TLM_EFRAME if the frame is malformed or over max. */

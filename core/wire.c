@@ -10,7 +10,7 @@
 #include "wire.h"
 
 #define PF_KNOWN (TLM_PF_ZERO | TLM_PF_XBZRLE | TLM_PF_PS | TLM_PF_PLACED | TLM__PF_NOSUM | \
-		  TLM__PF_MAC | TLM_PF_LAST)
+		  TLM__PF_MAC | TLM_PF_STAGED | TLM_PF_LAST)
 
 static uint16_t hdr_check(uint32_t len, uint8_t type)
 {
@@ -54,6 +54,11 @@ int tlm__frame_hdr_decode(const uint8_t in[TLM_FRAME_HDR], uint32_t page_size,
 		if (len != TLM_REGION_LEN)
 			return -TLM_EFRAME;
 		max = TLM_REGION_LEN;
+		break;
+	case TLM_FT_CREDIT:
+		if (len != TLM_CREDIT_LEN)
+			return -TLM_EFRAME;
+		max = TLM_CREDIT_LEN;
 		break;
 	case TLM_FT_SEALED:
 		if (len < TLM_SEAL_TAG + TLM_FRAME_HDR)
@@ -103,11 +108,14 @@ int tlm__page_hdr_decode(const uint8_t in[TLM_PAGE_HDR], uint32_t frame_len,
 	if (r.flags & ~PF_KNOWN)
 		return -TLM_EFRAME;
 	/* A PLACED record's data came another way (RDMA WRITE): header only,
-	 * or header and the page's MAC. */
-	if ((r.flags & TLM__PF_MAC) && !(r.flags & TLM_PF_PLACED))
+	 * or header and the page's MAC, or header, staging slot and tag. */
+	if ((r.flags & (TLM__PF_MAC | TLM_PF_STAGED)) && !(r.flags & TLM_PF_PLACED))
+		return -TLM_EFRAME;
+	if ((r.flags & TLM__PF_MAC) && (r.flags & TLM_PF_STAGED))
 		return -TLM_EFRAME;
 	if (frame_len < TLM_PAGE_HDR ||
-	    (uint64_t)((r.flags & TLM_PF_PLACED) ? ((r.flags & TLM__PF_MAC) ? TLM_PAGE_MAC : 0)
+	    (uint64_t)((r.flags & TLM_PF_PLACED) ? ((r.flags & TLM__PF_MAC) ? TLM_PAGE_MAC :
+						    (r.flags & TLM_PF_STAGED) ? TLM_STAGED_TAIL : 0)
 						 : r.len) + TLM_PAGE_HDR != frame_len)
 		return -TLM_EFRAME;
 	if ((r.flags & TLM_PF_PLACED) &&
@@ -148,7 +156,7 @@ int tlm__page_verify(const struct tlm_page_rec *r)
 void tlm__region_encode(uint8_t out[TLM_REGION_LEN], const struct tlm_region_offer *o)
 {
 	tlm__put16(out, o->region);
-	tlm__put16(out + 2, o->offered ? 1 : 0);
+	tlm__put16(out + 2, o->offered ? (o->staged ? 2 : 1) : 0);
 	tlm__put32(out + 4, o->offered ? o->rkey : 0);
 	tlm__put64(out + 8, o->offered ? o->addr : 0);
 	tlm__put64(out + 16, o->offered ? o->len : 0);
@@ -165,11 +173,12 @@ int tlm__region_decode(const uint8_t *in, size_t len, struct tlm_region_offer *o
 	o->rkey = tlm__get32(in + 4);
 	o->addr = tlm__get64(in + 8);
 	o->len = tlm__get64(in + 16);
-	if (o->region >= TLM_MAX_REGIONS || offered > 1 ||
+	if (o->region >= TLM_MAX_REGIONS || offered > 2 ||
 	    (offered ? o->len == 0 || o->addr + o->len < o->addr
 		     : o->rkey || o->addr || o->len))
 		return -TLM_EFRAME;
-	o->offered = offered == 1;
+	o->offered = offered != 0;
+	o->staged = offered == 2;
 	return 0;
 }
 

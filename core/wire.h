@@ -39,6 +39,9 @@ enum tlm_frame_type {
 	TLM_FT_PAGE = 3,       /* page record header + data (header only if PLACED) */
 	TLM_FT_REGION = 4,     /* receiver -> sender: a region offered for RDMA WRITE */
 	TLM_FT_SEALED = 5,     /* AEAD-sealed frames of a protected lane (seal.c) */
+	TLM_FT_CREDIT = 6,     /* receiver -> sender, only inside sealed frames of
+				* an encrypt lane that stages pages: u64 staged
+				* pages opened so far (seal.c, "Staged placement") */
 	TLM_FT_HELLO = 16,     /* handshake, docs/wire.md */
 	TLM_FT_CHALLENGE = 17,
 	TLM_FT_AUTH = 18,
@@ -89,6 +92,14 @@ int tlm__frame_hdr_decode(const uint8_t in[TLM_FRAME_HDR], uint32_t page_size,
 #define TLM__PF_MAC   (1u << 5)
 #define TLM_PAGE_MAC  16
 
+/* TLM_PF_STAGED (include/tlm/tlm.h), on the wire only with PLACED and only
+ * inside sealed frames of an encrypt lane: the header is followed by
+ * TLM_STAGED_TAIL bytes, u32 the staging slot the sender's RDMA WRITE put
+ * the page's ciphertext in, then the AEAD tag (seal.c, "Staged
+ * placement"). The frame is then 24 + TLM_STAGED_TAIL bytes long. */
+#define TLM_STAGED_TAIL (4 + TLM_PAGE_MAC)
+#define TLM_CREDIT_LEN  8
+
 /* Receiver-side record flag, never on the wire: a PLACED record whose page
  * did not match its MAC when it was checked, handed on only to a sink that
  * asked for it (tlm__seal_defer_macs): a later write of the same page may
@@ -109,12 +120,15 @@ int tlm__page_verify(const struct tlm_page_rec *r);
 int tlm__page_verify_sum(const struct tlm_page_rec *r, uint32_t sum);
 
 /* REGION payload (24 bytes), sent by a transport that places pages itself:
- *   u16 region, u16 offered (1, or 0: not offered, copy instead),
+ *   u16 region, u16 offered (1, or 0: not offered, copy instead, or 2:
+ *   staged, the pages come sealed through the staging area that rkey,
+ *   addr and len describe, one page per slot: encrypt lanes only),
  *   u32 rkey, u64 addr, u64 len (0 when not offered) */
 #define TLM_REGION_LEN 24
 struct tlm_region_offer {
 	uint16_t region;
 	bool offered;
+	bool staged;          /* offered == 2 */
 	uint32_t rkey;
 	uint64_t addr, len;
 };

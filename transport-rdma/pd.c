@@ -251,4 +251,5 @@ void tlm__rdma_regions_drop(struct rdma_lane *r)
 			tlm__rdma_mr_put(r->dst_mr[i]);
 		r->src_mr[i] = r->dst_mr[i] = NULL;
 	}
+	tlm__rdma_stage_drop(r);
 }

@@ -26,6 +26,11 @@ extern const struct tlm_lane_ops tlm__rdma_ops;
 #define SLOT_SIZE      (64u * 1024)       /* bytes per message */
 #define NSLOT_DEFAULT  16                 /* send slots; receives = +1 */
 #define NSLOT_MAX      1024
+/* Staged placement (encrypt lanes, regions.c): staging memory per lane and
+ * side, in KiB; one slot per page. */
+#define STAGE_KIB_DEFAULT 2048
+#define STAGE_KIB_MIN     64
+#define STAGE_KIB_MAX     (1024 * 1024)
 #define RBUF_SIZE      (1024u * 1024)     /* reassembly buffer per lane */
 #define WAIT_SLICE_MS  50
 #define CLOSE_DRAIN_MS TLM_DEFAULT_TIMEOUT_MS /* close() waits this long for acks */
@@ -58,7 +63,9 @@ struct rdma_opts {
 	int gid;           /* -1 = any GID index */
 	unsigned nslot;
 	uint8_t ack_timeout;
-	unsigned tamper;   /* tests: flip a byte of the N-th placed page checked */
+	unsigned tamper;   /* tests: flip a byte of the N-th placed page checked
+			    * (integrity) or staged page opened (encrypt) */
+	unsigned stage_kib; /* staging memory per lane and side (encrypt) */
 };
 
 struct rdma_listener {
@@ -122,7 +129,22 @@ struct rdma_lane {
 	size_t tx_fill;
 	int tx_err;
 	bool tx_fin;
-	unsigned placed_seen;      /* placed pages asked for (tamper=) */
+	unsigned placed_seen;      /* placed or staged pages asked for (tamper=) */
+
+	/* staged placement (encrypt lanes; regions.c): our staging area,
+	 * stage_cap slots of stage_size bytes (the page size), of which
+	 * stage_n are used (the sender: as many as the peer offered too);
+	 * the sender's per-slot post number of its last WRITE, and the
+	 * receiver's regions (offered, not registered) */
+	bool staged;
+	struct ibv_mr *stage_mr;
+	uint8_t *stage_mem;
+	unsigned stage_cap, stage_n;
+	uint32_t stage_size;
+	uint64_t *stage_post;
+	struct tlm_region_offer stage_remote;
+	uint8_t *stage_dst[TLM_MAX_REGIONS];
+	size_t stage_dst_len[TLM_MAX_REGIONS];
 };
 
 static inline struct rdma_lane *to_rdma(struct tlm_lane *l)
@@ -215,16 +237,21 @@ int tlm__rdma_shutdown(struct tlm_lane *l);
 int tlm__rdma_flush(struct tlm_lane *l);
 int tlm__rdma_inject_raw(struct tlm_lane *l, const void *buf, size_t n);
 int tlm__rdma_wait_sent(struct tlm_lane *l, uint64_t records, int timeout_ms);
+int tlm__rdma_stage_get(struct tlm_lane *l, uint32_t slot, uint8_t **buf);
+int tlm__rdma_stage_put(struct tlm_lane *l, uint32_t slot, uint32_t len);
 
 /* recv.c APIs: */
 int tlm__rdma_rx_fill(struct rdma_lane *r, bool wait, uint64_t deadline);
 int tlm__rdma_recv_pages(struct tlm_lane *l, const struct tlm_page_sink *sink, int timeout_ms);
 ssize_t tlm__rdma_read(struct tlm_lane *l, void *buf, size_t n, int timeout_ms);
 const uint8_t *tlm__rdma_placed_page(struct tlm_lane *l, const struct tlm_page_rec *rec);
+const uint8_t *tlm__rdma_staged_page(struct tlm_lane *l, uint32_t slot, uint32_t len);
 
 /* regions.c APIs: */
 int tlm__rdma_register_region(struct tlm_lane *l, unsigned region, void *base, size_t len,
 			      unsigned how, int timeout_ms);
 void tlm__rdma_unregister_regions(struct tlm_lane *l);
+unsigned tlm__rdma_stage_slots(struct tlm_lane *l);
+void tlm__rdma_stage_drop(struct rdma_lane *r);
 
 #endif

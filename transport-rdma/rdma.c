@@ -48,9 +48,12 @@ extern const struct tlm_lane_ops tlm__rdma_ops;
  * transport_args: comma-separated key=value. dev=NAME (the RDMA device the
  * address must resolve to), gid=N (the GID index it must use), slots=N
  * (messages in flight per direction; each is a 64 KiB registered buffer),
- * ack_timeout=N (local ACK timeout, 4.096 us * 2^N, 1..31), tamper=N
- * (tests: the N-th page placed in our memory on a sealed lane has a byte
- * flipped before its MAC is checked, recv.c).
+ * ack_timeout=N (local ACK timeout, 4.096 us * 2^N, 1..31), stage_kib=N
+ * (encrypt lanes: KiB of registered staging memory per lane and side,
+ * regions.c; 64..1048576, default 2048), tamper=N (tests: the N-th page
+ * placed in our memory on a sealed lane has a byte flipped before its MAC
+ * is checked, or the N-th staged page's ciphertext one before it is
+ * opened, recv.c).
  */
 static int parse_opts(const char *args, struct rdma_opts *o)
 {
@@ -63,6 +66,7 @@ static int parse_opts(const char *args, struct rdma_opts *o)
 	o->gid = -1;
 	o->nslot = NSLOT_DEFAULT;
 	o->ack_timeout = ACK_TIMEOUT_DEFAULT;
+	o->stage_kib = STAGE_KIB_DEFAULT;
 	while ((rc = tlm__kv_next(&p, item, sizeof(item))) > 0) {
 		snprintf(whole, sizeof(whole), "%s", item);
 		val = tlm__kv_split(item);
@@ -72,8 +76,15 @@ static int parse_opts(const char *args, struct rdma_opts *o)
 			snprintf(o->dev, sizeof(o->dev), "%s", val);
 			continue;
 		}
+		errno = 0;
 		v = strtol(val, &e, 10);
-		if (*e || v < 0 || v > NSLOT_MAX)
+		if (*e || errno || v < 0)
+			goto bad;
+		if (!strcmp(item, "stage_kib") && v >= STAGE_KIB_MIN && v <= STAGE_KIB_MAX) {
+			o->stage_kib = (unsigned)v;
+			continue;
+		}
+		if (v > NSLOT_MAX)
 			goto bad;
 		if (!strcmp(item, "gid"))
 			o->gid = (int)v;
@@ -91,7 +102,8 @@ static int parse_opts(const char *args, struct rdma_opts *o)
 	snprintf(whole, sizeof(whole), "%.100s...", item);
 bad:
 	tlm__err("rdma: bad transport argument '%s' (want dev=NAME, gid=N, slots=2..%d, "
-		 "ack_timeout=1..31, tamper=N)", whole, NSLOT_MAX);
+		 "ack_timeout=1..31, stage_kib=%d..%d, tamper=N)", whole, NSLOT_MAX,
+		 STAGE_KIB_MIN, STAGE_KIB_MAX);
 	return -EINVAL;
 }
 
@@ -560,5 +572,9 @@ const struct tlm_lane_ops tlm__rdma_ops = {
 	.place = tlm__rdma_place,
 	.count_records = tlm__rdma_count_records,
 	.placed_page = tlm__rdma_placed_page,
+	.stage_slots = tlm__rdma_stage_slots,
+	.stage_get = tlm__rdma_stage_get,
+	.stage_put = tlm__rdma_stage_put,
+	.staged_page = tlm__rdma_staged_page,
 	.dp = &rl_dp,
 };

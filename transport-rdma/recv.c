@@ -70,6 +70,16 @@ const uint8_t *tlm__rdma_placed_page(struct tlm_lane *l, const struct tlm_page_r
 	uint8_t *page = NULL;
 
 	pthread_mutex_lock(&r->mu);
+	if (r->staged) {
+		/* Staged: the region was offered, not registered. */
+		uint8_t *base = rec->region < TLM_MAX_REGIONS ? r->stage_dst[rec->region] : NULL;
+
+		if (base && rec->len == l->page_size &&
+		    rec->index < r->stage_dst_len[rec->region] / l->page_size)
+			page = base + rec->index * l->page_size;
+		pthread_mutex_unlock(&r->mu);
+		return page;
+	}
 	mr = rec->region < TLM_MAX_REGIONS ? r->dst_mr[rec->region] : NULL;
 	if (mr && rec->len == l->page_size && rec->index < mr->length / l->page_size)
 		page = (uint8_t *)mr->addr + rec->index * l->page_size;
@@ -77,6 +87,24 @@ const uint8_t *tlm__rdma_placed_page(struct tlm_lane *l, const struct tlm_page_r
 		page[rec->index % l->page_size] ^= 0x20;
 	pthread_mutex_unlock(&r->mu);
 	return page;
+}
+
+/* Staged placement: the receiver's staging slot holding a staged page's
+ * ciphertext, for seal.c to open into place. transport_args tamper=N
+ * (tests) flips a byte of the N-th one asked for first, as if the WRITE
+ * had been changed on the way. */
+const uint8_t *tlm__rdma_staged_page(struct tlm_lane *l, uint32_t slot, uint32_t len)
+{
+	struct rdma_lane *r = to_rdma(l);
+	uint8_t *ct = NULL;
+
+	pthread_mutex_lock(&r->mu);
+	if (r->staged && !r->stage_remote.offered && slot < r->stage_n && len == r->stage_size)
+		ct = r->stage_mem + (size_t)slot * r->stage_size;
+	if (ct && r->opts.tamper && ++r->placed_seen == r->opts.tamper)
+		ct[(slot * 61u + 7) % len] ^= 0x20;
+	pthread_mutex_unlock(&r->mu);
+	return ct;
 }
 
 /* Whole PAGE frames to the sink (tlm__stream_parse_pages); a bad one

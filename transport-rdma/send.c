@@ -138,6 +138,65 @@ int tlm__rdma_place(struct tlm_lane *l, const struct tlm_page_rec *rec)
 	return rc;
 }
 
+/* Staged placement (seal.c, "Staged placement"; regions.c): the sender's
+ * staging slot, once its last WRITE completed (a retransmission would read
+ * it again), to seal the next page into. */
+int tlm__rdma_stage_get(struct tlm_lane *l, uint32_t slot, uint8_t **buf)
+{
+	struct rdma_lane *r = to_rdma(l);
+	int rc;
+
+	pthread_mutex_lock(&r->mu);
+	rc = tlm__rdma_tx_check(r, TLM_MODE_BYTES);
+	if (!rc && (!r->staged || !r->stage_remote.offered || slot >= r->stage_n))
+		rc = -EINVAL;
+	while (!rc && r->sq_retired < r->stage_post[slot]) {
+		rc = tlm__rdma_post_chain(r);
+		if (!rc)
+			rc = tlm__rdma_wait_io(r, UINT64_MAX);
+		if (rc == -ETIMEDOUT)
+			rc = 0;
+		if (!rc)
+			rc = tlm__rdma_tx_check(r, TLM_MODE_BYTES);
+	}
+	if (!rc)
+		*buf = r->stage_mem + (size_t)slot * r->stage_size;
+	pthread_mutex_unlock(&r->mu);
+	return rc;
+}
+
+/* The ciphertext in our slot by RDMA WRITE into the peer's slot of the
+ * same number, ahead of the bytes written next. */
+int tlm__rdma_stage_put(struct tlm_lane *l, uint32_t slot, uint32_t len)
+{
+	struct rdma_lane *r = to_rdma(l);
+	int rc;
+
+	pthread_mutex_lock(&r->mu);
+	rc = tlm__rdma_tx_check(r, TLM_MODE_BYTES);
+	if (!rc && (!r->staged || !r->stage_remote.offered || slot >= r->stage_n ||
+		    len == 0 || len > r->stage_size))
+		rc = -EINVAL;
+	while (!rc && sq_busy(r) + 2 >= r->sq_cap) {
+		rc = tlm__rdma_post_chain(r);
+		if (!rc)
+			rc = tlm__rdma_wait_io(r, UINT64_MAX);
+		if (rc == -ETIMEDOUT)
+			rc = 0;
+		if (!rc)
+			rc = tlm__rdma_tx_check(r, TLM_MODE_BYTES);
+	}
+	if (!rc)
+		rc = tlm__rdma_post_write(r, r->stage_mem + (size_t)slot * r->stage_size, len,
+					  r->stage_mr->lkey,
+					  r->stage_remote.addr + (uint64_t)slot * r->stage_size,
+					  r->stage_remote.rkey);
+	if (!rc)
+		r->stage_post[slot] = r->sq_posted;
+	pthread_mutex_unlock(&r->mu);
+	return rc;
+}
+
 void tlm__rdma_count_records(struct tlm_lane *l, unsigned n)
 {
 	struct rdma_lane *r = to_rdma(l);

@@ -75,6 +75,7 @@ struct lane_job {
 	uint8_t *zc_pool;          /* sender: 2 bursts of registered pages, or NULL */
 	int timeout_ms;            /* receiver: longest quiet spell */
 	uint64_t placed;           /* receiver: PLACED records */
+	uint64_t staged;           /* receiver: ... of them opened from staging */
 	bool full;                 /* receiver: compare every byte (--verify full) */
 	uint64_t next;             /* receiver: next expected k */
 	uint64_t t_first;

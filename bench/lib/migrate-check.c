@@ -130,9 +130,9 @@ int tlm_bench_migrate_dest(struct tlm_listener *li, bool dest_nonzero, bool quie
 	if (!err)
 		err = send_digest(tlm_session_lane(s, 0), &d);
 	if (!err) {
-		uint64_t st[7] = { ds.pages_applied, ds.pages_stale, tlm_bench_peak_rss(),
+		uint64_t st[8] = { ds.pages_applied, ds.pages_stale, tlm_bench_peak_rss(),
 				   ds.pages_placed, ds.register_ms, ds.pages_zero_kept,
-				   ds.backlog_records };
+				   ds.backlog_records, ds.pages_placed_encrypted };
 		err = write_all(tlm_session_lane(s, 0), st, sizeof(st));
 		if (!err)
 			err = tlm_lane_flush(tlm_session_lane(s, 0));

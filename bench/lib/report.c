@@ -22,9 +22,9 @@ int tlm__bench_report_format(char *buf, size_t cap, const struct tlm_bench_repor
 				"R ok=%d pages=%" PRIu64 " bytes=%" PRIu64 " bad=%" PRIu64
 				" rss=%" PRIu64 " ns=%" PRIu64 " cpu=%" PRIu64 " full=%d"
 				" placed=%" PRIu64 " reg_ns=%" PRIu64 " reg_bytes=%" PRIu64
-				" vns=%" PRIu64 " vpages=%" PRIu64 "\n", r->ok,
+				" vns=%" PRIu64 " vpages=%" PRIu64 " staged=%" PRIu64 "\n", r->ok,
 				r->pages, r->bytes, r->bad, r->rss, r->ns, r->cpu, r->full,
-				r->placed, r->reg_ns, r->reg_bytes, r->vns, r->vpages);
+				r->placed, r->reg_ns, r->reg_bytes, r->vns, r->vpages, r->staged);
 	for (unsigned i = 0; i < n && off < cap - 128; i++)
 		off += (size_t)snprintf(buf + off, cap - off,
 					"L %u %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %d\n",
@@ -43,10 +43,10 @@ int tlm__bench_report_parse(char *text, unsigned lanes, struct tlm_bench_report 
 	if (!line || sscanf(line, "R ok=%d pages=%" SCNu64 " bytes=%" SCNu64 " bad=%" SCNu64
 			    " rss=%" SCNu64 " ns=%" SCNu64 " cpu=%" SCNu64 " full=%d"
 			    " placed=%" SCNu64 " reg_ns=%" SCNu64 " reg_bytes=%" SCNu64
-			    " vns=%" SCNu64 " vpages=%" SCNu64, &r->ok,
+			    " vns=%" SCNu64 " vpages=%" SCNu64 " staged=%" SCNu64, &r->ok,
 			    &r->pages, &r->bytes, &r->bad, &r->rss, &r->ns, &r->cpu,
 			    &r->full, &r->placed, &r->reg_ns, &r->reg_bytes, &r->vns,
-			    &r->vpages) != 13)
+			    &r->vpages, &r->staged) != 14)
 		return -EPROTO;
 	while ((line = strtok_r(NULL, "\n", &save))) {
 		struct tlm_bench_lane lr;

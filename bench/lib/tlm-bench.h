@@ -88,6 +88,7 @@ struct tlm_bench_report {
 	uint64_t pages, bytes, bad, rss, ns, cpu;
 	int full;                    /* the receiver compared every byte */
 	uint64_t placed, reg_ns, reg_bytes, vns, vpages;
+	uint64_t staged;             /* placed pages that crossed sealed (encrypt) */
 	struct tlm_bench_lane lane[TLM_MAX_LANES];
 };
 
@@ -278,9 +279,9 @@ int tlm_bench_digest_recv(struct tlm_lane *l, const struct tlm_bench_digest *min
 /* n bytes from a byte-mode lane (60 s at most between reads). */
 int tlm_bench_read_all(struct tlm_lane *l, void *p, size_t n);
 /* The destination's end: accept one session on li, migrate into fresh
- * memory (filled with 0xa5 first if dest_nonzero), send the digest and 7
+ * memory (filled with 0xa5 first if dest_nonzero), send the digest and 8
  * u64 figures (pages applied, stale, peak RSS, placed, register ms, zero
- * pages kept, backlog records) on the control lane. 0 if all of it
+ * pages kept, backlog records, placed encrypted) on the control lane. 0 if all of it
  * worked, else 1 (said why unless quiet). */
 int tlm_bench_migrate_dest(struct tlm_listener *li, bool dest_nonzero, bool quiet);
 

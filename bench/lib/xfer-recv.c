@@ -44,12 +44,15 @@ static int check_page(void *arg, const struct tlm_page_rec *r)
 	slot = (unsigned)(j->next % p->slots);
 	t = tlm__bench_tmpl_of(p, j->id, slot);
 	tlm__bench_stamp(st, j->id, want);
-	/* PLACED: the data is in the window already; checked at the end. */
-	if (r->flags == TLM_PF_PLACED) {
+	/* PLACED: the data is in the window already; checked at the end.
+	 * STAGED too: it crossed sealed, and was opened into place. */
+	if ((r->flags & ~TLM_PF_STAGED) == TLM_PF_PLACED) {
 		if (r->index != want || r->region != 0 || r->epoch != EPOCH ||
 		    r->len != p->page_size || r->data)
 			j->res.bad++;
 		j->placed++;
+		if (r->flags & TLM_PF_STAGED)
+			j->staged++;
 		j->next++;
 		j->res.pages++;
 		j->res.bytes += r->len;
@@ -175,6 +178,7 @@ static void judge(const struct lane_job *jobs, unsigned n, const struct pattern 
 		if (jobs[i].res.err)
 			tlm_bench_err("receiver: lane %u: %s", i + 1, tlm_strerror(jobs[i].res.err));
 		rep->placed += jobs[i].placed;
+		rep->staged += jobs[i].staged;
 	}
 	if (rep->placed) {
 		uint64_t v0 = tlm_bench_now_ns(), wbad;

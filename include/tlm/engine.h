@@ -135,6 +135,9 @@ struct tlm_dest_stats {
 				   * left untouched (never faulted in) */
 	uint64_t backlog_records; /* sent but not applied at the pause */
 	double drain_ms;        /* pause until every lane's last record was applied */
+	uint64_t pages_placed_encrypted; /* of pages_placed: sealed through the
+				  * transport's staging buffers and opened
+				  * into place (--protect encrypt, RDMA) */
 };
 
 /* Destination side: regions[] must match the session's region sizes (the

@@ -195,6 +195,11 @@ enum {
 	TLM_PF_PLACED = 1u << 3,  /* the transport already placed the data in the
 				   * receiver's region (RDMA WRITE): data is NULL,
 				   * len is what was placed, crc is 0 */
+	TLM_PF_STAGED = 1u << 6,  /* with PLACED: the page crossed the wire
+				   * encrypted, through the transport's staging
+				   * buffers, and was opened (decrypted and
+				   * authenticated) into place (--protect encrypt
+				   * on RDMA lanes, core/seal.c) */
 	TLM_PF_LAST   = 1u << 15, /* marks the end of a stream (no page) */
 };
 
@@ -230,8 +235,11 @@ int tlm_lane_recv_pages(struct tlm_lane *l, const struct tlm_page_sink *sink, in
  *
  * Transports that can move pages without copies (RDMA: one-sided WRITE)
  * take the regions once per session. Both calls return -EOPNOTSUPP on a
- * transport that cannot, and on a lane whose frames are sealed
- * (TLM_PROTECT_ENCRYPT or INTEGRITY); the pages then go as copies. */
+ * transport that cannot; the pages then go as copies. On a sealed lane
+ * (core/seal.c) an RDMA lane places pages too: under INTEGRITY by WRITE
+ * with a MAC per page, under ENCRYPT sealed into registered staging
+ * buffers and opened into place at the receiver (TLM_PF_PLACED |
+ * TLM_PF_STAGED; the regions themselves are then not pinned). */
 enum { TLM_REG_SRC = 1, TLM_REG_DST = 2 };
 
 /*
