@@ -13,7 +13,7 @@ apt-get install -y -q --no-install-recommends \
 	libssl-dev libjson-c-dev \
 	libdpdk-dev dpdk \
 	rdma-core libibverbs-dev librdmacm-dev ibverbs-utils perftest \
-	qemu-system-x86 busybox-static cpio kmod iproute2 gdb \
+	qemu-system-x86 busybox-static cpio kmod iproute2 gdb tcpdump \
 	iperf3 gnuplot-nox procps ca-certificates \
 	dpkg-dev patch xz-utils libglib2.0-dev libpixman-1-dev zlib1g-dev \
 	libvirt-dev libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu util-linux

@@ -19,6 +19,8 @@ refused-commit: the same, except that the source did reach stage 3
 --zero-copy:    whether the pages must (yes) or must not (no) have gone
                 zero-copy; with yes, the destination placed every record
                 and touched none.
+--staged:       with --zero-copy yes: every placed record went sealed
+                through the staging buffers (--protect encrypt on rdma).
 --max-dest-rss: the destination's peak RSS must stay below BYTES, and some
                 zero pages must have been left untouched there.
 """
@@ -28,6 +30,7 @@ def main():
     argv = sys.argv[1:]
     tlm = argv.pop(0)
     expect, xbzrle, zero_copy, max_rss, expect_error = "completed", False, None, None, None
+    staged = False
     while argv and argv[0] != "--":
         a = argv.pop(0)
         if a == "--expect":
@@ -36,6 +39,8 @@ def main():
             xbzrle = True
         elif a == "--zero-copy":
             zero_copy = argv.pop(0) == "yes"
+        elif a == "--staged":
+            staged = True
         elif a == "--expect-error":
             expect_error = argv.pop(0)
         elif a == "--max-dest-rss":
@@ -133,7 +138,15 @@ def main():
             if zero_copy:
                 check(placed == r["pages_chk"] + r["pages_ps"],
                       "%d of %d records placed" % (placed, r["pages_chk"] + r["pages_ps"]))
-                check(r["register_s_per_GiB"] > 0, "no registration time")
+                if staged:
+                    # nothing of the regions is pinned, only staging buffers
+                    check(r["pages_placed_encrypted_at_destination"] == placed,
+                          "%d of %d placed records went through staging" %
+                          (r["pages_placed_encrypted_at_destination"], placed))
+                else:
+                    check(r["pages_placed_encrypted_at_destination"] == 0,
+                          "placed records went through staging")
+                    check(r["register_s_per_GiB"] > 0, "no registration time")
             else:
                 check(placed == 0, "%d records placed in copy mode" % placed)
     else:

@@ -8,7 +8,13 @@
 #   tamper     the same, but the receiver flips one byte of the 50th page
 #              placed on each lane before checking it (transport_args
 #              tamper=50): the lanes fail with the seal error, the run fails
-#   encrypt    pages through the cipher: nothing placed
+#   encrypt    zero copy too: every page sealed into a registered staging
+#              slot, RDMA WRITE into the receiver's, opened into place
+#              (pages_placed_encrypted), all verified in place
+#   enc-tamper the same, but the receiver flips one byte of the 50th staged
+#              ciphertext on each lane before opening it: the lanes fail
+#              with the seal error, the run fails
+#   enc-copy   encrypt with --copy: pages through the cipher, nothing placed
 #   none       zero copy, and the report says "protect":"none"
 #
 #   protect.sh TLM
@@ -42,8 +48,28 @@ echo "protect.sh: tamper: the lanes failed with the seal error"
 bench encrypt || fail "encrypt: the run failed"
 has '"protect":"encrypt"'
 has '"verified":true'
+has '"zero_copy":true'
+has '"pages_placed":8192'
+has '"pages_placed_encrypted":8192'
+has '"pages_verified_in_place":8192'
+echo "protect.sh: encrypt: 8192 pages sealed through staging, opened into place, verified"
+
+mode=encrypt
+if bench encrypt --transport-args tamper=50; then
+	fail "enc-tamper: a run with a flipped byte in a staged ciphertext succeeded"
+fi
+grep -q 'staged page .* failed authentication' "$out.err" ||
+	fail "enc-tamper: no lane reported the staged page's failed tag"
+grep -q 'failed authentication (modified' "$out.err" ||
+	fail "enc-tamper: the receiver did not report the seal error"
+echo "protect.sh: enc-tamper: the lanes failed with the seal error"
+
+bench encrypt --copy || fail "enc-copy: the run failed"
+has '"protect":"encrypt"'
+has '"verified":true'
 has '"zero_copy":false'
-echo "protect.sh: encrypt: copied through the cipher, verified"
+has '"pages_placed_encrypted":0'
+echo "protect.sh: enc-copy: copied through the cipher, verified"
 
 bench none || fail "none: the run failed"
 has '"protect":"none"'

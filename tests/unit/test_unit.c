@@ -156,6 +156,34 @@ static void test_placed_and_regions(void)
 	r.flags = TLM_PF_PLACED | TLM__PF_UNCHECKED;
 	tlm__page_hdr_encode(h, &r);
 	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR, 4096, &o) == -TLM_EFRAME);
+	/* STAGED: a PLACED record of 24 + slot + tag, never with MAC */
+	r.flags = TLM_PF_PLACED | TLM_PF_STAGED;
+	tlm__page_hdr_encode(h, &r);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR + TLM_STAGED_TAIL, 4096, &o) == 0);
+	CHECK(o.flags == (TLM_PF_PLACED | TLM_PF_STAGED) && o.len == 4096 && !o.data);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR + TLM_PAGE_MAC, 4096, &o) == -TLM_EFRAME);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR, 4096, &o) == -TLM_EFRAME);
+	r.flags = TLM_PF_PLACED | TLM_PF_STAGED | TLM__PF_MAC;
+	tlm__page_hdr_encode(h, &r);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR + TLM_STAGED_TAIL, 4096, &o) == -TLM_EFRAME);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR + TLM_PAGE_MAC, 4096, &o) == -TLM_EFRAME);
+	r.flags = TLM_PF_STAGED;
+	tlm__page_hdr_encode(h, &r);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR + 4096, 4096, &o) == -TLM_EFRAME);
+	CHECK(tlm__page_hdr_decode(h, TLM_PAGE_HDR + TLM_STAGED_TAIL, 4096, &o) == -TLM_EFRAME);
+	/* CREDIT frames: exactly 8 bytes */
+	{
+		uint8_t fh[TLM_FRAME_HDR];
+		struct tlm_frame_hdr d;
+
+		tlm__frame_hdr_encode(fh, TLM_CREDIT_LEN, TLM_FT_CREDIT);
+		CHECK(tlm__frame_hdr_decode(fh, 4096, &d) == 0 && d.type == TLM_FT_CREDIT &&
+		      d.len == TLM_CREDIT_LEN);
+		tlm__frame_hdr_encode(fh, TLM_CREDIT_LEN + 1, TLM_FT_CREDIT);
+		CHECK(tlm__frame_hdr_decode(fh, 4096, &d) == -TLM_EFRAME);
+		tlm__frame_hdr_encode(fh, 0, TLM_FT_CREDIT);
+		CHECK(tlm__frame_hdr_decode(fh, 4096, &d) == -TLM_EFRAME);
+	}
 
 	tlm__region_encode(f, &a);
 	CHECK(tlm__region_decode(f, sizeof(f), &b) == 0);
@@ -169,6 +197,15 @@ static void test_placed_and_regions(void)
 	a.offered = true;
 	a.addr = ~0ull - 10;      /* wraps */
 	tlm__region_encode(f, &a);
+	CHECK(tlm__region_decode(f, sizeof(f), &b) == -TLM_EFRAME);
+	/* staged (offered = 2): the staging area's rkey, address, length */
+	a = (struct tlm_region_offer){ .region = 3, .offered = true, .staged = true,
+				       .rkey = 7, .addr = 0x1000, .len = 2 << 20 };
+	tlm__region_encode(f, &a);
+	CHECK(tlm__get16(f + 2) == 2);
+	CHECK(tlm__region_decode(f, sizeof(f), &b) == 0 && b.offered && b.staged &&
+	      b.rkey == 7 && b.addr == 0x1000 && b.len == 2 << 20);
+	f[3] = 3;                 /* an unknown kind of offer */
 	CHECK(tlm__region_decode(f, sizeof(f), &b) == -TLM_EFRAME);
 	tlm__region_encode(f, &(struct tlm_region_offer){ .region = 1 });
 	f[11] = 1;                /* "not offered" with an address */
