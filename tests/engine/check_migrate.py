@@ -19,6 +19,7 @@ refused-commit: the same, except that the source did reach stage 3
 --zero-copy:    whether the pages must (yes) or must not (no) have gone
                 zero-copy; with yes, the destination placed every record
                 and touched none.
+--expect-log:   REGEX that some line either end logged must match.
 --staged:       with --zero-copy yes: every placed record went sealed
                 through the staging buffers (--protect encrypt on rdma).
 --max-dest-rss: the destination's peak RSS must stay below BYTES, and some
@@ -30,7 +31,7 @@ def main():
     argv = sys.argv[1:]
     tlm = argv.pop(0)
     expect, xbzrle, zero_copy, max_rss, expect_error = "completed", False, None, None, None
-    staged = False
+    staged, expect_log = False, None
     while argv and argv[0] != "--":
         a = argv.pop(0)
         if a == "--expect":
@@ -39,6 +40,8 @@ def main():
             xbzrle = True
         elif a == "--zero-copy":
             zero_copy = argv.pop(0) == "yes"
+        elif a == "--expect-log":
+            expect_log = argv.pop(0)
         elif a == "--staged":
             staged = True
         elif a == "--expect-error":
@@ -159,6 +162,8 @@ def main():
         if expect_error is not None:
             check(re.search(expect_error, r["error"] or "") is not None,
                   "error %r does not match %r" % (r["error"], expect_error))
+    if expect_log is not None:
+        check(re.search(expect_log, p.stderr) is not None, "no log line matches %r" % expect_log)
     for f in fails:
         print("FAIL:", f)
     return 1 if fails else 0
