@@ -294,12 +294,15 @@ def main():
 
 def cli(a, src, dst, port, psk):
     """tlm receive + tlm migrate in mode inside, through their JSON."""
+    # --peer-timeout goes into the URI as timeout-ms (QEMU refuses a key
+    # it does not know, or a value out of its range).
     recv = tr.run_tlm([a.tlm, 'receive', '--qmp', dst.tlm_qmp, '--listen',
-                       '127.0.0.1:%d' % port, '--psk', psk, '--json', '--timeout', '200'])
+                       '127.0.0.1:%d' % port, '--psk', psk, '--json', '--timeout', '200',
+                       '--peer-timeout', '20'])
     time.sleep(0.5)
     mig = tr.run_tlm([a.tlm, 'migrate', '--qmp', src.tlm_qmp, '--to', '127.0.0.1:%d' % port,
                       '--psk', psk, '--chk-lanes', '1', '--ps-lanes', '2', '--json',
-                      '--timeout', '200'])
+                      '--timeout', '200', '--peer-timeout', '20'])
     rc, out, _ = tr.finish(mig, 'tlm migrate', 240)
     check(rc == 0, 'tlm migrate exit 0')
     r = json.loads(out.strip().splitlines()[-1])
