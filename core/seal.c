@@ -54,7 +54,8 @@
  * on flagged TLM__PF_UNCHECKED: a live page may change between its MAC and
  * the WRITE's read, and a later WRITE of the same page may land before an
  * earlier record is checked, which only the page's last record rules out.
- * Under encrypt the pages still go through the cipher (no placing).
+ * Under encrypt a transport with a staging area places pages too, sealed:
+ * see "Staged placement" at the bottom of the file.
  */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>

@@ -210,8 +210,8 @@ ssize_t tlm__seal_write(struct tlm_lane *l, const void *buf, size_t n);
 ssize_t tlm__seal_read(struct tlm_lane *l, void *buf, size_t n, int timeout_ms);
 int tlm__seal_shutdown(struct tlm_lane *l);
 int tlm__seal_pollfd(const struct tlm_lane *l);
-/* Zero copy on a sealed lane: only under integrity, on a transport with
- * place/placed_page. tlm__seal_placing: the transport registered regions
+/* Zero copy on a sealed lane under integrity, on a transport with
+ * place/placed_page (under encrypt: staged placement, below). tlm__seal_placing: the transport registered regions
  * (how: TLM_REG_SRC, LIVE records are placed from now on, with a MAC each;
  * TLM_REG_DST, PLACED records with a MAC are taken) or, how 0, dropped
  * them all. tlm__seal_places: LIVE records are placed (wait_sent counts).
