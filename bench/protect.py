@@ -3,7 +3,8 @@
 """Sealed lanes against clear ones, in one run (docs/security.md):
 
     bench/protect.py [--tlm build/cli/tlm] [--bytes 2G] [--rounds 3]
-                     [--transports tcp,dpdk] [--rdma] [--qemu-tls]
+                     [--transports tcp,dpdk] [--rdma] [--rdma-bytes 256M]
+                     [--qemu-tls]
 
 For each transport, `tlm bench transport` with --protect none, encrypt and
 integrity, interleaved round by round (a shared machine's speed drifts;
@@ -174,6 +175,7 @@ def main():
     ap.add_argument('--rounds', type=int, default=3)
     ap.add_argument('--transports', default='tcp,dpdk')
     ap.add_argument('--rdma', action='store_true', help='also rdma in the Soft-RoCE VM')
+    ap.add_argument('--rdma-bytes', default='256M', help='page data per rdma run (default 256M)')
     ap.add_argument('--qemu-tls', action='store_true',
                     help="also bench/qemu_tls.py: QEMU's TLS migration vs tlm's sealed relay")
     ap.add_argument('--qemu-tls-args', default='',
@@ -191,7 +193,7 @@ def main():
         elif t:
             sys.exit('bench/protect.py: transport %s: tcp or dpdk (rdma: --rdma)' % t)
     if a.rdma:
-        plan.append(('rdma', 4, '256M', ['--in-vm']))
+        plan.append(('rdma', 4, a.rdma_bytes, ['--in-vm']))
 
     out = {'bench': 'protect', 'bytes': a.bytes, 'rounds': a.rounds, 'cpu_mhz': cpu_mhz(),
            'loadavg_before': list(os.getloadavg()), 'ktls': ktls(), 'transports': {}}
