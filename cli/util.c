@@ -327,7 +327,9 @@ void tlm_json_dbl(struct tlm_json *j, const char *key, double v)
 	if (v != v || v > 1e300 || v < -1e300)
 		fputs("null", j->f);
 	else
-		fprintf(j->f, "%.6g", v);
+		/* ten significant digits: a stage-3 step of seconds still
+		 * reads to the microsecond its rounding kept */
+		fprintf(j->f, "%.10g", v);
 }
 
 void tlm_json_bool(struct tlm_json *j, const char *key, bool v)
