@@ -34,6 +34,7 @@ struct bm_opts {
 	struct tlm_migrate_opts mo;
 	bool json;
 	bool dest_nonzero;
+	int peer_timeout_ms;    /* --peer-timeout; 0: the engine's defaults */
 };
 
 static volatile int interrupted;
@@ -77,6 +78,9 @@ TLM_CLI_TARGS_HELP
 "  --connect ADDR:PORT  be the source only\n"
 "  --psk FILE           pre-shared key (required with --listen/--connect)\n"
 "  --protect MODE       encrypt (default), integrity or none (docs/security.md)\n"
+"  --peer-timeout SEC   a peer silent this long on the control lane fails the\n"
+"                       migration at either end (2..3600; default 60 at the\n"
+"                       source, 10 at the destination)\n"
 "  --local-addr ADDR    address both local ends use (default 127.0.0.1; an\n"
 "                       RDMA device's address for --transport rdma)\n"
 "  --json               one JSON object on stdout\n");
@@ -443,6 +447,7 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 		{ "psk", required_argument, NULL, 'P' },
 		{ "protect", required_argument, NULL, 'Q' },
 		{ "local-addr", required_argument, NULL, 'L' },
+		{ "peer-timeout", required_argument, NULL, 'K' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -479,6 +484,18 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 				return 2;
 			break;
 		case 'L': o.local_addr = optarg; break;
+		case 'K': {
+			char *end;
+			long sec = strtol(optarg, &end, 10);
+
+			if (*end || end == optarg || sec < 2 || sec > 3600) {
+				tlm_cli_err("--peer-timeout: seconds, 2..3600");
+				return 2;
+			}
+			o.peer_timeout_ms = (int)sec * 1000;
+			o.mo.timeout_ms = o.peer_timeout_ms;
+			break;
+		}
 		case 'j': o.json = true; break;
 		case 'z': o.mo.zero_pages = false; break;
 		case 'N': o.dest_nonzero = true; break;
@@ -573,7 +590,8 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 		}
 		if (o.listen) {
 			struct tlm_session_cfg cfg = { .transport = o.transport,
-				.transport_args = o.targs, .psk = &psk, .protect = o.protect };
+				.transport_args = o.targs, .psk = &psk, .protect = o.protect,
+				.timeout_ms = o.peer_timeout_ms };
 			struct tlm_listener *li;
 			int err = tlm_listen(&cfg, host, port, &li), rc;
 			if (err) {
@@ -590,7 +608,8 @@ int tlm_cli_bench_migrate(int argc, char **argv)
 	/* Both ends here: the destination is a child over loopback. */
 	{
 		struct tlm_session_cfg cfg = { .transport = o.transport,
-			.transport_args = o.targs, .psk = &psk, .protect = o.protect };
+			.transport_args = o.targs, .psk = &psk, .protect = o.protect,
+			.timeout_ms = o.peer_timeout_ms };
 		pid_t child = tlm_bench_fork_listener(&cfg, o.local_addr, port, sizeof(port),
 						      dest_child, &o);
 

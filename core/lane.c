@@ -158,6 +158,12 @@ int tlm__lane_inject_raw(struct tlm_lane *l, const void *buf, size_t n)
 	return l->ops->inject_raw ? l->ops->inject_raw(l, buf, n) : -ENOTSUP;
 }
 
+void tlm__lane_abort(struct tlm_lane *l, int err)
+{
+	if (l && l->ops->abort)
+		l->ops->abort(l, err < 0 ? err : -ECONNABORTED);
+}
+
 int tlm_lane_register_region(struct tlm_lane *l, unsigned region, void *base, size_t len,
 			     unsigned how, int timeout_ms)
 {

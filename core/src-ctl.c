@@ -49,6 +49,10 @@ static void silent_fail(struct src *e, const char *what, uint64_t ms)
 	tlm__src_fail(e, -ETIMEDOUT, "%sthe destination has sent nothing for %llu ms "
 		      "(timeout %d ms; gone without closing the lanes?)", what,
 		      (unsigned long long)ms, tlm__engine_timeout(e));
+	/* It takes nothing more: CHK and PS threads waiting in a send to it
+	 * return now, not at the transport's send timeout. */
+	for (unsigned i = 1; i <= tlm__n_data(e); i++)
+		tlm__lane_abort(tlm_session_lane(e->s, i), -ETIMEDOUT);
 }
 
 /* A FAIL from the destination, or anything else it should not have sent

@@ -107,6 +107,12 @@ struct tlm_lane_ops {
 	/* Test hook: put raw bytes on the wire, bypassing framing, so the
 	 * conformance suite can feed malformed and truncated frames. */
 	int (*inject_raw)(struct tlm_lane *l, const void *buf, size_t n);
+	/* Optional (NULL: a send waits out the transport's own timeout):
+	 * from any thread, fail the lane with err, so that a send waiting
+	 * for the peer to take bytes returns err within about 100 ms and
+	 * every later call returns it. For a peer judged silent by the
+	 * control lane's timer (core/keepalive.c): it takes nothing more. */
+	void (*abort)(struct tlm_lane *l, int err);
 
 	/* Optional: zero copy of pages (NULL = the transport always copies);
 	 * semantics: tlm_lane_register_region() and friends in tlm.h. */
@@ -150,6 +156,8 @@ struct tlm_lane_ops {
 /* lane.c APIs: */
 const struct tlm_lane_ops *tlm__transport_find(const char *name);
 int tlm__lane_inject_raw(struct tlm_lane *l, const void *buf, size_t n);
+/* The transport's abort (above), where it has one. */
+void tlm__lane_abort(struct tlm_lane *l, int err);
 /* Close a lane, sealed or not (its seal first). */
 void tlm__lane_close(struct tlm_lane *l);
 /* Each transport defines `const struct tlm_lane_ops tlm__<name>_ops`. */

@@ -65,7 +65,12 @@ static int send_iov(struct tcp_lane *t, struct iovec *iov, int cnt)
 
 	while (cnt > 0) {
 		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)cnt };
-		ssize_t w = sendmsg(t->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		int dead = atomic_load(&t->dead);
+		ssize_t w;
+
+		if (dead)      /* tlm__tcp_abort, from another thread */
+			return t->tx_err = dead;
+		w = sendmsg(t->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (w < 0) {
 			struct pollfd p = { .fd = t->fd, .events = POLLOUT };
@@ -233,6 +238,16 @@ int tlm__tcp_flush(struct tlm_lane *l)
 	/* Nothing is batched in user space: every call hands its bytes to
 	 * the kernel before returning, and NODELAY pushes them out. */
 	return dead ? dead : t->tx_err;
+}
+
+void tlm__tcp_abort(struct tlm_lane *l, int err)
+{
+	struct tcp_lane *t = to_tcp(l);
+	int zero = 0;
+
+	/* send_iov looks at `dead` before each sendmsg, and at least every
+	 * 100 ms while the peer takes nothing. */
+	atomic_compare_exchange_strong(&t->dead, &zero, err);
 }
 
 int tlm__tcp_inject_raw(struct tlm_lane *l, const void *buf, size_t n)

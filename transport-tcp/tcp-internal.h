@@ -131,6 +131,7 @@ ssize_t tlm__tcp_write(struct tlm_lane *l, const void *buf, size_t n);
 int tlm__tcp_shutdown(struct tlm_lane *l);
 int tlm__tcp_flush(struct tlm_lane *l);
 int tlm__tcp_inject_raw(struct tlm_lane *l, const void *buf, size_t n);
+void tlm__tcp_abort(struct tlm_lane *l, int err);
 void tlm__tcp_rx_sync_ready(struct tcp_lane *t);
 int tlm__tcp_recv_pages(struct tlm_lane *l, const struct tlm_page_sink *sink, int timeout_ms);
 ssize_t tlm__tcp_read(struct tlm_lane *l, void *buf, size_t n, int timeout_ms);

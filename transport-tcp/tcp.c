@@ -564,5 +564,6 @@ const struct tlm_lane_ops tlm__tcp_ops = {
 	.set_mode = tcp_set_mode,
 	.pollfd = tcp_pollfd,
 	.inject_raw = tlm__tcp_inject_raw,
+	.abort = tlm__tcp_abort,
 	.dp = &tcp_dp,
 };

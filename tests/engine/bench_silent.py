@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""A silent peer in the middle of `tlm bench migrate`, both ends as
+separate processes (--listen / --connect) over tcp on loopback. One end is
+stopped (SIGSTOP: no FIN, no RST, its kernel still acknowledging what fits
+its buffers) while pages flow; the other, with --peer-timeout 3, must end
+the migration by its silence timer, with a message that names the silence,
+well before a lane's send timeout (30 s) would have ended it. The stopped
+end keeps its default timeout.
+
+usage: bench_silent.py TLM dest-silent|source-silent
+
+  dest-silent    the destination stops: the source fails, names the
+                 destination's silence, and its workload runs on (the
+                 memory source resumed); its CHK and PS threads, held in
+                 sends the stopped peer never takes, return at once
+  source-silent  the source stops: the destination fails, naming the
+                 source's silence
+
+The migration cannot end by itself meanwhile: precopy with a 1 ms
+downtime target against an unlimited random writer never converges.
+Exit 0 pass, 1 fail.
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+PEER_TIMEOUT_S = 3
+MARGIN_S = 15          # how much later a loaded machine may end it
+SEND_TIMEOUT_S = 30    # transport-tcp's default: what ended it before
+MEM_KIB = 64 << 10     # --mem 64M
+
+
+def fail(msg):
+    print('FAIL: ' + msg, flush=True)
+    sys.exit(1)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+    print('ok ' + msg, flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def applied(pid):
+    """Bytes resident in the destination's mapping of the migrated memory
+    (the one MEM_KIB mapping): pages the migration has written there."""
+    size = None
+    try:
+        with open('/proc/%d/smaps' % pid) as f:
+            for line in f:
+                if line.startswith('Size:'):
+                    size = int(line.split()[1])
+                elif line.startswith('Rss:') and size == MEM_KIB:
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def finish(p, what, timeout):
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        fail('%s did not end within %d s: %s' % (what, timeout, err.decode()[-2000:]))
+    out, err = out.decode(), err.decode()
+    sys.stdout.write('--- %s (exit %d)\n%s%s' % (what, p.returncode, out, err))
+    return p.returncode, out, err
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[2] not in ('dest-silent', 'source-silent'):
+        print(__doc__)
+        sys.exit(2)
+    tlm, case = sys.argv[1], sys.argv[2]
+    work = tempfile.mkdtemp(prefix='tlm-bench-silent-')
+    psk = os.path.join(work, 'psk')
+    fd = os.open(psk, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, os.urandom(32).hex().encode())
+    os.close(fd)
+    port = free_port()
+    short = ['--peer-timeout', str(PEER_TIMEOUT_S)]
+    dst = subprocess.Popen([tlm, 'bench', 'migrate', '--listen', '127.0.0.1:%d' % port,
+                            '--psk', psk] + (short if case == 'source-silent' else []),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           stdin=subprocess.DEVNULL)
+    procs = [dst]
+    try:
+        src_args = [tlm, 'bench', 'migrate', '--connect', '127.0.0.1:%d' % port, '--psk', psk,
+                    '--mem', '64M', '--policy', 'precopy', '--workload', 'random',
+                    '--rate', '0', '--downtime-ms', '1', '--max-iterations', '1000000',
+                    '--warmup-ms', '100', '--json'] + (short if case == 'dest-silent' else [])
+        end = time.monotonic() + 10
+        src = None
+        while src is None or (src.poll() is not None and time.monotonic() < end):
+            # the listener may not be listening yet: the source then fails
+            # to connect at once, and is started again
+            if src is not None:
+                time.sleep(0.2)
+            src = subprocess.Popen(src_args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   stdin=subprocess.DEVNULL)
+            time.sleep(0.3)
+        procs.append(src)
+        # Pages flow once the destination's memory fills with them.
+        end = time.monotonic() + 60
+        while time.monotonic() < end and src.poll() is None and dst.poll() is None:
+            if applied(dst.pid) >= 8 << 20:
+                break
+            time.sleep(0.05)
+        check(src.poll() is None and dst.poll() is None and applied(dst.pid) >= 8 << 20,
+              'migration under way (%d MiB of pages at the destination)'
+              % (applied(dst.pid) >> 20))
+        silent, judge = (dst, src) if case == 'dest-silent' else (src, dst)
+        who = 'destination' if case == 'dest-silent' else 'source'
+        silent.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        try:
+            jrc, jout, jerr = finish(judge, 'the judging end', 120)
+            took = time.monotonic() - t0
+        finally:
+            silent.send_signal(signal.SIGCONT)
+        check(jrc != 0, 'the judging end fails the migration (exit %d)' % jrc)
+        if judge is src:
+            r = json.loads(jout.strip().splitlines()[-1])
+            text = r.get('error') or ''
+            check(not r['completed'], 'the source reports the migration not completed')
+            check(r['workload_writes_after_failure'] > 0,
+                  'the source runs on: its workload wrote %d pages after the failure'
+                  % r['workload_writes_after_failure'])
+        else:
+            text = jerr
+        m = re.search(r"the %s(?:'s lanes have brought| has sent) nothing for (\d+) ms "
+                      r"\(timeout (\d+) ms" % who, text)
+        check(m is not None and int(m.group(2)) == PEER_TIMEOUT_S * 1000 and
+              int(m.group(1)) >= PEER_TIMEOUT_S * 1000,
+              'by its silence timer, naming the %s: %s' % (who, text.strip()[-300:]))
+        check(took < PEER_TIMEOUT_S + MARGIN_S,
+              'it ended %.1f s after the stop: within its peer timeout (%d s) + %d s, well '
+              'before a lane\'s send timeout (%d s)' % (took, PEER_TIMEOUT_S, MARGIN_S,
+                                                        SEND_TIMEOUT_S))
+        src_rc = finish(src, 'the stopped source, continued', 120)[0] if silent is src else jrc
+        dst_rc = finish(dst, 'the stopped destination, continued', 120)[0] \
+            if silent is dst else jrc
+        check(src_rc != 0 and dst_rc != 0, 'both ends fail (the stopped one once continued)')
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+                p.wait()
+        os.unlink(psk)
+        os.rmdir(work)
+    print('PASS')
+
+
+if __name__ == '__main__':
+    main()
