@@ -14,6 +14,6 @@ apt-get install -y -q --no-install-recommends \
 	libdpdk-dev dpdk \
 	rdma-core libibverbs-dev librdmacm-dev ibverbs-utils perftest \
 	qemu-system-x86 busybox-static cpio kmod iproute2 gdb tcpdump \
-	iperf3 gnuplot-nox procps ca-certificates \
+	iperf3 gnuplot-nox procps ca-certificates linux-perf \
 	dpkg-dev patch xz-utils libglib2.0-dev libpixman-1-dev zlib1g-dev \
 	libvirt-dev libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu util-linux
