@@ -24,9 +24,9 @@
 
 /* Source, once the relay failed: read and drop whatever QEMU still sends
  * on its channels until it closes them (or relay_stop), beside the pumps,
- * which may be held for a lane's whole send timeout in a write the peer
- * never takes (a silent receiver): QEMU 7.2's cancel waits for its
- * channel threads, and they for their writes. */
+ * which may be held in a write the peer never takes: QEMU 7.2's cancel
+ * waits for its channel threads, and they for their writes. Once every
+ * channel QEMU opened has closed, r->drained. */
 static void *drain_main(void *arg)
 {
 	struct relay *r = arg;
@@ -46,6 +46,8 @@ static void *drain_main(void *arg)
 				idx[np++] = i;
 			}
 		}
+		if (!np)
+			atomic_store(&r->drained, true);
 		rc = poll(pfd, np, POLL_MS);
 		if (rc < 0 && errno != EINTR)
 			break;
@@ -73,30 +75,49 @@ void tlm__relay_fail(struct relay *r, int err, const char *fmt, ...)
 		vsnprintf(r->why, sizeof(r->why), fmt, ap);
 		va_end(ap);
 		tlm__warn("relay: %s", r->why);
-		if (!r->dest && !r->passive && !atomic_load(&r->closing))
+		if (!r->dest && !atomic_load(&r->closing))
 			r->drain_on = !pthread_create(&r->drainer, NULL, drain_main, r);
 	}
 	pthread_mutex_unlock(&r->mu);
 	atomic_store(&r->stop, 1);
 	/* The source's channels stay open: they are drained (pump_up in
-	 * relay-pump.c, and drain_main above) until migrate_cancel has QEMU
-	 * close them itself. Shut under a live
-	 * migration, they fail in QEMU 7.2's multifd threads, and the source
-	 * QEMU sometimes aborts in its cleanup (yank_unregister_instance:
-	 * Assertion `QLIST_EMPTY(&entry->yankfns)' failed; 2 runs in 32 of
-	 * relay-lane-cut), taking the VM with it. The destination's QEMU
-	 * holds nothing yet: unblock every pump stuck in a socket call. A
-	 * passive relay has no QMP to cancel with: closing the channels is
-	 * the only way to make QEMU fail and its manager roll back (it is
-	 * what QEMU would see if the relay process died). */
+	 * relay-pump.c, and drain_main above) until QEMU closes them itself,
+	 * after migrate_cancel. Shut under a live migration, they fail in
+	 * QEMU 7.2's multifd threads, and the source QEMU sometimes aborts in
+	 * its cleanup (yank_unregister_instance: Assertion
+	 * `QLIST_EMPTY(&entry->yankfns)' failed; 2 runs in 32 of
+	 * relay-lane-cut), taking the VM with it. A passive source relay has
+	 * no QMP to cancel with, and QEMU must fail for its manager (libvirt)
+	 * to roll back: it shuts the main channel only, which QEMU's
+	 * migration thread writes to and fails on, as on a cancel (which
+	 * shuts that channel from QEMU's side); QEMU then ends its multifd
+	 * threads and closes their channels itself, drained meanwhile
+	 * (tlm__relay_wait_drained). The destination's QEMU holds nothing
+	 * yet: unblock every pump stuck in a socket call. */
 	if (!r->dest && !r->passive)
 		return;
-	for (unsigned i = 1; i <= r->n; i++) {
+	for (unsigned i = 1; i <= (r->dest ? r->n : 1); i++) {
 		int fd = atomic_load(&r->ch[i].fd);
 
 		if (fd >= 0)
 			shutdown(fd, SHUT_RDWR);
 	}
+}
+
+int tlm__relay_wait_drained(struct relay *r, int timeout_ms)
+{
+	uint64_t end = tlm__now_ms() + (uint64_t)timeout_ms;
+	bool on;
+
+	pthread_mutex_lock(&r->mu);
+	on = r->drain_on;
+	pthread_mutex_unlock(&r->mu);
+	while (on && !atomic_load(&r->drained)) {
+		if (tlm__now_ms() >= end)
+			return -ETIMEDOUT;
+		usleep(20000);
+	}
+	return 0;
 }
 
 /* The first bytes of a migration channel from QEMU 7.2: the main channel
@@ -484,6 +505,12 @@ void tlm__relay_stop(struct relay *r, bool force)
 		rmdir(r->dir);
 	r->path[0] = r->dir[0] = '\0';
 	pthread_mutex_destroy(&r->mu);
+}
+
+void tlm__relay_abort_lanes(struct relay *r)
+{
+	for (unsigned i = 1; i <= r->n; i++)
+		tlm__lane_abort(r->ch[i].lane, -ETIMEDOUT);
 }
 
 void tlm__relay_take_stats(struct tlm_session *s, struct tlm_relay_result *res)

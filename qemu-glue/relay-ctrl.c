@@ -178,6 +178,16 @@ int tlm__relay_ctrl_dead(struct ctrl *c)
 	return rc;
 }
 
+bool tlm__relay_ctrl_silent(struct ctrl *c)
+{
+	bool silent;
+
+	pthread_mutex_lock(&c->mu);
+	silent = c->dead == -ETIMEDOUT;
+	pthread_mutex_unlock(&c->mu);
+	return silent;
+}
+
 const char *tlm__relay_ctrl_why(struct ctrl *c, int err)
 {
 	const char *why;

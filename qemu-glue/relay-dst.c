@@ -338,6 +338,8 @@ int tlm_relay_receive(const struct tlm_relay_dst_opts *o, struct tlm_relay_resul
 	goto out_ctrl;
 
 out_fail:
+	if (m.relay_on && tlm__relay_ctrl_silent(&m.ctrl))
+		tlm__relay_abort_lanes(&m.r);
 	tlm__relay_ctrl_say(&m.ctrl, CTRL_FAILED, "%s", res->error);
 	if (m.relay_on) {
 		tlm__relay_stop(&m.r, true);

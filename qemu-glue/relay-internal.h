@@ -111,6 +111,7 @@ struct relay {
 	int guard;                     /* source: socket to the guardian, or -1 */
 	pthread_t drainer;             /* source, once failed: see relay_fail */
 	bool drain_on;                 /* under mu */
+	atomic_bool drained;           /* the drainer saw every channel close */
 };
 
 /* The capabilities the relay sets (relay.c): the first N_DST_CAPS on
@@ -145,6 +146,8 @@ void tlm__relay_ctrl_stop(struct ctrl *c);
 int tlm__relay_ctrl_recv(struct ctrl *c, struct ctrl_msg *m, int timeout_ms);
 /* The lane's error once it ended and nothing is queued, else 0. */
 int tlm__relay_ctrl_dead(struct ctrl *c);
+/* The lane ended because the peer was silent for its timeout. */
+bool tlm__relay_ctrl_silent(struct ctrl *c);
 /* What ended the lane (err: what ctrl_recv returned), naming the peer. */
 const char *tlm__relay_ctrl_why(struct ctrl *c, int err);
 void tlm__relay_ctrl_decode(const char *line, struct ctrl_msg *m);
@@ -173,7 +176,14 @@ int tlm__relay_done(struct relay *r);
 int tlm__relay_dest_start(struct relay *r);
 int tlm__relay_wait_finished(struct relay *r, int timeout_ms);
 int tlm__relay_drain(struct relay *r, int timeout_ms);
+/* Source, once failed: until QEMU has closed every channel it opened
+ * (0), or -ETIMEDOUT after timeout_ms. */
+int tlm__relay_wait_drained(struct relay *r, int timeout_ms);
 void tlm__relay_stop(struct relay *r, bool force);
+/* A peer silent for its timeout takes nothing more: every data lane
+ * fails now (tlm__lane_abort), so no pump waits out a send timeout in a
+ * write the peer never takes and the stop that follows is prompt. */
+void tlm__relay_abort_lanes(struct relay *r);
 void tlm__relay_take_stats(struct tlm_session *s, struct tlm_relay_result *res);
 
 /* relay-src.c APIs: */

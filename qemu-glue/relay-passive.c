@@ -23,9 +23,10 @@
  *
  * Whether the migration succeeded is QEMU's and its manager's to say; the
  * relays say whether they carried every byte. On a failure (a lane, the
- * peer, a timeout) each closes QEMU's channels on its side (relay-chan.c,
- * tlm__relay_fail), QEMU's migration fails, and libvirt rolls back: the
- * source VM keeps running.
+ * peer, a timeout, the peer silent) each makes QEMU's migration fail on its
+ * side (relay-chan.c, tlm__relay_fail: relay-in closes every channel,
+ * relay-out only the main one, and drains the others until QEMU closes
+ * them), and libvirt rolls back: the source VM keeps running.
  */
 
 #include <errno.h>
@@ -41,6 +42,7 @@
 
 #define START_CONNECT_MS 10000  /* for the destination QEMU's socket to appear */
 #define RESULT_WAIT_MS 30000
+#define DRAIN_WAIT_MS 20000    /* for a failed QEMU to close its channels */
 
 struct tlm_session_cfg tlm_relay_session_cfg(const char *transport, const char *targs,
 					     const struct tlm_psk *psk, unsigned multifd,
@@ -157,7 +159,17 @@ static int passive_run(struct passive *p, uint64_t deadline)
 
 static int passive_fail(struct passive *p, int rc)
 {
+	if (p->relay_on && tlm__relay_ctrl_silent(&p->ctrl))
+		tlm__relay_abort_lanes(&p->r);
 	tlm__relay_ctrl_say(&p->ctrl, CTRL_FAILED, "%s", p->res->error);
+	if (p->relay_on && !p->r.dest) {
+		/* QEMU fails on its main channel and closes the others itself
+		 * (relay-chan.c, tlm__relay_fail) */
+		tlm__relay_fail(&p->r, rc, "%s", p->res->error);
+		if (tlm__relay_wait_drained(&p->r, DRAIN_WAIT_MS))
+			tlm__warn("relay: QEMU kept channels open %d s after its main channel "
+				  "was shut; closing them", DRAIN_WAIT_MS / 1000);
+	}
 	if (p->relay_on) {
 		tlm__relay_stop(&p->r, true);
 		p->relay_on = false;

@@ -374,6 +374,8 @@ static int src_fail(struct src *m, int rc)
 	 * so the cancel never waits on a stalled lane. */
 	if (m->relay_on)
 		tlm__relay_fail(&m->r, rc, "%s", m->res->error);
+	if (m->relay_on && tlm__relay_ctrl_silent(&m->ctrl))
+		tlm__relay_abort_lanes(&m->r);
 	if (m->migrating)
 		tlm_guardian_rollback(m->q, m->was_running);
 	tlm__relay_ctrl_say(&m->ctrl, CTRL_FAILED, "%s", m->res->error);

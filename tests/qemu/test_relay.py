@@ -30,6 +30,12 @@ Cases:
                 fails too
   preflight     a bad --qmp path, QEMUs in the wrong state, mismatched lane
                 counts: refused with a clear message before anything starts
+  passive-dest-silent, passive-source-silent   relay-in (relay-out) is
+                stopped mid-migration: the other, --peer-timeout 3, gives up
+                by its silence timer, naming it, well before a lane's send
+                timeout; QEMU's migration fails on both hosts (the source
+                QEMU's through its main channel only), the source VM runs
+                on and its guest verifies clean
   passive       the passive relays (tlm relay-out / relay-in), default
                 --protect (encrypt); passive-integrity, passive-none: each
                 mode named on both; passive-mismatch: a relay-out with
@@ -71,6 +77,8 @@ import time
 MEM_MIB = 128
 LANES = 4
 SILENT_S = 3    # --peer-timeout of the end that judges a stopped peer
+SILENT_MARGIN_S = 15  # how much later than that it may end on a loaded
+                      # machine: still well before a lane's send timeout
 
 
 def fail(msg):
@@ -361,25 +369,31 @@ class PortNet:
         self.ns = []
 
 
-def passive(a, src, dst, workdir, psk, port, procs, protect=None, mismatch=False):
+def passive(a, src, dst, workdir, psk, port, procs, protect=None, mismatch=False,
+            silent=None):
     """The passive relays (tlm relay-out / relay-in, no QMP) between two
     stock QEMUs that the test drives itself, as libvirt would: multifd on
     both, the destination listening on its unix socket, the source
     migrating to another; the relays join the two. protect: both relays'
     --protect (None: the default, encrypt). mismatch: first a relay-out
     with another --protect, which the relay-in must refuse with a clear
-    error before QEMU is involved, and keep waiting for a good one."""
+    error before QEMU is involved, and keep waiting for a good one.
+    silent: 'in' or 'out', the relay stopped mid-migration (passive_silent)."""
     sock_a = os.path.join(workdir, 'a.sock')
     sock_b = os.path.join(workdir, 'b.sock')
     mode = protect or 'encrypt'
     popt = ['--protect', protect] if protect else []
+    short = ['--peer-timeout', str(SILENT_S)]
     for vm in (src, dst):
         vm.q.cmd('migrate-set-capabilities', capabilities=[
             {'capability': 'multifd', 'state': True}])
         vm.q.cmd('migrate-set-parameters', **{'multifd-channels': LANES})
+    if silent:
+        src.q.cmd('migrate-set-parameters', **{'max-bandwidth': 16 << 20})
     dst.q.cmd('migrate-incoming', uri='unix:' + sock_b)
     rin = run_tlm([a.tlm, 'relay-in', '--listen', '127.0.0.1:%d' % port, '--unix', sock_b,
-                   '--psk', psk, '--lanes', str(LANES), '--json'] + popt)
+                   '--psk', psk, '--lanes', str(LANES), '--json'] + popt +
+                  (short if silent == 'out' else []))
     procs.append(rin)
     wait_listening(rin, 'tlm relay-in')
     out_args = [a.tlm, 'relay-out', '--unix', sock_a, '--to', '127.0.0.1:%d' % port,
@@ -400,13 +414,16 @@ def passive(a, src, dst, workdir, psk, port, procs, protect=None, mismatch=False
         check(src.q.cmd('query-migrate').get('status') in (None, 'none')
               and src.q.status() == 'running', 'the source QEMU never started to migrate')
         check(rin.poll() is None, 'relay-in refused that session and waits for another')
-    rout = run_tlm(out_args + popt)
+    rout = run_tlm(out_args + popt + (short if silent == 'in' else []))
     procs.append(rout)
     end = time.monotonic() + 20
     while not os.path.exists(sock_a) and time.monotonic() < end and rout.poll() is None:
         time.sleep(0.05)
     check(os.path.exists(sock_a), 'relay-out listens on its unix socket')
     src.q.cmd('migrate', uri='unix:' + sock_a)
+    if silent:
+        passive_silent(src, dst, rin, rout, silent)
+        return
     end = time.monotonic() + 120
     while time.monotonic() < end:
         st = src.q.cmd('query-migrate').get('status')
@@ -428,6 +445,77 @@ def passive(a, src, dst, workdir, psk, port, procs, protect=None, mismatch=False
     check(not os.path.exists(sock_a), 'relay-out removed its socket')
     check(dst.q.status() == 'running', 'destination running')
     wait_verified(dst, 'destination after the passive relays (protect %s)' % mode)
+
+
+def passive_silent(src, dst, rin, rout, silent):
+    """One passive relay stopped (SIGSTOP) mid-migration; the other, with
+    --peer-timeout SILENT_S, gives up by its silence timer, naming it, in
+    about that time. QEMU's migration fails on both hosts, as libvirt needs
+    to roll back: the destination QEMU is gone; the source QEMU runs on,
+    its migration failed through its main channel only (the relay-out
+    drains the multifd channels until QEMU closes them: shut under QEMU
+    7.2's multifd threads, the source QEMU may abort, see relay-chan.c),
+    and its guest verifies clean."""
+    wait_under_way(src)
+    stopped, judge = (rin, rout) if silent == 'in' else (rout, rin)
+    who = 'relay-in' if silent == 'in' else 'relay-out'
+    stopped.send_signal(signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        jrc, jout, _ = finish(judge, 'tlm %s (judging)' % ('relay-out' if judge is rout
+                                                          else 'relay-in'))
+        took = time.monotonic() - t0
+        # the destination's QEMU fails while a stopped relay-out holds the
+        # source's channels (a stopped relay-in holds the destination's)
+        gone = time.monotonic() + 15
+        while silent == 'out' and dst.alive() and time.monotonic() < gone:
+            time.sleep(0.1)
+        dst_gone = not dst.alive()
+    finally:
+        stopped.send_signal(signal.SIGCONT)
+    r = json.loads(jout.strip().splitlines()[-1])
+    err = r.get('error', '')
+    check(jrc != 0 and not r['completed'], 'the judging relay fails the migration (it ended '
+          '%.1f s after the stop; peer timeout %d s)' % (took, SILENT_S))
+    m = re.search(r'(\S+) at (\S+) has sent nothing for (\d+) ms \(peer timeout (\d+) ms\)', err)
+    check(m is not None and m.group(1) == who and
+          int(m.group(4)) == SILENT_S * 1000 and int(m.group(3)) >= SILENT_S * 1000,
+          'by its silence timer, naming %s: %s' % (who, err))
+    check(took < SILENT_S + SILENT_MARGIN_S,
+          'it ended %.1f s after the stop: within its peer timeout (%d s) + %d s, well before '
+          'a lane\'s send timeout (30 s)' % (took, SILENT_S, SILENT_MARGIN_S))
+    orc, _, _ = finish(stopped, 'tlm %s (stopped, then continued)' % who, 60)
+    check(orc != 0, 'the stopped relay fails too once continued')
+    gone = time.monotonic() + 15
+    while dst.alive() and time.monotonic() < gone:
+        time.sleep(0.1)
+    if silent == 'out' or not dst.alive():
+        check(not dst.alive() and (dst_gone or silent == 'in'),
+              'the destination QEMU failed its incoming migration and is gone')
+    else:
+        # Its channels closed by a relay-in that was stopped with them
+        # open, QEMU 7.2's destination may hang in its incoming-migration
+        # cleanup, main loop stuck (docs/qemu.md); libvirt kills it as it
+        # rolls back, and so does the test. It must not run the guest.
+        try:
+            dst.q.s.settimeout(5)
+            st = dst.q.status()
+        except (OSError, EOFError, RuntimeError) as e:
+            st = 'no answer (%r)' % e
+        check(st != 'running', 'the destination QEMU never ran the guest (%s); killed, as '
+              'libvirt would' % st)
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        if not src.alive():
+            fail('source QEMU %s' % src.state())
+        st = src.q.cmd('query-migrate').get('status')
+        if st in ('completed', 'failed', 'cancelled'):
+            break
+        time.sleep(0.1)
+    check(st == 'failed', 'the source QEMU\'s migration failed, for its manager to roll back '
+          '(%s)' % st)
+    check(src.alive() and src.q.status() == 'running', 'source VM still running')
+    wait_verified(src, 'source after the failure')
 
 
 def main():
@@ -517,6 +605,10 @@ def main():
         port = free_port()
         if case == 'passive':
             passive(a, src, dst, workdir, psk, port, procs)
+            return
+        if case in ('passive-dest-silent', 'passive-source-silent'):
+            passive(a, src, dst, workdir, psk, port, procs,
+                    silent='in' if case == 'passive-dest-silent' else 'out')
             return
         if case.startswith('passive-'):
             mode = case[len('passive-'):]
@@ -672,6 +764,9 @@ def main():
             check(m is not None and m.group(1) == who and
                   int(m.group(4)) == SILENT_S * 1000 and int(m.group(3)) >= SILENT_S * 1000,
                   'by its silence timer, naming %s: %s' % (who, err))
+            check(took < SILENT_S + SILENT_MARGIN_S,
+                  'it ended %.1f s after the stop: within its peer timeout (%d s) + %d s, '
+                  'well before a lane\'s send timeout (30 s)' % (took, SILENT_S, SILENT_MARGIN_S))
             src_rc, _, _ = finish(mig, 'tlm migrate') if mig is silent else (jrc, '', '')
             dst_rc, _, _ = finish(recv, 'tlm receive') if recv is silent else (jrc, '', '')
             check(src_rc != 0 and dst_rc != 0, 'both ends fail (the stopped one once continued)')
