@@ -21,7 +21,9 @@ sealing on the sender and the opening on the receiver).
          registered staging slot that the receiver opens into place
          (pages_placed_encrypted); encrypt_copy (encrypt with --copy, the
          pages through the cipher over SEND/RECV) is measured too, as the
-         peer of staging.
+         peer of staging. libcrypto in the VM runs without its AVX code
+         (OPENSSL_ia32cap, tests/vm/run-in-vm.sh): under TCG that code
+         costs staging, a page per AEAD call, about 7x.
 
 Peer figures, from the same run:
 
