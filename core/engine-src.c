@@ -459,9 +459,6 @@ int tlm_migrate_source(struct tlm_session *s, struct tlm_memsrc *m,
 	goto out;
 
 fail:
-	/* The first error any thread met, else the one the failing step
-	 * returned (-ENOMEM from iterate() or stage3() fails no thread). */
-	err = e->err ? e->err : err < 0 ? err : -EIO;
 	st->completed = false;
 	st->elapsed_ms = tlm__now_ms() - t_start;
 	/* Never leave the guest paused, and resume it first: telling the peer
@@ -472,6 +469,11 @@ fail:
 			tlm__err("could not resume the memory source: %s", tlm_strerror(r));
 		e->paused = false;
 	}
+	/* A lane the destination closed: its FAIL says why. */
+	tlm__src_dest_reason(e);
+	/* The first error any thread met, else the one the failing step
+	 * returned (-ENOMEM from iterate() or stage3() fails no thread). */
+	err = e->err ? e->err : err < 0 ? err : -EIO;
 	tlm__send_abort(e);
 	stop_threads(e, pa, ps_started);
 out:

@@ -223,6 +223,11 @@ int tlm__wait_commit(struct src *e);
  * destination has been silent for the engine's timeout. */
 int tlm__src_ka_start(struct src *e);
 void tlm__send_abort(struct src *e);
+/* After a failure because the destination closed a data lane: its FAIL on
+ * the control lane, if one comes within a few seconds, says why (a page
+ * it refused, say) and becomes the migration's error. Threads stopped,
+ * keepalives stopped. */
+void tlm__src_dest_reason(struct src *e);
 
 /* precopy.c APIs: */
 /* tlm, once CHK is done: the tail rounds. */

@@ -128,6 +128,45 @@ void tlm__send_abort(struct src *e)
 		(void)send_ctrl(e, m, sizeof(m));
 }
 
+#define DEST_REASON_MS 3000   /* longest wait for the destination's FAIL */
+
+void tlm__src_dest_reason(struct src *e)
+{
+	struct tlm_lane *c = tlm_session_lane(e->s, 0);
+	uint64_t deadline = tlm__now_ms() + DEST_REASON_MS;
+	uint8_t buf[TLM_MAX_MSG];
+	struct tlm_cm_fail f;
+	int err;
+
+	pthread_mutex_lock(&e->lock);
+	err = e->err;
+	pthread_mutex_unlock(&e->lock);
+	if (err != -TLM_EPEERCLOSED && err != -ECONNRESET && err != -EPIPE)
+		return;
+	pthread_mutex_lock(&e->ctrl);
+	for (;;) {
+		int left = tlm__left_ms(deadline);
+		uint32_t len;
+		uint8_t type;
+
+		if (!left || tlm__msg_recv(c, &type, buf, sizeof(buf), &len, left) ||
+		    type != TLM_FT_CTRL)
+			break;
+		if (!tlm__cm_keepalive_decode(buf, len))
+			continue;
+		if (tlm__cm_type(buf, len) == TLM_CM_FAIL && !tlm__cm_fail_decode(buf, len, &f)) {
+			pthread_mutex_lock(&e->lock);
+			tlm__dbg("the source's own reason: %s", e->st->why);
+			snprintf(e->st->why, sizeof(e->st->why), "destination failed: %.138s",
+				 f.text);
+			e->err = f.code < 0 ? f.code : -EIO;
+			pthread_mutex_unlock(&e->lock);
+		}
+		break;
+	}
+	pthread_mutex_unlock(&e->ctrl);
+}
+
 /* The destination's stage-3 accounting, after COMMIT (engine.h). */
 static void commit_stats(struct src *e, const struct tlm_cm_commit *m)
 {
