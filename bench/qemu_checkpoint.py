@@ -49,24 +49,9 @@ import test_relay as tr  # noqa: E402
 METHODS = ['tlm', 'tlm-stop-copy', 'stop-and-save', 'background-snapshot', 'exec-precopy']
 
 
-class VM:
-    def __init__(self, qemu, kernel, workdir, name, mem, append, incoming=False):
-        self.dir = os.path.join(workdir, name)
-        os.mkdir(self.dir)
-        self.tlm_qmp = os.path.join(self.dir, 'tlm.qmp')
-        self.test_qmp = os.path.join(self.dir, 'test.qmp')
-        args = ['-qmp', 'unix:%s,server=on,wait=off' % self.tlm_qmp,
-                '-qmp', 'unix:%s,server=on,wait=off' % self.test_qmp]
-        if incoming:
-            args += ['-incoming', 'defer']
-        self.g = guestrun.Guest(kernel, append=append, mem_mib='%dM' % mem, qemu=qemu,
-                                workdir=self.dir, gdb=False, extra_args=args)
-        self.g.start()
-        self.q = tr.QMP(self.test_qmp, timeout=60)
-
-    def stop(self):
-        self.q.close()
-        self.g.stop()
+def VM(qemu, kernel, workdir, name, mem, append, incoming=False):
+    return tr.VM(guestrun, kernel, workdir, name, append, incoming=incoming,
+                 mem_mib='%dM' % mem, qemu=qemu, qmp_timeout=60)
 
 
 class Sampler(threading.Thread):
@@ -99,17 +84,6 @@ def disk(path):
     return st.st_size, st.st_blocks * 512
 
 
-def wait_mig(q, states, timeout, interval=0.005):
-    end = time.monotonic() + timeout
-    st = {}
-    while time.monotonic() < end:
-        st = q.cmd('query-migrate')
-        if st.get('status') in states:
-            return st
-        time.sleep(interval)
-    return st
-
-
 def qemu_file_method(a, vm, method, f):
     """QEMU's own stream to exec:cat > f. Returns (completed, downtime, total, extra)."""
     q = vm.q
@@ -125,12 +99,12 @@ def qemu_file_method(a, vm, method, f):
             q.cmd('stop')
             t_stop = time.monotonic()
         q.cmd('migrate', uri=uri)
-        st = wait_mig(q, ('completed', 'failed', 'cancelled'),
-                      a.precopy_cap if method == 'exec-precopy' else 600)
+        st = tr.migration(q, ('completed', 'failed', 'cancelled'),
+                          a.precopy_cap if method == 'exec-precopy' else 600, 0.005)
         t_done = time.monotonic()
         if st.get('status') not in ('completed', 'failed', 'cancelled'):
             q.cmd('migrate_cancel')
-            st = wait_mig(q, ('failed', 'cancelled'), 60)
+            st = tr.migration(q, ('failed', 'cancelled'), 60, 0.005)
             extra['why'] = 'not converged in %d s' % a.precopy_cap
         completed = st.get('status') == 'completed'
         if method == 'stop-and-save':
@@ -219,7 +193,7 @@ def restore_runs(a, workdir, files):
             t0 = time.monotonic()
             dst.q.cmd('migrate-incoming', uri='exec:cat %s' % f)
             # The stream was saved paused: the VM loads it and stays paused.
-            st = wait_mig(dst.q, ('completed', 'failed'), 600, 0.01)
+            st = tr.migration(dst.q, ('completed', 'failed'), 600, 0.01)
             out['qemu_exec_restore_status'] = st.get('status')
             out['qemu_exec_restore_ms'] = round((time.monotonic() - t0) * 1000, 1)
         finally:

@@ -83,10 +83,10 @@ class Pair:
     def __init__(self, workdir, name, kernel, src_qemu, dst_qemu, mem, append, incoming):
         self.dir = os.path.join(workdir, name)
         os.mkdir(self.dir)
-        os.environ['QEMU'] = src_qemu
-        self.src = vm(self.dir, 'src', kernel, mem, append, None)
-        os.environ['QEMU'] = dst_qemu
-        self.dst = vm(self.dir, 'dst', kernel, mem, append, incoming)
+        self.src = tr.VM(guestrun, kernel, self.dir, 'src', append, mem_mib=mem,
+                         qemu=src_qemu, qmp_timeout=60)
+        self.dst = tr.VM(guestrun, kernel, self.dir, 'dst', append, incoming=incoming,
+                         mem_mib=mem, qemu=dst_qemu, qmp_timeout=60)
 
     def stop(self):
         for v in (self.src, self.dst):
@@ -94,23 +94,6 @@ class Pair:
                 v.stop()
             except Exception:
                 pass
-
-
-def vm(workdir, name, kernel, mem, append, incoming):
-    v = tr.VM.__new__(tr.VM)
-    v.dir = os.path.join(workdir, name)
-    os.mkdir(v.dir)
-    v.tlm_qmp = os.path.join(v.dir, 'tlm.qmp')
-    v.test_qmp = os.path.join(v.dir, 'test.qmp')
-    args = ['-qmp', 'unix:%s,server=on,wait=off' % v.tlm_qmp,
-            '-qmp', 'unix:%s,server=on,wait=off' % v.test_qmp]
-    if incoming:
-        args += ['-incoming', incoming]
-    v.g = guestrun.Guest(kernel, append=append, mem_mib=mem, workdir=v.dir, gdb=False,
-                         extra_args=args)
-    v.g.start()
-    v.q = tr.QMP(v.test_qmp, timeout=60)
-    return v
 
 
 def write_rate(log, t_from_ms, t_to_ms):
@@ -127,17 +110,6 @@ def last_ms(log):
     log.poll()
     st = log.last('status')
     return st['ms'] if st else 0
-
-
-def wait_state(v, states, timeout):
-    end = time.monotonic() + timeout
-    st = {}
-    while time.monotonic() < end:
-        st = v.q.cmd('query-migrate')
-        if st.get('status') in states:
-            return st
-        time.sleep(0.1)
-    return st
 
 
 def run_one(a, method, rate, workdir, psk, port):
@@ -198,14 +170,14 @@ def run_one(a, method, rate, workdir, psk, port):
                 stop_t = time.monotonic()
             p.src.q.cmd('migrate', uri='tcp:%s:%d' % (DST_IP, port))
         cap = a.precopy_cap if method == 'stock-precopy' else 900
-        st = wait_state(p.src, ('completed', 'failed', 'cancelled'), cap)
+        st = tr.migration(p.src.q, ('completed', 'failed', 'cancelled'), cap)
         if st.get('status') not in ('completed', 'failed', 'cancelled'):
             res['converged'] = False
             res['error'] = 'no convergence in %d s (%s passes); cancelled' % (
                 cap, st.get('ram', {}).get('dirty-sync-count'))
             res['bytes'] = st.get('ram', {}).get('transferred', 0)
             p.src.q.cmd('migrate_cancel')
-            wait_state(p.src, ('cancelled', 'failed'), 60)
+            tr.migration(p.src.q, ('cancelled', 'failed'), 60)
             g2 = last_ms(p.src.g.log)
             res['guest_rate_during'] = write_rate(p.src.g.log, gstart, g2)
             return res
@@ -281,11 +253,7 @@ def main():
     if os.geteuid() != 0:
         sys.exit('bench/qemu_inside.py: needs root (network namespace, tc)')
     workdir = tempfile.mkdtemp(prefix='tlm-bench-inside-')
-    psk = os.path.join(workdir, 'psk')
-    old = os.umask(0o077)
-    with open(psk, 'w') as f:
-        f.write(os.urandom(32).hex())
-    os.umask(old)
+    psk = tr.psk_file(workdir)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     out = {'bench': 'qemu_inside', 'mem_mib': a.mem, 'link_mbit': a.link_mbit,
            'pattern': a.pattern, 'set_mib': a.set_mib or None, 'fill': a.fill,

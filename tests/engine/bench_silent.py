@@ -25,35 +25,18 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'qemu'))
+from test_relay import check, finish, free_port, psk_file  # noqa: E402
+
 PEER_TIMEOUT_S = 3
 MARGIN_S = 15          # how much later a loaded machine may end it
 SEND_TIMEOUT_S = 30    # transport-tcp's default: what ended it before
 MEM_KIB = 64 << 10     # --mem 64M
-
-
-def fail(msg):
-    print('FAIL: ' + msg, flush=True)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
-    print('ok ' + msg, flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def applied(pid):
@@ -72,28 +55,13 @@ def applied(pid):
     return 0
 
 
-def finish(p, what, timeout):
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-        fail('%s did not end within %d s: %s' % (what, timeout, err.decode()[-2000:]))
-    out, err = out.decode(), err.decode()
-    sys.stdout.write('--- %s (exit %d)\n%s%s' % (what, p.returncode, out, err))
-    return p.returncode, out, err
-
-
 def main():
     if len(sys.argv) != 3 or sys.argv[2] not in ('dest-silent', 'source-silent'):
         print(__doc__)
         sys.exit(2)
     tlm, case = sys.argv[1], sys.argv[2]
     work = tempfile.mkdtemp(prefix='tlm-bench-silent-')
-    psk = os.path.join(work, 'psk')
-    fd = os.open(psk, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.write(fd, os.urandom(32).hex().encode())
-    os.close(fd)
+    psk = psk_file(work)
     port = free_port()
     short = ['--peer-timeout', str(PEER_TIMEOUT_S)]
     dst = subprocess.Popen([tlm, 'bench', 'migrate', '--listen', '127.0.0.1:%d' % port,

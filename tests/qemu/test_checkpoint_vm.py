@@ -48,7 +48,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_relay as tr  # noqa: E402
 from test_relay import check  # noqa: E402
-from test_inside import make_vm  # noqa: E402
 
 
 def tlm(a, args, what, timeout=240):
@@ -75,7 +74,7 @@ def checkpoint(a, vm, f, policy):
 
 def remote_checkpoint(a, vm, f, workdir):
     """The file side in another process: tlm receive --to-file."""
-    key = psk_file(workdir)
+    key = tr.psk_file(workdir)
     port = tr.free_port()
     recv = tr.run_tlm([a.tlm, 'receive', '--to-file', f, '--listen', '127.0.0.1:%d' % port,
                        '--psk', key, '--json', '--timeout', '200'])
@@ -95,31 +94,9 @@ def remote_checkpoint(a, vm, f, workdir):
     return r
 
 
-def psk_file(workdir):
-    old = os.umask(0o077)
-    key = os.path.join(workdir, 'psk')
-    with open(key, 'w') as fh:
-        fh.write(os.urandom(32).hex())
-    os.umask(old)
-    return key
-
-
-def wait_migration(vm, states, timeout, before=None):
-    """QEMU's migration status once it is one of states (and, given the
-    status of an earlier migration, once it is another migration's)."""
-    end = time.monotonic() + timeout
-    st = {}
-    while time.monotonic() < end:
-        st = vm.q.cmd('query-migrate')
-        if st.get('status') in states and (before is None or st != before):
-            break
-        time.sleep(0.005)
-    return st.get('status')
-
-
 def guarded_checkpoint(a, vm, f, workdir):
     """tlm checkpoint killed after QEMU completed, before its cont."""
-    key = psk_file(workdir)
+    key = tr.psk_file(workdir)
     for attempt in range(3):
         port = tr.free_port()
         recv = tr.run_tlm([a.tlm, 'receive', '--to-file', f, '--listen', '127.0.0.1:%d' % port,
@@ -128,10 +105,11 @@ def guarded_checkpoint(a, vm, f, workdir):
         before = vm.q.cmd('query-migrate')
         p = tr.run_tlm([a.tlm, 'checkpoint', '--qmp', vm.tlm_qmp, '--to-host',
                         '127.0.0.1:%d' % port, '--psk', key, '--json'])
-        st = wait_migration(vm, ('setup', 'active', 'completed', 'failed'), 60, before)
+        st = tr.migration(vm.q, ('setup', 'active', 'completed', 'failed'), 60, 0.005,
+                          before).get('status')
         p.send_signal(signal.SIGSTOP)
         check(st in ('setup', 'active', 'completed'), 'QEMU writes the checkpoint (%s)' % st)
-        st = wait_migration(vm, ('completed', 'failed', 'cancelled'), 120)
+        st = tr.migration(vm.q, ('completed', 'failed', 'cancelled'), 120, 0.005).get('status')
         check(st == 'completed', 'QEMU completed the checkpoint with tlm checkpoint '
               'stopped (%s)' % st)
         status = vm.q.status()
@@ -207,14 +185,7 @@ def main():
     ap.add_argument('--mem', default='128M')
     ap.add_argument('case')
     a = ap.parse_args()
-    sys.path.insert(0, a.guest_py)
-    import guestrun
-    if not os.access(a.qemu, os.X_OK):
-        print('SKIP: no QEMU with the tlm patch series (run scripts/build-qemu.sh)')
-        sys.exit(77)
-    if not os.path.exists(a.kernel):
-        print('SKIP: test guest not built')
-        sys.exit(77)
+    guestrun = tr.patched_guestrun(a)
     os.environ['QEMU'] = a.qemu
     tr.MEM_MIB = a.mem
     idle = a.case == 'idle'
@@ -226,7 +197,7 @@ def main():
     vms = []
     try:
         f = os.path.join(workdir, 'vm.tlmc')
-        src = make_vm(tr, guestrun, a.kernel, workdir, 'src', append, False, [])
+        src = tr.VM(guestrun, a.kernel, workdir, 'src', append)
         vms.append(src)
         src.g.wait_filled(90)
         src.g.wait_status(1, 30)
@@ -256,7 +227,7 @@ def main():
         src.stop()
         vms.remove(src)
 
-        dst = make_vm(tr, guestrun, a.kernel, workdir, 'dst', append, True, [])
+        dst = tr.VM(guestrun, a.kernel, workdir, 'dst', append, incoming=True)
         vms.append(dst)
         check(dst.q.status() == 'inmigrate', 'the restoring QEMU waits (inmigrate)')
         if a.case == 'corrupt':

@@ -107,14 +107,7 @@ def main():
     ap.add_argument('case')
     a = ap.parse_args()
 
-    sys.path.insert(0, a.guest_py)
-    import guestrun
-    if not os.access(a.qemu, os.X_OK):
-        print('SKIP: no QEMU with the tlm patch series (run scripts/build-qemu.sh)')
-        sys.exit(77)
-    if not os.path.exists(a.kernel):
-        print('SKIP: test guest not built')
-        sys.exit(77)
+    guestrun = tr.patched_guestrun(a)
     global ADDR
     ADDR = a.addr
     os.environ['QEMU'] = a.qemu
@@ -159,22 +152,15 @@ def main():
     workdir = tempfile.mkdtemp(prefix='tlm-inside-test-')
     vms = []
     try:
-        old = os.umask(0o077)
-        psk = os.path.join(workdir, 'psk')
-        with open(psk, 'w') as f:
-            f.write(os.urandom(32).hex())
-        other = os.path.join(workdir, 'psk2')
-        with open(other, 'w') as f:
-            f.write(os.urandom(32).hex())
-        os.umask(old)
+        psk = tr.psk_file(workdir)
+        other = tr.psk_file(workdir, 'psk2')
 
-        tr.VM.__init__.__defaults__  # the VM class takes extra args through Guest
-        src = make_vm(tr, guestrun, a.kernel, workdir, 'src', append, False, numa)
+        src = tr.VM(guestrun, a.kernel, workdir, 'src', append, extra=numa)
         vms.append(src)
         dst_numa = numa
         if case == 'mismatch':
             tr.MEM_MIB = '%dM' % (int(a.mem.rstrip('M')) + 64)
-        dst = make_vm(tr, guestrun, a.kernel, workdir, 'dst', append, True, dst_numa)
+        dst = tr.VM(guestrun, a.kernel, workdir, 'dst', append, incoming=True, extra=dst_numa)
         tr.MEM_MIB = a.mem
         vms.append(dst)
         src.g.wait_filled(90)
@@ -335,23 +321,6 @@ def demo(a):
         check(k in r, 'demo JSON has %s: %s' % (k, r.get(k)))
     check(r['mode'] == 'inside' and r['completed'] and r['guest_errors'] == 0,
           'demo: mode inside, completed, 0 guest errors')
-
-
-def make_vm(tr_mod, guestrun, kernel, workdir, name, append, incoming, extra):
-    vm = tr_mod.VM.__new__(tr_mod.VM)
-    vm.dir = os.path.join(workdir, name)
-    os.mkdir(vm.dir)
-    vm.tlm_qmp = os.path.join(vm.dir, 'tlm.qmp')
-    vm.test_qmp = os.path.join(vm.dir, 'test.qmp')
-    args = ['-qmp', 'unix:%s,server=on,wait=off' % vm.tlm_qmp,
-            '-qmp', 'unix:%s,server=on,wait=off' % vm.test_qmp] + list(extra)
-    if incoming:
-        args += ['-incoming', 'defer']
-    vm.g = guestrun.Guest(kernel, append=append, mem_mib=tr_mod.MEM_MIB, workdir=vm.dir,
-                          gdb=False, extra_args=args)
-    vm.g.start()
-    vm.q = tr_mod.QMP(vm.test_qmp)
-    return vm
 
 
 if __name__ == '__main__':

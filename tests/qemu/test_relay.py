@@ -138,19 +138,28 @@ class QMP:
 
 
 class VM:
-    def __init__(self, guestrun, kernel, workdir, name, append, incoming=False):
+    """The test guest in a QEMU with two QMP sockets, one for tlm (tlm_qmp)
+    and one for the test (test_qmp, open as q), in workdir/name. incoming:
+    True for -incoming defer, or the -incoming argument. mem_mib: None for
+    MEM_MIB; qemu: None for guestrun's choice ($QEMU, then the PATH);
+    extra: more QEMU arguments. tests/qemu/test_inside.py,
+    test_checkpoint_vm.py and the QEMU benchmarks in bench/ use it too."""
+
+    def __init__(self, guestrun, kernel, workdir, name, append, incoming=False,
+                 mem_mib=None, qemu=None, extra=(), qmp_timeout=20):
         self.dir = os.path.join(workdir, name)
         os.mkdir(self.dir)
         self.tlm_qmp = os.path.join(self.dir, 'tlm.qmp')
         self.test_qmp = os.path.join(self.dir, 'test.qmp')
-        extra = ['-qmp', 'unix:%s,server=on,wait=off' % self.tlm_qmp,
-                 '-qmp', 'unix:%s,server=on,wait=off' % self.test_qmp]
+        args = ['-qmp', 'unix:%s,server=on,wait=off' % self.tlm_qmp,
+                '-qmp', 'unix:%s,server=on,wait=off' % self.test_qmp] + list(extra)
         if incoming:
-            extra += ['-incoming', 'defer']
-        self.g = guestrun.Guest(kernel, append=append, mem_mib=MEM_MIB, workdir=self.dir,
-                                gdb=False, extra_args=extra)
+            args += ['-incoming', 'defer' if incoming is True else incoming]
+        self.g = guestrun.Guest(kernel, append=append,
+                                mem_mib=MEM_MIB if mem_mib is None else mem_mib, qemu=qemu,
+                                workdir=self.dir, gdb=False, extra_args=args)
         self.g.start()
-        self.q = QMP(self.test_qmp)
+        self.q = QMP(self.test_qmp, timeout=qmp_timeout)
 
     def alive(self):
         return self.g.proc.poll() is None
@@ -170,6 +179,44 @@ class VM:
     def stop(self):
         self.q.close()
         self.g.stop()
+
+
+def patched_guestrun(a):
+    """The test guest's runner (tests/guest/guestrun.py, from --guest-py)
+    for a test that needs QEMU with tlm's patch series (--qemu) and the
+    guest (--kernel); skips (77) without either."""
+    sys.path.insert(0, a.guest_py)
+    import guestrun
+    if not os.access(a.qemu, os.X_OK):
+        print('SKIP: no QEMU with the tlm patch series (run scripts/build-qemu.sh)')
+        sys.exit(77)
+    if not os.path.exists(a.kernel):
+        print('SKIP: test guest not built')
+        sys.exit(77)
+    return guestrun
+
+
+def psk_file(workdir, name='psk'):
+    """A fresh random key (hex, mode 600) at workdir/name."""
+    path = os.path.join(workdir, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, 'w') as f:
+        f.write(os.urandom(32).hex())
+    return path
+
+
+def migration(q, states, timeout, interval=0.1, before=None):
+    """QEMU's query-migrate once its status is one of states (and, given
+    an earlier migration's query-migrate, once it is another's), or the
+    last one read when timeout seconds have passed."""
+    end = time.monotonic() + timeout
+    st = {}
+    while time.monotonic() < end:
+        st = q.cmd('query-migrate')
+        if st.get('status') in states and (before is None or st != before):
+            break
+        time.sleep(interval)
+    return st
 
 
 def wait_verified(vm, what, timeout=90, idle=False):
@@ -424,12 +471,7 @@ def passive(a, src, dst, workdir, psk, port, procs, protect=None, mismatch=False
     if silent:
         passive_silent(src, dst, rin, rout, silent)
         return
-    end = time.monotonic() + 120
-    while time.monotonic() < end:
-        st = src.q.cmd('query-migrate').get('status')
-        if st in ('completed', 'failed', 'cancelled'):
-            break
-        time.sleep(0.1)
+    st = migration(src.q, ('completed', 'failed', 'cancelled'), 120).get('status')
     check(st == 'completed', 'the source QEMU completed its migration (%s)' % st)
     rc, out, _ = finish(rout, 'tlm relay-out')
     rrc, rout_in, err_in = finish(rin, 'tlm relay-in')
@@ -447,6 +489,39 @@ def passive(a, src, dst, workdir, psk, port, procs, protect=None, mismatch=False
     wait_verified(dst, 'destination after the passive relays (protect %s)' % mode)
 
 
+def judged_silent(stopped, judge, what, who, dst, dst_fails):
+    """Stops `stopped` (SIGSTOP: its threads, keepalive included, say
+    nothing and its kernel keeps the connections open) and waits for
+    `judge` (the tlm process named what, run with --peer-timeout SILENT_S)
+    to fail the migration by its silence timer, naming who, within
+    SILENT_S + SILENT_MARGIN_S; dst_fails: the destination QEMU fails
+    meanwhile (up to 15 s), before the stopped end is continued. Returns
+    whether the destination QEMU was gone by then."""
+    stopped.send_signal(signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        jrc, jout, _ = finish(judge, '%s (judging)' % what)
+        took = time.monotonic() - t0
+        gone = time.monotonic() + 15
+        while dst_fails and dst.alive() and time.monotonic() < gone:
+            time.sleep(0.1)
+        dst_gone = not dst.alive()
+    finally:
+        stopped.send_signal(signal.SIGCONT)
+    r = json.loads(jout.strip().splitlines()[-1])
+    err = r.get('error', '')
+    check(jrc != 0 and not r['completed'], '%s fails the migration (it ended %.1f s after the '
+          'stop; peer timeout %d s)' % (what, took, SILENT_S))
+    m = re.search(r'(.+) at (\S+) has sent nothing for (\d+) ms \(peer timeout (\d+) ms\)', err)
+    check(m is not None and m.group(1).endswith(who) and
+          int(m.group(4)) == SILENT_S * 1000 and int(m.group(3)) >= SILENT_S * 1000,
+          'by its silence timer, naming %s: %s' % (who, err))
+    check(took < SILENT_S + SILENT_MARGIN_S,
+          'it ended %.1f s after the stop: within its peer timeout (%d s) + %d s, well before '
+          'a lane\'s send timeout (30 s)' % (took, SILENT_S, SILENT_MARGIN_S))
+    return dst_gone
+
+
 def passive_silent(src, dst, rin, rout, silent):
     """One passive relay stopped (SIGSTOP) mid-migration; the other, with
     --peer-timeout SILENT_S, gives up by its silence timer, naming it, in
@@ -459,31 +534,10 @@ def passive_silent(src, dst, rin, rout, silent):
     wait_under_way(src)
     stopped, judge = (rin, rout) if silent == 'in' else (rout, rin)
     who = 'relay-in' if silent == 'in' else 'relay-out'
-    stopped.send_signal(signal.SIGSTOP)
-    t0 = time.monotonic()
-    try:
-        jrc, jout, _ = finish(judge, 'tlm %s (judging)' % ('relay-out' if judge is rout
-                                                          else 'relay-in'))
-        took = time.monotonic() - t0
-        # the destination's QEMU fails while a stopped relay-out holds the
-        # source's channels (a stopped relay-in holds the destination's)
-        gone = time.monotonic() + 15
-        while silent == 'out' and dst.alive() and time.monotonic() < gone:
-            time.sleep(0.1)
-        dst_gone = not dst.alive()
-    finally:
-        stopped.send_signal(signal.SIGCONT)
-    r = json.loads(jout.strip().splitlines()[-1])
-    err = r.get('error', '')
-    check(jrc != 0 and not r['completed'], 'the judging relay fails the migration (it ended '
-          '%.1f s after the stop; peer timeout %d s)' % (took, SILENT_S))
-    m = re.search(r'(\S+) at (\S+) has sent nothing for (\d+) ms \(peer timeout (\d+) ms\)', err)
-    check(m is not None and m.group(1) == who and
-          int(m.group(4)) == SILENT_S * 1000 and int(m.group(3)) >= SILENT_S * 1000,
-          'by its silence timer, naming %s: %s' % (who, err))
-    check(took < SILENT_S + SILENT_MARGIN_S,
-          'it ended %.1f s after the stop: within its peer timeout (%d s) + %d s, well before '
-          'a lane\'s send timeout (30 s)' % (took, SILENT_S, SILENT_MARGIN_S))
+    # the destination's QEMU fails while a stopped relay-out holds the
+    # source's channels (a stopped relay-in holds the destination's)
+    dst_gone = judged_silent(stopped, judge, 'tlm relay-out' if judge is rout else
+                             'tlm relay-in', who, dst, silent == 'out')
     orc, _, _ = finish(stopped, 'tlm %s (stopped, then continued)' % who, 60)
     check(orc != 0, 'the stopped relay fails too once continued')
     gone = time.monotonic() + 15
@@ -565,14 +619,8 @@ def main():
         rx_targs = ['--transport-args', net.rx_args]
         tx_targs = ['--transport-args', net.tx_args]
     try:
-        old = os.umask(0o077)
-        psk = os.path.join(workdir, 'psk')
-        with open(psk, 'w') as f:
-            f.write(os.urandom(32).hex())
-        other_psk = os.path.join(workdir, 'psk2')
-        with open(other_psk, 'w') as f:
-            f.write(os.urandom(32).hex())
-        os.umask(old)
+        psk = psk_file(workdir)
+        other_psk = psk_file(workdir, 'psk2')
 
         pattern = case.split('-')[0] if case.split('-')[0] in ('idle', 'mg') else 'mg'
         idle = pattern == 'idle'
@@ -742,38 +790,16 @@ def main():
             procs.append(mig)
             wait_under_way(src)
             silent, judge = (recv, mig) if case == 'dest-silent' else (mig, recv)
-            who = 'the receiver' if case == 'dest-silent' else 'the source'
-            silent.send_signal(signal.SIGSTOP)
-            t0 = time.monotonic()
-            try:
-                jrc, jout, _ = finish(judge, 'tlm %s (judging)' % (
-                    'migrate' if judge is mig else 'receive'))
-                took = time.monotonic() - t0
-                gone = time.monotonic() + 15
-                while case == 'source-silent' and dst.alive() and time.monotonic() < gone:
-                    time.sleep(0.1)
-                dst_alive = dst.alive()
-            finally:
-                silent.send_signal(signal.SIGCONT)
-            r = json.loads(jout.strip().splitlines()[-1])
-            err = r.get('error', '')
-            check(jrc != 0 and not r['completed'], 'the judging end fails the migration '
-                  '(it ended %.1f s after the stop; peer timeout %d s)' % (took, SILENT_S))
-            m = re.search(r'(\S+ \S+) at (\S+) has sent nothing for (\d+) ms '
-                          r'\(peer timeout (\d+) ms\)', err)
-            check(m is not None and m.group(1) == who and
-                  int(m.group(4)) == SILENT_S * 1000 and int(m.group(3)) >= SILENT_S * 1000,
-                  'by its silence timer, naming %s: %s' % (who, err))
-            check(took < SILENT_S + SILENT_MARGIN_S,
-                  'it ended %.1f s after the stop: within its peer timeout (%d s) + %d s, '
-                  'well before a lane\'s send timeout (30 s)' % (took, SILENT_S, SILENT_MARGIN_S))
-            src_rc, _, _ = finish(mig, 'tlm migrate') if mig is silent else (jrc, '', '')
-            dst_rc, _, _ = finish(recv, 'tlm receive') if recv is silent else (jrc, '', '')
-            check(src_rc != 0 and dst_rc != 0, 'both ends fail (the stopped one once continued)')
+            dst_gone = judged_silent(silent, judge, 'tlm migrate' if judge is mig else
+                                     'tlm receive', 'the receiver' if judge is mig else
+                                     'the source', dst, case == 'source-silent')
+            rc, _, _ = finish(silent, 'tlm %s (stopped, then continued)'
+                              % ('migrate' if silent is mig else 'receive'))
+            check(rc != 0, 'both ends fail (the stopped one once continued)')
             end = time.monotonic() + 15
             while dst.alive() and time.monotonic() < end:
                 time.sleep(0.1)
-            check(not dst.alive() and (case == 'dest-silent' or not dst_alive),
+            check(not dst.alive() and (case == 'dest-silent' or dst_gone),
                   'destination QEMU torn down')
         elif case == 'preflight':
             def refused(args, words, what):
