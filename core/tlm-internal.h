@@ -120,8 +120,8 @@ struct tlm_lane_ops {
 			       unsigned how, int timeout_ms);
 	void (*unregister_regions)(struct tlm_lane *l);
 	int (*wait_sent)(struct tlm_lane *l, uint64_t records, int timeout_ms);
-	/* Optional: zero copy under a sealed lane (integrity; seal.c, "Zero
-	 * copy"), with the transport in byte mode. place: post the page of a
+	/* Optional: zero copy under a sealed lane (integrity; seal-place.c,
+	 * the top), with the transport in byte mode. place: post the page of a
 	 * TLM_PF_LIVE record (checked as send_pages would) so that it lands
 	 * before the bytes written next. count_records: n records went into
 	 * the bytes written next (what wait_sent counts). placed_page: where
@@ -130,8 +130,8 @@ struct tlm_lane_ops {
 	int (*place)(struct tlm_lane *l, const struct tlm_page_rec *rec);
 	void (*count_records)(struct tlm_lane *l, unsigned n);
 	const uint8_t *(*placed_page)(struct tlm_lane *l, const struct tlm_page_rec *rec);
-	/* Optional: staged placement under a sealed lane (encrypt; seal.c,
-	 * "Staged placement"): register_region gets how | TLM__REG_STAGED and
+	/* Optional: staged placement under a sealed lane (encrypt; seal-place.c,
+	 * "staged placement"): register_region gets how | TLM__REG_STAGED and
 	 * registers a staging area of page-sized slots instead of the region
 	 * (the receiver offers its area; the sender registers its own, as
 	 * many slots as both have). stage_slots: the slots usable (0 before
@@ -218,7 +218,7 @@ ssize_t tlm__seal_write(struct tlm_lane *l, const void *buf, size_t n);
 ssize_t tlm__seal_read(struct tlm_lane *l, void *buf, size_t n, int timeout_ms);
 int tlm__seal_shutdown(struct tlm_lane *l);
 int tlm__seal_pollfd(const struct tlm_lane *l);
-/* Zero copy on a sealed lane under integrity, on a transport with
+/* seal-place.c APIs. Zero copy on a sealed lane under integrity, on a transport with
  * place/placed_page (under encrypt: staged placement, below). tlm__seal_placing: the transport registered regions
  * (how: TLM_REG_SRC, LIVE records are placed from now on, with a MAC each;
  * TLM_REG_DST, PLACED records with a MAC are taken) or, how 0, dropped

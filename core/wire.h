@@ -41,7 +41,7 @@ enum tlm_frame_type {
 	TLM_FT_SEALED = 5,     /* AEAD-sealed frames of a protected lane (seal.c) */
 	TLM_FT_CREDIT = 6,     /* receiver -> sender, only inside sealed frames of
 				* an encrypt lane that stages pages: u64 staged
-				* pages opened so far (seal.c, "Staged placement") */
+				* pages opened so far (seal-place.c, "staged placement") */
 	TLM_FT_HELLO = 16,     /* handshake, docs/wire.md */
 	TLM_FT_CHALLENGE = 17,
 	TLM_FT_AUTH = 18,
@@ -85,8 +85,7 @@ int tlm__frame_hdr_decode(const uint8_t in[TLM_FRAME_HDR], uint32_t page_size,
 
 /* Page record flag, on the wire only with PLACED, and only inside sealed
  * frames of an integrity lane: the header is followed by TLM_PAGE_MAC
- * bytes, the MAC of the page the sender placed by RDMA WRITE (seal.c,
- * "Zero copy"). The frame is then 24 + TLM_PAGE_MAC bytes long. The
+ * bytes, the MAC of the page the sender placed by RDMA WRITE (seal-place.c). The frame is then 24 + TLM_PAGE_MAC bytes long. The
  * receiver hands it on only to a sink that asked for the verdicts
  * (tlm__seal_defer_macs): the page's MAC was checked. */
 #define TLM__PF_MAC   (1u << 5)
