@@ -47,6 +47,31 @@ int tlm__rdma_lane_fail(struct rdma_lane *r, int err)
 	return r->dead;
 }
 
+/*
+ * The lane's abort op (core/lane.c, tlm__lane_abort), from any thread: a
+ * thread of ours holds the lock only between sleeps (tlm__rdma_wait_io
+ * drops it), so taking it here is bounded. The error is the lane's from
+ * now on; the QP goes to the error state, so every work request posted
+ * flushes with an error and the completions wake a waiter at once (the
+ * others look at `dead` at their next slice); nothing is freed, the owner
+ * closes the lane. A lane that failed first keeps its own error.
+ */
+void tlm__rdma_abort(struct tlm_lane *l, int err)
+{
+	struct rdma_lane *r = to_rdma(l);
+	struct ibv_qp_attr qa = { .qp_state = IBV_QPS_ERR };
+
+	pthread_mutex_lock(&r->mu);
+	tlm__rdma_lane_fail(r, err);
+	if (!r->aborted && r->qp_made) {
+		/* Any state may go to the error state; one that is there
+		 * already (the peer's disconnect, a QP error) stays. */
+		(void)ibv_modify_qp(r->id->qp, &qa, IBV_QP_STATE);
+		r->aborted = true;
+	}
+	pthread_mutex_unlock(&r->mu);
+}
+
 unsigned tlm__rdma_data_limit(const struct rdma_lane *r)
 {
 	return r->peer_nrecv - 1;
@@ -59,6 +84,11 @@ int tlm__rdma_post_chain(struct rdma_lane *r)
 
 	if (!r->chain_n)
 		return 0;
+	if (r->dead) {
+		/* Nothing more goes out on a failed lane. */
+		r->chain_n = 0;
+		return r->dead;
+	}
 	for (unsigned i = 0; i + 1 < r->chain_n; i++)
 		r->chain[i].next = &r->chain[i + 1];
 	r->chain[r->chain_n - 1].next = NULL;
@@ -134,7 +164,7 @@ static void maybe_credit(struct rdma_lane *r)
 {
 	uint32_t owed = r->reposted - r->credited;
 
-	if (r->gone || r->tx_err || owed == 0 || owed < r->nrecv / 2)
+	if (r->gone || r->dead || r->tx_err || owed == 0 || owed < r->nrecv / 2)
 		return;
 	if (r->sent - r->peer_credit >= r->peer_nrecv || sq_busy(r) >= r->sq_cap)
 		return;
@@ -159,7 +189,7 @@ int tlm__rdma_rx_drain(struct rdma_lane *r)
 		r->pend_head = (r->pend_head + 1) % r->nrecv;
 		r->pend_cnt--;
 		moved++;
-		if (!r->gone) {
+		if (!r->gone && !r->dead) {
 			rc = tlm__rdma_post_recv(r, slot);
 			if (rc)
 				return tlm__rdma_lane_fail(r, rc);
@@ -234,7 +264,7 @@ int tlm__rdma_progress(struct rdma_lane *r)
 				r->peer_credit = ntohl(wc[i].imm_data);
 			if (wc[i].byte_len == 0) {
 				/* Credit-only: nothing to keep. */
-				if (!r->gone) {
+				if (!r->gone && !r->dead) {
 					int rc = tlm__rdma_post_recv(r, slot);
 
 					if (rc)
@@ -259,7 +289,8 @@ int tlm__rdma_progress(struct rdma_lane *r)
 /*
  * Sleep until a completion or cm event may be there, or the deadline.
  * Lock held on entry and exit, dropped while asleep. Returns 0 (look
- * again), -ETIMEDOUT, or a lane error.
+ * again), -ETIMEDOUT, or a lane error (the lane's `dead`, set by an
+ * abort from another thread too, ends every wait).
  */
 int tlm__rdma_wait_io(struct rdma_lane *r, uint64_t deadline)
 {
@@ -272,6 +303,8 @@ int tlm__rdma_wait_io(struct rdma_lane *r, uint64_t deadline)
 	struct ibv_cq *cq;
 	void *ctx;
 
+	if (r->dead)
+		return r->dead;
 	if (left == 0)
 		return -ETIMEDOUT;
 	rc = verbs_err(ibv_req_notify_cq(r->cq, 0));
@@ -295,5 +328,5 @@ int tlm__rdma_wait_io(struct rdma_lane *r, uint64_t deadline)
 			r->cq_unacked = 0;
 		}
 	}
-	return 0;
+	return r->dead;   /* tlm__rdma_abort, while we slept */
 }

@@ -93,6 +93,7 @@ struct rdma_lane {
 	unsigned cq_unacked;       /* CQ events taken, not yet acked */
 
 	int dead;                  /* 0, or the error every call returns */
+	bool aborted;              /* tlm__rdma_abort moved the QP to IBV_QPS_ERR */
 	bool gone;                 /* disconnected, or the QP failed */
 	int async_ev;              /* 1 + the ibv_event_type that failed us (atomic) */
 	struct rdma_lane *next;    /* g_lanes */
@@ -215,6 +216,7 @@ void tlm__rdma_regions_drop(struct rdma_lane *r);
 /* post.c APIs: */
 int tlm__rdma_post_recv(struct rdma_lane *r, unsigned slot);
 int tlm__rdma_lane_fail(struct rdma_lane *r, int err);
+void tlm__rdma_abort(struct tlm_lane *l, int err);
 unsigned tlm__rdma_data_limit(const struct rdma_lane *r);
 int tlm__rdma_post_chain(struct rdma_lane *r);
 int tlm__rdma_post_send(struct rdma_lane *r, uint64_t kind, unsigned slot, const void *buf,

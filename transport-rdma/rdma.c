@@ -566,6 +566,7 @@ const struct tlm_lane_ops tlm__rdma_ops = {
 	.set_mode = rl_set_mode,
 	.pollfd = NULL,
 	.inject_raw = tlm__rdma_inject_raw,
+	.abort = tlm__rdma_abort,
 	.register_region = tlm__rdma_register_region,
 	.unregister_regions = tlm__rdma_unregister_regions,
 	.wait_sent = tlm__rdma_wait_sent,

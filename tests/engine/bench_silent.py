@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
 """A silent peer in the middle of `tlm bench migrate`, both ends as
-separate processes (--listen / --connect) over tcp on loopback. One end is
+separate processes (--listen / --connect) over tcp on loopback, or over
+rdma lanes (Soft-RoCE, inside the VM of tests/rdma). One end is
 stopped (SIGSTOP: no FIN, no RST, its kernel still acknowledging what fits
 its buffers) while pages flow; the other, with --peer-timeout 3, must end
 the migration by its silence timer, with a message that names the silence,
 well before a lane's send timeout (30 s) would have ended it. The stopped
 end keeps its default timeout.
 
-usage: bench_silent.py TLM dest-silent|source-silent
+usage: bench_silent.py TLM dest-silent|source-silent [--transport rdma --addr A]
+                       [--protect MODE] [--copy-pages] [--transport-args ARGS]
 
   dest-silent    the destination stops: the source fails, names the
                  destination's silence, and its workload runs on (the
@@ -17,10 +19,17 @@ usage: bench_silent.py TLM dest-silent|source-silent
   source-silent  the source stops: the destination fails, naming the
                  source's silence
 
+Over rdma, without the lanes' abort op (transport-rdma's tlm__rdma_abort)
+a sender under --protect none with --copy-pages waiting for message
+credits the stopped receiver never returns never comes back (only this
+test's own limit ends it). Under encrypt (the default) a CHK thread waits
+for its staged WRITEs (wait_sent) up to the peer timeout itself.
+
 The migration cannot end by itself meanwhile: precopy with a 1 ms
 downtime target against an unlimited random writer never converges.
 Exit 0 pass, 1 fail.
 """
+import argparse
 import json
 import os
 import re
@@ -35,7 +44,7 @@ from test_relay import check, finish, free_port, psk_file  # noqa: E402
 
 PEER_TIMEOUT_S = 3
 MARGIN_S = 15          # how much later a loaded machine may end it
-SEND_TIMEOUT_S = 30    # transport-tcp's default: what ended it before
+SEND_TIMEOUT_S = 30    # tcp's send timeout, rdma's staging slot wait: what ended it before
 MEM_KIB = 64 << 10     # --mem 64M
 
 
@@ -56,24 +65,35 @@ def applied(pid):
 
 
 def main():
-    if len(sys.argv) != 3 or sys.argv[2] not in ('dest-silent', 'source-silent'):
-        print(__doc__)
-        sys.exit(2)
-    tlm, case = sys.argv[1], sys.argv[2]
+    ap = argparse.ArgumentParser(usage=__doc__)
+    ap.add_argument('tlm')
+    ap.add_argument('case', choices=('dest-silent', 'source-silent'))
+    ap.add_argument('--transport', default='tcp', choices=('tcp', 'rdma'))
+    ap.add_argument('--addr', default='127.0.0.1')
+    ap.add_argument('--protect')
+    ap.add_argument('--copy-pages', action='store_true')
+    ap.add_argument('--transport-args')
+    a = ap.parse_args()
+    tlm, case = a.tlm, a.case
+    common = ['--transport', a.transport] + (['--protect', a.protect] if a.protect else []) + \
+        (['--transport-args', a.transport_args] if a.transport_args else [])
     work = tempfile.mkdtemp(prefix='tlm-bench-silent-')
     psk = psk_file(work)
     port = free_port()
     short = ['--peer-timeout', str(PEER_TIMEOUT_S)]
-    dst = subprocess.Popen([tlm, 'bench', 'migrate', '--listen', '127.0.0.1:%d' % port,
-                            '--psk', psk] + (short if case == 'source-silent' else []),
+    dst = subprocess.Popen([tlm, 'bench', 'migrate', '--listen', '%s:%d' % (a.addr, port),
+                            '--psk', psk] + common +
+                           (short if case == 'source-silent' else []),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            stdin=subprocess.DEVNULL)
     procs = [dst]
     try:
-        src_args = [tlm, 'bench', 'migrate', '--connect', '127.0.0.1:%d' % port, '--psk', psk,
-                    '--mem', '64M', '--policy', 'precopy', '--workload', 'random',
+        src_args = [tlm, 'bench', 'migrate', '--connect', '%s:%d' % (a.addr, port),
+                    '--psk', psk, '--mem', '64M', '--policy', 'precopy', '--workload', 'random',
                     '--rate', '0', '--downtime-ms', '1', '--max-iterations', '1000000',
-                    '--warmup-ms', '100', '--json'] + (short if case == 'dest-silent' else [])
+                    '--warmup-ms', '100', '--json'] + common + \
+            (['--copy-pages'] if a.copy_pages else []) + \
+            (short if case == 'dest-silent' else [])
         end = time.monotonic() + 10
         src = None
         while src is None or (src.poll() is not None and time.monotonic() < end):
