@@ -14,6 +14,12 @@
  *             arrive, the region equals the client's memory; then the
  *             server withdraws the offer and one more WRITE fails the
  *             client's lane and changes nothing in the server's memory
+ *   abort     the server never reads; the client's writer, blocked once
+ *             the server's receives ran out (no credits), and a reader
+ *             blocked with no timeout both return the error given to the
+ *             lane's abort op from a third thread, and so does every
+ *             later call; a second abort keeps the first error; close
+ *             returns
  *   vanish    the peer closes mid-stream without FIN: -TLM_EPEERCLOSED
  * and, in the child before any lane, a memlock limit too low to register
  * the buffers: -ENOMEM with a message naming RLIMIT_MEMLOCK.
@@ -24,6 +30,7 @@
  *   rdma_lanes --client ADDR PORT      tests/vm/run-two-vms.sh)
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -183,7 +190,7 @@ static struct tlm_lane *accept_one(struct tlm_xlistener *xl)
 static void server(struct tlm_xlistener *xl)
 {
 	static uint8_t buf[300000];
-	struct tlm_lane *l;
+	struct tlm_lane *l, *held;
 	uint64_t got = 0;
 	ssize_t n;
 	int rc;
@@ -287,8 +294,13 @@ static void server(struct tlm_xlistener *xl)
 		       "after the withdrawal (%s)\n", ZC_PAGES, tlm_strerror(rc));
 	}
 
+	/* abort: the client's lane, never read, held until its next one
+	 * comes (so the client's writes find no credits, and no close) */
+	held = accept_one(xl);
+
 	/* vanish */
 	l = accept_one(xl);
+	ops->close(held);
 	got = 0;
 	for (;;) {
 		n = ops->dp->read(l, buf, sizeof(buf), TMO);
@@ -377,6 +389,70 @@ static void args_check(const char *addr, const char *port)
 		      tlm_strerror(rc), tlm_strerror(c[i].want));
 	}
 	printf("PASS args: dev=/gid=/slots=/ack_timeout= misfits refused\n");
+}
+
+struct abort_arg {
+	struct tlm_lane *l;
+	ssize_t got;           /* the blocked read's result */
+	uint64_t aborted_ms;   /* when the abort was called */
+};
+
+static void *abort_reader(void *arg)
+{
+	struct abort_arg *a = arg;
+	uint8_t b[16];
+
+	a->got = ops->dp->read(a->l, b, sizeof(b), -1);
+	return NULL;
+}
+
+static void *abort_later(void *arg)
+{
+	struct abort_arg *a = arg;
+
+	/* Long enough for the writer to use up the credits; earlier would
+	 * pass too (the next write would return the error). */
+	usleep(500 * 1000);
+	__atomic_store_n(&a->aborted_ms, tlm__now_ms(), __ATOMIC_RELEASE);
+	ops->abort(a->l, -ETIMEDOUT);
+	return NULL;
+}
+
+/* The lane's abort op from a third thread, while the server reads nothing. */
+static void abort_check(const char *addr, const char *port)
+{
+	static uint8_t buf[65536];
+	struct abort_arg a = { .got = 1 };
+	pthread_t rt, at;
+	uint64_t sent = 0, now;
+	ssize_t n;
+
+	CHECK(ops->abort != NULL, "abort: the rdma lanes have no abort op");
+	a.l = connect_one(addr, port);
+	CHECK(pthread_create(&rt, NULL, abort_reader, &a) == 0, "reader thread");
+	CHECK(pthread_create(&at, NULL, abort_later, &a) == 0, "abort thread");
+	memset(buf, 5, sizeof(buf));
+	while ((n = ops->dp->write(a.l, buf, sizeof(buf))) > 0)
+		sent += (uint64_t)n;
+	now = tlm__now_ms();
+	CHECK(n == -ETIMEDOUT, "abort: the blocked write gave %s after %llu bytes",
+	      tlm_strerror((int)n), (unsigned long long)sent);
+	/* Nothing else ends that wait: the server holds the lane and reads
+	 * nothing (without the abort the write never returns). */
+	CHECK(sent < 64u << 20, "abort: %llu bytes written into a lane nobody reads",
+	      (unsigned long long)sent);
+	pthread_join(at, NULL);
+	pthread_join(rt, NULL);
+	CHECK(a.got == -ETIMEDOUT, "abort: the blocked read gave %s", tlm_strerror((int)a.got));
+	ops->abort(a.l, -EIO);
+	CHECK(ops->dp->write(a.l, buf, 1) == -ETIMEDOUT, "abort: a later write");
+	CHECK(ops->dp->read(a.l, buf, 1, 100) == -ETIMEDOUT, "abort: a later read");
+	CHECK(ops->dp->flush(a.l) == -ETIMEDOUT, "abort: a later flush");
+	CHECK(ops->dp->shutdown(a.l) == -ETIMEDOUT, "abort: a later shutdown");
+	ops->close(a.l);
+	printf("[client] PASS abort: a write blocked after %llu bytes and a read returned the "
+	       "abort's error %llu ms after it, later calls too\n", (unsigned long long)sent,
+	       (unsigned long long)(now - __atomic_load_n(&a.aborted_ms, __ATOMIC_ACQUIRE)));
 }
 
 static void client(const char *addr, const char *port)
@@ -500,6 +576,8 @@ static void client(const char *addr, const char *port)
 		ops->close(l);
 		munmap(src, ZC_PAGES * 4096);
 	}
+
+	abort_check(addr, port);
 
 	/* vanish: 1000 bytes, no FIN, close */
 	l = connect_one(addr, port);
