@@ -287,7 +287,10 @@ static void *rx_thread(void *arg)
 		if (x->records != before)
 			__atomic_store_n(&x->t_data_ns, tlm__now_ns(), __ATOMIC_RELEASE);
 		if (n < 0) {
-			dst_fail(d, n, "lane %u: %s", x->lane, tlm_strerror(n));
+			const char *why = n == -TLM_ESEAL ? tlm__seal_why(l) : NULL;
+
+			/* The source's "destination failed: ..." names it too. */
+			dst_fail(d, n, "lane %u: %s", x->lane, why ? why : tlm_strerror(n));
 			break;
 		}
 		if (n > 0 && __atomic_load_n(&d->syncing, __ATOMIC_ACQUIRE)) {

@@ -67,6 +67,8 @@ struct tlm__seal {
 	bool rspans;              /* opened out of the transport's packets */
 	struct tlm__stream plain; /* opened inner frames not parsed yet */
 	int rx_err;               /* sticky, read by the tx side too */
+	char rx_why[112];         /* what failed, where the error alone does not
+				   * say (tlm__seal_why); the rx thread's */
 	int epfd, evfd;           /* pollfd: the transport's + ready */
 	bool ev_set;
 

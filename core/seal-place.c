@@ -27,6 +27,7 @@
  */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "seal-internal.h"
@@ -454,11 +455,17 @@ int tlm__stage_rx(struct tlm_lane *l, struct tlm__seal *s, struct tlm_page_rec *
 				 (void *)(tail + 4)) == 1 &&
 	     EVP_DecryptFinal_ex(g->rx, iv, &outl) == 1;
 	if (!ok) {
-		tlm__err("%s: lane %u: staged page %u:%llu (slot %u) failed authentication "
-			 "(its ciphertext was modified in transit); lane closed, the page not "
-			 "counted as placed", l->peer, l->index, rec->region,
+		snprintf(s->rx_why, sizeof(s->rx_why), "staged page %u:%llu (slot %u) failed "
+			 "authentication (its ciphertext was modified in transit)", rec->region,
 			 (unsigned long long)rec->index, slot);
+		tlm__err("%s: lane %u: %s; lane closed, the page not counted as placed", l->peer,
+			 l->index, s->rx_why);
 		return -TLM_ESEAL;
 	}
 	return tlm__stage_credit(l, s, false);
+}
+
+const char *tlm__seal_why(const struct tlm_lane *l)
+{
+	return l && l->seal && l->seal->rx_why[0] ? l->seal->rx_why : NULL;
 }

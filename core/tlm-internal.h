@@ -218,6 +218,10 @@ ssize_t tlm__seal_write(struct tlm_lane *l, const void *buf, size_t n);
 ssize_t tlm__seal_read(struct tlm_lane *l, void *buf, size_t n, int timeout_ms);
 int tlm__seal_shutdown(struct tlm_lane *l);
 int tlm__seal_pollfd(const struct tlm_lane *l);
+/* What failed the lane's receiving side, where its error alone does not
+ * say (a staged page that failed authentication, with its place and
+ * slot), or NULL; for the thread that got the error. */
+const char *tlm__seal_why(const struct tlm_lane *l);
 /* seal-place.c APIs. Zero copy on a sealed lane under integrity, on a transport with
  * place/placed_page (under encrypt: staged placement, below). tlm__seal_placing: the transport registered regions
  * (how: TLM_REG_SRC, LIVE records are placed from now on, with a MAC each;
