@@ -760,7 +760,12 @@ int tlm__migrate_dest(struct tlm_session *s, const struct tlm_region *regions, u
 	/* From here on the source cannot write into the regions. */
 	withdraw_regions(d);
 	/* COMMIT or FAIL is the last word on the control lane: no keepalive
-	 * may follow it into what the caller reads next. */
+	 * may follow it into what the caller reads next. A source judged
+	 * silent gets neither: its control lane is failed first, so that a
+	 * keepalive waiting there (an RDMA lane whose peer reads nothing runs
+	 * out of message credits) returns. */
+	if (err == -ETIMEDOUT)
+		tlm__lane_abort(tlm_session_lane(d->s, 0), -ETIMEDOUT);
 	tlm__ka_stop(&d->ka);
 	if (!err) {
 		err = send_commit(d, x, nl, &k.pi);

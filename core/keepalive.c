@@ -14,10 +14,11 @@
  *                  gets a KEEPALIVE (core/wire.c, TLM_CM_KEEPALIVE). Every
  *                  control message counts as one, so a busy lane carries
  *                  no extra ones.
- *   check          every keepalive/2: the keepalive above, then the owner's
- *                  check (the source reads what the destination sent while
- *                  no request of its own waits for an answer, and judges
- *                  the silence below).
+ *   check          every keepalive/2, on a thread of its own (a keepalive
+ *                  send may wait for the peer): the owner's check (the
+ *                  source reads what the destination sent while no
+ *                  request of its own waits for an answer, and judges the
+ *                  silence below).
  *   silent peer    T since anything was heard from the peer on the control
  *                  lane (the destination also counts records on any data
  *                  lane): the engine fails with -ETIMEDOUT and a reason
@@ -100,6 +101,23 @@ uint64_t tlm__ka_silent_ms(struct tlm__ka *k)
 	return now > rx ? (now - rx) / 1000000 : 0;
 }
 
+/* Sleep idle_ms/2 (lock held on entry and exit); false once stopped. */
+static bool ka_sleep(struct tlm__ka *k)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_nsec += (long)k->idle_ms * 500000L;
+	ts.tv_sec += ts.tv_nsec / 1000000000L;
+	ts.tv_nsec %= 1000000000L;
+	if (!k->stop)
+		pthread_cond_timedwait(&k->cond, &k->lock, &ts);
+	return !k->stop;
+}
+
+/* The keepalives. A send may wait for the peer (an RDMA lane whose peer
+ * reads nothing has no message credits left), so the owner's check runs
+ * on a thread of its own (ka_check) and judges the silence meanwhile. */
 static void *ka_thread(void *arg)
 {
 	struct tlm__ka *k = arg;
@@ -107,17 +125,9 @@ static void *ka_thread(void *arg)
 	uint8_t m[1];
 
 	pthread_mutex_lock(&k->lock);
-	while (!k->stop) {
-		struct timespec ts;
+	while (ka_sleep(k)) {
 		uint64_t tx;
 
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_nsec += (long)k->idle_ms * 500000L;
-		ts.tv_sec += ts.tv_nsec / 1000000000L;
-		ts.tv_nsec %= 1000000000L;
-		pthread_cond_timedwait(&k->cond, &k->lock, &ts);
-		if (k->stop)
-			break;
 		pthread_mutex_unlock(&k->lock);
 		tx = __atomic_load_n(&k->tx_ns, __ATOMIC_ACQUIRE);
 		if (tlm__now_ns() - tx >= idle_ns) {
@@ -136,8 +146,20 @@ static void *ka_thread(void *arg)
 				break;
 			}
 		}
-		if (k->check)
-			k->check(k->arg);
+		pthread_mutex_lock(&k->lock);
+	}
+	pthread_mutex_unlock(&k->lock);
+	return NULL;
+}
+
+static void *ka_check(void *arg)
+{
+	struct tlm__ka *k = arg;
+
+	pthread_mutex_lock(&k->lock);
+	while (ka_sleep(k)) {
+		pthread_mutex_unlock(&k->lock);
+		k->check(k->arg);
 		pthread_mutex_lock(&k->lock);
 	}
 	pthread_mutex_unlock(&k->lock);
@@ -170,6 +192,11 @@ int tlm__ka_start(struct tlm__ka *k, void (*check)(void *), void (*fail)(void *,
 	if (pthread_create(&k->t, NULL, ka_thread, k))
 		return -EAGAIN;
 	k->running = true;
+	if (check && pthread_create(&k->tc, NULL, ka_check, k)) {
+		tlm__ka_stop(k);
+		return -EAGAIN;
+	}
+	k->checking = check != NULL;
 	return 0;
 }
 
@@ -182,7 +209,9 @@ void tlm__ka_stop(struct tlm__ka *k)
 	pthread_cond_broadcast(&k->cond);
 	pthread_mutex_unlock(&k->lock);
 	pthread_join(k->t, NULL);
-	k->running = false;
+	if (k->checking)
+		pthread_join(k->tc, NULL);
+	k->running = k->checking = false;
 }
 
 void tlm__ka_destroy(struct tlm__ka *k)

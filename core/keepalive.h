@@ -29,22 +29,23 @@ struct tlm__ka {
 	 * tlm__ka_start; the relay's own line). */
 	const void *ping;
 	size_t ping_len;
-	void (*check)(void *arg);     /* every idle_ms/2, on the keepalive thread */
+	void (*check)(void *arg);     /* every idle_ms/2, on a thread of its own */
 	void (*fail)(void *arg, int err); /* a keepalive could not be sent */
 	void *arg;
-	pthread_t t;
+	pthread_t t, tc;              /* keepalives; check */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	bool stop, running;
+	bool stop, running, checking;
 };
 /* The keepalive interval for a timeout: T/4, 20 ms .. TLM_KA_MAX_MS. */
 int tlm__ka_idle_ms(int timeout_ms);
 /* Before any send; heard and sent count from now. */
 void tlm__ka_init(struct tlm__ka *k, struct tlm_lane *lane, int timeout_ms);
-/* The keepalive thread; check may be NULL. -EAGAIN if it cannot start. */
+/* The keepalive thread, and check's (check may be NULL). -EAGAIN if
+ * either cannot start. */
 int tlm__ka_start(struct tlm__ka *k, void (*check)(void *), void (*fail)(void *, int),
 		  void *arg);
-/* Waits for the thread to leave; nothing is sent after it returns. */
+/* Waits for the threads to leave; nothing is sent after it returns. */
 void tlm__ka_stop(struct tlm__ka *k);
 void tlm__ka_destroy(struct tlm__ka *k);
 /* One CTRL message and a flush, under tx; any thread. 0 or -errno. */

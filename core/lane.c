@@ -161,7 +161,7 @@ int tlm__lane_inject_raw(struct tlm_lane *l, const void *buf, size_t n)
 void tlm__lane_abort(struct tlm_lane *l, int err)
 {
 	if (l && l->ops->abort)
-		l->ops->abort(l, err < 0 ? err : -ECONNABORTED);
+		l->ops->abort(l, err < 0 && err != -ETIMEDOUT ? err : -ECONNABORTED);
 }
 
 int tlm_lane_register_region(struct tlm_lane *l, unsigned region, void *base, size_t len,

@@ -50,8 +50,10 @@ static void silent_fail(struct src *e, const char *what, uint64_t ms)
 		      "(timeout %d ms; gone without closing the lanes?)", what,
 		      (unsigned long long)ms, tlm__engine_timeout(e));
 	/* It takes nothing more: CHK and PS threads waiting in a send to it
-	 * return now, not at the transport's send timeout. */
-	for (unsigned i = 1; i <= tlm__n_data(e); i++)
+	 * return now, not at the transport's send timeout, and so does a
+	 * keepalive waiting on the control lane (an RDMA lane whose peer
+	 * reads nothing runs out of message credits). */
+	for (unsigned i = 0; i <= tlm__n_data(e); i++)
 		tlm__lane_abort(tlm_session_lane(e->s, i), -ETIMEDOUT);
 }
 

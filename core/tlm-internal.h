@@ -156,7 +156,9 @@ struct tlm_lane_ops {
 /* lane.c APIs: */
 const struct tlm_lane_ops *tlm__transport_find(const char *name);
 int tlm__lane_inject_raw(struct tlm_lane *l, const void *buf, size_t n);
-/* The transport's abort (above), where it has one. */
+/* The transport's abort (above), where it has one. The lane fails with
+ * err, but -ECONNABORTED for -ETIMEDOUT, which a transport's waits (and
+ * seal.c's reads) take for "nothing yet, look again". */
 void tlm__lane_abort(struct tlm_lane *l, int err);
 /* Close a lane, sealed or not (its seal first). */
 void tlm__lane_close(struct tlm_lane *l);
