@@ -511,6 +511,10 @@ void tlm__relay_abort_lanes(struct relay *r)
 {
 	for (unsigned i = 1; i <= r->n; i++)
 		tlm__lane_abort(r->ch[i].lane, -ETIMEDOUT);
+	/* and the control lane: a keepalive may wait there for the peer (an
+	 * RDMA lane whose peer reads nothing runs out of message credits) */
+	if (r->s)
+		tlm__lane_abort(tlm_session_lane(r->s, 0), -ETIMEDOUT);
 }
 
 void tlm__relay_take_stats(struct tlm_session *s, struct tlm_relay_result *res)

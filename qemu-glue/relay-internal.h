@@ -180,9 +180,10 @@ int tlm__relay_drain(struct relay *r, int timeout_ms);
  * (0), or -ETIMEDOUT after timeout_ms. */
 int tlm__relay_wait_drained(struct relay *r, int timeout_ms);
 void tlm__relay_stop(struct relay *r, bool force);
-/* A peer silent for its timeout takes nothing more: every data lane
- * fails now (tlm__lane_abort), so no pump waits out a send timeout in a
- * write the peer never takes and the stop that follows is prompt. */
+/* A peer silent for its timeout takes nothing more: every data lane, and
+ * the control lane, fails now (tlm__lane_abort), so no pump or keepalive
+ * waits out a send timeout in a write the peer never takes and the stop
+ * that follows is prompt. */
 void tlm__relay_abort_lanes(struct relay *r);
 void tlm__relay_take_stats(struct tlm_session *s, struct tlm_relay_result *res);
 
