@@ -193,10 +193,10 @@ int tlm__ka_start(struct tlm__ka *k, void (*check)(void *), void (*fail)(void *,
 		return -EAGAIN;
 	k->running = true;
 	if (check && pthread_create(&k->tc, NULL, ka_check, k)) {
+		k->check = NULL;   /* no check thread to join */
 		tlm__ka_stop(k);
 		return -EAGAIN;
 	}
-	k->checking = check != NULL;
 	return 0;
 }
 
@@ -209,9 +209,9 @@ void tlm__ka_stop(struct tlm__ka *k)
 	pthread_cond_broadcast(&k->cond);
 	pthread_mutex_unlock(&k->lock);
 	pthread_join(k->t, NULL);
-	if (k->checking)
+	if (k->check)
 		pthread_join(k->tc, NULL);
-	k->running = k->checking = false;
+	k->running = false;
 }
 
 void tlm__ka_destroy(struct tlm__ka *k)

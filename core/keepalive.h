@@ -32,10 +32,10 @@ struct tlm__ka {
 	void (*check)(void *arg);     /* every idle_ms/2, on a thread of its own */
 	void (*fail)(void *arg, int err); /* a keepalive could not be sent */
 	void *arg;
-	pthread_t t, tc;              /* keepalives; check */
+	pthread_t t, tc;              /* keepalives; check's (if check) */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	bool stop, running, checking;
+	bool stop, running;
 };
 /* The keepalive interval for a timeout: T/4, 20 ms .. TLM_KA_MAX_MS. */
 int tlm__ka_idle_ms(int timeout_ms);

@@ -81,7 +81,6 @@ struct tlm__seal {
 	struct stage stage;
 };
 
-
 static inline void nonce_of(uint64_t seq, uint8_t iv[12])
 {
 	memset(iv, 0, 4);
@@ -101,9 +100,10 @@ static inline int rx_fail(struct tlm__seal *s, int err)
 }
 
 /* core/seal.c */
-int tlm__seal_tx_begin(struct tlm__seal *s, size_t plain_len);
+/* Append n inner bytes to the sealed frame being built (send_pages). */
 int tlm__seal_tx_add(struct tlm__seal *s, const void *p, size_t n);
-int tlm__seal_tx_finish(struct tlm_lane *l, struct tlm__seal *s);
+/* A sealed frame holding the one inner frame f (n bytes), sent now. */
+int tlm__seal_tx_frame(struct tlm_lane *l, struct tlm__seal *s, const void *f, size_t n);
 int tlm__seal_rx_pump(struct tlm_lane *l, struct tlm__seal *s, int timeout_ms);
 
 /* core/seal-place.c: integrity's MAC per page */

@@ -416,11 +416,7 @@ int tlm__stage_credit(struct tlm_lane *l, struct tlm__seal *s, bool all)
 		return rx_fail(s, s->tx_err ? s->tx_err : -EPIPE);
 	tlm__frame_hdr_encode(f, TLM_CREDIT_LEN, TLM_FT_CREDIT);
 	tlm__put64(f + TLM_FRAME_HDR, g->rx_seq);
-	rc = tlm__seal_tx_begin(s, sizeof(f));
-	if (!rc)
-		rc = tlm__seal_tx_add(s, f, sizeof(f));
-	if (!rc)
-		rc = tlm__seal_tx_finish(l, s);
+	rc = tlm__seal_tx_frame(l, s, f, sizeof(f));
 	if (rc)
 		return rx_fail(s, s->tx_err = rc);
 	g->rx_credited = g->rx_seq;

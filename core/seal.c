@@ -254,7 +254,7 @@ static int span_finish(struct tlm__seal *s)
 }
 
 /* Open a sealed frame of plain_len inner bytes in tbuf. */
-int tlm__seal_tx_begin(struct tlm__seal *s, size_t plain_len)
+static int tx_begin(struct tlm__seal *s, size_t plain_len)
 {
 	uint8_t iv[12];
 	int n;
@@ -290,7 +290,7 @@ int tlm__seal_tx_add(struct tlm__seal *s, const void *p, size_t n)
 }
 
 /* Close the frame with its tag and hand it to the transport. */
-int tlm__seal_tx_finish(struct tlm_lane *l, struct tlm__seal *s)
+static int tx_finish(struct tlm_lane *l, struct tlm__seal *s)
 {
 	uint64_t before = __atomic_load_n(&l->tx_bytes, __ATOMIC_RELAXED);
 	int outl = 0;
@@ -309,6 +309,17 @@ int tlm__seal_tx_finish(struct tlm_lane *l, struct tlm__seal *s)
 	if (w < 0)
 		return s->tx_err = (int)w;
 	return 0;
+}
+
+int tlm__seal_tx_frame(struct tlm_lane *l, struct tlm__seal *s, const void *f, size_t n)
+{
+	int rc = tx_begin(s, n);
+
+	if (!rc)
+		rc = tlm__seal_tx_add(s, f, n);
+	if (!rc)
+		rc = tx_finish(l, s);
+	return rc;
 }
 
 static void count_bytes(uint64_t *ctr, uint64_t n)
@@ -352,7 +363,7 @@ int tlm__seal_send_pages(struct tlm_lane *l, const struct tlm_page_rec *recs, un
 				break;
 			total += k;
 		}
-		rc = tlm__seal_tx_begin(s, total);
+		rc = tx_begin(s, total);
 		for (; !rc && i < j; i++) {
 			struct tlm_page_rec r = recs[i];
 			uint8_t hdr[REC_HDR];
@@ -385,7 +396,7 @@ int tlm__seal_send_pages(struct tlm_lane *l, const struct tlm_page_rec *recs, un
 		if (!rc && s->place_tx && l->ops->count_records)
 			l->ops->count_records(l, j - first);
 		if (!rc)
-			rc = tlm__seal_tx_finish(l, s);
+			rc = tx_finish(l, s);
 		if (rc)
 			return s->tx_err = rc;
 		tlm__stage_mark(s, j - first);
@@ -412,13 +423,13 @@ ssize_t tlm__seal_write(struct tlm_lane *l, const void *buf, size_t n)
 		if (len > TLM_SEAL_PLAIN - TLM_FRAME_HDR)
 			len = TLM_SEAL_PLAIN - TLM_FRAME_HDR;
 		tlm__frame_hdr_encode(hdr, (uint32_t)len, TLM_FT_DATA);
-		rc = tlm__seal_tx_begin(s, TLM_FRAME_HDR + len);
+		rc = tx_begin(s, TLM_FRAME_HDR + len);
 		if (!rc)
 			rc = tlm__seal_tx_add(s, hdr, sizeof(hdr));
 		if (!rc)
 			rc = tlm__seal_tx_add(s, p + done, len);
 		if (!rc)
-			rc = tlm__seal_tx_finish(l, s);
+			rc = tx_finish(l, s);
 		if (rc)
 			return s->tx_err = rc;
 		done += len;
@@ -442,11 +453,7 @@ int tlm__seal_shutdown(struct tlm_lane *l)
 	/* The end is sealed too: a peer cut short by anyone else sees a
 	 * stream that ends without it. */
 	tlm__frame_hdr_encode(hdr, 0, TLM_FT_FIN);
-	rc = tlm__seal_tx_begin(s, sizeof(hdr));
-	if (!rc)
-		rc = tlm__seal_tx_add(s, hdr, sizeof(hdr));
-	if (!rc)
-		rc = tlm__seal_tx_finish(l, s);
+	rc = tlm__seal_tx_frame(l, s, hdr, sizeof(hdr));
 	if (rc)
 		return s->tx_err = rc;
 	s->tx_fin = true;
