@@ -67,17 +67,55 @@ static bool claim(struct src *e, struct chk_arg *a, bool fenced, unsigned *regio
 	return *region < e->n_regions;
 }
 
+/*
+ * Wait until lane `lane` has sent its first `records` records (their pages
+ * may change again). The destination takes them at its own pace, so a wait
+ * that runs past the engine's timeout T is judged as the keepalive's check
+ * judges the control lane: a destination silent for T there is gone (the
+ * same failure, whichever of the two sees it first); one that still
+ * answers is waited for, up to 2 T on this lane. 0, or a negative errno
+ * with e failed.
+ */
+static int wait_sent(struct src *e, unsigned lane, uint64_t records)
+{
+	struct tlm_lane *l = tlm_session_lane(e->s, lane);
+	int ms = tlm__engine_timeout(e);
+	uint64_t t0 = tlm__now_ms();
+
+	for (;;) {
+		int err = tlm_lane_wait_sent(l, records, ms);
+		uint64_t silent, waited;
+
+		if (err != -ETIMEDOUT) {
+			if (err)
+				tlm__src_fail(e, err, "lane %u: %s", lane, tlm_strerror(err));
+			return err;
+		}
+		silent = tlm__ka_silent_ms(&e->ka);
+		waited = tlm__now_ms() - t0;
+		if (silent >= (uint64_t)ms) {
+			tlm__src_silent(e, "", silent);
+			return err;
+		}
+		if (tlm__src_stopping(e))
+			return -ECANCELED;
+		if (waited >= 2 * (uint64_t)ms) {
+			tlm__src_fail(e, err, "lane %u: the destination took nothing on it for "
+				      "%llu ms (timeout %d ms), though it answers on the control "
+				      "lane", lane, (unsigned long long)waited, ms);
+			return err;
+		}
+	}
+}
+
 void *tlm__chk_thread(void *arg)
 {
 	struct chk_arg *a = arg;
 	struct src *e = a->e;
-	struct tlm_lane *l = tlm_session_lane(e->s, a->lane);
-	int ms = tlm__engine_timeout(e);
 	/* Zero copy: the chunks in flight, oldest first. */
 	struct { uint64_t pos, records; } q[TLM_CHK_DEPTH];
 	unsigned nq = 0;
 	struct send_batch b;
-	int err;
 
 	if (tlm__batch_init(&b, e, a->lane, 0)) {
 		tlm__src_fail(e, -ENOMEM, "CHK: out of memory");
@@ -89,11 +127,8 @@ void *tlm__chk_thread(void *arg)
 		uint32_t epoch;
 
 		if (e->live && nq == TLM_CHK_DEPTH) {
-			err = tlm_lane_wait_sent(l, q[0].records, ms);
-			if (err) {
-				tlm__src_fail(e, err, "lane %u: %s", a->lane, tlm_strerror(err));
+			if (wait_sent(e, a->lane, q[0].records))
 				goto out;
-			}
 			q[0] = q[1];
 			nq--;
 			__atomic_store_n(&a->inflight, q[0].pos, __ATOMIC_SEQ_CST);
@@ -123,11 +158,8 @@ void *tlm__chk_thread(void *arg)
 		if (tlm__src_stopping(e))
 			goto out;
 	}
-	if (nq) {
-		err = tlm_lane_wait_sent(l, q[nq - 1].records, ms);
-		if (err)
-			tlm__src_fail(e, err, "lane %u: %s", a->lane, tlm_strerror(err));
-	}
+	if (nq)
+		(void)wait_sent(e, a->lane, q[nq - 1].records);
 out:
 	/* Done or failed: either way nothing of ours may hold the page saver
 	 * back (on failure nothing is sent any more). */

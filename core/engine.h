@@ -202,6 +202,10 @@ void tlm__src_fail(struct src *e, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* True once the engine is stopping (a failure, or abort_flag). */
 bool tlm__src_stopping(struct src *e);
+/* The destination has been silent for ms on the control lane: fail e
+ * saying so (what, then the time and the timeout), and abort every lane so
+ * that no thread waits on in a send the destination never takes. */
+void tlm__src_silent(struct src *e, const char *what, uint64_t ms);
 /* Flow control: returns once the destination has applied `records` on
  * data lane `lane` (SYNC). Any thread, while it alone sends on that lane. */
 int tlm__sync_lane(struct src *e, unsigned lane, uint64_t records);

@@ -44,7 +44,7 @@ static int send_ctrl(struct src *e, const uint8_t *msg, uint32_t len)
 	return tlm__ka_send(&e->ka, msg, len);
 }
 
-static void silent_fail(struct src *e, const char *what, uint64_t ms)
+void tlm__src_silent(struct src *e, const char *what, uint64_t ms)
 {
 	tlm__src_fail(e, -ETIMEDOUT, "%sthe destination has sent nothing for %llu ms "
 		      "(timeout %d ms; gone without closing the lanes?)", what,
@@ -105,7 +105,7 @@ static void src_ka_check(void *arg)
 	}
 	silent = tlm__ka_silent_ms(&e->ka);
 	if (silent >= (uint64_t)tlm__engine_timeout(e))
-		silent_fail(e, "", silent);
+		tlm__src_silent(e, "", silent);
 }
 
 static void src_ka_fail(void *arg, int err)
@@ -210,7 +210,7 @@ static int wait_answer(struct src *e, uint8_t want, uint8_t *buf, uint32_t *len)
 			silent = tlm__ka_silent_ms(&e->ka);
 			if (silent < (uint64_t)ms)
 				continue;
-			silent_fail(e, what, silent);
+			tlm__src_silent(e, what, silent);
 			return err;
 		}
 		if (err) {

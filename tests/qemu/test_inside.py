@@ -203,12 +203,21 @@ def main():
         if case == 'lane-cut':
             cutter = tr.LaneCutter(port, 1, 8 << 20)
             target = cutter.port
+        elif case in ('dest-killed', 'cancel'):
+            # CHK's lane slowed after 8 MiB: the migration is surely under
+            # way when the destination dies or the user cancels it, however
+            # fast this machine moves the rest.
+            cutter = tr.LaneCutter(port, 1, 8 << 20, rate=4 << 20)
+            target = cutter.port
         key = other if case == 'wrong-psk' else psk
         t0 = time.monotonic()
         src.q.cmd('migrate', uri=uri(target, key, extra_src))
 
         if case in ('dest-killed', 'cancel'):
             under_way(src)
+            check(cutter.cut.wait(60), '%s: the CHK lane slowed after 8 MiB' % case)
+            check(src.q.cmd('query-migrate').get('status') == 'active',
+                  '%s: the migration is under way' % case)
             if case == 'dest-killed':
                 dst.g.proc.kill()
             else:

@@ -308,9 +308,12 @@ def free_port():
 class LaneCutter:
     """A TCP proxy for the tlm session: forwards every lane, and cuts the
     connection number `victim` (0 = control, 1 = main, 2.. = multifd) once
-    `after` bytes went through it towards the receiver."""
+    `after` bytes went through it towards the receiver. With `rate` (bytes
+    a second) it slows that lane to the rate there instead of cutting it,
+    so a migration is surely still under way whatever the machine's speed
+    (`cut` is then set when the lane slows)."""
 
-    def __init__(self, target_port, victim, after):
+    def __init__(self, target_port, victim, after, rate=None):
         self.ls = socket.socket()
         self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.ls.bind(('127.0.0.1', 0))
@@ -319,6 +322,7 @@ class LaneCutter:
         self.target = target_port
         self.victim = victim
         self.after = after
+        self.rate = rate
         self.cut = threading.Event()
         self.n = 0
         threading.Thread(target=self.accept, daemon=True).start()
@@ -337,6 +341,7 @@ class LaneCutter:
 
     def pump(self, a, b, idx, fwd):
         sent = 0
+        victim = fwd and idx == self.victim
         try:
             while True:
                 d = a.recv(1 << 16)
@@ -345,7 +350,13 @@ class LaneCutter:
                     return
                 b.sendall(d)
                 sent += len(d)
-                if fwd and idx == self.victim and sent >= self.after and not self.cut.is_set():
+                if not victim or sent < self.after:
+                    continue
+                if self.rate:
+                    self.cut.set()
+                    time.sleep(len(d) / self.rate)
+                    continue
+                if not self.cut.is_set():
                     self.cut.set()
                     for s in (a, b):
                         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\0\0\0\0\0\0\0')
