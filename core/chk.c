@@ -83,10 +83,12 @@ static int wait_sent(struct src *e, unsigned lane, uint64_t records)
 	uint64_t t0 = tlm__now_ms();
 
 	for (;;) {
+		uint64_t t1 = tlm__now_ms(), silent, waited;
 		int err = tlm_lane_wait_sent(l, records, ms);
-		uint64_t silent, waited;
 
-		if (err != -ETIMEDOUT) {
+		/* -ETIMEDOUT before the time is up is the lane's own
+		 * failure (a send that stalled), not this wait's. */
+		if (err != -ETIMEDOUT || tlm__now_ms() - t1 < (uint64_t)ms) {
 			if (err)
 				tlm__src_fail(e, err, "lane %u: %s", lane, tlm_strerror(err));
 			return err;

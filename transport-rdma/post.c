@@ -204,6 +204,8 @@ int tlm__rdma_progress(struct rdma_lane *r)
 {
 	struct ibv_wc wc[16];
 	int total = 0, n, aev = __atomic_load_n(&r->async_ev, __ATOMIC_RELAXED);
+	uint64_t retired = r->sq_retired;
+	uint32_t credit = r->peer_credit;
 
 	if (aev && !r->gone) {
 		tlm__err("rdma %s: lane %u: %s%s", r->base.peer, r->base.index,
@@ -281,6 +283,8 @@ int tlm__rdma_progress(struct rdma_lane *r)
 	}
 	if (n < 0)
 		return tlm__rdma_lane_fail(r, -EIO);
+	if (r->sq_retired != retired || r->peer_credit != credit)
+		r->tx_moved = tlm__now_ms();
 	tlm__rdma_rx_drain(r);
 	maybe_credit(r);
 	return total;

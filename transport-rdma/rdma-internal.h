@@ -39,6 +39,10 @@ extern const struct tlm_lane_ops tlm__rdma_ops;
  * Soft-RoCE one in a TCG VM acks late) is not taken for a lost packet
  * seven times in a row, which would kill the QP. */
 #define ACK_TIMEOUT_DEFAULT 18
+/* A send whose peer takes nothing for this long fails (send_timeout=MS;
+ * tcp's default, transport-tcp/tcp.c). */
+#define SEND_TIMEOUT_DEFAULT 30000
+#define SEND_TIMEOUT_MAX 86400000
 
 _Static_assert(RBUF_SIZE >= TLM_FRAME_HDR + TLM_MAX_FRAME + SLOT_SIZE,
 	       "reassembly buffer must hold the largest frame plus a message");
@@ -66,6 +70,7 @@ struct rdma_opts {
 	unsigned tamper;   /* tests: flip a byte of the N-th placed page checked
 			    * (integrity) or staged page opened (encrypt) */
 	unsigned stage_kib; /* staging memory per lane and side (encrypt) */
+	int send_timeout;  /* ms; 0 = never (send.c, tx_wait) */
 };
 
 struct rdma_listener {
@@ -114,6 +119,8 @@ struct rdma_lane {
 	unsigned sq_cap;           /* send queue depth */
 	uint64_t sq_posted;        /* send queue requests posted ... */
 	uint64_t sq_retired;       /* ... and known complete */
+	uint64_t tx_moved;         /* tlm__now_ms() when the peer last took
+				    * anything: a send completed, a credit */
 	unsigned unsignaled;       /* WRITEs posted since the last signaled one */
 	struct ibv_send_wr chain[WRITE_CHAIN]; /* WRITEs not posted yet ... */
 	struct ibv_sge chain_sge[WRITE_CHAIN];

@@ -50,10 +50,11 @@ extern const struct tlm_lane_ops tlm__rdma_ops;
  * (messages in flight per direction; each is a 64 KiB registered buffer),
  * ack_timeout=N (local ACK timeout, 4.096 us * 2^N, 1..31), stage_kib=N
  * (encrypt lanes: KiB of registered staging memory per lane and side,
- * regions.c; 64..1048576, default 2048), tamper=N (tests: the N-th page
- * placed in our memory on a sealed lane has a byte flipped before its MAC
- * is checked, or the N-th staged page's ciphertext one before it is
- * opened, recv.c).
+ * regions.c; 64..1048576, default 2048), send_timeout=MS (a send during
+ * which the peer takes nothing that long fails the lane, send.c; default
+ * 30000, 0 = never), tamper=N (tests: the N-th page placed in our memory
+ * on a sealed lane has a byte flipped before its MAC is checked, or the
+ * N-th staged page's ciphertext one before it is opened, recv.c).
  */
 static int parse_opts(const char *args, struct rdma_opts *o)
 {
@@ -67,6 +68,7 @@ static int parse_opts(const char *args, struct rdma_opts *o)
 	o->nslot = NSLOT_DEFAULT;
 	o->ack_timeout = ACK_TIMEOUT_DEFAULT;
 	o->stage_kib = STAGE_KIB_DEFAULT;
+	o->send_timeout = SEND_TIMEOUT_DEFAULT;
 	while ((rc = tlm__kv_next(&p, item, sizeof(item))) > 0) {
 		snprintf(whole, sizeof(whole), "%s", item);
 		val = tlm__kv_split(item);
@@ -82,6 +84,10 @@ static int parse_opts(const char *args, struct rdma_opts *o)
 			goto bad;
 		if (!strcmp(item, "stage_kib") && v >= STAGE_KIB_MIN && v <= STAGE_KIB_MAX) {
 			o->stage_kib = (unsigned)v;
+			continue;
+		}
+		if (!strcmp(item, "send_timeout") && v <= SEND_TIMEOUT_MAX) {
+			o->send_timeout = (int)v;
 			continue;
 		}
 		if (v > NSLOT_MAX)
@@ -102,8 +108,8 @@ static int parse_opts(const char *args, struct rdma_opts *o)
 	snprintf(whole, sizeof(whole), "%.100s...", item);
 bad:
 	tlm__err("rdma: bad transport argument '%s' (want dev=NAME, gid=N, slots=2..%d, "
-		 "ack_timeout=1..31, stage_kib=%d..%d, tamper=N)", whole, NSLOT_MAX,
-		 STAGE_KIB_MIN, STAGE_KIB_MAX);
+		 "ack_timeout=1..31, stage_kib=%d..%d, send_timeout=MS, tamper=N)", whole,
+		 NSLOT_MAX, STAGE_KIB_MIN, STAGE_KIB_MAX);
 	return -EINVAL;
 }
 

@@ -29,9 +29,44 @@ int tlm__rdma_tx_check(struct rdma_lane *r, enum tlm_lane_mode mode)
 	return 0;
 }
 
+/*
+ * A send that cannot go on waits for the peer to take something (a
+ * completion, a credit). The send_timeout clock runs from when the peer
+ * last took anything, or from when this send began to wait (*since, 0 at
+ * first): a peer that takes nothing for that long fails the lane with
+ * -ETIMEDOUT, as a tcp lane's send does (transport-tcp/datapath.c). 0:
+ * look again; or the lane's error.
+ */
+static int tx_wait(struct rdma_lane *r, uint64_t *since)
+{
+	uint64_t limit = (uint64_t)r->opts.send_timeout, from;
+	int rc;
+
+	if (!limit)
+		return tlm__rdma_wait_io(r, UINT64_MAX);
+	if (!*since)
+		*since = tlm__now_ms();
+	from = r->tx_moved > *since ? r->tx_moved : *since;
+	rc = tlm__rdma_wait_io(r, from + limit);
+	if (rc != -ETIMEDOUT)
+		return rc;
+	rc = tlm__rdma_progress(r);
+	if (rc < 0)
+		return rc;
+	from = r->tx_moved > *since ? r->tx_moved : *since;
+	if (tlm__now_ms() < from + limit)
+		return 0;
+	tlm__err("rdma %s: lane %u: the peer has taken nothing for %d ms; giving up",
+		 r->base.peer, r->base.index, r->opts.send_timeout);
+	if (!r->tx_err)
+		r->tx_err = -ETIMEDOUT;
+	return r->tx_err;
+}
+
 /* Post the slot being filled, waiting for a credit. */
 int tlm__rdma_tx_post(struct rdma_lane *r)
 {
+	uint64_t since = 0;
 	int rc;
 
 	if (r->tx_fill == 0)
@@ -46,8 +81,8 @@ int tlm__rdma_tx_post(struct rdma_lane *r)
 		/* The last send WR is kept for a credit-only message too. */
 		if (r->sent - r->peer_credit < tlm__rdma_data_limit(r) && sq_busy(r) + 1 < r->sq_cap)
 			break;
-		rc = tlm__rdma_wait_io(r, UINT64_MAX);
-		if (rc && rc != -ETIMEDOUT)
+		rc = tx_wait(r, &since);
+		if (rc)
 			return rc;
 	}
 	r->slot_recs[r->tx_head] = r->rec_put;
@@ -66,6 +101,7 @@ int tlm__rdma_tx_post(struct rdma_lane *r)
 int tlm__rdma_tx_put(struct rdma_lane *r, const void *buf, size_t n)
 {
 	const uint8_t *p = buf;
+	uint64_t since = 0;
 
 	while (n > 0) {
 		size_t take;
@@ -80,8 +116,8 @@ int tlm__rdma_tx_put(struct rdma_lane *r, const void *buf, size_t n)
 		while (r->tx_fill == 0 && r->tx_inflight >= r->nslot) {
 			if (r->tx_err)
 				return r->tx_err;
-			rc = tlm__rdma_wait_io(r, UINT64_MAX);
-			if (rc && rc != -ETIMEDOUT)
+			rc = tx_wait(r, &since);
+			if (rc)
 				return rc;
 		}
 		take = SLOT_SIZE - r->tx_fill;
@@ -103,6 +139,7 @@ static int write_page(struct rdma_lane *r, const struct tlm_page_rec *rec)
 	struct ibv_mr *mr = rec->region < TLM_MAX_REGIONS ? r->src_mr[rec->region] : NULL;
 	const struct tlm_region_offer *o = mr ? &r->remote[rec->region] : NULL;
 	const uint8_t *p = rec->data, *base = mr ? mr->addr : NULL;
+	uint64_t since = 0;
 
 	if (!mr || !o->offered || rec->len != ps || p < base ||
 	    (size_t)(p - base) + ps > mr->length || rec->index >= o->len / ps) {
@@ -116,8 +153,8 @@ static int write_page(struct rdma_lane *r, const struct tlm_page_rec *rec)
 		if (!rc)
 			rc = tlm__rdma_post_chain(r);
 		if (!rc)
-			rc = tlm__rdma_wait_io(r, UINT64_MAX);
-		if (rc && rc != -ETIMEDOUT)
+			rc = tx_wait(r, &since);
+		if (rc)
 			return rc;
 	}
 	return tlm__rdma_post_write(r, p, ps, mr->lkey, o->addr + rec->index * ps, o->rkey);
@@ -144,6 +181,7 @@ int tlm__rdma_place(struct tlm_lane *l, const struct tlm_page_rec *rec)
 int tlm__rdma_stage_get(struct tlm_lane *l, uint32_t slot, uint8_t **buf)
 {
 	struct rdma_lane *r = to_rdma(l);
+	uint64_t since = 0;
 	int rc;
 
 	pthread_mutex_lock(&r->mu);
@@ -153,9 +191,7 @@ int tlm__rdma_stage_get(struct tlm_lane *l, uint32_t slot, uint8_t **buf)
 	while (!rc && r->sq_retired < r->stage_post[slot]) {
 		rc = tlm__rdma_post_chain(r);
 		if (!rc)
-			rc = tlm__rdma_wait_io(r, UINT64_MAX);
-		if (rc == -ETIMEDOUT)
-			rc = 0;
+			rc = tx_wait(r, &since);
 		if (!rc)
 			rc = tlm__rdma_tx_check(r, TLM_MODE_BYTES);
 	}
@@ -170,6 +206,7 @@ int tlm__rdma_stage_get(struct tlm_lane *l, uint32_t slot, uint8_t **buf)
 int tlm__rdma_stage_put(struct tlm_lane *l, uint32_t slot, uint32_t len)
 {
 	struct rdma_lane *r = to_rdma(l);
+	uint64_t since = 0;
 	int rc;
 
 	pthread_mutex_lock(&r->mu);
@@ -180,9 +217,7 @@ int tlm__rdma_stage_put(struct tlm_lane *l, uint32_t slot, uint32_t len)
 	while (!rc && sq_busy(r) + 2 >= r->sq_cap) {
 		rc = tlm__rdma_post_chain(r);
 		if (!rc)
-			rc = tlm__rdma_wait_io(r, UINT64_MAX);
-		if (rc == -ETIMEDOUT)
-			rc = 0;
+			rc = tx_wait(r, &since);
 		if (!rc)
 			rc = tlm__rdma_tx_check(r, TLM_MODE_BYTES);
 	}

@@ -20,6 +20,11 @@
  *             lane's abort op from a third thread, and so does every
  *             later call; a second abort keeps the first error; close
  *             returns
+ *   stall     the server never reads; the client's lane has
+ *             send_timeout=2000: its writer, blocked once the receives ran
+ *             out, fails with -ETIMEDOUT no sooner than 2 s after it began
+ *             to wait (and long before the default 30 s), with a message
+ *             that names the time; later writes give the same error
  *   vanish    the peer closes mid-stream without FIN: -TLM_EPEERCLOSED
  * and, in the child before any lane, a memlock limit too low to register
  * the buffers: -ENOMEM with a message naming RLIMIT_MEMLOCK.
@@ -190,7 +195,7 @@ static struct tlm_lane *accept_one(struct tlm_xlistener *xl)
 static void server(struct tlm_xlistener *xl)
 {
 	static uint8_t buf[300000];
-	struct tlm_lane *l, *held;
+	struct tlm_lane *l, *held, *stalled;
 	uint64_t got = 0;
 	ssize_t n;
 	int rc;
@@ -297,10 +302,13 @@ static void server(struct tlm_xlistener *xl)
 	/* abort: the client's lane, never read, held until its next one
 	 * comes (so the client's writes find no credits, and no close) */
 	held = accept_one(xl);
+	/* stall: the same, for the lane whose send times out */
+	stalled = accept_one(xl);
 
 	/* vanish */
 	l = accept_one(xl);
 	ops->close(held);
+	ops->close(stalled);
 	got = 0;
 	for (;;) {
 		n = ops->dp->read(l, buf, sizeof(buf), TMO);
@@ -379,6 +387,8 @@ static void args_check(const char *addr, const char *port)
 		{ "slots=1", -EINVAL },
 		{ "mtu=9000", -EINVAL },
 		{ "ack_timeout=0", -EINVAL },
+		{ "send_timeout=-1", -EINVAL },
+		{ "send_timeout=2s", -EINVAL },
 	};
 
 	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
@@ -388,7 +398,7 @@ static void args_check(const char *addr, const char *port)
 		CHECK(rc == c[i].want, "transport_args '%s' gave %s, want %s", c[i].args,
 		      tlm_strerror(rc), tlm_strerror(c[i].want));
 	}
-	printf("PASS args: dev=/gid=/slots=/ack_timeout= misfits refused\n");
+	printf("PASS args: dev=/gid=/slots=/ack_timeout=/send_timeout= misfits refused\n");
 }
 
 struct abort_arg {
@@ -418,29 +428,47 @@ static void *abort_later(void *arg)
 	return NULL;
 }
 
+/* Write 64 KiB at a time into a lane the server never reads, until a
+ * write fails with -ETIMEDOUT; *sent what was taken, *began when the write
+ * that failed began. Nothing but the failure ends it (the server holds
+ * the lane), and the lane takes far less than 64 MiB before it blocks. */
+static void write_until_fail(const char *what, struct tlm_lane *l, uint64_t *sent,
+				uint64_t *began)
+{
+	static uint8_t buf[65536];
+	ssize_t n;
+
+	memset(buf, 5, sizeof(buf));
+	*sent = 0;
+	for (;;) {
+		*began = tlm__now_ms();
+		n = ops->dp->write(l, buf, sizeof(buf));
+		if (n <= 0)
+			break;
+		*sent += (uint64_t)n;
+	}
+	CHECK(n == -ETIMEDOUT, "%s: the blocked write gave %s after %llu bytes", what,
+	      tlm_strerror((int)n), (unsigned long long)*sent);
+	CHECK(*sent < 64u << 20, "%s: %llu bytes written into a lane nobody reads", what,
+	      (unsigned long long)*sent);
+}
+
 /* The lane's abort op from a third thread, while the server reads nothing. */
 static void abort_check(const char *addr, const char *port)
 {
-	static uint8_t buf[65536];
+	uint8_t buf[16] = { 0 };
 	struct abort_arg a = { .got = 1 };
 	pthread_t rt, at;
-	uint64_t sent = 0, now;
-	ssize_t n;
+	uint64_t sent, began, now;
 
 	CHECK(ops->abort != NULL, "abort: the rdma lanes have no abort op");
 	a.l = connect_one(addr, port);
 	CHECK(pthread_create(&rt, NULL, abort_reader, &a) == 0, "reader thread");
 	CHECK(pthread_create(&at, NULL, abort_later, &a) == 0, "abort thread");
-	memset(buf, 5, sizeof(buf));
-	while ((n = ops->dp->write(a.l, buf, sizeof(buf))) > 0)
-		sent += (uint64_t)n;
+	/* Without the abort the write would return at the lane's send
+	 * timeout, 30 s. */
+	write_until_fail("abort", a.l, &sent, &began);
 	now = tlm__now_ms();
-	CHECK(n == -ETIMEDOUT, "abort: the blocked write gave %s after %llu bytes",
-	      tlm_strerror((int)n), (unsigned long long)sent);
-	/* Nothing else ends that wait: the server holds the lane and reads
-	 * nothing (without the abort the write never returns). */
-	CHECK(sent < 64u << 20, "abort: %llu bytes written into a lane nobody reads",
-	      (unsigned long long)sent);
 	pthread_join(at, NULL);
 	pthread_join(rt, NULL);
 	CHECK(a.got == -ETIMEDOUT, "abort: the blocked read gave %s", tlm_strerror((int)a.got));
@@ -453,6 +481,30 @@ static void abort_check(const char *addr, const char *port)
 	printf("[client] PASS abort: a write blocked after %llu bytes and a read returned the "
 	       "abort's error %llu ms after it, later calls too\n", (unsigned long long)sent,
 	       (unsigned long long)(now - __atomic_load_n(&a.aborted_ms, __ATOMIC_ACQUIRE)));
+}
+
+/* send_timeout: a writer the server never reads from gives up on its own. */
+static void stall_check(const char *addr, const char *port)
+{
+	struct tlm_lane *l = NULL;
+	uint64_t sent, t0, t1;
+
+	CHECK(ops->connect(addr, port, "dev=rxe0,gid=1,send_timeout=2000", 1, TMO, &l) == 0,
+	      "stall: connect");
+	write_until_fail("stall", l, &sent, &t0);
+	t1 = tlm__now_ms();
+	/* Not before its time: the write that failed waited 2 s at least. An
+	 * upper bound only tells it from the 30 s default (a loaded machine
+	 * may be late; this is no benchmark). */
+	CHECK(t1 - t0 >= 2000 && t1 - t0 < 20000, "stall: the write failed after %llu ms",
+	      (unsigned long long)(t1 - t0));
+	CHECK(strstr(last_log, "has taken nothing for 2000 ms"),
+	      "stall: the message does not name the time: %s", last_log);
+	CHECK(ops->dp->write(l, "x", 1) == -ETIMEDOUT, "stall: a later write");
+	ops->close(l);
+	printf("[client] PASS stall: send_timeout=2000 failed a write blocked after %llu bytes "
+	       "%llu ms after it began\n", (unsigned long long)sent,
+	       (unsigned long long)(t1 - t0));
 }
 
 static void client(const char *addr, const char *port)
@@ -578,6 +630,7 @@ static void client(const char *addr, const char *port)
 	}
 
 	abort_check(addr, port);
+	stall_check(addr, port);
 
 	/* vanish: 1000 bytes, no FIN, close */
 	l = connect_one(addr, port);
